@@ -1,0 +1,7 @@
+//! Jobs and generations: the engine interfaces, the worker pool and crash recovery.
+
+pub mod engine;
+pub mod generator;
+
+pub use engine::{Engine, EngineError, JobContext, JobKind, JobOutput, Resource};
+pub use generator::{GenerationRequest, Generator};
