@@ -3,16 +3,26 @@
 //! A map of the crate, in the order a request walks through it:
 //! - [`config`]: defaults ← `SOUNDCHECK_*` env ← flags.
 //! - [`app`]: `AppState`, the router, `run()` and graceful shutdown.
-//! - [`api`]: one file per resource (generations, jobs, webhook admin, media); handlers validate and
-//!   call a service function.
+//! - [`api`]: one file per resource (generations, jobs, webhook admin, credits, media); handlers
+//!   validate and call the store or a service.
 //! - [`error`]: `ApiError`, rendered as the contract's error envelope.
+//! - [`views`]: the contracts' JSON shapes, field for field.
 //! - [`store`]: the one SQLite file; no SQL lives anywhere else.
-//! - [`jobs`]: the queue (claim, finish, recover), workers, the `Engine`/`Generator` interfaces and
-//!   the registry of installed engines.
-//! - [`webhooks`]: signing, the outbox dispatcher and the retry schedule.
+//! - [`jobs`]: the `Engine`/`Generator` interfaces, the registry and the worker pool.
+//! - [`webhooks`]: signing, URL rules, the outbox dispatcher and the retry schedule.
+//! - [`faults`]: on-demand failures through the real failure paths.
 //! - [`audio`]: decode, resample, encode, loudness — pure functions over samples.
 //! - [`engines`]: pure compute behind the jobs and generations (analysis, mastering, models).
 
+pub mod api;
+pub mod app;
 pub mod audio;
+pub mod config;
 pub mod engines;
+pub mod error;
+pub mod faults;
+pub mod ids;
 pub mod jobs;
+pub mod store;
+pub mod views;
+pub mod webhooks;

@@ -5,3 +5,5 @@ pub mod generator;
 
 pub use engine::{Engine, EngineError, JobContext, JobKind, JobOutput, Resource};
 pub use generator::{GenerationRequest, Generator};
+pub mod registry;
+pub mod worker;

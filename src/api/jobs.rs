@@ -1,0 +1,409 @@
+//! The async jobs API (seed 003): `POST /v1/separate`, `/v1/transcribe`, `/v1/master`,
+//! `/v1/analyze/upload` answer `202` with a `job_id`; `GET /v1/jobs/{job_id}` polls it. Bearer auth,
+//! `Idempotency-Key`, credits reserved at submit. Also `GET /v1/jobs` (a listing), an extension.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{fault_header, JobsKey};
+use crate::app::AppState;
+use crate::error::{current_trace_id, ApiError, ApiResult, Code};
+use crate::jobs::JobKind;
+use crate::store::jobs::{self as jobs_store, NewJob, NewUpload};
+use crate::store::{self, credits};
+use crate::views::{JobBody, SubmitBody, SubmitMeta};
+
+/// Idempotency keys are honoured for this long (seed: 24 hours).
+const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Longest accepted text field of a multipart submission.
+const MAX_FIELD_BYTES: usize = 16 * 1024;
+
+pub fn router() -> Router<AppState> {
+    let submit = |kind: JobKind| {
+        post(move |state, key, headers, multipart| {
+            jobs_submit(kind, state, key, headers, multipart)
+        })
+        // Uploads are size-checked while they stream to disk (--max-upload-mb).
+        .layer(DefaultBodyLimit::disable())
+    };
+    Router::new()
+        .route("/v1/separate", submit(JobKind::Separate))
+        .route("/v1/transcribe", submit(JobKind::Transcribe))
+        .route("/v1/master", submit(JobKind::Master))
+        .route("/v1/analyze/upload", submit(JobKind::Analyze))
+        .route("/v1/jobs", get(jobs_list))
+        .route("/v1/jobs/{job_id}", get(jobs_get))
+}
+
+/// Typical run time per endpoint (the seed's table), for `estimated_completion`.
+fn typical_secs(kind: JobKind) -> i64 {
+    match kind {
+        JobKind::Separate => 45,
+        JobKind::Transcribe => 60,
+        JobKind::Master => 20,
+        JobKind::Analyze => 15,
+    }
+}
+
+/// A submission read off the wire: the audio file on disk and the text fields.
+struct Submission {
+    upload: NewUpload,
+    fields: BTreeMap<String, String>,
+}
+
+async fn jobs_submit(
+    kind: JobKind,
+    State(state): State<AppState>,
+    _key: JobsKey,
+    headers: HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> ApiResult<axum::response::Response> {
+    let engine = state.registry.engine(kind).cloned().ok_or_else(|| {
+        ApiError::new(
+            Code::EngineUnavailable,
+            format!(
+                "No engine for {} is installed in this server.",
+                kind.endpoint()
+            ),
+        )
+    })?;
+    let fault = fault_header(&headers)?;
+    let idem_key = idempotency_key(&headers)?;
+    let multipart = multipart.map_err(|e| {
+        ApiError::invalid(format!(
+            "Expected a multipart/form-data body with an `audio` file: {}",
+            e.body_text()
+        ))
+    })?;
+    let sub = receive(&state, multipart).await?;
+    let path = PathBuf::from(&sub.upload.path);
+    let outcome = async {
+        probe_audio(path.clone()).await?;
+        let params = engine.params(&sub.fields).map_err(ApiError::invalid)?;
+        let fault = fault.map(|f| f.as_string());
+        let hash = request_hash(kind, &params, &sub.upload.sha256, fault.as_deref());
+        let now = chrono::Utc::now();
+        let job = NewJob {
+            id: crate::ids::new_id("job"),
+            endpoint: kind.endpoint().to_string(),
+            engine: engine.name().to_string(),
+            params,
+            fault,
+            trace_id: current_trace_id(),
+            price: kind.price(),
+            estimated_completion: (now + chrono::Duration::seconds(typical_secs(kind)))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        let upload = sub.upload.clone();
+        state
+            .store
+            .write(move |tx| admit(tx, &upload, &job, idem_key.as_deref(), &hash))
+            .await?
+    }
+    .await;
+    let admitted = match outcome {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
+    };
+    if admitted.replayed {
+        let _ = tokio::fs::remove_file(&path).await;
+    } else {
+        state.work.notify_one();
+    }
+    let body = SubmitBody {
+        job_id: admitted.job.id.clone(),
+        status: admitted.job.status.clone(),
+        poll_url: format!("{}/v1/jobs/{}", state.public_url, admitted.job.id),
+        estimated_completion: admitted.job.estimated_completion.clone(),
+        meta: SubmitMeta {
+            credits_reserved: admitted.job.credits_reserved,
+            credits_remaining: admitted.balance,
+            trace_id: admitted.job.trace_id.clone(),
+        },
+    };
+    let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if admitted.replayed {
+        resp.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
+}
+
+/// Rejects uploads symphonia cannot recognise as audio with a default track.
+async fn probe_audio(path: PathBuf) -> ApiResult<()> {
+    use symphonia::core::{
+        formats::FormatOptions, io::MediaSourceStream, meta::MetadataOptions, probe::Hint,
+    };
+    let verdict = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        let probed = symphonia::default::get_probe()
+            .format(
+                &Hint::new(),
+                mss,
+                &FormatOptions::default(),
+                &MetadataOptions::default(),
+            )
+            .map_err(|e| format!("The upload is not audio soundcheck can read: {e}"))?;
+        match probed.format.default_track() {
+            Some(t) if t.codec_params.codec != symphonia::core::codecs::CODEC_TYPE_NULL => Ok(()),
+            _ => Err("The upload contains no audio track.".to_string()),
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    verdict.map_err(|m| ApiError::new(Code::UnsupportedAudio, m))
+}
+
+/// The job a submission produced (or, for a replayed idempotency key, the earlier one).
+struct Admitted {
+    job: jobs_store::Job,
+    balance: i64,
+    replayed: bool,
+}
+
+/// In one transaction: honour the idempotency key, check and reserve credits, insert the job.
+fn admit(
+    tx: &rusqlite::Transaction<'_>,
+    upload: &NewUpload,
+    job: &NewJob,
+    idem_key: Option<&str>,
+    hash: &str,
+) -> store::Result<Result<Admitted, ApiError>> {
+    let now = store::now_ms();
+    if let Some(key) = idem_key {
+        if let Some(rec) = jobs_store::idempotency_get(tx, key)? {
+            if now - rec.created_at < IDEMPOTENCY_WINDOW_MS {
+                if rec.request_hash != hash {
+                    return Ok(Err(ApiError::new(
+                        Code::IdempotencyConflict,
+                        "This Idempotency-Key was already used with a different request.",
+                    )));
+                }
+                if let Some(existing) = jobs_store::get(tx, &rec.job_id)? {
+                    let balance = credits::balance(tx)?;
+                    return Ok(Ok(Admitted {
+                        job: existing,
+                        balance,
+                        replayed: true,
+                    }));
+                }
+            }
+        }
+    }
+    let balance = credits::balance(tx)?;
+    if balance < job.price {
+        return Ok(Err(ApiError::new(
+            Code::InsufficientCredits,
+            format!("This job costs {} credits; {balance} remain.", job.price),
+        )));
+    }
+    jobs_store::insert(tx, upload, job)?;
+    let balance = credits::record(tx, Some(&job.id), "reserve", -job.price)?;
+    if let Some(key) = idem_key {
+        jobs_store::idempotency_put(tx, key, hash, &job.id, now)?;
+    }
+    let stored = jobs_store::get(tx, &job.id)?.expect("job just inserted");
+    Ok(Ok(Admitted {
+        job: stored,
+        balance,
+        replayed: false,
+    }))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII."))?
+        .trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::invalid(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters."
+        )));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// What makes two submissions "the same request" for an idempotency key.
+fn request_hash(kind: JobKind, params: &Value, audio_sha256: &str, fault: Option<&str>) -> String {
+    let canonical = json!({
+        "endpoint": kind.endpoint(), "params": params, "audio": audio_sha256, "fault": fault,
+    });
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// Streams the multipart body: the `audio` file to `<data>/uploads/`, hashed and size-capped, and
+/// the text fields into a map. Nothing is left on disk if it fails.
+async fn receive(state: &AppState, mut multipart: Multipart) -> ApiResult<Submission> {
+    let max = state.config.max_upload_bytes;
+    let mut fields = BTreeMap::new();
+    let mut upload: Option<NewUpload> = None;
+    let result = async {
+        while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+            let name = field.name().unwrap_or_default().to_string();
+            if name == "audio" {
+                if upload.is_some() {
+                    return Err(ApiError::invalid("Send exactly one `audio` file."));
+                }
+                let id = crate::ids::new_id("upl");
+                let dir = state.config.data_dir.join("uploads");
+                tokio::fs::create_dir_all(&dir).await?;
+                let path = dir.join(&id);
+                let filename = field.file_name().map(str::to_string);
+                upload = Some(NewUpload {
+                    id,
+                    path: path.to_string_lossy().into_owned(),
+                    filename,
+                    size: 0,
+                    sha256: String::new(),
+                });
+                let mut file = tokio::fs::File::create(&path).await?;
+                let mut hasher = Sha256::new();
+                let mut size: u64 = 0;
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    size += chunk.len() as u64;
+                    if size > max {
+                        return Err(ApiError::new(
+                            Code::PayloadTooLarge,
+                            format!("The audio file is larger than {} MB.", max / (1024 * 1024)),
+                        ));
+                    }
+                    hasher.update(&chunk);
+                    file.write_all(&chunk).await?;
+                }
+                file.flush().await?;
+                if let Some(u) = upload.as_mut() {
+                    u.size = size as i64;
+                    u.sha256 = hex::encode(hasher.finalize());
+                }
+            } else if field.file_name().is_some() {
+                return Err(ApiError::invalid(format!(
+                    "Unexpected file field `{name}`; send the file as `audio`."
+                )));
+            } else {
+                let mut value = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    value.extend_from_slice(&chunk);
+                    if value.len() > MAX_FIELD_BYTES {
+                        return Err(ApiError::invalid(format!("Field `{name}` is too long.")));
+                    }
+                }
+                let value = String::from_utf8(value)
+                    .map_err(|_| ApiError::invalid(format!("Field `{name}` is not UTF-8 text.")))?;
+                fields.insert(name, value);
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match (result, upload) {
+        (Ok(()), Some(upload)) if upload.size == 0 => {
+            let _ = tokio::fs::remove_file(&upload.path).await;
+            Err(ApiError::new(
+                Code::UnsupportedAudio,
+                "The audio file is empty.",
+            ))
+        }
+        (Ok(()), Some(upload)) => Ok(Submission { upload, fields }),
+        (Ok(()), None) => Err(ApiError::invalid("An `audio` file is required.")),
+        (Err(e), upload) => {
+            if let Some(u) = upload {
+                let _ = tokio::fs::remove_file(&u.path).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(Code::PayloadTooLarge, "Request body is too large.")
+    } else {
+        ApiError::invalid(format!("Malformed multipart body: {}", e.body_text()))
+    }
+}
+
+/// `GET /v1/jobs/{job_id}`; more than one poll per second of the same job → `429`.
+async fn jobs_get(
+    State(state): State<AppState>,
+    _key: JobsKey,
+    Path(job_id): Path<String>,
+) -> ApiResult<Json<JobBody>> {
+    let limited = state.polls.lock().unwrap().check(&job_id, Instant::now());
+    if let Err(wait) = limited {
+        let mut e = ApiError::new(
+            Code::RateLimitExceeded,
+            "This job was polled less than a second ago; poll at most once per second.",
+        );
+        e.retry_after = Some(wait.max(Duration::from_millis(1)).as_secs_f64().ceil() as u64);
+        return Err(e);
+    }
+    let id = job_id.clone();
+    let job = state.store.read(move |c| jobs_store::get(c, &id)).await?;
+    let job = job.ok_or_else(|| ApiError::not_found("No job with that id."))?;
+    let live = state.progress.lock().unwrap().get(&job.id).copied();
+    Ok(Json(JobBody::from_row(&job, live)))
+}
+
+/// `GET /v1/jobs`: the 50 most recent, newest first (not rate limited).
+async fn jobs_list(State(state): State<AppState>, _key: JobsKey) -> ApiResult<Json<Value>> {
+    let rows = state.store.read(|c| jobs_store::recent(c, 50)).await?;
+    let progress = state.progress.lock().unwrap().clone();
+    let data: Vec<JobBody> = rows
+        .iter()
+        .map(|j| JobBody::from_row(j, progress.get(&j.id).copied()))
+        .collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::PollLimiter;
+
+    #[test]
+    fn poll_limiter_allows_one_poll_per_second_per_job() {
+        let mut l = PollLimiter::default();
+        let t0 = Instant::now();
+        assert!(l.check("job_a", t0).is_ok());
+        assert!(l.check("job_b", t0).is_ok());
+        let wait = l
+            .check("job_a", t0 + Duration::from_millis(300))
+            .unwrap_err();
+        assert_eq!(wait, Duration::from_millis(700));
+        assert!(l.check("job_a", t0 + Duration::from_millis(1000)).is_ok());
+    }
+
+    #[test]
+    fn request_hash_separates_what_matters() {
+        let p = json!({"stems": 4});
+        let a = request_hash(JobKind::Separate, &p, "abc", None);
+        assert_eq!(a, request_hash(JobKind::Separate, &p, "abc", None));
+        assert_ne!(
+            a,
+            request_hash(JobKind::Separate, &json!({"stems": 2}), "abc", None)
+        );
+        assert_ne!(a, request_hash(JobKind::Separate, &p, "abd", None));
+        assert_ne!(a, request_hash(JobKind::Master, &p, "abc", None));
+    }
+}

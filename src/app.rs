@@ -1,0 +1,270 @@
+//! `AppState`, the router and `run()`: opens the store, recovers interrupted work, starts the
+//! workers and the webhook dispatcher, serves HTTP until the shutdown token fires, then drains.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::Config;
+use crate::error::{envelope, Code, TRACE_ID};
+use crate::jobs::registry::Registry;
+use crate::jobs::worker::{ProgressMap, Workers};
+use crate::store::{self, Store};
+use crate::webhooks::dispatch::{DispatchConfig, Dispatcher};
+
+/// The keys and secret the server accepts and signs with.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    /// Generations API key (`X-API-Key`).
+    pub ft_key: String,
+    /// Jobs API key (`Authorization: Bearer`).
+    pub tl_key: String,
+    /// The webhook signing secret at start (rotation changes the stored one).
+    pub webhook_secret: String,
+}
+
+impl Secrets {
+    /// One `NAME=value` line each, as `serve` and `keys` print them.
+    pub fn env_lines(&self) -> String {
+        format!(
+            "SOUNDCHECK_FT_KEY={}\nSOUNDCHECK_TL_KEY={}\nSOUNDCHECK_WEBHOOK_SECRET={}\n",
+            self.ft_key, self.tl_key, self.webhook_secret
+        )
+    }
+}
+
+/// Everything a handler needs; cheap to clone (all handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub dispatcher: Dispatcher,
+    pub secrets: Arc<Secrets>,
+    /// Base of every absolute URL we hand out (`poll_url`, media).
+    pub public_url: Arc<str>,
+    pub progress: ProgressMap,
+    /// Wakes a worker after a submit.
+    pub work: Arc<Notify>,
+    /// Last poll of each job, for the one-poll-per-second limit.
+    pub polls: Arc<Mutex<PollLimiter>>,
+}
+
+/// Remembers when each job was last polled; forgets entries older than the window.
+#[derive(Default)]
+pub struct PollLimiter {
+    last: std::collections::HashMap<String, Instant>,
+    swept: Option<Instant>,
+}
+
+impl PollLimiter {
+    /// Window within which a second poll of the same job is refused.
+    pub const WINDOW: Duration = Duration::from_secs(1);
+
+    /// Records a poll; `Err(wait)` if the job was polled less than a second ago.
+    pub fn check(&mut self, job_id: &str, now: Instant) -> Result<(), Duration> {
+        if self
+            .swept
+            .is_none_or(|t| now.duration_since(t) > Self::WINDOW * 10)
+        {
+            self.last
+                .retain(|_, t| now.duration_since(*t) < Self::WINDOW);
+            self.swept = Some(now);
+        }
+        if let Some(prev) = self.last.get(job_id) {
+            let since = now.duration_since(*prev);
+            if since < Self::WINDOW {
+                return Err(Self::WINDOW - since);
+            }
+        }
+        self.last.insert(job_id.to_string(), now);
+        Ok(())
+    }
+}
+
+/// Opens the store and makes sure keys, the webhook secret and the starting credits exist,
+/// applying overrides. Shared by `serve` and the offline CLI commands.
+pub fn open_store(config: &Config) -> anyhow::Result<(Store, Secrets)> {
+    let store = Store::open(&config.data_dir.join("soundcheck.sqlite"))?;
+    let secrets = store.write_blocking(|tx| {
+        use crate::store::settings;
+        if let Some(k) = &config.ft_key {
+            settings::set(tx, "ft_key", k)?;
+        }
+        if let Some(k) = &config.tl_key {
+            settings::set(tx, "tl_key", k)?;
+        }
+        let ft_key = settings::get_or_insert(tx, "ft_key", || crate::ids::api_key("ft_test_"))?;
+        let tl_key = settings::get_or_insert(tx, "tl_key", || crate::ids::api_key("tl_test_"))?;
+        store::webhooks::endpoint_ensure(tx, &crate::ids::webhook_secret())?;
+        if let Some(s) = &config.webhook_secret {
+            store::webhooks::endpoint_set_secret(tx, s)?;
+        }
+        if let Some(url) = &config.webhook_url {
+            store::webhooks::endpoint_set_url(tx, Some(url))?;
+        }
+        store::credits::ensure_initial_grant(tx)?;
+        let webhook_secret = store::webhooks::endpoint_get(tx)?.secret;
+        Ok(Secrets {
+            ft_key,
+            tl_key,
+            webhook_secret,
+        })
+    })?;
+    Ok((store, secrets))
+}
+
+/// Builds the router with every API and the middleware stack.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::api::router())
+        .fallback(fallback)
+        .layer(axum::middleware::from_fn(trace_requests))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+async fn fallback() -> crate::error::ApiError {
+    crate::error::ApiError::not_found("No such endpoint.")
+}
+
+/// Gives each request a trace id (in the envelope, the `X-Trace-Id` header and the log line).
+async fn trace_requests(req: Request, next: Next) -> Response {
+    let trace_id = crate::ids::trace_id();
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let started = Instant::now();
+    let mut resp = TRACE_ID.scope(trace_id.clone(), next.run(req)).await;
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        resp.headers_mut().insert("x-trace-id", v);
+    }
+    tracing::info!(
+        %method, %path, status = resp.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1e3, %trace_id, "request"
+    );
+    resp
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let trace_id = crate::ids::trace_id();
+    tracing::error!(%trace_id, "a handler panicked");
+    let body = envelope(
+        Code::InternalError,
+        "An internal error occurred; see the server log.",
+        &trace_id,
+    );
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+}
+
+/// Runs the server on `listener` until `shutdown` fires; returns after draining.
+pub async fn run(
+    config: Config,
+    store: Store,
+    secrets: Secrets,
+    registry: Registry,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (jobs, generations) = store
+        .write(|tx| Ok((store::jobs::recover(tx)?, store::generations::recover(tx)?)))
+        .await?;
+    if jobs + generations > 0 {
+        tracing::info!(
+            jobs,
+            generations,
+            "re-queued work interrupted by the last shutdown"
+        );
+    }
+    let addr = listener.local_addr()?;
+    let public_url: Arc<str> = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .into();
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        DispatchConfig {
+            time_scale: config.time_scale,
+            timeout: config.webhook_timeout,
+            strict: config.strict,
+        },
+    );
+    let registry = Arc::new(registry);
+    let state = AppState {
+        config: Arc::new(config.clone()),
+        store: store.clone(),
+        registry: registry.clone(),
+        dispatcher: dispatcher.clone(),
+        secrets: Arc::new(secrets),
+        public_url: public_url.clone(),
+        progress: ProgressMap::default(),
+        work: Arc::new(Notify::new()),
+        polls: Arc::default(),
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(dispatcher.clone().run(shutdown.clone()));
+    let workers = Workers {
+        store,
+        registry,
+        dispatcher,
+        progress: state.progress.clone(),
+        wake: state.work.clone(),
+        device: Arc::default(),
+        data_dir: config.data_dir.clone(),
+        public_url: public_url.to_string(),
+        result_ttl: config.result_ttl,
+        generation_timeout: config.generation_timeout,
+        shutdown: shutdown.clone(),
+    };
+    for _ in 0..config.workers.max(1) {
+        tasks.spawn(workers.clone().run_one());
+    }
+
+    let app = router(state);
+    let token = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await?;
+    // Running engines see the token and give their work back; wait for them a while.
+    if tokio::time::timeout(Duration::from_secs(30), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("some work did not stop within 30 s; it will be re-run at the next start");
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

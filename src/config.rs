@@ -1,0 +1,157 @@
+//! Server configuration: embedded defaults ← `SOUNDCHECK_*` environment ← command-line flags
+//! (clap reads both). Everything has a default, so `soundcheck serve` needs no flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+/// Flags of `soundcheck serve` (each also read from the environment variable it names).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SOUNDCHECK_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Base URL used in poll_url, audioUrl and result URLs (default: http://<addr>).
+    #[arg(long, env = "SOUNDCHECK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// Generations API key to accept (X-API-Key); stored and reused.
+    #[arg(long, env = "SOUNDCHECK_FT_KEY")]
+    pub ft_key: Option<String>,
+
+    /// Jobs API key to accept (Authorization: Bearer); stored and reused.
+    #[arg(long, env = "SOUNDCHECK_TL_KEY")]
+    pub tl_key: Option<String>,
+
+    /// Webhook signing secret for the jobs API; stored and reused.
+    #[arg(long, env = "SOUNDCHECK_WEBHOOK_SECRET")]
+    pub webhook_secret: Option<String>,
+
+    /// Jobs API webhook endpoint URL to configure at start.
+    #[arg(long, env = "SOUNDCHECK_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Apply the hosted service's webhook URL rules: https only, public addresses only.
+    #[arg(long, env = "SOUNDCHECK_STRICT")]
+    pub strict: bool,
+
+    /// Multiplies every webhook retry delay (0.001 turns 1 minute into 60 ms).
+    #[arg(long, env = "SOUNDCHECK_TIME_SCALE", default_value_t = 1.0)]
+    pub time_scale: f64,
+
+    /// Largest accepted upload, in megabytes.
+    #[arg(long, env = "SOUNDCHECK_MAX_UPLOAD_MB", default_value_t = 200)]
+    pub max_upload_mb: u64,
+
+    /// How long result URLs stay valid, in hours.
+    #[arg(long, env = "SOUNDCHECK_RESULT_TTL_HOURS", default_value_t = 168)]
+    pub result_ttl_hours: u64,
+
+    /// Jobs and generations run at once on the CPU (default: the number of cores).
+    #[arg(long, env = "SOUNDCHECK_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// A generation still running after this many seconds fails.
+    #[arg(long, env = "SOUNDCHECK_GENERATION_TIMEOUT", default_value_t = 240)]
+    pub generation_timeout: u64,
+
+    /// Seconds a webhook receiver has to answer.
+    #[arg(long, env = "SOUNDCHECK_WEBHOOK_TIMEOUT", default_value_t = 10)]
+    pub webhook_timeout: u64,
+}
+
+/// Where state lives; shared by `serve` and the offline commands (`keys`, `credits`).
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Directory holding the database, uploads and results (default: the per-user data dir).
+    #[arg(long, env = "SOUNDCHECK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The data directory, created if missing.
+    pub fn resolve(&self) -> std::io::Result<PathBuf> {
+        let dir = match &self.data_dir {
+            Some(d) => d.clone(),
+            None => directories::ProjectDirs::from("dev", "soundcheck", "soundcheck")
+                .map(|p| p.data_dir().to_path_buf())
+                .unwrap_or_else(|| PathBuf::from(".soundcheck")),
+        };
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Overrides for the stored keys/secret, applied at start.
+    pub ft_key: Option<String>,
+    pub tl_key: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub webhook_url: Option<String>,
+    pub public_url: Option<String>,
+    pub strict: bool,
+    pub time_scale: f64,
+    pub max_upload_bytes: u64,
+    pub result_ttl: Duration,
+    pub workers: usize,
+    pub generation_timeout: Duration,
+    pub webhook_timeout: Duration,
+}
+
+impl Config {
+    /// Resolves `serve`'s flags into a configuration.
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Config> {
+        anyhow::ensure!(
+            args.time_scale > 0.0 && args.time_scale.is_finite(),
+            "--time-scale must be a positive number"
+        );
+        Ok(Config {
+            addr: args.addr,
+            data_dir: args.data.resolve()?,
+            ft_key: args.ft_key.clone(),
+            tl_key: args.tl_key.clone(),
+            webhook_secret: args.webhook_secret.clone(),
+            webhook_url: args.webhook_url.clone(),
+            public_url: args.public_url.clone(),
+            strict: args.strict,
+            time_scale: args.time_scale,
+            max_upload_bytes: args.max_upload_mb * 1024 * 1024,
+            result_ttl: Duration::from_secs(args.result_ttl_hours * 3600),
+            workers: args
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            generation_timeout: Duration::from_secs(args.generation_timeout),
+            webhook_timeout: Duration::from_secs(args.webhook_timeout),
+        })
+    }
+
+    /// The configuration of an offline command (`keys`, `credits`): serve's defaults for the
+    /// given data directory, with the key overrides taken from the environment as `serve` would.
+    pub fn for_data_dir(data: &DataArgs) -> anyhow::Result<Config> {
+        let mut args = ServeArgs::parse_from(["serve"]);
+        args.data = data.clone();
+        Config::from_args(&args)
+    }
+}
+
+/// Lets `Config::for_data_dir` build serve's defaults (and env overrides) without a command line.
+impl ServeArgs {
+    fn parse_from<I: IntoIterator<Item = &'static str>>(args: I) -> ServeArgs {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Wrapper::parse_from(args).serve
+    }
+}

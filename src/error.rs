@@ -1,0 +1,137 @@
+//! `ApiError`: every failure a client can see, rendered as the contract's one envelope
+//! `{"error": {"code", "message", "trace_id"}}` with the matching HTTP status.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+tokio::task_local! {
+    /// The current request's trace id, set by the tracing middleware for the handler's lifetime.
+    pub static TRACE_ID: String;
+}
+
+/// The trace id of the request being handled (a fresh one outside a request).
+pub fn current_trace_id() -> String {
+    TRACE_ID
+        .try_with(|t| t.clone())
+        .unwrap_or_else(|_| crate::ids::trace_id())
+}
+
+/// The contract's error codes (CONTRACT.md), each with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    InvalidRequest,
+    Unauthorized,
+    NotFound,
+    RateLimitExceeded,
+    InsufficientCredits,
+    IdempotencyConflict,
+    UnsupportedAudio,
+    CorruptAudio,
+    PayloadTooLarge,
+    EngineUnavailable,
+    InternalError,
+    ServiceUnavailable,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidRequest => "invalid_request",
+            Code::Unauthorized => "unauthorized",
+            Code::NotFound => "not_found",
+            Code::RateLimitExceeded => "rate_limit_exceeded",
+            Code::InsufficientCredits => "insufficient_credits",
+            Code::IdempotencyConflict => "idempotency_conflict",
+            Code::UnsupportedAudio => "unsupported_audio",
+            Code::CorruptAudio => "corrupt_audio",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::EngineUnavailable => "engine_unavailable",
+            Code::InternalError => "internal_error",
+            Code::ServiceUnavailable => "service_unavailable",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::InvalidRequest => StatusCode::BAD_REQUEST,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Code::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
+            Code::IdempotencyConflict => StatusCode::CONFLICT,
+            Code::UnsupportedAudio | Code::CorruptAudio => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::EngineUnavailable => StatusCode::NOT_IMPLEMENTED,
+            Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// An error a handler returns; `?` converts store and I/O errors into `internal_error`, whose
+/// details are logged, never sent.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: Code,
+    pub message: String,
+    /// Seconds for a `Retry-After` header (rate limits).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(Code::InvalidRequest, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(Code::NotFound, message)
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!(trace_id = %current_trace_id(), "internal error: {detail}");
+        ApiError::new(
+            Code::InternalError,
+            "An internal error occurred; see the server log.",
+        )
+    }
+}
+
+impl From<crate::store::Error> for ApiError {
+    fn from(e: crate::store::Error) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+/// The envelope body for a code and message (also used by the panic handler and fallbacks).
+pub fn envelope(code: Code, message: &str, trace_id: &str) -> serde_json::Value {
+    json!({ "error": { "code": code.as_str(), "message": message, "trace_id": trace_id } })
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = envelope(self.code, &self.message, &current_trace_id());
+        let mut resp = (self.code.status(), axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,241 @@
+//! Jobs, their uploads and idempotency keys: insert at submit, claim by a worker, finish, recover
+//! after a crash.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::Value;
+
+use super::{now_rfc3339, Result};
+
+/// A job as stored.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub endpoint: String,
+    pub engine: String,
+    pub status: String,
+    pub params: Value,
+    pub fault: Option<String>,
+    pub upload_path: String,
+    pub result: Option<Value>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub trace_id: String,
+    pub credits_reserved: i64,
+    pub credits_used: i64,
+    pub runs: i64,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub estimated_completion: String,
+}
+
+const JOB_COLUMNS: &str =
+    "j.id, j.endpoint, j.engine, j.status, j.params, j.fault, u.path, j.result,
+    j.error_code, j.error_message, j.trace_id, j.credits_reserved, j.credits_used, j.runs,
+    j.created_at, j.started_at, j.finished_at, j.estimated_completion";
+
+fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    let params: String = r.get(4)?;
+    let result: Option<String> = r.get(7)?;
+    Ok(Job {
+        id: r.get(0)?,
+        endpoint: r.get(1)?,
+        engine: r.get(2)?,
+        status: r.get(3)?,
+        params: serde_json::from_str(&params).unwrap_or(Value::Null),
+        fault: r.get(5)?,
+        upload_path: r.get(6)?,
+        result: result.and_then(|s| serde_json::from_str(&s).ok()),
+        error_code: r.get(8)?,
+        error_message: r.get(9)?,
+        trace_id: r.get(10)?,
+        credits_reserved: r.get(11)?,
+        credits_used: r.get(12)?,
+        runs: r.get(13)?,
+        created_at: r.get(14)?,
+        started_at: r.get(15)?,
+        finished_at: r.get(16)?,
+        estimated_completion: r.get(17)?,
+    })
+}
+
+/// An uploaded file, already on disk.
+#[derive(Debug, Clone)]
+pub struct NewUpload {
+    pub id: String,
+    pub path: String,
+    pub filename: Option<String>,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// A job to insert at submit time.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub endpoint: String,
+    pub engine: String,
+    pub params: Value,
+    pub fault: Option<String>,
+    pub trace_id: String,
+    pub price: i64,
+    pub estimated_completion: String,
+}
+
+/// Inserts the upload and the queued job.
+pub fn insert(conn: &Connection, upload: &NewUpload, job: &NewJob) -> Result<()> {
+    let now = now_rfc3339();
+    conn.execute(
+        "INSERT INTO uploads (id, path, filename, size, sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![upload.id, upload.path, upload.filename, upload.size, upload.sha256, now],
+    )?;
+    conn.execute(
+        "INSERT INTO jobs (id, endpoint, engine, status, params, fault, upload_id, trace_id,
+                           credits_reserved, created_at, estimated_completion)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            job.id,
+            job.endpoint,
+            job.engine,
+            job.params.to_string(),
+            job.fault,
+            upload.id,
+            job.trace_id,
+            job.price,
+            now,
+            job.estimated_completion
+        ],
+    )?;
+    Ok(())
+}
+
+/// One job by id.
+pub fn get(conn: &Connection, id: &str) -> Result<Option<Job>> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs j JOIN uploads u ON u.id = j.upload_id WHERE j.id = ?1"
+    );
+    Ok(conn.query_row(&sql, [id], job_from_row).optional()?)
+}
+
+/// The most recent jobs, newest first (dashboard and CLI listings).
+pub fn recent(conn: &Connection, limit: usize) -> Result<Vec<Job>> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs j JOIN uploads u ON u.id = j.upload_id
+         ORDER BY j.id DESC LIMIT ?1"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([limit as i64], job_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Claims the oldest queued job: marks it running and returns it.
+pub fn claim_next(conn: &Connection) -> Result<Option<Job>> {
+    let id: Option<String> = conn
+        .query_row(
+            "SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(id) = id else { return Ok(None) };
+    conn.execute(
+        "UPDATE jobs SET status = 'running', started_at = ?2, runs = runs + 1 WHERE id = ?1",
+        params![id, now_rfc3339()],
+    )?;
+    get(conn, &id)
+}
+
+/// Marks a running job completed with its result.
+pub fn complete(conn: &Connection, id: &str, result: &Value, credits_used: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE jobs SET status = 'completed', result = ?2, credits_used = ?3, finished_at = ?4
+         WHERE id = ?1",
+        params![id, result.to_string(), credits_used, now_rfc3339()],
+    )?;
+    Ok(())
+}
+
+/// Marks a job failed with the contract's error code.
+pub fn fail(
+    conn: &Connection,
+    id: &str,
+    code: &str,
+    message: &str,
+    credits_used: i64,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE jobs SET status = 'failed', error_code = ?2, error_message = ?3, credits_used = ?4,
+                         finished_at = ?5
+         WHERE id = ?1",
+        params![id, code, message, credits_used, now_rfc3339()],
+    )?;
+    Ok(())
+}
+
+/// Puts a job a worker gave back (shutdown) in the queue again; its reservation stays held.
+pub fn requeue(conn: &Connection, id: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ?1 AND status = 'running'",
+        [id],
+    )?;
+    Ok(())
+}
+
+/// At start-up: every job a crash left `running` is queued again. Returns how many.
+pub fn recover(conn: &Connection) -> Result<usize> {
+    Ok(conn.execute(
+        "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'",
+        [],
+    )?)
+}
+
+/// How many jobs wait or run (to estimate completion times).
+pub fn backlog(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// What an idempotency key points at.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    pub request_hash: String,
+    pub job_id: String,
+    pub created_at: i64,
+}
+
+/// Looks up an idempotency key.
+pub fn idempotency_get(conn: &Connection, key: &str) -> Result<Option<IdempotencyRecord>> {
+    Ok(conn
+        .query_row(
+            "SELECT request_hash, job_id, created_at FROM idempotency_keys WHERE key = ?1",
+            [key],
+            |r| {
+                Ok(IdempotencyRecord {
+                    request_hash: r.get(0)?,
+                    job_id: r.get(1)?,
+                    created_at: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Records (or, after expiry, replaces) an idempotency key.
+pub fn idempotency_put(
+    conn: &Connection,
+    key: &str,
+    request_hash: &str,
+    job_id: &str,
+    now_ms: i64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO idempotency_keys (key, request_hash, job_id, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(key) DO UPDATE SET request_hash = excluded.request_hash,
+             job_id = excluded.job_id, created_at = excluded.created_at",
+        params![key, request_hash, job_id, now_ms],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! Published files: each result file gets an unguessable token and an expiry; the media handler
+//! looks the token up to serve the file.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::Result;
+
+/// A published file.
+#[derive(Debug, Clone)]
+pub struct Media {
+    pub path: String,
+    pub filename: String,
+    pub expires_at: i64,
+}
+
+/// Publishes `path` under `token` until `expires_at` (unix ms).
+pub fn insert(
+    conn: &Connection,
+    token: &str,
+    path: &str,
+    filename: &str,
+    owner_id: &str,
+    expires_at: i64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO media (token, path, filename, owner_id, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![token, path, filename, owner_id, expires_at],
+    )?;
+    Ok(())
+}
+
+/// Looks a token up (expired ones too: the caller decides what expiry means).
+pub fn get(conn: &Connection, token: &str) -> Result<Option<Media>> {
+    Ok(conn
+        .query_row(
+            "SELECT path, filename, expires_at FROM media WHERE token = ?1",
+            [token],
+            |r| {
+                Ok(Media {
+                    path: r.get(0)?,
+                    filename: r.get(1)?,
+                    expires_at: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}

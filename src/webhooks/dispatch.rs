@@ -1,0 +1,454 @@
+//! The dispatcher: one task that finds due outbox events and delivers them, a bounded number at a
+//! time, recording every attempt (request and response) and moving each event along the retry
+//! schedule. Modelled on svix-server's worker: the schedule is data, every attempt is a row.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::{guard, schedule, sign, GENERATION_USER_AGENT, JOB_USER_AGENT};
+use crate::store::webhooks::{self as wh, Attempt, Event};
+use crate::store::{self, Store};
+
+/// Deliveries in flight at once.
+const CONCURRENCY: usize = 32;
+/// Bytes of a receiver's response body kept in the delivery log.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
+/// Longest the loop sleeps without a wake-up, so clock-driven retries are never missed.
+const MAX_IDLE: Duration = Duration::from_millis(500);
+
+/// Settings the dispatcher needs.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    pub time_scale: f64,
+    pub timeout: Duration,
+    pub strict: bool,
+}
+
+/// Why a manual resend could not be attempted.
+#[derive(Debug, thiserror::Error)]
+pub enum ResendError {
+    #[error("no such event or delivery")]
+    NotFound,
+    #[error("no webhook endpoint URL is configured")]
+    NoEndpoint,
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// Cheap to clone; all clones share one outbox loop.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    client: reqwest::Client,
+    cfg: DispatchConfig,
+    wake: Notify,
+    in_flight: Mutex<HashSet<String>>,
+    slots: Arc<Semaphore>,
+}
+
+/// What a receiver did with one request.
+struct Outcome {
+    url: String,
+    request_headers: BTreeMap<String, String>,
+    status: Option<u16>,
+    response_headers: Option<BTreeMap<String, String>>,
+    response_body: Option<String>,
+    error: Option<String>,
+    duration: Duration,
+}
+
+impl Outcome {
+    fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, cfg: DispatchConfig) -> Dispatcher {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(cfg.timeout)
+            .build()
+            .expect("reqwest client builds with static settings");
+        Dispatcher {
+            inner: Arc::new(Inner {
+                store,
+                client,
+                cfg,
+                wake: Notify::new(),
+                in_flight: Mutex::new(HashSet::new()),
+                slots: Arc::new(Semaphore::new(CONCURRENCY)),
+            }),
+        }
+    }
+
+    /// Tells the loop that an event may be due now (called after enqueueing).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Runs until `shutdown`. Deliveries cut off by shutdown stay pending and are sent after the
+    /// next start.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let started = self.start_due().await;
+            let idle = if started {
+                Duration::ZERO
+            } else {
+                self.until_next_due().await
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(idle) => {}
+            }
+        }
+    }
+
+    /// Starts a delivery for every due event not already in flight; true if any started.
+    async fn start_due(&self) -> bool {
+        let now = store::now_ms();
+        let due = match self
+            .inner
+            .store
+            .read(move |c| wh::due_events(c, now, 256))
+            .await
+        {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!("webhook outbox read failed: {e}");
+                return false;
+            }
+        };
+        let mut started = false;
+        for event in due {
+            if !self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap()
+                .insert(event.id.clone())
+            {
+                continue;
+            }
+            let Ok(permit) = self.inner.slots.clone().acquire_owned().await else {
+                return started;
+            };
+            started = true;
+            let this = self.clone();
+            tokio::spawn(async move {
+                let id = event.id.clone();
+                this.deliver_scheduled(event).await;
+                this.inner.in_flight.lock().unwrap().remove(&id);
+                drop(permit);
+                this.wake();
+            });
+        }
+        started
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        let next = self.inner.store.read(wh::next_due_at).await.ok().flatten();
+        match next {
+            Some(t) => Duration::from_millis((t - store::now_ms()).max(1) as u64).min(MAX_IDLE),
+            None => MAX_IDLE,
+        }
+    }
+
+    /// One scheduled attempt of an event, then the event's next state.
+    async fn deliver_scheduled(&self, event: Event) {
+        let target = match self.target(&event).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(event = %event.id, "webhook target lookup failed: {e}");
+                return;
+            }
+        };
+        let outcome = self.send(&event, &target).await;
+        let scale = self.inner.cfg.time_scale;
+        let result = self
+            .inner
+            .store
+            .write(move |tx| record_scheduled(tx, &event, &outcome, scale))
+            .await;
+        if let Err(e) = result {
+            tracing::error!("recording a webhook attempt failed: {e}");
+        }
+    }
+
+    /// Where an event goes now: `(url, signing secret)`. `None` (after updating the event) when a
+    /// job event has no enabled endpoint any more.
+    async fn target(&self, event: &Event) -> store::Result<Option<(String, Option<String>)>> {
+        if event.kind == "generation" {
+            return Ok(Some((event.url.clone().unwrap_or_default(), None)));
+        }
+        let endpoint = self.inner.store.read(wh::endpoint_get).await?;
+        match (endpoint.url, endpoint.enabled) {
+            (Some(url), true) => Ok(Some((url, Some(endpoint.secret)))),
+            (url, _) => {
+                let state = if url.is_none() { "skipped" } else { "held" };
+                let (id, attempts) = (event.id.clone(), event.attempts);
+                self.inner
+                    .store
+                    .write(move |tx| wh::event_update(tx, &id, state, attempts, None))
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sends an event once, outside the schedule (the delivery log's "resend"). `id` is an event
+    /// id (`evt_…`) or the id of one of its attempts (`del_…`).
+    pub async fn resend(&self, id: &str) -> Result<Attempt, ResendError> {
+        let id = id.to_string();
+        let event = self
+            .inner
+            .store
+            .read(move |c| {
+                let event_id = match wh::attempt_get(c, &id)? {
+                    Some(a) => a.event_id,
+                    None => id,
+                };
+                wh::event_get(c, &event_id)
+            })
+            .await?
+            .ok_or(ResendError::NotFound)?;
+        let target = if event.kind == "generation" {
+            (event.url.clone().unwrap_or_default(), None)
+        } else {
+            let endpoint = self.inner.store.read(wh::endpoint_get).await?;
+            (
+                endpoint.url.ok_or(ResendError::NoEndpoint)?,
+                Some(endpoint.secret),
+            )
+        };
+        let outcome = self.send(&event, &target).await;
+        let attempt = self
+            .inner
+            .store
+            .write(move |tx| record_manual(tx, &event, &outcome))
+            .await?;
+        Ok(attempt)
+    }
+
+    /// Performs one HTTP POST of the event's payload, never failing: errors become the outcome.
+    async fn send(&self, event: &Event, (url, secret): &(String, Option<String>)) -> Outcome {
+        let started = Instant::now();
+        let mut headers = BTreeMap::new();
+        headers.insert("Content-Type".to_string(), "application/json".to_string());
+        match secret {
+            Some(secret) => {
+                headers.insert("User-Agent".into(), JOB_USER_AGENT.into());
+                let ts = chrono::Utc::now().timestamp();
+                headers.insert(
+                    sign::HEADER.into(),
+                    sign::header_value(secret, ts, event.payload.as_bytes()),
+                );
+                headers.insert("X-TuneLab-Event".into(), event.event_type.clone());
+                headers.insert("X-TuneLab-Event-Id".into(), event.id.clone());
+            }
+            None => {
+                headers.insert("User-Agent".into(), GENERATION_USER_AGENT.into());
+            }
+        }
+        let mut outcome = Outcome {
+            url: url.clone(),
+            request_headers: headers,
+            status: None,
+            response_headers: None,
+            response_body: None,
+            error: None,
+            duration: Duration::ZERO,
+        };
+        match self
+            .post(url, &outcome.request_headers, &event.payload)
+            .await
+        {
+            Ok((status, resp_headers, body)) => {
+                outcome.status = Some(status);
+                outcome.response_headers = Some(resp_headers);
+                outcome.response_body = Some(body);
+            }
+            Err(e) => outcome.error = Some(e),
+        }
+        outcome.duration = started.elapsed();
+        tracing::info!(
+            event = %event.id, kind = %event.kind, url = %url,
+            status = ?outcome.status, error = ?outcome.error,
+            ms = outcome.duration.as_millis() as u64, "webhook attempt"
+        );
+        outcome
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        headers: &BTreeMap<String, String>,
+        body: &str,
+    ) -> Result<(u16, BTreeMap<String, String>, String), String> {
+        let parsed = Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+        let client = if self.inner.cfg.strict {
+            // Check the addresses the name resolves to now and connect only to those.
+            let addrs = guard::resolve_public(&parsed).await?;
+            let mut builder = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(self.inner.cfg.timeout);
+            if let Some(host) = parsed.host_str() {
+                builder = builder.resolve_to_addrs(host, &addrs);
+            }
+            builder.build().map_err(|e| e.to_string())?
+        } else {
+            self.inner.client.clone()
+        };
+        let mut req = client.post(parsed).body(body.to_string());
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let mut resp = req.send().await.map_err(describe)?;
+        let status = resp.status().as_u16();
+        let resp_headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(describe)? {
+            let room = MAX_RESPONSE_BODY.saturating_sub(bytes.len());
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if room <= chunk.len() {
+                break;
+            }
+        }
+        Ok((
+            status,
+            resp_headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ))
+    }
+}
+
+fn describe(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out waiting for the receiver".to_string()
+    } else if e.is_connect() {
+        format!("could not connect: {e}")
+    } else {
+        e.to_string()
+    }
+}
+
+fn attempt_row(
+    event: &Event,
+    number: i64,
+    o: &Outcome,
+    manual: bool,
+    next: Option<i64>,
+) -> Attempt {
+    Attempt {
+        id: crate::ids::new_id("del"),
+        event_id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        subject_id: event.subject_id.clone(),
+        attempt: number,
+        url: o.url.clone(),
+        request_headers: json!(o.request_headers),
+        request_body: event.payload.clone(),
+        response_status: o.status.map(i64::from),
+        response_headers: o.response_headers.as_ref().map(|h| json!(h)),
+        response_body: o.response_body.clone(),
+        error: o.error.clone(),
+        duration_ms: o.duration.as_millis() as i64,
+        succeeded: o.succeeded(),
+        manual,
+        next_attempt_at: next,
+        created_at: store::now_rfc3339(),
+    }
+}
+
+/// Applies the retry policy after a scheduled attempt (in the caller's transaction).
+fn record_scheduled(
+    tx: &rusqlite::Connection,
+    event: &Event,
+    o: &Outcome,
+    time_scale: f64,
+) -> store::Result<()> {
+    let attempts = event.attempts + 1;
+    let number = wh::last_attempt_number(tx, &event.id)? + 1;
+    let is_job = event.kind == "job";
+    let (state, next) = if o.succeeded() {
+        ("succeeded", None)
+    } else if !is_job {
+        ("failed", None) // generations: fire-once
+    } else {
+        match schedule::wait_before(attempts + 1, time_scale) {
+            Some(wait) => ("pending", Some(store::now_ms() + wait.as_millis() as i64)),
+            None => ("failed", None),
+        }
+    };
+    wh::insert_attempt(tx, &attempt_row(event, number, o, false, next))?;
+    if !is_job {
+        return wh::event_update(tx, &event.id, state, attempts, next);
+    }
+    let endpoint = wh::endpoint_get(tx)?;
+    match state {
+        "succeeded" => wh::endpoint_set_failures(tx, 0)?,
+        "failed" => {
+            let failures = endpoint.consecutive_failures + 1;
+            wh::endpoint_set_failures(tx, failures)?;
+            if failures >= schedule::DISABLE_AFTER && endpoint.enabled {
+                wh::event_update(tx, &event.id, state, attempts, None)?;
+                return wh::endpoint_disable(
+                    tx,
+                    &format!(
+                        "{failures} consecutive events failed every delivery attempt; \
+                         fix the receiver and re-enable the endpoint"
+                    ),
+                );
+            }
+        }
+        _ => {}
+    }
+    // The endpoint may have been disabled while this attempt was in flight.
+    let state = if state == "pending" && !endpoint.enabled {
+        "held"
+    } else {
+        state
+    };
+    wh::event_update(
+        tx,
+        &event.id,
+        state,
+        attempts,
+        next.filter(|_| state == "pending"),
+    )
+}
+
+/// Records a manual resend; a success completes the event and resets the failure count.
+fn record_manual(tx: &rusqlite::Connection, event: &Event, o: &Outcome) -> store::Result<Attempt> {
+    let number = wh::last_attempt_number(tx, &event.id)? + 1;
+    let row = attempt_row(event, number, o, true, None);
+    wh::insert_attempt(tx, &row)?;
+    if o.succeeded() {
+        wh::event_update(tx, &event.id, "succeeded", event.attempts, None)?;
+        if event.kind == "job" {
+            wh::endpoint_set_failures(tx, 0)?;
+        }
+    }
+    Ok(row)
+}

@@ -1,0 +1,217 @@
+//! Test helpers: a real server on an ephemeral port with a temp data dir, and a webhook receiver
+//! whose response status can be switched.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::Router;
+use soundcheck::app::Secrets;
+use soundcheck::config::{Config, DataArgs};
+use tokio_util::sync::CancellationToken;
+
+/// A running in-process server.
+pub struct TestServer {
+    pub base: String,
+    pub secrets: Secrets,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub data_dir: tempfile::TempDir,
+}
+
+/// Options for a test server; `time_scale` shrinks the retry schedule (1 min → 60 ms at 0.001).
+pub struct Options {
+    pub time_scale: f64,
+    pub webhook_url: Option<String>,
+    pub strict: bool,
+    pub max_upload_mb: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            time_scale: 0.001,
+            webhook_url: None,
+            strict: false,
+            max_upload_mb: 50,
+        }
+    }
+}
+
+pub fn config_for(dir: &std::path::Path, o: &Options) -> Config {
+    let mut c = Config::for_data_dir(&DataArgs {
+        data_dir: Some(dir.to_path_buf()),
+    })
+    .unwrap();
+    c.time_scale = o.time_scale;
+    c.webhook_url = o.webhook_url.clone();
+    c.strict = o.strict;
+    c.max_upload_bytes = o.max_upload_mb * 1024 * 1024;
+    c.webhook_timeout = Duration::from_secs(2);
+    c.workers = 2;
+    c
+}
+
+impl TestServer {
+    pub async fn start(o: Options) -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let config = config_for(data_dir.path(), &o);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let registry = soundcheck::engines::registry(&config);
+        let (store, secrets) = soundcheck::app::open_store(&config).unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(soundcheck::app::run(
+            config,
+            store,
+            secrets.clone(),
+            registry,
+            listener,
+            shutdown.clone(),
+        ));
+        TestServer {
+            base,
+            secrets,
+            client: reqwest::Client::new(),
+            shutdown,
+            handle,
+            data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request to the jobs API with its Bearer key.
+    pub fn tl(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(&self.secrets.tl_key)
+    }
+
+    /// A request to the generations API with its X-API-Key.
+    pub fn ft(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("X-API-Key", &self.secrets.ft_key)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path_and_query: String,
+    pub headers: axum::http::HeaderMap,
+    pub body: Bytes,
+    pub at: std::time::Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A local webhook receiver that records every request and answers with `status`.
+#[derive(Clone)]
+pub struct TestReceiver {
+    pub url: String,
+    pub status: Arc<AtomicU16>,
+    pub got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl TestReceiver {
+    pub async fn start() -> TestReceiver {
+        let status = Arc::new(AtomicU16::new(200));
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let app = Router::new()
+            .fallback(receive)
+            .with_state((status.clone(), got.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        TestReceiver { url, status, got }
+    }
+
+    pub fn set_status(&self, s: u16) {
+        self.status.store(s, Ordering::SeqCst);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived (panics after `secs`).
+    pub async fn wait_for(&self, n: usize, secs: u64) -> Vec<Received> {
+        wait_until(secs, || self.got.lock().unwrap().len() >= n).await;
+        self.received()
+    }
+}
+
+type ReceiverState = (Arc<AtomicU16>, Arc<Mutex<Vec<Received>>>);
+
+async fn receive(State((status, got)): State<ReceiverState>, req: Request) -> StatusCode {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    got.lock().unwrap().push(Received {
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts.headers,
+        body,
+        at: std::time::Instant::now(),
+    });
+    StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap()
+}
+
+/// Polls `cond` every 10 ms; panics if it is still false after `secs`.
+pub async fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asserts a response is the contract's error envelope with `status` and `code`.
+pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(resp.status().as_u16(), status, "status");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["error"]["trace_id"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    body
+}
