@@ -2,4 +2,8 @@
 //! data dir and a shortened retry schedule, and talks to it over HTTP.
 
 mod e2e_api;
+mod e2e_generations;
+mod e2e_jobs;
+mod e2e_restart;
+mod e2e_webhooks;
 mod util;

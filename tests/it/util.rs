@@ -215,3 +215,102 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> s
     );
     body
 }
+
+/// A short stereo WAV (16-bit, 44.1 kHz): a chord of sines, in memory.
+pub fn wav_bytes(seconds: f32) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    let mut w = hound::WavWriter::new(&mut cursor, spec).unwrap();
+    let n = (seconds * 44_100.0) as usize;
+    for i in 0..n {
+        let t = i as f32 / 44_100.0;
+        let s = [220.0f32, 277.18, 329.63]
+            .iter()
+            .map(|f| (2.0 * std::f32::consts::PI * f * t).sin())
+            .sum::<f32>()
+            * 0.2;
+        let v = (s * i16::MAX as f32) as i16;
+        w.write_sample(v).unwrap();
+        w.write_sample(v).unwrap();
+    }
+    w.finalize().unwrap();
+    cursor.into_inner()
+}
+
+/// A multipart form with `audio` set to `bytes` and the given text fields.
+pub fn form(bytes: Vec<u8>, fields: &[(&str, &str)]) -> reqwest::multipart::Form {
+    let mut f = reqwest::multipart::Form::new().part(
+        "audio",
+        reqwest::multipart::Part::bytes(bytes).file_name("track.wav"),
+    );
+    for (k, v) in fields {
+        f = f.text(k.to_string(), v.to_string());
+    }
+    f
+}
+
+impl TestServer {
+    /// Polls a job (respecting the one-poll-per-second limit) until it is final.
+    pub async fn wait_job(&self, job_id: &str, secs: u64) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let r = self.tl(reqwest::Method::GET, &format!("/v1/jobs/{job_id}")).send().await.unwrap();
+            if r.status() == 200 {
+                let body: serde_json::Value = r.json().await.unwrap();
+                if body["status"] == "completed" || body["status"] == "failed" {
+                    return body;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "job {job_id} not final within {secs} s");
+            tokio::time::sleep(Duration::from_millis(1050)).await;
+        }
+    }
+
+    /// Polls a generation until it is final.
+    pub async fn wait_generation(&self, id: &str, secs: u64) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let body: serde_json::Value = self
+                .ft(reqwest::Method::GET, &format!("/v1/generations/{id}"))
+                .send().await.unwrap().json().await.unwrap();
+            if body["status"] == "completed" || body["status"] == "failed" {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "generation {id} not final within {secs} s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Submits a job and returns the 202 body.
+    pub async fn submit(&self, path: &str, form: reqwest::multipart::Form) -> serde_json::Value {
+        let r = self.tl(reqwest::Method::POST, path).multipart(form).send().await.unwrap();
+        assert_eq!(r.status(), 202, "{:?}", r.text().await);
+        r.json().await.unwrap()
+    }
+
+    pub async fn balance(&self) -> i64 {
+        let c: serde_json::Value = self.tl(reqwest::Method::GET, "/v1/credits").send().await.unwrap().json().await.unwrap();
+        c["balance"].as_i64().unwrap()
+    }
+}
+
+/// Verifies `X-TuneLab-Signature` the way the seed's Flask receiver does, written independently
+/// of soundcheck's signer: HMAC-SHA256 over "<t>.<raw body>" with the whole secret as the key.
+pub fn verify_like_flask(secret: &str, header: &str, body: &[u8]) -> bool {
+    use hmac::{Hmac, Mac};
+    let parts: std::collections::HashMap<&str, &str> =
+        header.split(',').filter_map(|p| p.split_once('=')).collect();
+    let (Some(ts), Some(sig)) = (parts.get("t"), parts.get("v1")) else { return false };
+    let now = chrono::Utc::now().timestamp();
+    if (now - ts.parse::<i64>().unwrap()).abs() > 300 {
+        return false;
+    }
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{ts}.{}", String::from_utf8_lossy(body)).as_bytes());
+    hex::encode(mac.finalize().into_bytes()) == *sig
+}

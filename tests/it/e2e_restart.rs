@@ -1,0 +1,101 @@
+//! Nothing is lost across `kill -9`: the real binary is killed with a job running and a webhook
+//! delivery pending, started again on the same data dir, and both finish.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::util::{form, wav_bytes, TestReceiver};
+
+/// A `soundcheck serve` child process and what it printed at start.
+struct Proc {
+    child: Child,
+    base: String,
+    tl_key: String,
+}
+
+async fn spawn(data_dir: &std::path::Path, webhook_url: &str) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--time-scale", "0.05", "--workers", "1"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--webhook-url", webhook_url])
+        .env("SOUNDCHECK_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut base, mut tl_key) = (String::new(), String::new());
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap() {
+        if let Some(url) = line.split("listening on ").nth(1) {
+            base = url.trim().to_string();
+        }
+        if let Some(k) = line.strip_prefix("SOUNDCHECK_TL_KEY=") {
+            tl_key = k.to_string();
+        }
+        if line.starts_with("SOUNDCHECK_WEBHOOK_SECRET=") {
+            break;
+        }
+    }
+    assert!(!base.is_empty() && !tl_key.is_empty());
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Proc { child, base, tl_key }
+}
+
+impl Proc {
+    async fn get(&self, path: &str) -> Value {
+        reqwest::Client::new()
+            .request(Method::GET, format!("{}{path}", self.base))
+            .bearer_auth(&self.tl_key)
+            .send().await.unwrap().json().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn kill_9_loses_neither_a_running_job_nor_a_pending_delivery() {
+    let rx = TestReceiver::start().await;
+    rx.set_status(500);
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn(dir.path(), &rx.url).await;
+    let client = reqwest::Client::new();
+    let submit = |p: &Proc, fault: Option<&str>| {
+        let mut r = client.post(format!("{}/v1/analyze/upload", p.base)).bearer_auth(&p.tl_key);
+        if let Some(f) = fault {
+            r = r.header("X-Soundcheck-Fault", f);
+        }
+        r.multipart(form(wav_bytes(0.5), &[])).send()
+    };
+    // Job A completes; its webhook fails once (receiver 500) and waits for attempt 2 (3 s away).
+    let a: Value = submit(&p, None).await.unwrap().json().await.unwrap();
+    rx.wait_for(1, 30).await;
+    // Job B is running (held in a 5 s delay) when the server dies.
+    let b: Value = submit(&p, Some("delay=5000")).await.unwrap().json().await.unwrap();
+    let b_id = b["job_id"].as_str().unwrap().to_string();
+    for _ in 0..50 {
+        if p.get("/v1/jobs").await["data"][0]["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(p.get("/v1/jobs").await["data"][0]["status"], "running");
+    p.child.kill().await.unwrap(); // SIGKILL
+
+    rx.set_status(200);
+    let p2 = spawn(dir.path(), &rx.url).await;
+    // B runs again and completes; both webhooks arrive.
+    let got = rx.wait_for(3, 60).await;
+    let delivered: Vec<String> = got[1..]
+        .iter()
+        .map(|r| r.json()["data"]["job_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(delivered.contains(&a["job_id"].as_str().unwrap().to_string()), "{delivered:?}");
+    assert!(delivered.contains(&b_id), "{delivered:?}");
+    let job_b = p2.get(&format!("/v1/jobs/{b_id}")).await;
+    assert_eq!(job_b["status"], "completed", "{job_b}");
+    let credits = p2.get("/v1/credits").await;
+    assert_eq!(credits["balance"], 996, "two analyses charged once each");
+}
