@@ -5,5 +5,6 @@ mod e2e_api;
 mod e2e_generations;
 mod e2e_jobs;
 mod e2e_restart;
+mod e2e_seed_clients;
 mod e2e_webhooks;
 mod util;

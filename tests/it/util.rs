@@ -58,8 +58,14 @@ pub fn config_for(dir: &std::path::Path, o: &Options) -> Config {
 
 impl TestServer {
     pub async fn start(o: Options) -> TestServer {
+        TestServer::start_with(o, |_| {}).await
+    }
+
+    /// Starts a server after `adjust` has changed its configuration.
+    pub async fn start_with(o: Options, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
-        let config = config_for(data_dir.path(), &o);
+        let mut config = config_for(data_dir.path(), &o);
+        adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let registry = soundcheck::engines::registry(&config);
