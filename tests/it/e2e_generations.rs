@@ -28,8 +28,18 @@ async fn a_generation_completes_with_an_mp3_and_fires_its_webhook_once() {
     assert!(created.get("errorMessage").is_none());
     assert_eq!(created["prompt"], "lofi chill, piano, vinyl crackle");
     let p = &created["parameters"];
-    assert_eq!((p["bpm"].as_u64(), p["duration"].as_u64(), p["timesignature"].as_u64()), (Some(80), Some(5), Some(4)));
-    assert!(p["keyscale"].as_str().unwrap().ends_with("major") || p["keyscale"].as_str().unwrap().ends_with("minor"));
+    assert_eq!(
+        (
+            p["bpm"].as_u64(),
+            p["duration"].as_u64(),
+            p["timesignature"].as_u64()
+        ),
+        (Some(80), Some(5), Some(4))
+    );
+    assert!(
+        p["keyscale"].as_str().unwrap().ends_with("major")
+            || p["keyscale"].as_str().unwrap().ends_with("minor")
+    );
     assert!(p["seed"].as_u64().unwrap() <= u32::MAX as u64);
     let keys: Vec<&String> = p.as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 5);
@@ -40,14 +50,28 @@ async fn a_generation_completes_with_an_mp3_and_fires_its_webhook_once() {
     assert!((secs - 5.0).abs() < 0.5, "{secs}");
     assert!(done["completedAt"].as_str().unwrap().ends_with('Z'));
     assert!(done["createdAt"].as_str().unwrap().len() == "2026-05-15T08:24:11.000Z".len());
-    let audio = s.client.get(done["audioUrl"].as_str().unwrap()).send().await.unwrap();
+    let audio = s
+        .client
+        .get(done["audioUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(audio.status(), 200);
     assert_eq!(audio.headers()["content-type"], "audio/mpeg");
     let bytes = audio.bytes().await.unwrap();
     assert!(bytes.len() > 10_000);
-    assert!(bytes.starts_with(b"ID3") || (bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0), "MP3 frame sync");
+    assert!(
+        bytes.starts_with(b"ID3") || (bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0),
+        "MP3 frame sync"
+    );
     // Range requests work on media URLs.
-    let part = s.client.get(done["audioUrl"].as_str().unwrap()).header("Range", "bytes=0-99").send().await.unwrap();
+    let part = s
+        .client
+        .get(done["audioUrl"].as_str().unwrap())
+        .header("Range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(part.status(), 206);
     assert_eq!(part.bytes().await.unwrap().len(), 100);
 
@@ -59,7 +83,14 @@ async fn a_generation_completes_with_an_mp3_and_fires_its_webhook_once() {
     assert_eq!(req.json(), done, "the webhook payload is the GET body");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.received().len(), 1);
-    let log: Value = s.ft(Method::GET, &format!("/v1/generations/{id}/deliveries")).send().await.unwrap().json().await.unwrap();
+    let log: Value = s
+        .ft(Method::GET, &format!("/v1/generations/{id}/deliveries"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(log["data"][0]["response_status"], 200);
     s.stop().await;
 }
@@ -69,19 +100,31 @@ async fn a_failed_generation_reports_errormessage_and_is_never_retried() {
     let rx = TestReceiver::start().await;
     rx.set_status(500);
     let s = TestServer::start(Options::default()).await;
-    for (fault, needle) in [("internal_error", "internal_error"), ("timeout", "timed out after")] {
-        let r = s.ft(Method::POST, "/v1/generations")
+    for (fault, needle) in [
+        ("internal_error", "internal_error"),
+        ("timeout", "timed out after"),
+    ] {
+        let r = s
+            .ft(Method::POST, "/v1/generations")
             .header("X-Soundcheck-Fault", fault)
             .json(&json!({"tags": "techno", "duration": 3, "webhook": rx.url}))
-            .send().await.unwrap();
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
-        let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let done = s.wait_generation(&id, 60).await;
         assert_eq!(done["status"], "failed");
         assert_eq!(done["audioUrl"], Value::Null);
         assert_eq!(done["duration"], Value::Null);
         assert!(done["completedAt"].is_string());
-        assert!(done["errorMessage"].as_str().unwrap().contains(needle), "{done}");
+        assert!(
+            done["errorMessage"].as_str().unwrap().contains(needle),
+            "{done}"
+        );
     }
     let got = rx.wait_for(2, 10).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -98,10 +141,22 @@ async fn the_same_seed_renders_the_same_bytes() {
         let r = s.ft(Method::POST, "/v1/generations")
             .json(&json!({"tags": "house, synth", "duration": 3, "seed": 1234, "keyscale": "F# minor"}))
             .send().await.unwrap();
-        let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let done = s.wait_generation(&id, 60).await;
         assert_eq!(done["parameters"]["keyscale"], "F# minor");
-        audio.push(s.client.get(done["audioUrl"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap());
+        audio.push(
+            s.client
+                .get(done["audioUrl"].as_str().unwrap())
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(audio[0], audio[1]);
     s.stop().await;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::util::{assert_error, form, verify_like_flask, wav_bytes, Options, TestReceiver, TestServer};
+use crate::util::{
+    assert_error, form, verify_like_flask, wav_bytes, Options, TestReceiver, TestServer,
+};
 
 const ANALYZE: &str = "/v1/analyze/upload";
 
@@ -24,7 +26,10 @@ async fn a_job_completes_and_its_signed_webhook_matches_the_seed() {
     assert!(job_id.starts_with("job_") && job_id.len() == 30, "{job_id}");
     assert_eq!(submit["status"], "queued");
     assert_eq!(submit["poll_url"], format!("{}/v1/jobs/{job_id}", s.base));
-    assert!(submit["estimated_completion"].as_str().unwrap().ends_with('Z'));
+    assert!(submit["estimated_completion"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
     assert_eq!(submit["_meta"]["credits_reserved"], 2);
     assert_eq!(submit["_meta"]["credits_remaining"], 998);
     let trace_id = submit["_meta"]["trace_id"].as_str().unwrap().to_string();
@@ -41,7 +46,10 @@ async fn a_job_completes_and_its_signed_webhook_matches_the_seed() {
     assert_eq!(hook.path_and_query, "/webhooks/tunelab");
     assert_eq!(hook.header("content-type"), "application/json");
     let sig = hook.header("x-tunelab-signature");
-    assert!(verify_like_flask(&s.secrets.webhook_secret, sig, &hook.body), "{sig}");
+    assert!(
+        verify_like_flask(&s.secrets.webhook_secret, sig, &hook.body),
+        "{sig}"
+    );
     assert!(!verify_like_flask("whsec_wrong", sig, &hook.body));
     let event = hook.json();
     assert_eq!(event["type"], "job.completed");
@@ -55,12 +63,22 @@ async fn a_job_completes_and_its_signed_webhook_matches_the_seed() {
     assert_eq!(s.balance().await, 998);
 
     // The delivery log shows the attempt with request and response.
-    let log: Value = s.tl(Method::GET, "/v1/webhook/deliveries").send().await.unwrap().json().await.unwrap();
+    let log: Value = s
+        .tl(Method::GET, "/v1/webhook/deliveries")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let a = &log["data"][0];
     assert_eq!(a["succeeded"], true);
     assert_eq!(a["response_status"], 200);
     assert_eq!(a["attempt"], 1);
-    assert_eq!(a["request_body"].as_str().unwrap().as_bytes(), &hook.body[..]);
+    assert_eq!(
+        a["request_body"].as_str().unwrap().as_bytes(),
+        &hook.body[..]
+    );
     assert_eq!(a["request_headers"]["X-TuneLab-Signature"], sig);
     s.stop().await;
 }
@@ -72,7 +90,11 @@ async fn polling_twice_within_a_second_is_rate_limited() {
     let path = format!("/v1/jobs/{}", job["job_id"].as_str().unwrap());
     assert_eq!(s.tl(Method::GET, &path).send().await.unwrap().status(), 200);
     let r = s.tl(Method::GET, &path).send().await.unwrap();
-    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(retry_after, 1);
     assert_error(r, 429, "rate_limit_exceeded").await;
     tokio::time::sleep(Duration::from_millis(1010)).await;
@@ -101,7 +123,14 @@ async fn idempotency_key_replays_the_same_job_and_refuses_a_different_request() 
     assert_eq!(s.balance().await, 998);
     let other = send(wav_bytes(1.5)).await.unwrap();
     assert_error(other, 409, "idempotency_conflict").await;
-    let list: Value = s.tl(Method::GET, "/v1/jobs").send().await.unwrap().json().await.unwrap();
+    let list: Value = s
+        .tl(Method::GET, "/v1/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     s.stop().await;
 }
@@ -109,12 +138,23 @@ async fn idempotency_key_replays_the_same_job_and_refuses_a_different_request() 
 #[tokio::test]
 async fn failures_on_our_side_are_refunded_and_reported_by_webhook() {
     let rx = TestReceiver::start().await;
-    let s = TestServer::start(Options { webhook_url: Some(rx.url.clone()), ..Options::default() }).await;
-    for (fault, code) in [("internal_error", "internal_error"), ("service_unavailable", "service_unavailable"), ("timeout", "internal_error")] {
-        let r = s.tl(Method::POST, ANALYZE)
+    let s = TestServer::start(Options {
+        webhook_url: Some(rx.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    for (fault, code) in [
+        ("internal_error", "internal_error"),
+        ("service_unavailable", "service_unavailable"),
+        ("timeout", "internal_error"),
+    ] {
+        let r = s
+            .tl(Method::POST, ANALYZE)
             .header("X-Soundcheck-Fault", fault)
             .multipart(form(wav_bytes(1.0), &[]))
-            .send().await.unwrap();
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
         let sub: Value = r.json().await.unwrap();
         let job = s.wait_job(sub["job_id"].as_str().unwrap(), 30).await;
@@ -132,8 +172,13 @@ async fn failures_on_our_side_are_refunded_and_reported_by_webhook() {
     assert!(event["data"]["error"]["message"].is_string());
     assert!(event["data"]["trace_id"].is_string());
     assert!(event["data"].get("result").is_none());
-    let r = s.tl(Method::POST, ANALYZE).header("X-Soundcheck-Fault", "explode")
-        .multipart(form(wav_bytes(1.0), &[])).send().await.unwrap();
+    let r = s
+        .tl(Method::POST, ANALYZE)
+        .header("X-Soundcheck-Fault", "explode")
+        .multipart(form(wav_bytes(1.0), &[]))
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 400, "invalid_request").await;
     s.stop().await;
 }
@@ -142,9 +187,17 @@ async fn failures_on_our_side_are_refunded_and_reported_by_webhook() {
 async fn insufficient_credits_is_402_and_reserves_nothing() {
     let s = TestServer::start(Options::default()).await;
     // Spend the balance down to 1 directly in the ledger.
-    let store = soundcheck::store::Store::open(&s.data_dir.path().join("soundcheck.sqlite")).unwrap();
-    store.write_blocking(|tx| soundcheck::store::credits::record(tx, None, "grant", -999)).unwrap();
-    let r = s.tl(Method::POST, ANALYZE).multipart(form(wav_bytes(1.0), &[])).send().await.unwrap();
+    let store =
+        soundcheck::store::Store::open(&s.data_dir.path().join("soundcheck.sqlite")).unwrap();
+    store
+        .write_blocking(|tx| soundcheck::store::credits::record(tx, None, "grant", -999))
+        .unwrap();
+    let r = s
+        .tl(Method::POST, ANALYZE)
+        .multipart(form(wav_bytes(1.0), &[]))
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 402, "insufficient_credits").await;
     assert_eq!(s.balance().await, 1);
     s.stop().await;
@@ -152,21 +205,54 @@ async fn insufficient_credits_is_402_and_reserves_nothing() {
 
 #[tokio::test]
 async fn bad_uploads_get_clear_errors_and_store_nothing() {
-    let s = TestServer::start(Options { max_upload_mb: 1, ..Options::default() }).await;
+    let s = TestServer::start(Options {
+        max_upload_mb: 1,
+        ..Options::default()
+    })
+    .await;
     let cases: Vec<(reqwest::multipart::Form, u16, &str)> = vec![
         (form(Vec::new(), &[]), 422, "unsupported_audio"),
-        (form(b"hello, this is not audio at all".repeat(100), &[]), 422, "unsupported_audio"),
-        (form(vec![0u8; 2 * 1024 * 1024], &[]), 413, "payload_too_large"),
-        (reqwest::multipart::Form::new().text("stems", "4"), 400, "invalid_request"),
+        (
+            form(b"hello, this is not audio at all".repeat(100), &[]),
+            422,
+            "unsupported_audio",
+        ),
+        (
+            form(vec![0u8; 2 * 1024 * 1024], &[]),
+            413,
+            "payload_too_large",
+        ),
+        (
+            reqwest::multipart::Form::new().text("stems", "4"),
+            400,
+            "invalid_request",
+        ),
     ];
     for (f, status, code) in cases {
-        let r = s.tl(Method::POST, ANALYZE).multipart(f).send().await.unwrap();
+        let r = s
+            .tl(Method::POST, ANALYZE)
+            .multipart(f)
+            .send()
+            .await
+            .unwrap();
         assert_error(r, status, code).await;
     }
-    let r = s.tl(Method::POST, ANALYZE).body("not multipart").send().await.unwrap();
+    let r = s
+        .tl(Method::POST, ANALYZE)
+        .body("not multipart")
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 400, "invalid_request").await;
     assert_eq!(s.balance().await, 1000);
-    let list: Value = s.tl(Method::GET, "/v1/jobs").send().await.unwrap().json().await.unwrap();
+    let list: Value = s
+        .tl(Method::GET, "/v1/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
     let uploads = s.data_dir.path().join("uploads");
     let left = std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
@@ -177,10 +263,18 @@ async fn bad_uploads_get_clear_errors_and_store_nothing() {
 #[tokio::test]
 async fn endpoints_without_an_engine_answer_501() {
     let s = TestServer::start(Options::default()).await;
-    let registry = soundcheck::engines::registry(&crate::util::config_for(s.data_dir.path(), &Options::default()));
+    let registry = soundcheck::engines::registry(&crate::util::config_for(
+        s.data_dir.path(),
+        &Options::default(),
+    ));
     for kind in soundcheck::jobs::JobKind::ALL {
         if registry.engine(kind).is_none() {
-            let r = s.tl(Method::POST, kind.endpoint()).multipart(form(wav_bytes(1.0), &[])).send().await.unwrap();
+            let r = s
+                .tl(Method::POST, kind.endpoint())
+                .multipart(form(wav_bytes(1.0), &[]))
+                .send()
+                .await
+                .unwrap();
             assert_error(r, 501, "engine_unavailable").await;
         }
     }

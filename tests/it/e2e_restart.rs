@@ -19,7 +19,15 @@ struct Proc {
 
 async fn spawn(data_dir: &std::path::Path, webhook_url: &str) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--time-scale", "0.05", "--workers", "1"])
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--time-scale",
+            "0.05",
+            "--workers",
+            "1",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--webhook-url", webhook_url])
@@ -30,7 +38,11 @@ async fn spawn(data_dir: &std::path::Path, webhook_url: &str) -> Proc {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut base, mut tl_key) = (String::new(), String::new());
-    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap() {
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         if let Some(url) = line.split("listening on ").nth(1) {
             base = url.trim().to_string();
         }
@@ -43,7 +55,11 @@ async fn spawn(data_dir: &std::path::Path, webhook_url: &str) -> Proc {
     }
     assert!(!base.is_empty() && !tl_key.is_empty());
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Proc { child, base, tl_key }
+    Proc {
+        child,
+        base,
+        tl_key,
+    }
 }
 
 impl Proc {
@@ -51,7 +67,12 @@ impl Proc {
         reqwest::Client::new()
             .request(Method::GET, format!("{}{path}", self.base))
             .bearer_auth(&self.tl_key)
-            .send().await.unwrap().json().await.unwrap()
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
 
@@ -63,7 +84,9 @@ async fn kill_9_loses_neither_a_running_job_nor_a_pending_delivery() {
     let mut p = spawn(dir.path(), &rx.url).await;
     let client = reqwest::Client::new();
     let submit = |p: &Proc, fault: Option<&str>| {
-        let mut r = client.post(format!("{}/v1/analyze/upload", p.base)).bearer_auth(&p.tl_key);
+        let mut r = client
+            .post(format!("{}/v1/analyze/upload", p.base))
+            .bearer_auth(&p.tl_key);
         if let Some(f) = fault {
             r = r.header("X-Soundcheck-Fault", f);
         }
@@ -73,7 +96,12 @@ async fn kill_9_loses_neither_a_running_job_nor_a_pending_delivery() {
     let a: Value = submit(&p, None).await.unwrap().json().await.unwrap();
     rx.wait_for(1, 30).await;
     // Job B is running (held in a 5 s delay) when the server dies.
-    let b: Value = submit(&p, Some("delay=5000")).await.unwrap().json().await.unwrap();
+    let b: Value = submit(&p, Some("delay=5000"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let b_id = b["job_id"].as_str().unwrap().to_string();
     for _ in 0..50 {
         if p.get("/v1/jobs").await["data"][0]["status"] == "running" {
@@ -92,7 +120,10 @@ async fn kill_9_loses_neither_a_running_job_nor_a_pending_delivery() {
         .iter()
         .map(|r| r.json()["data"]["job_id"].as_str().unwrap().to_string())
         .collect();
-    assert!(delivered.contains(&a["job_id"].as_str().unwrap().to_string()), "{delivered:?}");
+    assert!(
+        delivered.contains(&a["job_id"].as_str().unwrap().to_string()),
+        "{delivered:?}"
+    );
     assert!(delivered.contains(&b_id), "{delivered:?}");
     let job_b = p2.get(&format!("/v1/jobs/{b_id}")).await;
     assert_eq!(job_b["status"], "completed", "{job_b}");

@@ -21,7 +21,10 @@ fn python_ready() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        assert!(std::env::var_os("SOUNDCHECK_REQUIRE_PYTHON").is_none(), "python3 with flask and requests is required");
+        assert!(
+            std::env::var_os("SOUNDCHECK_REQUIRE_PYTHON").is_none(),
+            "python3 with flask and requests is required"
+        );
         eprintln!("python3 with flask is not installed: seed-client checks not run here");
     }
     ok
@@ -33,13 +36,25 @@ fn scripts_dir() -> PathBuf {
 
 /// Starts `flask --app <app> run` on a free port; returns the child and its base URL.
 async fn flask(app: &str, env: &[(&str, &str)]) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut cmd = Command::new("python3");
-    cmd.args(["-m", "flask", "--app", app, "run", "--port", &port.to_string()])
-        .current_dir(scripts_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    cmd.args([
+        "-m",
+        "flask",
+        "--app",
+        app,
+        "run",
+        "--port",
+        &port.to_string(),
+    ])
+    .current_dir(scripts_dir())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -64,23 +79,59 @@ async fn the_seeds_flask_receiver_verifies_our_signed_job_webhooks() {
     let seen_s = seen.to_string_lossy().to_string();
     // The receiver needs the secret before the server exists: fix it with the override.
     let secret = soundcheck::ids::webhook_secret();
-    let (_flask, base) = flask("tunelab_receiver", &[("TUNELAB_WEBHOOK_SECRET", &secret), ("SEEN_FILE", &seen_s)]).await;
-    let s = TestServer::start_with(Options { webhook_url: Some(format!("{base}/webhooks/tunelab")), ..Options::default() }, |c| {
-        c.webhook_secret = Some(secret.clone());
+    let (_flask, base) = flask(
+        "tunelab_receiver",
+        &[("TUNELAB_WEBHOOK_SECRET", &secret), ("SEEN_FILE", &seen_s)],
+    )
+    .await;
+    let s = TestServer::start_with(
+        Options {
+            webhook_url: Some(format!("{base}/webhooks/tunelab")),
+            ..Options::default()
+        },
+        |c| {
+            c.webhook_secret = Some(secret.clone());
+        },
+    )
+    .await;
+    let sub = s
+        .submit("/v1/analyze/upload", form(wav_bytes(1.0), &[]))
+        .await;
+    let job_id = sub["job_id"].as_str().unwrap().to_string();
+    wait_until(30, || {
+        std::fs::read_to_string(&seen)
+            .unwrap_or_default()
+            .contains(&job_id)
     })
     .await;
-    let sub = s.submit("/v1/analyze/upload", form(wav_bytes(1.0), &[])).await;
-    let job_id = sub["job_id"].as_str().unwrap().to_string();
-    wait_until(30, || std::fs::read_to_string(&seen).unwrap_or_default().contains(&job_id)).await;
-    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), format!("job.completed {job_id}"));
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap().trim(),
+        format!("job.completed {job_id}")
+    );
 
     // After a rotation the old secret no longer verifies: the receiver answers 401.
-    s.tl(Method::POST, "/v1/webhook/rotate-secret").send().await.unwrap();
-    s.submit("/v1/analyze/upload", form(wav_bytes(1.0), &[])).await;
+    s.tl(Method::POST, "/v1/webhook/rotate-secret")
+        .send()
+        .await
+        .unwrap();
+    s.submit("/v1/analyze/upload", form(wav_bytes(1.0), &[]))
+        .await;
     let mut statuses = Vec::new();
     for _ in 0..300 {
-        let log: Value = s.tl(Method::GET, "/v1/webhook/deliveries").send().await.unwrap().json().await.unwrap();
-        statuses = log["data"].as_array().unwrap().iter().map(|a| a["response_status"].as_i64()).collect();
+        let log: Value = s
+            .tl(Method::GET, "/v1/webhook/deliveries")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        statuses = log["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["response_status"].as_i64())
+            .collect();
         if statuses.len() >= 2 {
             break;
         }
@@ -98,7 +149,14 @@ async fn the_seeds_flask_receiver_accepts_our_generation_webhooks() {
     let dir = tempfile::tempdir().unwrap();
     let seen = dir.path().join("seen.txt");
     let seen_s = seen.to_string_lossy().to_string();
-    let (_flask, base) = flask("finetuning_receiver", &[("FINETUNING_WEBHOOK_TOKEN", "test123"), ("SEEN_FILE", &seen_s)]).await;
+    let (_flask, base) = flask(
+        "finetuning_receiver",
+        &[
+            ("FINETUNING_WEBHOOK_TOKEN", "test123"),
+            ("SEEN_FILE", &seen_s),
+        ],
+    )
+    .await;
     let s = TestServer::start(Options::default()).await;
     let mut ids = Vec::new();
     for token in ["test123", "wrong"] {
@@ -106,15 +164,38 @@ async fn the_seeds_flask_receiver_accepts_our_generation_webhooks() {
             .json(&json!({"tags": "lofi chill, piano", "duration": 2, "webhook": format!("{base}/finetuning-callback?token={token}")}))
             .send().await.unwrap();
         assert_eq!(r.status(), 202);
-        ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
-    wait_until(60, || std::fs::read_to_string(&seen).unwrap_or_default().contains(&ids[0])).await;
+    wait_until(60, || {
+        std::fs::read_to_string(&seen)
+            .unwrap_or_default()
+            .contains(&ids[0])
+    })
+    .await;
     let line = std::fs::read_to_string(&seen).unwrap();
-    assert!(line.starts_with(&format!("Generation {} ready at {}/media/", ids[0], s.base)), "{line}");
+    assert!(
+        line.starts_with(&format!("Generation {} ready at {}/media/", ids[0], s.base)),
+        "{line}"
+    );
     // The wrong token is refused by the receiver, and the attempt says so.
     let mut status = None;
     for _ in 0..300 {
-        let log: Value = s.ft(Method::GET, &format!("/v1/generations/{}/deliveries", ids[1])).send().await.unwrap().json().await.unwrap();
+        let log: Value = s
+            .ft(
+                Method::GET,
+                &format!("/v1/generations/{}/deliveries", ids[1]),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         status = log["data"][0]["response_status"].as_i64();
         if status.is_some() {
             break;

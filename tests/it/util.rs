@@ -265,14 +265,21 @@ impl TestServer {
     pub async fn wait_job(&self, job_id: &str, secs: u64) -> serde_json::Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(secs);
         loop {
-            let r = self.tl(reqwest::Method::GET, &format!("/v1/jobs/{job_id}")).send().await.unwrap();
+            let r = self
+                .tl(reqwest::Method::GET, &format!("/v1/jobs/{job_id}"))
+                .send()
+                .await
+                .unwrap();
             if r.status() == 200 {
                 let body: serde_json::Value = r.json().await.unwrap();
                 if body["status"] == "completed" || body["status"] == "failed" {
                     return body;
                 }
             }
-            assert!(std::time::Instant::now() < deadline, "job {job_id} not final within {secs} s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {job_id} not final within {secs} s"
+            );
             tokio::time::sleep(Duration::from_millis(1050)).await;
         }
     }
@@ -283,24 +290,44 @@ impl TestServer {
         loop {
             let body: serde_json::Value = self
                 .ft(reqwest::Method::GET, &format!("/v1/generations/{id}"))
-                .send().await.unwrap().json().await.unwrap();
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if body["status"] == "completed" || body["status"] == "failed" {
                 return body;
             }
-            assert!(std::time::Instant::now() < deadline, "generation {id} not final within {secs} s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "generation {id} not final within {secs} s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Submits a job and returns the 202 body.
     pub async fn submit(&self, path: &str, form: reqwest::multipart::Form) -> serde_json::Value {
-        let r = self.tl(reqwest::Method::POST, path).multipart(form).send().await.unwrap();
+        let r = self
+            .tl(reqwest::Method::POST, path)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202, "{:?}", r.text().await);
         r.json().await.unwrap()
     }
 
     pub async fn balance(&self) -> i64 {
-        let c: serde_json::Value = self.tl(reqwest::Method::GET, "/v1/credits").send().await.unwrap().json().await.unwrap();
+        let c: serde_json::Value = self
+            .tl(reqwest::Method::GET, "/v1/credits")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         c["balance"].as_i64().unwrap()
     }
 }
@@ -309,9 +336,13 @@ impl TestServer {
 /// of soundcheck's signer: HMAC-SHA256 over "<t>.<raw body>" with the whole secret as the key.
 pub fn verify_like_flask(secret: &str, header: &str, body: &[u8]) -> bool {
     use hmac::{Hmac, Mac};
-    let parts: std::collections::HashMap<&str, &str> =
-        header.split(',').filter_map(|p| p.split_once('=')).collect();
-    let (Some(ts), Some(sig)) = (parts.get("t"), parts.get("v1")) else { return false };
+    let parts: std::collections::HashMap<&str, &str> = header
+        .split(',')
+        .filter_map(|p| p.split_once('='))
+        .collect();
+    let (Some(ts), Some(sig)) = (parts.get("t"), parts.get("v1")) else {
+        return false;
+    };
     let now = chrono::Utc::now().timestamp();
     if (now - ts.parse::<i64>().unwrap()).abs() > 300 {
         return false;
