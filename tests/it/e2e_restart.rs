@@ -141,8 +141,13 @@ async fn sigterm_gives_running_work_back_and_the_next_start_finishes_it() {
         .bearer_auth(&p.tl_key)
         .header("X-Soundcheck-Fault", "delay=3000")
         .multipart(form(wav_bytes(0.5), &[]))
-        .send().await.unwrap();
-    let id = r.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for _ in 0..50 {
         if p.get("/v1/jobs").await["data"][0]["status"] == "running" {
             break;
@@ -151,8 +156,14 @@ async fn sigterm_gives_running_work_back_and_the_next_start_finishes_it() {
     }
     let pid = p.child.id().unwrap();
     let mut child = p.child;
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "graceful exit: {status:?}");
     assert!(rx.received().is_empty());
 
@@ -174,14 +185,24 @@ async fn keys_and_credits_commands_read_the_data_dir() {
             .env_remove("SOUNDCHECK_TL_KEY")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let keys = run(&["keys"]);
     let lines: Vec<&str> = keys.lines().collect();
     assert_eq!(lines.len(), 3, "{keys}");
-    assert!(soundcheck::ids::is_api_key(lines[0].strip_prefix("SOUNDCHECK_FT_KEY=").unwrap(), "ft_test_"));
-    assert!(soundcheck::ids::is_api_key(lines[1].strip_prefix("SOUNDCHECK_TL_KEY=").unwrap(), "tl_test_"));
+    assert!(soundcheck::ids::is_api_key(
+        lines[0].strip_prefix("SOUNDCHECK_FT_KEY=").unwrap(),
+        "ft_test_"
+    ));
+    assert!(soundcheck::ids::is_api_key(
+        lines[1].strip_prefix("SOUNDCHECK_TL_KEY=").unwrap(),
+        "tl_test_"
+    ));
     assert!(lines[2].starts_with("SOUNDCHECK_WEBHOOK_SECRET=whsec_"));
     assert_eq!(run(&["keys"]), keys, "generated once, then kept");
     assert_eq!(run(&["credits", "show"]).trim(), "1000");

@@ -7,4 +7,5 @@ mod e2e_jobs;
 mod e2e_restart;
 mod e2e_seed_clients;
 mod e2e_webhooks;
+mod transcribe;
 mod util;

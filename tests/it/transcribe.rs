@@ -238,31 +238,3 @@ fn midi_file_has_the_reference_events() {
         assert!(ours.len() >= 2, "{clip}: no note track");
     }
 }
-
-/// Speed on a long synthetic track: `cargo test --release --test transcribe_parity bench -- --ignored
-/// --nocapture` (set BENCH_SECONDS, default 180). Prints the × realtime factor.
-#[test]
-#[ignore]
-fn bench_long_track() {
-    let secs: usize = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(180);
-    let clip = read_wav("piano");
-    let audio: Vec<f32> = clip.iter().copied().cycle().take(secs * 22050).collect();
-    let model = BasicPitch::load(&Device::Cpu).unwrap();
-    let t0 = std::time::Instant::now();
-    let out = model.predict(&audio, &|_| {}, &|| false).unwrap();
-    let t_model = t0.elapsed().as_secs_f64();
-    let cfg = Config::icassp_2022();
-    let t1 = std::time::Instant::now();
-    let notes = notes_from_output(&out, &TranscribeOptions::default(), &cfg);
-    let t_notes = t1.elapsed().as_secs_f64();
-    let total = t_model + t_notes;
-    eprintln!(
-        "{secs} s audio: model {t_model:.2} s, notes {t_notes:.2} s ({} notes), {:.1}x realtime",
-        notes.len(),
-        secs as f64 / total
-    );
-    assert!(!notes.is_empty());
-}
