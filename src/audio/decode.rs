@@ -1,0 +1,668 @@
+//! Decoding and probing through symphonia: any container and codec symphonia reads (WAV, AIFF,
+//! FLAC, MP3, Ogg Vorbis, AAC/M4A, CAF, MKV) into planar `f32` [`Audio`], plus a cheap
+//! [`probe`] that reads headers and one packet so uploads can be refused before a job exists.
+//!
+//! Bad input never panics and never loops forever: every symphonia call runs under
+//! `catch_unwind`, undecodable packets are counted and bounded, and the decoded length is checked
+//! against the length the container declares so truncated files are reported as corrupt.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Cursor, Read};
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+
+use serde::Serialize;
+use symphonia::core::audio::{AudioBufferRef, Signal};
+use symphonia::core::codecs::{Decoder, DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::conv::IntoSample;
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::{FormatOptions, FormatReader, Track};
+use symphonia::core::io::{MediaSource, MediaSourceStream};
+use symphonia::core::meta::{MetadataOptions, StandardTagKey, Tag};
+use symphonia::core::probe::Hint;
+
+use super::error::{Error, Result};
+use super::Audio;
+
+/// Most samples (all channels together) one decode may produce: about 3.4 hours of 44.1 kHz
+/// stereo, 4 GiB of `f32`. Guards against tiny files that declare or expand to absurd lengths.
+pub const MAX_SAMPLES: usize = 1 << 30;
+
+/// Undecodable packets tolerated in a row before the stream is declared corrupt; a few bad
+/// packets in a long MP3 are normal, hundreds in a row mean garbage.
+const MAX_CONSECUTIVE_ERRORS: usize = 64;
+
+/// What [`probe`] learns from a file's headers and first packet, without decoding it all.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeInfo {
+    /// Container, sniffed from the magic bytes: `wav`, `aiff`, `flac`, `mp3`, `ogg`, `mp4`,
+    /// `adts`, `caf`, `mkv`, or `unknown`.
+    pub container: String,
+    /// Codec short name as symphonia names it (`pcm_s16le`, `mp3`, `flac`, `vorbis`, `aac` …).
+    pub codec: String,
+    /// Sample rate of the audio track in Hz.
+    pub sample_rate: u32,
+    /// Channel count of the audio track.
+    pub channels: usize,
+    /// Bits per sample for PCM-like codecs; `None` for lossy codecs.
+    pub bits_per_sample: Option<u32>,
+    /// Length in sample frames when the container declares it.
+    pub frames: Option<u64>,
+    /// Length in seconds when the container declares it.
+    pub duration_secs: Option<f64>,
+    /// Average bit rate over the whole file (size × 8 / duration), kbit/s.
+    pub bit_rate_kbps: Option<f64>,
+    /// File size in bytes.
+    pub file_size: u64,
+    /// Tags (title, artist, album, …) under lower-case standard names where symphonia knows the
+    /// key, else under the container's own key.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Decodes a whole file. Errors are [`Error::Unsupported`] (not audio we read) or
+/// [`Error::Corrupt`] (damaged, truncated) for bad input, [`Error::Io`] if the file can't be read.
+pub fn decode(path: &Path) -> Result<Audio> {
+    decode_with_progress(path, &|_| {})
+}
+
+/// [`decode`] reporting progress in `0.0..=1.0` (when the container declares its length) so the
+/// CLI and jobs can show it on long files.
+pub fn decode_with_progress(path: &Path, progress: &dyn Fn(f32)) -> Result<Audio> {
+    let file = File::open(path)?;
+    decode_source(Box::new(file), extension(path).as_deref(), progress)
+}
+
+/// Decodes audio held in memory; `ext` (e.g. `"mp3"`) is only a hint, the bytes decide.
+pub fn decode_bytes(bytes: Vec<u8>, ext: Option<&str>) -> Result<Audio> {
+    decode_source(Box::new(Cursor::new(bytes)), ext, &|_| {})
+}
+
+/// Reads headers, tags and the first decodable packet: cheap enough to run on every upload, and
+/// enough to refuse non-audio with `422`. It cannot see truncation further in; [`decode`] does.
+pub fn probe(path: &Path) -> Result<ProbeInfo> {
+    let mut file = File::open(path)?;
+    let file_size = file.metadata()?.len();
+    let mut magic = [0u8; 12];
+    let n = read_up_to(&mut file, &mut magic)?;
+    let container = sniff_container(&magic[..n]).to_string();
+    let file = File::open(path)?;
+    let ext = extension(path);
+    guarded(move || {
+        let mut opened = open(Box::new(file), ext.as_deref())?;
+        let mut info = ProbeInfo {
+            container,
+            codec: codec_name(&opened.track),
+            sample_rate: opened.track.codec_params.sample_rate.unwrap_or(0),
+            channels: opened.track.codec_params.channels.map_or(0, |c| c.count()),
+            bits_per_sample: opened.track.codec_params.bits_per_sample,
+            frames: opened.track.codec_params.n_frames,
+            duration_secs: None,
+            bit_rate_kbps: None,
+            file_size,
+            tags: std::mem::take(&mut opened.tags),
+        };
+        // One decoded packet proves the codec accepts the data and fills in what headers omit.
+        let mut errors = 0;
+        loop {
+            let packet = match opened.format.next_packet() {
+                Ok(p) => p,
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(Error::Corrupt("no decodable audio packet".into()));
+                }
+                Err(e) => return Err(map_err(e)),
+            };
+            if packet.track_id() != opened.track.id {
+                continue;
+            }
+            match opened.decoder.decode(&packet) {
+                Ok(buf) => {
+                    let spec = buf.spec();
+                    info.sample_rate = spec.rate;
+                    info.channels = spec.channels.count();
+                    break;
+                }
+                Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => {
+                    errors += 1;
+                    if errors >= MAX_CONSECUTIVE_ERRORS {
+                        return Err(Error::Corrupt("no decodable audio packet".into()));
+                    }
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        if info.sample_rate == 0 || info.channels == 0 {
+            return Err(Error::Unsupported(
+                "audio track has no sample rate or channels".into(),
+            ));
+        }
+        if let Some(frames) = info.frames {
+            let secs = frames as f64 / info.sample_rate as f64;
+            info.duration_secs = Some(secs);
+            if secs > 0.0 {
+                info.bit_rate_kbps = Some(file_size as f64 * 8.0 / secs / 1000.0);
+            }
+        }
+        Ok(info)
+    })
+}
+
+/// A format reader positioned on the audio track, with its decoder and the tags found so far.
+struct Opened {
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn Decoder>,
+    track: Track,
+    tags: BTreeMap<String, String>,
+}
+
+fn open(source: Box<dyn MediaSource>, ext: Option<&str>) -> Result<Opened> {
+    let mss = MediaSourceStream::new(source, Default::default());
+    let mut hint = Hint::new();
+    if let Some(ext) = ext {
+        hint.with_extension(ext);
+    }
+    let format_opts = FormatOptions {
+        // Honour encoder delay/padding (LAME tags, iTunSMPB) so durations round-trip exactly.
+        enable_gapless: true,
+        ..Default::default()
+    };
+    let mut probed = symphonia::default::get_probe()
+        .format(&hint, mss, &format_opts, &MetadataOptions::default())
+        .map_err(|e| match e {
+            SymError::IoError(e) => {
+                Error::Unsupported(format!("not a recognised audio container ({e})"))
+            }
+            SymError::Unsupported(what) => {
+                Error::Unsupported(format!("not a recognised audio container ({what})"))
+            }
+            other => map_err(other),
+        })?;
+    let mut tags = BTreeMap::new();
+    if let Some(rev) = probed.metadata.get().as_ref().and_then(|m| m.current()) {
+        collect_tags(rev.tags(), &mut tags);
+    }
+    let mut format = probed.format;
+    if let Some(rev) = format.metadata().current() {
+        collect_tags(rev.tags(), &mut tags);
+    }
+    let track = format
+        .default_track()
+        .filter(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .or_else(|| {
+            format
+                .tracks()
+                .iter()
+                .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        })
+        .cloned()
+        .ok_or_else(|| Error::Unsupported("no audio track".into()))?;
+    let decoder = symphonia::default::get_codecs()
+        .make(&track.codec_params, &DecoderOptions::default())
+        .map_err(|e| match e {
+            SymError::Unsupported(what) => Error::Unsupported(format!("codec: {what}")),
+            other => map_err(other),
+        })?;
+    Ok(Opened {
+        format,
+        decoder,
+        track,
+        tags,
+    })
+}
+
+fn decode_source(
+    source: Box<dyn MediaSource>,
+    ext: Option<&str>,
+    progress: &dyn Fn(f32),
+) -> Result<Audio> {
+    guarded(|| decode_inner(source, ext, progress))
+}
+
+fn decode_inner(
+    source: Box<dyn MediaSource>,
+    ext: Option<&str>,
+    progress: &dyn Fn(f32),
+) -> Result<Audio> {
+    let mut opened = open(source, ext)?;
+    let declared = opened.track.codec_params.n_frames;
+    let mut rate = 0u32;
+    let mut channels: Vec<Vec<f32>> = Vec::new();
+    if let (Some(n), Some(c)) = (declared, opened.track.codec_params.channels) {
+        let total = (n as usize).saturating_mul(c.count());
+        if total <= MAX_SAMPLES {
+            channels = (0..c.count())
+                .map(|_| Vec::with_capacity(n as usize))
+                .collect();
+        }
+    }
+    let mut consecutive_errors = 0usize;
+    let mut decoded_any = false;
+    let mut last_report = 0.0f32;
+    loop {
+        let packet = match opened.format.next_packet() {
+            Ok(p) => p,
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            // A chained stream (e.g. concatenated Ogg) changing parameters: keep what we have.
+            Err(SymError::ResetRequired) => break,
+            Err(SymError::IoError(e)) => return Err(Error::Corrupt(format!("read error: {e}"))),
+            Err(e) => {
+                if decoded_any {
+                    // Damage after good audio: stop here; the length check below decides.
+                    break;
+                }
+                return Err(map_err(e));
+            }
+        };
+        if packet.track_id() != opened.track.id {
+            continue;
+        }
+        let buf = match opened.decoder.decode(&packet) {
+            Ok(buf) => buf,
+            Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => {
+                consecutive_errors += 1;
+                if consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
+                    return Err(Error::Corrupt(format!(
+                        "{MAX_CONSECUTIVE_ERRORS} undecodable packets in a row"
+                    )));
+                }
+                continue;
+            }
+            Err(SymError::ResetRequired) => break,
+            Err(e) => return Err(map_err(e)),
+        };
+        consecutive_errors = 0;
+        let spec = *buf.spec();
+        let n_ch = spec.channels.count();
+        if !decoded_any {
+            if spec.rate == 0 || n_ch == 0 {
+                return Err(Error::Unsupported(
+                    "audio has no sample rate or channels".into(),
+                ));
+            }
+            rate = spec.rate;
+            if channels.len() != n_ch {
+                channels = vec![Vec::new(); n_ch];
+            }
+            decoded_any = true;
+        } else if spec.rate != rate || n_ch != channels.len() {
+            return Err(Error::Corrupt(
+                "sample rate or channel count changes mid-stream".into(),
+            ));
+        }
+        append_planar(&buf, &mut channels);
+        if channels[0].len().saturating_mul(n_ch) > MAX_SAMPLES {
+            return Err(Error::Unsupported(format!(
+                "longer than {} samples",
+                MAX_SAMPLES
+            )));
+        }
+        if let Some(n) = declared.filter(|&n| n > 0) {
+            let p = (channels[0].len() as f64 / n as f64).min(1.0) as f32;
+            if p - last_report >= 0.01 {
+                last_report = p;
+                progress(p);
+            }
+        }
+    }
+    if !decoded_any || channels.first().is_none_or(|c| c.is_empty()) {
+        return Err(Error::Corrupt("no decodable audio".into()));
+    }
+    let frames = channels[0].len() as u64;
+    if let Some(n) = declared {
+        // Allow one MP3/AAC frame of slack for encoders that declare lengths loosely.
+        let slack = 2048u64.max(n / 1000);
+        if frames + slack < n {
+            return Err(Error::Corrupt(format!(
+                "truncated: decoded {frames} of {n} declared frames"
+            )));
+        }
+    }
+    progress(1.0);
+    Ok(Audio {
+        sample_rate: rate,
+        channels,
+    })
+}
+
+/// Appends one decoded buffer, whatever its sample type, to the planar `f32` output.
+fn append_planar(buf: &AudioBufferRef<'_>, out: &mut [Vec<f32>]) {
+    macro_rules! copy {
+        ($b:expr) => {
+            for (c, dst) in out.iter_mut().enumerate() {
+                dst.extend(
+                    $b.chan(c)
+                        .iter()
+                        .map(|&s| IntoSample::<f32>::into_sample(s)),
+                );
+            }
+        };
+    }
+    match buf {
+        AudioBufferRef::U8(b) => copy!(b),
+        AudioBufferRef::U16(b) => copy!(b),
+        AudioBufferRef::U24(b) => copy!(b),
+        AudioBufferRef::U32(b) => copy!(b),
+        AudioBufferRef::S8(b) => copy!(b),
+        AudioBufferRef::S16(b) => copy!(b),
+        AudioBufferRef::S24(b) => copy!(b),
+        AudioBufferRef::S32(b) => copy!(b),
+        AudioBufferRef::F32(b) => copy!(b),
+        AudioBufferRef::F64(b) => copy!(b),
+    }
+}
+
+/// Runs symphonia code so that a panic inside it becomes [`Error::Corrupt`] instead of taking the
+/// worker down: malformed input must never crash the server.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(Error::Corrupt(
+            "decoder failed on malformed input".to_string(),
+        ))
+    })
+}
+
+fn map_err(e: SymError) -> Error {
+    match e {
+        SymError::Unsupported(what) => Error::Unsupported(what.to_string()),
+        SymError::DecodeError(what) => Error::Corrupt(what.to_string()),
+        SymError::LimitError(what) => Error::Unsupported(format!("limit exceeded: {what}")),
+        SymError::IoError(e) => Error::Corrupt(format!("read error: {e}")),
+        SymError::SeekError(_) => Error::Corrupt("seek failed".into()),
+        SymError::ResetRequired => Error::Unsupported("stream changes parameters".into()),
+    }
+}
+
+fn codec_name(track: &Track) -> String {
+    symphonia::default::get_codecs()
+        .get_codec(track.codec_params.codec)
+        .map_or_else(|| "unknown".to_string(), |d| d.short_name.to_string())
+}
+
+fn collect_tags(tags: &[Tag], out: &mut BTreeMap<String, String>) {
+    for tag in tags {
+        let key = match tag.std_key {
+            Some(k) => std_key_name(k),
+            None => tag.key.to_ascii_lowercase(),
+        };
+        let value = tag.value.to_string();
+        if !value.trim().is_empty() && !key.is_empty() {
+            out.entry(key).or_insert(value);
+        }
+    }
+}
+
+/// Lower-case snake names for the standard tag keys clients ask for; others use symphonia's
+/// debug name, lower-cased.
+fn std_key_name(k: StandardTagKey) -> String {
+    let name = match k {
+        StandardTagKey::TrackTitle => "title",
+        StandardTagKey::Artist => "artist",
+        StandardTagKey::Album => "album",
+        StandardTagKey::AlbumArtist => "album_artist",
+        StandardTagKey::Date => "date",
+        StandardTagKey::ReleaseDate => "release_date",
+        StandardTagKey::Genre => "genre",
+        StandardTagKey::TrackNumber => "track_number",
+        StandardTagKey::DiscNumber => "disc_number",
+        StandardTagKey::Composer => "composer",
+        StandardTagKey::Comment => "comment",
+        StandardTagKey::Bpm => "bpm",
+        StandardTagKey::Copyright => "copyright",
+        StandardTagKey::Encoder => "encoder",
+        StandardTagKey::EncodedBy => "encoded_by",
+        StandardTagKey::Label => "label",
+        StandardTagKey::Lyrics => "lyrics",
+        StandardTagKey::IdentIsrc => "isrc",
+        other => return format!("{other:?}").to_ascii_lowercase(),
+    };
+    name.to_string()
+}
+
+/// Names the container from its first bytes; symphonia does not report which reader it chose.
+pub fn sniff_container(magic: &[u8]) -> &'static str {
+    let at = |i: usize, s: &[u8]| magic.len() >= i + s.len() && &magic[i..i + s.len()] == s;
+    if (at(0, b"RIFF") || at(0, b"RF64")) && at(8, b"WAVE") {
+        "wav"
+    } else if at(0, b"FORM") && (at(8, b"AIFF") || at(8, b"AIFC")) {
+        "aiff"
+    } else if at(0, b"fLaC") {
+        "flac"
+    } else if at(0, b"OggS") {
+        "ogg"
+    } else if at(4, b"ftyp") {
+        "mp4"
+    } else if at(0, b"caff") {
+        "caf"
+    } else if at(0, &[0x1A, 0x45, 0xDF, 0xA3]) {
+        "mkv"
+    } else if at(0, b"ID3") {
+        "mp3"
+    } else if magic.len() >= 2 && magic[0] == 0xFF && magic[1] & 0xF6 == 0xF0 {
+        "adts"
+    } else if magic.len() >= 2 && magic[0] == 0xFF && magic[1] & 0xE0 == 0xE0 {
+        "mp3"
+    } else {
+        "unknown"
+    }
+}
+
+fn extension(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::encode::{encode, Format};
+    use std::time::{Duration, Instant};
+
+    fn tone(rate: u32, channels: usize, frames: usize) -> Audio {
+        Audio {
+            sample_rate: rate,
+            channels: (0..channels)
+                .map(|c| {
+                    (0..frames)
+                        .map(|i| {
+                            0.5 * (2.0 * std::f32::consts::PI * (220.0 * (c + 1) as f32) * i as f32
+                                / rate as f32)
+                                .sin()
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    /// WAV in every PCM width hound writes, with odd rates and channel counts.
+    fn wav_bytes(bits: u16, float: bool, rate: u32, channels: u16, frames: usize) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: bits,
+            sample_format: if float {
+                hound::SampleFormat::Float
+            } else {
+                hound::SampleFormat::Int
+            },
+        };
+        let mut cur = Cursor::new(Vec::new());
+        {
+            let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
+            for i in 0..frames {
+                for c in 0..channels {
+                    let v = 0.5 * ((i as f32 * 0.01 * (c + 1) as f32).sin());
+                    if float {
+                        w.write_sample(v).unwrap();
+                    } else if bits == 8 {
+                        w.write_sample((v * 127.0) as i8).unwrap();
+                    } else {
+                        w.write_sample((v * ((1i64 << (bits - 1)) - 1) as f32) as i32)
+                            .unwrap();
+                    }
+                }
+            }
+            w.finalize().unwrap();
+        }
+        cur.into_inner()
+    }
+
+    #[test]
+    fn wav_widths_rates_and_channels_decode() {
+        for &(bits, float) in &[
+            (8, false),
+            (16, false),
+            (24, false),
+            (32, false),
+            (32, true),
+        ] {
+            for &(rate, ch) in &[(8_000u32, 1u16), (44_100, 2), (96_000, 6)] {
+                let bytes = wav_bytes(bits, float, rate, ch, 1001);
+                let a = decode_bytes(bytes, Some("wav")).unwrap();
+                assert_eq!(a.sample_rate, rate);
+                assert_eq!(a.channels.len(), ch as usize);
+                assert_eq!(a.frames(), 1001);
+                // Sample 100 of channel 0 is 0.5·sin(1.0) in every width.
+                let want = 0.5 * 1.0f32.sin();
+                let tol = if bits == 8 { 0.02 } else { 1e-3 };
+                assert!((a.channels[0][100] - want).abs() < tol, "{bits} {float}");
+            }
+        }
+    }
+
+    fn encoded(format: Format) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("x.{}", format.extension()));
+        encode(&tone(44_100, 2, 44_100), format, &path).unwrap();
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn probe_reads_headers_and_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.flac");
+        encode(&tone(48_000, 2, 48_000), Format::Flac16, &path).unwrap();
+        let p = probe(&path).unwrap();
+        assert_eq!(p.container, "flac");
+        assert_eq!(p.codec, "flac");
+        assert_eq!((p.sample_rate, p.channels), (48_000, 2));
+        assert_eq!(p.frames, Some(48_000));
+        assert!((p.duration_secs.unwrap() - 1.0).abs() < 1e-9);
+        let text = dir.path().join("notes.wav");
+        std::fs::write(&text, b"this is not audio, just text pretending").unwrap();
+        assert!(matches!(probe(&text), Err(Error::Unsupported(_))));
+    }
+
+    #[test]
+    fn empty_text_and_random_bytes_are_unsupported() {
+        assert!(matches!(
+            decode_bytes(vec![], None),
+            Err(Error::Unsupported(_))
+        ));
+        assert!(matches!(
+            decode_bytes(b"hello world, definitely not audio".to_vec(), Some("mp3")),
+            Err(Error::Unsupported(_)) | Err(Error::Corrupt(_))
+        ));
+        // Deterministic pseudo-random garbage of many sizes, with and without extension hints.
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for len in [1usize, 7, 12, 100, 4096, 100_000] {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            for ext in [
+                None,
+                Some("wav"),
+                Some("mp3"),
+                Some("flac"),
+                Some("ogg"),
+                Some("m4a"),
+            ] {
+                let t = Instant::now();
+                let r = decode_bytes(bytes.clone(), ext);
+                assert!(r.is_err(), "garbage {len} {ext:?} decoded");
+                assert!(r.unwrap_err().is_client_error());
+                assert!(t.elapsed() < Duration::from_secs(5));
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_and_damaged_files_give_typed_errors_without_panicking() {
+        let formats = [
+            ("wav", wav_bytes(16, false, 44_100, 2, 44_100)),
+            ("flac", encoded(Format::Flac16)),
+            ("mp3", encoded(Format::Mp3 { kbps: 128 })),
+        ];
+        for (ext, full) in &formats {
+            assert!(
+                decode_bytes(full.clone(), Some(ext)).is_ok(),
+                "{ext} intact"
+            );
+            // Cut at many points: headers, first frames, the middle, near the end.
+            let len = full.len();
+            for cut in [
+                4,
+                11,
+                12,
+                40,
+                44,
+                45,
+                200,
+                1000,
+                len / 3,
+                len / 2,
+                len * 9 / 10,
+            ] {
+                let t = Instant::now();
+                let r = decode_bytes(full[..cut.min(len - 1)].to_vec(), Some(ext));
+                assert!(t.elapsed() < Duration::from_secs(5), "{ext} cut {cut} hung");
+                match r {
+                    Err(e) => assert!(e.is_client_error(), "{ext} cut {cut}: {e}"),
+                    // A cut inside the last frame may still decode: it must then be short.
+                    Ok(a) => panic!("{ext} cut {cut} decoded {} frames", a.frames()),
+                }
+            }
+            // Overwrite a stretch in the middle with noise: either decodes (lossy formats
+            // resync) or is corrupt; never a panic or a hang.
+            let mut damaged = full.clone();
+            for (i, b) in damaged[len / 2..len / 2 + 2000.min(len / 4)]
+                .iter_mut()
+                .enumerate()
+            {
+                *b = (i * 7919 % 251) as u8;
+            }
+            let t = Instant::now();
+            if let Err(e) = decode_bytes(damaged, Some(ext)) {
+                assert!(e.is_client_error(), "{ext}: {e}");
+            }
+            assert!(t.elapsed() < Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn sniffs_containers() {
+        assert_eq!(sniff_container(b"RIFF\0\0\0\0WAVEfmt "), "wav");
+        assert_eq!(sniff_container(b"fLaC\0\0\0\x22"), "flac");
+        assert_eq!(sniff_container(b"ID3\x04\0\0"), "mp3");
+        assert_eq!(sniff_container(b"\0\0\0\x20ftypM4A "), "mp4");
+        assert_eq!(sniff_container(b"OggS\0\x02"), "ogg");
+        assert_eq!(sniff_container(b"hello"), "unknown");
+    }
+}

@@ -1,0 +1,406 @@
+//! Encoding [`Audio`] to files: WAV (16-bit, 24-bit, 32-bit float) through hound, MP3 through
+//! LAME (`mp3lame-encoder`), FLAC (16/24-bit) through `flacenc`. Every format keeps the duration
+//! exact to the sample: WAV and FLAC store the frame count, MP3 gets a LAME/Info tag carrying the
+//! encoder delay and padding, which gapless decoders (symphonia included) use to trim.
+
+use std::fs;
+use std::io::BufWriter;
+use std::path::Path;
+
+use super::error::{Error, Result};
+use super::resample::{resample, Quality};
+use super::Audio;
+
+/// An output file format, as clients name it in the `format` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// 16-bit PCM WAV (CD quality; the caller dithers if it wants to).
+    Wav16,
+    /// 24-bit PCM WAV.
+    Wav24,
+    /// 32-bit IEEE float WAV: lossless for our `f32` samples.
+    WavFloat,
+    /// Constant-bit-rate MP3 at this many kbit/s (one of LAME's rates, 32–320).
+    Mp3 { kbps: u32 },
+    /// 16-bit FLAC.
+    Flac16,
+    /// 24-bit FLAC.
+    Flac24,
+}
+
+/// MP3 bit rates LAME accepts, kbit/s.
+pub const MP3_BITRATES: [u32; 16] = [
+    8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+];
+
+impl Format {
+    /// Parses the names the API and CLI accept: `wav16`/`wav`, `wav24`, `float`/`wav32f`, `mp3`
+    /// (320 kbit/s unless `mp3_kbps` says otherwise), `flac`/`flac16`, `flac24`.
+    pub fn parse(name: &str, mp3_kbps: Option<u32>) -> Option<Format> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "wav" | "wav16" => Format::Wav16,
+            "wav24" => Format::Wav24,
+            "float" | "wav32f" | "wavfloat" => Format::WavFloat,
+            "mp3" => Format::Mp3 {
+                kbps: mp3_kbps.unwrap_or(320),
+            },
+            "flac" | "flac16" => Format::Flac16,
+            "flac24" => Format::Flac24,
+            _ => return None,
+        })
+    }
+
+    /// The canonical name, as reported back in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Wav16 => "wav16",
+            Format::Wav24 => "wav24",
+            Format::WavFloat => "float",
+            Format::Mp3 { .. } => "mp3",
+            Format::Flac16 => "flac",
+            Format::Flac24 => "flac24",
+        }
+    }
+
+    /// File extension without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Wav16 | Format::Wav24 | Format::WavFloat => "wav",
+            Format::Mp3 { .. } => "mp3",
+            Format::Flac16 | Format::Flac24 => "flac",
+        }
+    }
+
+    /// Integer bit depth, when the format quantises (the caller dithers to it).
+    pub fn bit_depth(self) -> Option<u32> {
+        match self {
+            Format::Wav16 | Format::Flac16 => Some(16),
+            Format::Wav24 | Format::Flac24 => Some(24),
+            Format::WavFloat | Format::Mp3 { .. } => None,
+        }
+    }
+}
+
+/// Writes `audio` to `path` in `format`. Samples outside `-1..=1` are clipped by integer formats.
+pub fn encode(audio: &Audio, format: Format, path: &Path) -> Result<()> {
+    encode_with_progress(audio, format, path, &|_| {})
+}
+
+/// [`encode`] reporting progress in `0.0..=1.0` (MP3 is the slow one).
+pub fn encode_with_progress(
+    audio: &Audio,
+    format: Format,
+    path: &Path,
+    progress: &dyn Fn(f32),
+) -> Result<()> {
+    check(audio)?;
+    match format {
+        Format::Wav16 => write_wav(audio, path, 16, false)?,
+        Format::Wav24 => write_wav(audio, path, 24, false)?,
+        Format::WavFloat => write_wav(audio, path, 32, true)?,
+        Format::Flac16 => write_flac(audio, path, 16)?,
+        Format::Flac24 => write_flac(audio, path, 24)?,
+        Format::Mp3 { kbps } => write_mp3(audio, path, kbps, progress)?,
+    }
+    progress(1.0);
+    Ok(())
+}
+
+fn check(audio: &Audio) -> Result<()> {
+    if audio.channels.is_empty() || audio.sample_rate == 0 {
+        return Err(Error::Invalid("no channels or zero sample rate".into()));
+    }
+    let n = audio.frames();
+    if audio.channels.iter().any(|c| c.len() != n) {
+        return Err(Error::Invalid("channels differ in length".into()));
+    }
+    Ok(())
+}
+
+/// Rounds a `-1..=1` sample to a signed integer of `bits` bits, clipping.
+fn quantise(s: f32, bits: u32) -> i32 {
+    let scale = (1i64 << (bits - 1)) as f64;
+    let v = (s as f64 * scale).round();
+    v.clamp(-scale, scale - 1.0) as i32
+}
+
+fn write_wav(audio: &Audio, path: &Path, bits: u16, float: bool) -> Result<()> {
+    let spec = hound::WavSpec {
+        channels: u16::try_from(audio.channels.len())
+            .map_err(|_| Error::Invalid("too many channels for WAV".into()))?,
+        sample_rate: audio.sample_rate,
+        bits_per_sample: bits,
+        sample_format: if float {
+            hound::SampleFormat::Float
+        } else {
+            hound::SampleFormat::Int
+        },
+    };
+    let file = BufWriter::new(fs::File::create(path)?);
+    let mut w = hound::WavWriter::new(file, spec).map_err(hound_err)?;
+    for i in 0..audio.frames() {
+        for ch in &audio.channels {
+            if float {
+                w.write_sample(ch[i]).map_err(hound_err)?;
+            } else {
+                w.write_sample(quantise(ch[i], bits as u32))
+                    .map_err(hound_err)?;
+            }
+        }
+    }
+    w.finalize().map_err(hound_err)?;
+    Ok(())
+}
+
+fn hound_err(e: hound::Error) -> Error {
+    match e {
+        hound::Error::IoError(e) => Error::Io(e),
+        other => Error::Encode(format!("wav: {other}")),
+    }
+}
+
+fn write_flac(audio: &Audio, path: &Path, bits: usize) -> Result<()> {
+    use flacenc::component::BitRepr;
+    use flacenc::error::Verify;
+
+    if audio.channels.len() > 8 {
+        return Err(Error::Invalid("FLAC holds at most 8 channels".into()));
+    }
+    let n_ch = audio.channels.len();
+    let mut interleaved = Vec::with_capacity(audio.frames() * n_ch);
+    for i in 0..audio.frames() {
+        for ch in &audio.channels {
+            interleaved.push(quantise(ch[i], bits as u32));
+        }
+    }
+    let config = flacenc::config::Encoder::default()
+        .into_verified()
+        .map_err(|(_, e)| Error::Encode(format!("flac config: {e}")))?;
+    let source = flacenc::source::MemSource::from_samples(
+        &interleaved,
+        n_ch,
+        bits,
+        audio.sample_rate as usize,
+    );
+    let mut stream = flacenc::encode_with_fixed_block_size(&config, source, config.block_size)
+        .map_err(|e| Error::Encode(format!("flac: {e}")))?;
+    // flacenc records the short last block as the minimum block size; the format excludes the
+    // last block, and readers (symphonia) treat min != max as variable blocking and fail. A
+    // single-block stream declares its own length (at least 16, the format's minimum).
+    let declared = if audio.frames() > config.block_size {
+        config.block_size
+    } else {
+        audio.frames().max(16)
+    };
+    stream
+        .stream_info_mut()
+        .set_block_sizes(declared, declared)
+        .map_err(|e| Error::Encode(format!("flac: {e}")))?;
+    let mut sink = flacenc::bitsink::ByteSink::new();
+    stream
+        .write(&mut sink)
+        .map_err(|e| Error::Encode(format!("flac write: {e}")))?;
+    fs::write(path, sink.as_slice())?;
+    Ok(())
+}
+
+/// Sample rates MPEG-1/2/2.5 layer III can carry.
+const MP3_RATES: [u32; 9] = [
+    8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000,
+];
+
+fn write_mp3(audio: &Audio, path: &Path, kbps: u32, progress: &dyn Fn(f32)) -> Result<()> {
+    use mp3lame_encoder::{Bitrate, Builder, DualPcm, FlushGap, Mode, MonoPcm, Quality as Q};
+
+    let brate = match kbps {
+        8 => Bitrate::Kbps8,
+        16 => Bitrate::Kbps16,
+        24 => Bitrate::Kbps24,
+        32 => Bitrate::Kbps32,
+        40 => Bitrate::Kbps40,
+        48 => Bitrate::Kbps48,
+        64 => Bitrate::Kbps64,
+        80 => Bitrate::Kbps80,
+        96 => Bitrate::Kbps96,
+        112 => Bitrate::Kbps112,
+        128 => Bitrate::Kbps128,
+        160 => Bitrate::Kbps160,
+        192 => Bitrate::Kbps192,
+        224 => Bitrate::Kbps224,
+        256 => Bitrate::Kbps256,
+        320 => Bitrate::Kbps320,
+        other => return Err(Error::Invalid(format!("unsupported MP3 bit rate {other}"))),
+    };
+    // MP3 carries one or two channels at nine rates: fold wider layouts to stereo and resample
+    // odd rates to the nearest standard one at or above them.
+    let folded;
+    let audio = if audio.channels.len() > 2 {
+        folded = audio.fold_to_stereo();
+        &folded
+    } else {
+        audio
+    };
+    let resampled;
+    let audio = if MP3_RATES.contains(&audio.sample_rate) {
+        audio
+    } else {
+        let rate = MP3_RATES
+            .iter()
+            .copied()
+            .find(|&r| r >= audio.sample_rate)
+            .unwrap_or(48_000);
+        resampled = resample(audio, rate, Quality::High)?;
+        &resampled
+    };
+    let stereo = audio.channels.len() == 2;
+    let lame = |e: mp3lame_encoder::BuildError| Error::Encode(format!("lame: {e:?}"));
+    let mut enc = Builder::new()
+        .ok_or_else(|| Error::Encode("lame: out of memory".into()))?
+        .with_num_channels(if stereo { 2 } else { 1 })
+        .map_err(lame)?
+        .with_sample_rate(audio.sample_rate)
+        .map_err(lame)?
+        .with_brate(brate)
+        .map_err(lame)?
+        .with_mode(if stereo {
+            Mode::JointStereo
+        } else {
+            Mode::Mono
+        })
+        .map_err(lame)?
+        // LAME's "-h": good quality at a reasonable speed.
+        .with_quality(Q::NearBest)
+        .map_err(lame)?
+        // The Info tag carries encoder delay and padding, so decoders trim to the exact length.
+        .with_to_write_vbr_tag(true)
+        .map_err(lame)?
+        .build()
+        .map_err(lame)?;
+    let n = audio.frames();
+    let mut out =
+        Vec::with_capacity(n * kbps as usize / 8 / audio.sample_rate as usize * 1000 + 8192);
+    const BLOCK: usize = 1152 * 32;
+    let mut pos = 0;
+    let encode_err = |e: mp3lame_encoder::EncodeError| Error::Encode(format!("lame: {e:?}"));
+    while pos < n {
+        let end = (pos + BLOCK).min(n);
+        out.reserve(mp3lame_encoder::max_required_buffer_size(end - pos));
+        if stereo {
+            let input = DualPcm {
+                left: &audio.channels[0][pos..end],
+                right: &audio.channels[1][pos..end],
+            };
+            enc.encode_to_vec(input, &mut out).map_err(encode_err)?;
+        } else {
+            enc.encode_to_vec(MonoPcm(&audio.channels[0][pos..end]), &mut out)
+                .map_err(encode_err)?;
+        }
+        pos = end;
+        progress(pos as f32 / n as f32 * 0.99);
+    }
+    out.reserve(7200);
+    enc.flush_to_vec::<FlushGap>(&mut out).map_err(encode_err)?;
+    // Overwrite the placeholder first frame with the finished LAME/Info tag.
+    let mut tag = Vec::with_capacity(enc.lame_tag_size().max(1));
+    let start = enc.id3v2_tag_size();
+    if let Some(len) = enc.lame_tag_encode_to_vec(&mut tag) {
+        let len = len.get();
+        if start + len <= out.len() {
+            out[start..start + len].copy_from_slice(&tag[..len]);
+        }
+    }
+    fs::write(path, &out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::decode::decode;
+
+    fn test_audio(rate: u32, channels: usize, frames: usize) -> Audio {
+        Audio {
+            sample_rate: rate,
+            channels: (0..channels)
+                .map(|c| {
+                    (0..frames)
+                        .map(|i| {
+                            let t = i as f32 / rate as f32;
+                            0.4 * (2.0 * std::f32::consts::PI * (330.0 + 110.0 * c as f32) * t)
+                                .sin()
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_format_round_trips_to_the_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        // An odd length that is no multiple of any block or frame size.
+        for &(rate, ch, frames) in &[
+            (44_100, 2, 44_100 + 777),
+            (48_000, 1, 12_345),
+            (22_050, 2, 5_000),
+            (32_000, 1, 1_000),
+        ] {
+            let audio = test_audio(rate, ch, frames);
+            for format in [
+                Format::Wav16,
+                Format::Wav24,
+                Format::WavFloat,
+                Format::Flac16,
+                Format::Flac24,
+                Format::Mp3 { kbps: 192 },
+            ] {
+                let path = dir.path().join(format!("t{rate}.{}", format.extension()));
+                encode(&audio, format, &path).unwrap();
+                let back = decode(&path).unwrap();
+                assert_eq!(back.sample_rate, rate, "{format:?}");
+                assert_eq!(back.channels.len(), ch, "{format:?}");
+                assert_eq!(back.frames(), frames, "{format:?} {rate} Hz length");
+                // Lossless formats match to their quantisation step; MP3 to a coarse tolerance
+                // once its delay has been trimmed correctly (a misalignment would be large).
+                let tol = match format {
+                    Format::Wav16 | Format::Flac16 => 1.0 / 32768.0 + 1e-6,
+                    Format::Wav24 | Format::Flac24 => 1.0 / 8_388_608.0 + 1e-6,
+                    Format::WavFloat => 0.0,
+                    Format::Mp3 { .. } => 0.2,
+                };
+                let lo = frames / 10;
+                let hi = frames * 9 / 10;
+                let err = (lo..hi)
+                    .map(|i| (back.channels[0][i] - audio.channels[0][i]).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(err <= tol, "{format:?} {rate}: max error {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn format_names_parse() {
+        assert_eq!(Format::parse("wav24", None), Some(Format::Wav24));
+        assert_eq!(
+            Format::parse("MP3", Some(128)),
+            Some(Format::Mp3 { kbps: 128 })
+        );
+        assert_eq!(Format::parse("flac", None), Some(Format::Flac16));
+        assert_eq!(Format::parse("ogg", None), None);
+    }
+
+    #[test]
+    fn refuses_inconsistent_audio() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = Audio {
+            sample_rate: 44_100,
+            channels: vec![vec![0.0; 10], vec![0.0; 9]],
+        };
+        assert!(encode(&bad, Format::Wav16, &dir.path().join("x.wav")).is_err());
+        let rate = Audio {
+            sample_rate: 44_100,
+            channels: vec![vec![0.0; 10]],
+        };
+        assert!(encode(&rate, Format::Mp3 { kbps: 100 }, &dir.path().join("x.mp3")).is_err());
+    }
+}

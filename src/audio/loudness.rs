@@ -1,0 +1,161 @@
+//! Loudness per EBU R128 / ITU-R BS.1770-4 through the `ebur128` crate: integrated loudness,
+//! loudness range and true peak. Nothing here is hand-written measurement; mastering and the
+//! analysis report both read their numbers from this one place.
+
+use serde::Serialize;
+
+use super::error::{Error, Result};
+use super::Audio;
+
+/// Integrated loudness reported for silence or audio below the absolute gate (LUFS).
+pub const FLOOR_LUFS: f64 = -70.0;
+/// Peak reported for digital silence (dBFS / dBTP).
+pub const FLOOR_DB: f64 = -120.0;
+
+/// A BS.1770 measurement of a whole programme.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Loudness {
+    /// Gated integrated loudness, LUFS; [`FLOOR_LUFS`] when nothing passes the gate.
+    pub integrated_lufs: f64,
+    /// Loudness range (EBU Tech 3342), LU; 0 for programmes too short to have one.
+    pub lra_lu: f64,
+    /// Highest true (4× oversampled) peak over all channels, dBTP.
+    pub true_peak_dbtp: f64,
+    /// Highest sample peak over all channels, dBFS.
+    pub sample_peak_dbfs: f64,
+}
+
+/// Which measurements to run: true peak costs a 4× oversampling pass and LRA a short-term
+/// history, so callers that only need integrated loudness ask for less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Integrated loudness and sample peak only.
+    Integrated,
+    /// Everything in [`Loudness`].
+    Full,
+}
+
+/// Measures `audio`. Channels beyond the sixth are ignored per BS.1770's 5.1 weighting (the
+/// crate's default map: L, R, C, LFE (unweighted), Ls, Rs).
+pub fn measure(audio: &Audio, what: Measure) -> Result<Loudness> {
+    use ebur128::{EbuR128, Mode};
+
+    let n_ch = audio.channels.len();
+    if n_ch == 0 || audio.sample_rate == 0 {
+        return Err(Error::Invalid("no channels or zero sample rate".into()));
+    }
+    let mode = match what {
+        Measure::Integrated => Mode::I | Mode::SAMPLE_PEAK,
+        Measure::Full => Mode::I | Mode::LRA | Mode::TRUE_PEAK | Mode::SAMPLE_PEAK,
+    };
+    let err = |e: ebur128::Error| Error::Encode(format!("ebur128: {e:?}"));
+    let mut meter = EbuR128::new(n_ch as u32, audio.sample_rate, mode).map_err(err)?;
+    // Feed in blocks so the meter's internal buffers stay small.
+    const BLOCK: usize = 1 << 16;
+    let frames = audio.frames();
+    let mut pos = 0;
+    while pos < frames {
+        let end = (pos + BLOCK).min(frames);
+        let planes: Vec<&[f32]> = audio.channels.iter().map(|c| &c[pos..end]).collect();
+        meter.add_frames_planar_f32(&planes).map_err(err)?;
+        pos = end;
+    }
+    let integrated = meter.loudness_global().map_err(err)?;
+    let lra = match what {
+        Measure::Full => meter.loudness_range().map_err(err)?,
+        Measure::Integrated => 0.0,
+    };
+    let mut sample_peak = 0.0f64;
+    let mut true_peak = 0.0f64;
+    for c in 0..n_ch as u32 {
+        sample_peak = sample_peak.max(meter.sample_peak(c).map_err(err)?);
+        if what == Measure::Full {
+            true_peak = true_peak.max(meter.true_peak(c).map_err(err)?);
+        }
+    }
+    if what == Measure::Integrated {
+        true_peak = sample_peak;
+    }
+    Ok(Loudness {
+        integrated_lufs: finite_or(integrated, FLOOR_LUFS).max(FLOOR_LUFS),
+        lra_lu: finite_or(lra, 0.0),
+        true_peak_dbtp: amp_to_db(true_peak),
+        sample_peak_dbfs: amp_to_db(sample_peak),
+    })
+}
+
+/// Linear amplitude to dB, floored at [`FLOOR_DB`].
+pub fn amp_to_db(a: f64) -> f64 {
+    if a > 0.0 {
+        (20.0 * a.log10()).max(FLOOR_DB)
+    } else {
+        FLOOR_DB
+    }
+}
+
+/// dB to linear amplitude.
+pub fn db_to_amp(db: f64) -> f64 {
+    10f64.powf(db / 20.0)
+}
+
+fn finite_or(v: f64, fallback: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else {
+        fallback
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(rate: u32, freq: f64, amp: f64, secs: f64, channels: usize) -> Audio {
+        let n = (rate as f64 * secs) as usize;
+        let ch: Vec<f32> = (0..n)
+            .map(|i| {
+                (amp * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as f32
+            })
+            .collect();
+        Audio {
+            sample_rate: rate,
+            channels: vec![ch; channels],
+        }
+    }
+
+    #[test]
+    fn one_khz_stereo_sine_at_minus_18_dbfs_reads_minus_18_lufs() {
+        // EBU Tech 3341 case 1: a 1 kHz sine at -18 dBFS in both channels is -18 LUFS... when
+        // "dBFS" means RMS relative to a full-scale sine; i.e. peak amplitude 10^(-18/20).
+        let a = sine(48_000, 1000.0, db_to_amp(-18.0), 20.0, 2);
+        let l = measure(&a, Measure::Full).unwrap();
+        assert!((l.integrated_lufs + 18.0).abs() < 0.1, "{l:?}");
+        assert!((l.true_peak_dbtp + 18.0).abs() < 0.2, "{l:?}");
+        assert!((l.sample_peak_dbfs + 18.0).abs() < 0.05, "{l:?}");
+        assert!(l.lra_lu < 0.5, "{l:?}");
+    }
+
+    #[test]
+    fn loudness_range_sees_a_level_step() {
+        // 20 s at -20 then 20 s at -30: LRA near 10 LU (Tech 3342 case 1 shape).
+        let mut a = sine(48_000, 1000.0, db_to_amp(-20.0), 20.0, 2);
+        let b = sine(48_000, 1000.0, db_to_amp(-30.0), 20.0, 2);
+        for (x, y) in a.channels.iter_mut().zip(b.channels) {
+            x.extend(y);
+        }
+        let l = measure(&a, Measure::Full).unwrap();
+        assert!((l.lra_lu - 10.0).abs() < 1.0, "{l:?}");
+    }
+
+    #[test]
+    fn silence_is_floored_not_infinite() {
+        let a = Audio {
+            sample_rate: 44_100,
+            channels: vec![vec![0.0; 44_100]; 2],
+        };
+        let l = measure(&a, Measure::Full).unwrap();
+        assert_eq!(l.integrated_lufs, FLOOR_LUFS);
+        assert_eq!(l.true_peak_dbtp, FLOOR_DB);
+        assert!(serde_json::to_string(&l).is_ok());
+    }
+}

@@ -1,0 +1,519 @@
+//! Auto-mastering (`POST /v1/master`, `soundcheck master`): a gentle tilt EQ, a glue compressor
+//! and a 4× oversampled true-peak limiter, driven to a target integrated loudness and a true-peak
+//! ceiling, with a before/after report measured by [`crate::audio::loudness`].
+//!
+//! The chain, in order (see [`dsp`] for the blocks):
+//! 1. 20 Hz high-pass (DC and rumble).
+//! 2. Tilt EQ: low shelf at 120 Hz and high shelf at 6 kHz, each moving the band's share of the
+//!    energy half-way towards a reference balance, at most ±2 dB.
+//! 3. Compressor: 2:1, 6 dB soft knee, 10 ms attack, 150 ms release, threshold 8 dB above the
+//!    programme's integrated loudness on a peak envelope, so only the loudest passages move.
+//! 4. Gain and limiter: the gain is searched (secant steps on measured integrated loudness) so
+//!    that after limiting the programme sits on the target; the limiter keeps inter-sample peaks
+//!    under the ceiling with 1.5 ms look-ahead and 60 ms release.
+//! 5. Encode, then decode the written file and measure it; lossy formats that overshoot the
+//!    ceiling are redone with the ceiling lowered by the overshoot.
+
+pub mod dsp;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::audio::{self, encode::Format, loudness, Audio, Loudness, Measure};
+use crate::jobs::engine::{file_ref, Engine, EngineError, JobContext, JobKind, JobOutput};
+use dsp::{Biquad, CompressorSettings, LimiterSettings};
+
+/// What the client asks of a master.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MasterSettings {
+    /// Integrated loudness to reach, LUFS (−30 … −6; default −14, the streaming norm).
+    pub target_lufs: f64,
+    /// True-peak ceiling, dBTP (−9 … 0; default −1).
+    pub true_peak_db: f64,
+    /// Apply the tilt EQ (default true).
+    pub eq: bool,
+    /// Apply the glue compressor (default true).
+    pub compress: bool,
+}
+
+impl Default for MasterSettings {
+    fn default() -> Self {
+        MasterSettings {
+            target_lufs: -14.0,
+            true_peak_db: -1.0,
+            eq: true,
+            compress: true,
+        }
+    }
+}
+
+/// Allowed range of `target_lufs`.
+pub const TARGET_LUFS_RANGE: (f64, f64) = (-30.0, -6.0);
+/// Allowed range of `true_peak_db`.
+pub const TRUE_PEAK_RANGE: (f64, f64) = (-9.0, 0.0);
+
+/// What the chain did and what it measured, before and after; the job's `report`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MasterReport {
+    /// Loudness of the input as decoded.
+    pub before: Loudness,
+    /// Loudness of the output file as written and decoded again.
+    pub after: Loudness,
+    /// The requested integrated loudness, LUFS.
+    pub target_lufs: f64,
+    /// The requested true-peak ceiling, dBTP.
+    pub true_peak_ceiling_db: f64,
+    /// Low-shelf gain the tilt EQ applied, dB.
+    pub eq_low_shelf_db: f64,
+    /// High-shelf gain the tilt EQ applied, dB.
+    pub eq_high_shelf_db: f64,
+    /// Largest compressor gain reduction, dB.
+    pub compressor_max_reduction_db: f64,
+    /// Gain applied before the limiter, dB.
+    pub gain_db: f64,
+    /// Largest limiter gain reduction, dB.
+    pub limiter_max_reduction_db: f64,
+    /// Output format name (`wav16`, `mp3` …).
+    pub format: String,
+    /// Output sample rate, Hz.
+    pub sample_rate: u32,
+    /// Output channel count.
+    pub channels: usize,
+    /// Output length, seconds.
+    pub duration_secs: f64,
+}
+
+/// Masters `audio` in memory and reports what it did; `after` is measured on the returned
+/// samples (use [`master_file`] for the file-level guarantee).
+pub fn master(
+    audio: &Audio,
+    settings: &MasterSettings,
+    progress: &dyn Fn(f32),
+) -> Result<(Audio, MasterReport), audio::Error> {
+    let before = loudness::measure(audio, Measure::Full)?;
+    let plan = Plan::new(audio, &before, settings, progress)?;
+    let (out, report) = plan.render(settings.true_peak_db - 0.1, settings, &before, progress)?;
+    Ok((out, report))
+}
+
+/// Decodes `input`, masters it, writes `output` in `format` and checks the written file: its
+/// integrated loudness within ±0.5 LU of the target and its true peak at or below the ceiling.
+pub fn master_file(
+    input: &Path,
+    output: &Path,
+    format: Format,
+    settings: &MasterSettings,
+    progress: &dyn Fn(f32),
+) -> Result<MasterReport, audio::Error> {
+    let audio = audio::decode_with_progress(input, &|p| progress(p * 0.15))?;
+    master_audio_to_file(&audio, output, format, settings, &|p| {
+        progress(0.15 + p * 0.85)
+    })
+}
+
+/// [`master_file`] for audio already decoded.
+pub fn master_audio_to_file(
+    audio: &Audio,
+    output: &Path,
+    format: Format,
+    settings: &MasterSettings,
+    progress: &dyn Fn(f32),
+) -> Result<MasterReport, audio::Error> {
+    let before = loudness::measure(audio, Measure::Full)?;
+    let plan = Plan::new(audio, &before, settings, &|p| progress(p * 0.4))?;
+    // Lossy encoders add overshoot; lower the limiter's ceiling by what the file measured over.
+    let mut ceiling = settings.true_peak_db
+        - match format {
+            Format::Mp3 { .. } => 0.6,
+            _ => 0.1,
+        };
+    let mut last = None;
+    for attempt in 0..4 {
+        let (mut out, mut report) = plan.render(ceiling, settings, &before, &|_| {})?;
+        if let Some(bits) = format.bit_depth() {
+            dsp::dither(&mut out.channels, bits);
+        }
+        progress(0.5 + 0.1 * attempt as f32);
+        audio::encode::encode(&out, format, output)?;
+        let written = audio::decode(output)?;
+        report.after = loudness::measure(&written, Measure::Full)?;
+        report.format = format.name().to_string();
+        report.sample_rate = written.sample_rate;
+        report.duration_secs = written.duration_secs();
+        let over = report.after.true_peak_dbtp - settings.true_peak_db;
+        let ok = over <= 0.0;
+        last = Some(report);
+        if ok {
+            break;
+        }
+        ceiling -= over + 0.05;
+    }
+    progress(1.0);
+    last.ok_or_else(|| audio::Error::Encode("mastering produced no output".into()))
+}
+
+/// The analysed, EQ'd and compressed programme, ready for the gain/limiter search.
+struct Plan {
+    rate: f64,
+    /// Channels after high-pass, EQ and compression.
+    shaped: Vec<Vec<f32>>,
+    /// Inter-sample peaks of `shaped` (scale linearly with gain).
+    peaks: Vec<f32>,
+    /// Integrated loudness of `shaped`.
+    shaped_lufs: f64,
+    eq_low_db: f64,
+    eq_high_db: f64,
+    comp_max_db: f64,
+}
+
+/// Share of energy below 120 Hz and above 6 kHz, dB re total, that the tilt EQ aims for: a
+/// balance typical of finished pop/rock masters (bass-heavy, highs ~15 dB down).
+const REF_LOW_DB: f64 = -5.0;
+const REF_HIGH_DB: f64 = -15.0;
+/// Largest shelf move, dB: "gentle".
+const MAX_SHELF_DB: f64 = 2.0;
+
+impl Plan {
+    fn new(
+        audio: &Audio,
+        before: &Loudness,
+        settings: &MasterSettings,
+        progress: &dyn Fn(f32),
+    ) -> Result<Plan, audio::Error> {
+        if before.integrated_lufs <= loudness::FLOOR_LUFS + 0.01 {
+            return Err(audio::Error::Invalid(
+                "input is silent or shorter than 0.4 s; nothing to master".into(),
+            ));
+        }
+        let rate = audio.sample_rate as f64;
+        let hp = Biquad::highpass(rate, 20.0);
+        let mut shaped: Vec<Vec<f32>> = audio.channels.iter().map(|c| hp.apply(c)).collect();
+        progress(0.1);
+        let (mut eq_low_db, mut eq_high_db) = (0.0, 0.0);
+        if settings.eq && rate > 13_000.0 {
+            let mono = Audio {
+                sample_rate: audio.sample_rate,
+                channels: shaped.clone(),
+            }
+            .mono();
+            let energy = |x: &[f32]| x.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() + 1e-20;
+            let total = energy(&mono);
+            let low = energy(&Biquad::lowpass(rate, 120.0).apply(&mono));
+            let high = energy(&Biquad::highpass(rate, 6000.0).apply(&mono));
+            let low_db = 10.0 * (low / total).log10();
+            let high_db = 10.0 * (high / total).log10();
+            eq_low_db = ((REF_LOW_DB - low_db) * 0.5).clamp(-MAX_SHELF_DB, MAX_SHELF_DB);
+            eq_high_db = ((REF_HIGH_DB - high_db) * 0.5).clamp(-MAX_SHELF_DB, MAX_SHELF_DB);
+            let ls = Biquad::low_shelf(rate, 120.0, eq_low_db);
+            let hs = Biquad::high_shelf(rate, 6000.0, eq_high_db);
+            for c in shaped.iter_mut() {
+                ls.run(c);
+                hs.run(c);
+            }
+        }
+        progress(0.3);
+        let mut comp_max_db = 0.0;
+        if settings.compress {
+            let s = CompressorSettings {
+                threshold_db: before.integrated_lufs + 8.0,
+                ratio: 2.0,
+                knee_db: 6.0,
+                attack_s: 0.010,
+                release_s: 0.150,
+            };
+            comp_max_db = dsp::compress(&mut shaped, rate, &s).0;
+        }
+        progress(0.5);
+        let shaped_lufs = loudness::measure(
+            &Audio {
+                sample_rate: audio.sample_rate,
+                channels: shaped.clone(),
+            },
+            Measure::Integrated,
+        )?
+        .integrated_lufs;
+        let peaks = dsp::intersample_peaks(&shaped);
+        progress(1.0);
+        Ok(Plan {
+            rate,
+            shaped,
+            peaks,
+            shaped_lufs,
+            eq_low_db,
+            eq_high_db,
+            comp_max_db,
+        })
+    }
+
+    /// Searches the pre-limiter gain that lands on the target after limiting to `ceiling_db`
+    /// and renders the result.
+    fn render(
+        &self,
+        ceiling_db: f64,
+        settings: &MasterSettings,
+        before: &Loudness,
+        progress: &dyn Fn(f32),
+    ) -> Result<(Audio, MasterReport), audio::Error> {
+        let lim = LimiterSettings {
+            lookahead_s: 0.0015,
+            release_s: 0.060,
+        };
+        let ceiling = loudness::db_to_amp(ceiling_db) as f32;
+        let mut gain_db = settings.target_lufs - self.shaped_lufs;
+        let mut prev: Option<(f64, f64)> = None; // (gain, measured)
+        let mut best: Option<(f64, Audio, f64, Vec<f32>)> = None;
+        for step in 0..8 {
+            let g = loudness::db_to_amp(gain_db) as f32;
+            let curve = dsp::limiter_gain(&self.peaks, g, ceiling, self.rate, &lim);
+            let out = Audio {
+                sample_rate: self.rate as u32,
+                channels: self
+                    .shaped
+                    .iter()
+                    .map(|c| c.iter().zip(&curve).map(|(&s, &k)| s * g * k).collect())
+                    .collect(),
+            };
+            let measured = loudness::measure(&out, Measure::Integrated)?.integrated_lufs;
+            let miss = settings.target_lufs - measured;
+            progress((step + 1) as f32 / 8.0);
+            let better = best
+                .as_ref()
+                .is_none_or(|(m, ..)| (settings.target_lufs - m).abs() > miss.abs());
+            if better {
+                best = Some((measured, out, gain_db, curve));
+            }
+            if miss.abs() < 0.05 {
+                break;
+            }
+            // Secant step on the loudness-vs-gain curve; the limiter makes its slope ≤ 1.
+            let slope = match prev {
+                Some((pg, pm)) if (gain_db - pg).abs() > 1e-6 => {
+                    ((measured - pm) / (gain_db - pg)).clamp(0.1, 1.0)
+                }
+                _ => 1.0,
+            };
+            prev = Some((gain_db, measured));
+            gain_db += (miss / slope).clamp(-12.0, 12.0);
+        }
+        let (_, out, gain_db, curve) =
+            best.ok_or_else(|| audio::Error::Encode("gain search failed".into()))?;
+        let min_gain = curve.iter().fold(1.0f32, |m, &g| m.min(g));
+        let after = loudness::measure(&out, Measure::Full)?;
+        let report = MasterReport {
+            before: *before,
+            after,
+            target_lufs: settings.target_lufs,
+            true_peak_ceiling_db: settings.true_peak_db,
+            eq_low_shelf_db: round2(self.eq_low_db),
+            eq_high_shelf_db: round2(self.eq_high_db),
+            compressor_max_reduction_db: round2(self.comp_max_db),
+            gain_db: round2(gain_db),
+            limiter_max_reduction_db: round2(-loudness::amp_to_db(min_gain as f64)),
+            format: "float".to_string(),
+            sample_rate: out.sample_rate,
+            channels: out.channels.len(),
+            duration_secs: out.duration_secs(),
+        };
+        Ok((out, report))
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The CLI's readable before/after table.
+pub fn report_table(r: &MasterReport) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{:<22}{:>12}{:>12}{:>12}\n",
+        "", "before", "after", "target"
+    ));
+    s.push_str(&format!(
+        "{:<22}{:>12.2}{:>12.2}{:>12.2}\n",
+        "integrated (LUFS)", r.before.integrated_lufs, r.after.integrated_lufs, r.target_lufs
+    ));
+    s.push_str(&format!(
+        "{:<22}{:>12.2}{:>12.2}{:>12}\n",
+        "true peak (dBTP)",
+        r.before.true_peak_dbtp,
+        r.after.true_peak_dbtp,
+        format!("≤ {:.2}", r.true_peak_ceiling_db)
+    ));
+    s.push_str(&format!(
+        "{:<22}{:>12.2}{:>12.2}{:>12}\n",
+        "loudness range (LU)", r.before.lra_lu, r.after.lra_lu, ""
+    ));
+    s.push_str(&format!(
+        "{:<22}{:>12.2}{:>12.2}{:>12}\n",
+        "sample peak (dBFS)", r.before.sample_peak_dbfs, r.after.sample_peak_dbfs, ""
+    ));
+    s.push_str(&format!(
+        "\nEQ low shelf {:+.2} dB, high shelf {:+.2} dB; compressor up to {:.2} dB; \
+         gain {:+.2} dB; limiter up to {:.2} dB\n",
+        r.eq_low_shelf_db,
+        r.eq_high_shelf_db,
+        r.compressor_max_reduction_db,
+        r.gain_db,
+        r.limiter_max_reduction_db
+    ));
+    s.push_str(&format!(
+        "output: {}, {} Hz, {} ch, {:.3} s\n",
+        r.format, r.sample_rate, r.channels, r.duration_secs
+    ));
+    s
+}
+
+/// Parameters of a master job, as validated from the multipart fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterParams {
+    /// Loudness targets and chain switches.
+    pub settings: MasterSettings,
+    /// Output format.
+    pub format: Format,
+}
+
+/// Validates the multipart text fields of `POST /v1/master`:
+/// - `target_lufs`: number, −30 … −6, default −14;
+/// - `true_peak_db`: number, −9 … 0, default −1;
+/// - `format`: `wav16` (default) | `wav24` | `float` | `mp3` | `flac` | `flac24`;
+/// - `bitrate`: MP3 kbit/s, one of 8 … 320 LAME rates, default 320 (only with `format=mp3`);
+/// - `eq`, `compress`: `true` | `false`, default `true`.
+///
+/// Other fields are ignored (the API may pass its own, e.g. a webhook URL).
+pub fn parse_params(fields: &BTreeMap<String, String>) -> Result<MasterParams, String> {
+    let num = |name: &str, default: f64, (lo, hi): (f64, f64)| -> Result<f64, String> {
+        match fields.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None => Ok(default),
+            Some(v) => match v.parse::<f64>() {
+                Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
+                _ => Err(format!(
+                    "{name} must be a number from {lo} to {hi}, got {v:?}"
+                )),
+            },
+        }
+    };
+    let flag = |name: &str| -> Result<bool, String> {
+        match fields.get(name).map(|s| s.trim().to_ascii_lowercase()) {
+            None => Ok(true),
+            Some(v) if v.is_empty() || v == "true" || v == "1" => Ok(true),
+            Some(v) if v == "false" || v == "0" => Ok(false),
+            Some(v) => Err(format!("{name} must be true or false, got {v:?}")),
+        }
+    };
+    let target_lufs = num("target_lufs", -14.0, TARGET_LUFS_RANGE)?;
+    let true_peak_db = num("true_peak_db", -1.0, TRUE_PEAK_RANGE)?;
+    let format_name = fields
+        .get("format")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("wav16");
+    let kbps = match fields
+        .get("bitrate")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        None => None,
+        Some(v) => match v.parse::<u32>() {
+            Ok(k) if audio::encode::MP3_BITRATES.contains(&k) => Some(k),
+            _ => {
+                return Err(format!(
+                    "bitrate must be one of {:?} kbit/s, got {v:?}",
+                    audio::encode::MP3_BITRATES
+                ))
+            }
+        },
+    };
+    let format = Format::parse(format_name, kbps).ok_or_else(|| {
+        format!("format must be wav16, wav24, float, mp3, flac or flac24, got {format_name:?}")
+    })?;
+    if kbps.is_some() && !matches!(format, Format::Mp3 { .. }) {
+        return Err("bitrate applies only to format=mp3".into());
+    }
+    Ok(MasterParams {
+        settings: MasterSettings {
+            target_lufs,
+            true_peak_db,
+            eq: flag("eq")?,
+            compress: flag("compress")?,
+        },
+        format,
+    })
+}
+
+impl MasterParams {
+    /// The stored JSON form (what `Engine::params` returns).
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "target_lufs": self.settings.target_lufs,
+            "true_peak_db": self.settings.true_peak_db,
+            "format": self.format.name(),
+            "eq": self.settings.eq,
+            "compress": self.settings.compress,
+        });
+        if let Format::Mp3 { kbps } = self.format {
+            v["bitrate"] = json!(kbps);
+        }
+        v
+    }
+
+    /// Reads the stored JSON form back.
+    pub fn from_json(v: &Value) -> Result<MasterParams, String> {
+        let mut fields = BTreeMap::new();
+        if let Some(obj) = v.as_object() {
+            for (k, val) in obj {
+                let s = match val {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                fields.insert(k.clone(), s);
+            }
+        }
+        parse_params(&fields)
+    }
+}
+
+/// The `/v1/master` job engine.
+pub struct MasterEngine;
+
+impl Engine for MasterEngine {
+    fn kind(&self) -> JobKind {
+        JobKind::Master
+    }
+
+    fn name(&self) -> &str {
+        "dsp"
+    }
+
+    fn params(&self, fields: &BTreeMap<String, String>) -> Result<Value, String> {
+        Ok(parse_params(fields)?.to_json())
+    }
+
+    fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, EngineError> {
+        let params = MasterParams::from_json(ctx.params).map_err(EngineError::InvalidInput)?;
+        let audio = audio::decode_with_progress(ctx.input, &|p| (ctx.progress)(p * 0.15))?;
+        if (ctx.cancelled)() {
+            return Err(EngineError::Cancelled);
+        }
+        let name = format!("mastered.{}", params.format.extension());
+        let out = ctx.out_dir.join(&name);
+        let report = master_audio_to_file(&audio, &out, params.format, &params.settings, &|p| {
+            (ctx.progress)(0.15 + p * 0.85)
+        })?;
+        if (ctx.cancelled)() {
+            return Err(EngineError::Cancelled);
+        }
+        let report_json =
+            serde_json::to_value(&report).map_err(|e| EngineError::Internal(e.to_string()))?;
+        Ok(JobOutput {
+            result: json!({
+                "mastered": file_ref(&name),
+                "format": params.format.name(),
+                "report": report_json,
+            }),
+        })
+    }
+}
