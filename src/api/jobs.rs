@@ -146,30 +146,19 @@ async fn jobs_submit(
     Ok(resp)
 }
 
-/// Rejects uploads symphonia cannot recognise as audio with a default track.
+/// Rejects uploads that are not audio soundcheck can read (`422`), before anything is stored.
 async fn probe_audio(path: PathBuf) -> ApiResult<()> {
-    use symphonia::core::{
-        formats::FormatOptions, io::MediaSourceStream, meta::MetadataOptions, probe::Hint,
-    };
-    let verdict = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-        let mss = MediaSourceStream::new(Box::new(file), Default::default());
-        let probed = symphonia::default::get_probe()
-            .format(
-                &Hint::new(),
-                mss,
-                &FormatOptions::default(),
-                &MetadataOptions::default(),
-            )
-            .map_err(|e| format!("The upload is not audio soundcheck can read: {e}"))?;
-        match probed.format.default_track() {
-            Some(t) if t.codec_params.codec != symphonia::core::codecs::CODEC_TYPE_NULL => Ok(()),
-            _ => Err("The upload contains no audio track.".to_string()),
+    let probed = tokio::task::spawn_blocking(move || crate::audio::probe(&path))
+        .await
+        .map_err(ApiError::internal)?;
+    match probed {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == "corrupt_audio" => {
+            Err(ApiError::new(Code::CorruptAudio, e.to_string()))
         }
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    verdict.map_err(|m| ApiError::new(Code::UnsupportedAudio, m))
+        Err(e) if e.is_client_error() => Err(ApiError::new(Code::UnsupportedAudio, e.to_string())),
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }
 
 /// The job a submission produced (or, for a replayed idempotency key, the earlier one).

@@ -6,10 +6,34 @@ pub mod master;
 pub mod separate;
 pub mod transcribe;
 
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::audio;
 use crate::config::Config;
 use crate::jobs::registry::Registry;
+use crate::jobs::EngineError;
 
 /// The engines this build installs, given the configuration.
 pub fn registry(_config: &Config) -> Registry {
-    Registry::default()
+    let mut r = Registry::default();
+    r.add_engine(Arc::new(analyze::AnalyzeEngine));
+    r.add_engine(Arc::new(master::MasterEngine));
+    r.add_engine(Arc::new(separate::DspSeparateEngine));
+    r.add_engine(Arc::new(transcribe::job::TranscribeEngine::new(Arc::new(
+        |p: &Path| decode_mono(p, 22_050),
+    ))));
+    r
+}
+
+/// Decodes a file to mono at `rate` Hz: what single-channel models listen to.
+pub fn decode_mono(path: &Path, rate: u32) -> Result<Vec<f32>, EngineError> {
+    let decoded = audio::decode(path)?;
+    let mono = audio::Audio {
+        sample_rate: decoded.sample_rate,
+        channels: vec![decoded.mono()],
+    };
+    Ok(audio::resample(&mono, rate, audio::Quality::High)?
+        .channels
+        .remove(0))
 }

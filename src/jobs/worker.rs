@@ -28,6 +28,9 @@ use crate::webhooks::dispatch::Dispatcher;
 /// Live progress of running jobs and generations, by id (in memory: a restart re-runs them).
 pub type ProgressMap = Arc<Mutex<HashMap<String, f32>>>;
 
+/// Bit rate of generated MP3s.
+const MP3_KBPS: u32 = 192;
+
 /// Longest a worker sleeps without a wake-up before looking at the queue again.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -495,16 +498,10 @@ fn timeout_message(resource: Resource, limit: Duration) -> String {
 /// half-written file. Returns the encoded length in seconds.
 fn write_mp3_atomically(audio: &Audio, path: &Path) -> Result<f64, EngineError> {
     let part = path.with_extension("mp3.part");
-    encode_mp3(&part, audio)
+    crate::audio::encode(audio, crate::audio::Format::Mp3 { kbps: MP3_KBPS }, &part)
         .map_err(|e| EngineError::Internal(format!("MP3 encoding failed: {e}")))?;
     std::fs::rename(&part, path).map_err(|e| EngineError::Internal(e.to_string()))?;
     Ok(audio.duration_secs())
-}
-
-/// MP3 encoding arrives with the audio toolkit; until then no generator is installed, so this is
-/// never reached with real work.
-fn encode_mp3(_path: &Path, _audio: &Audio) -> Result<(), String> {
-    Err("the MP3 encoder is not built yet".into())
 }
 
 #[cfg(test)]

@@ -166,7 +166,18 @@ impl Dispatcher {
     }
 
     /// One scheduled attempt of an event, then the event's next state.
-    async fn deliver_scheduled(&self, event: Event) {
+    async fn deliver_scheduled(&self, listed: Event) {
+        // The listing may predate a delivery that finished since: act on the event as it is now.
+        let id = listed.id.clone();
+        let now = store::now_ms();
+        let event = match self.inner.store.read(move |c| wh::event_get(c, &id)).await {
+            Ok(Some(e)) if e.state == "pending" && e.next_attempt_at.is_some_and(|t| t <= now) => e,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(event = %listed.id, "webhook outbox read failed: {e}");
+                return;
+            }
+        };
         let target = match self.target(&event).await {
             Ok(Some(t)) => t,
             Ok(None) => return,
