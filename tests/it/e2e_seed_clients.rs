@@ -215,3 +215,35 @@ async fn the_seeds_flask_receiver_accepts_our_generation_webhooks() {
     assert_eq!(status, Some(401));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_seeds_python_polling_loop_separates_a_track() {
+    if !python_ready() {
+        return;
+    }
+    let s = TestServer::start(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("track.wav"), wav_bytes(3.0)).unwrap();
+    let out = Command::new("python3")
+        .arg(scripts_dir().join("poll_separate.py"))
+        .current_dir(dir.path())
+        .env("TUNELAB_API", &s.base)
+        .env("TUNELAB_KEY", &s.secrets.tl_key)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("queued: job_"), "{stdout}");
+    let stems: Vec<&str> = lines[1..].iter().map(|l| l.split(':').next().unwrap()).collect();
+    assert_eq!(stems, ["vocals", "drums", "bass", "other"], "the seed's order");
+    for line in &lines[1..] {
+        let url = line.split_once(": ").unwrap().1;
+        let r = s.client.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let wav = r.bytes().await.unwrap();
+        let reader = hound::WavReader::new(std::io::Cursor::new(wav)).unwrap();
+        assert_eq!(reader.duration(), 3 * 44_100, "stems keep the input's length");
+    }
+    s.stop().await;
+}
