@@ -500,3 +500,90 @@ fn format_fixtures_decode_or_are_refused() {
     assert_eq!(err.code(), "unsupported_audio", "{err}");
     assert!(audio::probe(&opus).is_err());
 }
+
+/// Timing of the audio layer on a 3-minute stereo 44.1 kHz track; run with
+/// `scripts/audio/bench.sh` (optimised build). Writes the track to `$SOUNDCHECK_BENCH_OUT` if set
+/// so reference tools (ffmpeg, librosa, pyloudnorm) can be timed on the same file.
+#[test]
+#[ignore]
+fn bench_three_minute_track() {
+    use std::time::Instant;
+    let mut rng = Rng(0x5EED_0006);
+    let mut track = rhythm_clip(&mut rng, 123.0, 180.0, true);
+    let mut pos = 0;
+    let mut variant = 0;
+    while pos < track.frames() {
+        let key = Key {
+            tonic: 4,
+            mode: analyze::key::Mode::Minor,
+        };
+        let c = chord_clip(&mut rng, key, variant);
+        variant += 1;
+        for (t, ch) in track.channels.iter_mut().zip(&c.channels) {
+            for (a, b) in t[pos..].iter_mut().zip(ch) {
+                *a = (*a + b) * 0.5;
+            }
+        }
+        pos += c.frames();
+    }
+    let dir = match std::env::var("SOUNDCHECK_BENCH_OUT") {
+        Ok(d) => std::path::PathBuf::from(d),
+        Err(_) => std::env::temp_dir().join("soundcheck-bench"),
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let secs = track.duration_secs();
+    let time = |label: &str, f: &mut dyn FnMut()| {
+        // Best of three, as the reference timings are.
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            f();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{label:<34}{:>9.1} ms{:>10.0}x realtime",
+            best * 1000.0,
+            secs / best
+        );
+        best
+    };
+    for format in [Format::Wav16, Format::Flac16, Format::Mp3 { kbps: 320 }] {
+        let path = dir.join(format!("track.{}", format.extension()));
+        audio::encode(&track, format, &path).unwrap();
+        time(&format!("decode {}", format.name()), &mut || {
+            audio::decode(&path).unwrap();
+        });
+    }
+    let wav = dir.join("track.wav");
+    let t_key = time("decode wav + tempo/key", &mut || {
+        let a = audio::decode(&wav).unwrap();
+        analyze::tempo_key(&a).unwrap();
+    });
+    time("decode wav + features", &mut || {
+        let a = audio::decode(&wav).unwrap();
+        analyze::features(&a).unwrap();
+    });
+    time("tempo/key (decoded)", &mut || {
+        analyze::tempo_key(&track).unwrap();
+    });
+    time("full analysis (decoded)", &mut || {
+        analyze::full(&track, &|_| {}).unwrap();
+    });
+    time("loudness (I, LRA, true peak)", &mut || {
+        audio::measure(&track, audio::Measure::Full).unwrap();
+    });
+    let out = dir.join("mastered.wav");
+    time("master to wav16 (incl. verify)", &mut || {
+        master::master_audio_to_file(
+            &track,
+            &out,
+            Format::Wav16,
+            &MasterSettings::default(),
+            &|_| {},
+        )
+        .unwrap();
+    });
+    let r = analyze::tempo_key(&track).unwrap();
+    println!("3-minute track: {} BPM, {:?}", r.bpm, r.key);
+    assert!(t_key > 0.0);
+}

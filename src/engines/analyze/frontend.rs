@@ -162,8 +162,8 @@ pub fn short_time(mono: &[f32]) -> Frames {
         .count()
         .max(1);
     let mut power = vec![0.0f32; bins];
-    let mut prev_log = vec![0.0f32; N_MELS];
-    let mut log_mel = vec![0.0f32; N_MELS];
+    let mut prev_log = [0.0f32; N_MELS];
+    let mut log_mel = [0.0f32; N_MELS];
     for key in [
         &mut f.onset,
         &mut f.centroid,

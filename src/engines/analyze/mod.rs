@@ -690,3 +690,90 @@ impl Engine for AnalyzeEngine {
         Ok(JobOutput { result })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::Format;
+
+    /// Clicks at `bpm` over a sustained A-minor triad.
+    fn clip(bpm: f64, secs: f64) -> Audio {
+        let rate = 44_100;
+        let n = (secs * rate as f64) as usize;
+        let period = (60.0 / bpm * rate as f64) as usize;
+        let ch: Vec<f32> = (0..n)
+            .map(|i| {
+                let t = i as f64 / rate as f64;
+                let k = i % period;
+                let click = if k < 400 {
+                    (-(k as f64) / 60.0).exp() * (2.0 * std::f64::consts::PI * 2000.0 * t).sin()
+                } else {
+                    0.0
+                };
+                let chord: f64 = [220.0, 261.63, 329.63]
+                    .iter()
+                    .map(|f| (2.0 * std::f64::consts::PI * f * t).sin())
+                    .sum();
+                (0.5 * click + 0.05 * chord) as f32
+            })
+            .collect();
+        Audio {
+            sample_rate: rate,
+            channels: vec![ch],
+        }
+    }
+
+    #[test]
+    fn tempo_key_and_features_on_a_known_clip() {
+        let r = tempo_key(&clip(100.0, 20.0)).unwrap();
+        assert!((r.bpm / 100.0 - 1.0).abs() < 0.02, "{}", r.bpm);
+        assert_eq!(r.key.as_deref(), Some("A minor"));
+        let f = features(&clip(100.0, 20.0)).unwrap();
+        assert_eq!(f.channels, 1);
+        assert!((f.duration_secs - 20.0).abs() < 1e-6);
+        assert!(
+            (f.onset_rate_per_sec - 100.0 / 60.0).abs() < 0.3,
+            "{}",
+            f.onset_rate_per_sec
+        );
+        assert!(f.peak_dbfs <= 0.0 && f.rms_dbfs < f.peak_dbfs);
+        assert!(!tempo_key_table(&r).is_empty() && features_table(&f).contains("chroma"));
+    }
+
+    #[test]
+    fn silence_and_tiny_inputs_do_not_fail() {
+        for frames in [0usize, 10, 4_000, 44_100 * 3] {
+            let a = Audio {
+                sample_rate: 44_100,
+                channels: vec![vec![0.0; frames]; 2],
+            };
+            let r = full(&a, &|_| {}).unwrap();
+            assert_eq!(r.key.name, None);
+            assert!(r.rhythm.beats.is_empty());
+            assert!(serde_json::to_string(&r).is_ok());
+        }
+    }
+
+    #[test]
+    fn engine_runs_on_an_mp3_and_reports_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.mp3");
+        crate::audio::encode(&clip(120.0, 12.0), Format::Mp3 { kbps: 128 }, &input).unwrap();
+        let params = AnalyzeEngine.params(&BTreeMap::new()).unwrap();
+        let ctx = JobContext {
+            input: &input,
+            params: &params,
+            out_dir: dir.path(),
+            progress: &|_| {},
+            cancelled: &|| false,
+        };
+        let out = AnalyzeEngine.run(&ctx).unwrap();
+        let bpm = out.result["rhythm"]["bpm"].as_f64().unwrap();
+        assert!((bpm / 120.0 - 1.0).abs() < 0.02, "{bpm}");
+        assert_eq!(out.result["metadata"]["codec"], "mp3");
+        assert_eq!(out.result["metadata"]["container"], "mp3");
+        assert!(out.result["beats"].is_null() && out.result["rhythm"]["beats"].is_array());
+        let kbps = out.result["metadata"]["bit_rate_kbps"].as_f64().unwrap();
+        assert!((kbps - 128.0).abs() < 10.0, "{kbps}");
+    }
+}

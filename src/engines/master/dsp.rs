@@ -297,7 +297,7 @@ pub fn limiter_gain(
     let mut held = vec![1.0f32; n];
     let mut dq: VecDeque<usize> = VecDeque::new();
     let mut next = 0;
-    for j in 0..n {
+    for (j, h) in held.iter_mut().enumerate() {
         let hi = (j + look).min(n - 1);
         while next <= hi {
             while dq.back().is_some_and(|&b| need[b] >= need[next]) {
@@ -309,7 +309,7 @@ pub fn limiter_gain(
         while dq.front().is_some_and(|&f| f < j) {
             dq.pop_front();
         }
-        held[j] = dq.front().map_or(1.0, |&f| need[f]);
+        *h = dq.front().map_or(1.0, |&f| need[f]);
     }
     // smooth[i] = mean(held[i - look ..= i]); each window [j, j+look] with j in that range
     // contains i, so the mean is ≤ need[i]. Frames before 0 count as gain 1.
@@ -390,7 +390,7 @@ mod tests {
             .map(|i| (2.0 * PI * (i as f64 / 4.0 + 0.125)).sin() as f32)
             .collect();
         let sample_peak = x.iter().fold(0.0f32, |m, s| m.max(s.abs()));
-        assert!((sample_peak - 0.7071).abs() < 1e-3);
+        assert!((sample_peak - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-3);
         let p = intersample_peaks(&[x]);
         let true_peak = p[100..n - 100].iter().fold(0.0f32, |m, &s| m.max(s));
         assert!(true_peak > 0.97 && true_peak < 1.03, "{true_peak}");

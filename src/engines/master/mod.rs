@@ -517,3 +517,136 @@ impl Engine for MasterEngine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn params_have_documented_defaults_and_ranges() {
+        let p = parse_params(&fields(&[])).unwrap();
+        assert_eq!(p.settings, MasterSettings::default());
+        assert_eq!(p.format, Format::Wav16);
+        let p = parse_params(&fields(&[
+            ("target_lufs", "-9.5"),
+            ("true_peak_db", "-0.3"),
+            ("format", "mp3"),
+            ("bitrate", "192"),
+            ("eq", "false"),
+            ("webhook_url", "ignored"),
+        ]))
+        .unwrap();
+        assert_eq!(p.settings.target_lufs, -9.5);
+        assert!(!p.settings.eq && p.settings.compress);
+        assert_eq!(p.format, Format::Mp3 { kbps: 192 });
+        assert_eq!(MasterParams::from_json(&p.to_json()).unwrap(), p);
+        for bad in [
+            ("target_lufs", "-3"),
+            ("target_lufs", "loud"),
+            ("target_lufs", "NaN"),
+            ("true_peak_db", "1"),
+            ("format", "ogg"),
+            ("bitrate", "100"),
+            ("eq", "maybe"),
+        ] {
+            assert!(parse_params(&fields(&[bad])).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_params(&fields(&[("format", "wav24"), ("bitrate", "320")])).is_err());
+    }
+
+    fn song(rate: u32, secs: f64) -> Audio {
+        // Bass + chord tones with a slow level swell, so EQ, compressor and limiter all act.
+        let n = (rate as f64 * secs) as usize;
+        let ch: Vec<f32> = (0..n)
+            .map(|i| {
+                let t = i as f64 / rate as f64;
+                let swell = 0.3 + 0.7 * (0.5 - 0.5 * (t * 0.8).cos());
+                let v = 0.3 * (2.0 * std::f64::consts::PI * 55.0 * t).sin()
+                    + 0.1 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()
+                    + 0.05 * (2.0 * std::f64::consts::PI * 3520.0 * t).sin();
+                (v * swell * 0.3) as f32
+            })
+            .collect();
+        Audio {
+            sample_rate: rate,
+            channels: vec![ch.clone(), ch],
+        }
+    }
+
+    #[test]
+    fn engine_masters_a_file_to_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.flac");
+        crate::audio::encode(&song(48_000, 8.0), Format::Flac24, &input).unwrap();
+        let out_dir = dir.path().join("out");
+        std::fs::create_dir(&out_dir).unwrap();
+        let engine = MasterEngine;
+        let params = engine
+            .params(&fields(&[("target_lufs", "-12"), ("format", "wav24")]))
+            .unwrap();
+        let last = std::sync::Mutex::new(0.0f32);
+        let ctx = JobContext {
+            input: &input,
+            params: &params,
+            out_dir: &out_dir,
+            progress: &|p| *last.lock().unwrap() = p,
+            cancelled: &|| false,
+        };
+        let out = engine.run(&ctx).unwrap();
+        assert_eq!(out.result["mastered"], file_ref("mastered.wav"));
+        assert_eq!(*last.lock().unwrap(), 1.0);
+        let written = crate::audio::decode(&out_dir.join("mastered.wav")).unwrap();
+        assert_eq!(written.frames(), 8 * 48_000);
+        let l = loudness::measure(&written, Measure::Full).unwrap();
+        assert!((l.integrated_lufs + 12.0).abs() <= 0.5, "{l:?}");
+        assert!(l.true_peak_dbtp <= -1.0, "{l:?}");
+        let after = &out.result["report"]["after"]["integrated_lufs"];
+        assert!((after.as_f64().unwrap() - l.integrated_lufs).abs() < 0.01);
+        assert!(
+            out.result["report"]["before"]["integrated_lufs"]
+                .as_f64()
+                .unwrap()
+                < -20.0
+        );
+    }
+
+    #[test]
+    fn engine_refuses_garbage_and_silence_with_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = MasterEngine.params(&BTreeMap::new()).unwrap();
+        let garbage = dir.path().join("x.wav");
+        std::fs::write(&garbage, b"RIFF....WAVEjunkjunkjunk").unwrap();
+        let silent = dir.path().join("s.wav");
+        let quiet = Audio {
+            sample_rate: 44_100,
+            channels: vec![vec![0.0; 44_100]],
+        };
+        crate::audio::encode(&quiet, Format::Wav16, &silent).unwrap();
+        for (input, code) in [
+            (&garbage, "unsupported_audio"),
+            (&silent, "invalid_request"),
+        ] {
+            let ctx = JobContext {
+                input,
+                params: &params,
+                out_dir: dir.path(),
+                progress: &|_| {},
+                cancelled: &|| false,
+            };
+            let err = MasterEngine.run(&ctx).unwrap_err();
+            assert!(
+                err.code() == code
+                    || (code == "unsupported_audio" && err.code() == "corrupt_audio"),
+                "{}: {err}",
+                err.code()
+            );
+        }
+    }
+}
