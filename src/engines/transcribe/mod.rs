@@ -10,6 +10,7 @@
 //! The weights (`models/basic_pitch/basic_pitch.safetensors`, Apache-2.0, converted from the `basic-pitch`
 //! PyPI package by `scripts/basic_pitch/convert.py`) are embedded in the binary: no download, no files.
 
+pub mod cpu;
 pub mod job;
 pub mod midi;
 pub mod model;
