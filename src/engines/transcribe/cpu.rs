@@ -23,6 +23,33 @@ pub fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R
     Ok(Some(f(&data[start..end])))
 }
 
+/// Runs `f(row_index, row)` over the `row_len`-long rows of `buf`, split into contiguous runs over as many
+/// threads as candle's GEMM uses (`RAYON_NUM_THREADS`, else every core), when there is enough work.
+pub fn par_rows(buf: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    const MIN_PER_THREAD: usize = 1 << 16;
+    let n_rows = buf.len() / row_len.max(1);
+    let threads = candle_core::utils::get_num_threads()
+        .min(buf.len() / MIN_PER_THREAD)
+        .max(1);
+    if threads == 1 || row_len == 0 {
+        for (r, row) in buf.chunks_exact_mut(row_len.max(1)).enumerate() {
+            f(r, row);
+        }
+        return;
+    }
+    let per = n_rows.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (i, part) in buf.chunks_mut(per * row_len).enumerate() {
+            let f = &f;
+            scope.spawn(move || {
+                for (j, row) in part.chunks_exact_mut(row_len).enumerate() {
+                    f(i * per + j, row);
+                }
+            });
+        }
+    });
+}
+
 /// Activation fused into a convolution's output pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -69,7 +96,7 @@ pub fn pack_bands(x: &[f32], dims: (usize, usize, usize, usize), g: &BandGeometr
     let row_len = g.k_time * c * g.window;
     let pt = g.k_time / 2;
     let mut cols = vec![0f32; b * t * n_blocks * row_len];
-    for (r, row) in cols.chunks_exact_mut(row_len).enumerate() {
+    par_rows(&mut cols, row_len, |r, row| {
         let blk = r % n_blocks;
         let ti = (r / n_blocks) % t;
         let bi = r / (n_blocks * t);
@@ -78,7 +105,7 @@ pub fn pack_bands(x: &[f32], dims: (usize, usize, usize, usize), g: &BandGeometr
         let lo = (-f0).max(0) as usize; // first window element inside the input
         let hi = ((f as isize - f0).max(0) as usize).min(g.window); // one past the last one
         if lo >= hi {
-            continue;
+            return;
         }
         for dt in 0..g.k_time {
             let ts = ti as isize + dt as isize - pt as isize;
@@ -92,7 +119,7 @@ pub fn pack_bands(x: &[f32], dims: (usize, usize, usize, usize), g: &BandGeometr
                 row[dst + lo..dst + hi].copy_from_slice(&x[s0..s0 + hi - lo]);
             }
         }
-    }
+    });
     cols
 }
 
@@ -110,23 +137,20 @@ pub fn unpack_bands(
     let n_blocks = g.n_blocks();
     let mut out = vec![0f32; b * out_c * t * g.out_freq];
     let cols = out_c * g.block;
-    for bi in 0..b {
-        for o in 0..out_c {
-            let bias = bias[o];
-            for ti in 0..t {
-                let dst = &mut out[((bi * out_c + o) * t + ti) * g.out_freq..][..g.out_freq];
-                for blk in 0..n_blocks {
-                    let r = (bi * t + ti) * n_blocks + blk;
-                    let src = &y[r * cols + o * g.block..][..g.block];
-                    let f0 = blk * g.block;
-                    let n = g.block.min(g.out_freq - f0);
-                    for (d, &s) in dst[f0..f0 + n].iter_mut().zip(&src[..n]) {
-                        *d = act.apply(s + bias);
-                    }
-                }
+    // One output row is (batch, channel, frame).
+    par_rows(&mut out, g.out_freq, |r, dst| {
+        let (ti, o, bi) = (r % t, (r / t) % out_c, r / (t * out_c));
+        let bias = bias[o];
+        for blk in 0..n_blocks {
+            let row = (bi * t + ti) * n_blocks + blk;
+            let src = &y[row * cols + o * g.block..][..g.block];
+            let f0 = blk * g.block;
+            let n = g.block.min(g.out_freq - f0);
+            for (d, &s) in dst[f0..f0 + n].iter_mut().zip(&src[..n]) {
+                *d = act.apply(s + bias);
             }
         }
-    }
+    });
     out
 }
 
