@@ -10,6 +10,7 @@
 //! The weights (`models/basic_pitch/basic_pitch.safetensors`, Apache-2.0, converted from the `basic-pitch`
 //! PyPI package by `scripts/basic_pitch/convert.py`) are embedded in the binary: no download, no files.
 
+pub mod cpu;
 pub mod job;
 pub mod midi;
 pub mod model;
@@ -36,9 +37,10 @@ pub static WEIGHTS: &[u8] = include_bytes!(concat!(
 const N_OVERLAPPING_FRAMES: usize = 30;
 /// `ANNOTATIONS_FPS` = 22050 // 256: the reference's (integer) frame rate used to trim the output.
 const ANNOTATIONS_FPS: usize = 86;
-/// Windows run through the network at once: large enough to amortise per-op overhead, small enough to
-/// keep memory flat on long files.
-const WINDOWS_PER_BATCH: usize = 4;
+/// Windows run through the network at once. One: each layer's product is already large (thousands of
+/// rows), and one window's buffers (≤ 16 MB) stay below glibc's mmap threshold, so they are reused
+/// instead of being mapped, faulted in and unmapped again for every batch.
+const WINDOWS_PER_BATCH: usize = 1;
 
 /// Why a transcription failed.
 #[derive(Debug, thiserror::Error)]

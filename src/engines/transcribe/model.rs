@@ -14,6 +14,8 @@
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::cpu::{self, Activation, BandGeometry};
+
 /// Shape and signal parameters of the ICASSP 2022 checkpoint (`basic_pitch/constants.py`, `models.py`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -108,6 +110,10 @@ fn reflect_pad_last(x: &Tensor, pad: usize) -> Result<Tensor> {
 pub struct Cqt {
     /// Real and imaginary kernels stacked as one conv1d weight `[2·36, 1, 256]`.
     kernels: Tensor,
+    /// The same as a `[256, 2·36]` matrix, the right operand of the CPU path's product.
+    kernels_t: Tensor,
+    /// `sqrt_lengths` on the host, for the CPU path.
+    sqrt_lengths_host: Vec<f32>,
     /// Anti-alias FIR (`lowpass`, 256 taps) with 2× decimation, as a banded product.
     decimate: BandedConv2d,
     /// `[n_cqt_bins, 1]` librosa normalisation.
@@ -128,8 +134,12 @@ impl Cqt {
         if cfg.hop % (1 << (n_octaves - 1)) != 0 {
             candle_core::bail!("hop {} cannot be halved {} times", cfg.hop, n_octaves - 1);
         }
+        let kernels = Tensor::cat(&[real, imag], 0)?;
+        let sqrt_lengths = vb.get(cfg.n_cqt_bins, "sqrt_lengths")?;
         Ok(Self {
-            kernels: Tensor::cat(&[real, imag], 0)?,
+            kernels_t: kernels.reshape((2 * b, k))?.t()?.contiguous()?,
+            sqrt_lengths_host: sqrt_lengths.to_dtype(DType::F32)?.to_vec1()?,
+            kernels,
             decimate: BandedConv2d::from_kernel(
                 &vb.get((1, 1, k), "lowpass")?.unsqueeze(0)?,
                 &Tensor::zeros(1, DType::F32, vb.device())?,
@@ -138,9 +148,7 @@ impl Cqt {
                 1,
                 64,
             )?,
-            sqrt_lengths: vb
-                .get(cfg.n_cqt_bins, "sqrt_lengths")?
-                .reshape((cfg.n_cqt_bins, 1))?,
+            sqrt_lengths: sqrt_lengths.reshape((cfg.n_cqt_bins, 1))?,
             bins_per_octave: b,
             n_bins: cfg.n_cqt_bins,
             n_octaves,
@@ -153,6 +161,74 @@ impl Cqt {
     fn octave(&self, x: &Tensor, hop: usize) -> Result<Tensor> {
         let x = reflect_pad_last(x, self.kernel_len / 2)?;
         x.conv1d(&self.kernels, 0, hop, 1, 1)
+    }
+}
+
+impl Cqt {
+    /// The CPU path of [`Cqt::forward`] for `batch` windows of `len` samples (row-major in `audio`):
+    /// every octave's frames become rows of one product with the `[256, 72]` kernels, and the magnitude,
+    /// bin selection and scaling are one pass. Returns `(magnitude [batch, frames, n_bins], frames)`.
+    pub fn forward_slice(
+        &self,
+        audio: &[f32],
+        batch: usize,
+        len: usize,
+    ) -> Result<(Vec<f32>, usize)> {
+        let k = self.kernel_len;
+        let n_oct = self.n_octaves;
+        let frames = (len + 2 * (k / 2)).saturating_sub(k) / self.hop + 1;
+        let mut cols = Vec::with_capacity(batch * n_oct * frames * k);
+        let mut padded = Vec::new();
+        let pad = (k - 1) / 2;
+        for b in 0..batch {
+            let mut sig = audio[b * len..(b + 1) * len].to_vec();
+            let mut hop = self.hop;
+            for oct in 0..n_oct {
+                if oct > 0 {
+                    hop /= 2;
+                    let n = sig.len();
+                    let out_len = (n + 2 * pad).saturating_sub(k) / 2 + 1;
+                    sig = self.decimate.apply_slice(
+                        &sig,
+                        (1, 1, 1, n),
+                        pad,
+                        out_len,
+                        Activation::None,
+                    )?;
+                }
+                cpu::reflect_pad(&sig, k / 2, &mut padded);
+                let n_fr = (padded.len() - k) / hop + 1;
+                if n_fr != frames {
+                    candle_core::bail!("octave {oct} has {n_fr} frames, not {frames}");
+                }
+                for fr in 0..frames {
+                    cols.extend_from_slice(&padded[fr * hop..fr * hop + k]);
+                }
+            }
+        }
+        let y = cpu::matmul(cols, batch * n_oct * frames, k, &self.kernels_t)?;
+        let bpo = self.bins_per_octave;
+        let skip = n_oct * bpo - self.n_bins;
+        let mag = cpu::with_slice(&y, |y| {
+            let mut mag = vec![0f32; batch * frames * self.n_bins];
+            for b in 0..batch {
+                for fr in 0..frames {
+                    let dst = &mut mag[(b * frames + fr) * self.n_bins..][..self.n_bins];
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        // Bins ascend in frequency: the last octave computed comes first.
+                        let jj = j + skip;
+                        let oct = n_oct - 1 - jj / bpo;
+                        let row = &y[((b * n_oct + oct) * frames + fr) * 2 * bpo..][..2 * bpo];
+                        let s = self.sqrt_lengths_host[j];
+                        let (re, im) = (row[jj % bpo] * s, row[bpo + jj % bpo] * s);
+                        *d = (re * re + im * im).sqrt();
+                    }
+                }
+            }
+            mag
+        })?
+        .ok_or_else(|| candle_core::Error::Msg("cqt product not on the CPU".into()))?;
+        Ok((mag, frames))
     }
 }
 
@@ -208,6 +284,24 @@ pub fn normalized_log(mag: &Tensor) -> Result<Tensor> {
     offset.broadcast_div(&denom)
 }
 
+/// [`normalized_log`] over one window's `[frames, bins]` magnitudes, in place, same op order.
+pub fn normalized_log_slice(x: &mut [f32]) {
+    let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
+    for v in x.iter_mut() {
+        let power = *v * *v;
+        *v = ((power + 1e-10).ln() * 0.434_294_46_f32) * 10.0;
+        min = min.min(*v);
+    }
+    for v in x.iter_mut() {
+        *v -= min;
+        max = max.max(*v);
+    }
+    let denom = if max == 0.0 { 1.0 } else { max };
+    for v in x.iter_mut() {
+        *v /= denom;
+    }
+}
+
 /// `HarmonicStacking`: channel `i` is the CQT shifted down by harmonic `i`'s bin offset (zero-filled), cut to
 /// the first `n_out` bins. `[batch, frames, n_cqt_bins]` → `[batch, harmonics, frames, n_out]`.
 #[derive(Debug, Clone)]
@@ -221,6 +315,25 @@ impl HarmonicStacking {
         Self {
             shifts: cfg.harmonic_shifts(),
             n_out: cfg.n_contour_bins,
+        }
+    }
+}
+
+impl HarmonicStacking {
+    /// The CPU path: `[frames, n_in]` of one window → `[harmonics, frames, n_out]` appended to `out`.
+    pub fn stack_slice(&self, x: &[f32], frames: usize, n_in: usize, out: &mut Vec<f32>) {
+        for &s in &self.shifts {
+            for fr in 0..frames {
+                let row = &x[fr * n_in..(fr + 1) * n_in];
+                out.extend((0..self.n_out).map(|j| {
+                    let i = j as isize + s;
+                    if i >= 0 && (i as usize) < n_in {
+                        row[i as usize]
+                    } else {
+                        0.0
+                    }
+                }));
+            }
         }
     }
 }
@@ -269,6 +382,10 @@ pub struct BandedConv2d {
     toeplitz: Tensor,
     /// `[1, out, 1, 1]`.
     bias: Tensor,
+    /// The bias on the host, for the CPU path.
+    bias_host: Vec<f32>,
+    /// Input channels.
+    in_c: usize,
     out_c: usize,
     k_time: usize,
     stride: usize,
@@ -323,6 +440,8 @@ impl BandedConv2d {
         Ok(Self {
             toeplitz: Tensor::from_vec(t, (rows, cols), weight.device())?,
             bias: bias.reshape((1, out_c, 1, 1))?,
+            bias_host: bias.to_dtype(DType::F32)?.to_vec1()?,
+            in_c,
             out_c,
             k_time: k_t,
             stride,
@@ -353,7 +472,60 @@ impl BandedConv2d {
 }
 
 impl BandedConv2d {
-    /// The convolution with another frequency geometry than the one built with (same kernel).
+    /// The CPU path on a row-major `[b, c, t, f]` slice: one packing pass, one product, one pass that adds
+    /// the bias and applies `act`. Returns `[b, out, t, out_freq]`.
+    pub fn apply_slice(
+        &self,
+        x: &[f32],
+        dims: (usize, usize, usize, usize),
+        pad_left: usize,
+        out_freq: usize,
+        act: Activation,
+    ) -> Result<Vec<f32>> {
+        let (b, c, t, f) = dims;
+        if c != self.in_c || x.len() != b * c * t * f || out_freq == 0 {
+            candle_core::bail!(
+                "banded conv: input {dims:?} ({} values) for {} channels",
+                x.len(),
+                self.in_c
+            );
+        }
+        let g = BandGeometry {
+            k_time: self.k_time,
+            stride: self.stride,
+            block: self.block,
+            window: self.window,
+            pad_left,
+            out_freq,
+        };
+        let cols = cpu::pack_bands(x, dims, &g);
+        let rows = b * t * g.n_blocks();
+        let y = cpu::matmul(cols, rows, self.k_time * c * self.window, &self.toeplitz)?;
+        cpu::with_slice(&y, |y| {
+            cpu::unpack_bands(y, (b, t, f), self.out_c, &self.bias_host, &g, act)
+        })?
+        .ok_or_else(|| candle_core::Error::Msg("banded product not on the CPU".into()))
+    }
+
+    /// [`Module::forward`] followed by `act`, on the CPU path when `x` is a contiguous CPU tensor.
+    pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        let (b, _, t, _) = x.dims4()?;
+        let (pad_left, out_freq) = (self.pad_left, self.out_freq);
+        if let Some(y) = cpu::with_slice(x, |s| {
+            self.apply_slice(s, x.dims4()?, pad_left, out_freq, act)
+        })? {
+            return Tensor::from_vec(y?, (b, self.out_c, t, out_freq), &Device::Cpu);
+        }
+        let y = self.apply(x, pad_left, out_freq)?;
+        match act {
+            Activation::None => Ok(y),
+            Activation::Relu => y.relu(),
+            Activation::Sigmoid => candle_nn::ops::sigmoid(&y),
+        }
+    }
+
+    /// The convolution with another frequency geometry than the one built with (same kernel), with
+    /// candle tensor ops (any device).
     pub fn apply(&self, x: &Tensor, pad_left: usize, out_freq: usize) -> Result<Tensor> {
         let (b, c, t, f) = x.dims4()?;
         if out_freq == 0 {
@@ -450,8 +622,18 @@ impl BasicPitchModel {
         self.bn_scale.device()
     }
 
-    /// `[batch, window_samples]` audio → posteriorgrams of `[batch, window_frames, _]`.
+    /// `[batch, window_samples]` audio → posteriorgrams of `[batch, window_frames, _]`. On the CPU this is
+    /// [`BasicPitchModel::forward_cpu`], elsewhere [`BasicPitchModel::forward_generic`].
     pub fn forward(&self, audio: &Tensor) -> Result<Posteriorgrams> {
+        if self.device().is_cpu() {
+            self.forward_cpu(audio)
+        } else {
+            self.forward_generic(audio)
+        }
+    }
+
+    /// The network as candle tensor ops, on any device.
+    pub fn forward_generic(&self, audio: &Tensor) -> Result<Posteriorgrams> {
         let audio = audio.to_dtype(DType::F32)?;
         let cqt = normalized_log(&self.cqt.forward(&audio)?)?;
         let x = cqt
@@ -474,5 +656,145 @@ impl BasicPitchModel {
             note: note.i((.., 0))?,
             onset: onset.i((.., 0))?,
         })
+    }
+
+    /// The same network on host slices (see [`super::cpu`]): the same products in the same order, with
+    /// every copy between them a single pass and activations fused into the products' output pass.
+    pub fn forward_cpu(&self, audio: &Tensor) -> Result<Posteriorgrams> {
+        let (batch, len) = audio.dims2()?;
+        let audio = audio
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let (mut mag, frames) = self.cqt.forward_slice(&audio, batch, len)?;
+        let n_bins = self.cfg.n_cqt_bins;
+        let (scale, shift) = (
+            self.bn_scale.to_vec1::<f32>()?[0],
+            self.bn_shift.to_vec1::<f32>()?[0],
+        );
+        let (h, nc, nn) = (
+            self.cfg.harmonics.len(),
+            self.cfg.n_contour_bins,
+            self.cfg.n_note_bins,
+        );
+        let mut x = Vec::with_capacity(batch * h * frames * nc);
+        for window in mag.chunks_exact_mut(frames * n_bins) {
+            normalized_log_slice(window);
+            for v in window.iter_mut() {
+                *v = *v * scale + shift;
+            }
+            self.stack.stack_slice(window, frames, n_bins, &mut x);
+        }
+        drop(mag);
+        let conv = |layer: &BandedConv2d, x: &[f32], c: usize, f: usize, act| {
+            layer.apply_slice(
+                x,
+                (batch, c, frames, f),
+                layer.pad_left,
+                layer.out_freq,
+                act,
+            )
+        };
+        let contour = conv(&self.contour_1, &x, h, nc, Activation::Relu)?;
+        let contour = conv(&self.contour_2, &contour, 8, nc, Activation::Sigmoid)?;
+        let note = conv(&self.note_1, &contour, 1, nc, Activation::Relu)?;
+        let note = conv(&self.note_2, &note, 32, nn, Activation::Sigmoid)?;
+        let onset = conv(&self.onset_1, &x, h, nc, Activation::Relu)?;
+        drop(x);
+        // Channel 0 is the note posteriorgram, then the 32 onset features (`concatenate` in the graph).
+        let per = frames * nn;
+        let mut cat = Vec::with_capacity(batch * 33 * per);
+        for b in 0..batch {
+            cat.extend_from_slice(&note[b * per..(b + 1) * per]);
+            cat.extend_from_slice(&onset[b * 32 * per..(b + 1) * 32 * per]);
+        }
+        drop(onset);
+        let onset = conv(&self.onset_2, &cat, 33, nn, Activation::Sigmoid)?;
+        let dev = &Device::Cpu;
+        Ok(Posteriorgrams {
+            contour: Tensor::from_vec(contour, (batch, frames, nc), dev)?,
+            note: Tensor::from_vec(note, (batch, frames, nn), dev)?,
+            onset: Tensor::from_vec(onset, (batch, frames, nn), dev)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic test audio: two tones and a little pseudo-random noise.
+    fn audio(batch: usize, len: usize) -> Tensor {
+        let mut seed = 12345u32;
+        let v: Vec<f32> = (0..batch * len)
+            .map(|i| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let noise = (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+                let t = (i % len) as f32 / 22_050.0;
+                let f = 220.0 * (1 + i / len) as f32;
+                0.3 * (std::f32::consts::TAU * f * t).sin()
+                    + 0.2 * (std::f32::consts::TAU * 1.5 * f * t).sin()
+                    + 0.01 * noise
+            })
+            .collect();
+        Tensor::from_vec(v, (batch, len), &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// The CPU path and the tensor-op path (what CUDA runs) compute the same network.
+    #[test]
+    fn cpu_path_matches_tensor_ops() {
+        let vb =
+            VarBuilder::from_slice_safetensors(super::super::WEIGHTS, DType::F32, &Device::Cpu)
+                .unwrap();
+        let cfg = Config::icassp_2022();
+        let model = BasicPitchModel::new(&cfg, vb).unwrap();
+        let x = audio(2, cfg.window_samples);
+        let fast = model.forward_cpu(&x).unwrap();
+        let slow = model.forward_generic(&x).unwrap();
+        for (name, a, b) in [
+            ("contour", &fast.contour, &slow.contour),
+            ("note", &fast.note, &slow.note),
+            ("onset", &fast.onset, &slow.onset),
+        ] {
+            assert_eq!(a.dims(), &[2, cfg.window_frames, b.dim(2).unwrap()]);
+            let d = max_diff(a, b);
+            assert!(d < 1e-5, "{name}: max abs difference {d}");
+        }
+    }
+
+    /// Packing pads with zeros exactly where the input ends, whatever the geometry.
+    #[test]
+    fn banded_conv_slice_matches_tensor_ops_on_odd_geometry() {
+        let (o, c, kt, kf) = (3, 2, 3, 5);
+        let w = Tensor::arange(0f32, (o * c * kt * kf) as f32, &Device::Cpu)
+            .unwrap()
+            .affine(0.01, -0.2)
+            .unwrap()
+            .reshape((o, c, kt, kf))
+            .unwrap();
+        let bias = Tensor::new(&[0.1f32, -0.2, 0.3], &Device::Cpu).unwrap();
+        let x = audio(1, 2 * c * 7 * 23).reshape((2, c, 7, 23)).unwrap();
+        for (stride, block, pad_left, out_freq) in [(1, 4, 2, 23), (3, 2, 1, 8), (2, 5, 0, 9)] {
+            let conv =
+                BandedConv2d::from_kernel(&w, &bias, stride, pad_left, out_freq, block).unwrap();
+            let fast = conv.forward_act(&x, Activation::Relu).unwrap();
+            let slow = conv.apply(&x, pad_left, out_freq).unwrap().relu().unwrap();
+            let d = max_diff(&fast, &slow);
+            assert!(d < 1e-6, "stride {stride} block {block}: {d}");
+        }
     }
 }
