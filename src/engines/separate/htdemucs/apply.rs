@@ -283,7 +283,13 @@ pub fn separate(
     opts: &SeparateOptions,
     progress: &dyn Fn(f32),
 ) -> Result<Stems, Error> {
-    let want = model.config().audio_channels;
+    let (normed, mean, std) = normalise(audio, model.config().audio_channels)?;
+    let out = apply_model(model, &normed, opts, progress)?;
+    Ok(denormalise(model.sources(), out, mean, std))
+}
+
+/// Channel-match and normalise a track as `demucs.separate` does; returns `(audio, mean, std)`.
+fn normalise(audio: &[Vec<f32>], want: usize) -> Result<(Planar, f32, f32), Error> {
     let audio: Vec<Vec<f32>> = match audio.len() {
         n if n == want => audio.to_vec(),
         1 => vec![audio[0].clone(); want],
@@ -316,13 +322,15 @@ pub fn separate(
     } else {
         (0.0, 1.0)
     };
-    let normed: Vec<Vec<f32>> = audio
+    let normed = audio
         .iter()
         .map(|c| c.iter().map(|v| (v - mean) / std).collect())
         .collect();
-    let out = apply_model(model, &normed, opts, progress)?;
-    Ok(model
-        .sources()
+    Ok((normed, mean, std))
+}
+
+fn denormalise(sources: &[String], out: Vec<Planar>, mean: f32, std: f32) -> Stems {
+    sources
         .iter()
         .cloned()
         .zip(out)
@@ -333,7 +341,127 @@ pub fn separate(
                 .collect();
             (name, src)
         })
-        .collect())
+        .collect()
+}
+
+/// `demucs.apply.BagOfModels`: several models with the same sources whose estimates are averaged
+/// per source with weights (the fine-tuned `htdemucs_ft` is four models, one per source).
+#[derive(Debug, Clone)]
+pub struct BagOfModels {
+    models: Vec<HTDemucs>,
+    /// `weights[model][source]`.
+    weights: Vec<Vec<f32>>,
+}
+
+impl BagOfModels {
+    /// `weights` defaults to all ones; every source needs a positive total weight.
+    pub fn new(models: Vec<HTDemucs>, weights: Option<Vec<Vec<f32>>>) -> Result<Self, Error> {
+        let first = models
+            .first()
+            .ok_or_else(|| Error::Config("a bag needs at least one model".into()))?;
+        let (sources, cfg) = (first.sources(), first.config());
+        for m in &models {
+            if m.sources() != sources
+                || m.config().samplerate != cfg.samplerate
+                || m.config().audio_channels != cfg.audio_channels
+            {
+                return Err(Error::Config(
+                    "models of a bag must share sources, sample rate and channels".into(),
+                ));
+            }
+        }
+        let weights = weights.unwrap_or_else(|| vec![vec![1.0; sources.len()]; models.len()]);
+        if weights.len() != models.len() || weights.iter().any(|w| w.len() != sources.len()) {
+            return Err(Error::Config("one weight per model and source".into()));
+        }
+        for k in 0..sources.len() {
+            if weights.iter().map(|w| w[k]).sum::<f32>() <= 0.0 {
+                return Err(Error::Config(format!(
+                    "source {} has no positive weight",
+                    sources[k]
+                )));
+            }
+        }
+        Ok(BagOfModels { models, weights })
+    }
+
+    pub fn models(&self) -> &[HTDemucs] {
+        &self.models
+    }
+
+    pub fn sources(&self) -> &[String] {
+        self.models[0].sources()
+    }
+
+    /// [`separate`] with every model, the estimates weighted per source. Models with zero weight
+    /// for every source are skipped.
+    pub fn separate(
+        &self,
+        audio: &[Vec<f32>],
+        opts: &SeparateOptions,
+        progress: &dyn Fn(f32),
+    ) -> Result<Stems, Error> {
+        let first = &self.models[0];
+        let (normed, mean, std) = normalise(audio, first.config().audio_channels)?;
+        let used: Vec<usize> = (0..self.models.len())
+            .filter(|&i| self.weights[i].iter().any(|&w| w != 0.0))
+            .collect();
+        let mut totals = vec![0f32; self.sources().len()];
+        let mut estimates: Option<Vec<Planar>> = None;
+        for (n, &i) in used.iter().enumerate() {
+            let scaled = |p: f32| progress((n as f32 + p) / used.len() as f32);
+            let out = apply_model(&self.models[i], &normed, opts, &scaled)?;
+            let est = estimates.get_or_insert_with(|| {
+                out.iter()
+                    .map(|s| s.iter().map(|c| vec![0f32; c.len()]).collect())
+                    .collect()
+            });
+            for (k, (acc, src)) in est.iter_mut().zip(&out).enumerate() {
+                let w = self.weights[i][k];
+                totals[k] += w;
+                for (ac, sc) in acc.iter_mut().zip(src) {
+                    for (a, s) in ac.iter_mut().zip(sc) {
+                        *a += w * s;
+                    }
+                }
+            }
+        }
+        let mut est = estimates.expect("at least one weighted model");
+        for (src, total) in est.iter_mut().zip(&totals) {
+            for chan in src.iter_mut() {
+                for v in chan.iter_mut() {
+                    *v /= total;
+                }
+            }
+        }
+        Ok(denormalise(self.sources(), est, mean, std))
+    }
+}
+
+/// `demucs --two-stems STEM` writes `STEM` and `no_STEM`; here they are `STEM` and
+/// `accompaniment`, the sum of every other source (the contract's two-stem names).
+pub fn two_stems(stems: Stems, keep: &str) -> Result<Stems, Error> {
+    let mut kept = None;
+    let mut rest: Option<Planar> = None;
+    for (name, audio) in stems {
+        if name == keep {
+            kept = Some(audio);
+        } else if let Some(acc) = rest.as_mut() {
+            for (a, c) in acc.iter_mut().zip(&audio) {
+                for (x, y) in a.iter_mut().zip(c) {
+                    *x += y;
+                }
+            }
+        } else {
+            rest = Some(audio);
+        }
+    }
+    let kept = kept.ok_or_else(|| Error::Input(format!("the model has no {keep:?} source")))?;
+    let rest = rest.ok_or_else(|| Error::Input("nothing to sum into the accompaniment".into()))?;
+    Ok(vec![
+        (keep.to_string(), kept),
+        ("accompaniment".to_string(), rest),
+    ])
 }
 
 #[cfg(test)]
@@ -358,15 +486,20 @@ mod tests {
         assert_eq!(segment_offsets(10, 4, 0.0), vec![0, 4, 8]);
     }
 
-    #[test]
-    fn a_full_shift_reproduces_the_unshifted_run() {
+    /// The committed parity fixture: a reduced HTDemucs with random weights.
+    fn fixture_model() -> HTDemucs {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/htdemucs");
         let th = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
             .find(|p| p.extension().is_some_and(|e| e == "th"))
             .unwrap();
-        let model = HTDemucs::from_th(&th, &candle_core::Device::Cpu).unwrap();
+        HTDemucs::from_th(&th, &candle_core::Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn a_full_shift_reproduces_the_unshifted_run() {
+        let model = fixture_model();
         let mix: Vec<Vec<f32>> = (0..2)
             .map(|c| {
                 (0..20000)
@@ -393,6 +526,61 @@ mod tests {
         // Any other offset moves the segment boundaries, so the output changes.
         let moved = apply_shifted(&model, &mix, &opts, &[0, 22050], &|_| {}).unwrap();
         assert!(diff(&base, &moved) > 1e-4);
+    }
+
+    #[test]
+    fn two_stems_sums_the_other_sources() {
+        let stem = |v: f32| vec![vec![v, 2.0 * v], vec![-v, 0.0]];
+        let stems = vec![
+            ("drums".to_string(), stem(1.0)),
+            ("bass".to_string(), stem(2.0)),
+            ("other".to_string(), stem(4.0)),
+            ("vocals".to_string(), stem(8.0)),
+        ];
+        let two = two_stems(stems.clone(), "vocals").unwrap();
+        assert_eq!(two[0], ("vocals".to_string(), stem(8.0)));
+        assert_eq!(two[1], ("accompaniment".to_string(), stem(7.0)));
+        assert!(two_stems(stems, "piano").is_err());
+    }
+
+    #[test]
+    fn a_bag_weights_each_source_across_models() {
+        let model = fixture_model();
+        let mix: Vec<Vec<f32>> = (0..2)
+            .map(|c| {
+                (0..9000)
+                    .map(|i| ((i * (c + 2)) as f32 * 0.02).sin())
+                    .collect()
+            })
+            .collect();
+        let opts = SeparateOptions {
+            shifts: 0,
+            ..SeparateOptions::default()
+        };
+        let single = separate(&model, &mix, &opts, &|_| {}).unwrap();
+        // Two copies of one model: any positive weighting must give that model's estimate back.
+        let bag = BagOfModels::new(
+            vec![model.clone(), model.clone()],
+            Some(vec![vec![1.0, 0.0, 3.0, 0.5], vec![0.0, 1.0, 1.0, 0.5]]),
+        )
+        .unwrap();
+        let ticks = std::cell::RefCell::new(Vec::new());
+        let both = bag
+            .separate(&mix, &opts, &|p| ticks.borrow_mut().push(p))
+            .unwrap();
+        for ((n1, a), (n2, b)) in single.iter().zip(&both) {
+            assert_eq!(n1, n2);
+            let err = a
+                .iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 1e-6, "{n1}: {err}");
+        }
+        assert_eq!(*ticks.borrow(), vec![0.5, 1.0]);
+        let no_bass = BagOfModels::new(vec![model], Some(vec![vec![1.0, 0.0, 1.0, 1.0]]));
+        assert!(no_bass.is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod transformer;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
-pub use apply::{apply_model, separate, Planar, SeparateOptions, Stems};
+pub use apply::{apply_model, separate, two_stems, BagOfModels, Planar, SeparateOptions, Stems};
 pub use config::{Config, Segment};
 
 use layers::{Conv1d, DConvSpec, HDecLayer, HEncLayer, LayerSpec, ScaledEmbedding};
