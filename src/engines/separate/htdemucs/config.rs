@@ -347,6 +347,9 @@ impl Config {
         if self.t_sparse_self_attn || self.t_sparse_cross_attn || self.t_auto_sparsity {
             return bad("sparse attention is not supported".into());
         }
+        if !self.use_train_segment {
+            return bad("use_train_segment=False is not supported".into());
+        }
         if self.t_sin_random_shift != 0 {
             return bad("t_sin_random_shift must be 0 at inference".into());
         }
@@ -421,6 +424,7 @@ mod tests {
             serde_json::json!({"depth": 6}),
             serde_json::json!({"multi_freqs": [0.5]}),
             serde_json::json!({"bottom_channels": 30}),
+            serde_json::json!({"use_train_segment": false}),
         ] {
             assert!(Config::from_json(bad.clone()).is_err(), "{bad} accepted");
         }
