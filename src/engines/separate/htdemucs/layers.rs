@@ -5,10 +5,13 @@
 //! Frequency-branch tensors are `(B, C, F, T)`; PyTorch runs their `[K, 1]` convolutions as Conv2d,
 //! here they run as Conv1d over the frequency axis with time folded into the batch.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor, D};
 use candle_nn::VarBuilder;
 
 /// `nn.GroupNorm(groups, channels)` (eps 1e-5) over `(B, C, *)`.
+///
+/// On the CPU this is one fused kernel (statistics in f64, then normalise and scale in one pass,
+/// split over the available cores); elsewhere it is composed from tensor ops.
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
     weight: Tensor,
@@ -26,10 +29,8 @@ impl GroupNorm {
             eps: 1e-5,
         })
     }
-}
 
-impl Module for GroupNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_composed(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
         let xs = x.reshape((b, self.groups, ()))?;
@@ -43,6 +44,106 @@ impl Module for GroupNorm {
         shape[1] = c;
         xn.broadcast_mul(&self.weight.reshape(shape.as_slice())?)?
             .broadcast_add(&self.bias.reshape(shape.as_slice())?)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            let op = GroupNormOp {
+                groups: self.groups,
+                eps: self.eps,
+            };
+            x.contiguous()?.apply_op3_no_bwd(
+                &self.weight.contiguous()?,
+                &self.bias.contiguous()?,
+                &op,
+            )
+        } else {
+            self.forward_composed(x)
+        }
+    }
+}
+
+/// The fused CPU kernel behind [`GroupNorm`].
+struct GroupNormOp {
+    groups: usize,
+    eps: f64,
+}
+
+impl CustomOp3 for GroupNormOp {
+    fn name(&self) -> &'static str {
+        "htdemucs-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let slice = |s: &'_ CpuStorage, l: &Layout| -> Result<Vec<f32>> {
+            match (s, l.contiguous_offsets()) {
+                (CpuStorage::F32(v), Some((a, b))) => Ok(v[a..b].to_vec()),
+                _ => candle_core::bail!("group norm: contiguous f32 tensors only"),
+            }
+        };
+        let (x, w, bias) = (
+            match (s1, l1.contiguous_offsets()) {
+                (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
+                _ => candle_core::bail!("group norm: contiguous f32 input only"),
+            },
+            slice(s2, l2)?,
+            slice(s3, l3)?,
+        );
+        let dims = l1.dims();
+        let (b, c) = (dims[0], dims[1]);
+        let rest: usize = dims[2..].iter().product();
+        let g = self.groups;
+        if c % g != 0 || w.len() != c || bias.len() != c {
+            candle_core::bail!("group norm: {c} channels, {g} groups, {} weights", w.len());
+        }
+        let group_len = c / g * rest;
+        let mut out = vec![0f32; x.len()];
+        let units = b * g;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(units)
+            .max(1);
+        let per = units.div_ceil(threads);
+        let eps = self.eps;
+        let (w, bias) = (&w, &bias);
+        std::thread::scope(|scope| {
+            for (t, out_chunk) in out.chunks_mut(per * group_len).enumerate() {
+                let x_chunk = &x[t * per * group_len..][..out_chunk.len()];
+                scope.spawn(move || {
+                    for (u, (xs, ys)) in x_chunk
+                        .chunks(group_len)
+                        .zip(out_chunk.chunks_mut(group_len))
+                        .enumerate()
+                    {
+                        let group = (t * per + u) % g;
+                        let n = xs.len() as f64;
+                        let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n;
+                        let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+                        let inv = 1.0 / (var + eps).sqrt();
+                        let first_channel = group * (c / g);
+                        for (k, (xc, yc)) in xs.chunks(rest).zip(ys.chunks_mut(rest)).enumerate() {
+                            let ch = first_channel + k;
+                            let scale = (inv * w[ch] as f64) as f32;
+                            let shift = (bias[ch] as f64 - mean * inv * w[ch] as f64) as f32;
+                            for (xv, yv) in xc.iter().zip(yc.iter_mut()) {
+                                *yv = xv * scale + shift;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
@@ -120,7 +221,13 @@ impl Conv1d {
 
 impl Module for Conv1d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv1d(&self.weight, self.padding, self.stride, self.dilation, 1)?;
+        let (o, c, k) = self.weight.dims3()?;
+        let y = if k == 1 && self.stride == 1 && self.padding == 0 {
+            // A pointwise convolution is a matmul over channels.
+            self.weight.reshape((o, c))?.broadcast_matmul(x)?
+        } else {
+            x.conv1d(&self.weight, self.padding, self.stride, self.dilation, 1)?
+        };
         y.broadcast_add(&self.bias.reshape((1, (), 1))?)
     }
 }
@@ -636,6 +743,38 @@ mod tests {
             }
         }
         y
+    }
+
+    #[test]
+    fn fused_group_norm_matches_the_composed_one() {
+        let dev = Device::Cpu;
+        for (groups, shape) in [
+            (1, vec![3, 6, 50]),
+            (2, vec![2, 4, 3, 7]),
+            (4, vec![5, 8, 9]),
+        ] {
+            let c = shape[1];
+            let x = Tensor::randn(0.5f32, 3., shape.as_slice(), &dev).unwrap();
+            let norm = GroupNorm {
+                weight: Tensor::randn(1f32, 0.3, c, &dev).unwrap(),
+                bias: Tensor::randn(0f32, 0.3, c, &dev).unwrap(),
+                groups,
+                eps: 1e-5,
+            };
+            let fused = norm.forward(&x).unwrap();
+            let composed = norm.forward_composed(&x).unwrap();
+            let err = (fused - composed)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(err < 1e-5, "groups {groups}: {err}");
+        }
     }
 
     #[test]
