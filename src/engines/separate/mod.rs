@@ -1,7 +1,12 @@
-//! Stem separation behind `/v1/separate`: the DSP separator (always available) and HTDemucs
-//! (when its weights are installed).
+//! Stem separation behind `/v1/separate`: split a mix into sources (vocals, drums, bass, other, or
+//! vocals + accompaniment).
+//!
+//! - [`dsp`]: the classical separator, always available, reported as `"model": "dsp"`;
+//! - [`htdemucs`]: Demucs v4 "HTDemucs" ported to candle, loaded from converted official
+//!   checkpoints.
 
 pub mod dsp;
+pub mod htdemucs;
 
 use std::collections::BTreeMap;
 

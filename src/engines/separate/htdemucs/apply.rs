@@ -1,0 +1,595 @@
+//! Running HTDemucs over a whole track: `demucs.apply.apply_model` (segments of the training length
+//! with overlap and triangular cross-fade weights, optional random-shift averaging) and the
+//! normalisation `demucs.separate` wraps around it.
+//!
+//! A segment shorter than the training length (the track's tail) is padded from its neighbours'
+//! samples where the track has them, as the reference's `TensorChunk.padded` does, not with zeros.
+
+use candle_core::Tensor;
+use rand::{Rng, SeedableRng};
+
+use super::{Error, HTDemucs};
+
+/// Options of `apply_model` / `separate`. The defaults are the demucs command line's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeparateOptions {
+    /// Random time shifts to average over (0 = one pass, deterministic; demucs' default is 1).
+    pub shifts: usize,
+    /// Overlap between consecutive segments, as a fraction of the segment, in `[0, 1)`.
+    pub overlap: f64,
+    /// Exponent of the triangular cross-fade (>= 1; 1 = linear).
+    pub transition_power: f64,
+    /// Seed of the shift offsets, so a job is reproducible.
+    pub seed: u64,
+}
+
+impl Default for SeparateOptions {
+    fn default() -> Self {
+        SeparateOptions {
+            shifts: 1,
+            overlap: 0.25,
+            transition_power: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Planar audio `[channel][sample]`.
+pub type Planar = Vec<Vec<f32>>;
+
+/// Separated stems: `(source name, [channel][sample])`, in the model's source order.
+pub type Stems = Vec<(String, Planar)>;
+
+/// A window `[offset, offset + length)` into a longer signal, like demucs' `TensorChunk`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [Vec<f32>],
+    offset: usize,
+    length: usize,
+}
+
+impl<'a> View<'a> {
+    fn whole(data: &'a [Vec<f32>]) -> Self {
+        View {
+            data,
+            offset: 0,
+            length: data.first().map_or(0, Vec::len),
+        }
+    }
+
+    /// A sub-window relative to this one, clipped to this window's end (`TensorChunk` of a chunk).
+    fn sub(&self, offset: usize, length: usize) -> Self {
+        View {
+            data: self.data,
+            offset: self.offset + offset,
+            length: length.min(self.length - offset),
+        }
+    }
+
+    /// `TensorChunk.padded(target)`: centre the window in `target` samples, taking the extra samples
+    /// from the underlying signal where it has them and zeros beyond.
+    fn padded(&self, target: usize) -> Planar {
+        let delta = target - self.length;
+        let start = self.offset as isize - (delta / 2) as isize;
+        let total = self.data[0].len() as isize;
+        self.data
+            .iter()
+            .map(|chan| {
+                (0..target as isize)
+                    .map(|i| {
+                        let j = start + i;
+                        if (0..total).contains(&j) {
+                            chan[j as usize]
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// One model call on exactly `training_length` samples: `[source][channel][sample]`.
+fn run_segment(model: &HTDemucs, segment: &Planar) -> Result<Vec<Planar>, Error> {
+    let (c, l) = (segment.len(), segment[0].len());
+    let flat: Vec<f32> = segment.iter().flatten().copied().collect();
+    let x = Tensor::from_vec(flat, (1, c, l), model.device())?;
+    let y = model.forward(&x)?.squeeze(0)?;
+    Ok(y.to_device(&candle_core::Device::Cpu)?.to_vec3::<f32>()?)
+}
+
+/// The triangular weights of one segment, `(w / max w) ^ power`.
+fn transition_weights(segment: usize, power: f64) -> Vec<f32> {
+    let half = segment / 2;
+    let raw: Vec<f32> = (1..=half)
+        .chain((1..=segment - half).rev())
+        .map(|v| v as f32)
+        .collect();
+    let max = raw.iter().copied().fold(0.0, f32::max);
+    raw.iter()
+        .map(|&w| {
+            let w = w / max;
+            if power == 1.0 {
+                w
+            } else {
+                w.powf(power as f32)
+            }
+        })
+        .collect()
+}
+
+/// Offsets at which segments start within `length` samples.
+fn segment_offsets(length: usize, segment: usize, overlap: f64) -> Vec<usize> {
+    let stride = (((1.0 - overlap) * segment as f64) as usize).max(1);
+    (0..length).step_by(stride).collect()
+}
+
+/// `apply_model(split=True, shifts=0)` over one window: every segment, cross-faded.
+fn apply_split(
+    model: &HTDemucs,
+    mix: View,
+    opts: &SeparateOptions,
+    tick: &mut dyn FnMut(),
+) -> Result<Vec<Planar>, Error> {
+    let segment = model.config().training_length();
+    let n_src = model.sources().len();
+    let channels = mix.data.len();
+    let weight = transition_weights(segment, opts.transition_power);
+    let mut out = vec![vec![vec![0f32; mix.length]; channels]; n_src];
+    let mut sum_weight = vec![0f32; mix.length];
+    for offset in segment_offsets(mix.length, segment, opts.overlap) {
+        let chunk = mix.sub(offset, segment);
+        let padded = chunk.padded(segment);
+        let y = run_segment(model, &padded)?;
+        // center_trim back to the chunk's own length.
+        let trim = (segment - chunk.length) / 2;
+        for (src_out, src_y) in out.iter_mut().zip(&y) {
+            for (chan_out, chan_y) in src_out.iter_mut().zip(src_y) {
+                let dst = &mut chan_out[offset..offset + chunk.length];
+                let src = &chan_y[trim..trim + chunk.length];
+                for ((d, s), w) in dst.iter_mut().zip(src).zip(&weight) {
+                    *d += w * s;
+                }
+            }
+        }
+        for (s, w) in sum_weight[offset..offset + chunk.length]
+            .iter_mut()
+            .zip(&weight)
+        {
+            *s += w;
+        }
+        tick();
+    }
+    for src in &mut out {
+        for chan in src.iter_mut() {
+            for (v, w) in chan.iter_mut().zip(&sum_weight) {
+                *v /= w;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `demucs.apply.apply_model(model, mix, shifts, split=True, overlap, transition_power)` on one
+/// planar track: `[source][channel][sample]`. `progress` gets the fraction of segments done.
+pub fn apply_model(
+    model: &HTDemucs,
+    mix: &[Vec<f32>],
+    opts: &SeparateOptions,
+    progress: &dyn Fn(f32),
+) -> Result<Vec<Planar>, Error> {
+    let length = mix.first().map_or(0, Vec::len);
+    if length == 0 || mix.iter().any(|c| c.len() != length) {
+        return Err(Error::Input(
+            "audio must be non-empty with equal-length channels".into(),
+        ));
+    }
+    if !(0.0..1.0).contains(&opts.overlap) || opts.transition_power < 1.0 {
+        return Err(Error::Input(format!(
+            "overlap {} must be in [0, 1) and transition_power {} >= 1",
+            opts.overlap, opts.transition_power
+        )));
+    }
+    let segment = model.config().training_length();
+    let passes = opts.shifts.max(1);
+    if opts.shifts == 0 {
+        let total = segment_offsets(length, segment, opts.overlap).len();
+        let mut done = 0usize;
+        let mut tick = || {
+            done += 1;
+            progress(done as f32 / total as f32);
+        };
+        return apply_split(model, View::whole(mix), opts, &mut tick);
+    }
+    let max_shift = (0.5 * model.config().samplerate as f64) as usize;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
+    let shifts: Vec<usize> = (0..passes).map(|_| rng.gen_range(0..=max_shift)).collect();
+    apply_shifted(model, mix, opts, &shifts, progress)
+}
+
+/// The shift trick with given offsets: pad by `max_shift` on both sides, run from `offset`, drop
+/// `max_shift - offset` samples, average the passes.
+fn apply_shifted(
+    model: &HTDemucs,
+    mix: &[Vec<f32>],
+    opts: &SeparateOptions,
+    shifts: &[usize],
+    progress: &dyn Fn(f32),
+) -> Result<Vec<Planar>, Error> {
+    let length = mix[0].len();
+    let segment = model.config().training_length();
+    let max_shift = (0.5 * model.config().samplerate as f64) as usize;
+    let padded = View::whole(mix).padded(length + 2 * max_shift);
+    let total: usize = shifts
+        .iter()
+        .map(|&o| segment_offsets(length + max_shift - o, segment, opts.overlap).len())
+        .sum();
+    let mut done = 0usize;
+    let mut tick = || {
+        done += 1;
+        progress(done as f32 / total as f32);
+    };
+    let mut out: Option<Vec<Planar>> = None;
+    for &offset in shifts {
+        let shifted = View::whole(&padded).sub(offset, length + max_shift - offset);
+        let y = apply_split(model, shifted, opts, &mut tick)?;
+        let skip = max_shift - offset;
+        match &mut out {
+            None => {
+                out = Some(
+                    y.into_iter()
+                        .map(|src| {
+                            src.into_iter()
+                                .map(|c| c[skip..skip + length].to_vec())
+                                .collect()
+                        })
+                        .collect(),
+                )
+            }
+            Some(acc) => {
+                for (a, s) in acc.iter_mut().zip(&y) {
+                    for (ac, sc) in a.iter_mut().zip(s) {
+                        for (v, w) in ac.iter_mut().zip(&sc[skip..skip + length]) {
+                            *v += w;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut out = out.expect("at least one shift");
+    let n = shifts.len() as f32;
+    for src in &mut out {
+        for chan in src.iter_mut() {
+            for v in chan.iter_mut() {
+                *v /= n;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Separate a track into the model's sources, as `demucs.separate` does: normalise by the mean and
+/// (unbiased) standard deviation of the mono mix, [`apply_model`], undo the normalisation.
+///
+/// `audio` is planar at the model's sample rate (44.1 kHz for the official models) with the model's
+/// channel count; mono is duplicated to stereo as demucs does. A silent track is separated without
+/// normalisation (demucs would divide by zero). Returns `(source name, [channel][sample])` in the
+/// model's source order.
+pub fn separate(
+    model: &HTDemucs,
+    audio: &[Vec<f32>],
+    opts: &SeparateOptions,
+    progress: &dyn Fn(f32),
+) -> Result<Stems, Error> {
+    let (normed, mean, std) = normalise(audio, model.config().audio_channels)?;
+    let out = apply_model(model, &normed, opts, progress)?;
+    Ok(denormalise(model.sources(), out, mean, std))
+}
+
+/// Channel-match and normalise a track as `demucs.separate` does; returns `(audio, mean, std)`.
+fn normalise(audio: &[Vec<f32>], want: usize) -> Result<(Planar, f32, f32), Error> {
+    let audio: Vec<Vec<f32>> = match audio.len() {
+        n if n == want => audio.to_vec(),
+        1 => vec![audio[0].clone(); want],
+        n => {
+            return Err(Error::Input(format!(
+                "model takes {want} channels (or mono), got {n}"
+            )))
+        }
+    };
+    let length = audio[0].len();
+    if length == 0 || audio.iter().any(|c| c.len() != length) {
+        return Err(Error::Input(
+            "audio must be non-empty with equal-length channels".into(),
+        ));
+    }
+    if audio.iter().flatten().any(|v| !v.is_finite()) {
+        return Err(Error::Input(
+            "audio contains NaN or infinite samples".into(),
+        ));
+    }
+    // Statistics in f64; torch computes them in f32, the difference is far below 1e-6.
+    let mono: Vec<f64> = (0..length)
+        .map(|i| audio.iter().map(|c| c[i] as f64).sum::<f64>() / want as f64)
+        .collect();
+    let mean = mono.iter().sum::<f64>() / length as f64;
+    let var = mono.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (length.max(2) - 1) as f64;
+    let std = var.sqrt();
+    let (mean, std) = if std > 1e-12 {
+        (mean as f32, std as f32)
+    } else {
+        (0.0, 1.0)
+    };
+    let normed = audio
+        .iter()
+        .map(|c| c.iter().map(|v| (v - mean) / std).collect())
+        .collect();
+    Ok((normed, mean, std))
+}
+
+fn denormalise(sources: &[String], out: Vec<Planar>, mean: f32, std: f32) -> Stems {
+    sources
+        .iter()
+        .cloned()
+        .zip(out)
+        .map(|(name, src)| {
+            let src = src
+                .into_iter()
+                .map(|c| c.into_iter().map(|v| v * std + mean).collect())
+                .collect();
+            (name, src)
+        })
+        .collect()
+}
+
+/// `demucs.apply.BagOfModels`: several models with the same sources whose estimates are averaged
+/// per source with weights (the fine-tuned `htdemucs_ft` is four models, one per source).
+#[derive(Debug, Clone)]
+pub struct BagOfModels {
+    models: Vec<HTDemucs>,
+    /// `weights[model][source]`.
+    weights: Vec<Vec<f32>>,
+}
+
+impl BagOfModels {
+    /// `weights` defaults to all ones; every source needs a positive total weight.
+    pub fn new(models: Vec<HTDemucs>, weights: Option<Vec<Vec<f32>>>) -> Result<Self, Error> {
+        let first = models
+            .first()
+            .ok_or_else(|| Error::Config("a bag needs at least one model".into()))?;
+        let (sources, cfg) = (first.sources(), first.config());
+        for m in &models {
+            if m.sources() != sources
+                || m.config().samplerate != cfg.samplerate
+                || m.config().audio_channels != cfg.audio_channels
+            {
+                return Err(Error::Config(
+                    "models of a bag must share sources, sample rate and channels".into(),
+                ));
+            }
+        }
+        let weights = weights.unwrap_or_else(|| vec![vec![1.0; sources.len()]; models.len()]);
+        if weights.len() != models.len() || weights.iter().any(|w| w.len() != sources.len()) {
+            return Err(Error::Config("one weight per model and source".into()));
+        }
+        for k in 0..sources.len() {
+            if weights.iter().map(|w| w[k]).sum::<f32>() <= 0.0 {
+                return Err(Error::Config(format!(
+                    "source {} has no positive weight",
+                    sources[k]
+                )));
+            }
+        }
+        Ok(BagOfModels { models, weights })
+    }
+
+    pub fn models(&self) -> &[HTDemucs] {
+        &self.models
+    }
+
+    pub fn sources(&self) -> &[String] {
+        self.models[0].sources()
+    }
+
+    /// [`separate`] with every model, the estimates weighted per source. Models with zero weight
+    /// for every source are skipped.
+    pub fn separate(
+        &self,
+        audio: &[Vec<f32>],
+        opts: &SeparateOptions,
+        progress: &dyn Fn(f32),
+    ) -> Result<Stems, Error> {
+        let first = &self.models[0];
+        let (normed, mean, std) = normalise(audio, first.config().audio_channels)?;
+        let used: Vec<usize> = (0..self.models.len())
+            .filter(|&i| self.weights[i].iter().any(|&w| w != 0.0))
+            .collect();
+        let mut totals = vec![0f32; self.sources().len()];
+        let mut estimates: Option<Vec<Planar>> = None;
+        for (n, &i) in used.iter().enumerate() {
+            let scaled = |p: f32| progress((n as f32 + p) / used.len() as f32);
+            let out = apply_model(&self.models[i], &normed, opts, &scaled)?;
+            let est = estimates.get_or_insert_with(|| {
+                out.iter()
+                    .map(|s| s.iter().map(|c| vec![0f32; c.len()]).collect())
+                    .collect()
+            });
+            for (k, (acc, src)) in est.iter_mut().zip(&out).enumerate() {
+                let w = self.weights[i][k];
+                totals[k] += w;
+                for (ac, sc) in acc.iter_mut().zip(src) {
+                    for (a, s) in ac.iter_mut().zip(sc) {
+                        *a += w * s;
+                    }
+                }
+            }
+        }
+        let mut est = estimates.expect("at least one weighted model");
+        for (src, total) in est.iter_mut().zip(&totals) {
+            for chan in src.iter_mut() {
+                for v in chan.iter_mut() {
+                    *v /= total;
+                }
+            }
+        }
+        Ok(denormalise(self.sources(), est, mean, std))
+    }
+}
+
+/// `demucs --two-stems STEM` writes `STEM` and `no_STEM`; here they are `STEM` and
+/// `accompaniment`, the sum of every other source (the contract's two-stem names).
+pub fn two_stems(stems: Stems, keep: &str) -> Result<Stems, Error> {
+    let mut kept = None;
+    let mut rest: Option<Planar> = None;
+    for (name, audio) in stems {
+        if name == keep {
+            kept = Some(audio);
+        } else if let Some(acc) = rest.as_mut() {
+            for (a, c) in acc.iter_mut().zip(&audio) {
+                for (x, y) in a.iter_mut().zip(c) {
+                    *x += y;
+                }
+            }
+        } else {
+            rest = Some(audio);
+        }
+    }
+    let kept = kept.ok_or_else(|| Error::Input(format!("the model has no {keep:?} source")))?;
+    let rest = rest.ok_or_else(|| Error::Input("nothing to sum into the accompaniment".into()))?;
+    Ok(vec![
+        (keep.to_string(), kept),
+        ("accompaniment".to_string(), rest),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_are_the_reference_triangle() {
+        let w = transition_weights(6, 1.0);
+        assert_eq!(
+            w,
+            vec![1.0 / 3.0, 2.0 / 3.0, 1.0, 1.0, 2.0 / 3.0, 1.0 / 3.0]
+        );
+        let w = transition_weights(5, 2.0);
+        assert_eq!(w.len(), 5);
+        assert!((w[2] - 1.0).abs() < 1e-7 && (w[0] - 1.0 / 9.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn offsets_follow_the_overlap() {
+        assert_eq!(segment_offsets(35280, 17640, 0.25), vec![0, 13230, 26460]);
+        assert_eq!(segment_offsets(10, 4, 0.0), vec![0, 4, 8]);
+    }
+
+    /// The committed parity fixture: a reduced HTDemucs with random weights.
+    fn fixture_model() -> HTDemucs {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/htdemucs");
+        let th = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "th"))
+            .unwrap();
+        HTDemucs::from_th(&th, &candle_core::Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn a_full_shift_reproduces_the_unshifted_run() {
+        let model = fixture_model();
+        let mix: Vec<Vec<f32>> = (0..2)
+            .map(|c| {
+                (0..20000)
+                    .map(|i| ((i * (c + 3)) as f32 * 0.013).sin() * 0.5)
+                    .collect()
+            })
+            .collect();
+        let opts = SeparateOptions {
+            shifts: 0,
+            ..SeparateOptions::default()
+        };
+        let base = apply_model(&model, &mix, &opts, &|_| {}).unwrap();
+        let diff = |a: &[Planar], b: &[Planar]| {
+            a.iter()
+                .flatten()
+                .flatten()
+                .zip(b.iter().flatten().flatten())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        // Starting at the full shift reads exactly the original samples, zeros around them.
+        let same = apply_shifted(&model, &mix, &opts, &[22050], &|_| {}).unwrap();
+        assert_eq!(diff(&base, &same), 0.0);
+        // Any other offset moves the segment boundaries, so the output changes.
+        let moved = apply_shifted(&model, &mix, &opts, &[0, 22050], &|_| {}).unwrap();
+        assert!(diff(&base, &moved) > 1e-4);
+    }
+
+    #[test]
+    fn two_stems_sums_the_other_sources() {
+        let stem = |v: f32| vec![vec![v, 2.0 * v], vec![-v, 0.0]];
+        let stems = vec![
+            ("drums".to_string(), stem(1.0)),
+            ("bass".to_string(), stem(2.0)),
+            ("other".to_string(), stem(4.0)),
+            ("vocals".to_string(), stem(8.0)),
+        ];
+        let two = two_stems(stems.clone(), "vocals").unwrap();
+        assert_eq!(two[0], ("vocals".to_string(), stem(8.0)));
+        assert_eq!(two[1], ("accompaniment".to_string(), stem(7.0)));
+        assert!(two_stems(stems, "piano").is_err());
+    }
+
+    #[test]
+    fn a_bag_weights_each_source_across_models() {
+        let model = fixture_model();
+        let mix: Vec<Vec<f32>> = (0..2)
+            .map(|c| {
+                (0..9000)
+                    .map(|i| ((i * (c + 2)) as f32 * 0.02).sin())
+                    .collect()
+            })
+            .collect();
+        let opts = SeparateOptions {
+            shifts: 0,
+            ..SeparateOptions::default()
+        };
+        let single = separate(&model, &mix, &opts, &|_| {}).unwrap();
+        // Two copies of one model: any positive weighting must give that model's estimate back.
+        let bag = BagOfModels::new(
+            vec![model.clone(), model.clone()],
+            Some(vec![vec![1.0, 0.0, 3.0, 0.5], vec![0.0, 1.0, 1.0, 0.5]]),
+        )
+        .unwrap();
+        let ticks = std::cell::RefCell::new(Vec::new());
+        let both = bag
+            .separate(&mix, &opts, &|p| ticks.borrow_mut().push(p))
+            .unwrap();
+        for ((n1, a), (n2, b)) in single.iter().zip(&both) {
+            assert_eq!(n1, n2);
+            let err = a
+                .iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 1e-6, "{n1}: {err}");
+        }
+        assert_eq!(*ticks.borrow(), vec![0.5, 1.0]);
+        let no_bass = BagOfModels::new(vec![model], Some(vec![vec![1.0, 0.0, 1.0, 1.0]]));
+        assert!(no_bass.is_err());
+    }
+
+    #[test]
+    fn padded_views_read_neighbours_then_zeros() {
+        let data = vec![(0..10).map(|v| v as f32).collect::<Vec<_>>()];
+        let tail = View::whole(&data).sub(8, 4);
+        assert_eq!(tail.length, 2);
+        assert_eq!(tail.padded(4), vec![vec![7.0, 8.0, 9.0, 0.0]]);
+        let head = View::whole(&data).sub(0, 3);
+        assert_eq!(head.padded(5), vec![vec![0.0, 0.0, 1.0, 2.0, 3.0]]);
+    }
+}
