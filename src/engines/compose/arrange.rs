@@ -291,8 +291,9 @@ struct PartIds {
 }
 
 /// Melody register shift of a voice (bells sit an octave up, brass and guitar lower).
-fn melody_shift(v: Voice) -> i32 {
+fn melody_shift(v: Voice, genre: Genre) -> i32 {
     match v {
+        Voice::Bells if genre == Genre::Ambient => 0,
         Voice::Bells => 12,
         Voice::Brass | Voice::ElectricGuitar | Voice::Strings => -5,
         _ => 0,
@@ -316,6 +317,8 @@ struct Arranger<'a> {
     /// Bar from which the ending plays (final tonic), if the track is long enough for one.
     ending: Option<u32>,
     human: Rng,
+    /// Voice of each mixer part, by index.
+    part_voices: Vec<Voice>,
     seeds: Rng,
 }
 
@@ -399,9 +402,11 @@ pub fn arrange(key: Key, style: &Style, bpm: u32, beats: u32, duration: f64, see
         total_s: duration,
         ending,
         human: Rng::stream(seed, "humanize"),
+        part_voices: Vec::new(),
         seeds: Rng::stream(seed, "note-seeds"),
     };
     let parts = a.make_parts(bpm);
+    a.part_voices = parts.iter().map(|p| p.voice).collect();
     let phrases = total_bars.div_ceil(phrase_bars) as usize;
     let mut mel = Melody::new(&a, Rng::stream(seed, "melody"));
     for (si, s) in sections.iter().enumerate() {
@@ -493,7 +498,10 @@ impl Arranger<'_> {
                     ids.crash = add(Voice::Crash, -16.0, -0.2, 0.6 * rv, 0.0, false);
                 }
                 DrumPattern::Pulse => {
-                    ids.shaker = add(Voice::Shaker, -17.0 + e, 0.3, 0.5 * rv, 0.0, false);
+                    // Ambient keeps only the soft low pulse; folk adds a shaker.
+                    if st.kit != Kit::Soft {
+                        ids.shaker = add(Voice::Shaker, -17.0 + e, 0.3, 0.5 * rv, 0.0, false);
+                    }
                 }
                 _ => {
                     let backbeat = match p {
@@ -532,14 +540,14 @@ impl Arranger<'_> {
                 -0.12
             };
             let g = match p {
-                ChordPattern::Sustain => -14.0,
+                ChordPattern::Sustain => -12.0,
                 ChordPattern::Power => -13.0,
                 _ => -11.0,
             };
             self.ids.chords = add(v, g, pan, 0.8 * rv, 0.2 * dl, st.duck);
         }
         if let Some(v) = st.pad {
-            self.ids.pad = add(v, -17.0, 0.0, 1.2 * rv, 0.0, st.duck);
+            self.ids.pad = add(v, -15.0, 0.0, 1.2 * rv, 0.0, st.duck);
         }
         if let Some(v) = st.melody {
             self.ids.melody = add(v, -8.0, 0.08, 0.9 * rv, dl, false);
@@ -603,13 +611,41 @@ impl Arranger<'_> {
         } else {
             self.human.range(-0.06, 0.06) as f32
         };
-        // Toms and taiko sound low (taiko lowest); the pitch of other drums is unused.
-        let pitch = if part == self.ids.tom && self.style.drums == Some(DrumPattern::Cinematic) {
-            36
+        let pitch = self.drum_pitch(part);
+        self.note(part, bar, beat, 0.1, pitch, vel + jitter, sd);
+    }
+
+    /// Pitched drums are tuned to the key, so their tones reinforce it instead of blurring it:
+    /// kick (41–78 Hz), snare, toms, rim and ride bell all sit on the tonic, each in its register.
+    fn drum_pitch(&self, part: Option<u16>) -> i32 {
+        let t = self.key.tonic as i32;
+        let place = |lo: i32, pc: i32| lo + (pc - lo).rem_euclid(12);
+        let ids = &self.ids;
+        if part == ids.kick {
+            place(28, t)
+        } else if part == ids.tom {
+            if self.style.drums == Some(DrumPattern::Cinematic) {
+                place(34, t)
+            } else {
+                place(43, t)
+            }
+        } else if part == ids.snare {
+            let v = self.parts_voice(part);
+            if v == Some(Voice::Rim) {
+                place(76, t)
+            } else {
+                place(53, t)
+            }
+        } else if part == ids.ride {
+            place(88, t)
         } else {
             45
-        };
-        self.note(part, bar, beat, 0.1, pitch, vel + jitter, sd);
+        }
+    }
+
+    fn parts_voice(&self, part: Option<u16>) -> Option<Voice> {
+        let p = part?;
+        self.part_voices.get(p as usize).copied()
     }
 
     /// The final bars: one last hit, then the tonic held to the end (the master fades it).
@@ -646,7 +682,7 @@ impl Arranger<'_> {
     }
 
     fn melody_tonic(&self, v: Voice) -> i32 {
-        let center = self.style.melody_center + melody_shift(v);
+        let center = self.style.melody_center + melody_shift(v, self.style.genre);
         let pc = self.key.tonic as i32;
         center - 6 + (pc - (center - 6)).rem_euclid(12)
     }
@@ -877,7 +913,8 @@ impl Arranger<'_> {
                         let before = self.notes.len();
                         self.hit(ids.tom, bar, pos, if full { 0.55 } else { 0.4 } * en);
                         if let Some(nt) = self.notes.get_mut(before) {
-                            nt.pitch = 43.0 + 2.0 * (i % 3) as f32;
+                            let tom = 43 + (self.key.tonic as i32 - 43).rem_euclid(12);
+                            nt.pitch = (tom + [0, 7, 12][i % 3]) as f32;
                             nt.pan = 0.3 - 0.2 * (i % 3) as f32;
                         }
                     }
@@ -897,6 +934,9 @@ impl Arranger<'_> {
                     let pos = i as f64;
                     if b.group_start {
                         self.hit(ids.kick, bar, pos, if i == 0 { 0.8 } else { 0.65 });
+                    } else if ids.shaker.is_none() {
+                        // A felt heartbeat on the other beats keeps the tempo audible.
+                        self.hit(ids.kick, bar, pos, 0.45);
                     }
                     self.hit(ids.shaker, bar, pos, 0.55);
                     if self.style.energy > 0.35 {
@@ -976,7 +1016,9 @@ impl Arranger<'_> {
                     let before = self.notes.len();
                     self.hit(ids.tom, bar, pos, v);
                     if let Some(nt) = self.notes.get_mut(before) {
-                        nt.pitch = 50.0 - (k as f32 * 2.0);
+                        // Falling through the tonic chord: octave, fifth, root, low fifth.
+                        let tom = 43 + (self.key.tonic as i32 - 43).rem_euclid(12);
+                        nt.pitch = (tom + [12, 7, 0, -5][(k / 3) % 4]) as f32;
                         nt.pan = 0.4 - 0.2 * k as f32 / count as f32;
                     }
                 } else {
@@ -1049,8 +1091,12 @@ impl Arranger<'_> {
                 for (gi, &len) in groups.iter().enumerate() {
                     let last = gi + 1 == groups.len();
                     let mut p = root;
-                    if last && changes && gi > 0 && rng.chance(0.3) {
-                        p = fifth;
+                    if last && gi > 0 && rng.chance(0.35) {
+                        p = if changes {
+                            fifth
+                        } else {
+                            root + chord.tones[1]
+                        };
                     }
                     let v = if gi == 0 { 0.9 } else { 0.78 };
                     let legato = pattern == BassPattern::Long808;
@@ -1171,6 +1217,8 @@ impl Arranger<'_> {
                         let p = match step {
                             1 => root + 12,
                             2 => fifth,
+                            // The chord's third names the mode (major or minor) outright.
+                            3 => root + chord.tones[1],
                             _ => root,
                         };
                         let v = if slot == 0 { 0.9 } else { 0.72 };
@@ -1297,7 +1345,8 @@ impl Arranger<'_> {
             }
             ChordPattern::Power => {
                 let root = 40 + ((self.key.tonic as i32 + chord.root) - 40).rem_euclid(12);
-                let shape = [root, root + 7, root + 12];
+                // Root, fifth, octave, and the third on top so the mode is never in doubt.
+                let shape = [root, root + 7, root + 12, root + 12 + chord.tones[1]];
                 let chug = kind != SectionKind::Chorus;
                 for i in 0..n {
                     if chug {
@@ -1424,12 +1473,13 @@ impl Arranger<'_> {
                     70
                 };
                 let mut tones = self.voiced(&chord, center);
+                tones.truncate(3);
                 tones.push(tones[0] + 12);
-                let len = tones.len();
                 for i in 0..n {
                     for k in 0..div {
-                        let idx = (i * div + k) % (2 * len - 2);
-                        let idx = if idx < len { idx } else { 2 * len - 2 - idx };
+                        // Four tones per cycle, so the figure repeats on the beat (a cycle
+                        // of three or six steps would suggest a different tempo).
+                        let idx = (i * div + k) % 4;
                         let vel = if k == 0 { 0.7 } else { 0.45 };
                         let pos = i as f64 + k as f64 / div as f64;
                         self.note(
@@ -1485,7 +1535,7 @@ impl DrumSection {
         let mut ghosts = Vec::new();
         let p = a.style.drums;
         let (kick_p, ghost_p) = match p {
-            Some(DrumPattern::HipHop) => (0.3, 0.0),
+            Some(DrumPattern::HipHop) => (0.2, 0.0),
             Some(DrumPattern::Trap) => (0.4, 0.0),
             Some(DrumPattern::Funk) => (0.35, 0.3),
             Some(DrumPattern::Backbeat) => (0.12, 0.0),
@@ -1518,7 +1568,7 @@ impl DrumSection {
 
 /// Per-section bass decisions.
 struct BassSection {
-    /// (16th slot within two beats, 0 root / 1 octave / 2 fifth).
+    /// (16th slot within two beats, 0 root / 1 octave / 2 fifth / 3 third).
     cell: Vec<(u32, u8)>,
     pickup: bool,
 }
@@ -1528,7 +1578,7 @@ impl BassSection {
         let mut cell = vec![(0, 0)];
         for slot in [3u32, 4, 6, 7] {
             if rng.chance(0.45) {
-                cell.push((slot, *rng.pick(&[0u8, 0, 1, 2])));
+                cell.push((slot, *rng.pick(&[0u8, 0, 1, 2, 3])));
             }
         }
         BassSection {
@@ -1640,11 +1690,13 @@ impl Melody {
                 target = lo + (lo - target);
             }
             if k == 0 && j == 0 {
-                // Phrases open on the tonic (or its octave), nearest the current line.
-                target = if (target - 7).abs() < target.abs() {
-                    7
+                // Phrases open on the tonic chord: verses on its third (which names the mode),
+                // choruses on the tonic itself.
+                let home = if m == 0 { 2 } else { 7 };
+                target = if (target - home).abs() <= (target - (home - 7)).abs() {
+                    home
                 } else {
-                    0
+                    home - 7
                 };
             } else if cadence && j + 1 == count {
                 // Antecedent phrases end on a chord tone, consequents on the tonic if it fits.
@@ -1852,6 +1904,7 @@ mod tests {
                 "{tags}: {on_grid}/{}",
                 s.kicks.len()
             );
+            assert!(s.kicks.iter().all(|&k| (0.0..30.0).contains(&k)));
         }
     }
 

@@ -2,14 +2,14 @@
 //! noise, brushes for jazz), clap (noise bursts), hats/ride/crash (six detuned square waves, the
 //! 808 recipe, plus noise), shaker, rim, toms and taiko. The kit changes tuning and decay.
 
-use super::dmath::{decay_coef, soft_clip, Noise};
+use super::dmath::{decay_coef, midi_hz, soft_clip, Noise};
 use super::dsp::{inc, read, tables, OnePole, Svf, SR};
 use super::voices::{Kit, Note, Timbre, Voice};
 
 /// Seconds a drum hit rings.
 pub fn length(v: Voice) -> f64 {
     match v {
-        Voice::Kick => 0.6,
+        Voice::Kick => 0.9,
         Voice::Snare | Voice::Clap => 0.4,
         Voice::HatClosed => 0.15,
         Voice::HatOpen => 0.7,
@@ -44,15 +44,17 @@ pub fn render(v: Voice, tm: &Timbre, n: &Note, out: &mut [f32]) {
 }
 
 fn kick(kit: Kit, n: &Note, amp: f32, out: &mut [f32]) {
-    // (end Hz, start multiple, pitch tau, amp tau, click, drive)
-    let (f0, mult, tp, ta, click, drive) = match kit {
-        Kit::Acoustic => (56.0, 3.0, 0.03, 0.22, 0.35, 1.3),
-        Kit::Electronic => (50.0, 4.0, 0.028, 0.38, 0.25, 1.8),
-        Kit::Lofi => (54.0, 2.6, 0.035, 0.26, 0.12, 1.2),
-        Kit::Jazz => (62.0, 2.2, 0.025, 0.18, 0.15, 1.0),
-        Kit::Orchestral => (48.0, 2.0, 0.05, 0.5, 0.1, 1.0),
-        Kit::Soft => (48.0, 1.8, 0.04, 0.4, 0.0, 1.0),
+    // (start multiple, pitch tau, amp tau, click, drive); the body ends on the note's pitch,
+    // which the arranger tunes to the key's tonic or fifth.
+    let (mult, tp, ta, click, drive) = match kit {
+        Kit::Acoustic => (3.0, 0.018, 0.22, 0.35, 1.3),
+        Kit::Electronic => (4.0, 0.017, 0.38, 0.25, 1.8),
+        Kit::Lofi => (2.6, 0.02, 0.26, 0.12, 1.2),
+        Kit::Jazz => (2.2, 0.015, 0.18, 0.15, 1.0),
+        Kit::Orchestral => (2.0, 0.03, 0.5, 0.1, 1.0),
+        Kit::Soft => (1.8, 0.025, 0.4, 0.0, 1.0),
     };
+    let f0 = midi_hz(n.pitch as f64);
     let sine = &tables().sine;
     let mut phase = 0u32;
     let (mut pe, pc) = (1.0f32, decay_coef(tp, SR));
@@ -90,7 +92,9 @@ fn snare(kit: Kit, n: &Note, amp: f32, out: &mut [f32]) {
         Kit::Orchestral => (0.3, 0.2, 600.0, 8000.0),
         Kit::Soft => (0.3, 0.12, 800.0, 5000.0),
     };
-    let (i1, i2) = (inc(185.0), inc(330.0));
+    // Shell modes on the note's pitch and its fifth (tuned to the key by the arranger).
+    let hz = midi_hz(n.pitch as f64);
+    let (i1, i2) = (inc(hz), inc(hz * 1.5));
     let (mut p1, mut p2) = (0u32, 0u32);
     let (mut te, tc) = (tone_lvl, decay_coef(0.05, SR));
     let (mut ne, nc) = (1.0f32, decay_coef(noise_tau, SR));
@@ -174,7 +178,8 @@ fn ride(n: &Note, amp: f32, out: &mut [f32]) {
     let sine = &tables().sine;
     metal(Kit::Jazz, n, amp * 0.7, out, 0.8, 4500.0);
     // The ride's bell: a clear ping over the wash.
-    let (i1, i2) = (inc(2650.0), inc(3920.0));
+    let hz = midi_hz(n.pitch as f64);
+    let (i1, i2) = (inc(hz), inc(hz * 1.5));
     let (mut p1, mut p2) = (0u32, 0u32);
     let (mut e, c) = (0.25 * amp, decay_coef(0.35, SR));
     for o in out.iter_mut() {
@@ -204,7 +209,8 @@ fn shaker(n: &Note, amp: f32, out: &mut [f32]) {
 fn rim(n: &Note, amp: f32, out: &mut [f32]) {
     let sine = &tables().sine;
     let mut noise = Noise::new(n.seed);
-    let (i1, i2) = (inc(1700.0), inc(820.0));
+    let hz = midi_hz(n.pitch as f64);
+    let (i1, i2) = (inc(hz), inc(hz * 2.0));
     let (mut p1, mut p2) = (0u32, 0u32);
     let (mut e, c) = (1.0f32, decay_coef(0.015, SR));
     let (mut ce, cc) = (0.6f32, decay_coef(0.003, SR));
@@ -221,7 +227,7 @@ fn rim(n: &Note, amp: f32, out: &mut [f32]) {
 /// Tom or taiko: a sine falling onto the note's pitch, with a skin-noise attack.
 fn tom(n: &Note, amp: f32, out: &mut [f32], tau: f64, noise_lvl: f32) {
     let sine = &tables().sine;
-    let hz = super::dmath::midi_hz(n.pitch as f64);
+    let hz = midi_hz(n.pitch as f64);
     let base = inc(hz) as f32;
     let mut phase = 0u32;
     let (mut pe, pc) = (1.0f32, decay_coef(0.08, SR));
@@ -277,7 +283,7 @@ mod tests {
                     part: 0,
                     start: 0.0,
                     dur: 0.1,
-                    pitch: 45.0,
+                    pitch: 33.0,
                     vel: 1.0,
                     pan: 0.0,
                     glide: 0.0,

@@ -243,17 +243,20 @@ mod tests {
         }
     }
 
-    /// Low-band energy in a 30 ms window from each time.
-    fn window_energy(x: &[f32], times: &[f64]) -> f64 {
+    /// Mean rise of energy at each time: the 30 ms after it minus the 30 ms before it.
+    fn energy_rise(x: &[f32], times: &[f64]) -> f64 {
         let w = (0.03 * 44_100.0) as usize;
+        let e = |a: usize, b: usize| {
+            x[a..b.min(x.len())]
+                .iter()
+                .map(|v| (v * v) as f64)
+                .sum::<f64>()
+        };
         times
             .iter()
             .map(|t| {
                 let s = (t * 44_100.0) as usize;
-                x[s.min(x.len())..(s + w).min(x.len())]
-                    .iter()
-                    .map(|v| (v * v) as f64)
-                    .sum::<f64>()
+                (e(s, s + w) - e(s.saturating_sub(w), s)).max(0.0)
             })
             .sum::<f64>()
             / times.len() as f64
@@ -266,26 +269,31 @@ mod tests {
     }
 
     #[test]
-    fn kick_energy_sits_on_the_beat_grid() {
+    fn low_end_onsets_sit_on_the_beat_grid() {
         for (tags, bpm) in [("rock", 120), ("house", 124), ("hip hop", 90)] {
             let a = run(&req(tags, 16, bpm, "G major", 4, 9));
             let low = lowpass(&mono(&a), 150.0);
             let spb = 60.0 / bpm as f64;
             let beats: Vec<f64> = (1..(14.0 / spb) as usize).map(|k| k as f64 * spb).collect();
             let between: Vec<f64> = beats.iter().map(|t| t + 0.37 * spb).collect();
-            let on = window_energy(&low, &beats);
-            let off = window_energy(&low, &between);
-            assert!(on > 3.0 * off, "{tags}: on-beat {on} vs between {off}");
+            let on = energy_rise(&low, &beats);
+            let off = energy_rise(&low, &between);
+            assert!(on > 5.0 * off, "{tags}: on-beat {on} vs between {off}");
         }
     }
 
-    /// Onset-strength envelope (positive spectral-energy flux per 512-sample hop).
+    /// Onset-strength envelope: rise of RMS (2048-sample window, so low notes do not flicker)
+    /// per 512-sample hop.
     fn onset_envelope(x: &[f32]) -> Vec<f64> {
-        let hop = 512;
+        let (win, hop) = (2048, 512);
         let mut prev = 0.0;
-        x.chunks(hop)
-            .map(|c| {
-                let e: f64 = c.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt();
+        (0..x.len().saturating_sub(win) / hop)
+            .map(|k| {
+                let e = x[k * hop..k * hop + win]
+                    .iter()
+                    .map(|v| (v * v) as f64)
+                    .sum::<f64>()
+                    .sqrt();
                 let d = (e - prev).max(0.0);
                 prev = e;
                 d
@@ -293,24 +301,32 @@ mod tests {
             .collect()
     }
 
-    /// Tempo from the autocorrelation of the onset envelope, searched over 60–200 bpm.
+    /// Tempo by a comb over the onset envelope: for each candidate (60–200 bpm, 0.25 steps) the
+    /// best phase's mean onset strength on its pulse train; the strongest candidate wins.
     fn tempo(x: &[f32]) -> f64 {
         let env = onset_envelope(&lowpass(x, 4000.0));
-        let mean = env.iter().sum::<f64>() / env.len() as f64;
-        let e: Vec<f64> = env.iter().map(|v| v - mean).collect();
         let fps = 44_100.0 / 512.0;
+        let at = |t: f64| {
+            let i = t as usize;
+            let f = t - i as f64;
+            env.get(i).copied().unwrap_or(0.0) * (1.0 - f)
+                + env.get(i + 1).copied().unwrap_or(0.0) * f
+        };
         let mut best = (f64::MIN, 0.0);
-        let mut bpm = 60.0;
+        let mut bpm: f64 = 60.0;
         while bpm <= 200.0 {
-            let lag = fps * 60.0 / bpm;
-            let (l0, fr) = (lag.floor() as usize, lag.fract());
-            let mut s = 0.0;
-            for i in 0..e.len().saturating_sub(l0 + 1) {
-                s += e[i] * (e[i + l0] * (1.0 - fr) + e[i + l0 + 1] * fr);
-            }
-            s /= (e.len() - l0) as f64;
-            if s > best.0 {
-                best = (s, bpm);
+            let period = fps * 60.0 / bpm;
+            let pulses = ((env.len() as f64 - period) / period) as usize;
+            for ph in 0..period as usize {
+                let s: f64 = (0..pulses)
+                    .map(|k| at(ph as f64 + k as f64 * period))
+                    .sum::<f64>()
+                    / pulses as f64;
+                // A mild preference for faster pulses breaks ties between a tempo and its half.
+                let score = s * (1.0 + bpm / 2000.0);
+                if score > best.0 {
+                    best = (score, bpm);
+                }
             }
             bpm += 0.25;
         }
@@ -342,7 +358,8 @@ mod tests {
         const MIN: [f64; 12] = [
             6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17,
         ];
-        let n = 8192;
+        // Long frames: 1.3 Hz bins resolve semitones down to 55 Hz.
+        let n = 32_768;
         let mut planner = RealFftPlanner::<f64>::new();
         let fft = planner.plan_fft_forward(n);
         let mut chroma = [0f64; 12];
@@ -356,15 +373,22 @@ mod tests {
                 })
                 .collect();
             fft.process(&mut frame, &mut spec).unwrap();
+            let mut fc = [0f64; 12];
             for (k, c) in spec.iter().enumerate().skip(1) {
                 let f = k as f64 * 44_100.0 / n as f64;
-                if !(60.0..=2000.0).contains(&f) {
+                if !(55.0..=2000.0).contains(&f) {
                     continue;
                 }
                 let pc = ((12.0 * (f / 440.0).log2()).round() as i32 + 9).rem_euclid(12);
-                chroma[pc as usize] += c.norm();
+                // Divide by frequency: a semitone spans more bins higher up (as a CQT would).
+                fc[pc as usize] += c.norm() / f;
             }
-            pos += n;
+            // Each frame counts equally, whatever its loudness.
+            let m = fc.iter().cloned().fold(1e-12, f64::max);
+            for (c, v) in chroma.iter_mut().zip(fc) {
+                *c += v / m;
+            }
+            pos += n / 2;
         }
         let corr = |p: &[f64; 12], t: usize| {
             let xs: Vec<f64> = (0..12).map(|i| chroma[(i + t) % 12]).collect();
@@ -396,13 +420,23 @@ mod tests {
             ("rock", "Bb major"),
             ("ambient", "E minor"),
             ("house", "Eb major"),
+            ("folk", "G major"),
+            ("techno", "Ab minor"),
+            ("cinematic", "C# minor"),
+            ("funk", "D minor"),
         ];
+        // The issue asks >= 90% exact keys over its grid; this crude FFT-chroma detector is held
+        // to the same share here.
+        let mut wrong = Vec::new();
         for (i, (tags, k)) in cases.iter().enumerate() {
             let a = run(&req(tags, 30, 110, k, 4, i as u64 + 20));
             let want = parse_keyscale(k).unwrap();
-            let (tonic, mode) = detect_key(&mono(&a));
-            assert_eq!((tonic, mode), (want.tonic, want.mode), "{tags} in {k}");
+            let got = detect_key(&mono(&a));
+            if got != (want.tonic, want.mode) {
+                wrong.push(format!("{tags} in {k}: got {got:?}"));
+            }
         }
+        assert!(wrong.len() * 10 <= cases.len(), "{wrong:?}");
     }
 
     /// Mean spectral centroid (Hz) and onsets per second.
@@ -421,11 +455,27 @@ mod tests {
                 den += m;
             }
         }
+        // Onsets: local maxima of the energy-rise envelope that rise by at least 20% of the
+        // track's median level (both tracks are mastered to the same loudness), 35 ms apart.
         let env = onset_envelope(x);
-        let mean = env.iter().sum::<f64>() / env.len() as f64;
-        let peaks = (1..env.len() - 1)
-            .filter(|&i| env[i] > 2.0 * mean && env[i] >= env[i - 1] && env[i] > env[i + 1])
-            .count();
+        let mut levels: Vec<f64> = x
+            .chunks_exact(2048)
+            .map(|c| c.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt())
+            .collect();
+        levels.sort_by(f64::total_cmp);
+        let thr = 0.2 * levels[levels.len() / 2];
+        let mut peaks = 0;
+        let mut last = 0usize;
+        for i in 1..env.len() - 1 {
+            if env[i] > thr
+                && env[i] >= env[i - 1]
+                && env[i] > env[i + 1]
+                && (peaks == 0 || i - last >= 3)
+            {
+                peaks += 1;
+                last = i;
+            }
+        }
         (num / den, peaks as f64 / (x.len() as f64 / 44_100.0))
     }
 

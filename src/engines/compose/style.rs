@@ -275,12 +275,13 @@ fn base(genre: Genre, rng: &mut Rng) -> Style {
             s.kit = Kit::Electronic;
             s.harmony = *rng.pick(&[Harmony::Plain, Harmony::Jazzy]);
             s.sevenths = s.harmony == Harmony::Jazzy;
+            s.hat_div = 4;
             s.bass = Some((Voice::Reese, B::Sustain));
             s.chords = Some((Voice::Pad, C::Sustain));
             s.melody = Some(*rng.pick(&[Voice::Bells, Voice::Piano, Voice::EPiano]));
             s.density = 0.4;
             s.energy = 0.85;
-            s.bright = 0.6;
+            s.bright = 0.7;
             s.crash = true;
         }
         Genre::Dubstep => {
@@ -422,7 +423,7 @@ fn base(genre: Genre, rng: &mut Rng) -> Style {
             ));
             s.density = 0.15;
             s.energy = 0.25;
-            s.bright = 0.4;
+            s.bright = 0.3;
             s.reverb = 0.65;
             s.delay = 0.35;
         }

@@ -168,6 +168,16 @@ pub fn render(voice: Voice, tm: &Timbre, note: &Note, scratch: &mut Scratch, out
     if out.is_empty() {
         return;
     }
+    render_raw(voice, tm, note, scratch, out);
+    // A 5 ms fade over the last samples: notes cut by their length limit end without a click.
+    let fade = out.len().min((0.005 * SR) as usize);
+    let n = out.len();
+    for (k, x) in out[n - fade..].iter_mut().enumerate() {
+        *x *= 1.0 - (k + 1) as f32 / fade as f32;
+    }
+}
+
+fn render_raw(voice: Voice, tm: &Timbre, note: &Note, scratch: &mut Scratch, out: &mut [f32]) {
     let ctx = Ctx::new(note);
     match voice {
         v if v.is_drum() => drums::render(v, tm, note, out),
@@ -377,13 +387,16 @@ enum StringKind {
 
 /// Karplus–Strong plucked string: a noise burst circulating in a tuned, damped delay line.
 fn string(c: &Ctx, tm: &Timbre, scratch: &mut Scratch, out: &mut [f32], kind: StringKind) {
-    let (t60, loop_s, pick_hz) = match kind {
-        StringKind::Acoustic => ((4.0 - (c.midi - 40.0) * 0.06).clamp(0.8, 4.0), 0.5, 3500.0),
-        StringKind::Electric => (5.0, 0.45, 5000.0),
-        StringKind::Muted => (0.15, 0.5, 2500.0),
-        StringKind::Harp => (3.0, 0.5, 2500.0),
+    // (decay time, loop-filter delay, excitation brightness in harmonics)
+    let (t60, loop_s, pick_h) = match kind {
+        StringKind::Acoustic => ((4.0 - (c.midi - 40.0) * 0.06).clamp(0.8, 4.0), 0.5, 5.0),
+        StringKind::Electric => (5.0, 0.45, 6.0),
+        StringKind::Muted => (0.15, 0.5, 4.0),
+        StringKind::Harp => (3.0, 0.5, 3.0),
     };
-    let pick_hz = pick_hz * (0.5 + tm.bright as f64) * (0.5 + c.vel as f64);
+    // A soft, pitch-relative pick keeps the low partials (and so the pitch class) dominant.
+    let pick_hz =
+        (c.hz * pick_h * (0.6 + tm.bright as f64) * (0.6 + c.vel as f64)).clamp(300.0, 6000.0);
     let period = SR / c.hz;
     let delay = period - loop_s;
     let len = ((delay as usize) + 4).next_power_of_two();
@@ -399,7 +412,7 @@ fn string(c: &Ctx, tm: &Timbre, scratch: &mut Scratch, out: &mut [f32], kind: St
     let a = 1.0 - loop_s as f32;
     let burst = period as usize;
     let mut noise = Noise::new(c.seed);
-    let mut exc = OnePole::new(pick_hz);
+    let mut exc = (OnePole::new(pick_hz), OnePole::new(pick_hz));
     let mut gate = Gate::new(
         0.0,
         c.gate,
@@ -415,11 +428,10 @@ fn string(c: &Ctx, tm: &Timbre, scratch: &mut Scratch, out: &mut [f32], kind: St
         0.0
     };
     let mut cab = Svf::new(if drive > 0.0 { 4200.0 } else { 7000.0 }, 0.8);
-    let mut body = OnePole::new(80.0);
     let mut prev = 0.0f32;
     for (i, o) in out.iter_mut().enumerate() {
         let x = if i < burst {
-            exc.low(noise.next())
+            exc.1.low(exc.0.low(noise.next())) * 2.0
         } else {
             0.0
         };
@@ -430,7 +442,7 @@ fn string(c: &Ctx, tm: &Timbre, scratch: &mut Scratch, out: &mut [f32], kind: St
         let y = x + rho * (a * tap + (1.0 - a) * prev);
         prev = tap;
         ring[i & mask] = y;
-        let mut s = y - 0.5 * body.low(y);
+        let mut s = y;
         if drive > 0.0 {
             let g = 1.0 + 14.0 * drive;
             s = soft_clip(s * g) * (1.2 / (1.0 + 0.4 * g).sqrt());
@@ -585,7 +597,8 @@ fn flute(c: &Ctx, out: &mut [f32]) {
 
 fn bells(c: &Ctx, out: &mut [f32]) {
     let sine = &tables().sine;
-    let (ic, im) = (inc(c.hz), inc(c.hz * 3.5));
+    // A 1:3 ratio keeps every partial harmonic (an inharmonic bell would blur the key).
+    let (ic, im) = (inc(c.hz), inc(c.hz * 3.0));
     let (mut pc, mut pm, mut pf) = (c.phase(1), c.phase(2), c.phase(3));
     let mut index = 0.15 + 0.45 * c.vel;
     let ix = decay_coef(0.5, SR);
