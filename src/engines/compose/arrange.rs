@@ -736,6 +736,8 @@ impl Arranger<'_> {
             self.hit(ids.crash, bar, 0.0, 0.85);
         }
         let hat_div = self.style.hat_div.max(1);
+        // At slow tempos the off-beat hats step back, so the beat (not its eighths) leads.
+        let slow = if self.grid.spb >= 0.75 { 0.6 } else { 1.0 };
         let hats = |a: &mut Self, beat: usize, vel_scale: f32| {
             for k in 0..hat_div {
                 let pos = beat as f64 + k as f64 / hat_div as f64;
@@ -744,9 +746,9 @@ impl Arranger<'_> {
                 }
                 let v = match (hat_div, k) {
                     (_, 0) => 0.75,
-                    (4, 2) => 0.55,
-                    (2, 1) => 0.5,
-                    _ => 0.35,
+                    (4, 2) => 0.55 * slow,
+                    (2, 1) => 0.5 * slow,
+                    _ => 0.35 * slow,
                 };
                 a.hit(ids.hat, bar, pos, v * vel_scale * en);
             }
@@ -1250,7 +1252,14 @@ impl Arranger<'_> {
 
     fn voiced(&self, chord: &Chord, center: i32) -> Vec<i32> {
         let semis: Vec<i32> = chord.semis().collect();
-        theory::voice_chord(&semis, self.key.tonic as i32, center, &[])
+        let mut v = theory::voice_chord(&semis, self.key.tonic as i32, center, &[]);
+        if chord.degree == 0 {
+            // The tonic chord doubles its third on top: the third is what says major or minor.
+            let top = v.iter().copied().max().unwrap_or(center);
+            let third = self.key.tonic as i32 + chord.root + chord.tones[1];
+            v.push(top + 1 + (third - top - 1).rem_euclid(12));
+        }
+        v
     }
 
     fn chord_bar(&mut self, bar: u32, sec: &ChordSection, rng: &mut Rng, kind: SectionKind) {
@@ -1422,11 +1431,17 @@ impl Arranger<'_> {
         1
     }
 
-    /// Open guitar voicing: root low (E2–D#3), then fifth, octave, third, fifth.
+    /// Open guitar voicing: root low (E2–D#3), then fifth, octave and the third in two octaves.
     fn guitar_voicing(&self, chord: &Chord) -> Vec<i32> {
         let root = 40 + ((self.key.tonic as i32 + chord.root) - 40).rem_euclid(12);
         let third = chord.tones[1];
-        let mut v = vec![root, root + 7, root + 12, root + 12 + third, root + 19];
+        let mut v = vec![
+            root,
+            root + 7,
+            root + 12,
+            root + 12 + third,
+            root + 24 + third,
+        ];
         if chord.len == 4 {
             v.push(root + 12 + chord.tones[3]);
         }
@@ -1722,6 +1737,14 @@ impl Melody {
 }
 
 fn nearest_chord_step(key: &Key, chord: &Chord, target: i32, raised: bool) -> i32 {
+    if chord.degree == 0 {
+        // On the tonic chord the melody leans to the third (the mode's signature) when near.
+        for s in [target, target - 1, target + 1] {
+            if s.rem_euclid(7) == 2 {
+                return s;
+            }
+        }
+    }
     for d in 0..7 {
         for s in [target - d, target + d] {
             if chord.contains(key.step_semis(s, raised)) {

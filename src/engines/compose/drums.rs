@@ -47,9 +47,9 @@ fn kick(kit: Kit, n: &Note, amp: f32, out: &mut [f32]) {
     // (start multiple, pitch tau, amp tau, click, drive); the body ends on the note's pitch,
     // which the arranger tunes to the key's tonic or fifth.
     let (mult, tp, ta, click, drive) = match kit {
-        Kit::Acoustic => (3.0, 0.018, 0.22, 0.35, 1.3),
-        Kit::Electronic => (4.0, 0.017, 0.38, 0.25, 1.8),
-        Kit::Lofi => (2.6, 0.02, 0.26, 0.12, 1.2),
+        Kit::Acoustic => (3.0, 0.018, 0.22, 0.35, 1.0),
+        Kit::Electronic => (4.0, 0.017, 0.38, 0.25, 1.25),
+        Kit::Lofi => (2.6, 0.02, 0.26, 0.12, 1.0),
         Kit::Jazz => (2.2, 0.015, 0.18, 0.15, 1.0),
         Kit::Orchestral => (2.0, 0.03, 0.5, 0.1, 1.0),
         Kit::Soft => (1.8, 0.025, 0.4, 0.0, 1.0),
@@ -66,7 +66,10 @@ fn kick(kit: Kit, n: &Note, amp: f32, out: &mut [f32]) {
     let mut lp = OnePole::new(if kit == Kit::Lofi { 2000.0 } else { 4500.0 });
     let attack = (0.0008 * SR) as usize;
     for (i, o) in out.iter_mut().enumerate() {
-        phase = phase.wrapping_add((base + span * pe) as u32);
+        // The sweep lands exactly on the pitch after ~3 time constants instead of creeping
+        // towards it (a long approach from above smears energy onto the next semitone).
+        let sweep = ((pe - 0.05) * (1.0 / 0.95)).max(0.0);
+        phase = phase.wrapping_add((base + span * sweep) as u32);
         let body = soft_clip(read(sine, phase) * drive) / soft_clip(drive);
         let a = if i < attack {
             i as f32 / attack as f32

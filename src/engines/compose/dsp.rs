@@ -69,7 +69,8 @@ pub struct Tables {
     pub piano_bright: WaveTable,
     /// Piano spectrum once the upper partials have died away.
     pub piano_dark: WaveTable,
-    /// Drawbar organ (8', 4', 2 2/3', 2', 1 3/5' and a touch of 1').
+    /// Drawbar organ (8', 4', 2 2/3', 2', 1 1/3', 1'; no 1 3/5' tierce, whose major third would
+    /// colour minor keys).
     pub organ: WaveTable,
 }
 
@@ -112,7 +113,6 @@ pub fn tables() -> &'static Tables {
                 2 => 0.7,
                 3 => 0.5,
                 4 => 0.45,
-                5 => 0.2,
                 6 => 0.25,
                 8 => 0.2,
                 _ => 0.0,

@@ -455,23 +455,48 @@ mod tests {
                 den += m;
             }
         }
-        // Onsets: local maxima of the energy-rise envelope that rise by at least 20% of the
-        // track's median level (both tracks are mastered to the same loudness), 35 ms apart.
-        let env = onset_envelope(x);
-        let mut levels: Vec<f64> = x
-            .chunks_exact(2048)
-            .map(|c| c.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt())
-            .collect();
-        levels.sort_by(f64::total_cmp);
-        let thr = 0.2 * levels[levels.len() / 2];
+        // Onsets, in the manner of librosa's detector: log-power spectral flux (2048/512),
+        // normalised to its maximum, peaks that top their ±3 frames and exceed the mean of
+        // their ±10 frames by 0.07, at least 3 frames apart.
+        let hop = 512;
+        let mut flux = Vec::new();
+        let mut prev: Vec<f64> = Vec::new();
+        let mut pos = 0;
+        while pos + n <= x.len() {
+            let mut frame: Vec<f64> = x[pos..pos + n]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    *v as f64 * (0.5 - 0.5 * (std::f64::consts::TAU * i as f64 / n as f64).cos())
+                })
+                .collect();
+            fft.process(&mut frame, &mut spec).unwrap();
+            let db: Vec<f64> = spec
+                .iter()
+                .map(|c| 10.0 * (c.norm_sqr() + 1e-10).log10())
+                .collect();
+            if !prev.is_empty() {
+                let f: f64 = db
+                    .iter()
+                    .zip(&prev)
+                    .map(|(a, b)| (a - b).max(0.0))
+                    .sum::<f64>()
+                    / db.len() as f64;
+                flux.push(f);
+            }
+            prev = db;
+            pos += hop;
+        }
+        let mx = flux.iter().cloned().fold(1e-12, f64::max);
+        let fl: Vec<f64> = flux.iter().map(|v| v / mx).collect();
         let mut peaks = 0;
         let mut last = 0usize;
-        for i in 1..env.len() - 1 {
-            if env[i] > thr
-                && env[i] >= env[i - 1]
-                && env[i] > env[i + 1]
-                && (peaks == 0 || i - last >= 3)
-            {
+        for i in 0..fl.len() {
+            let (a, b) = (i.saturating_sub(3), (i + 4).min(fl.len()));
+            let (c, d) = (i.saturating_sub(10), (i + 11).min(fl.len()));
+            let is_max = fl[a..b].iter().all(|v| *v <= fl[i]);
+            let mean = fl[c..d].iter().sum::<f64>() / (d - c) as f64;
+            if is_max && fl[i] >= mean + 0.07 && (peaks == 0 || i - last > 3) {
                 peaks += 1;
                 last = i;
             }

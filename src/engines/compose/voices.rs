@@ -600,7 +600,9 @@ fn bells(c: &Ctx, out: &mut [f32]) {
     // A 1:3 ratio keeps every partial harmonic (an inharmonic bell would blur the key).
     let (ic, im) = (inc(c.hz), inc(c.hz * 3.0));
     let (mut pc, mut pm, mut pf) = (c.phase(1), c.phase(2), c.phase(3));
-    let mut index = 0.15 + 0.45 * c.vel;
+    // A modest index (0.5–1.6 rad) keeps the upper sidebands, among them the tonic's major
+    // third (5th harmonic), quiet enough not to colour minor keys.
+    let mut index = 0.08 + 0.17 * c.vel;
     let ix = decay_coef(0.5, SR);
     let tau = (2.5 - (c.midi - 72.0) * 0.05).clamp(0.8, 3.5);
     let mut amp = 1.0f32;
@@ -710,11 +712,12 @@ fn finger_bass(c: &Ctx, tm: &Timbre, out: &mut [f32]) {
     let mut noise = Noise::new(c.seed);
     let mut click = 0.08 * c.vel;
     let cc = decay_coef(0.002, SR);
-    let peak = 2.0 + 6.0 * tm.bright as f64;
+    // Basses stay dark: the tonic's 5th harmonic is a major third, which would blur minor keys.
+    let peak = 1.0 + 3.0 * tm.bright as f64;
     let drive = tm.drive;
     let mut f = Svf::new(c.hz * 4.0, 0.9);
     for (k, chunk) in out.chunks_mut(32).enumerate() {
-        f.set((c.hz * (1.5 + peak * env as f64)).clamp(60.0, 6000.0), 0.9);
+        f.set((c.hz * (1.2 + peak * env as f64)).clamp(60.0, 6000.0), 0.9);
         for (j, o) in chunk.iter_mut().enumerate() {
             p1 = p1.wrapping_add(i1);
             let mut s = 0.6 * f.low(read(w, p1)) + 0.6 * read(&t.sine, p1) + noise.next() * click;
@@ -759,7 +762,7 @@ fn synth_bass(c: &Ctx, tm: &Timbre, out: &mut [f32]) {
     let mut gate = Gate::new(0.002, c.gate, 0.03);
     let mut env = 1.0f32;
     let ec = decay_coef(0.1, SR);
-    let peak = 3.0 + 9.0 * tm.bright as f64;
+    let peak = 2.0 + 5.0 * tm.bright as f64;
     let mut wob = Lfo::new(tm.wobble_hz.max(0.01), 0);
     let mut f = Svf::new(c.hz * 4.0, 2.2);
     for (k, chunk) in out.chunks_mut(32).enumerate() {
@@ -818,7 +821,7 @@ fn reese(c: &Ctx, tm: &Timbre, out: &mut [f32]) {
     let (mut p1, mut p2, mut p3) = (c.phase(1), c.phase(2), c.phase(3));
     let i3 = inc(c.hz);
     let mut gate = Gate::new(0.01, c.gate, 0.06);
-    let base = c.hz * (3.0 + 4.0 * tm.bright as f64);
+    let base = c.hz * (2.0 + 2.5 * tm.bright as f64);
     let mut wob = Lfo::new(tm.wobble_hz.max(0.01), 0);
     let mut f = Svf::new(base, 1.0);
     for (k, chunk) in out.chunks_mut(32).enumerate() {
