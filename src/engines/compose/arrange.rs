@@ -540,14 +540,14 @@ impl Arranger<'_> {
                 -0.12
             };
             let g = match p {
-                ChordPattern::Sustain => -12.0,
-                ChordPattern::Power => -13.0,
-                _ => -11.0,
+                ChordPattern::Sustain => -7.0,
+                ChordPattern::Power => -11.0,
+                _ => -9.0,
             };
             self.ids.chords = add(v, g, pan, 0.8 * rv, 0.2 * dl, st.duck);
         }
         if let Some(v) = st.pad {
-            self.ids.pad = add(v, -15.0, 0.0, 1.2 * rv, 0.0, st.duck);
+            self.ids.pad = add(v, -11.0, 0.0, 1.2 * rv, 0.0, st.duck);
         }
         if let Some(v) = st.melody {
             self.ids.melody = add(v, -8.0, 0.08, 0.9 * rv, dl, false);

@@ -44,15 +44,15 @@ pub fn render(v: Voice, tm: &Timbre, n: &Note, out: &mut [f32]) {
 }
 
 fn kick(kit: Kit, n: &Note, amp: f32, out: &mut [f32]) {
-    // (start multiple, pitch tau, amp tau, click, drive); the body ends on the note's pitch,
-    // which the arranger tunes to the key's tonic or fifth.
-    let (mult, tp, ta, click, drive) = match kit {
-        Kit::Acoustic => (3.0, 0.018, 0.22, 0.35, 1.0),
-        Kit::Electronic => (4.0, 0.017, 0.38, 0.25, 1.25),
-        Kit::Lofi => (2.6, 0.02, 0.26, 0.12, 1.0),
-        Kit::Jazz => (2.2, 0.015, 0.18, 0.15, 1.0),
-        Kit::Orchestral => (2.0, 0.03, 0.5, 0.1, 1.0),
-        Kit::Soft => (1.8, 0.025, 0.4, 0.0, 1.0),
+    // (start multiple, pitch tau, amp tau, click); the body, a pure sine (distortion would add a
+    // major third as the 5th harmonic), ends on the note's pitch: the key's tonic.
+    let (mult, tp, ta, click) = match kit {
+        Kit::Acoustic => (3.0, 0.018, 0.22, 0.35),
+        Kit::Electronic => (4.0, 0.017, 0.38, 0.25),
+        Kit::Lofi => (2.6, 0.02, 0.26, 0.12),
+        Kit::Jazz => (2.2, 0.015, 0.18, 0.15),
+        Kit::Orchestral => (2.0, 0.03, 0.5, 0.1),
+        Kit::Soft => (1.8, 0.025, 0.4, 0.0),
     };
     let f0 = midi_hz(n.pitch as f64);
     let sine = &tables().sine;
@@ -70,7 +70,7 @@ fn kick(kit: Kit, n: &Note, amp: f32, out: &mut [f32]) {
         // towards it (a long approach from above smears energy onto the next semitone).
         let sweep = ((pe - 0.05) * (1.0 / 0.95)).max(0.0);
         phase = phase.wrapping_add((base + span * sweep) as u32);
-        let body = soft_clip(read(sine, phase) * drive) / soft_clip(drive);
+        let body = read(sine, phase);
         let a = if i < attack {
             i as f32 / attack as f32
         } else {

@@ -821,7 +821,7 @@ fn reese(c: &Ctx, tm: &Timbre, out: &mut [f32]) {
     let (mut p1, mut p2, mut p3) = (c.phase(1), c.phase(2), c.phase(3));
     let i3 = inc(c.hz);
     let mut gate = Gate::new(0.01, c.gate, 0.06);
-    let base = c.hz * (2.0 + 2.5 * tm.bright as f64);
+    let base = c.hz * (1.5 + 1.5 * tm.bright as f64);
     let mut wob = Lfo::new(tm.wobble_hz.max(0.01), 0);
     let mut f = Svf::new(base, 1.0);
     for (k, chunk) in out.chunks_mut(32).enumerate() {
@@ -840,7 +840,7 @@ fn reese(c: &Ctx, tm: &Timbre, out: &mut [f32]) {
             p2 = p2.wrapping_add(i2);
             p3 = p3.wrapping_add(i3);
             let s = f.low(0.5 * (read(w, p1) + read(w, p2)));
-            let s = soft_clip(s * (1.2 + 2.0 * tm.drive)) * 0.6 + 0.6 * read(&t.sine, p3);
+            let s = soft_clip(s * (1.0 + 1.5 * tm.drive)) * 0.6 + 0.7 * read(&t.sine, p3);
             *o = s * gate.next(k * 32 + j) * c.amp;
         }
     }
