@@ -2,6 +2,7 @@
 //! each engine implements `jobs::Engine` (async jobs) or `jobs::Generator` (generations).
 
 pub mod analyze;
+pub mod compose;
 pub mod master;
 pub mod separate;
 pub mod transcribe;
@@ -17,6 +18,7 @@ use crate::jobs::EngineError;
 /// The engines this build installs, given the configuration.
 pub fn registry(_config: &Config) -> Registry {
     let mut r = Registry::default();
+    r.add_generator(Arc::new(compose::Procedural::new()));
     r.add_engine(Arc::new(analyze::AnalyzeEngine));
     r.add_engine(Arc::new(master::MasterEngine));
     r.add_engine(Arc::new(separate::DspSeparateEngine));
