@@ -13,9 +13,10 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::kv_cache::KvCache;
-use candle_nn::{Activation, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Activation, Embedding, LayerNorm, VarBuilder};
 
 use super::config::DecoderConfig;
+use super::linear::Linear;
 
 /// Initial KV-cache capacity in positions; it grows by this much when a window runs longer.
 const KV_CACHE_CHUNK: usize = 512;

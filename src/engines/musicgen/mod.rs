@@ -15,6 +15,7 @@ pub mod decoder;
 pub mod delay;
 pub mod encodec;
 pub mod generate;
+pub mod linear;
 pub mod loader;
 pub mod model;
 pub mod sampling;
