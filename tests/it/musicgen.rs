@@ -132,6 +132,36 @@ fn encodec_decode_matches_reference() {
     assert!(err <= MAX_ERR_AUDIO, "{err}");
 }
 
+#[test]
+fn chunked_encodec_decode_stays_close_to_one_pass() {
+    let r = reference();
+    let m = model().model();
+    let codes = grid(&r["encodec_codes"]);
+    let one = m.decode_audio_chunked(&codes, 1000, 0).unwrap();
+    let want = r["encodec_audio"].to_vec1::<f32>().unwrap();
+    assert_eq!(one.len(), want.len());
+    // 24 frames in chunks of 6 with 6 frames of context each side: the last chunk's LSTM starts at
+    // frame 6, not 0 (the convolutions only reach a few frames, the LSTM is causal)
+    let chunked = m.decode_audio_chunked(&codes, 6, 6).unwrap();
+    assert_eq!(chunked.len(), want.len());
+    let err = chunked
+        .iter()
+        .zip(&one)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let peak = one.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    eprintln!("chunked decode max abs diff {err:.2e} (peak {peak:.2})");
+    assert!(err < 0.05 * peak, "{err} vs peak {peak}");
+    // without context the seams are visible: context is what keeps the chunks consistent
+    let bare = m.decode_audio_chunked(&codes, 6, 0).unwrap();
+    let bare_err = bare
+        .iter()
+        .zip(&one)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(bare_err > err, "{bare_err} <= {err}");
+}
+
 fn greedy_options(frames: usize) -> GenerateOptions {
     let mut o = model().options(0.0, 0);
     o.frames = frames;

@@ -95,8 +95,23 @@ impl MusicgenModel {
         }
     }
 
-    /// EnCodec decode of codes `[codebooks][frames]` → mono samples (frames × hop of them).
+    /// EnCodec decode of codes `[codebooks][frames]` → mono samples (frames × hop of them). Up to
+    /// [`DECODE_CHUNK_FRAMES`] frames are decoded in one pass, exactly as the reference; longer sequences in
+    /// chunks (see [`Self::decode_audio_chunked`]) so memory stays flat for minutes of audio.
     pub fn decode_audio(&self, codes: &[Vec<u32>]) -> Result<Vec<f32>> {
+        self.decode_audio_chunked(codes, DECODE_CHUNK_FRAMES, DECODE_CONTEXT_FRAMES)
+    }
+
+    /// Decodes `chunk` frames at a time, each pass seeing `context` extra frames on both sides whose
+    /// samples are dropped: the SEANet decoder's convolutions and LSTM only look a short way around a
+    /// frame, so the seams are inaudible while peak memory is that of one chunk (the single-pass decode of
+    /// 30 s at 32 kHz needs gigabytes for the last convolutions' im2col buffers).
+    pub fn decode_audio_chunked(
+        &self,
+        codes: &[Vec<u32>],
+        chunk: usize,
+        context: usize,
+    ) -> Result<Vec<f32>> {
         let n_q = codes.len();
         let frames = codes.first().map_or(0, Vec::len);
         if frames == 0 {
@@ -109,15 +124,38 @@ impl MusicgenModel {
         if codes.iter().flatten().any(|&c| c >= size) {
             candle_core::bail!("audio code outside the codebook (size {size})");
         }
-        let flat: Vec<u32> = codes.iter().flatten().copied().collect();
-        let t = Tensor::from_vec(flat, (1, n_q, frames), &self.device)?;
-        self.audio
-            .decode(&t)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()
+        let hop = self.cfg.audio_encoder.hop_length();
+        let chunk = chunk.max(1);
+        let mut out = Vec::with_capacity(frames * hop);
+        let mut start = 0;
+        while start < frames {
+            let end = if frames - start <= chunk + context {
+                frames
+            } else {
+                start + chunk
+            };
+            let (a, b) = (start.saturating_sub(context), (end + context).min(frames));
+            let flat: Vec<u32> = codes.iter().flat_map(|c| c[a..b].iter().copied()).collect();
+            let t = Tensor::from_vec(flat, (1, n_q, b - a), &self.device)?;
+            let samples = self
+                .audio
+                .decode(&t)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let from = (start - a) * hop;
+            let to = (from + (end - start) * hop).min(samples.len());
+            out.extend_from_slice(&samples[from.min(to)..to]);
+            start = end;
+        }
+        Ok(out)
     }
 }
+
+/// Frames decoded in one EnCodec pass (10 s at 50 frames/s).
+pub const DECODE_CHUNK_FRAMES: usize = 500;
+/// Frames of context on each side of a chunk (1 s).
+pub const DECODE_CONTEXT_FRAMES: usize = 50;
 
 /// At least one token, at most `MAX_TEXT_TOKENS` with the last one kept (the `</s>` the tokenizer appends).
 fn clip_ids(ids: &[u32], eos: u32) -> Vec<u32> {
