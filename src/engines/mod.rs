@@ -5,6 +5,7 @@ pub mod analyze;
 pub mod compose;
 pub mod master;
 pub mod separate;
+pub mod musicgen;
 pub mod transcribe;
 
 use std::path::Path;
