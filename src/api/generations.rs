@@ -275,38 +275,12 @@ fn resolve_defaults(req: &CreateRequest) -> GenerationParameters {
         format!("{tonic} {mode}")
     });
     GenerationParameters {
-        bpm: req.bpm.unwrap_or_else(|| default_bpm(&req.tags)),
+        bpm: req.bpm.unwrap_or_else(|| crate::engines::compose::default_bpm_for_tags(&req.tags)),
         duration: req.duration.unwrap_or(30),
         keyscale,
         timesignature: req.timesignature.unwrap_or(4),
         seed,
     }
-}
-
-/// The tempo a request without `bpm` gets: typical for the first genre named in the tags.
-fn default_bpm(tags: &str) -> u32 {
-    let tags = tags.to_ascii_lowercase();
-    const GENRES: [(&str, u32); 14] = [
-        ("drum and bass", 174),
-        ("dnb", 174),
-        ("techno", 130),
-        ("house", 124),
-        ("lofi", 80),
-        ("lo-fi", 80),
-        ("hip hop", 90),
-        ("hip-hop", 90),
-        ("ambient", 70),
-        ("jazz", 110),
-        ("funk", 105),
-        ("rock", 120),
-        ("pop", 118),
-        ("cinematic", 90),
-    ];
-    GENRES
-        .iter()
-        .filter_map(|(g, bpm)| tags.find(g).map(|at| (at, *bpm)))
-        .min()
-        .map_or(120, |(_, bpm)| bpm)
 }
 
 #[cfg(test)]
@@ -344,17 +318,8 @@ mod tests {
         };
         let a = resolve_defaults(&req);
         assert_eq!(a, resolve_defaults(&req));
-        assert_eq!(
-            (a.bpm, a.duration, a.timesignature, a.seed),
-            (80, 30, 4, 42)
-        );
+        assert_eq!((a.duration, a.timesignature, a.seed), (30, 4, 42));
+        assert_eq!(a.bpm, crate::engines::compose::default_bpm_for_tags("lofi chill"));
         assert!(parse_keyscale(&a.keyscale).is_ok());
-    }
-
-    #[test]
-    fn genre_picks_the_default_tempo() {
-        assert_eq!(default_bpm("dark techno, synth"), 130);
-        assert_eq!(default_bpm("Drum and Bass"), 174);
-        assert_eq!(default_bpm("something else"), 120);
     }
 }

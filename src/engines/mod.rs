@@ -4,8 +4,8 @@
 pub mod analyze;
 pub mod compose;
 pub mod master;
-pub mod separate;
 pub mod musicgen;
+pub mod separate;
 pub mod transcribe;
 
 use std::path::Path;

@@ -230,20 +230,38 @@ async fn the_seeds_python_polling_loop_separates_a_track() {
         .env("TUNELAB_API", &s.base)
         .env("TUNELAB_KEY", &s.secrets.tl_key)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), out).await.unwrap().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .unwrap()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("queued: job_"), "{stdout}");
-    let stems: Vec<&str> = lines[1..].iter().map(|l| l.split(':').next().unwrap()).collect();
-    assert_eq!(stems, ["vocals", "drums", "bass", "other"], "the seed's order");
+    let stems: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        stems,
+        ["vocals", "drums", "bass", "other"],
+        "the seed's order"
+    );
     for line in &lines[1..] {
         let url = line.split_once(": ").unwrap().1;
         let r = s.client.get(url).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let wav = r.bytes().await.unwrap();
         let reader = hound::WavReader::new(std::io::Cursor::new(wav)).unwrap();
-        assert_eq!(reader.duration(), 3 * 44_100, "stems keep the input's length");
+        assert_eq!(
+            reader.duration(),
+            3 * 44_100,
+            "stems keep the input's length"
+        );
     }
     s.stop().await;
 }

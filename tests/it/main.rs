@@ -1,11 +1,15 @@
-//! One integration-test binary: each module starts the real server on 127.0.0.1:0 with a temp
-//! data dir and a shortened retry schedule, and talks to it over HTTP.
+//! One integration-test binary: each `e2e_*` module starts the real server on 127.0.0.1:0 with a
+//! temp data dir and a shortened retry schedule, and talks to it over HTTP; the engine modules
+//! check accuracy and parity against committed reference fixtures.
 
+mod audio;
 mod e2e_api;
 mod e2e_generations;
 mod e2e_jobs;
 mod e2e_restart;
 mod e2e_seed_clients;
 mod e2e_webhooks;
+mod musicgen;
+mod separate;
 mod transcribe;
 mod util;
