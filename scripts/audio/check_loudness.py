@@ -45,7 +45,7 @@ def main():
         target = "audio_accuracy" if os.path.exists(os.path.join(ROOT, "tests/audio_accuracy.rs")) else "it"
         env = dict(os.environ, SOUNDCHECK_LOUDNESS_OUT=out)
         subprocess.run(
-            ["cargo", "test", "--release", "--test", target, "loudness_export", "--",
+            ["cargo", "test", "--test", target, "loudness_export", "--",
              "--ignored", "--nocapture"],
             cwd=ROOT, env=env, check=True)
     with open(os.path.join(out, "soundcheck.json")) as f:

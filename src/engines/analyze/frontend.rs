@@ -200,10 +200,10 @@ pub fn short_time(mono: &[f32]) -> Frames {
         for (k, (p, c)) in power.iter_mut().zip(&spec).enumerate() {
             *p = c.norm_sqr();
             total += *p as f64;
-            let mag = (*p as f64).sqrt();
-            mag_sum += mag;
-            weighted += mag * k as f64 * bin_hz as f64;
-            log_sum += (*p as f64 + 1e-10).ln();
+            let mag = p.sqrt();
+            mag_sum += mag as f64;
+            weighted += (mag * k as f32 * bin_hz) as f64;
+            log_sum += (*p + 1e-10).ln() as f64;
         }
         let mean_power = total / bins as f64;
         f.energy.push(mean_power as f32);
@@ -310,26 +310,29 @@ pub fn chroma(mono: &[f32]) -> (Vec<[f32; 12]>, f32) {
     // Each bin also votes for the pitches it would be the 2nd…4th harmonic of (weights
     // 0.6^(h-1), as in Gómez's HPCP), so a note's overtones count towards the note itself and not
     // only towards its fifth and third.
-    let sub: Vec<(f32, f32)> = (1..=4)
-        .map(|h: i32| (12.0 * (h as f32).log2(), 0.6f32.powi(h - 1)))
-        .collect();
+    // The voting weights depend only on the bin, so they are computed once: (pitch class,
+    // weight) pairs per bin, flattened.
+    let mut votes: Vec<(usize, u8, f32)> = Vec::with_capacity((hi - lo + 1) * 4);
+    for (k, &pk) in pitch.iter().enumerate().take(hi + 1).skip(lo) {
+        for h in 1..=4i32 {
+            let p = pk - tuning - 12.0 * (h as f32).log2();
+            if p < 33.0 {
+                break; // below A1: no fundamental there
+            }
+            let nearest = p.round();
+            let dev = (p - nearest).abs();
+            // Raised-cosine weight: 1 at the semitone centre, 0 at ±0.5.
+            let w = 0.5 + 0.5 * (std::f32::consts::PI * dev * 2.0).cos();
+            let pc = (nearest as i64).rem_euclid(12) as u8;
+            votes.push((k, pc, 0.6f32.powi(h - 1) * w));
+        }
+    }
     let chroma = mags
         .iter()
         .map(|m| {
             let mut c = [0.0f32; 12];
-            for k in lo..=hi {
-                for &(shift, weight) in &sub {
-                    let p = pitch[k] - tuning - shift;
-                    if p < 33.0 {
-                        break; // below A1: no fundamental there
-                    }
-                    let nearest = p.round();
-                    let dev = (p - nearest).abs();
-                    // Raised-cosine weight: 1 at the semitone centre, 0 at ±0.5.
-                    let w = 0.5 + 0.5 * (std::f32::consts::PI * dev * 2.0).cos();
-                    let pc = (nearest as i64).rem_euclid(12) as usize;
-                    c[pc] += weight * w * m[k];
-                }
+            for &(k, pc, w) in &votes {
+                c[pc as usize] += w * m[k];
             }
             c
         })

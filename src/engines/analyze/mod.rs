@@ -45,7 +45,8 @@ pub struct Stat {
     pub std: f64,
 }
 
-/// `POST /v1/features`: level and spectral descriptors, chroma and mel summaries.
+/// `POST /v1/features`: level and spectral descriptors, chroma and mel summaries. (Loudness per
+/// BS.1770 is in [`FullReport`]; its K-weighting pass would cost a third of the sync budget.)
 #[derive(Debug, Clone, Serialize)]
 pub struct FeaturesReport {
     /// Length, seconds.
@@ -58,8 +59,6 @@ pub struct FeaturesReport {
     pub rms_dbfs: f64,
     /// Sample peak over all channels, dBFS.
     pub peak_dbfs: f64,
-    /// Integrated loudness (BS.1770), LUFS.
-    pub integrated_lufs: f64,
     /// Spectral centroid, Hz (brightness).
     pub spectral_centroid_hz: Stat,
     /// 85% spectral roll-off, Hz.
@@ -290,7 +289,6 @@ fn features_from(audio: &Audio, fe: &Frontend) -> Result<FeaturesReport, audio::
     } else {
         0.0
     };
-    let integrated = loudness::measure(audio, Measure::Integrated)?.integrated_lufs;
     let zc = fe
         .mono
         .windows(2)
@@ -331,7 +329,6 @@ fn features_from(audio: &Audio, fe: &Frontend) -> Result<FeaturesReport, audio::
         channels: audio.channels.len(),
         rms_dbfs: round(loudness::amp_to_db(rms), 2),
         peak_dbfs: round(loudness::amp_to_db(audio.peak() as f64), 2),
-        integrated_lufs: round(integrated, 2),
         spectral_centroid_hz: stat(&fe.frames.centroid),
         spectral_rolloff_hz: stat(&fe.frames.rolloff),
         spectral_flatness: stat(&fe.frames.flatness),
@@ -552,11 +549,6 @@ pub fn features_table(r: &FeaturesReport) -> String {
         &mut s,
         "rms / peak",
         format!("{:.2} / {:.2} dBFS", r.rms_dbfs, r.peak_dbfs),
-    );
-    row(
-        &mut s,
-        "integrated",
-        format!("{:.2} LUFS", r.integrated_lufs),
     );
     let st = |x: &Stat, unit: &str| format!("{:.1} ± {:.1}{unit}", x.mean, x.std);
     row(

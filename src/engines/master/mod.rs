@@ -1,5 +1,5 @@
 //! Auto-mastering (`POST /v1/master`, `soundcheck master`): a gentle tilt EQ, a glue compressor
-//! and a 4× oversampled true-peak limiter, driven to a target integrated loudness and a true-peak
+//! and an 8× oversampled true-peak limiter, driven to a target integrated loudness and a true-peak
 //! ceiling, with a before/after report measured by [`crate::audio::loudness`].
 //!
 //! The chain, in order (see [`dsp`] for the blocks):
@@ -95,7 +95,13 @@ pub fn master(
 ) -> Result<(Audio, MasterReport), audio::Error> {
     let before = loudness::measure(audio, Measure::Full)?;
     let plan = Plan::new(audio, &before, settings, progress)?;
-    let (out, report) = plan.render(settings.true_peak_db - 0.1, settings, &before, progress)?;
+    let (out, report) = plan.render(
+        settings.true_peak_db - 0.1,
+        settings.target_lufs,
+        settings,
+        &before,
+        progress,
+    )?;
     Ok((out, report))
 }
 
@@ -124,15 +130,17 @@ pub fn master_audio_to_file(
 ) -> Result<MasterReport, audio::Error> {
     let before = loudness::measure(audio, Measure::Full)?;
     let plan = Plan::new(audio, &before, settings, &|p| progress(p * 0.4))?;
-    // Lossy encoders add overshoot; lower the limiter's ceiling by what the file measured over.
+    // Lossy encoders add overshoot and lose a little loudness: after each attempt, lower the
+    // limiter's ceiling by what the file measured over, and aim off the target by what it missed.
     let mut ceiling = settings.true_peak_db
         - match format {
             Format::Mp3 { .. } => 0.6,
             _ => 0.1,
         };
+    let mut aim = settings.target_lufs;
     let mut last = None;
-    for attempt in 0..4 {
-        let (mut out, mut report) = plan.render(ceiling, settings, &before, &|_| {})?;
+    for attempt in 0..5 {
+        let (mut out, mut report) = plan.render(ceiling, aim, settings, &before, &|_| {})?;
         if let Some(bits) = format.bit_depth() {
             dsp::dither(&mut out.channels, bits);
         }
@@ -144,12 +152,17 @@ pub fn master_audio_to_file(
         report.sample_rate = written.sample_rate;
         report.duration_secs = written.duration_secs();
         let over = report.after.true_peak_dbtp - settings.true_peak_db;
-        let ok = over <= 0.0;
+        let miss = settings.target_lufs - report.after.integrated_lufs;
         last = Some(report);
-        if ok {
+        if over <= 0.0 && miss.abs() <= 0.2 {
             break;
         }
-        ceiling -= over + 0.05;
+        if over > 0.0 {
+            ceiling -= over + 0.05;
+        }
+        if miss.abs() > 0.1 {
+            aim += miss;
+        }
     }
     progress(1.0);
     last.ok_or_else(|| audio::Error::Encode("mastering produced no output".into()))
@@ -248,11 +261,12 @@ impl Plan {
         })
     }
 
-    /// Searches the pre-limiter gain that lands on the target after limiting to `ceiling_db`
+    /// Searches the pre-limiter gain that lands on `aim_lufs` after limiting to `ceiling_db`
     /// and renders the result.
     fn render(
         &self,
         ceiling_db: f64,
+        aim_lufs: f64,
         settings: &MasterSettings,
         before: &Loudness,
         progress: &dyn Fn(f32),
@@ -262,7 +276,7 @@ impl Plan {
             release_s: 0.060,
         };
         let ceiling = loudness::db_to_amp(ceiling_db) as f32;
-        let mut gain_db = settings.target_lufs - self.shaped_lufs;
+        let mut gain_db = aim_lufs - self.shaped_lufs;
         let mut prev: Option<(f64, f64)> = None; // (gain, measured)
         let mut best: Option<(f64, Audio, f64, Vec<f32>)> = None;
         for step in 0..8 {
@@ -277,11 +291,11 @@ impl Plan {
                     .collect(),
             };
             let measured = loudness::measure(&out, Measure::Integrated)?.integrated_lufs;
-            let miss = settings.target_lufs - measured;
+            let miss = aim_lufs - measured;
             progress((step + 1) as f32 / 8.0);
             let better = best
                 .as_ref()
-                .is_none_or(|(m, ..)| (settings.target_lufs - m).abs() > miss.abs());
+                .is_none_or(|(m, ..)| (aim_lufs - m).abs() > miss.abs());
             if better {
                 best = Some((measured, out, gain_db, curve));
             }
