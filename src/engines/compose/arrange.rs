@@ -761,7 +761,7 @@ impl Arranger<'_> {
             | DrumPattern::Reggae => {
                 for (i, b) in beats.iter().enumerate() {
                     let pos = i as f64;
-                    if !before_fill(pos) && !(b.role == Beat::K && fill_from == Some(pos)) {
+                    if !(before_fill(pos) || b.role == Beat::K && fill_from == Some(pos)) {
                         continue;
                     }
                     match b.role {

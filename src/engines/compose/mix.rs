@@ -408,7 +408,7 @@ fn limit(l: &mut [f32], r: &mut [f32]) {
     // m[i] = min(need[i-w+1 ..= i]); gain[i] = mean(m[i ..i+w]) <= need[i].
     let mut m = vec![1.0f32; n];
     let mut dq: VecDeque<usize> = VecDeque::new();
-    for i in 0..n {
+    for (i, mi) in m.iter_mut().enumerate() {
         let ni = need(l, r, i);
         while dq.back().is_some_and(|&j| need(l, r, j) >= ni) {
             dq.pop_back();
@@ -417,7 +417,7 @@ fn limit(l: &mut [f32], r: &mut [f32]) {
         if dq.front().is_some_and(|&j| j + w <= i) {
             dq.pop_front();
         }
-        m[i] = need(l, r, dq[0]);
+        *mi = need(l, r, dq[0]);
     }
     let rel = 1.0 - dmath::decay_coef(0.08, SR);
     let mut acc: f64 =

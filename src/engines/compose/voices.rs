@@ -334,7 +334,7 @@ fn epiano(c: &Ctx, tm: &Timbre, out: &mut [f32]) {
     let sine = &tables().sine;
     let (ic, im, it) = (inc(c.hz), inc(c.hz * 1.0007), inc(c.hz * 14.0));
     let (mut pc, mut pm, mut pt) = (c.phase(1), c.phase(2), c.phase(3));
-    let mut index = (0.08 + 0.28 * c.vel * (0.3 + 0.7 * tm.bright)) as f32;
+    let mut index = 0.08 + 0.28 * c.vel * (0.3 + 0.7 * tm.bright);
     let ix = decay_coef(0.35, SR);
     let mut tine = 0.18 * c.vel;
     let tc = decay_coef(0.025, SR);
