@@ -1,6 +1,6 @@
 //! Transcription speed: basic-pitch in candle on a long track built from a shipped fixture clip.
 //! Run: `cargo bench --bench transcribe` (BENCH_SECONDS sets the length, default 180). Prints
-//! × realtime for the model and for note extraction; the Python reference is timed by
+//! × realtime for the whole transcription (model and note extraction); the Python reference is timed by
 //! `scripts/basic_pitch/bench_reference.py` in the same session (see BENCHMARKS.md).
 
 use candle_core::Device;

@@ -1,12 +1,12 @@
 //! CPU fast paths of [`super::model`]: the data movement around its matrix products, written as plain loops
 //! over contiguous `f32` slices so that each layer is one pass to build the product's left operand, one
-//! product (candle's GEMM, multithreaded) and one pass to lay the result out with bias and activation.
+//! product (the `gemm` crate candle uses, multithreaded, reading overlapping rows in place) and one pass to lay the result out with bias and activation.
 //!
 //! The generic tensor-op versions in `model.rs` compute the same values (same products, same weights) and
 //! run on any device; these are what the CPU uses, because candle's strided copies (pad, unfold, permute,
 //! stack) cost more than the products themselves at these shapes.
 
-use candle_core::{Device, Result, Storage, Tensor};
+use candle_core::{Result, Storage, Tensor};
 
 /// Calls `f` with the tensor's data when it is a contiguous `f32` tensor in CPU memory.
 pub fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
@@ -87,19 +87,26 @@ impl BandGeometry {
     }
 }
 
-/// Rows of the banded product for input `x` `[b, c, t, f]`: row `(b·t + t')·n_blocks + block`, column
-/// `(dt·c + ch)·window + w` holds `x[b, ch, t' + dt − k_time/2, block·stride·block_len + w − pad_left]`,
-/// zero outside the input ("same" padding in time, explicit padding in frequency).
+/// The banded product's left operand for input `x` `[b, c, t, f]`, stored once per time step: row
+/// `(b·n_blocks + block)·(t + 2·pt) + t'` (`pt = k_time/2`), column `ch·window + w` holds
+/// `x[b, ch, t' − pt, block·stride·block_len + w − pad_left]`, zero outside the input ("same" padding in
+/// time, explicit padding in frequency). The product's row for output frame `t'` is the `k_time`
+/// consecutive stored rows from `t'`: an overlapping view with row stride `c·window` (see [`gemm_rows`]),
+/// so the time taps are never copied.
 pub fn pack_bands(x: &[f32], dims: (usize, usize, usize, usize), g: &BandGeometry) -> Vec<f32> {
-    let (b, c, t, f) = dims;
+    let (_, c, t, f) = dims;
     let n_blocks = g.n_blocks();
-    let row_len = g.k_time * c * g.window;
+    let row_len = c * g.window;
     let pt = g.k_time / 2;
-    let mut cols = vec![0f32; b * t * n_blocks * row_len];
+    let tp = t + 2 * pt;
+    let mut cols = vec![0f32; dims.0 * n_blocks * tp * row_len];
     par_rows(&mut cols, row_len, |r, row| {
-        let blk = r % n_blocks;
-        let ti = (r / n_blocks) % t;
-        let bi = r / (n_blocks * t);
+        let ts = (r % tp) as isize - pt as isize;
+        let blk = (r / tp) % n_blocks;
+        let bi = r / (tp * n_blocks);
+        if ts < 0 || ts >= t as isize {
+            return;
+        }
         // Input column of the window's first element (may be negative: left padding).
         let f0 = (blk * g.stride * g.block) as isize - g.pad_left as isize;
         let lo = (-f0).max(0) as usize; // first window element inside the input
@@ -107,24 +114,69 @@ pub fn pack_bands(x: &[f32], dims: (usize, usize, usize, usize), g: &BandGeometr
         if lo >= hi {
             return;
         }
-        for dt in 0..g.k_time {
-            let ts = ti as isize + dt as isize - pt as isize;
-            if ts < 0 || ts >= t as isize {
-                continue;
-            }
-            for ch in 0..c {
-                let src = ((bi * c + ch) * t + ts as usize) * f;
-                let dst = (dt * c + ch) * g.window;
-                let s0 = (src as isize + f0 + lo as isize) as usize;
-                row[dst + lo..dst + hi].copy_from_slice(&x[s0..s0 + hi - lo]);
-            }
+        for ch in 0..c {
+            let src = ((bi * c + ch) * t + ts as usize) * f;
+            let dst = ch * g.window;
+            let s0 = (src as isize + f0 + lo as isize) as usize;
+            row[dst + lo..dst + hi].copy_from_slice(&x[s0..s0 + hi - lo]);
         }
     });
     cols
 }
 
-/// The banded product's result `[b·t·n_blocks, out_c·block]` laid out as `[b, out_c, t, out_freq]`, with
-/// `bias[o]` added and the activation applied.
+/// `m` rows of `lhs`, row `i` being `lhs[i·lhs_rs .. i·lhs_rs + k]` (rows may overlap), times `rhs`
+/// `[k, n]`: a new `[m, n]` matrix, computed by the `gemm` crate on candle's thread count.
+pub fn gemm_rows(
+    lhs: &[f32],
+    m: usize,
+    k: usize,
+    lhs_rs: usize,
+    rhs: &[f32],
+    n: usize,
+) -> Vec<f32> {
+    assert!(
+        m == 0 || (m - 1) * lhs_rs + k <= lhs.len(),
+        "gemm_rows: lhs too short"
+    );
+    assert_eq!(rhs.len(), k * n, "gemm_rows: rhs is not [k, n]");
+    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above keep every read inside `lhs` and `rhs`; `dst` has room for the m·n
+    // values, which gemm writes without reading them (`read_dst` false) before `set_len` exposes them.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        dst.set_len(m * n);
+    }
+    dst
+}
+
+/// The banded product's result (rows as [`pack_bands`] stores them, `out_c·block` columns) laid out as
+/// `[b, out_c, t, out_freq]`, with `bias[o]` added and the activation applied.
 pub fn unpack_bands(
     y: &[f32],
     dims: (usize, usize, usize),
@@ -135,6 +187,7 @@ pub fn unpack_bands(
 ) -> Vec<f32> {
     let (b, t, _) = dims;
     let n_blocks = g.n_blocks();
+    let pt = g.k_time / 2;
     let mut out = vec![0f32; b * out_c * t * g.out_freq];
     let cols = out_c * g.block;
     // One output row is (batch, channel, frame).
@@ -142,7 +195,7 @@ pub fn unpack_bands(
         let (ti, o, bi) = (r % t, (r / t) % out_c, r / (t * out_c));
         let bias = bias[o];
         for blk in 0..n_blocks {
-            let row = (bi * t + ti) * n_blocks + blk;
+            let row = (bi * n_blocks + blk) * (t + 2 * pt) + ti;
             let src = &y[row * cols + o * g.block..][..g.block];
             let f0 = blk * g.block;
             let n = g.block.min(g.out_freq - f0);
@@ -152,11 +205,6 @@ pub fn unpack_bands(
         }
     });
     out
-}
-
-/// `lhs [m, k] · rhs [k, n]` with candle's CPU GEMM; `lhs` is moved in, not copied.
-pub fn matmul(lhs: Vec<f32>, m: usize, k: usize, rhs: &Tensor) -> Result<Tensor> {
-    Tensor::from_vec(lhs, (m, k), &Device::Cpu)?.matmul(rhs)
 }
 
 /// numpy/torch "reflect" padding of `x` by `pad` on both sides, into `out` (cleared first).

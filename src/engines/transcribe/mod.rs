@@ -2,6 +2,7 @@
 //!
 //! This module owns the whole path from mono 22,050 Hz samples to notes and files:
 //! - [`model`]: the network (harmonic CQT front end, contour / note / onset heads) on one batch of windows;
+//!   [`cpu`]: its CPU fast path (packing, products and fused output passes over plain slices);
 //! - here: the reference's windowing (43,844-sample windows overlapping by 30 frames) and stitching
 //!   (`basic_pitch/inference.py`: `get_audio_input`, `unwrap_output`), the loader of the shipped weights;
 //! - [`notes`]: note extraction (`note_creation.py`), [`midi`]: the `.mid` writer, [`options`]: parameters;

@@ -110,8 +110,8 @@ fn reflect_pad_last(x: &Tensor, pad: usize) -> Result<Tensor> {
 pub struct Cqt {
     /// Real and imaginary kernels stacked as one conv1d weight `[2·36, 1, 256]`.
     kernels: Tensor,
-    /// The same as a `[256, 2·36]` matrix, the right operand of the CPU path's product.
-    kernels_t: Tensor,
+    /// The same as a row-major `[256, 2·36]` matrix on the host, the right operand of the CPU path.
+    kernels_t: Vec<f32>,
     /// `sqrt_lengths` on the host, for the CPU path.
     sqrt_lengths_host: Vec<f32>,
     /// Anti-alias FIR (`lowpass`, 256 taps) with 2× decimation, as a banded product.
@@ -137,7 +137,12 @@ impl Cqt {
         let kernels = Tensor::cat(&[real, imag], 0)?;
         let sqrt_lengths = vb.get(cfg.n_cqt_bins, "sqrt_lengths")?;
         Ok(Self {
-            kernels_t: kernels.reshape((2 * b, k))?.t()?.contiguous()?,
+            kernels_t: kernels
+                .reshape((2 * b, k))?
+                .t()?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?,
             sqrt_lengths_host: sqrt_lengths.to_dtype(DType::F32)?.to_vec1()?,
             kernels,
             decimate: BandedConv2d::from_kernel(
@@ -206,10 +211,18 @@ impl Cqt {
                 }
             }
         }
-        let y = cpu::matmul(cols, batch * n_oct * frames, k, &self.kernels_t)?;
         let bpo = self.bins_per_octave;
+        let y = cpu::gemm_rows(
+            &cols,
+            batch * n_oct * frames,
+            k,
+            k,
+            &self.kernels_t,
+            2 * bpo,
+        );
+        drop(cols);
         let skip = n_oct * bpo - self.n_bins;
-        let mag = cpu::with_slice(&y, |y| {
+        let mag = {
             let mut mag = vec![0f32; batch * frames * self.n_bins];
             for b in 0..batch {
                 for fr in 0..frames {
@@ -226,8 +239,7 @@ impl Cqt {
                 }
             }
             mag
-        })?
-        .ok_or_else(|| candle_core::Error::Msg("cqt product not on the CPU".into()))?;
+        };
         Ok((mag, frames))
     }
 }
@@ -380,6 +392,8 @@ impl Module for HarmonicStacking {
 pub struct BandedConv2d {
     /// `[k_time · in · window, out · block]`.
     toeplitz: Tensor,
+    /// The same on the host (row-major), for the CPU path.
+    toeplitz_host: Vec<f32>,
     /// `[1, out, 1, 1]`.
     bias: Tensor,
     /// The bias on the host, for the CPU path.
@@ -438,7 +452,8 @@ impl BandedConv2d {
             }
         }
         Ok(Self {
-            toeplitz: Tensor::from_vec(t, (rows, cols), weight.device())?,
+            toeplitz: Tensor::from_vec(t.clone(), (rows, cols), weight.device())?,
+            toeplitz_host: t,
             bias: bias.reshape((1, out_c, 1, 1))?,
             bias_host: bias.to_dtype(DType::F32)?.to_vec1()?,
             in_c,
@@ -499,12 +514,26 @@ impl BandedConv2d {
             out_freq,
         };
         let cols = cpu::pack_bands(x, dims, &g);
-        let rows = b * t * g.n_blocks();
-        let y = cpu::matmul(cols, rows, self.k_time * c * self.window, &self.toeplitz)?;
-        cpu::with_slice(&y, |y| {
-            cpu::unpack_bands(y, (b, t, f), self.out_c, &self.bias_host, &g, act)
-        })?
-        .ok_or_else(|| candle_core::Error::Msg("banded product not on the CPU".into()))
+        // Stored rows: (t + 2·pt) per block; the last 2·pt of them start no product row.
+        let row_len = c * self.window;
+        let rows = cols.len() / row_len - 2 * (self.k_time / 2);
+        let y = cpu::gemm_rows(
+            &cols,
+            rows,
+            self.k_time * row_len,
+            row_len,
+            &self.toeplitz_host,
+            self.out_c * self.block,
+        );
+        drop(cols);
+        Ok(cpu::unpack_bands(
+            &y,
+            (b, t, f),
+            self.out_c,
+            &self.bias_host,
+            &g,
+            act,
+        ))
     }
 
     /// [`Module::forward`] followed by `act`, on the CPU path when `x` is a contiguous CPU tensor.
