@@ -275,7 +275,9 @@ fn resolve_defaults(req: &CreateRequest) -> GenerationParameters {
         format!("{tonic} {mode}")
     });
     GenerationParameters {
-        bpm: req.bpm.unwrap_or_else(|| crate::engines::compose::default_bpm_for_tags(&req.tags)),
+        bpm: req
+            .bpm
+            .unwrap_or_else(|| crate::engines::compose::default_bpm_for_tags(&req.tags)),
         duration: req.duration.unwrap_or(30),
         keyscale,
         timesignature: req.timesignature.unwrap_or(4),
@@ -319,7 +321,10 @@ mod tests {
         let a = resolve_defaults(&req);
         assert_eq!(a, resolve_defaults(&req));
         assert_eq!((a.duration, a.timesignature, a.seed), (30, 4, 42));
-        assert_eq!(a.bpm, crate::engines::compose::default_bpm_for_tags("lofi chill"));
+        assert_eq!(
+            a.bpm,
+            crate::engines::compose::default_bpm_for_tags("lofi chill")
+        );
         assert!(parse_keyscale(&a.keyscale).is_ok());
     }
 }
