@@ -4,6 +4,9 @@
 //! frame of 4 codes, as transformers counts `max_new_tokens`) and the EnCodec decode time.
 //! Run: `cargo bench --bench musicgen` (BENCH_FRAMES sets the frames, default 100 = 2 s of audio). The
 //! PyTorch reference on the same configuration: `scripts/musicgen/bench_reference.py` (see BENCHMARKS.md).
+//! Measured on the shared 2-core x86-64 VM (load ≈ 2), same session, 100 frames: candle 7.86 steps/s
+//! (0.183 CPU-s/step), EnCodec 2 s in 0.85 s; transformers 4.57.1 / torch 2.5.1: 4.86 steps/s with 2 threads
+//! (0.407 CPU-s/step), 4.59 with 1, EnCodec 3.13 s — 1.6× the steps/s, 1.7× end to end.
 
 use std::time::Instant;
 
