@@ -517,7 +517,7 @@ mod tests {
             seen.push(n.to_string());
             json!(format!("url:{n}"))
         });
-        assert_eq!(seen, vec!["a.mid", "v.wav"]);
+        assert_eq!(seen, vec!["v.wav", "a.mid"], "in document order");
         assert_eq!(v["stems"]["vocals"], "url:v.wav");
         assert_eq!(v["list"][0], "url:a.mid");
         assert_eq!(v["other"]["$file"], "x");

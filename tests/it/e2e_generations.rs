@@ -99,10 +99,13 @@ async fn a_generation_completes_with_an_mp3_and_fires_its_webhook_once() {
 async fn a_failed_generation_reports_errormessage_and_is_never_retried() {
     let rx = TestReceiver::start().await;
     rx.set_status(500);
-    let s = TestServer::start(Options::default()).await;
+    let s = TestServer::start_with(Options::default(), |c| {
+        c.generation_timeout = Duration::from_secs(2);
+    })
+    .await;
     for (fault, needle) in [
         ("internal_error", "internal_error"),
-        ("timeout", "timed out after"),
+        ("timeout", "job timed out after 2s"),
     ] {
         let r = s
             .ft(Method::POST, "/v1/generations")
