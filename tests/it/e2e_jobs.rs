@@ -281,3 +281,86 @@ async fn endpoints_without_an_engine_answer_501() {
     assert_eq!(s.balance().await, 1000);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn master_transcribe_and_two_stem_separate_return_served_files() {
+    let s = TestServer::start(Options::default()).await;
+    let master = s
+        .submit(
+            "/v1/master",
+            form(wav_bytes(3.0), &[("target_lufs", "-16")]),
+        )
+        .await;
+    let midi = s.submit("/v1/transcribe", form(wav_bytes(3.0), &[])).await;
+    let stems = s
+        .submit(
+            "/v1/separate",
+            form(wav_bytes(2.0), &[("stems", "2"), ("format", "wav24")]),
+        )
+        .await;
+
+    let m = s.wait_job(master["job_id"].as_str().unwrap(), 120).await;
+    assert_eq!(m["status"], "completed", "{m}");
+    let after = m["result"]["report"]["after"]["integrated_lufs"]
+        .as_f64()
+        .unwrap();
+    assert!((after + 16.0).abs() <= 0.5, "{after}");
+    let wav = s
+        .client
+        .get(m["result"]["mastered"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        hound::WavReader::new(std::io::Cursor::new(wav))
+            .unwrap()
+            .duration(),
+        3 * 44_100
+    );
+    assert!(m["result"]["expires_at"].is_string());
+
+    let t = s.wait_job(midi["job_id"].as_str().unwrap(), 120).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    assert!(
+        t["result"]["note_count"].as_u64().unwrap() >= 3,
+        "a three-note chord: {t}"
+    );
+    let mid = s
+        .client
+        .get(t["result"]["midi"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(mid.starts_with(b"MThd"));
+
+    let p = s.wait_job(stems["job_id"].as_str().unwrap(), 120).await;
+    assert_eq!(p["status"], "completed", "{p}");
+    assert_eq!(p["result"]["model"], "dsp");
+    let names: Vec<&String> = p["result"]["stems"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["vocals", "accompaniment"]);
+    let vocals = s
+        .client
+        .get(p["result"]["stems"]["vocals"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let spec = hound::WavReader::new(std::io::Cursor::new(vocals))
+        .unwrap()
+        .spec();
+    assert_eq!(
+        (spec.bits_per_sample, spec.sample_rate, spec.channels),
+        (24, 44_100, 2)
+    );
+    // 10 + 8 + 6 credits charged.
+    assert_eq!(s.balance().await, 1000 - 24);
+    s.stop().await;
+}
