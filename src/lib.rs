@@ -10,6 +10,7 @@
 //! - [`store`]: the one SQLite file; no SQL lives anywhere else.
 //! - [`jobs`]: the `Engine`/`Generator` interfaces, the registry and the worker pool.
 //! - [`webhooks`]: signing, URL rules, the outbox dispatcher and the retry schedule.
+//! - [`cli`]: offline commands (analyze, master, transcribe, separate) with progress bars.
 //! - [`faults`]: on-demand failures through the real failure paths.
 //! - [`audio`]: decode, resample, encode, loudness — pure functions over samples.
 //! - [`engines`]: pure compute behind the jobs and generations (analysis, mastering, models).
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod app;
 pub mod audio;
+pub mod cli;
 pub mod config;
 pub mod engines;
 pub mod error;

@@ -1,6 +1,7 @@
 //! The `soundcheck` binary: parses the command line and hands off to the library.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use soundcheck::config::{Config, DataArgs, ServeArgs};
@@ -36,6 +37,41 @@ enum Command {
         #[command(subcommand)]
         action: CreditsAction,
     },
+    /// Analyse a file (tempo, beats, key, loudness, features) without a server.
+    Analyze {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Master a file to a loudness target without a server.
+    Master {
+        file: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = -14.0, allow_negative_numbers = true)]
+        target_lufs: f64,
+        #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
+        true_peak: f64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Transcribe a file to MIDI (basic-pitch) without a server.
+    Transcribe {
+        file: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Job options as name=value (onset_threshold, frame_threshold, min_note_ms, …).
+        #[arg(short = 'p', long = "option")]
+        options: Vec<String>,
+    },
+    /// Split a file into stems (DSP separator) without a server.
+    Separate {
+        file: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        stems: u8,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +96,24 @@ fn main() -> anyhow::Result<()> {
             print!("{}", secrets.env_lines());
             Ok(())
         }
+        Command::Analyze { file, json } => soundcheck::cli::analyze(&file, json),
+        Command::Master {
+            file,
+            output,
+            target_lufs,
+            true_peak,
+            json,
+        } => soundcheck::cli::master(&file, &output, target_lufs, true_peak, json),
+        Command::Transcribe {
+            file,
+            output,
+            options,
+        } => soundcheck::cli::transcribe(&file, &output, &options),
+        Command::Separate {
+            file,
+            stems,
+            output,
+        } => soundcheck::cli::separate(&file, stems, &output),
         Command::Credits { action } => {
             let (data, amount) = match action {
                 CreditsAction::Show(d) => (d, None),

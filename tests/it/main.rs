@@ -3,6 +3,7 @@
 //! check accuracy and parity against committed reference fixtures.
 
 mod audio;
+mod cli;
 mod e2e_api;
 mod e2e_generations;
 mod e2e_jobs;
