@@ -58,9 +58,9 @@ fn typical_secs(kind: JobKind) -> i64 {
 }
 
 /// A submission read off the wire: the audio file on disk and the text fields.
-struct Submission {
-    upload: NewUpload,
-    fields: BTreeMap<String, String>,
+pub(super) struct Submission {
+    pub upload: NewUpload,
+    pub fields: BTreeMap<String, String>,
 }
 
 async fn jobs_submit(
@@ -151,13 +151,15 @@ async fn probe_audio(path: PathBuf) -> ApiResult<()> {
     let probed = tokio::task::spawn_blocking(move || crate::audio::probe(&path))
         .await
         .map_err(ApiError::internal)?;
-    match probed {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == "corrupt_audio" => {
-            Err(ApiError::new(Code::CorruptAudio, e.to_string()))
-        }
-        Err(e) if e.is_client_error() => Err(ApiError::new(Code::UnsupportedAudio, e.to_string())),
-        Err(e) => Err(ApiError::internal(e)),
+    probed.map(|_| ()).map_err(audio_error)
+}
+
+/// An audio error in the envelope: the file's fault → `422`, ours → `500`.
+pub(super) fn audio_error(e: crate::audio::Error) -> ApiError {
+    match e {
+        e if e.code() == "corrupt_audio" => ApiError::new(Code::CorruptAudio, e.to_string()),
+        e if e.is_client_error() => ApiError::new(Code::UnsupportedAudio, e.to_string()),
+        e => ApiError::internal(e),
     }
 }
 
@@ -243,7 +245,7 @@ fn request_hash(kind: JobKind, params: &Value, audio_sha256: &str, fault: Option
 
 /// Streams the multipart body: the `audio` file to `<data>/uploads/`, hashed and size-capped, and
 /// the text fields into a map. Nothing is left on disk if it fails.
-async fn receive(state: &AppState, mut multipart: Multipart) -> ApiResult<Submission> {
+pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiResult<Submission> {
     let max = state.config.max_upload_bytes;
     let mut fields = BTreeMap::new();
     let mut upload: Option<NewUpload> = None;

@@ -3,6 +3,7 @@
 //! The extractors here turn every bad request into the contract's error envelope.
 
 pub mod admin;
+pub mod analysis;
 pub mod generations;
 pub mod jobs;
 pub mod media;
@@ -22,6 +23,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(generations::router())
         .merge(jobs::router())
+        .merge(analysis::router())
         .merge(webhook::router())
         .merge(admin::router())
         .merge(media::router())

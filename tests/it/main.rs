@@ -4,6 +4,7 @@
 
 mod audio;
 mod cli;
+mod e2e_analysis;
 mod e2e_api;
 mod e2e_generations;
 mod e2e_jobs;

@@ -1,0 +1,230 @@
+//! The synchronous analysis endpoints (seed 003: "metadata lookups, BPM/key analysis, and feature
+//! extraction return the result in the same response"): `POST /v1/analyze` (tempo and key),
+//! `POST /v1/features` (level, spectral, chroma and mel descriptors) and `POST /v1/metadata`
+//! (container, codec, bit rate, tags). Bearer auth like the jobs API; free (no credits).
+//!
+//! The audio comes either as a multipart upload (field `audio`, as for the async endpoints) or as
+//! JSON `{"url": "…"}` naming a file this server serves (`/media/{token}/{filename}`: a result or
+//! a generation). Other URLs are refused: the server never fetches from the network on a client's
+//! behalf, so there is nothing for a hostile URL to reach.
+
+use std::path::PathBuf;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::jobs::{audio_error, receive};
+use super::{JobsKey, JsonBody};
+use crate::app::AppState;
+use crate::engines::analyze;
+use crate::error::{current_trace_id, ApiError, ApiResult};
+
+/// Which synchronous analysis a route runs.
+#[derive(Debug, Clone, Copy)]
+enum Analysis {
+    TempoKey,
+    Features,
+    Metadata,
+}
+
+pub fn router() -> Router<AppState> {
+    let route = |what: Analysis| {
+        post(move |state, key, req| analysis_post(what, state, key, req))
+            // Uploads are size-checked while they stream to disk (--max-upload-mb).
+            .layer(DefaultBodyLimit::disable())
+    };
+    Router::new()
+        .route("/v1/analyze", route(Analysis::TempoKey))
+        .route("/v1/features", route(Analysis::Features))
+        .route("/v1/metadata", route(Analysis::Metadata))
+}
+
+/// The answer: the report's fields, then `_meta` as on every jobs-API response.
+#[derive(Serialize)]
+struct AnalysisBody<T: Serialize> {
+    #[serde(flatten)]
+    report: T,
+    #[serde(rename = "_meta")]
+    meta: Meta,
+}
+
+#[derive(Serialize)]
+struct Meta {
+    trace_id: String,
+}
+
+/// Where the audio to analyse lives, and whether it is ours to delete afterwards.
+struct Source {
+    path: PathBuf,
+    temporary: bool,
+}
+
+async fn analysis_post(
+    what: Analysis,
+    State(state): State<AppState>,
+    _key: JobsKey,
+    req: Request,
+) -> ApiResult<Json<Value>> {
+    let source = source(&state, req).await?;
+    let path = source.path.clone();
+    // The trace id is task-local: read it here, not on the blocking thread.
+    let meta = Meta {
+        trace_id: current_trace_id(),
+    };
+    let result = tokio::task::spawn_blocking(move || run(what, &path, meta)).await;
+    if source.temporary {
+        let _ = tokio::fs::remove_file(&source.path).await;
+    }
+    let report = result.map_err(ApiError::internal)??;
+    Ok(Json(report))
+}
+
+/// Decodes and analyses; the report with `_meta` appended.
+fn run(what: Analysis, path: &std::path::Path, meta: Meta) -> ApiResult<Value> {
+    let value = match what {
+        Analysis::Metadata => {
+            let report = analyze::metadata(path).map_err(audio_error)?;
+            serde_json::to_value(AnalysisBody { report, meta })
+        }
+        Analysis::TempoKey => {
+            let audio = crate::audio::decode(path).map_err(audio_error)?;
+            let report = analyze::tempo_key(&audio).map_err(audio_error)?;
+            serde_json::to_value(AnalysisBody { report, meta })
+        }
+        Analysis::Features => {
+            let audio = crate::audio::decode(path).map_err(audio_error)?;
+            let report = analyze::features(&audio).map_err(audio_error)?;
+            serde_json::to_value(AnalysisBody { report, meta })
+        }
+    };
+    value.map_err(ApiError::internal)
+}
+
+/// Reads the request: a multipart upload streamed to a temporary file, or a JSON `url` resolved
+/// to a file this server publishes.
+async fn source(state: &AppState, req: Request) -> ApiResult<Source> {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let multipart = Multipart::from_request(req, state).await.map_err(|e| {
+            ApiError::invalid(format!("Malformed multipart body: {}", e.body_text()))
+        })?;
+        let sub = receive(state, multipart).await?;
+        if let Some(name) = sub.fields.keys().next() {
+            let _ = tokio::fs::remove_file(&sub.upload.path).await;
+            return Err(ApiError::invalid(format!(
+                "Unknown field `{name}`: this endpoint takes only the `audio` file."
+            )));
+        }
+        return Ok(Source {
+            path: PathBuf::from(sub.upload.path),
+            temporary: true,
+        });
+    }
+    if content_type.starts_with("application/json") {
+        let JsonBody(body) = JsonBody::from_request(req, state).await?;
+        let url = parse_url_body(&body)?;
+        let path = resolve_media_url(state, &url).await?;
+        return Ok(Source {
+            path,
+            temporary: false,
+        });
+    }
+    Err(ApiError::invalid(
+        "Send the audio as multipart/form-data (field `audio`) or JSON {\"url\": …} naming a \
+         file this server serves.",
+    ))
+}
+
+/// The `url` of a JSON body; nothing else is allowed in it.
+fn parse_url_body(body: &Value) -> ApiResult<String> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("The JSON body must be an object."))?;
+    if let Some(other) = obj.keys().find(|k| *k != "url") {
+        return Err(ApiError::invalid(format!(
+            "Unknown field `{other}`: the JSON body takes only `url`."
+        )));
+    }
+    match obj.get("url") {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 2048 => Ok(s.clone()),
+        Some(Value::String(_)) => Err(ApiError::invalid(
+            "`url` must be 1 to 2048 characters.",
+        )),
+        Some(_) => Err(ApiError::invalid("`url` must be a string.")),
+        None => Err(ApiError::invalid("`url` is required.")),
+    }
+}
+
+/// Maps `…/media/{token}/{filename}` to the file it serves. Any host is accepted (the server may
+/// sit behind `--public-url`), but only the media path shape, a live token and its own filename.
+async fn resolve_media_url(state: &AppState, url: &str) -> ApiResult<PathBuf> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ApiError::invalid(format!("`url` is not a valid URL: {e}.")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ApiError::invalid("`url` must be http or https."));
+    }
+    let (token, filename) = media_path_parts(parsed.path()).ok_or_else(|| {
+        ApiError::invalid(
+            "`url` must name a file this server serves (…/media/{token}/{filename}); \
+             soundcheck does not fetch other URLs.",
+        )
+    })?;
+    let media = state
+        .store
+        .read(move |c| crate::store::media::get(c, &token))
+        .await?
+        .filter(|m| m.filename == filename)
+        .ok_or_else(|| ApiError::not_found("No such file on this server."))?;
+    if media.expires_at < crate::store::now_ms() {
+        return Err(ApiError::not_found("This link has expired."));
+    }
+    Ok(PathBuf::from(media.path))
+}
+
+/// `(token, filename)` of a `/media/{token}/{filename}` path, nothing before or after.
+fn media_path_parts(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/media/")?;
+    let (token, filename) = rest.split_once('/')?;
+    let ok = |s: &str| !s.is_empty() && !s.contains('/');
+    (ok(token) && ok(filename)).then(|| (token.to_string(), filename.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn media_paths_are_recognised_exactly() {
+        assert_eq!(
+            media_path_parts("/media/tok/mix.mp3"),
+            Some(("tok".into(), "mix.mp3".into()))
+        );
+        assert_eq!(media_path_parts("/media/tok/a/b.wav"), None);
+        assert_eq!(media_path_parts("/media//b.wav"), None);
+        assert_eq!(media_path_parts("/v1/jobs/x"), None);
+        assert_eq!(media_path_parts("/x/media/tok/a.wav"), None);
+    }
+
+    #[test]
+    fn url_body_takes_only_a_string_url() {
+        assert_eq!(
+            parse_url_body(&json!({"url": "http://h/media/t/f.wav"})).unwrap(),
+            "http://h/media/t/f.wav"
+        );
+        assert!(parse_url_body(&json!({"url": 5})).is_err());
+        assert!(parse_url_body(&json!({})).is_err());
+        assert!(parse_url_body(&json!({"url": "x", "extra": 1})).is_err());
+        assert!(parse_url_body(&json!(["url"])).is_err());
+        assert!(parse_url_body(&json!({"url": "x".repeat(2049)})).is_err());
+    }
+}
