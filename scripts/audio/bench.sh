@@ -2,17 +2,14 @@
 # Times soundcheck's audio layer on a generated 3-minute stereo 44.1 kHz track, next to reference
 # tools on the same files in the same session: ffmpeg (decode), librosa (tempo + chroma),
 # pyloudnorm (integrated loudness). Prints a table for BENCHMARKS.md.
-# Needs: ffmpeg; pip install librosa pyloudnorm soundfile.
+# Needs: ffmpeg (Debian), pip install librosa pyloudnorm soundfile.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-target=it
-[ -f "$root/tests/audio_accuracy.rs" ] && target=audio_accuracy
 cd "$root"
-echo "== soundcheck (cargo test --release) =="
-SOUNDCHECK_BENCH_OUT="$out" cargo test --release --test "$target" bench_three_minute_track -- \
-  --ignored --nocapture 2>/dev/null | grep -E "ms|BPM"
+echo "== soundcheck (cargo bench --bench audio) =="
+SOUNDCHECK_BENCH_OUT="$out" cargo bench --bench audio 2>/dev/null
 echo "== references =="
 for f in track.wav track.flac track.mp3; do
   best=999

@@ -1,32 +1,29 @@
 #!/usr/bin/env python3
 """Checks soundcheck's loudness measurements and mastering against independent implementations.
 
-Runs the ignored `loudness_export` test, which writes test mixes, their masters (WAV 16/24/float
-and MP3, decoded back to float WAV) and soundcheck's own numbers to a directory; then measures every
-file with pyloudnorm (integrated loudness, BS.1770-4) and a true-peak meter built on scipy's
-polyphase resampler (4x, as BS.1770 Annex 2). Fails (exit 1) when
+The test `audio::masters_agree_with_pyloudnorm` (tests/it/audio.rs) writes test mixes, their masters
+(WAV 16/24/float and MP3, decoded back to float WAV) and soundcheck's own numbers (soundcheck.json)
+to a directory, then runs this script on it. Every file is measured with pyloudnorm (integrated
+loudness, BS.1770-4) and a true-peak meter built on scipy's polyphase resampler (4x, as BS.1770
+Annex 2). Fails (exit 1) when
   - soundcheck and pyloudnorm disagree on integrated loudness by more than 0.3 LU,
   - a master is more than 0.5 LU from its target by pyloudnorm, or
   - a master's independent true peak exceeds its ceiling by more than 0.1 dB (oversampling
-    filters differ; soundcheck's own meter must be at or below the ceiling, checked by the test).
+    filters differ; soundcheck's own meter must be at or below the ceiling).
 
-usage: check_loudness.py [--out DIR] [--no-build]
-needs: pip install pyloudnorm numpy scipy soundfile
+usage: check_loudness.py DIR      (normally run by `cargo test audio::masters_agree_with_pyloudnorm`)
+needs: pip install -r scripts/requirements.txt
 """
 
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pyloudnorm
 import scipy.signal
 import soundfile
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def true_peak_db(data):
@@ -37,17 +34,8 @@ def true_peak_db(data):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", help="keep the exported files here")
-    ap.add_argument("--no-build", action="store_true", help="reuse an existing export in --out")
-    args = ap.parse_args()
-    out = args.out or tempfile.mkdtemp(prefix="soundcheck-loudness-")
-    if not args.no_build:
-        target = "audio_accuracy" if os.path.exists(os.path.join(ROOT, "tests/audio_accuracy.rs")) else "it"
-        env = dict(os.environ, SOUNDCHECK_LOUDNESS_OUT=out)
-        subprocess.run(
-            ["cargo", "test", "--test", target, "loudness_export", "--",
-             "--ignored", "--nocapture"],
-            cwd=ROOT, env=env, check=True)
+    ap.add_argument("dir", help="a directory written by the masters_agree_with_pyloudnorm test")
+    out = ap.parse_args().dir
     with open(os.path.join(out, "soundcheck.json")) as f:
         rows = json.load(f)
     failures = 0

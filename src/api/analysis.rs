@@ -156,9 +156,7 @@ fn parse_url_body(body: &Value) -> ApiResult<String> {
     }
     match obj.get("url") {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 2048 => Ok(s.clone()),
-        Some(Value::String(_)) => Err(ApiError::invalid(
-            "`url` must be 1 to 2048 characters.",
-        )),
+        Some(Value::String(_)) => Err(ApiError::invalid("`url` must be 1 to 2048 characters.")),
         Some(_) => Err(ApiError::invalid("`url` must be a string.")),
         None => Err(ApiError::invalid("`url` is required.")),
     }

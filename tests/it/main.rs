@@ -13,5 +13,6 @@ mod e2e_seed_clients;
 mod e2e_webhooks;
 mod musicgen;
 mod separate;
+mod synth;
 mod transcribe;
 mod util;
