@@ -11,6 +11,7 @@ mod e2e_jobs;
 mod e2e_restart;
 mod e2e_seed_clients;
 mod e2e_webhooks;
+mod generate;
 mod musicgen;
 mod separate;
 mod synth;

@@ -2,7 +2,7 @@
 //!
 //! 1. The envelope is detrended (minus a 1 s moving average) and its autocorrelation taken by FFT.
 //! 2. Each candidate period P (30–300 BPM, 1/8-frame steps) is scored by a comb over the
-//!    autocorrelation at P, 2P, 3P, 4P (interpolated), weighted by a log-normal tempo prior centred
+//!    autocorrelation at P, 2P, … 8P (interpolated), weighted by a log-normal tempo prior centred
 //!    on 120 BPM (one octave wide), which settles octave ambiguity the way listeners usually do.
 //! 3. Beats: dynamic programming over the envelope (Ellis 2007): each frame's best score is its
 //!    onset strength plus the best predecessor score minus a penalty on the log-ratio of the
@@ -28,6 +28,12 @@ pub struct TempoResult {
 /// Tempo search range, BPM.
 pub const MIN_BPM: f64 = 30.0;
 pub const MAX_BPM: f64 = 300.0;
+
+/// Multiples of a candidate period the comb reads. Eight rather than four lets the beat of a
+/// triple or compound meter (accents every 3 or 6 beats) collect its bar-level support, which
+/// otherwise favours a dotted (1.5-beat) reading: 3 fewer misses over the generation grid, and
+/// one more synthetic clip at the true octave.
+const COMB_MULTIPLES: usize = 8;
 
 /// Estimates tempo and beats from an onset envelope sampled at `fps` frames per second.
 /// `low_onset` (same length) and `harmony_change` (per frame, may be empty) feed downbeats.
@@ -56,7 +62,7 @@ pub fn estimate(onset: &[f32], low_onset: &[f32], harmony_change: &[f32], fps: f
     while lag <= max_lag {
         let mut comb = 0.0;
         let mut weight = 0.0;
-        for k in 1..=4 {
+        for k in 1..=COMB_MULTIPLES {
             let l = lag * k as f64;
             if l >= (n - 1) as f64 {
                 break;
