@@ -108,3 +108,119 @@ pub fn separate(file: &Path, stems: u8, out_dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `soundcheck generate TAGS -o OUT.mp3 [--duration S] [--bpm N] [--key K] [--timesignature N]
+/// [--seed N] [--model ID]`: one generation without a server, with the server's defaults, engines
+/// and MP3 (44.1 kHz stereo, 192 kbit/s). Prints the resolved parameters, so the result can be
+/// reproduced with `--seed`.
+pub struct GenerateArgs<'a> {
+    pub tags: &'a str,
+    pub duration: Option<u32>,
+    pub bpm: Option<u32>,
+    pub key: Option<&'a str>,
+    pub timesignature: Option<u32>,
+    pub seed: Option<u64>,
+    pub model: &'a str,
+    pub output: &'a Path,
+}
+
+pub fn generate(config: &crate::config::Config, a: &GenerateArgs<'_>) -> anyhow::Result<()> {
+    use crate::api::generations::{parse_keyscale, resolve_parameters};
+    let range = |name: &str, v: Option<u64>, lo: u64, hi: u64| match v {
+        Some(x) if !(lo..=hi).contains(&x) => Err(anyhow!("--{name} must be {lo} to {hi}")),
+        _ => Ok(()),
+    };
+    range("duration", a.duration.map(u64::from), 1, 600)?;
+    range("bpm", a.bpm.map(u64::from), 30, 300)?;
+    range("timesignature", a.timesignature.map(u64::from), 2, 12)?;
+    range("seed", a.seed, 0, u32::MAX as u64)?;
+    anyhow::ensure!(!a.tags.trim().is_empty(), "tags must not be empty");
+    let key = a
+        .key
+        .map(parse_keyscale)
+        .transpose()
+        .map_err(|e| anyhow!(e))?;
+    let p = resolve_parameters(a.tags, a.duration, a.bpm, key, a.timesignature, a.seed);
+    let mut cfg = config.clone();
+    cfg.generator = a.model.to_string();
+    let registry = crate::engines::try_registry(&cfg)?;
+    let generator = registry
+        .default_generator()
+        .ok_or_else(|| anyhow!("no generator installed"))?;
+    let req = crate::jobs::generator::GenerationRequest {
+        tags: a.tags.to_string(),
+        duration: p.duration,
+        bpm: p.bpm,
+        keyscale: p.keyscale.clone(),
+        timesignature: p.timesignature,
+        seed: p.seed,
+    };
+    eprintln!(
+        "{}: \"{}\" {} s, {} bpm, {}, {}/x, seed {}",
+        generator.name(),
+        req.tags,
+        req.duration,
+        req.bpm,
+        req.keyscale,
+        req.timesignature,
+        req.seed
+    );
+    let pb = bar("generating");
+    let audio = generator
+        .generate(&req, &|p| set(&pb, p), &|| false)
+        .map_err(|e| anyhow!("generation failed: {e}"))?;
+    pb.finish_and_clear();
+    let secs =
+        crate::jobs::worker::write_mp3_atomically(&audio, a.output).map_err(|e| anyhow!("{e}"))?;
+    println!("wrote {} ({secs:.1} s)", a.output.display());
+    Ok(())
+}
+
+/// `soundcheck models list`.
+pub fn models_list(config: &crate::config::Config) -> anyhow::Result<()> {
+    print!("{}", crate::models::list_table(&config.data_dir));
+    println!(
+        "models directory: {}",
+        crate::models::models_dir(&config.data_dir).display()
+    );
+    Ok(())
+}
+
+/// `soundcheck models pull ID [--mirror URL] [--revision REV]`.
+pub fn models_pull(
+    config: &crate::config::Config,
+    id: &str,
+    opts: &crate::models::PullOptions,
+) -> anyhow::Result<()> {
+    let entry = crate::models::catalog(id)
+        .ok_or_else(|| anyhow!(crate::models::Error::Unknown(id.to_string())))?;
+    println!("{id}: {}", entry.description);
+    println!("licence of these weights: {}", entry.licence);
+    let rt = tokio::runtime::Runtime::new()?;
+    let inst = rt.block_on(crate::models::pull(&config.data_dir, id, opts))?;
+    println!(
+        "installed {id} ({} MB) in {}",
+        inst.manifest.bytes.div_ceil(1 << 20),
+        inst.dir.display()
+    );
+    Ok(())
+}
+
+/// `soundcheck models import PATH [--as ID]`.
+pub fn models_import(
+    config: &crate::config::Config,
+    path: &Path,
+    id: Option<&str>,
+) -> anyhow::Result<()> {
+    let inst = crate::models::import(&config.data_dir, path, id)?;
+    if let Some(l) = &inst.manifest.licence {
+        println!("licence of these weights: {l}");
+    }
+    println!(
+        "installed {} ({} MB) in {}",
+        inst.manifest.id,
+        inst.manifest.bytes.div_ceil(1 << 20),
+        inst.dir.display()
+    );
+    Ok(())
+}

@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// Seconds a webhook receiver has to answer.
     #[arg(long, env = "SOUNDCHECK_WEBHOOK_TIMEOUT", default_value_t = 10)]
     pub webhook_timeout: u64,
+
+    /// Default text-to-music engine: `procedural` (instant, no weights), `musicgen-small`,
+    /// `musicgen-medium` (installed with `soundcheck models pull`), or `auto` (the best installed
+    /// MusicGen, else procedural). A request's `model` field picks another installed one.
+    #[arg(long, env = "SOUNDCHECK_GENERATOR", default_value = "procedural")]
+    pub generator: String,
 }
 
 /// Where state lives; shared by `serve` and the offline commands (`keys`, `credits`).
@@ -106,6 +112,8 @@ pub struct Config {
     pub workers: usize,
     pub generation_timeout: Duration,
     pub webhook_timeout: Duration,
+    /// `--generator`: `procedural`, `auto` or an installed model id.
+    pub generator: String,
 }
 
 impl Config {
@@ -132,6 +140,7 @@ impl Config {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             generation_timeout: Duration::from_secs(args.generation_timeout),
             webhook_timeout: Duration::from_secs(args.webhook_timeout),
+            generator: args.generator.clone(),
         })
     }
 

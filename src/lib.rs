@@ -13,6 +13,7 @@
 //! - [`cli`]: offline commands (analyze, master, transcribe, separate) with progress bars.
 //! - [`faults`]: on-demand failures through the real failure paths.
 //! - [`audio`]: decode, resample, encode, loudness — pure functions over samples.
+//! - [`models`]: installed model weights: the catalog, `models pull/import/list`.
 //! - [`engines`]: pure compute behind the jobs and generations (analysis, mastering, models).
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod faults;
 pub mod ids;
 pub mod jobs;
+pub mod models;
 pub mod store;
 pub mod views;
 pub mod webhooks;

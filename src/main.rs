@@ -64,6 +64,36 @@ enum Command {
         #[arg(short = 'p', long = "option")]
         options: Vec<String>,
     },
+    /// Manage model weights (MusicGen, HTDemucs) in the data directory.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
+    /// Generate music from tags to an MP3 without a server.
+    Generate {
+        tags: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Seconds (1-600; default 30).
+        #[arg(long)]
+        duration: Option<u32>,
+        /// Beats per minute (30-300; default from the tags).
+        #[arg(long)]
+        bpm: Option<u32>,
+        /// Key, e.g. "A minor" (default from the seed).
+        #[arg(long)]
+        key: Option<String>,
+        /// Beats per bar (2-12; default 4).
+        #[arg(long)]
+        timesignature: Option<u32>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// `procedural`, `auto` or an installed model id.
+        #[arg(long, default_value = "procedural")]
+        model: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Split a file into stems (DSP separator) without a server.
     Separate {
         file: PathBuf,
@@ -71,6 +101,39 @@ enum Command {
         stems: u8,
         #[arg(short, long)]
         output: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsAction {
+    /// The catalog and what is installed.
+    List(DataArgs),
+    /// Download a model's published weights (resumable, checksummed).
+    Pull {
+        id: String,
+        /// Fetch from this base URL instead of huggingface.co / dl.fbaipublicfiles.com.
+        #[arg(long, env = "SOUNDCHECK_MODEL_MIRROR")]
+        mirror: Option<String>,
+        /// Hugging Face revision (branch, tag or commit) for MusicGen.
+        #[arg(long)]
+        revision: Option<String>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Install from a local copy: a MusicGen directory or demucs .th checkpoints.
+    Import {
+        path: PathBuf,
+        /// Install under this id (default: the file or directory name).
+        #[arg(long = "as")]
+        id: Option<String>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Delete an installed model.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        data: DataArgs,
     },
 }
 
@@ -114,6 +177,50 @@ fn main() -> anyhow::Result<()> {
             stems,
             output,
         } => soundcheck::cli::separate(&file, stems, &output),
+        Command::Models { action } => match action {
+            ModelsAction::List(data) => soundcheck::cli::models_list(&offline_config(&data)?),
+            ModelsAction::Pull {
+                id,
+                mirror,
+                revision,
+                data,
+            } => soundcheck::cli::models_pull(
+                &offline_config(&data)?,
+                &id,
+                &soundcheck::models::PullOptions { mirror, revision },
+            ),
+            ModelsAction::Import { path, id, data } => {
+                soundcheck::cli::models_import(&offline_config(&data)?, &path, id.as_deref())
+            }
+            ModelsAction::Remove { id, data } => {
+                soundcheck::models::remove(&offline_config(&data)?.data_dir, &id)?;
+                println!("removed {id}");
+                Ok(())
+            }
+        },
+        Command::Generate {
+            tags,
+            output,
+            duration,
+            bpm,
+            key,
+            timesignature,
+            seed,
+            model,
+            data,
+        } => soundcheck::cli::generate(
+            &offline_config(&data)?,
+            &soundcheck::cli::GenerateArgs {
+                tags: &tags,
+                duration,
+                bpm,
+                key: key.as_deref(),
+                timesignature,
+                seed,
+                model: &model,
+                output: &output,
+            },
+        ),
         Command::Credits { action } => {
             let (data, amount) = match action {
                 CreditsAction::Show(d) => (d, None),
@@ -142,7 +249,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.addr).await?;
-        let registry = soundcheck::engines::registry(&config);
+        let registry = soundcheck::engines::try_registry(&config)?;
         let (store, secrets) = soundcheck::app::open_store(&config)?;
         let addr = listener.local_addr()?;
         let base = config
@@ -157,6 +264,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         print!("{}", secrets.env_lines());
         for (endpoint, engine) in registry.describe() {
             println!("engine: {endpoint} -> {engine}");
+        }
+        if let Some(g) = registry.default_generator() {
+            println!("default generator: {}", g.name());
+        }
+        for hint in soundcheck::engines::hints(&registry) {
+            println!("hint: {hint}");
         }
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();

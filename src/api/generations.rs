@@ -259,13 +259,31 @@ pub fn parse_keyscale(s: &str) -> Result<String, String> {
     Ok(format!("{letter}{accidental} {mode}"))
 }
 
-/// Fills every omitted parameter. The seed is drawn first; the key is then derived from it, so a
-/// request that fixes only the seed is reproducible too.
+/// Fills every omitted parameter of a request.
 fn resolve_defaults(req: &CreateRequest) -> GenerationParameters {
-    let seed = req
-        .seed
-        .unwrap_or_else(|| rand::thread_rng().gen_range(0..=u32::MAX as u64));
-    let keyscale = req.keyscale.clone().unwrap_or_else(|| {
+    resolve_parameters(
+        &req.tags,
+        req.duration,
+        req.bpm,
+        req.keyscale.clone(),
+        req.timesignature,
+        req.seed,
+    )
+}
+
+/// Fills every omitted parameter (the API and `soundcheck generate` share it). The seed is drawn
+/// first; the key is then derived from it, so a request that fixes only the seed is reproducible.
+/// `keyscale`, when given, must already be validated by [`parse_keyscale`].
+pub fn resolve_parameters(
+    tags: &str,
+    duration: Option<u32>,
+    bpm: Option<u32>,
+    keyscale: Option<String>,
+    timesignature: Option<u32>,
+    seed: Option<u64>,
+) -> GenerationParameters {
+    let seed = seed.unwrap_or_else(|| rand::thread_rng().gen_range(0..=u32::MAX as u64));
+    let keyscale = keyscale.unwrap_or_else(|| {
         const TONICS: [&str; 12] = [
             "C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B",
         ];
@@ -275,12 +293,10 @@ fn resolve_defaults(req: &CreateRequest) -> GenerationParameters {
         format!("{tonic} {mode}")
     });
     GenerationParameters {
-        bpm: req
-            .bpm
-            .unwrap_or_else(|| crate::engines::compose::default_bpm_for_tags(&req.tags)),
-        duration: req.duration.unwrap_or(30),
+        bpm: bpm.unwrap_or_else(|| crate::engines::compose::default_bpm_for_tags(tags)),
+        duration: duration.unwrap_or(30),
         keyscale,
-        timesignature: req.timesignature.unwrap_or(4),
+        timesignature: timesignature.unwrap_or(4),
         seed,
     }
 }

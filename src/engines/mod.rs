@@ -15,9 +15,25 @@ use crate::audio;
 use crate::config::Config;
 use crate::jobs::registry::Registry;
 use crate::jobs::EngineError;
+use crate::models::{self, Family};
 
-/// The engines this build installs, given the configuration.
-pub fn registry(_config: &Config) -> Registry {
+/// The engines this build installs, given the configuration and the models under
+/// `<data dir>/models/`. A `--generator` that is not installed falls back to `procedural` with a
+/// warning here; `serve` refuses to start instead (see [`try_registry`]).
+pub fn registry(config: &Config) -> Registry {
+    match try_registry(config) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("{e:#}; using the procedural generator");
+            let mut fallback = config.clone();
+            fallback.generator = "procedural".into();
+            try_registry(&fallback).expect("the procedural generator is always installed")
+        }
+    }
+}
+
+/// [`registry`], failing when `--generator` names a model that is not installed.
+pub fn try_registry(config: &Config) -> anyhow::Result<Registry> {
     let mut r = Registry::default();
     r.add_generator(Arc::new(compose::Procedural::new()));
     r.add_engine(Arc::new(analyze::AnalyzeEngine));
@@ -26,7 +42,75 @@ pub fn registry(_config: &Config) -> Registry {
     r.add_engine(Arc::new(transcribe::job::TranscribeEngine::new(Arc::new(
         |p: &Path| decode_mono(p, 22_050),
     ))));
-    r
+    let installed = models::installed(&config.data_dir);
+    let mut musicgens = Vec::new();
+    for m in installed
+        .iter()
+        .filter(|m| m.manifest.family == Family::MusicGen)
+    {
+        let id = m.manifest.id.clone();
+        r.add_generator(Arc::new(musicgen::LazyMusicGen::new(
+            &id,
+            &m.dir,
+            default_device(),
+        )));
+        musicgens.push(id);
+    }
+    // MERGE-HTDEMUCS     // One separator serves /v1/separate: the best installed HTDemucs, else the DSP one.
+    // MERGE-HTDEMUCS     for id in ["htdemucs_ft", "htdemucs", "htdemucs_6s"] {
+    // MERGE-HTDEMUCS         if let Some(m) = installed.iter().find(|m| m.manifest.id == id) {
+    // MERGE-HTDEMUCS             let engine = separate::HtdemucsSeparateEngine::load(&m.dir, id, &default_device())
+    // MERGE-HTDEMUCS                 .map_err(|e| anyhow::anyhow!("model {id} in {}: {e}", m.dir.display()))?;
+    // MERGE-HTDEMUCS             r.add_engine(Arc::new(engine));
+    // MERGE-HTDEMUCS             break;
+    // MERGE-HTDEMUCS         }
+    // MERGE-HTDEMUCS     }
+    let wanted = match config.generator.as_str() {
+        "auto" => ["musicgen-small", "musicgen-medium"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(musicgens.iter().cloned())
+            .find(|id| musicgens.contains(id))
+            .unwrap_or_else(|| "procedural".into()),
+        other => other.to_string(),
+    };
+    if r.set_default_generator(&wanted).is_err() {
+        anyhow::bail!(
+            "--generator {wanted}: not installed (installed: procedural{}); \
+             run `soundcheck models pull {wanted}` or `soundcheck models list`",
+            musicgens
+                .iter()
+                .map(|m| format!(", {m}"))
+                .collect::<String>()
+        );
+    }
+    Ok(r)
+}
+
+/// Lines for the start-up banner: what is missing and how to get it.
+pub fn hints(registry: &Registry) -> Vec<String> {
+    let mut out = Vec::new();
+    if registry.generator("musicgen-small").is_none()
+        && registry.generator("musicgen-medium").is_none()
+    {
+        out.push("generations use the procedural composer; for MusicGen: soundcheck models pull musicgen-small".into());
+    }
+    if registry
+        .engine(crate::jobs::JobKind::Separate)
+        .is_some_and(|e| e.name() == "dsp")
+    {
+        out.push(
+            "separation uses the DSP separator; for HTDemucs: soundcheck models pull htdemucs"
+                .into(),
+        );
+    }
+    out
+}
+
+/// The device models run on: the first CUDA GPU when built with `cuda` and one is present, else
+/// the CPU.
+pub fn default_device() -> candle_core::Device {
+    transcribe::default_device()
 }
 
 /// Decodes a file to mono at `rate` Hz: what single-channel models listen to.

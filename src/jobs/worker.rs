@@ -30,6 +30,8 @@ pub type ProgressMap = Arc<Mutex<HashMap<String, f32>>>;
 
 /// Bit rate of generated MP3s.
 const MP3_KBPS: u32 = 192;
+/// Sample rate of every generation's MP3.
+const DELIVERY_RATE: u32 = 44_100;
 
 /// Longest a worker sleeps without a wake-up before looking at the queue again.
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -494,9 +496,31 @@ fn timeout_message(resource: Resource, limit: Duration) -> String {
     format!("{device} job timed out after {}s", limit.as_secs())
 }
 
+/// Every generation is served as 44.1 kHz stereo, whatever the engine renders (MusicGen: 32 kHz
+/// mono): resampled with the audio layer's high-quality setting, mono duplicated to both sides.
+fn delivery_format(audio: &Audio) -> Result<Audio, EngineError> {
+    let mut out = if audio.sample_rate == DELIVERY_RATE {
+        audio.fold_to_stereo()
+    } else {
+        crate::audio::resample(
+            &audio.fold_to_stereo(),
+            DELIVERY_RATE,
+            crate::audio::Quality::High,
+        )
+        .map_err(|e| EngineError::Internal(format!("resampling failed: {e}")))?
+    };
+    if out.channels.len() == 1 {
+        let mono = out.channels[0].clone();
+        out.channels.push(mono);
+    }
+    Ok(out)
+}
+
 /// Encodes the MP3 next to its final name and renames it into place, so no reader ever sees a
 /// half-written file. Returns the encoded length in seconds.
-fn write_mp3_atomically(audio: &Audio, path: &Path) -> Result<f64, EngineError> {
+pub(crate) fn write_mp3_atomically(audio: &Audio, path: &Path) -> Result<f64, EngineError> {
+    let delivered = delivery_format(audio)?;
+    let audio = &delivered;
     let part = path.with_extension("mp3.part");
     crate::audio::encode(audio, crate::audio::Format::Mp3 { kbps: MP3_KBPS }, &part)
         .map_err(|e| EngineError::Internal(format!("MP3 encoding failed: {e}")))?;

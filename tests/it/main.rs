@@ -12,6 +12,7 @@ mod e2e_restart;
 mod e2e_seed_clients;
 mod e2e_webhooks;
 mod generate;
+mod models;
 mod musicgen;
 mod separate;
 mod synth;

@@ -306,6 +306,62 @@ impl Generator for MusicGen {
     }
 }
 
+/// An installed MusicGen that loads its weights on first use, so `serve` starts at once and a
+/// model nobody asks for costs no memory. Its name is the install id (`musicgen-small` …).
+pub struct LazyMusicGen {
+    name: String,
+    dir: PathBuf,
+    device: Device,
+    loaded: std::sync::OnceLock<Result<MusicGen, String>>,
+}
+
+impl LazyMusicGen {
+    pub fn new(name: &str, dir: &Path, device: Device) -> Self {
+        LazyMusicGen {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            device,
+            loaded: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The model, loading it on the first call (a failure is remembered and reported each time).
+    pub fn get(&self) -> Result<&MusicGen, EngineError> {
+        let loaded = self.loaded.get_or_init(|| {
+            tracing::info!(model = %self.name, dir = %self.dir.display(), "loading MusicGen weights");
+            MusicGen::load(&self.dir, &self.device)
+                .map(|m| m.with_name(self.name.clone()))
+                .map_err(|e| format!("model {} could not be loaded: {e}", self.name))
+        });
+        loaded
+            .as_ref()
+            .map_err(|e| EngineError::Internal(e.clone()))
+    }
+}
+
+impl Generator for LazyMusicGen {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn resource(&self) -> Resource {
+        if self.device.is_cpu() {
+            Resource::Cpu
+        } else {
+            Resource::Device
+        }
+    }
+
+    fn generate(
+        &self,
+        req: &GenerationRequest,
+        progress: &(dyn Fn(f32) + Sync),
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Audio, EngineError> {
+        self.get()?.generate(req, progress, cancelled)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,489 @@
+//! Model weights on disk: the catalog of checkpoints soundcheck can run, where installed ones live
+//! (`<data dir>/models/<id>/`, each with a `soundcheck-model.json` manifest written last, so a
+//! directory without one is an unfinished install and is ignored), and the three ways in:
+//!
+//! - [`pull`]: download the published files (Hugging Face for MusicGen, Meta's demucs bucket for
+//!   HTDemucs) with resume and the publisher's checksums, printing the weights' licence;
+//! - [`import`]: install from a local copy (a MusicGen directory in the Hugging Face layout, or
+//!   demucs `.th` checkpoints), for machines that never go online;
+//! - [`installed`]/[`list`]: what is here, for `models list`, the server's registry and its banner.
+//!
+//! Tests never download: they pull from a local server through `--mirror`, or import fixtures.
+
+pub mod download;
+pub mod hub;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engines::musicgen;
+// MERGE-HTDEMUCS use crate::engines::separate::htdemucs;
+
+/// The manifest that marks a finished install.
+pub const MANIFEST: &str = "soundcheck-model.json";
+
+/// Where the downloads come from unless `--mirror` says otherwise.
+pub const HUGGING_FACE: &str = "https://huggingface.co";
+pub const DEMUCS_BUCKET: &str = "https://dl.fbaipublicfiles.com";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown model {0:?}; `soundcheck models list` shows the catalog")]
+    Unknown(String),
+    #[error("{url}: the server answered HTTP {status}")]
+    Http { url: String, status: u16 },
+    #[error("{url}: {message}")]
+    Network { url: String, message: String },
+    #[error("{url}: the downloaded file does not match the publisher's checksum; it was deleted")]
+    Checksum { url: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("not a usable model: {0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn network(url: &str, e: reqwest::Error) -> Self {
+        Error::Network {
+            url: url.to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What kind of engine a model feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// A text-to-music generator for `/v1/generations` (MusicGen).
+    MusicGen,
+    /// A separator for `/v1/separate` (HTDemucs).
+    HtDemucs,
+}
+
+/// A checkpoint soundcheck knows how to fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct CatalogEntry {
+    pub id: &'static str,
+    pub family: Family,
+    pub description: &'static str,
+    /// The weights' licence, printed at pull time.
+    pub licence: &'static str,
+    /// Approximate download size, for `models list`.
+    pub approx_mb: u64,
+    /// Hugging Face repository (MusicGen); demucs bags come from [`htdemucs::install::official`].
+    pub repo: Option<&'static str>,
+}
+
+const MUSICGEN_LICENCE: &str = "CC-BY-NC 4.0 (non-commercial use only): \
+     https://creativecommons.org/licenses/by-nc/4.0/ — Meta's MusicGen model card";
+const DEMUCS_LICENCE: &str = "MIT (facebookresearch/demucs)";
+
+pub const CATALOG: &[CatalogEntry] = &[
+    CatalogEntry {
+        id: "musicgen-small",
+        family: Family::MusicGen,
+        description: "MusicGen 300M, text to music, 32 kHz mono",
+        licence: MUSICGEN_LICENCE,
+        approx_mb: 2_400,
+        repo: Some("facebook/musicgen-small"),
+    },
+    CatalogEntry {
+        id: "musicgen-medium",
+        family: Family::MusicGen,
+        description: "MusicGen 1.5B, text to music, 32 kHz mono",
+        licence: MUSICGEN_LICENCE,
+        approx_mb: 8_000,
+        repo: Some("facebook/musicgen-medium"),
+    },
+    CatalogEntry {
+        id: "htdemucs",
+        family: Family::HtDemucs,
+        description: "HTDemucs (Demucs v4), 4 stems",
+        licence: DEMUCS_LICENCE,
+        approx_mb: 84,
+        repo: None,
+    },
+    CatalogEntry {
+        id: "htdemucs_ft",
+        family: Family::HtDemucs,
+        description: "HTDemucs fine-tuned, one model per stem (4× slower, better)",
+        licence: DEMUCS_LICENCE,
+        approx_mb: 336,
+        repo: None,
+    },
+    CatalogEntry {
+        id: "htdemucs_6s",
+        family: Family::HtDemucs,
+        description: "HTDemucs 6 sources (adds guitar, piano)",
+        licence: DEMUCS_LICENCE,
+        approx_mb: 55,
+        repo: None,
+    },
+];
+
+/// A catalog entry by id.
+pub fn catalog(id: &str) -> Option<&'static CatalogEntry> {
+    CATALOG.iter().find(|e| e.id == id)
+}
+
+/// What `soundcheck-model.json` records about an install.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub id: String,
+    pub family: Family,
+    /// `pull <url>`, or `import <path>`.
+    pub source: String,
+    /// The resolved revision (a Hugging Face commit) when pulled.
+    pub revision: Option<String>,
+    pub licence: Option<String>,
+    pub installed_at: String,
+    /// Total bytes of the installed files.
+    pub bytes: u64,
+}
+
+/// An installed model.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// `<data dir>/models`.
+pub fn models_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("models")
+}
+
+/// Every finished install under `data_dir`, sorted by id. Directories without a readable
+/// manifest (an interrupted pull, something else) are skipped.
+pub fn installed(data_dir: &Path) -> Vec<Installed> {
+    let Ok(entries) = std::fs::read_dir(models_dir(data_dir)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Installed> = entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| {
+            let dir = e.path();
+            let text = std::fs::read_to_string(dir.join(MANIFEST)).ok()?;
+            let manifest: Manifest = serde_json::from_str(&text).ok()?;
+            Some(Installed { dir, manifest })
+        })
+        .collect();
+    out.sort_by(|a, b| a.manifest.id.cmp(&b.manifest.id));
+    out
+}
+
+/// One installed model by id.
+pub fn find(data_dir: &Path, id: &str) -> Option<Installed> {
+    installed(data_dir)
+        .into_iter()
+        .find(|i| i.manifest.id == id)
+}
+
+/// The `models list` table: the catalog and anything else installed.
+pub fn list_table(data_dir: &Path) -> String {
+    let here = installed(data_dir);
+    let mut out = format!(
+        "{:<18}{:<10}{:>10}  {:<10}{}\n",
+        "MODEL", "KIND", "SIZE", "STATUS", "DESCRIPTION"
+    );
+    let kind = |f: Family| match f {
+        Family::MusicGen => "generate",
+        Family::HtDemucs => "separate",
+    };
+    for e in CATALOG {
+        let inst = here.iter().find(|i| i.manifest.id == e.id);
+        let (size, status) = match inst {
+            Some(i) => (
+                format!("{} MB", i.manifest.bytes.div_ceil(1 << 20)),
+                "installed",
+            ),
+            None => (format!("~{} MB", e.approx_mb), "-"),
+        };
+        out += &format!(
+            "{:<18}{:<10}{size:>10}  {status:<10}{}\n",
+            e.id,
+            kind(e.family),
+            e.description
+        );
+    }
+    for i in here.iter().filter(|i| catalog(&i.manifest.id).is_none()) {
+        out += &format!(
+            "{:<18}{:<10}{:>10}  {:<10}{}\n",
+            i.manifest.id,
+            kind(i.manifest.family),
+            format!("{} MB", i.manifest.bytes.div_ceil(1 << 20)),
+            "installed",
+            i.manifest.source
+        );
+    }
+    out
+}
+
+/// Options of `models pull`.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Replaces `https://huggingface.co` and `https://dl.fbaipublicfiles.com` (a local mirror).
+    pub mirror: Option<String>,
+    /// Hugging Face revision (branch, tag or commit); default `main`.
+    pub revision: Option<String>,
+}
+
+/// Downloads a catalog model into `<data dir>/models/<id>`. Partial files stay in
+/// `<data dir>/models/.partial/<id>/` between runs, so a second `pull` resumes.
+pub async fn pull(data_dir: &Path, id: &str, opts: &PullOptions) -> Result<Installed, Error> {
+    let entry = catalog(id).ok_or_else(|| Error::Unknown(id.to_string()))?;
+    let models = models_dir(data_dir);
+    let staging = models.join(".partial").join(id);
+    std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("soundcheck/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(20))
+        .build()
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let (source, revision) = match entry.family {
+        Family::MusicGen => {
+            let base = opts.mirror.as_deref().unwrap_or(HUGGING_FACE);
+            let repo = entry.repo.expect("musicgen entries name their repository");
+            let rev = opts.revision.as_deref().unwrap_or("main");
+            let resolved = hub::download_musicgen(&client, base, repo, rev, &staging).await?;
+            validate_musicgen(&staging)?;
+            (format!("pull {base}/{repo}"), Some(resolved))
+        }
+        Family::HtDemucs => return Err(Error::Invalid("MERGE-HTDEMUCS".into())),
+        // MERGE-HTDEMUCS         Family::HtDemucs => {
+        // MERGE-HTDEMUCS             let bag = htdemucs::install::official(id).ok_or_else(|| Error::Unknown(id.into()))?;
+        // MERGE-HTDEMUCS             let base = opts.mirror.as_deref().unwrap_or(DEMUCS_BUCKET);
+        // MERGE-HTDEMUCS             let mut files = Vec::new();
+        // MERGE-HTDEMUCS             for name in bag.files.iter() {
+        // MERGE-HTDEMUCS                 let url = format!("{}/{}/{name}", base.trim_end_matches('/'), bag.path);
+        // MERGE-HTDEMUCS                 let sig = name
+        // MERGE-HTDEMUCS                     .rsplit_once('-')
+        // MERGE-HTDEMUCS                     .and_then(|(_, rest)| rest.strip_suffix(".th"))
+        // MERGE-HTDEMUCS                     .unwrap_or_default();
+        // MERGE-HTDEMUCS                 let remote = download::Remote {
+        // MERGE-HTDEMUCS                     url,
+        // MERGE-HTDEMUCS                     size: None,
+        // MERGE-HTDEMUCS                     checksum: download::Checksum::Sha256Prefix(sig.to_string()),
+        // MERGE-HTDEMUCS                 };
+        // MERGE-HTDEMUCS                 let dest = staging.join(name);
+        // MERGE-HTDEMUCS                 let bar = download::bar(name);
+        // MERGE-HTDEMUCS                 download::fetch(&client, &remote, &dest, &bar).await?;
+        // MERGE-HTDEMUCS                 bar.finish();
+        // MERGE-HTDEMUCS                 files.push(dest);
+        // MERGE-HTDEMUCS             }
+        // MERGE-HTDEMUCS             let out = staging.with_extension("converted");
+        // MERGE-HTDEMUCS             remove_dir_if_exists(&out)?;
+        // MERGE-HTDEMUCS             htdemucs::install::install_th(&files, bag.weights.clone(), bag.segment, &out)
+        // MERGE-HTDEMUCS                 .map_err(|e| Error::Invalid(e.to_string()))?;
+        // MERGE-HTDEMUCS             // The converted bag replaces the downloads in the staging directory.
+        // MERGE-HTDEMUCS             remove_dir_if_exists(&staging)?;
+        // MERGE-HTDEMUCS             std::fs::rename(&out, &staging).map_err(|e| Error::io(&staging, e))?;
+        // MERGE-HTDEMUCS             (format!("pull {base}/{}", bag.path), None)
+        // MERGE-HTDEMUCS         }
+    };
+    finish_install(
+        data_dir,
+        &staging,
+        id,
+        entry.family,
+        source,
+        revision,
+        Some(entry.licence),
+    )
+}
+
+/// Installs from a local copy: a MusicGen directory (Hugging Face layout), or one or more demucs
+/// `.th` files (a single file, or a directory of them, forming one bag with equal weights). `id`
+/// defaults to the directory or file name.
+pub fn import(data_dir: &Path, src: &Path, id: Option<&str>) -> Result<Installed, Error> {
+    let meta = std::fs::metadata(src).map_err(|e| Error::io(src, e))?;
+    let th_files: Vec<PathBuf> = if meta.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(src)
+            .map_err(|e| Error::io(src, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "th"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![src.to_path_buf()]
+    };
+    let default_id = src
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let id = id.map(str::to_string).unwrap_or(default_id);
+    check_id(&id)?;
+    let models = models_dir(data_dir);
+    let staging = models.join(".partial").join(&id);
+    remove_dir_if_exists(&staging)?;
+    std::fs::create_dir_all(staging.parent().unwrap()).map_err(|e| Error::io(&models, e))?;
+    let family = if meta.is_dir() && src.join(musicgen::loader::CONFIG_FILE).exists() {
+        copy_dir(src, &staging)?;
+        validate_musicgen(&staging)?;
+        Family::MusicGen
+    // MERGE-HTDEMUCS     } else if th_files.iter().any(|p| p.extension().is_some_and(|x| x == "th")) {
+    // MERGE-HTDEMUCS         htdemucs::install::install_th(&th_files, None, None, &staging)
+    // MERGE-HTDEMUCS             .map_err(|e| Error::Invalid(e.to_string()))?;
+    // MERGE-HTDEMUCS         Family::HtDemucs
+    } else {
+        return Err(Error::Invalid(format!(
+            "{}: expected a MusicGen directory (config.json, tokenizer.json, model.safetensors) \
+             or demucs .th checkpoints",
+            src.display()
+        )));
+    };
+    let licence = catalog(&id).map(|e| e.licence);
+    finish_install(
+        data_dir,
+        &staging,
+        &id,
+        family,
+        format!("import {}", src.display()),
+        None,
+        licence,
+    )
+}
+
+/// Deletes an installed model.
+pub fn remove(data_dir: &Path, id: &str) -> Result<(), Error> {
+    let inst = find(data_dir, id).ok_or_else(|| Error::Unknown(id.to_string()))?;
+    std::fs::remove_dir_all(&inst.dir).map_err(|e| Error::io(&inst.dir, e))
+}
+
+/// Ids become directory names: keep them plain.
+fn check_id(id: &str) -> Result<(), Error> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !id.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "model id {id:?}: use letters, digits, '-', '_' and '.'"
+        )))
+    }
+}
+
+/// The cheap checks `load` would fail on: configuration, tokenizer, weight files present.
+fn validate_musicgen(dir: &Path) -> Result<(), Error> {
+    let cfg = musicgen::loader::read_config(dir).map_err(|e| Error::Invalid(e.to_string()))?;
+    musicgen::loader::read_generation_config(dir, &cfg)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    musicgen::loader::read_tokenizer(dir).map_err(|e| Error::Invalid(e.to_string()))?;
+    musicgen::loader::weight_files(dir).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(())
+}
+
+/// Writes the manifest into `staging` and moves it to `<models>/<id>`, replacing an older install.
+fn finish_install(
+    data_dir: &Path,
+    staging: &Path,
+    id: &str,
+    family: Family,
+    source: String,
+    revision: Option<String>,
+    licence: Option<&str>,
+) -> Result<Installed, Error> {
+    let bytes = dir_size(staging)?;
+    let manifest = Manifest {
+        id: id.to_string(),
+        family,
+        source,
+        revision,
+        licence: licence.map(str::to_string),
+        installed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        bytes,
+    };
+    let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+    std::fs::write(staging.join(MANIFEST), text + "\n").map_err(|e| Error::io(staging, e))?;
+    let dest = models_dir(data_dir).join(id);
+    remove_dir_if_exists(&dest)?;
+    std::fs::rename(staging, &dest).map_err(|e| Error::io(&dest, e))?;
+    Ok(Installed {
+        dir: dest,
+        manifest,
+    })
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<(), Error> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir, e)),
+        _ => Ok(()),
+    }
+}
+
+fn copy_dir(src: &Path, dest: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
+    for entry in std::fs::read_dir(src)
+        .map_err(|e| Error::io(src, e))?
+        .flatten()
+    {
+        let from = entry.path();
+        let to = dest.join(entry.file_name());
+        if from.is_dir() {
+            copy_dir(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> Result<u64, Error> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+    {
+        let p = entry.path();
+        total += if p.is_dir() {
+            dir_size(&p)?
+        } else {
+            entry.metadata().map(|m| m.len()).unwrap_or(0)
+        };
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_stay_plain_directory_names() {
+        for ok in ["htdemucs", "musicgen-small", "my_model.v2"] {
+            assert!(check_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../x", "a/b", ".hidden", "sp ace"] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unfinished_installs_are_not_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = models_dir(dir.path());
+        std::fs::create_dir_all(models.join("half")).unwrap();
+        std::fs::create_dir_all(models.join(".partial/musicgen-small")).unwrap();
+        assert!(installed(dir.path()).is_empty());
+        assert!(list_table(dir.path()).contains("musicgen-small"));
+    }
+}
