@@ -14,6 +14,7 @@ mod e2e_webhooks;
 mod generate;
 mod musicgen;
 mod separate;
+mod separate_engine;
 mod synth;
 mod transcribe;
 mod util;
