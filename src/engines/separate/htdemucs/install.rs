@@ -46,8 +46,8 @@ pub struct Bag {
 /// Source: facebookresearch/demucs at e976d93 (2023-11-16), `demucs/remote/htdemucs.yaml`,
 /// `htdemucs_ft.yaml`, `htdemucs_6s.yaml` (model signatures and weights; none sets a segment),
 /// `demucs/remote/files.txt` (the file names, under `root: hybrid_transformer/`) and
-/// `demucs/pretrained.py` (`ROOT_URL = "https://dl.fbaipublicfiles.com/demucs/"`). demucs code and
-/// weights are MIT-licensed.
+/// `demucs/pretrained.py` (`ROOT_URL = "https://dl.fbaipublicfiles.com/demucs/"`). demucs is
+/// released under the MIT license (its README).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OfficialBag {
     /// The installed directory's name and the engine's `name()`.
