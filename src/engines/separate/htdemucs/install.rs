@@ -41,90 +41,91 @@ pub struct Bag {
     pub segment: Option<f64>,
 }
 
-/// An official pretrained bag as demucs publishes it: what `soundcheck models pull <id>` downloads.
+/// An official pretrained bag as demucs publishes it: what `soundcheck models pull <id>` downloads
+/// (from `<BUCKET>/<path>/<file>`, or the same path under a mirror) and installs with
+/// [`install_th`]`(files, weights, segment, …)`.
 ///
 /// Source: facebookresearch/demucs at e976d93 (2023-11-16), `demucs/remote/htdemucs.yaml`,
 /// `htdemucs_ft.yaml`, `htdemucs_6s.yaml` (model signatures and weights; none sets a segment),
 /// `demucs/remote/files.txt` (the file names, under `root: hybrid_transformer/`) and
 /// `demucs/pretrained.py` (`ROOT_URL = "https://dl.fbaipublicfiles.com/demucs/"`). demucs is
 /// released under the MIT license (its README).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OfficialBag {
     /// The installed directory's name and the engine's `name()`.
     pub id: &'static str,
     /// One line for a catalog listing.
     pub description: &'static str,
-    /// Where `files` are downloaded from (ends with `/`).
-    pub base_url: &'static str,
+    /// The files' folder under [`BUCKET`] (or a mirror), no leading or trailing `/`.
+    pub path: &'static str,
     /// `<sig>-<sha256 prefix>.th`, in the bag's model order.
     pub files: &'static [&'static str],
     /// `weights[model][source]` as in the yaml, or `None` for equal weights.
-    pub weights: Option<&'static [&'static [f32]]>,
+    pub weights: Option<Vec<Vec<f32>>>,
     /// The yaml's `segment`, seconds (none of the official HTDemucs bags sets one).
     pub segment: Option<f64>,
 }
 
 impl OfficialBag {
-    /// The download URL of each file, in `files` order.
+    /// The download URL of each file at [`BUCKET`], in `files` order.
     pub fn urls(&self) -> Vec<String> {
         self.files
             .iter()
-            .map(|f| format!("{}{f}", self.base_url))
+            .map(|f| format!("{BUCKET}/{}/{f}", self.path))
             .collect()
-    }
-
-    /// `weights` in the form [`install_th`] takes.
-    pub fn weights_vec(&self) -> Option<Vec<Vec<f32>>> {
-        self.weights
-            .map(|w| w.iter().map(|row| row.to_vec()).collect())
     }
 }
 
-const HYBRID_TRANSFORMER: &str = "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/";
+/// Where demucs' `pretrained.py` downloads from (its `ROOT_URL` less the `demucs/` folder).
+pub const BUCKET: &str = "https://dl.fbaipublicfiles.com";
 
-/// The official HTDemucs bags, in catalog order.
-pub const OFFICIAL: &[OfficialBag] = &[
-    OfficialBag {
-        id: "htdemucs",
-        description: "HTDemucs (Demucs v4): drums, bass, other, vocals; one model",
-        base_url: HYBRID_TRANSFORMER,
-        files: &["955717e8-8726e21a.th"],
-        weights: None,
-        segment: None,
-    },
-    OfficialBag {
-        id: "htdemucs_ft",
-        description: "HTDemucs fine-tuned: four models, each serving one of drums, bass, other, \
-                      vocals (slower, slightly better)",
-        base_url: HYBRID_TRANSFORMER,
-        files: &[
-            "f7e0c4bc-ba3fe64a.th",
-            "d12395a8-e57c48e6.th",
-            "92cfc3b6-ef3bcb9c.th",
-            "04573f0d-f3cf25b2.th",
-        ],
-        weights: Some(&[
-            &[1.0, 0.0, 0.0, 0.0],
-            &[0.0, 1.0, 0.0, 0.0],
-            &[0.0, 0.0, 1.0, 0.0],
-            &[0.0, 0.0, 0.0, 1.0],
-        ]),
-        segment: None,
-    },
-    OfficialBag {
-        id: "htdemucs_6s",
-        description: "HTDemucs, experimental six sources (adds guitar and piano, folded into \
-                      other for four stems)",
-        base_url: HYBRID_TRANSFORMER,
-        files: &["5c90dfd2-34c22ccb.th"],
-        weights: None,
-        segment: None,
-    },
-];
+/// The official HTDemucs bag ids, in catalog order.
+pub const OFFICIAL_IDS: [&str; 3] = ["htdemucs", "htdemucs_ft", "htdemucs_6s"];
 
-/// The official bag named `id` (`htdemucs`, `htdemucs_ft`, `htdemucs_6s`).
+/// The official bag named `id` (one of [`OFFICIAL_IDS`]).
 pub fn official(id: &str) -> Option<OfficialBag> {
-    OFFICIAL.iter().find(|b| b.id == id).copied()
+    const PATH: &str = "demucs/hybrid_transformer";
+    let bag = match id {
+        "htdemucs" => OfficialBag {
+            id: "htdemucs",
+            description: "HTDemucs (Demucs v4): drums, bass, other, vocals; one model",
+            path: PATH,
+            files: &["955717e8-8726e21a.th"],
+            weights: None,
+            segment: None,
+        },
+        "htdemucs_ft" => OfficialBag {
+            id: "htdemucs_ft",
+            description: "HTDemucs fine-tuned: four models, each serving one of drums, bass, \
+                          other, vocals (4x slower, slightly better)",
+            path: PATH,
+            files: &[
+                "f7e0c4bc-ba3fe64a.th",
+                "d12395a8-e57c48e6.th",
+                "92cfc3b6-ef3bcb9c.th",
+                "04573f0d-f3cf25b2.th",
+            ],
+            // Model i serves source i only (identity), in the sources' order drums, bass, other,
+            // vocals.
+            weights: Some(
+                (0..4)
+                    .map(|i| (0..4).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+                    .collect(),
+            ),
+            segment: None,
+        },
+        "htdemucs_6s" => OfficialBag {
+            id: "htdemucs_6s",
+            description: "HTDemucs, experimental six sources (adds guitar and piano, folded into \
+                          other for four stems)",
+            path: PATH,
+            files: &["5c90dfd2-34c22ccb.th"],
+            weights: None,
+            segment: None,
+        },
+        _ => return None,
+    };
+    Some(bag)
 }
 
 /// The model name of a `.th` file, as demucs' `LocalRepo` reads it: the stem up to its first `-`
@@ -344,11 +345,17 @@ mod tests {
 
     #[test]
     fn official_bags_are_demucs_yaml() {
-        let ids: Vec<&str> = OFFICIAL.iter().map(|b| b.id).collect();
-        assert_eq!(ids, ["htdemucs", "htdemucs_ft", "htdemucs_6s"]);
+        for id in OFFICIAL_IDS {
+            let bag = official(id).unwrap();
+            assert_eq!(bag.id, id);
+            for f in bag.files {
+                assert_eq!(model_name(Path::new(f)).unwrap().len(), 8, "{f}");
+            }
+        }
         let ft = official("htdemucs_ft").unwrap();
         assert_eq!(ft.files.len(), 4);
-        let w = ft.weights_vec().unwrap();
+        let w = ft.weights.unwrap();
+        assert_eq!(w.len(), 4);
         for (i, row) in w.iter().enumerate() {
             assert_eq!(row.len(), 4);
             for (j, &v) in row.iter().enumerate() {
@@ -359,12 +366,8 @@ mod tests {
             official("htdemucs").unwrap().urls(),
             ["https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/955717e8-8726e21a.th"]
         );
+        assert!(official("htdemucs_6s").unwrap().weights.is_none());
         assert!(official("mdx").is_none());
-        for bag in OFFICIAL {
-            for f in bag.files {
-                assert_eq!(model_name(Path::new(f)).unwrap().len(), 8, "{f}");
-            }
-        }
     }
 
     #[test]
