@@ -15,6 +15,7 @@ mod generate;
 mod models;
 mod musicgen;
 mod separate;
+mod separate_engine;
 mod synth;
 mod transcribe;
 mod util;

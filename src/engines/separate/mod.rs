@@ -1,19 +1,72 @@
 //! Stem separation behind `/v1/separate`: split a mix into sources (vocals, drums, bass, other, or
 //! vocals + accompaniment).
 //!
-//! - [`dsp`]: the classical separator, always available, reported as `"model": "dsp"`;
-//! - [`htdemucs`]: Demucs v4 "HTDemucs" ported to candle, loaded from converted official
-//!   checkpoints.
+//! - [`dsp`]: the classical separator, always available, reported as `"model": "dsp"`
+//!   ([`DspSeparateEngine`]);
+//! - [`htdemucs`]: Demucs v4 "HTDemucs" ported to candle, loaded from an installed bag of converted
+//!   official checkpoints ([`HtdemucsSeparateEngine`], reported as `"model": "<bag id>"`).
+//!
+//! Both engines take the same job fields ([`separate_params`]) and write their stems the same way.
 
 pub mod dsp;
 pub mod htdemucs;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
+use candle_core::Device;
 use serde_json::{json, Map, Value};
 
-use crate::audio::{self, Format};
-use crate::jobs::engine::{file_ref, Engine, EngineError, JobContext, JobKind, JobOutput};
+use crate::audio::{self, Audio, Format};
+use crate::jobs::engine::{
+    file_ref, Engine, EngineError, JobContext, JobKind, JobOutput, Resource,
+};
+use htdemucs::{BagOfModels, SeparateOptions};
+
+/// The `/v1/separate` job fields: `stems`: `2` or `4` (default 4); `format`: `wav16` (default),
+/// `wav24` or `float`.
+pub fn separate_params(fields: &BTreeMap<String, String>) -> Result<Value, String> {
+    let stems = match fields.get("stems").map(|s| s.trim()) {
+        None | Some("") | Some("4") => 4,
+        Some("2") => 2,
+        Some(other) => return Err(format!("stems must be 2 or 4, not {other:?}")),
+    };
+    let format = fields.get("format").map_or("wav16", |s| s.trim());
+    match Format::parse(format, None) {
+        Some(Format::Wav16 | Format::Wav24 | Format::WavFloat) => {}
+        _ => {
+            return Err(format!(
+                "format must be wav16, wav24 or float, not {format:?}"
+            ))
+        }
+    }
+    Ok(json!({ "stems": stems, "format": format }))
+}
+
+/// The stored parameters [`separate_params`] returned: two stems?, and the WAV format.
+fn stored_params(params: &Value) -> (bool, Format) {
+    let two = params["stems"] == 2;
+    let format = params["format"]
+        .as_str()
+        .and_then(|f| Format::parse(f, None))
+        .unwrap_or(Format::Wav16);
+    (two, format)
+}
+
+/// Writes each stem as `<name>.wav` in `out_dir` and returns `{name: {"$file": "<name>.wav"}}`.
+fn write_stems<'a>(
+    stems: impl IntoIterator<Item = (&'a str, &'a Audio)>,
+    format: Format,
+    out_dir: &Path,
+) -> Result<Map<String, Value>, EngineError> {
+    let mut urls = Map::new();
+    for (name, stem) in stems {
+        let file = format!("{name}.wav");
+        audio::encode(stem, format, &out_dir.join(&file))?;
+        urls.insert(name.to_string(), file_ref(&file));
+    }
+    Ok(urls)
+}
 
 /// `/v1/separate` with the DSP separator.
 pub struct DspSeparateEngine;
@@ -27,31 +80,13 @@ impl Engine for DspSeparateEngine {
         "dsp"
     }
 
-    /// `stems`: `2` or `4` (default 4); `format`: `wav16` (default), `wav24` or `float`.
+    /// See [`separate_params`].
     fn params(&self, fields: &BTreeMap<String, String>) -> Result<Value, String> {
-        let stems = match fields.get("stems").map(|s| s.trim()) {
-            None | Some("") | Some("4") => 4,
-            Some("2") => 2,
-            Some(other) => return Err(format!("stems must be 2 or 4, not {other:?}")),
-        };
-        let format = fields.get("format").map_or("wav16", |s| s.trim());
-        match Format::parse(format, None) {
-            Some(Format::Wav16 | Format::Wav24 | Format::WavFloat) => {}
-            _ => {
-                return Err(format!(
-                    "format must be wav16, wav24 or float, not {format:?}"
-                ))
-            }
-        }
-        Ok(json!({ "stems": stems, "format": format }))
+        separate_params(fields)
     }
 
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, EngineError> {
-        let two = ctx.params["stems"] == 2;
-        let format = ctx.params["format"]
-            .as_str()
-            .and_then(|f| Format::parse(f, None))
-            .unwrap_or(Format::Wav16);
+        let (two, format) = stored_params(ctx.params);
         let input = audio::decode_with_progress(ctx.input, &|p| (ctx.progress)(0.1 * p))?;
         let stems = dsp::separate(
             &input,
@@ -63,12 +98,7 @@ impl Engine for DspSeparateEngine {
             dsp::Error::Cancelled => EngineError::Cancelled,
             dsp::Error::Empty => EngineError::InvalidInput("the audio has no samples".into()),
         })?;
-        let mut urls = Map::new();
-        for (name, stem) in &stems {
-            let file = format!("{name}.wav");
-            audio::encode(stem, format, &ctx.out_dir.join(&file))?;
-            urls.insert(name.to_string(), file_ref(&file));
-        }
+        let urls = write_stems(stems.iter().map(|(n, a)| (*n, a)), format, ctx.out_dir)?;
         (ctx.progress)(1.0);
         Ok(JobOutput {
             result: json!({
@@ -77,6 +107,155 @@ impl Engine for DspSeparateEngine {
                 "format": ctx.params["format"],
                 "sample_rate": input.sample_rate,
                 "duration": input.duration_secs(),
+            }),
+        })
+    }
+}
+
+/// `/v1/separate` with an installed HTDemucs bag (`htdemucs`, `htdemucs_ft`, `htdemucs_6s`; see
+/// [`htdemucs::install`]), reported as `"model": "<id>"`.
+///
+/// The upload is read as demucs' command line reads it: the model's channel count (mono duplicated
+/// to stereo, a multichannel file's first two channels, as `demucs.audio.convert_audio_channels`),
+/// resampled to the model's rate (44.1 kHz for the official models) and separated with demucs'
+/// defaults (one random shift, seeded so a job is reproducible; 25% overlap). Stems come back at
+/// the model's rate, reported as `sample_rate`.
+///
+/// Four stems are `drums`, `bass`, `other`, `vocals`. A model with more sources (`htdemucs_6s`:
+/// `guitar`, `piano`) has them summed into `other`, so the four stems still add up to the model's
+/// whole estimate ([`htdemucs::four_stems`]). Two stems are `vocals` and `accompaniment`, the sum
+/// of every other source ([`htdemucs::two_stems`]).
+pub struct HtdemucsSeparateEngine {
+    /// The installed bag's id, reported as the result's `model`.
+    id: String,
+    bag: BagOfModels,
+    /// demucs' command-line defaults; fixed so the same upload always gives the same stems.
+    options: SeparateOptions,
+}
+
+impl HtdemucsSeparateEngine {
+    /// Load the bag installed in `dir` (`<data_dir>/models/<id>`) onto `device`.
+    pub fn load(dir: &Path, id: &str, device: &Device) -> Result<Self, htdemucs::Error> {
+        Self::from_bag(id, htdemucs::install::load_bag(dir, device)?)
+    }
+
+    /// Serve an already-loaded bag as `id`. Its sources must include `drums`, `bass`, `other` and
+    /// `vocals`, the contract's four stems.
+    pub fn from_bag(id: &str, bag: BagOfModels) -> Result<Self, htdemucs::Error> {
+        for needed in htdemucs::FOUR_STEMS {
+            if !bag.sources().iter().any(|s| s == needed) {
+                return Err(htdemucs::Error::Config(format!(
+                    "the model has no {needed:?} source (it has {:?})",
+                    bag.sources()
+                )));
+            }
+        }
+        Ok(HtdemucsSeparateEngine {
+            id: id.to_string(),
+            bag,
+            options: SeparateOptions::default(),
+        })
+    }
+
+    /// The loaded models.
+    pub fn bag(&self) -> &BagOfModels {
+        &self.bag
+    }
+
+    /// The options every run separates with.
+    pub fn options(&self) -> &SeparateOptions {
+        &self.options
+    }
+
+    /// The rate the models run at and the stems are written at.
+    pub fn sample_rate(&self) -> u32 {
+        self.bag.models()[0].config().samplerate
+    }
+
+    /// The upload's channels as the model takes them (`demucs.audio.convert_audio_channels`).
+    fn model_channels(&self, mut input: Audio) -> Result<Audio, EngineError> {
+        let want = self.bag.models()[0].config().audio_channels;
+        match input.channels.len() {
+            have if have == want => {}
+            _ if want == 1 => input.channels = vec![input.mono()],
+            1 => input.channels = vec![input.channels[0].clone(); want],
+            have if have > want => input.channels.truncate(want),
+            have => {
+                return Err(EngineError::InvalidInput(format!(
+                    "the model takes {want} channels or mono, the audio has {have}"
+                )))
+            }
+        }
+        Ok(input)
+    }
+}
+
+impl Engine for HtdemucsSeparateEngine {
+    fn kind(&self) -> JobKind {
+        JobKind::Separate
+    }
+
+    fn name(&self) -> &str {
+        &self.id
+    }
+
+    /// One separation at a time per device: a run holds the models' activations and the whole
+    /// track's stems.
+    fn resource(&self) -> Resource {
+        Resource::Device
+    }
+
+    /// See [`separate_params`].
+    fn params(&self, fields: &BTreeMap<String, String>) -> Result<Value, String> {
+        separate_params(fields)
+    }
+
+    fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, EngineError> {
+        let (two, format) = stored_params(ctx.params);
+        let input = audio::decode_with_progress(ctx.input, &|p| (ctx.progress)(0.05 * p))?;
+        if input.frames() == 0 || input.channels.is_empty() {
+            return Err(EngineError::InvalidInput("the audio has no samples".into()));
+        }
+        let rate = self.sample_rate();
+        let mix = audio::resample(&self.model_channels(input)?, rate, audio::Quality::High)?;
+        if (ctx.cancelled)() {
+            return Err(EngineError::Cancelled);
+        }
+        (ctx.progress)(0.1);
+        let stems = self.bag.separate_with(
+            &mix.channels,
+            &self.options,
+            &|p| (ctx.progress)(0.1 + 0.85 * p),
+            ctx.cancelled,
+        )?;
+        let stems = if two {
+            htdemucs::two_stems(stems, "vocals")?
+        } else {
+            htdemucs::four_stems(stems)?
+        };
+        let stems: Vec<(String, Audio)> = stems
+            .into_iter()
+            .map(|(name, channels)| {
+                let audio = Audio {
+                    sample_rate: rate,
+                    channels,
+                };
+                (name, audio)
+            })
+            .collect();
+        let urls = write_stems(
+            stems.iter().map(|(n, a)| (n.as_str(), a)),
+            format,
+            ctx.out_dir,
+        )?;
+        (ctx.progress)(1.0);
+        Ok(JobOutput {
+            result: json!({
+                "stems": urls,
+                "model": self.id,
+                "format": ctx.params["format"],
+                "sample_rate": rate,
+                "duration": mix.duration_secs(),
             }),
         })
     }

@@ -130,7 +130,7 @@ fn apply_split(
     model: &HTDemucs,
     mix: View,
     opts: &SeparateOptions,
-    tick: &mut dyn FnMut(),
+    tick: &mut dyn FnMut() -> Result<(), Error>,
 ) -> Result<Vec<Planar>, Error> {
     let segment = model.config().training_length();
     let n_src = model.sources().len();
@@ -159,7 +159,7 @@ fn apply_split(
         {
             *s += w;
         }
-        tick();
+        tick()?;
     }
     for src in &mut out {
         for chan in src.iter_mut() {
@@ -178,6 +178,18 @@ pub fn apply_model(
     mix: &[Vec<f32>],
     opts: &SeparateOptions,
     progress: &dyn Fn(f32),
+) -> Result<Vec<Planar>, Error> {
+    apply_model_with(model, mix, opts, progress, &|| false)
+}
+
+/// [`apply_model`] that checks `cancelled` before every segment and returns [`Error::Cancelled`]
+/// once it turns true, so a long track stops within one segment's work.
+pub fn apply_model_with(
+    model: &HTDemucs,
+    mix: &[Vec<f32>],
+    opts: &SeparateOptions,
+    progress: &dyn Fn(f32),
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Vec<Planar>, Error> {
     let length = mix.first().map_or(0, Vec::len);
     if length == 0 || mix.iter().any(|c| c.len() != length) {
@@ -199,13 +211,24 @@ pub fn apply_model(
         let mut tick = || {
             done += 1;
             progress(done as f32 / total as f32);
+            check(cancelled)
         };
+        check(cancelled)?;
         return apply_split(model, View::whole(mix), opts, &mut tick);
     }
     let max_shift = (0.5 * model.config().samplerate as f64) as usize;
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
     let shifts: Vec<usize> = (0..passes).map(|_| rng.gen_range(0..=max_shift)).collect();
-    apply_shifted(model, mix, opts, &shifts, progress)
+    apply_shifted(model, mix, opts, &shifts, progress, cancelled)
+}
+
+/// `Err(Cancelled)` once the caller's cancel check is true.
+fn check(cancelled: &dyn Fn() -> bool) -> Result<(), Error> {
+    if cancelled() {
+        Err(Error::Cancelled)
+    } else {
+        Ok(())
+    }
 }
 
 /// The shift trick with given offsets: pad by `max_shift` on both sides, run from `offset`, drop
@@ -216,6 +239,7 @@ fn apply_shifted(
     opts: &SeparateOptions,
     shifts: &[usize],
     progress: &dyn Fn(f32),
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Vec<Planar>, Error> {
     let length = mix[0].len();
     let segment = model.config().training_length();
@@ -229,7 +253,9 @@ fn apply_shifted(
     let mut tick = || {
         done += 1;
         progress(done as f32 / total as f32);
+        check(cancelled)
     };
+    check(cancelled)?;
     let mut out: Option<Vec<Planar>> = None;
     for &offset in shifts {
         let shifted = View::whole(&padded).sub(offset, length + max_shift - offset);
@@ -344,6 +370,32 @@ fn denormalise(sources: &[String], out: Vec<Planar>, mean: f32, std: f32) -> Ste
         .collect()
 }
 
+/// A bag's `weights[model][source]` must hold one finite weight per model and source, with a
+/// positive total for every source (it divides the weighted sum).
+pub(crate) fn check_weights(
+    weights: &[Vec<f32>],
+    n_models: usize,
+    sources: &[String],
+) -> Result<(), Error> {
+    if weights.len() != n_models || weights.iter().any(|w| w.len() != sources.len()) {
+        return Err(Error::Config(format!(
+            "weights must be {n_models} rows (one per model) of {} (one per source)",
+            sources.len()
+        )));
+    }
+    if weights.iter().flatten().any(|w| !w.is_finite()) {
+        return Err(Error::Config("weights must be finite".into()));
+    }
+    for (k, source) in sources.iter().enumerate() {
+        if weights.iter().map(|w| w[k]).sum::<f32>() <= 0.0 {
+            return Err(Error::Config(format!(
+                "source {source} has no positive weight"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `demucs.apply.BagOfModels`: several models with the same sources whose estimates are averaged
 /// per source with weights (the fine-tuned `htdemucs_ft` is four models, one per source).
 #[derive(Debug, Clone)]
@@ -371,17 +423,7 @@ impl BagOfModels {
             }
         }
         let weights = weights.unwrap_or_else(|| vec![vec![1.0; sources.len()]; models.len()]);
-        if weights.len() != models.len() || weights.iter().any(|w| w.len() != sources.len()) {
-            return Err(Error::Config("one weight per model and source".into()));
-        }
-        for k in 0..sources.len() {
-            if weights.iter().map(|w| w[k]).sum::<f32>() <= 0.0 {
-                return Err(Error::Config(format!(
-                    "source {} has no positive weight",
-                    sources[k]
-                )));
-            }
-        }
+        check_weights(&weights, models.len(), sources)?;
         Ok(BagOfModels { models, weights })
     }
 
@@ -401,6 +443,18 @@ impl BagOfModels {
         opts: &SeparateOptions,
         progress: &dyn Fn(f32),
     ) -> Result<Stems, Error> {
+        self.separate_with(audio, opts, progress, &|| false)
+    }
+
+    /// [`BagOfModels::separate`] that stops with [`Error::Cancelled`] once `cancelled` is true
+    /// (checked before every segment of every model).
+    pub fn separate_with(
+        &self,
+        audio: &[Vec<f32>],
+        opts: &SeparateOptions,
+        progress: &dyn Fn(f32),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Stems, Error> {
         let first = &self.models[0];
         let (normed, mean, std) = normalise(audio, first.config().audio_channels)?;
         let used: Vec<usize> = (0..self.models.len())
@@ -410,7 +464,7 @@ impl BagOfModels {
         let mut estimates: Option<Vec<Planar>> = None;
         for (n, &i) in used.iter().enumerate() {
             let scaled = |p: f32| progress((n as f32 + p) / used.len() as f32);
-            let out = apply_model(&self.models[i], &normed, opts, &scaled)?;
+            let out = apply_model_with(&self.models[i], &normed, opts, &scaled, cancelled)?;
             let est = estimates.get_or_insert_with(|| {
                 out.iter()
                     .map(|s| s.iter().map(|c| vec![0f32; c.len()]).collect())
@@ -462,6 +516,40 @@ pub fn two_stems(stems: Stems, keep: &str) -> Result<Stems, Error> {
         (keep.to_string(), kept),
         ("accompaniment".to_string(), rest),
     ])
+}
+
+/// The contract's four stems, in demucs' source order.
+pub const FOUR_STEMS: [&str; 4] = ["drums", "bass", "other", "vocals"];
+
+/// The contract's four stems from any model that has them: `drums`, `bass`, `other`, `vocals`, in
+/// that order, with every further source (`htdemucs_6s`' `guitar` and `piano`) summed into
+/// `other`, so the stems still add up to the model's whole estimate.
+pub fn four_stems(stems: Stems) -> Result<Stems, Error> {
+    let mut out: Vec<(String, Option<Planar>)> =
+        FOUR_STEMS.iter().map(|n| (n.to_string(), None)).collect();
+    let other = 2;
+    let mut extra: Vec<Planar> = Vec::new();
+    for (name, audio) in stems {
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, slot)) => *slot = Some(audio),
+            None => extra.push(audio),
+        }
+    }
+    if let Some(acc) = out[other].1.as_mut() {
+        for audio in &extra {
+            for (a, c) in acc.iter_mut().zip(audio) {
+                for (x, y) in a.iter_mut().zip(c) {
+                    *x += y;
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(name, audio)| match audio {
+            Some(a) => Ok((name, a)),
+            None => Err(Error::Input(format!("the model has no {name:?} source"))),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -521,10 +609,10 @@ mod tests {
                 .fold(0.0f32, f32::max)
         };
         // Starting at the full shift reads exactly the original samples, zeros around them.
-        let same = apply_shifted(&model, &mix, &opts, &[22050], &|_| {}).unwrap();
+        let same = apply_shifted(&model, &mix, &opts, &[22050], &|_| {}, &|| false).unwrap();
         assert_eq!(diff(&base, &same), 0.0);
         // Any other offset moves the segment boundaries, so the output changes.
-        let moved = apply_shifted(&model, &mix, &opts, &[0, 22050], &|_| {}).unwrap();
+        let moved = apply_shifted(&model, &mix, &opts, &[0, 22050], &|_| {}, &|| false).unwrap();
         assert!(diff(&base, &moved) > 1e-4);
     }
 
@@ -541,6 +629,28 @@ mod tests {
         assert_eq!(two[0], ("vocals".to_string(), stem(8.0)));
         assert_eq!(two[1], ("accompaniment".to_string(), stem(7.0)));
         assert!(two_stems(stems, "piano").is_err());
+    }
+
+    #[test]
+    fn four_stems_folds_extra_sources_into_other() {
+        let stem = |v: f32| vec![vec![v, 2.0 * v], vec![-v, 0.0]];
+        let six = ["drums", "bass", "other", "vocals", "guitar", "piano"];
+        let stems: Stems = six
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), stem((1 << i) as f32)))
+            .collect();
+        let four = four_stems(stems.clone()).unwrap();
+        let names: Vec<&str> = four.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, FOUR_STEMS);
+        assert_eq!(four[0].1, stem(1.0));
+        assert_eq!(four[2].1, stem(4.0 + 16.0 + 32.0));
+        assert_eq!(four[3].1, stem(8.0));
+        // Already four: unchanged, reordered to the contract's order.
+        let mut shuffled = stems[..4].to_vec();
+        shuffled.reverse();
+        assert_eq!(four_stems(shuffled).unwrap(), stems[..4].to_vec());
+        assert!(four_stems(stems[1..].to_vec()).is_err());
     }
 
     #[test]

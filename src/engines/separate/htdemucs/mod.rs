@@ -7,12 +7,15 @@
 //!
 //! This module owns the model and its inference: [`config`] (the checkpoint's kwargs), [`stft`],
 //! [`layers`] (encoder/decoder blocks), [`transformer`], [`apply`] (segmenting a whole track,
-//! `separate`) and [`checkpoint`] (reading demucs `.th` files without Python, converting them to
-//! safetensors + JSON, loading those). Only [`checkpoint`] touches files.
+//! `separate`), [`checkpoint`] (reading demucs `.th` files without Python, converting them to
+//! safetensors + JSON, loading those) and [`install`] (an installed bag of models: its directory
+//! layout, installing one from `.th` files, the official bags). Only [`checkpoint`] and [`install`]
+//! touch files.
 
 pub mod apply;
 pub mod checkpoint;
 pub mod config;
+pub mod install;
 pub mod layers;
 pub mod stft;
 pub mod transformer;
@@ -20,7 +23,10 @@ pub mod transformer;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
-pub use apply::{apply_model, separate, two_stems, BagOfModels, Planar, SeparateOptions, Stems};
+pub use apply::{
+    apply_model, apply_model_with, four_stems, separate, two_stems, BagOfModels, Planar,
+    SeparateOptions, Stems, FOUR_STEMS,
+};
 pub use config::{Config, Segment};
 
 use layers::{Conv1d, DConvSpec, HDecLayer, HEncLayer, LayerSpec, ScaledEmbedding};
@@ -28,7 +34,8 @@ use stft::{Spectrogram, Stft};
 use transformer::{CrossTransformerEncoder, LayerOptions, TransformerOptions};
 
 /// What can go wrong loading or running HTDemucs. `Input` is the caller's to fix (bad audio);
-/// `Config` and `Checkpoint` mean the model files are unusable; the rest are bugs or I/O.
+/// `Config` and `Checkpoint` mean the model files are unusable; `Cancelled` is the caller's own
+/// cancel check; the rest are bugs or I/O.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("unsupported or invalid HTDemucs configuration: {0}")]
@@ -43,6 +50,24 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The caller's cancel check turned true between two segments.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl From<Error> for crate::jobs::EngineError {
+    fn from(e: Error) -> Self {
+        use crate::jobs::EngineError;
+        match e {
+            Error::Input(m) => EngineError::InvalidInput(m),
+            Error::Cancelled => EngineError::Cancelled,
+            // The installed model files are unusable: the engine cannot serve until reinstalled.
+            e @ (Error::Config(_) | Error::Checkpoint(_) | Error::Io(_)) => {
+                EngineError::Unavailable(e.to_string())
+            }
+            e @ (Error::Candle(_) | Error::Internal(_)) => EngineError::Internal(e.to_string()),
+        }
+    }
 }
 
 /// The 1x1 projections to and from `bottom_channels` around the transformer.
