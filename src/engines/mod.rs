@@ -56,15 +56,15 @@ pub fn try_registry(config: &Config) -> anyhow::Result<Registry> {
         )));
         musicgens.push(id);
     }
-    // MERGE-HTDEMUCS     // One separator serves /v1/separate: the best installed HTDemucs, else the DSP one.
-    // MERGE-HTDEMUCS     for id in ["htdemucs_ft", "htdemucs", "htdemucs_6s"] {
-    // MERGE-HTDEMUCS         if let Some(m) = installed.iter().find(|m| m.manifest.id == id) {
-    // MERGE-HTDEMUCS             let engine = separate::HtdemucsSeparateEngine::load(&m.dir, id, &default_device())
-    // MERGE-HTDEMUCS                 .map_err(|e| anyhow::anyhow!("model {id} in {}: {e}", m.dir.display()))?;
-    // MERGE-HTDEMUCS             r.add_engine(Arc::new(engine));
-    // MERGE-HTDEMUCS             break;
-    // MERGE-HTDEMUCS         }
-    // MERGE-HTDEMUCS     }
+    // One separator serves /v1/separate: the best installed HTDemucs, else the DSP one.
+    for id in ["htdemucs_ft", "htdemucs", "htdemucs_6s"] {
+        if let Some(m) = installed.iter().find(|m| m.manifest.id == id) {
+            let engine = separate::HtdemucsSeparateEngine::load(&m.dir, id, &default_device())
+                .map_err(|e| anyhow::anyhow!("model {id} in {}: {e}", m.dir.display()))?;
+            r.add_engine(Arc::new(engine));
+            break;
+        }
+    }
     let wanted = match config.generator.as_str() {
         "auto" => ["musicgen-small", "musicgen-medium"]
             .into_iter()

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engines::musicgen;
-// MERGE-HTDEMUCS use crate::engines::separate::htdemucs;
+use crate::engines::separate::htdemucs;
 
 /// The manifest that marks a finished install.
 pub const MANIFEST: &str = "soundcheck-model.json";
@@ -262,37 +262,36 @@ pub async fn pull(data_dir: &Path, id: &str, opts: &PullOptions) -> Result<Insta
             validate_musicgen(&staging)?;
             (format!("pull {base}/{repo}"), Some(resolved))
         }
-        Family::HtDemucs => return Err(Error::Invalid("MERGE-HTDEMUCS".into())),
-        // MERGE-HTDEMUCS         Family::HtDemucs => {
-        // MERGE-HTDEMUCS             let bag = htdemucs::install::official(id).ok_or_else(|| Error::Unknown(id.into()))?;
-        // MERGE-HTDEMUCS             let base = opts.mirror.as_deref().unwrap_or(DEMUCS_BUCKET);
-        // MERGE-HTDEMUCS             let mut files = Vec::new();
-        // MERGE-HTDEMUCS             for name in bag.files.iter() {
-        // MERGE-HTDEMUCS                 let url = format!("{}/{}/{name}", base.trim_end_matches('/'), bag.path);
-        // MERGE-HTDEMUCS                 let sig = name
-        // MERGE-HTDEMUCS                     .rsplit_once('-')
-        // MERGE-HTDEMUCS                     .and_then(|(_, rest)| rest.strip_suffix(".th"))
-        // MERGE-HTDEMUCS                     .unwrap_or_default();
-        // MERGE-HTDEMUCS                 let remote = download::Remote {
-        // MERGE-HTDEMUCS                     url,
-        // MERGE-HTDEMUCS                     size: None,
-        // MERGE-HTDEMUCS                     checksum: download::Checksum::Sha256Prefix(sig.to_string()),
-        // MERGE-HTDEMUCS                 };
-        // MERGE-HTDEMUCS                 let dest = staging.join(name);
-        // MERGE-HTDEMUCS                 let bar = download::bar(name);
-        // MERGE-HTDEMUCS                 download::fetch(&client, &remote, &dest, &bar).await?;
-        // MERGE-HTDEMUCS                 bar.finish();
-        // MERGE-HTDEMUCS                 files.push(dest);
-        // MERGE-HTDEMUCS             }
-        // MERGE-HTDEMUCS             let out = staging.with_extension("converted");
-        // MERGE-HTDEMUCS             remove_dir_if_exists(&out)?;
-        // MERGE-HTDEMUCS             htdemucs::install::install_th(&files, bag.weights.clone(), bag.segment, &out)
-        // MERGE-HTDEMUCS                 .map_err(|e| Error::Invalid(e.to_string()))?;
-        // MERGE-HTDEMUCS             // The converted bag replaces the downloads in the staging directory.
-        // MERGE-HTDEMUCS             remove_dir_if_exists(&staging)?;
-        // MERGE-HTDEMUCS             std::fs::rename(&out, &staging).map_err(|e| Error::io(&staging, e))?;
-        // MERGE-HTDEMUCS             (format!("pull {base}/{}", bag.path), None)
-        // MERGE-HTDEMUCS         }
+        Family::HtDemucs => {
+            let bag = htdemucs::install::official(id).ok_or_else(|| Error::Unknown(id.into()))?;
+            let base = opts.mirror.as_deref().unwrap_or(DEMUCS_BUCKET);
+            let mut files = Vec::new();
+            for name in bag.files.iter() {
+                let url = format!("{}/{}/{name}", base.trim_end_matches('/'), bag.path);
+                let sig = name
+                    .rsplit_once('-')
+                    .and_then(|(_, rest)| rest.strip_suffix(".th"))
+                    .unwrap_or_default();
+                let remote = download::Remote {
+                    url,
+                    size: None,
+                    checksum: download::Checksum::Sha256Prefix(sig.to_string()),
+                };
+                let dest = staging.join(name);
+                let bar = download::bar(name);
+                download::fetch(&client, &remote, &dest, &bar).await?;
+                bar.finish();
+                files.push(dest);
+            }
+            let out = staging.with_extension("converted");
+            remove_dir_if_exists(&out)?;
+            htdemucs::install::install_th(&files, bag.weights.clone(), bag.segment, &out)
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            // The converted bag replaces the downloads in the staging directory.
+            remove_dir_if_exists(&staging)?;
+            std::fs::rename(&out, &staging).map_err(|e| Error::io(&staging, e))?;
+            (format!("pull {base}/{}", bag.path), None)
+        }
     };
     finish_install(
         data_dir,
@@ -336,10 +335,13 @@ pub fn import(data_dir: &Path, src: &Path, id: Option<&str>) -> Result<Installed
         copy_dir(src, &staging)?;
         validate_musicgen(&staging)?;
         Family::MusicGen
-    // MERGE-HTDEMUCS     } else if th_files.iter().any(|p| p.extension().is_some_and(|x| x == "th")) {
-    // MERGE-HTDEMUCS         htdemucs::install::install_th(&th_files, None, None, &staging)
-    // MERGE-HTDEMUCS             .map_err(|e| Error::Invalid(e.to_string()))?;
-    // MERGE-HTDEMUCS         Family::HtDemucs
+    } else if th_files
+        .iter()
+        .any(|p| p.extension().is_some_and(|x| x == "th"))
+    {
+        htdemucs::install::install_th(&th_files, None, None, &staging)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        Family::HtDemucs
     } else {
         return Err(Error::Invalid(format!(
             "{}: expected a MusicGen directory (config.json, tokenizer.json, model.safetensors) \

@@ -358,3 +358,99 @@ fn serve_refuses_a_generator_that_is_not_installed() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("models pull musicgen-small"), "{err}");
 }
+
+fn demucs_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/htdemucs/htdemucs_tiny-b10f9334.th")
+}
+
+#[tokio::test]
+async fn an_imported_htdemucs_serves_separations() {
+    let data = tempfile::tempdir().unwrap();
+    let out = soundcheck(
+        &[
+            "models",
+            "import",
+            demucs_fixture().to_str().unwrap(),
+            "--as",
+            "htdemucs",
+        ],
+        data.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MIT"));
+    let src = data.path().join("models/htdemucs");
+    let s = TestServer::start_with(Options::default(), |c| {
+        crate::util::copy_tree(&src, &c.data_dir.join("models/htdemucs"));
+    })
+    .await;
+    let job = s
+        .submit(
+            "/v1/separate",
+            crate::util::form(crate::util::wav_bytes(1.0), &[("stems", "2")]),
+        )
+        .await;
+    let done = s.wait_job(job["job_id"].as_str().unwrap(), 120).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["result"]["model"], "htdemucs");
+    let stems = done["result"]["stems"].as_object().unwrap();
+    assert_eq!(
+        stems.keys().collect::<Vec<_>>(),
+        ["vocals", "accompaniment"]
+    );
+    for url in stems.values() {
+        let bytes = s
+            .client
+            .get(url.as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let a = soundcheck::audio::decode::decode_bytes(bytes.to_vec(), Some("wav")).unwrap();
+        assert_eq!((a.sample_rate, a.channels.len()), (44_100, 2));
+        assert!((a.duration_secs() - 1.0).abs() < 0.01);
+    }
+    s.stop().await;
+}
+
+/// A bucket serving the tiny checkpoint under the official name: its content does not hash to the
+/// name's signature, so the pull is refused before anything is converted.
+#[tokio::test]
+async fn a_demucs_checkpoint_that_does_not_match_its_name_is_refused() {
+    let bytes = std::fs::read(demucs_fixture()).unwrap();
+    let hits = Arc::new(Mutex::new(Vec::<String>::new()));
+    let h = hits.clone();
+    let app = Router::new().route(
+        "/demucs/hybrid_transformer/{file}",
+        get(move |UrlPath(file): UrlPath<String>| {
+            h.lock().unwrap().push(file);
+            let b = bytes.clone();
+            async move { b }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let data = tempfile::tempdir().unwrap();
+    let err = soundcheck::models::pull(
+        data.path(),
+        "htdemucs",
+        &soundcheck::models::PullOptions {
+            mirror: Some(url),
+            revision: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, soundcheck::models::Error::Checksum { .. }),
+        "{err}"
+    );
+    assert_eq!(*hits.lock().unwrap(), ["955717e8-8726e21a.th"]);
+    assert!(soundcheck::models::installed(data.path()).is_empty());
+}

@@ -351,3 +351,16 @@ pub fn verify_like_flask(secret: &str, header: &str, body: &[u8]) -> bool {
     mac.update(format!("{ts}.{}", String::from_utf8_lossy(body)).as_bytes());
     hex::encode(mac.finalize().into_bytes()) == *sig
 }
+
+/// Copies a directory tree (installing a model into a test server's data directory).
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
