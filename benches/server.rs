@@ -28,18 +28,7 @@ fn main() {
     println!("raw SQLite inserts/s (1 row per transaction, WAL, synchronous=NORMAL): {raw:.0}");
     rt.block_on(async move {
         let (rx_url, received) = receiver().await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::for_data_dir(&DataArgs { data_dir: Some(dir.path().to_path_buf()) }).unwrap();
-        config.webhook_url = Some(rx_url);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let registry = soundcheck::engines::registry(&config);
-        let (store, secrets) = soundcheck::app::open_store(&config).unwrap();
-        // Enough credits for every submit.
-        store.write_blocking(|tx| soundcheck::store::credits::record(tx, None, "grant", 1_000_000)).unwrap();
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(soundcheck::app::run(config, store, secrets.clone(), registry, listener, shutdown.clone()));
-        let key = Arc::new(secrets.tl_key.clone());
+        let (base, key, shutdown, server, _dir) = start(&rx_url).await;
         let wav = Bytes::from(wav_bytes(0.1));
 
         // Submits.
@@ -90,7 +79,11 @@ fn main() {
         let poll_rate = polls as f64 / started.elapsed().as_secs_f64();
         println!("polls/s ({CLIENTS} clients, {polls} polls, {limited} answered 429): {poll_rate:.0}");
 
-        // Webhooks: instant failures, timed from completion to receipt.
+        // Webhooks: instant failures, timed from completion to receipt, on a second server (the
+        // first one's workers are busy with the delayed submits above, which are queued first).
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(60), server).await;
+        let (base, key, shutdown, server, _dir2) = start(&rx_url).await;
         received.lock().unwrap().clear();
         let started = Instant::now();
         let mut tasks = Vec::new();
@@ -127,6 +120,23 @@ fn main() {
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(60), server).await;
     });
+}
+
+/// A server on a fresh data directory, webhooks to `rx_url`, credits for every submit.
+async fn start(
+    rx_url: &str,
+) -> (String, Arc<String>, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_data_dir(&DataArgs { data_dir: Some(dir.path().to_path_buf()) }).unwrap();
+    config.webhook_url = Some(rx_url.to_string());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let registry = soundcheck::engines::registry(&config);
+    let (store, secrets) = soundcheck::app::open_store(&config).unwrap();
+    store.write_blocking(|tx| soundcheck::store::credits::record(tx, None, "grant", 1_000_000)).unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(soundcheck::app::run(config, store, secrets.clone(), registry, listener, shutdown.clone()));
+    (base, Arc::new(secrets.tl_key.clone()), shutdown, server, dir)
 }
 
 /// A receiver that records (job_id, arrival unix ms).
