@@ -27,6 +27,8 @@ use crate::views::{JobBody, SubmitBody, SubmitMeta};
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Uploads up to this size are written to disk in one call once received.
+const SMALL_UPLOAD: usize = 1 << 20;
 /// Longest accepted text field of a multipart submission.
 const MAX_FIELD_BYTES: usize = 16 * 1024;
 
@@ -258,7 +260,6 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                 }
                 let id = crate::ids::new_id("upl");
                 let dir = state.config.data_dir.join("uploads");
-                tokio::fs::create_dir_all(&dir).await?;
                 let path = dir.join(&id);
                 let filename = field.file_name().map(str::to_string);
                 upload = Some(NewUpload {
@@ -268,7 +269,10 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                     size: 0,
                     sha256: String::new(),
                 });
-                let mut file = tokio::fs::File::create(&path).await?;
+                // Small uploads are gathered in memory and written with one blocking call; a
+                // large one goes to disk as it streams once it passes SMALL_UPLOAD.
+                let mut buffered: Vec<u8> = Vec::new();
+                let mut file: Option<tokio::fs::File> = None;
                 let mut hasher = Sha256::new();
                 let mut size: u64 = 0;
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
@@ -280,9 +284,33 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                         ));
                     }
                     hasher.update(&chunk);
-                    file.write_all(&chunk).await?;
+                    match file.as_mut() {
+                        Some(f) => f.write_all(&chunk).await?,
+                        None if buffered.len() + chunk.len() <= SMALL_UPLOAD => {
+                            buffered.extend_from_slice(&chunk)
+                        }
+                        None => {
+                            tokio::fs::create_dir_all(&dir).await?;
+                            let mut f = tokio::fs::File::create(&path).await?;
+                            f.write_all(&buffered).await?;
+                            f.write_all(&chunk).await?;
+                            buffered = Vec::new();
+                            file = Some(f);
+                        }
+                    }
                 }
-                file.flush().await?;
+                match file.as_mut() {
+                    Some(f) => f.flush().await?,
+                    None => {
+                        let p = path.clone();
+                        tokio::task::spawn_blocking(move || {
+                            std::fs::create_dir_all(&dir)?;
+                            std::fs::write(&p, &buffered)
+                        })
+                        .await
+                        .map_err(ApiError::internal)??;
+                    }
+                }
                 if let Some(u) = upload.as_mut() {
                     u.size = size as i64;
                     u.sha256 = hex::encode(hasher.finalize());

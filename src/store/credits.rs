@@ -23,11 +23,8 @@ pub struct Movement {
 /// The available balance (reservations already deducted).
 pub fn balance(conn: &Connection) -> Result<i64> {
     Ok(conn
-        .query_row(
-            "SELECT balance_after FROM credit_ledger ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT balance_after FROM credit_ledger ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
         .optional()?
         .unwrap_or(0))
 }
@@ -35,9 +32,11 @@ pub fn balance(conn: &Connection) -> Result<i64> {
 /// Appends a movement and returns the new balance.
 pub fn record(conn: &Connection, job_id: Option<&str>, kind: &str, delta: i64) -> Result<i64> {
     let after = balance(conn)? + delta;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO credit_ledger (job_id, kind, delta, balance_after, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(
         params![job_id, kind, delta, after, super::now_rfc3339()],
     )?;
     Ok(after)

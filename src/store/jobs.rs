@@ -85,14 +85,18 @@ pub struct NewJob {
 /// Inserts the upload and the queued job.
 pub fn insert(conn: &Connection, upload: &NewUpload, job: &NewJob) -> Result<()> {
     let now = now_rfc3339();
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO uploads (id, path, filename, size, sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(
         params![upload.id, upload.path, upload.filename, upload.size, upload.sha256, now],
     )?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO jobs (id, endpoint, engine, status, params, fault, upload_id, trace_id,
                            credits_reserved, created_at, estimated_completion)
          VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(
         params![
             job.id,
             job.endpoint,
@@ -114,7 +118,10 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Job>> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs j JOIN uploads u ON u.id = j.upload_id WHERE j.id = ?1"
     );
-    Ok(conn.query_row(&sql, [id], job_from_row).optional()?)
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([id], job_from_row)
+        .optional()?)
 }
 
 /// The most recent jobs, newest first (dashboard and CLI listings).

@@ -88,14 +88,23 @@ impl Store {
         .map_err(|e| Error::Join(e.to_string()))?
     }
 
-    /// Runs `f` on a reader connection on a blocking thread.
+    /// Runs `f` on a reader connection. Reads are indexed lookups of microseconds, cheaper than
+    /// a hop to the blocking pool, so they run right here when a reader is free; when every
+    /// reader is busy the call waits for one on a blocking thread instead of stalling the runtime.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for k in 0..self.readers.len() {
+            let i = (start + k) % self.readers.len();
+            if let Ok(conn) = self.readers[i].try_lock() {
+                return f(&conn);
+            }
+        }
         let readers = self.readers.clone();
-        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        let i = start % readers.len();
         tokio::task::spawn_blocking(move || {
             let conn = readers[i].lock().unwrap_or_else(|p| p.into_inner());
             f(&conn)
