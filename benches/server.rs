@@ -125,18 +125,42 @@ fn main() {
 /// A server on a fresh data directory, webhooks to `rx_url`, credits for every submit.
 async fn start(
     rx_url: &str,
-) -> (String, Arc<String>, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>, tempfile::TempDir) {
+) -> (
+    String,
+    Arc<String>,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_data_dir(&DataArgs { data_dir: Some(dir.path().to_path_buf()) }).unwrap();
+    let mut config = Config::for_data_dir(&DataArgs {
+        data_dir: Some(dir.path().to_path_buf()),
+    })
+    .unwrap();
     config.webhook_url = Some(rx_url.to_string());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let registry = soundcheck::engines::registry(&config);
     let (store, secrets) = soundcheck::app::open_store(&config).unwrap();
-    store.write_blocking(|tx| soundcheck::store::credits::record(tx, None, "grant", 1_000_000)).unwrap();
+    store
+        .write_blocking(|tx| soundcheck::store::credits::record(tx, None, "grant", 1_000_000))
+        .unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(soundcheck::app::run(config, store, secrets.clone(), registry, listener, shutdown.clone()));
-    (base, Arc::new(secrets.tl_key.clone()), shutdown, server, dir)
+    let server = tokio::spawn(soundcheck::app::run(
+        config,
+        store,
+        secrets.clone(),
+        registry,
+        listener,
+        shutdown.clone(),
+    ));
+    (
+        base,
+        Arc::new(secrets.tl_key.clone()),
+        shutdown,
+        server,
+        dir,
+    )
 }
 
 /// A receiver that records (job_id, arrival unix ms).

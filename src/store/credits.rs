@@ -36,9 +36,7 @@ pub fn record(conn: &Connection, job_id: Option<&str>, kind: &str, delta: i64) -
         "INSERT INTO credit_ledger (job_id, kind, delta, balance_after, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(
-        params![job_id, kind, delta, after, super::now_rfc3339()],
-    )?;
+    .execute(params![job_id, kind, delta, after, super::now_rfc3339()])?;
     Ok(after)
 }
 

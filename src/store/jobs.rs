@@ -96,20 +96,18 @@ pub fn insert(conn: &Connection, upload: &NewUpload, job: &NewJob) -> Result<()>
                            credits_reserved, created_at, estimated_completion)
          VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
-    .execute(
-        params![
-            job.id,
-            job.endpoint,
-            job.engine,
-            job.params.to_string(),
-            job.fault,
-            upload.id,
-            job.trace_id,
-            job.price,
-            now,
-            job.estimated_completion
-        ],
-    )?;
+    .execute(params![
+        job.id,
+        job.endpoint,
+        job.engine,
+        job.params.to_string(),
+        job.fault,
+        upload.id,
+        job.trace_id,
+        job.price,
+        now,
+        job.estimated_completion
+    ])?;
     Ok(())
 }
 

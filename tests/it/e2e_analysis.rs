@@ -47,9 +47,7 @@ fn tempo_ok(est: f64, truth: f64) -> bool {
 /// Nothing a sync call did may stay: no upload file, no job, no credit movement.
 async fn assert_nothing_left(s: &TestServer, balance_before: i64) {
     let uploads = s.data_dir.path().join("uploads");
-    let left: Vec<_> = std::fs::read_dir(&uploads)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let left = crate::util::files_under(&uploads);
     assert!(left.is_empty(), "uploads left behind: {left:?}");
     let jobs: Value = s
         .tl(Method::GET, "/v1/jobs")
