@@ -5,7 +5,9 @@ through FluidSynth, transcribed by soundcheck and by the basic-pitch Python pack
     apt-get install -y fluidsynth fluid-soundfont-gm
     pip install --no-deps basic-pitch==0.4.0 && pip install -r scripts/basic_pitch/requirements.txt
     cargo build --release --example transcribe_file
-    python scripts/basic_pitch/accuracy.py [--out DIR]
+    python scripts/basic_pitch/accuracy.py [--out DIR] [--check]
+
+CI runs it with `--bin target/debug/examples/transcribe_file --check` (the example `cargo test` built).
 
 For each chorale: music21 writes the score as MIDI (default tempo, piano), which is the ground truth (its
 notes, read back with pretty_midi; unisons of two voices merged) and what FluidSynth renders with the GM SoundFont at 22,050 Hz. The
@@ -86,6 +88,10 @@ def main() -> None:
                                                   "release", "examples", "transcribe_file"),
                     help="the built examples/transcribe_file binary")
     ap.add_argument("--out", help="keep the rendered audio and notes here (default: a temporary directory)")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 unless soundcheck agrees with the Python package (note F1 >= 0.98 between "
+                         "them on every chorale) and its mean F1 against the score is within 0.01 of the "
+                         "package's (CI runs this)")
     args = ap.parse_args()
     if not os.path.exists(args.bin):
         sys.exit(f"{args.bin} missing: cargo build --release --example transcribe_file")
@@ -114,6 +120,13 @@ def main() -> None:
               f"{p2:.3f} / {r2:.3f} / **{f1b:.3f}** ({n_ref} notes) | {fa:.3f} |")
     mean = lambda i: np.mean([row[i][2] for row in rows])  # noqa: E731
     print(f"| mean | | **{mean(2):.3f}** | **{mean(3):.3f}** | {mean(4):.3f} |")
+    if args.check:
+        worst = min(row[4][2] for row in rows)
+        ok = worst >= 0.98 and mean(2) >= mean(3) - 0.01 and len(rows) == len(CHORALES)
+        print(f"check: lowest soundcheck-vs-Python F1 {worst:.3f} (>= 0.98), mean F1 {mean(2):.3f} vs "
+              f"{mean(3):.3f} (within 0.01): {'ok' if ok else 'FAILED'}")
+        if not ok:
+            sys.exit(1)
 
 
 if __name__ == "__main__":
