@@ -128,14 +128,14 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 /// The `X-Soundcheck-Fault` header, validated.
 pub fn fault_header(
     headers: &axum::http::HeaderMap,
-) -> Result<Option<crate::faults::Fault>, ApiError> {
+) -> Result<Option<crate::faults::Faults>, ApiError> {
     match headers.get(crate::faults::HEADER) {
         None => Ok(None),
         Some(v) => {
             let s = v
                 .to_str()
                 .map_err(|_| ApiError::invalid("X-Soundcheck-Fault is not text."))?;
-            crate::faults::Fault::parse(s)
+            crate::faults::Faults::parse(s)
                 .map(Some)
                 .map_err(ApiError::invalid)
         }
