@@ -126,8 +126,24 @@ pub fn open_store(config: &Config) -> anyhow::Result<(Store, Secrets)> {
 /// Builds the router with every API and the middleware stack.
 pub fn router(state: AppState) -> Router {
     let latency = state.config.latency;
+    let (api, doc) = crate::api::router().split_for_parts();
+    let generators: Vec<String> = state
+        .registry
+        .describe()
+        .into_iter()
+        .filter(|(endpoint, _)| endpoint == "/v1/generations")
+        .map(|(_, name)| name)
+        .collect();
+    let doc = Arc::new(crate::api::docs::finish(doc, &generators));
     Router::new()
-        .merge(crate::api::router())
+        .merge(api)
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
         .fallback(fallback)
         .layer(axum::middleware::from_fn(move |req, next| {
             add_latency(latency, req, next)

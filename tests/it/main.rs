@@ -10,6 +10,7 @@ mod e2e_faults;
 mod e2e_generations;
 mod e2e_jobs;
 mod e2e_logs;
+mod e2e_openapi;
 mod e2e_restart;
 mod e2e_seed_clients;
 mod e2e_webhooks;
