@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -66,9 +65,16 @@ async fn credits_add(
     _key: JobsKey,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<BalanceBody>> {
+    // JSON has one number type: 25.0 is the integer 25.
     let amount = body
         .get("amount")
-        .and_then(Value::as_i64)
+        .and_then(|v| {
+            v.as_i64().or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                    .map(|f| f as i64)
+            })
+        })
         .filter(|a| (1..=MAX_TOP_UP).contains(a))
         .ok_or_else(|| {
             ApiError::invalid(format!("amount must be an integer from 1 to {MAX_TOP_UP}."))

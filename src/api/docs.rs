@@ -131,6 +131,7 @@ pub struct GenerationRequest {
 
 /// Multipart body of `POST /v1/separate`.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct SeparateForm {
     /// The audio file (any format the decoder reads).
@@ -144,6 +145,7 @@ pub struct SeparateForm {
 
 /// Multipart body of `POST /v1/transcribe` (numbers and booleans as text fields).
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct TranscribeForm {
     #[schema(value_type = String, format = Binary)]
@@ -166,6 +168,7 @@ pub struct TranscribeForm {
 
 /// Multipart body of `POST /v1/master`.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct MasterForm {
     #[schema(value_type = String, format = Binary)]
@@ -186,6 +189,7 @@ pub struct MasterForm {
 
 /// Multipart body of `POST /v1/analyze/upload`, and of the synchronous analysis endpoints.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct AudioForm {
     #[schema(value_type = String, format = Binary)]
@@ -194,12 +198,13 @@ pub struct AudioForm {
 
 /// JSON body of the synchronous analysis endpoints: a file this server serves.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct MediaUrl {
     /// `…/media/{token}/{filename}` (a job result or a generation's `audioUrl`).
     #[schema(
         max_length = 2048,
-        pattern = "^https?://[^/]+/media/[A-Za-z0-9]+/[A-Za-z0-9._-]+$"
+        pattern = "^https?://[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,20}){0,3}(:[1-9][0-9]{0,3})?/media/[A-Za-z0-9]+/[A-Za-z0-9._-]+$"
     )]
     pub url: String,
 }
@@ -284,9 +289,18 @@ pub struct MetadataBody {
     pub meta: TraceMeta,
 }
 
-/// `X-Soundcheck-Fault` values the document advertises (one run fault, one webhook fault, or one
-/// of each; delays kept short so generated requests stay cheap).
-const FAULT_PATTERN: &str = "^(internal_error|service_unavailable|delay=[0-9]{1,3}|webhook_fail|webhook_slow=[0-9]{1,3})(,(webhook_fail|webhook_slow=[0-9]{1,3}))?$";
+/// `X-Soundcheck-Fault` values the document lists as examples of the grammar the description
+/// gives (short delays, so generated requests stay cheap; `timeout` holds a worker for minutes).
+const FAULT_VALUES: [&str; 8] = [
+    "internal_error",
+    "service_unavailable",
+    "delay=100",
+    "webhook_fail",
+    "webhook_slow=100",
+    "internal_error,webhook_fail",
+    "delay=50,webhook_slow=50",
+    "service_unavailable,webhook_slow=100",
+];
 
 /// Completes the generated document: `401` on every authenticated operation and `500` on every
 /// API operation (both in the error envelope), the fault header on submits, and the installed
@@ -317,6 +331,16 @@ pub fn finish(doc: utoipa::openapi::OpenApi, generators: &[String]) -> Value {
                         .entry("500")
                         .or_insert_with(|| envelope("internal_error: our fault (see the log)"));
                 }
+                let params = op.get_mut("parameters").and_then(Value::as_array_mut);
+                for param in params.into_iter().flatten() {
+                    if param["name"] == "Idempotency-Key" {
+                        // Printable ASCII, no surrounding spaces (they are trimmed), 1–255.
+                        param["schema"] = json!({
+                            "type": "string", "minLength": 1, "maxLength": 255,
+                            "pattern": "^[!-~]([ -~]{0,253}[!-~])?$"
+                        });
+                    }
+                }
                 let submit = method == "post"
                     && matches!(
                         path.as_str(),
@@ -340,7 +364,7 @@ pub fn finish(doc: utoipa::openapi::OpenApi, generators: &[String]) -> Value {
                                         timeout, delay=<ms>, webhook_fail, webhook_slow=<ms> \
                                         (one run fault and one webhook fault, comma-separated). \
                                         See the README.",
-                        "schema": {"type": "string", "pattern": FAULT_PATTERN}
+                        "schema": {"type": "string", "enum": FAULT_VALUES}
                     }));
                 }
             }

@@ -276,6 +276,16 @@ async fn real_responses_match_their_documented_schemas() {
     assert_documented(&doc, "post", "/v1/webhook/enable", st, &ep);
     let (st, credits) = json(s.tl(Method::GET, "/v1/credits").send().await.unwrap()).await;
     assert_documented(&doc, "get", "/v1/credits", st, &credits);
+    // JSON has one number type: 25.0 is the integer the schema asks for (schemathesis found it).
+    let r = s
+        .tl(Method::POST, "/v1/credits")
+        .json(&json!({"amount": 25.0}))
+        .send()
+        .await
+        .unwrap();
+    let (st, topped) = json(r).await;
+    assert_eq!(st, 200, "{topped}");
+    assert_documented(&doc, "post", "/v1/credits", st, &topped);
 
     // Generations: the 202 body and the final one.
     let r = s
