@@ -125,9 +125,29 @@ pub fn open_store(config: &Config) -> anyhow::Result<(Store, Secrets)> {
 
 /// Builds the router with every API and the middleware stack.
 pub fn router(state: AppState) -> Router {
+    let latency = state.config.latency;
+    let (api, doc) = crate::api::router().split_for_parts();
+    let generators: Vec<String> = state
+        .registry
+        .describe()
+        .into_iter()
+        .filter(|(endpoint, _)| endpoint == "/v1/generations")
+        .map(|(_, name)| name)
+        .collect();
+    let doc = Arc::new(crate::api::docs::finish(doc, &generators));
     Router::new()
-        .merge(crate::api::router())
+        .merge(api)
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
         .fallback(fallback)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            add_latency(latency, req, next)
+        }))
         .layer(axum::middleware::from_fn(trace_requests))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
@@ -135,6 +155,14 @@ pub fn router(state: AppState) -> Router {
 
 async fn fallback() -> crate::error::ApiError {
     crate::error::ApiError::not_found("No such endpoint.")
+}
+
+/// `serve --latency`: every API request (`/v1/…`) waits this long before it is handled.
+async fn add_latency(latency: Duration, req: Request, next: Next) -> Response {
+    if !latency.is_zero() && req.uri().path().starts_with("/v1/") {
+        tokio::time::sleep(latency).await;
+    }
+    next.run(req).await
 }
 
 /// Gives each request a trace id (in the envelope, the `X-Trace-Id` header and the log line).
@@ -148,7 +176,7 @@ async fn trace_requests(req: Request, next: Next) -> Response {
     }
     tracing::info!(
         %method, %path, status = resp.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1e3, %trace_id, "request"
+        latency_ms = started.elapsed().as_secs_f64() * 1e3, %trace_id, "request"
     );
     resp
 }
@@ -224,6 +252,7 @@ pub async fn run(
         public_url: public_url.to_string(),
         result_ttl: config.result_ttl,
         generation_timeout: config.generation_timeout,
+        fail_rate: config.fail_rate,
         shutdown: shutdown.clone(),
     };
     for _ in 0..config.workers.max(1) {

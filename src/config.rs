@@ -70,6 +70,14 @@ pub struct ServeArgs {
     /// MusicGen, else procedural). A request's `model` field picks another installed one.
     #[arg(long, env = "SOUNDCHECK_GENERATOR", default_value = "procedural")]
     pub generator: String,
+
+    /// Fraction (0 to 1) of jobs and generations that fail as internal_error (fault injection).
+    #[arg(long, env = "SOUNDCHECK_FAIL_RATE", default_value_t = 0.0)]
+    pub fail_rate: f64,
+
+    /// Milliseconds added before every API response (fault injection).
+    #[arg(long, env = "SOUNDCHECK_LATENCY", default_value_t = 0)]
+    pub latency: u64,
 }
 
 /// Where state lives; shared by `serve` and the offline commands (`keys`, `credits`).
@@ -114,6 +122,10 @@ pub struct Config {
     pub webhook_timeout: Duration,
     /// `--generator`: `procedural`, `auto` or an installed model id.
     pub generator: String,
+    /// Fraction of runs failed as `internal_error` (`--fail-rate`).
+    pub fail_rate: f64,
+    /// Added before every API response (`--latency`).
+    pub latency: Duration,
 }
 
 impl Config {
@@ -123,6 +135,11 @@ impl Config {
             args.time_scale > 0.0 && args.time_scale.is_finite(),
             "--time-scale must be a positive number"
         );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&args.fail_rate),
+            "--fail-rate must be from 0 to 1"
+        );
+        anyhow::ensure!(args.latency <= 60_000, "--latency must be at most 60000 ms");
         Ok(Config {
             addr: args.addr,
             data_dir: args.data.resolve()?,
@@ -141,6 +158,8 @@ impl Config {
             generation_timeout: Duration::from_secs(args.generation_timeout),
             webhook_timeout: Duration::from_secs(args.webhook_timeout),
             generator: args.generator.clone(),
+            fail_rate: args.fail_rate,
+            latency: Duration::from_millis(args.latency),
         })
     }
 

@@ -19,7 +19,8 @@ struct Cli {
         long,
         global = true,
         env = "SOUNDCHECK_LOG_FORMAT",
-        default_value = "text"
+        default_value = "text",
+        value_parser = ["text", "json"]
     )]
     log_format: String,
     #[command(subcommand)]
@@ -290,7 +291,8 @@ fn init_logging(format: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
-        builder.json().init();
+        // Fields at the top level of each line, so `jq .trace_id` works.
+        builder.json().flatten_event(true).init();
     } else {
         builder.init();
     }

@@ -4,12 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::store::generations::Generation;
 use crate::store::jobs::Job;
 
 /// `parameters` of a generation: everything needed to reproduce it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GenerationParameters {
     pub bpm: u32,
     pub duration: u32,
@@ -19,7 +20,7 @@ pub struct GenerationParameters {
 }
 
 /// `GET /v1/generations/:id`, the `POST` answer and the webhook payload (seed 000).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationBody {
     pub id: String,
@@ -27,6 +28,7 @@ pub struct GenerationBody {
     pub audio_url: Option<String>,
     pub duration: Option<f64>,
     pub prompt: String,
+    #[schema(value_type = GenerationParameters)]
     pub parameters: Value,
     pub created_at: String,
     pub completed_at: Option<String>,
@@ -57,7 +59,7 @@ impl GenerationBody {
 }
 
 /// `_meta` of a job submission.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SubmitMeta {
     pub credits_reserved: i64,
     pub credits_remaining: i64,
@@ -65,7 +67,7 @@ pub struct SubmitMeta {
 }
 
 /// The `202 Accepted` body of an async endpoint (seed 003).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SubmitBody {
     pub job_id: String,
     pub status: String,
@@ -76,20 +78,22 @@ pub struct SubmitBody {
 }
 
 /// `error` of a failed job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobErrorBody {
     pub code: String,
     pub message: String,
 }
 
 /// `GET /v1/jobs/{job_id}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobBody {
     pub job_id: String,
     pub status: String,
     pub endpoint: String,
     /// 0 while queued, the engine's fraction while running, 1 when completed, null when failed.
     pub progress: Option<f32>,
+    /// The endpoint's result (file URLs, `expires_at`, reports) when completed.
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     pub error: Option<JobErrorBody>,
     pub created_at: String,

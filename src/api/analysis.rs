@@ -12,11 +12,15 @@ use std::path::PathBuf;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::docs::{
+    AudioForm, ErrorEnvelope, FeaturesBody, MediaUrl, MetadataBody, TempoKeyBody, ANALYSIS,
+};
 use super::jobs::{audio_error, receive};
 use super::{JobsKey, JsonBody};
 use crate::app::AppState;
@@ -31,16 +35,67 @@ enum Analysis {
     Metadata,
 }
 
-pub fn router() -> Router<AppState> {
-    let route = |what: Analysis| {
-        post(move |state, key, req| analysis_post(what, state, key, req))
-            // Uploads are size-checked while they stream to disk (--max-upload-mb).
-            .layer(DefaultBodyLimit::disable())
-    };
-    Router::new()
-        .route("/v1/analyze", route(Analysis::TempoKey))
-        .route("/v1/features", route(Analysis::Features))
-        .route("/v1/metadata", route(Analysis::Metadata))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(analyze_post))
+        .routes(routes!(features_post))
+        .routes(routes!(metadata_post))
+        // Uploads are size-checked while they stream to disk (--max-upload-mb).
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// Tempo and key, answered in the same response (free).
+#[utoipa::path(post, path = "/v1/analyze", tag = ANALYSIS, security(("bearer" = [])),
+    request_body(content((AudioForm = "multipart/form-data"), (MediaUrl = "application/json"))),
+    responses(
+        (status = 200, description = "The report", body = TempoKeyBody),
+        (status = 400, description = "invalid_request: neither an upload nor a media URL of this server", body = ErrorEnvelope),
+        (status = 404, description = "not_found: no such media file, or expired", body = ErrorEnvelope),
+        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
+        (status = 422, description = "unsupported_audio or corrupt_audio", body = ErrorEnvelope),
+    ))]
+async fn analyze_post(
+    state: State<AppState>,
+    key: JobsKey,
+    req: Request,
+) -> ApiResult<Json<Value>> {
+    analysis_post(Analysis::TempoKey, state, key, req).await
+}
+
+/// Level, spectral, chroma and mel descriptors, answered in the same response (free).
+#[utoipa::path(post, path = "/v1/features", tag = ANALYSIS, security(("bearer" = [])),
+    request_body(content((AudioForm = "multipart/form-data"), (MediaUrl = "application/json"))),
+    responses(
+        (status = 200, description = "The report", body = FeaturesBody),
+        (status = 400, description = "invalid_request: neither an upload nor a media URL of this server", body = ErrorEnvelope),
+        (status = 404, description = "not_found: no such media file, or expired", body = ErrorEnvelope),
+        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
+        (status = 422, description = "unsupported_audio or corrupt_audio", body = ErrorEnvelope),
+    ))]
+async fn features_post(
+    state: State<AppState>,
+    key: JobsKey,
+    req: Request,
+) -> ApiResult<Json<Value>> {
+    analysis_post(Analysis::Features, state, key, req).await
+}
+
+/// Container, codec, bit rate and tags, answered in the same response (free).
+#[utoipa::path(post, path = "/v1/metadata", tag = ANALYSIS, security(("bearer" = [])),
+    request_body(content((AudioForm = "multipart/form-data"), (MediaUrl = "application/json"))),
+    responses(
+        (status = 200, description = "The report", body = MetadataBody),
+        (status = 400, description = "invalid_request: neither an upload nor a media URL of this server", body = ErrorEnvelope),
+        (status = 404, description = "not_found: no such media file, or expired", body = ErrorEnvelope),
+        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
+        (status = 422, description = "unsupported_audio or corrupt_audio", body = ErrorEnvelope),
+    ))]
+async fn metadata_post(
+    state: State<AppState>,
+    key: JobsKey,
+    req: Request,
+) -> ApiResult<Json<Value>> {
+    analysis_post(Analysis::Metadata, state, key, req).await
 }
 
 /// The answer: the report's fields, then `_meta` as on every jobs-API response.

@@ -5,11 +5,15 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::docs::{ErrorEnvelope, GenerationRequest, GENERATIONS};
 use super::{fault_header, GenerationsKey, JsonBody};
 use crate::app::AppState;
 use crate::error::{current_trace_id, ApiError, ApiResult, Code};
@@ -32,20 +36,29 @@ const FIELDS: [&str; 8] = [
     "model",
 ];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/generations",
-            get(generations_list).post(generations_create),
-        )
-        .route("/v1/generations/{id}", get(generations_get))
-        .route(
-            "/v1/generations/{id}/deliveries",
-            get(generations_deliveries),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(generations_list, generations_create))
+        .routes(routes!(generations_get))
+        .routes(routes!(generations_deliveries))
 }
 
-/// `POST /v1/generations`: validates, resolves every default, queues, answers `202`.
+/// The 50 most recent generations, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GenerationList {
+    pub data: Vec<GenerationBody>,
+}
+
+/// Queues a generation: validates, resolves every default, answers `202` with the body `GET`
+/// returns.
+#[utoipa::path(post, path = "/v1/generations", tag = GENERATIONS, security(("api_key" = [])),
+    request_body = GenerationRequest,
+    responses(
+        (status = 202, description = "Queued", body = GenerationBody),
+        (status = 400, description = "invalid_request: malformed JSON, wrong types, out of range, bad webhook URL, bad fault", body = ErrorEnvelope),
+        (status = 413, description = "payload_too_large: body over 2 MB", body = ErrorEnvelope),
+        (status = 501, description = "engine_unavailable: that generator is not installed", body = ErrorEnvelope),
+    ))]
 async fn generations_create(
     State(state): State<AppState>,
     _key: GenerationsKey,
@@ -104,7 +117,13 @@ async fn generations_create(
     Ok(resp)
 }
 
-/// `GET /v1/generations/:id`.
+/// One generation.
+#[utoipa::path(get, path = "/v1/generations/{id}", tag = GENERATIONS, security(("api_key" = [])),
+    params(("id" = String, Path, description = "A `gen_…` id")),
+    responses(
+        (status = 200, description = "The generation", body = GenerationBody),
+        (status = 404, description = "not_found", body = ErrorEnvelope),
+    ))]
 async fn generations_get(
     State(state): State<AppState>,
     _key: GenerationsKey,
@@ -115,22 +134,30 @@ async fn generations_get(
     Ok(Json(GenerationBody::from_row(&row)))
 }
 
-/// `GET /v1/generations`: the 50 most recent, newest first.
+/// The 50 most recent generations, newest first (extension).
+#[utoipa::path(get, path = "/v1/generations", tag = GENERATIONS, security(("api_key" = [])),
+    responses((status = 200, description = "Generations", body = GenerationList)))]
 async fn generations_list(
     State(state): State<AppState>,
     _key: GenerationsKey,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<GenerationList>> {
     let rows = state.store.read(|c| gens::recent(c, 50)).await?;
     let data: Vec<GenerationBody> = rows.iter().map(GenerationBody::from_row).collect();
-    Ok(Json(json!({ "data": data })))
+    Ok(Json(GenerationList { data }))
 }
 
-/// `GET /v1/generations/:id/deliveries`: the webhook attempt(s) of one generation.
+/// The webhook attempt(s) of one generation, with request and response (extension).
+#[utoipa::path(get, path = "/v1/generations/{id}/deliveries", tag = GENERATIONS, security(("api_key" = [])),
+    params(("id" = String, Path, description = "A `gen_…` id")),
+    responses(
+        (status = 200, description = "Attempts, newest first", body = super::webhook::DeliveryList),
+        (status = 404, description = "not_found", body = ErrorEnvelope),
+    ))]
 async fn generations_deliveries(
     State(state): State<AppState>,
     _key: GenerationsKey,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<super::webhook::DeliveryList>> {
     let (exists, attempts) = state
         .store
         .read(move |c| {
@@ -144,7 +171,7 @@ async fn generations_deliveries(
     if !exists {
         return Err(ApiError::not_found("No generation with that id."));
     }
-    Ok(Json(json!({ "data": attempts })))
+    Ok(Json(super::webhook::DeliveryList { data: attempts }))
 }
 
 /// A validated request, before defaults.

@@ -9,12 +9,16 @@ use std::time::{Duration, Instant};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::docs::{AudioForm, ErrorEnvelope, MasterForm, SeparateForm, TranscribeForm, JOBS};
 use super::{fault_header, JobsKey};
 use crate::app::AppState;
 use crate::error::{current_trace_id, ApiError, ApiResult, Code};
@@ -32,21 +36,115 @@ const SMALL_UPLOAD: usize = 1 << 20;
 /// Longest accepted text field of a multipart submission.
 const MAX_FIELD_BYTES: usize = 16 * 1024;
 
-pub fn router() -> Router<AppState> {
-    let submit = |kind: JobKind| {
-        post(move |state, key, headers, multipart| {
-            jobs_submit(kind, state, key, headers, multipart)
-        })
+pub fn router() -> OpenApiRouter<AppState> {
+    let submits = OpenApiRouter::new()
+        .routes(routes!(separate_submit))
+        .routes(routes!(transcribe_submit))
+        .routes(routes!(master_submit))
+        .routes(routes!(analyze_submit))
         // Uploads are size-checked while they stream to disk (--max-upload-mb).
-        .layer(DefaultBodyLimit::disable())
-    };
-    Router::new()
-        .route("/v1/separate", submit(JobKind::Separate))
-        .route("/v1/transcribe", submit(JobKind::Transcribe))
-        .route("/v1/master", submit(JobKind::Master))
-        .route("/v1/analyze/upload", submit(JobKind::Analyze))
-        .route("/v1/jobs", get(jobs_list))
-        .route("/v1/jobs/{job_id}", get(jobs_get))
+        .layer(DefaultBodyLimit::disable());
+    OpenApiRouter::new()
+        .merge(submits)
+        .routes(routes!(jobs_list))
+        .routes(routes!(jobs_get))
+}
+
+/// The multipart body of a submit, as axum hands it over (rejections become the envelope).
+type MultipartBody = Result<Multipart, axum::extract::multipart::MultipartRejection>;
+
+/// Stem separation (10 credits).
+#[utoipa::path(post, path = "/v1/separate", tag = JOBS, security(("bearer" = [])),
+    request_body(content = SeparateForm, content_type = "multipart/form-data"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and request within 24 h: the same job")),
+    responses(
+        (status = 202, description = "Accepted", body = SubmitBody),
+        (status = 400, description = "invalid_request", body = ErrorEnvelope),
+        (status = 402, description = "insufficient_credits", body = ErrorEnvelope),
+        (status = 409, description = "idempotency_conflict", body = ErrorEnvelope),
+        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
+        (status = 422, description = "unsupported_audio or corrupt_audio", body = ErrorEnvelope),
+        (status = 501, description = "engine_unavailable", body = ErrorEnvelope),
+    ))]
+async fn separate_submit(
+    state: State<AppState>,
+    key: JobsKey,
+    headers: HeaderMap,
+    multipart: MultipartBody,
+) -> ApiResult<axum::response::Response> {
+    jobs_submit(JobKind::Separate, state, key, headers, multipart).await
+}
+
+/// Audio to MIDI (8 credits).
+#[utoipa::path(post, path = "/v1/transcribe", tag = JOBS, security(("bearer" = [])),
+    request_body(content = TranscribeForm, content_type = "multipart/form-data"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and request within 24 h: the same job")),
+    responses(
+        (status = 202, description = "Accepted", body = SubmitBody),
+        (status = 400, description = "invalid_request", body = ErrorEnvelope),
+        (status = 402, description = "insufficient_credits", body = ErrorEnvelope),
+        (status = 409, description = "idempotency_conflict", body = ErrorEnvelope),
+        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
+        (status = 422, description = "unsupported_audio or corrupt_audio", body = ErrorEnvelope),
+        (status = 501, description = "engine_unavailable", body = ErrorEnvelope),
+    ))]
+async fn transcribe_submit(
+    state: State<AppState>,
+    key: JobsKey,
+    headers: HeaderMap,
+    multipart: MultipartBody,
+) -> ApiResult<axum::response::Response> {
+    jobs_submit(JobKind::Transcribe, state, key, headers, multipart).await
+}
+
+/// Auto-mastering (6 credits).
+#[utoipa::path(post, path = "/v1/master", tag = JOBS, security(("bearer" = [])),
+    request_body(content = MasterForm, content_type = "multipart/form-data"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and request within 24 h: the same job")),
+    responses(
+        (status = 202, description = "Accepted", body = SubmitBody),
+        (status = 400, description = "invalid_request", body = ErrorEnvelope),
+        (status = 402, description = "insufficient_credits", body = ErrorEnvelope),
+        (status = 409, description = "idempotency_conflict", body = ErrorEnvelope),
+        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
+        (status = 422, description = "unsupported_audio or corrupt_audio", body = ErrorEnvelope),
+        (status = 501, description = "engine_unavailable", body = ErrorEnvelope),
+    ))]
+async fn master_submit(
+    state: State<AppState>,
+    key: JobsKey,
+    headers: HeaderMap,
+    multipart: MultipartBody,
+) -> ApiResult<axum::response::Response> {
+    jobs_submit(JobKind::Master, state, key, headers, multipart).await
+}
+
+/// Full analysis (2 credits).
+#[utoipa::path(post, path = "/v1/analyze/upload", tag = JOBS, security(("bearer" = [])),
+    request_body(content = AudioForm, content_type = "multipart/form-data"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and request within 24 h: the same job")),
+    responses(
+        (status = 202, description = "Accepted", body = SubmitBody),
+        (status = 400, description = "invalid_request", body = ErrorEnvelope),
+        (status = 402, description = "insufficient_credits", body = ErrorEnvelope),
+        (status = 409, description = "idempotency_conflict", body = ErrorEnvelope),
+        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
+        (status = 422, description = "unsupported_audio or corrupt_audio", body = ErrorEnvelope),
+        (status = 501, description = "engine_unavailable", body = ErrorEnvelope),
+    ))]
+async fn analyze_submit(
+    state: State<AppState>,
+    key: JobsKey,
+    headers: HeaderMap,
+    multipart: MultipartBody,
+) -> ApiResult<axum::response::Response> {
+    jobs_submit(JobKind::Analyze, state, key, headers, multipart).await
+}
+
+/// The 50 most recent jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub data: Vec<JobBody>,
 }
 
 /// Typical run time per endpoint (the seed's table), for `estimated_completion`.
@@ -70,7 +168,7 @@ async fn jobs_submit(
     State(state): State<AppState>,
     _key: JobsKey,
     headers: HeaderMap,
-    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    multipart: MultipartBody,
 ) -> ApiResult<axum::response::Response> {
     let engine = state.registry.engine(kind).cloned().ok_or_else(|| {
         ApiError::new(
@@ -365,7 +463,15 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     }
 }
 
-/// `GET /v1/jobs/{job_id}`; more than one poll per second of the same job → `429`.
+/// Polls a job; more than one poll per second of the same job → `429`.
+#[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = JOBS, security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "A `job_…` id")),
+    responses(
+        (status = 200, description = "The job", body = JobBody),
+        (status = 404, description = "not_found", body = ErrorEnvelope),
+        (status = 429, description = "rate_limit_exceeded (Retry-After in seconds)", body = ErrorEnvelope,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
 async fn jobs_get(
     State(state): State<AppState>,
     _key: JobsKey,
@@ -387,15 +493,17 @@ async fn jobs_get(
     Ok(Json(JobBody::from_row(&job, live)))
 }
 
-/// `GET /v1/jobs`: the 50 most recent, newest first (not rate limited).
-async fn jobs_list(State(state): State<AppState>, _key: JobsKey) -> ApiResult<Json<Value>> {
+/// The 50 most recent jobs, newest first (extension; not rate limited).
+#[utoipa::path(get, path = "/v1/jobs", tag = JOBS, security(("bearer" = [])),
+    responses((status = 200, description = "Jobs", body = JobList)))]
+async fn jobs_list(State(state): State<AppState>, _key: JobsKey) -> ApiResult<Json<JobList>> {
     let rows = state.store.read(|c| jobs_store::recent(c, 50)).await?;
     let progress = state.progress.lock().unwrap().clone();
     let data: Vec<JobBody> = rows
         .iter()
         .map(|j| JobBody::from_row(j, progress.get(&j.id).copied()))
         .collect();
-    Ok(Json(json!({ "data": data })))
+    Ok(Json(JobList { data }))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod analysis;
+pub mod docs;
 pub mod generations;
 pub mod jobs;
 pub mod media;
@@ -12,15 +13,17 @@ pub mod webhook;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::Router;
 use serde_json::Value;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
 use crate::error::{ApiError, Code};
 
-/// Every route of both APIs, the admin API and media.
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// Every route of both APIs, the admin API and media, each with its OpenAPI operation
+/// (`split_for_parts` yields the axum router and the document).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(generations::router())
         .merge(jobs::router())
         .merge(analysis::router())
@@ -128,14 +131,14 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 /// The `X-Soundcheck-Fault` header, validated.
 pub fn fault_header(
     headers: &axum::http::HeaderMap,
-) -> Result<Option<crate::faults::Fault>, ApiError> {
+) -> Result<Option<crate::faults::Faults>, ApiError> {
     match headers.get(crate::faults::HEADER) {
         None => Ok(None),
         Some(v) => {
             let s = v
                 .to_str()
                 .map_err(|_| ApiError::invalid("X-Soundcheck-Fault is not text."))?;
-            crate::faults::Fault::parse(s)
+            crate::faults::Faults::parse(s)
                 .map(Some)
                 .map_err(ApiError::invalid)
         }

@@ -2,11 +2,14 @@
 //! enable/disable, secret rotation, the delivery log and resend.
 
 use axum::extract::{Path, Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::docs::{ErrorEnvelope, WEBHOOK};
 use super::{JobsKey, JsonBody};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, Code};
@@ -14,45 +17,91 @@ use crate::store::{self, webhooks as wh};
 use crate::webhooks::dispatch::ResendError;
 use crate::webhooks::guard;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/webhook", get(webhook_get).put(webhook_put))
-        .route("/v1/webhook/enable", post(webhook_enable))
-        .route("/v1/webhook/disable", post(webhook_disable))
-        .route("/v1/webhook/rotate-secret", post(webhook_rotate_secret))
-        .route("/v1/webhook/deliveries", get(deliveries_list))
-        .route("/v1/webhook/deliveries/{id}", get(deliveries_get))
-        .route(
-            "/v1/webhook/deliveries/{id}/resend",
-            post(deliveries_resend),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(webhook_get, webhook_put))
+        .routes(routes!(webhook_enable))
+        .routes(routes!(webhook_disable))
+        .routes(routes!(webhook_rotate_secret))
+        .routes(routes!(deliveries_list))
+        .routes(routes!(deliveries_get))
+        .routes(routes!(deliveries_resend))
 }
 
 /// The endpoint as the admin API shows it (the secret included: this is the owner's view).
-async fn endpoint_json(state: &AppState) -> ApiResult<Value> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointBody {
+    /// Where job events go; null: none configured (events are recorded as `skipped`).
+    pub url: Option<String>,
+    pub enabled: bool,
+    /// The `whsec_…` signing secret.
+    pub secret: String,
+    /// Events in a row that failed every attempt (5 disable the endpoint).
+    pub consecutive_failures: i64,
+    pub disabled_at: Option<String>,
+    pub disabled_reason: Option<String>,
+    pub updated_at: String,
+    /// Only from `POST /v1/webhook/enable`: held events released for delivery now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_events: Option<u64>,
+}
+
+async fn endpoint_body(state: &AppState) -> ApiResult<EndpointBody> {
     let e = state.store.read(wh::endpoint_get).await?;
-    Ok(json!({
-        "url": e.url,
-        "enabled": e.enabled,
-        "secret": e.secret,
-        "consecutive_failures": e.consecutive_failures,
-        "disabled_at": e.disabled_at,
-        "disabled_reason": e.disabled_reason,
-        "updated_at": e.updated_at,
-    }))
+    Ok(EndpointBody {
+        url: e.url,
+        enabled: e.enabled,
+        secret: e.secret,
+        consecutive_failures: e.consecutive_failures,
+        disabled_at: e.disabled_at,
+        disabled_reason: e.disabled_reason,
+        updated_at: e.updated_at,
+        released_events: None,
+    })
 }
 
-/// `GET /v1/webhook`.
-async fn webhook_get(State(state): State<AppState>, _key: JobsKey) -> ApiResult<Json<Value>> {
-    Ok(Json(endpoint_json(&state).await?))
+/// `PUT /v1/webhook` body; either field may be left out.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct EndpointUpdate {
+    /// http or https URL (public https only under `serve --strict`), or null to clear it.
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,20}){0,3}(/[A-Za-z0-9._~-]{0,20}){0,4}$"
+    )]
+    pub url: Option<String>,
+    pub enabled: Option<bool>,
 }
 
-/// `PUT /v1/webhook` `{"url": "https://…" | null, "enabled": bool?}`.
+/// The 20 (or `limit`) most recent delivery attempts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub data: Vec<wh::Attempt>,
+}
+
+/// The jobs webhook endpoint.
+#[utoipa::path(get, path = "/v1/webhook", tag = WEBHOOK, security(("bearer" = [])),
+    responses((status = 200, description = "The endpoint", body = EndpointBody)))]
+async fn webhook_get(
+    State(state): State<AppState>,
+    _key: JobsKey,
+) -> ApiResult<Json<EndpointBody>> {
+    Ok(Json(endpoint_body(&state).await?))
+}
+
+/// Sets the URL and/or enables or disables the endpoint.
+#[utoipa::path(put, path = "/v1/webhook", tag = WEBHOOK, security(("bearer" = [])),
+    request_body = EndpointUpdate,
+    responses(
+        (status = 200, description = "The endpoint after the change", body = EndpointBody),
+        (status = 400, description = "invalid_request: not an object, bad URL or types", body = ErrorEnvelope),
+        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
+    ))]
 async fn webhook_put(
     State(state): State<AppState>,
     _key: JobsKey,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointBody>> {
     let Value::Object(body) = body else {
         return Err(ApiError::invalid("Request body must be a JSON object."));
     };
@@ -89,59 +138,80 @@ async fn webhook_put(
         })
         .await?;
     state.dispatcher.wake();
-    Ok(Json(endpoint_json(&state).await?))
+    Ok(Json(endpoint_body(&state).await?))
 }
 
-/// `POST /v1/webhook/enable`: re-enable after auto-disable; held events are sent now.
-async fn webhook_enable(State(state): State<AppState>, _key: JobsKey) -> ApiResult<Json<Value>> {
+/// Re-enables the endpoint (after auto-disable); held events are sent now.
+#[utoipa::path(post, path = "/v1/webhook/enable", tag = WEBHOOK, security(("bearer" = [])),
+    responses((status = 200, description = "The endpoint, with `released_events`", body = EndpointBody)))]
+async fn webhook_enable(
+    State(state): State<AppState>,
+    _key: JobsKey,
+) -> ApiResult<Json<EndpointBody>> {
     let released = state
         .store
         .write(|tx| wh::endpoint_enable(tx, store::now_ms()))
         .await?;
     state.dispatcher.wake();
-    let mut body = endpoint_json(&state).await?;
-    body["released_events"] = json!(released);
+    let mut body = endpoint_body(&state).await?;
+    body.released_events = Some(released as u64);
     Ok(Json(body))
 }
 
-/// `POST /v1/webhook/disable`: pause deliveries; events are kept and sent on re-enable.
-async fn webhook_disable(State(state): State<AppState>, _key: JobsKey) -> ApiResult<Json<Value>> {
+/// Pauses deliveries; events are kept (`held`) and sent on re-enable.
+#[utoipa::path(post, path = "/v1/webhook/disable", tag = WEBHOOK, security(("bearer" = [])),
+    responses((status = 200, description = "The endpoint", body = EndpointBody)))]
+async fn webhook_disable(
+    State(state): State<AppState>,
+    _key: JobsKey,
+) -> ApiResult<Json<EndpointBody>> {
     state
         .store
         .write(|tx| wh::endpoint_disable(tx, "disabled by the owner"))
         .await?;
-    Ok(Json(endpoint_json(&state).await?))
+    Ok(Json(endpoint_body(&state).await?))
 }
 
-/// `POST /v1/webhook/rotate-secret`: a new `whsec_…`; the next delivery is signed with it.
+/// A new `whsec_…` secret; the next delivery is signed with it.
+#[utoipa::path(post, path = "/v1/webhook/rotate-secret", tag = WEBHOOK, security(("bearer" = [])),
+    responses((status = 200, description = "The endpoint with its new secret", body = EndpointBody)))]
 async fn webhook_rotate_secret(
     State(state): State<AppState>,
     _key: JobsKey,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointBody>> {
     let secret = crate::ids::webhook_secret();
     let s = secret.clone();
     state
         .store
         .write(move |tx| wh::endpoint_set_secret(tx, &s))
         .await?;
-    Ok(Json(endpoint_json(&state).await?))
+    Ok(Json(endpoint_body(&state).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeliveriesQuery {
     /// `job` (default), `generation` or an id (`job_…`, `gen_…`) to see one item's attempts.
     #[serde(default)]
     of: Option<String>,
+    /// How many attempts, newest first (default 20).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<usize>,
 }
 
-/// `GET /v1/webhook/deliveries`: the 20 most recent attempts, with full request and response.
+/// The most recent delivery attempts, with full request and response.
+#[utoipa::path(get, path = "/v1/webhook/deliveries", tag = WEBHOOK, security(("bearer" = [])),
+    params(DeliveriesQuery),
+    responses(
+        (status = 200, description = "Attempts, newest first", body = DeliveryList),
+        (status = 400, description = "invalid_request: bad limit", body = ErrorEnvelope),
+    ))]
 async fn deliveries_list(
     State(state): State<AppState>,
     _key: JobsKey,
     query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeliveryList>> {
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
@@ -159,10 +229,16 @@ async fn deliveries_list(
             wh::recent_attempts(c, filter, limit)
         })
         .await?;
-    Ok(Json(json!({ "data": attempts })))
+    Ok(Json(DeliveryList { data: attempts }))
 }
 
-/// `GET /v1/webhook/deliveries/{id}`.
+/// One delivery attempt.
+#[utoipa::path(get, path = "/v1/webhook/deliveries/{id}", tag = WEBHOOK, security(("bearer" = [])),
+    params(("id" = String, Path, description = "A `del_…` id")),
+    responses(
+        (status = 200, description = "The attempt", body = wh::Attempt),
+        (status = 404, description = "not_found", body = ErrorEnvelope),
+    ))]
 async fn deliveries_get(
     State(state): State<AppState>,
     _key: JobsKey,
@@ -174,8 +250,15 @@ async fn deliveries_get(
     })?))
 }
 
-/// `POST /v1/webhook/deliveries/{id}/resend`: sends the event again now (`id` is a `del_` or
-/// `evt_` id) and returns the new attempt.
+/// Sends the event again now, to the current endpoint with the current secret (`id` is a `del_`
+/// or `evt_` id); returns the new attempt.
+#[utoipa::path(post, path = "/v1/webhook/deliveries/{id}/resend", tag = WEBHOOK, security(("bearer" = [])),
+    params(("id" = String, Path, description = "A `del_…` or `evt_…` id")),
+    responses(
+        (status = 200, description = "The new attempt (`manual: true`)", body = wh::Attempt),
+        (status = 400, description = "invalid_request: no endpoint URL configured", body = ErrorEnvelope),
+        (status = 404, description = "not_found", body = ErrorEnvelope),
+    ))]
 async fn deliveries_resend(
     State(state): State<AppState>,
     _key: JobsKey,

@@ -18,7 +18,7 @@ use super::engine::{JobContext, JobKind, Resource};
 use super::registry::Registry;
 use super::{EngineError, GenerationRequest};
 use crate::audio::Audio;
-use crate::faults::Fault;
+use crate::faults::{Fault, Faults};
 use crate::store::generations::Generation;
 use crate::store::jobs::Job;
 use crate::store::{self, credits, Store};
@@ -51,6 +51,8 @@ pub struct Workers {
     pub public_url: String,
     pub result_ttl: Duration,
     pub generation_timeout: Duration,
+    /// Fraction of runs failed as `internal_error` (`serve --fail-rate`).
+    pub fail_rate: f64,
     pub shutdown: CancellationToken,
 }
 
@@ -104,6 +106,14 @@ impl Workers {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// The fault a run gets: the one its request asked for, else `internal_error` for
+    /// `--fail-rate` of the runs.
+    fn run_fault(&self, stored: Option<&str>) -> Option<Fault> {
+        Faults::stored(stored)
+            .run
+            .or_else(|| crate::faults::roll(self.fail_rate).then_some(Fault::InternalError))
     }
 
     fn set_progress(progress: &ProgressMap, id: &str, p: f32) {
@@ -216,7 +226,7 @@ impl Workers {
                 .finish_job(&job, Err(EngineError::Internal(e.to_string())))
                 .await;
         }
-        let fault = job.fault.as_deref().and_then(|f| Fault::parse(f).ok());
+        let fault = self.run_fault(job.fault.as_deref());
         let (input, params, dir) = (
             PathBuf::from(&job.upload_path),
             job.params.clone(),
@@ -368,7 +378,7 @@ impl Workers {
             timesignature: params.timesignature,
             seed: params.seed,
         };
-        let fault = g.fault.as_deref().and_then(|f| Fault::parse(f).ok());
+        let fault = self.run_fault(g.fault.as_deref());
         let dir = self.data_dir.join("results").join(&g.id);
         if let Err(e) = reset_dir(&dir) {
             return self.finish_generation(&g, Err(e.to_string())).await;

@@ -10,7 +10,7 @@ use super::Result;
 pub const STARTING_CREDITS: i64 = 1_000;
 
 /// One ledger row, as the admin API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Movement {
     pub id: i64,
     pub job_id: Option<String>,

@@ -223,7 +223,7 @@ pub fn event_update(
 }
 
 /// One delivery attempt, as the delivery log shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub id: String,
     pub event_id: String,
@@ -231,9 +231,13 @@ pub struct Attempt {
     pub subject_id: String,
     pub attempt: i64,
     pub url: String,
+    /// Header name → value.
+    #[schema(value_type = Object)]
     pub request_headers: serde_json::Value,
     pub request_body: String,
     pub response_status: Option<i64>,
+    /// Header name → value; null when no answer came.
+    #[schema(value_type = Option<Object>)]
     pub response_headers: Option<serde_json::Value>,
     pub response_body: Option<String>,
     pub error: Option<String>,

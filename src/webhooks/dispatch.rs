@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::{guard, schedule, sign, GENERATION_USER_AGENT, JOB_USER_AGENT};
+use crate::faults::{DeliveryFault, Faults};
 use crate::store::webhooks::{self as wh, Attempt, Event};
 use crate::store::{self, Store};
 
@@ -186,7 +187,8 @@ impl Dispatcher {
                 return;
             }
         };
-        let outcome = self.send(&event, &target).await;
+        let fault = self.delivery_fault(&event).await;
+        let outcome = self.send(&event, &target, fault).await;
         let scale = self.inner.cfg.time_scale;
         let result = self
             .inner
@@ -244,7 +246,9 @@ impl Dispatcher {
                 Some(endpoint.secret),
             )
         };
-        let outcome = self.send(&event, &target).await;
+        // A resend is sent for real even when the item asked for webhook faults: it is how a
+        // developer delivers an event after watching its scheduled attempts fail.
+        let outcome = self.send(&event, &target, None).await;
         let attempt = self
             .inner
             .store
@@ -253,8 +257,34 @@ impl Dispatcher {
         Ok(attempt)
     }
 
+    /// The webhook fault (`X-Soundcheck-Fault: webhook_fail|webhook_slow=ms`) the event's job or
+    /// generation was submitted with, if any.
+    async fn delivery_fault(&self, event: &Event) -> Option<DeliveryFault> {
+        let (kind, id) = (event.kind.clone(), event.subject_id.clone());
+        let stored = self
+            .inner
+            .store
+            .read(move |c| {
+                Ok(if kind == "job" {
+                    store::jobs::get(c, &id)?.and_then(|j| j.fault)
+                } else {
+                    store::generations::get(c, &id)?.and_then(|g| g.fault)
+                })
+            })
+            .await
+            .ok()
+            .flatten();
+        Faults::stored(stored.as_deref()).delivery
+    }
+
     /// Performs one HTTP POST of the event's payload, never failing: errors become the outcome.
-    async fn send(&self, event: &Event, (url, secret): &(String, Option<String>)) -> Outcome {
+    /// An injected `fault` fails the attempt before sending, or delays it.
+    async fn send(
+        &self,
+        event: &Event,
+        (url, secret): &(String, Option<String>),
+        fault: Option<DeliveryFault>,
+    ) -> Outcome {
         let started = Instant::now();
         let mut headers = BTreeMap::new();
         headers.insert("Content-Type".to_string(), "application/json".to_string());
@@ -282,10 +312,30 @@ impl Dispatcher {
             error: None,
             duration: Duration::ZERO,
         };
-        match self
-            .post(url, &outcome.request_headers, &event.payload)
-            .await
-        {
+        let timeout = self.inner.cfg.timeout;
+        let posted = match fault {
+            Some(DeliveryFault::Fail) => Err(
+                "injected fault (X-Soundcheck-Fault: webhook_fail): the delivery was not sent"
+                    .to_string(),
+            ),
+            Some(DeliveryFault::Slow(wait)) if wait >= timeout => {
+                tokio::time::sleep(timeout).await;
+                Err(format!(
+                    "timed out waiting for the receiver (injected fault: webhook_slow={})",
+                    wait.as_millis()
+                ))
+            }
+            Some(DeliveryFault::Slow(wait)) => {
+                tokio::time::sleep(wait).await;
+                self.post(url, &outcome.request_headers, &event.payload)
+                    .await
+            }
+            None => {
+                self.post(url, &outcome.request_headers, &event.payload)
+                    .await
+            }
+        };
+        match posted {
             Ok((status, resp_headers, body)) => {
                 outcome.status = Some(status);
                 outcome.response_headers = Some(resp_headers);
