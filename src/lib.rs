@@ -11,6 +11,8 @@
 //! - [`jobs`]: the `Engine`/`Generator` interfaces, the registry and the worker pool.
 //! - [`webhooks`]: signing, URL rules, the outbox dispatcher and the retry schedule.
 //! - [`cli`]: offline commands (analyze, master, transcribe, separate) with progress bars.
+//! - [`dashboard`]: the developer dashboard at `/` (embedded HTML/JS/CSS over the API).
+//! - [`remote`]: developer tools over the API (listen, trigger, jobs, deliveries, webhook).
 //! - [`faults`]: on-demand failures through the real failure paths.
 //! - [`audio`]: decode, resample, encode, loudness — pure functions over samples.
 //! - [`engines`]: pure compute behind the jobs and generations (analysis, mastering, models).
@@ -20,11 +22,13 @@ pub mod app;
 pub mod audio;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod engines;
 pub mod error;
 pub mod faults;
 pub mod ids;
 pub mod jobs;
+pub mod remote;
 pub mod store;
 pub mod views;
 pub mod webhooks;

@@ -65,6 +65,8 @@ enum Command {
         #[arg(short = 'p', long = "option")]
         options: Vec<String>,
     },
+    #[command(flatten)]
+    Remote(soundcheck::remote::RemoteCommand),
     /// Split a file into stems (DSP separator) without a server.
     Separate {
         file: PathBuf,
@@ -115,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             stems,
             output,
         } => soundcheck::cli::separate(&file, stems, &output),
+        Command::Remote(cmd) => soundcheck::remote::run(cmd),
         Command::Credits { action } => {
             let (data, amount) = match action {
                 CreditsAction::Show(d) => (d, None),
