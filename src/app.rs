@@ -137,6 +137,7 @@ pub fn router(state: AppState) -> Router {
     let doc = Arc::new(crate::api::docs::finish(doc, &generators));
     Router::new()
         .merge(api)
+        .merge(crate::dashboard::router())
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -261,6 +262,8 @@ pub async fn run(
 
     let app = router(state);
     let token = shutdown.clone();
+    // Peer addresses let the dashboard hand its keys to loopback clients only.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await?;

@@ -11,6 +11,8 @@
 //! - [`jobs`]: the `Engine`/`Generator` interfaces, the registry and the worker pool.
 //! - [`webhooks`]: signing, URL rules, the outbox dispatcher and the retry schedule.
 //! - [`cli`]: offline commands (analyze, master, transcribe, separate) with progress bars.
+//! - [`dashboard`]: the developer dashboard at `/` (embedded HTML/JS/CSS over the API).
+//! - [`remote`]: developer tools over the API (listen, trigger, jobs, deliveries, webhook).
 //! - [`faults`]: on-demand failures through the real failure paths.
 //! - [`audio`]: decode, resample, encode, loudness — pure functions over samples.
 //! - [`models`]: installed model weights: the catalog, `models pull/import/list`.
@@ -21,12 +23,14 @@ pub mod app;
 pub mod audio;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod engines;
 pub mod error;
 pub mod faults;
 pub mod ids;
 pub mod jobs;
 pub mod models;
+pub mod remote;
 pub mod store;
 pub mod views;
 pub mod webhooks;

@@ -95,6 +95,8 @@ enum Command {
         #[command(flatten)]
         data: DataArgs,
     },
+    #[command(flatten)]
+    Remote(soundcheck::remote::RemoteCommand),
     /// Split a file into stems (DSP separator) without a server.
     Separate {
         file: PathBuf,
@@ -222,6 +224,7 @@ fn main() -> anyhow::Result<()> {
                 output: &output,
             },
         ),
+        Command::Remote(cmd) => soundcheck::remote::run(cmd),
         Command::Credits { action } => {
             let (data, amount) = match action {
                 CreditsAction::Show(d) => (d, None),

@@ -6,6 +6,7 @@ mod audio;
 mod cli;
 mod e2e_analysis;
 mod e2e_api;
+mod e2e_devtools;
 mod e2e_faults;
 mod e2e_generations;
 mod e2e_jobs;

@@ -1,0 +1,330 @@
+//! The developer tools, driven as a user would: the real binary's `listen`, `trigger`, `jobs`,
+//! `deliveries` and `webhook` commands against a running server.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::util::{form, verify_like_flask, wav_bytes, Options, TestReceiver, TestServer};
+
+/// Runs one command to completion; returns its stdout (panics on failure).
+async fn sc(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+        .args(args)
+        .env("SOUNDCHECK_LOG", "warn")
+        .env_remove("SOUNDCHECK_TL_KEY")
+        .env_remove("SOUNDCHECK_FT_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Starts a long-running command; returns it and its stdout lines.
+fn spawn(args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+        .args(args)
+        .env("SOUNDCHECK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Reads lines until one contains every needle; returns that line.
+async fn line_with(lines: &mut Lines<BufReader<ChildStdout>>, needles: &[&str]) -> String {
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no line with {needles:?}; saw {seen:#?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("output ended; saw {seen:#?}"));
+        if needles.iter().all(|n| line.contains(n)) {
+            return line;
+        }
+        seen.push(line);
+    }
+}
+
+#[tokio::test]
+async fn listen_trigger_forward_rotate_and_resend_work_end_to_end() {
+    let s = TestServer::start(Options::default()).await;
+    let app = TestReceiver::start().await; // the developer's app behind `listen --forward-to`
+    let dir = s.data_dir.path().to_str().unwrap().to_string();
+    let key = s.secrets.tl_key.clone();
+    let base = s.base.clone();
+    // Keys read from the data directory, as `soundcheck keys` does.
+    let remote = ["--url", base.as_str(), "--data-dir", dir.as_str()];
+    let with = |cmd: &[&str]| -> Vec<String> {
+        cmd.iter()
+            .chain(remote.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+
+    let listen_args = with(&["listen", "--forward-to", &app.url]);
+    let (_listen, mut out) = spawn(&listen_args.iter().map(String::as_str).collect::<Vec<_>>());
+    line_with(&mut out, &["Ready!"]).await;
+    let ep: Value = s
+        .tl(Method::GET, "/v1/webhook")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ep["url"].as_str().unwrap().starts_with("http://127.0.0.1:"),
+        "{ep}"
+    );
+
+    // job.completed: a real job, its signed event printed, verified and relayed verbatim.
+    let said = sc(&with(&["trigger", "job.completed"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())
+    .await;
+    assert!(said.contains("completed"), "{said}");
+    let job_id = said.split_whitespace().nth(1).unwrap().to_string();
+    assert!(job_id.starts_with("job_"), "{said}");
+    let line = line_with(&mut out, &["job.completed", &job_id]).await;
+    assert!(line.contains("signature verified"), "{line}");
+    let line = line_with(&mut out, &["<--"]).await;
+    assert!(line.contains("[200]"), "{line}");
+    let got = app.wait_for(1, 10).await;
+    assert_eq!(got[0].json()["data"]["job_id"], job_id.as_str());
+    assert!(verify_like_flask(
+        &s.secrets.webhook_secret,
+        got[0].header("x-tunelab-signature"),
+        &got[0].body
+    ));
+    assert_eq!(got[0].header("x-tunelab-event"), "job.completed");
+
+    // Rotate the secret with the CLI (key given explicitly); the next event verifies with it.
+    let rotated = sc(&[
+        "webhook",
+        "rotate-secret",
+        "--url",
+        &base,
+        "--api-key",
+        &key,
+        "--ft-key",
+        "unused",
+    ])
+    .await;
+    let secret = rotated
+        .lines()
+        .find_map(|l| l.strip_prefix("secret:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(secret.starts_with("whsec_") && secret != s.secrets.webhook_secret);
+    let said = sc(&with(&["trigger", "job.failed"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())
+    .await;
+    assert!(
+        said.contains("failed") && said.contains("internal_error"),
+        "{said}"
+    );
+    let line = line_with(&mut out, &["job.failed"]).await;
+    assert!(line.contains("signature verified"), "{line}");
+    let got = app.wait_for(2, 10).await;
+    assert!(verify_like_flask(
+        &secret,
+        got[1].header("x-tunelab-signature"),
+        &got[1].body
+    ));
+    assert!(!verify_like_flask(
+        &s.secrets.webhook_secret,
+        got[1].header("x-tunelab-signature"),
+        &got[1].body
+    ));
+
+    // The app answers 500: listen reports it and soundcheck records a failed attempt.
+    app.set_status(500);
+    let said = sc(&with(&["trigger", "generation.failed"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())
+    .await;
+    assert!(said.contains("failed"), "{said}");
+    let line = line_with(&mut out, &["generation.failed"]).await;
+    assert!(line.contains("unsigned"), "{line}");
+    let line = line_with(&mut out, &["<--"]).await;
+    assert!(line.contains("[500]"), "{line}");
+
+    // deliveries list shows the attempts; resend one once the app is fixed.
+    let list = sc(&with(&["deliveries", "list"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())
+    .await;
+    assert!(list.contains(&job_id) && list.contains("ok 200"), "{list}");
+    app.set_status(200);
+    let del = list
+        .lines()
+        .find(|l| l.contains(&job_id))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let resent = sc(&with(&["deliveries", "resend", &del])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())
+    .await;
+    assert!(
+        resent.contains("ok 200") && resent.contains(&job_id),
+        "{resent}"
+    );
+    line_with(&mut out, &["job.completed", &job_id]).await;
+
+    // jobs list / show.
+    let jobs = sc(&with(&["jobs", "list"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())
+    .await;
+    assert!(
+        jobs.contains(&job_id) && jobs.contains("completed"),
+        "{jobs}"
+    );
+    let shown: Value = serde_json::from_str(
+        &sc(&with(&["jobs", "show", &job_id])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>())
+        .await,
+    )
+    .unwrap();
+    assert_eq!(shown["status"], "completed");
+
+    // webhook disable / enable / set-url.
+    let off = sc(&with(&["webhook", "disable"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())
+    .await;
+    assert!(off.contains("enabled:  false"), "{off}");
+    let on = sc(&with(&["webhook", "enable"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())
+    .await;
+    assert!(
+        on.contains("enabled:  true") && on.contains("released:"),
+        "{on}"
+    );
+    let set = sc(&with(&["webhook", "set-url", "http://127.0.0.1:9/hook"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())
+    .await;
+    assert!(set.contains("url:      http://127.0.0.1:9/hook"), "{set}");
+
+    // Errors come back as the envelope's code and message, with a failing exit status.
+    let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+        .args([
+            "jobs",
+            "show",
+            "job_nope",
+            "--url",
+            &base,
+            "--api-key",
+            &key,
+            "--ft-key",
+            "x",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404 not_found"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_tail_prints_a_job_as_it_runs() {
+    let s = TestServer::start(Options::default()).await;
+    let key = s.secrets.tl_key.clone();
+    let (_tail, mut out) = spawn(&[
+        "jobs",
+        "tail",
+        "--url",
+        &s.base,
+        "--api-key",
+        &key,
+        "--ft-key",
+        "x",
+    ]);
+    let r = s
+        .tl(Method::POST, "/v1/analyze/upload")
+        .header("X-Soundcheck-Fault", "delay=1500")
+        .multipart(form(wav_bytes(0.5), &[]))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Claimed at once, the job then waits out its delay while `running`.
+    line_with(&mut out, &[&id, "running"]).await;
+    line_with(&mut out, &[&id, "completed", "100%"]).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_is_embedded_and_gives_its_keys_to_loopback_clients() {
+    let s = TestServer::start(Options::default()).await;
+    let page = s.client.get(s.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/dashboard/app.js") && html.contains("/openapi.json"));
+    for (path, kind) in [
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/app.css", "text/css"),
+    ] {
+        let r = s.client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        assert!(!r.text().await.unwrap().contains("cdn"), "no CDN");
+    }
+    // This test connects from 127.0.0.1: the config carries the real keys.
+    let cfg: Value = s
+        .client
+        .get(s.url("/dashboard/config"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cfg["tl_key"], s.secrets.tl_key.as_str());
+    assert_eq!(cfg["ft_key"], s.secrets.ft_key.as_str());
+    assert_eq!(cfg["base_url"], s.base.as_str());
+    assert!(cfg["engines"].as_array().unwrap().len() >= 4, "{cfg}");
+    s.stop().await;
+}
