@@ -53,93 +53,62 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The multipart body of a submit, as axum hands it over (rejections become the envelope).
 type MultipartBody = Result<Multipart, axum::extract::multipart::MultipartRejection>;
 
-/// Stem separation (10 credits).
-#[utoipa::path(post, path = "/v1/separate", tag = JOBS, security(("bearer" = [])),
-    request_body(content = SeparateForm, content_type = "multipart/form-data"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and request within 24 h: the same job")),
-    responses(
-        (status = 202, description = "Accepted", body = SubmitBody),
-        (status = 400, description = "invalid_request", body = ErrorEnvelope),
-        (status = 402, description = "insufficient_credits", body = ErrorEnvelope),
-        (status = 409, description = "idempotency_conflict", body = ErrorEnvelope),
-        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
-        (status = 422, description = "unsupported_audio or corrupt_audio", body = ErrorEnvelope),
-        (status = 501, description = "engine_unavailable", body = ErrorEnvelope),
-    ))]
-async fn separate_submit(
-    state: State<AppState>,
-    key: JobsKey,
-    headers: HeaderMap,
-    multipart: MultipartBody,
-) -> ApiResult<axum::response::Response> {
-    jobs_submit(JobKind::Separate, state, key, headers, multipart).await
+/// One submit handler per async endpoint, each documented with the same responses: a macro, so the
+/// four OpenAPI operations cannot drift apart.
+macro_rules! submit_handler {
+    ($name:ident, $path:literal, $kind:expr, $form:ident, $doc:literal) => {
+        #[doc = $doc]
+        #[utoipa::path(post, path = $path, tag = JOBS, security(("bearer" = [])),
+            request_body(content = $form, content_type = "multipart/form-data"),
+            params(("Idempotency-Key" = Option<String>, Header, description = "Same key and request within 24 h: the same job")),
+            responses(
+                (status = 202, description = "Accepted", body = SubmitBody),
+                (status = 400, description = "invalid_request", body = ErrorEnvelope),
+                (status = 402, description = "insufficient_credits", body = ErrorEnvelope),
+                (status = 409, description = "idempotency_conflict", body = ErrorEnvelope),
+                (status = 413, description = "payload_too_large", body = ErrorEnvelope),
+                (status = 422, description = "unsupported_audio or corrupt_audio", body = ErrorEnvelope),
+                (status = 501, description = "engine_unavailable", body = ErrorEnvelope),
+            ))]
+        async fn $name(
+            state: State<AppState>,
+            key: JobsKey,
+            headers: HeaderMap,
+            multipart: MultipartBody,
+        ) -> ApiResult<axum::response::Response> {
+            jobs_submit($kind, state, key, headers, multipart).await
+        }
+    };
 }
 
-/// Audio to MIDI (8 credits).
-#[utoipa::path(post, path = "/v1/transcribe", tag = JOBS, security(("bearer" = [])),
-    request_body(content = TranscribeForm, content_type = "multipart/form-data"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and request within 24 h: the same job")),
-    responses(
-        (status = 202, description = "Accepted", body = SubmitBody),
-        (status = 400, description = "invalid_request", body = ErrorEnvelope),
-        (status = 402, description = "insufficient_credits", body = ErrorEnvelope),
-        (status = 409, description = "idempotency_conflict", body = ErrorEnvelope),
-        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
-        (status = 422, description = "unsupported_audio or corrupt_audio", body = ErrorEnvelope),
-        (status = 501, description = "engine_unavailable", body = ErrorEnvelope),
-    ))]
-async fn transcribe_submit(
-    state: State<AppState>,
-    key: JobsKey,
-    headers: HeaderMap,
-    multipart: MultipartBody,
-) -> ApiResult<axum::response::Response> {
-    jobs_submit(JobKind::Transcribe, state, key, headers, multipart).await
-}
-
-/// Auto-mastering (6 credits).
-#[utoipa::path(post, path = "/v1/master", tag = JOBS, security(("bearer" = [])),
-    request_body(content = MasterForm, content_type = "multipart/form-data"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and request within 24 h: the same job")),
-    responses(
-        (status = 202, description = "Accepted", body = SubmitBody),
-        (status = 400, description = "invalid_request", body = ErrorEnvelope),
-        (status = 402, description = "insufficient_credits", body = ErrorEnvelope),
-        (status = 409, description = "idempotency_conflict", body = ErrorEnvelope),
-        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
-        (status = 422, description = "unsupported_audio or corrupt_audio", body = ErrorEnvelope),
-        (status = 501, description = "engine_unavailable", body = ErrorEnvelope),
-    ))]
-async fn master_submit(
-    state: State<AppState>,
-    key: JobsKey,
-    headers: HeaderMap,
-    multipart: MultipartBody,
-) -> ApiResult<axum::response::Response> {
-    jobs_submit(JobKind::Master, state, key, headers, multipart).await
-}
-
-/// Full analysis (2 credits).
-#[utoipa::path(post, path = "/v1/analyze/upload", tag = JOBS, security(("bearer" = [])),
-    request_body(content = AudioForm, content_type = "multipart/form-data"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and request within 24 h: the same job")),
-    responses(
-        (status = 202, description = "Accepted", body = SubmitBody),
-        (status = 400, description = "invalid_request", body = ErrorEnvelope),
-        (status = 402, description = "insufficient_credits", body = ErrorEnvelope),
-        (status = 409, description = "idempotency_conflict", body = ErrorEnvelope),
-        (status = 413, description = "payload_too_large", body = ErrorEnvelope),
-        (status = 422, description = "unsupported_audio or corrupt_audio", body = ErrorEnvelope),
-        (status = 501, description = "engine_unavailable", body = ErrorEnvelope),
-    ))]
-async fn analyze_submit(
-    state: State<AppState>,
-    key: JobsKey,
-    headers: HeaderMap,
-    multipart: MultipartBody,
-) -> ApiResult<axum::response::Response> {
-    jobs_submit(JobKind::Analyze, state, key, headers, multipart).await
-}
+submit_handler!(
+    separate_submit,
+    "/v1/separate",
+    JobKind::Separate,
+    SeparateForm,
+    "Stem separation (10 credits)."
+);
+submit_handler!(
+    transcribe_submit,
+    "/v1/transcribe",
+    JobKind::Transcribe,
+    TranscribeForm,
+    "Audio to MIDI (8 credits)."
+);
+submit_handler!(
+    master_submit,
+    "/v1/master",
+    JobKind::Master,
+    MasterForm,
+    "Auto-mastering (6 credits)."
+);
+submit_handler!(
+    analyze_submit,
+    "/v1/analyze/upload",
+    JobKind::Analyze,
+    AudioForm,
+    "Full analysis (2 credits)."
+);
 
 /// The 50 most recent jobs, newest first.
 #[derive(Debug, Serialize, ToSchema)]
