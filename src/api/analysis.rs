@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 use super::docs::{
     AudioForm, ErrorEnvelope, FeaturesBody, MediaUrl, MetadataBody, TempoKeyBody, ANALYSIS,
 };
-use super::jobs::{audio_error, receive};
+use super::jobs::{audio_error, receive, spill};
 use super::{JobsKey, JsonBody};
 use crate::app::AppState;
 use crate::engines::analyze;
@@ -172,13 +172,14 @@ async fn source(state: &AppState, req: Request) -> ApiResult<Source> {
         let multipart = Multipart::from_request(req, state).await.map_err(|e| {
             ApiError::invalid(format!("Malformed multipart body: {}", e.body_text()))
         })?;
-        let sub = receive(state, multipart).await?;
+        let mut sub = receive(state, multipart).await?;
         if let Some(name) = sub.fields.keys().next() {
             let _ = tokio::fs::remove_file(&sub.upload.path).await;
             return Err(ApiError::invalid(format!(
                 "Unknown field `{name}`: this endpoint takes only the `audio` file."
             )));
         }
+        spill(&mut sub.upload).await?;
         return Ok(Source {
             path: PathBuf::from(sub.upload.path),
             temporary: true,

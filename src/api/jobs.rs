@@ -31,8 +31,8 @@ use crate::views::{JobBody, SubmitBody, SubmitMeta};
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
-/// Uploads up to this size are written to disk in one call once received.
-const SMALL_UPLOAD: usize = 1 << 20;
+/// Uploads up to this size are kept in the database until a worker needs them as a file.
+const INLINE_UPLOAD: usize = 1 << 20;
 /// Longest accepted text field of a multipart submission.
 const MAX_FIELD_BYTES: usize = 16 * 1024;
 
@@ -159,7 +159,7 @@ async fn jobs_submit(
     let sub = receive(&state, multipart).await?;
     let path = PathBuf::from(&sub.upload.path);
     let outcome = async {
-        probe_audio(path.clone()).await?;
+        probe_audio(&sub.upload).await?;
         let params = engine.params(&sub.fields).map_err(ApiError::invalid)?;
         let fault = fault.map(|f| f.as_string());
         let hash = request_hash(kind, &params, &sub.upload.sha256, fault.as_deref());
@@ -216,11 +216,30 @@ async fn jobs_submit(
 }
 
 /// Rejects uploads that are not audio soundcheck can read (`422`), before anything is stored.
-async fn probe_audio(path: PathBuf) -> ApiResult<()> {
-    let probed = tokio::task::spawn_blocking(move || crate::audio::probe(&path))
-        .await
-        .map_err(ApiError::internal)?;
+/// An upload held in memory is probed right here (headers and one packet of at most 1 MiB).
+async fn probe_audio(upload: &NewUpload) -> ApiResult<()> {
+    let probed = match &upload.data {
+        Some(bytes) => crate::audio::probe_bytes(bytes.clone(), None),
+        None => {
+            let path = PathBuf::from(&upload.path);
+            tokio::task::spawn_blocking(move || crate::audio::probe(&path))
+                .await
+                .map_err(ApiError::internal)?
+        }
+    };
     probed.map(|_| ()).map_err(audio_error)
+}
+
+/// Writes an upload still held in memory to its path (for callers that need a file).
+pub(super) async fn spill(upload: &mut NewUpload) -> ApiResult<()> {
+    let Some(bytes) = upload.data.take() else {
+        return Ok(());
+    };
+    let path = PathBuf::from(&upload.path);
+    tokio::task::spawn_blocking(move || jobs_store::write_upload(&path, &bytes))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(())
 }
 
 /// An audio error in the envelope: the file's fault → `422`, ours → `500`.
@@ -241,7 +260,7 @@ struct Admitted {
 
 /// In one transaction: honour the idempotency key, check and reserve credits, insert the job.
 fn admit(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     upload: &NewUpload,
     job: &NewJob,
     idem_key: Option<&str>,
@@ -312,8 +331,9 @@ fn request_hash(kind: JobKind, params: &Value, audio_sha256: &str, fault: Option
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
-/// Streams the multipart body: the `audio` file to `<data>/uploads/`, hashed and size-capped, and
-/// the text fields into a map. Nothing is left on disk if it fails.
+/// Reads the multipart body: the `audio` file hashed and size-capped — kept in memory when it is
+/// under `INLINE_UPLOAD` (it is stored in its database row until a worker needs it), else streamed
+/// to `<data>/uploads/` — and the text fields into a map. Nothing is left on disk if it fails.
 pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiResult<Submission> {
     let max = state.config.max_upload_bytes;
     let mut fields = BTreeMap::new();
@@ -338,9 +358,10 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                     filename,
                     size: 0,
                     sha256: String::new(),
+                    data: None,
                 });
-                // Small uploads are gathered in memory and written with one blocking call; a
-                // large one goes to disk as it streams once it passes SMALL_UPLOAD.
+                // Small uploads stay in memory; a large one goes to disk as it streams, once it
+                // passes INLINE_UPLOAD.
                 let mut buffered: Vec<u8> = Vec::new();
                 let mut file: Option<tokio::fs::File> = None;
                 let mut hasher = Sha256::new();
@@ -356,7 +377,7 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                     hasher.update(&chunk);
                     match file.as_mut() {
                         Some(f) => f.write_all(&chunk).await?,
-                        None if buffered.len() + chunk.len() <= SMALL_UPLOAD => {
+                        None if buffered.len() + chunk.len() <= INLINE_UPLOAD => {
                             buffered.extend_from_slice(&chunk)
                         }
                         None => {
@@ -369,21 +390,13 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                         }
                     }
                 }
-                match file.as_mut() {
-                    Some(f) => f.flush().await?,
-                    None => {
-                        let p = path.clone();
-                        tokio::task::spawn_blocking(move || {
-                            std::fs::create_dir_all(&dir)?;
-                            std::fs::write(&p, &buffered)
-                        })
-                        .await
-                        .map_err(ApiError::internal)??;
-                    }
+                if let Some(f) = file.as_mut() {
+                    f.flush().await?;
                 }
                 if let Some(u) = upload.as_mut() {
                     u.size = size as i64;
                     u.sha256 = hex::encode(hasher.finalize());
+                    u.data = file.is_none().then(|| bytes::Bytes::from(buffered));
                 }
             } else if field.file_name().is_some() {
                 return Err(ApiError::invalid(format!(

@@ -87,9 +87,25 @@ pub fn probe(path: &Path) -> Result<ProbeInfo> {
     let n = read_up_to(&mut file, &mut magic)?;
     let container = sniff_container(&magic[..n]).to_string();
     let file = File::open(path)?;
-    let ext = extension(path);
+    probe_source(Box::new(file), container, file_size, extension(path))
+}
+
+/// [`probe`] of a file held in memory (an upload small enough to be kept in the database).
+pub fn probe_bytes(bytes: bytes::Bytes, ext: Option<&str>) -> Result<ProbeInfo> {
+    let container = sniff_container(&bytes[..bytes.len().min(12)]).to_string();
+    let file_size = bytes.len() as u64;
+    let ext = ext.map(str::to_ascii_lowercase);
+    probe_source(Box::new(Cursor::new(bytes)), container, file_size, ext)
+}
+
+fn probe_source(
+    source: Box<dyn MediaSource>,
+    container: String,
+    file_size: u64,
+    ext: Option<String>,
+) -> Result<ProbeInfo> {
     guarded(move || {
-        let mut opened = open(Box::new(file), ext.as_deref())?;
+        let mut opened = open(source, ext.as_deref())?;
         let mut info = ProbeInfo {
             container,
             codec: codec_name(&opened.track),

@@ -13,7 +13,7 @@ pub mod error;
 pub mod loudness;
 pub mod resample;
 
-pub use decode::{decode, decode_with_progress, probe, ProbeInfo};
+pub use decode::{decode, decode_with_progress, probe, probe_bytes, ProbeInfo};
 pub use encode::{encode, Format};
 pub use error::{Error, Result};
 pub use loudness::{measure, Loudness, Measure};

@@ -226,6 +226,11 @@ impl Workers {
                 .finish_job(&job, Err(EngineError::Internal(e.to_string())))
                 .await;
         }
+        if job.upload_inline {
+            if let Err(e) = self.materialize_upload(&job).await {
+                return self.finish_job(&job, Err(EngineError::Internal(e))).await;
+            }
+        }
         let fault = self.run_fault(job.fault.as_deref());
         let (input, params, dir) = (
             PathBuf::from(&job.upload_path),
@@ -264,6 +269,29 @@ impl Workers {
                     .await
             }
         }
+    }
+
+    /// Writes an upload kept in the database to its path, then forgets the bytes. Run again
+    /// after a crash between the two steps, it rewrites the same file.
+    async fn materialize_upload(&self, job: &Job) -> Result<(), String> {
+        let id = job.id.clone();
+        let bytes = self
+            .store
+            .read(move |c| store::jobs::inline_upload(c, &id))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(bytes) = bytes {
+            let path = PathBuf::from(&job.upload_path);
+            tokio::task::spawn_blocking(move || store::jobs::write_upload(&path, &bytes))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("could not write the upload to disk: {e}"))?;
+        }
+        let id = job.id.clone();
+        self.store
+            .write(move |tx| store::jobs::upload_written(tx, &id))
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Replaces every `{"$file": name}` in a result with an absolute, expiring media URL and adds

@@ -27,12 +27,14 @@ pub struct Job {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub estimated_completion: String,
+    /// The upload's bytes are still in the database, not yet at `upload_path`.
+    pub upload_inline: bool,
 }
 
 const JOB_COLUMNS: &str =
     "j.id, j.endpoint, j.engine, j.status, j.params, j.fault, u.path, j.result,
     j.error_code, j.error_message, j.trace_id, j.credits_reserved, j.credits_used, j.runs,
-    j.created_at, j.started_at, j.finished_at, j.estimated_completion";
+    j.created_at, j.started_at, j.finished_at, j.estimated_completion, u.data IS NOT NULL";
 
 fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     let params: String = r.get(4)?;
@@ -56,10 +58,11 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         started_at: r.get(15)?,
         finished_at: r.get(16)?,
         estimated_completion: r.get(17)?,
+        upload_inline: r.get(18)?,
     })
 }
 
-/// An uploaded file, already on disk.
+/// An uploaded file: on disk at `path`, or (when small) held in `data` until a worker needs it.
 #[derive(Debug, Clone)]
 pub struct NewUpload {
     pub id: String,
@@ -67,6 +70,7 @@ pub struct NewUpload {
     pub filename: Option<String>,
     pub size: i64,
     pub sha256: String,
+    pub data: Option<bytes::Bytes>,
 }
 
 /// A job to insert at submit time.
@@ -86,11 +90,18 @@ pub struct NewJob {
 pub fn insert(conn: &Connection, upload: &NewUpload, job: &NewJob) -> Result<()> {
     let now = now_rfc3339();
     conn.prepare_cached(
-        "INSERT INTO uploads (id, path, filename, size, sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO uploads (id, path, filename, size, sha256, created_at, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(
-        params![upload.id, upload.path, upload.filename, upload.size, upload.sha256, now],
-    )?;
+    .execute(params![
+        upload.id,
+        upload.path,
+        upload.filename,
+        upload.size,
+        upload.sha256,
+        now,
+        upload.data.as_deref()
+    ])?;
     conn.prepare_cached(
         "INSERT INTO jobs (id, endpoint, engine, status, params, fault, upload_id, trace_id,
                            credits_reserved, created_at, estimated_completion)
@@ -108,6 +119,34 @@ pub fn insert(conn: &Connection, upload: &NewUpload, job: &NewJob) -> Result<()>
         now,
         job.estimated_completion
     ])?;
+    Ok(())
+}
+
+/// The bytes of a job's upload while they are still held in the database.
+pub fn inline_upload(conn: &Connection, job_id: &str) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT u.data FROM jobs j JOIN uploads u ON u.id = j.upload_id WHERE j.id = ?1",
+        )?
+        .query_row([job_id], |r| r.get::<_, Option<Vec<u8>>>(0))
+        .optional()?
+        .flatten())
+}
+
+/// Writes an upload's bytes to its path, creating its shard directory if needed, in one call.
+pub fn write_upload(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, bytes)
+}
+
+/// Forgets a job's inline bytes once they are on disk at the upload's path.
+pub fn upload_written(conn: &Connection, job_id: &str) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE uploads SET data = NULL WHERE id = (SELECT upload_id FROM jobs WHERE id = ?1)",
+    )?
+    .execute([job_id])?;
     Ok(())
 }
 

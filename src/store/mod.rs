@@ -2,10 +2,13 @@
 //! and credit movement. No SQL lives outside this module.
 //!
 //! SQLite runs in WAL mode with `synchronous=NORMAL`: a commit survives a `kill -9` of the process
-//! (the WAL is in the OS page cache), though not a power cut. There is one writer connection behind
-//! a mutex and a few reader connections; callers reach them through [`Store::write`] and
-//! [`Store::read`], which run the closure on a blocking thread so the async runtime never waits on
-//! disk.
+//! (the WAL is in the OS page cache), though not a power cut. There is one writer connection and a
+//! few reader connections; callers reach them through [`Store::write`] and [`Store::read`].
+//!
+//! Writes go to one writer thread, which commits them in groups: it takes every write waiting in
+//! its queue, runs each inside its own savepoint of one transaction (a write that fails rolls back
+//! alone), commits once and only then answers each caller. Under load a commit carries dozens of
+//! writes instead of one, which is where a single-row-per-transaction insert rate is lost.
 
 pub mod credits;
 pub mod generations;
@@ -14,17 +17,25 @@ pub mod media;
 pub mod settings;
 pub mod webhooks;
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
-use rusqlite::{Connection, OpenFlags, Transaction};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use tokio::sync::oneshot;
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_init.sql"),
+    include_str!("migrations/002_inline_uploads.sql"),
+];
 
 /// Reader connections; WAL lets them run beside the writer.
 const READERS: usize = 4;
+
+/// Most writes one commit carries; bounds how long the first caller of a group waits.
+const MAX_GROUP: usize = 256;
 
 /// Why a store call failed. Callers can recover from none of these except by reporting
 /// `internal_error`; the variants exist so logs say which layer failed.
@@ -36,6 +47,8 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("the store's worker thread failed: {0}")]
     Join(String),
+    #[error("the write was rolled back: the group's commit failed: {0}")]
+    Commit(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -43,7 +56,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Cheap to clone: every clone shares the same connections.
 #[derive(Clone)]
 pub struct Store {
+    /// The writer connection: owned by the writer thread, borrowed by [`Store::write_blocking`].
     writer: Arc<Mutex<Connection>>,
+    /// The writer thread's queue; the thread ends when the last `Store` clone is dropped.
+    queue: mpsc::Sender<Box<dyn PendingWrite>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<AtomicUsize>,
 }
@@ -63,29 +79,41 @@ impl Store {
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             readers.push(Mutex::new(conn));
         }
+        let writer = Arc::new(Mutex::new(writer));
+        let (queue, pending) = mpsc::channel();
+        let thread_writer = writer.clone();
+        std::thread::Builder::new()
+            .name("soundcheck-store-writer".into())
+            .spawn(move || writer_thread(&thread_writer, &pending))
+            .map_err(|e| Error::Join(e.to_string()))?;
         Ok(Store {
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
+            queue,
             readers: Arc::new(readers),
             next_reader: Arc::new(AtomicUsize::new(0)),
         })
     }
 
-    /// Runs `f` in one write transaction on a blocking thread; commits if it returns `Ok`.
+    /// Runs `f` atomically on the writer connection: its changes are committed (with whatever
+    /// other writes share the commit) if it returns `Ok`, rolled back if it returns `Err` or
+    /// panics. Answers after the commit, so what it wrote is durable when this returns.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| Error::Join(e.to_string()))?
+        let (reply, answer) = oneshot::channel();
+        let op: Box<dyn PendingWrite> = Box::new(Write {
+            f: Some(f),
+            out: None,
+            reply,
+        });
+        self.queue
+            .send(op)
+            .map_err(|_| Error::Join("the writer thread has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Join("the writer thread dropped a write".into()))?
     }
 
     /// Runs `f` on a reader connection. Reads are indexed lookups of microseconds, cheaper than
@@ -113,14 +141,89 @@ impl Store {
         .map_err(|e| Error::Join(e.to_string()))?
     }
 
-    /// Synchronous write for start-up and CLI commands that run outside the async runtime.
-    pub fn write_blocking<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    /// Synchronous write for start-up and CLI commands that run outside the async runtime: its
+    /// own transaction, taken between two of the writer thread's groups.
+    pub fn write_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
     }
+}
+
+/// A queued write, type-erased so writes of any result type share the queue.
+trait PendingWrite: Send {
+    /// Runs the write; `true` if it succeeded and its savepoint should be kept.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the group's fate is known (`commit` is the commit's error, if any).
+    fn answer(self: Box<Self>, commit: Option<&str>);
+}
+
+struct Write<T, F> {
+    f: Option<F>,
+    out: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> PendingWrite for Write<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
+            .unwrap_or_else(|_| Err(Error::Join("a store write panicked".into())));
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: Option<&str>) {
+        let out = match (self.out, commit) {
+            (Some(Ok(_)), Some(e)) => Err(Error::Commit(e.to_string())),
+            (Some(out), _) => out,
+            (None, _) => Err(Error::Commit("the write never ran".into())),
+        };
+        // The caller may have gone away (a dropped request); its write stands regardless.
+        let _ = self.reply.send(out);
+    }
+}
+
+/// The writer thread: a group per wake-up, one savepoint per write, one commit per group.
+fn writer_thread(writer: &Mutex<Connection>, pending: &mpsc::Receiver<Box<dyn PendingWrite>>) {
+    while let Ok(first) = pending.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match pending.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let committed = run_group(&mut conn, &mut group);
+        drop(conn);
+        let error = committed.err().map(|e| e.to_string());
+        for op in group {
+            op.answer(error.as_deref());
+        }
+    }
+}
+
+fn run_group(conn: &mut Connection, group: &mut [Box<dyn PendingWrite>]) -> Result<()> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for op in group.iter_mut() {
+        let savepoint = tx.savepoint()?;
+        if op.run(&savepoint) {
+            savepoint.commit()?;
+        }
+        // Dropped uncommitted, a savepoint rolls back to where it began.
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn configure(conn: &Connection) -> Result<()> {
@@ -172,5 +275,65 @@ mod tests {
             .write_blocking(|tx| Ok(tx.pragma_query_value(None, "user_version", |r| r.get(0))?))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len());
+    }
+
+    fn count_settings(store: &Store) -> i64 {
+        store
+            .write_blocking(|c| Ok(c.query_row("SELECT COUNT(*) FROM settings", [], |r| r.get(0))?))
+            .unwrap()
+    }
+
+    /// Writes queued together share one commit, but each stands or falls alone: one that fails
+    /// or panics after changing rows leaves nothing behind, and its neighbours are kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grouped_writes_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut calls = Vec::new();
+        for i in 0..300 {
+            let store = store.clone();
+            calls.push(tokio::spawn(async move {
+                store
+                    .write(move |c| {
+                        c.execute(
+                            "INSERT INTO settings (key, value) VALUES (?1, 'x')",
+                            [format!("k{i}")],
+                        )?;
+                        match i % 3 {
+                            0 => Ok(i),
+                            1 => Err(Error::Join("refused".into())),
+                            _ if i % 10 == 2 => panic!("write {i} panics"),
+                            // Violates the primary key after the insert above.
+                            _ => {
+                                c.execute(
+                                    "INSERT INTO settings (key, value) VALUES ('k0', 'y')",
+                                    [],
+                                )?;
+                                Ok(i)
+                            }
+                        }
+                    })
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        for (i, call) in calls.into_iter().enumerate() {
+            let out = call.await.unwrap();
+            assert_eq!(out.is_ok(), i % 3 == 0, "write {i}: {out:?}");
+            ok += out.is_ok() as i64;
+        }
+        assert_eq!(ok, 100);
+        assert_eq!(count_settings(&store), 100);
+        let kept: i64 = store
+            .write(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM settings WHERE CAST(substr(key, 2) AS INTEGER) % 3 = 0",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(kept, 100, "only the writes that succeeded left rows");
     }
 }

@@ -110,12 +110,18 @@ async fn kill_9_loses_neither_a_running_job_nor_a_pending_delivery() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(p.get("/v1/jobs").await["data"][0]["status"], "running");
+    // Job C waits in the queue behind B (one worker). Its small upload lives only in its database
+    // row until a worker needs it: A's and B's are on disk, C's is not.
+    let c: Value = submit(&p, None).await.unwrap().json().await.unwrap();
+    let c_id = c["job_id"].as_str().unwrap().to_string();
+    let on_disk = crate::util::files_under(&dir.path().join("uploads"));
+    assert_eq!(on_disk.len(), 2, "{on_disk:?}");
     p.child.kill().await.unwrap(); // SIGKILL
 
     rx.set_status(200);
     let p2 = spawn(dir.path(), &rx.url).await;
-    // B runs again and completes; both webhooks arrive.
-    let got = rx.wait_for(3, 60).await;
+    // B runs again and completes, C runs from its stored bytes; every webhook arrives.
+    let got = rx.wait_for(4, 60).await;
     let delivered: Vec<String> = got[1..]
         .iter()
         .map(|r| r.json()["data"]["job_id"].as_str().unwrap().to_string())
@@ -125,10 +131,14 @@ async fn kill_9_loses_neither_a_running_job_nor_a_pending_delivery() {
         "{delivered:?}"
     );
     assert!(delivered.contains(&b_id), "{delivered:?}");
+    assert!(delivered.contains(&c_id), "{delivered:?}");
     let job_b = p2.get(&format!("/v1/jobs/{b_id}")).await;
     assert_eq!(job_b["status"], "completed", "{job_b}");
+    let job_c = p2.get(&format!("/v1/jobs/{c_id}")).await;
+    assert_eq!(job_c["status"], "completed", "{job_c}");
+    assert_eq!(job_c["result"]["metadata"]["file_size"], 88_244, "{job_c}");
     let credits = p2.get("/v1/credits").await;
-    assert_eq!(credits["balance"], 996, "two analyses charged once each");
+    assert_eq!(credits["balance"], 994, "three analyses charged once each");
 }
 
 #[tokio::test]
