@@ -89,12 +89,12 @@ fn a_grid_of_48_requests_is_heard_at_its_tempo_and_key() {
     for m in &misses {
         println!("  {m}");
     }
-    // Measured: 38 exact + 5 at ×2 + 2 at ÷2 = 45/48 (93.8%); the 3 misses are dotted or
-    // bar-level readings of triple/compound meters at 141–177 bpm. Issue 5 asks 95%: this guards
-    // the level reached, the gap is reported in the issue note.
+    // Measured: 39 exact + 5 at ×2 + 2 at ÷2 = 46/48 (95.8%); the 2 misses read a triple or
+    // compound meter at 154–177 bpm by its dotted (1.5-beat) or bar-level pulse. Octave readings
+    // are the analyser's 120-bpm prior at the grid's ends (60–70 and 162–174 bpm).
     let heard = exact + double + half;
     assert!(
-        heard >= 45,
+        heard * 100 >= 95 * n,
         "tempo {heard}/{n} within 2% (×2/÷2 allowed): {misses:#?}"
     );
     assert!(keys_ok * 100 >= 90 * n, "key {keys_ok}/{n}: {misses:#?}");

@@ -415,7 +415,7 @@ pub fn arrange(key: Key, style: &Style, bpm: u32, beats: u32, duration: f64, see
         let mut brng = Rng::stream(seed, "bass").fork(&format!("section{si}"));
         let mut crng = Rng::stream(seed, "chords").fork(&format!("section{si}"));
         let dsec = DrumSection::new(&a, &mut drng);
-        let bsec = BassSection::new(&mut brng);
+        let bsec = BassSection::new(a.quick_triple(), &mut brng);
         let csec = ChordSection::new(&a, &mut crng);
         let first_section = si == 0;
         for b in s.start_bar..(s.start_bar + s.bars).min(total_bars) {
@@ -709,6 +709,14 @@ impl Arranger<'_> {
 
     // ---- drums ----
 
+    /// A triple or compound meter at a quick beat (over 130 bpm). There the beat is already the
+    /// subdivision (6/8 counts eighths): halving it again only blurs which level is the beat,
+    /// and off-beats 1.5 beats apart line up with the group accents as a false dotted pulse.
+    /// Drums then stay on the beats: hats once per beat, extra kicks on unaccented beats.
+    fn quick_triple(&self) -> bool {
+        self.groups.contains(&3) && self.grid.spb < 60.0 / 130.0
+    }
+
     fn drum_bar(
         &mut self,
         bar: u32,
@@ -735,7 +743,11 @@ impl Arranger<'_> {
         if crash && (self.style.crash || pattern == DrumPattern::Cinematic) {
             self.hit(ids.crash, bar, 0.0, 0.85);
         }
-        let hat_div = self.style.hat_div.max(1);
+        let hat_div = if self.quick_triple() {
+            1
+        } else {
+            self.style.hat_div.max(1)
+        };
         // At slow tempos the off-beat hats step back, so the beat (not its eighths) leads.
         let slow = if self.grid.spb >= 0.75 { 0.6 } else { 1.0 };
         let hats = |a: &mut Self, beat: usize, vel_scale: f32| {
@@ -1556,7 +1568,14 @@ impl DrumSection {
             Some(DrumPattern::Backbeat) => (0.12, 0.0),
             _ => (0.0, 0.0),
         };
+        let on_beats = a.quick_triple();
         for i in 0..n {
+            if on_beats {
+                if a.beats[i].role == Beat::H && rng.chance(kick_p) {
+                    extra_kicks.push((i as f64, 0.6));
+                }
+                continue;
+            }
             let next_is_k = a.beats.get(i + 1).is_some_and(|b| b.role == Beat::K);
             for off in [0.5, 0.75] {
                 if !next_is_k && rng.chance(kick_p) {
@@ -1570,7 +1589,9 @@ impl DrumSection {
             }
         }
         let open_hat_p = match p {
-            Some(DrumPattern::HipHop | DrumPattern::Funk | DrumPattern::Backbeat) => 0.25,
+            Some(DrumPattern::HipHop | DrumPattern::Funk | DrumPattern::Backbeat) if !on_beats => {
+                0.25
+            }
             _ => 0.0,
         };
         DrumSection {
@@ -1589,9 +1610,11 @@ struct BassSection {
 }
 
 impl BassSection {
-    fn new(rng: &mut Rng) -> BassSection {
+    /// `on_beats`: only whole-beat slots (see `Arranger::quick_triple`).
+    fn new(on_beats: bool, rng: &mut Rng) -> BassSection {
         let mut cell = vec![(0, 0)];
-        for slot in [3u32, 4, 6, 7] {
+        let slots: &[u32] = if on_beats { &[4] } else { &[3, 4, 6, 7] };
+        for &slot in slots {
             if rng.chance(0.45) {
                 cell.push((slot, *rng.pick(&[0u8, 0, 1, 2, 3])));
             }
