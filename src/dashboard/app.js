@@ -368,7 +368,10 @@ const card = (name, value, sub = "") => `<div class="card"><div class="card-name
 
 function chromaBars(chroma) {
   const max = Math.max(...Object.values(chroma), 1e-9);
-  return `<div class="chroma" title="pitch-class profile (chroma)">` + Object.entries(chroma).map(([n, v]) =>
+  // C to B, as on a keyboard (the result's keys are in alphabetical order).
+  const order = (n) => (NOTE_NAMES.indexOf(n) + 1 || 99);
+  const entries = Object.entries(chroma).sort(([a], [b]) => order(a) - order(b));
+  return `<div class="chroma" title="pitch-class profile (chroma)">` + entries.map(([n, v]) =>
     `<div class="bar"><span style="height:${Math.round((v / max) * 100)}%"></span><small>${esc(n)}</small></div>`).join("") + "</div>";
 }
 
