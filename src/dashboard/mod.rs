@@ -98,8 +98,9 @@ async fn dashboard_config(
     ))
 }
 
-/// The audio file uploaded for a job, with Range support, for the detail page's player and
-/// waveform; loopback clients only (the API itself never serves uploads back).
+/// The audio file uploaded for a job, for the detail page's player and waveform: from disk with
+/// Range support, or from its row while a small upload is still held in the database; loopback
+/// clients only (the API itself never serves uploads back).
 async fn dashboard_job_input(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -112,6 +113,25 @@ async fn dashboard_job_input(
         .read(move |c| crate::store::jobs::get(c, &id))
         .await?
         .ok_or_else(|| ApiError::not_found("No job with that id."))?;
+    if job.upload_inline {
+        // A small upload waits in the database until a worker writes it out: sent whole (a
+        // `Range` header is ignored, as HTTP allows). Gone by now means it is on disk.
+        let id = job.id.clone();
+        let inline = state
+            .store
+            .read(move |c| crate::store::jobs::inline_upload(c, &id))
+            .await?;
+        if let Some(bytes) = inline {
+            return Ok((
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                bytes,
+            )
+                .into_response());
+        }
+    }
     if !std::path::Path::new(&job.upload_path).is_file() {
         return Err(ApiError::not_found(
             "This job's upload is no longer on disk.",

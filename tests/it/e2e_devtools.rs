@@ -351,10 +351,46 @@ async fn the_dashboard_is_embedded_and_gives_its_keys_to_loopback_clients() {
 
 #[tokio::test]
 async fn the_dashboard_serves_a_jobs_upload_to_loopback_clients_with_ranges() {
-    let s = TestServer::start(Options::default()).await;
+    // One worker, kept busy by a delayed job: the second job waits in the queue with its small
+    // upload still held in the database, and the dashboard serves it from there.
+    let s = TestServer::start_with(Options::default(), |c| c.workers = 1).await;
+    let busy = s
+        .tl(Method::POST, "/v1/analyze/upload")
+        .header("X-Soundcheck-Fault", "delay=3000")
+        .multipart(form(wav_bytes(0.1), &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy.status(), 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let wav = wav_bytes(0.5);
     let sub = s.submit("/v1/analyze/upload", form(wav.clone(), &[])).await;
     let id = sub["job_id"].as_str().unwrap();
+    let list: Value = s
+        .tl(Method::GET, "/v1/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_id"] == id)
+        .unwrap();
+    assert_eq!(row["status"], "queued", "behind the delayed job");
+    let queued = s
+        .client
+        .get(s.url(&format!("/dashboard/jobs/{id}/input")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status(), 200);
+    assert_eq!(queued.bytes().await.unwrap().as_ref(), wav.as_slice());
+    // Once run, the upload is on disk and served with ranges.
+    assert_eq!(s.wait_job(id, 30).await["status"], "completed");
     let whole = s
         .client
         .get(s.url(&format!("/dashboard/jobs/{id}/input")))
