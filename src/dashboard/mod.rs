@@ -2,16 +2,20 @@
 //! build step), polling the server's own API once a second. The page needs the API keys; it gets
 //! them from `GET /dashboard/config`, which answers only clients connecting from a loopback
 //! address (anyone who can reach that can also run `soundcheck keys` on this machine). Other
-//! clients get `404`, and the page tells them to use the API.
+//! clients get `404`, and the page tells them to use the API. The same goes for a job's uploaded
+//! input (`GET /dashboard/jobs/{id}/input`), which the API never hands out but the job's detail
+//! page draws beside its results.
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -26,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/app.js", get(dashboard_js))
         .route("/dashboard/app.css", get(dashboard_css))
         .route("/dashboard/config", get(dashboard_config))
+        .route("/dashboard/jobs/{id}/input", get(dashboard_job_input))
 }
 
 async fn dashboard_index() -> impl IntoResponse {
@@ -43,17 +48,40 @@ async fn dashboard_css() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS)
 }
 
-/// The base URL, both keys and the installed engines, for loopback clients only.
+/// Refuses clients that do not connect from a loopback address.
+fn loopback_only(peer: SocketAddr) -> ApiResult<()> {
+    if peer.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(
+            "The dashboard's keys and uploads are served to this machine only.",
+        ))
+    }
+}
+
+/// The base URL, both keys, the installed engines, the model catalog with what is installed and
+/// loaded, and the start-up hints (what to install next), for loopback clients only.
 async fn dashboard_config(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> ApiResult<impl IntoResponse> {
-    if !peer.ip().is_loopback() {
-        return Err(ApiError::not_found(
-            "The dashboard's keys are served to this machine only.",
-        ));
-    }
+    loopback_only(peer)?;
     let engines: Vec<(String, String)> = state.registry.describe();
+    let data_dir = state.config.data_dir.clone();
+    let models = tokio::task::spawn_blocking(move || crate::models::rows(&data_dir))
+        .await
+        .map_err(ApiError::internal)?;
+    // A model is loaded when an engine or generator of this server runs it; one installed after
+    // start (or a second separator) is on disk but unused until the next `serve`.
+    let models: Vec<_> = models
+        .into_iter()
+        .map(|m| {
+            let loaded = engines.iter().any(|(_, name)| *name == m.id);
+            let mut v = json!(m);
+            v["loaded"] = json!(loaded);
+            v
+        })
+        .collect();
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         Json(json!({
@@ -61,7 +89,60 @@ async fn dashboard_config(
             "ft_key": state.secrets.ft_key,
             "tl_key": state.secrets.tl_key,
             "engines": engines,
+            "default_generator": state.registry.default_generator().map(|g| g.name().to_string()),
+            "models": models,
+            "models_dir": crate::models::models_dir(&state.config.data_dir),
+            "hints": crate::engines::hints(&state.registry),
             "version": env!("CARGO_PKG_VERSION"),
         })),
     ))
+}
+
+/// The audio file uploaded for a job, for the detail page's player and waveform: from disk with
+/// Range support, or from its row while a small upload is still held in the database; loopback
+/// clients only (the API itself never serves uploads back).
+async fn dashboard_job_input(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    loopback_only(peer)?;
+    let job = state
+        .store
+        .read(move |c| crate::store::jobs::get(c, &id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("No job with that id."))?;
+    if job.upload_inline {
+        // A small upload waits in the database until a worker writes it out: sent whole (a
+        // `Range` header is ignored, as HTTP allows). Gone by now means it is on disk.
+        let id = job.id.clone();
+        let inline = state
+            .store
+            .read(move |c| crate::store::jobs::inline_upload(c, &id))
+            .await?;
+        if let Some(bytes) = inline {
+            return Ok((
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                bytes,
+            )
+                .into_response());
+        }
+    }
+    if !std::path::Path::new(&job.upload_path).is_file() {
+        return Err(ApiError::not_found(
+            "This job's upload is no longer on disk.",
+        ));
+    }
+    let mut resp = ServeFile::new(&job.upload_path)
+        .oneshot(req)
+        .await
+        .map_err(ApiError::internal)?
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }

@@ -192,41 +192,80 @@ pub fn find(data_dir: &Path, id: &str) -> Option<Installed> {
         .find(|i| i.manifest.id == id)
 }
 
+impl Family {
+    /// The API a model of this family serves, as `models list` shows it.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Family::MusicGen => "generate",
+            Family::HtDemucs => "separate",
+        }
+    }
+}
+
+/// One model as `models list` and the dashboard show it: a catalog entry, installed or not, or
+/// something installed that the catalog does not name.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRow {
+    pub id: String,
+    /// `generate` or `separate`: which API the model serves.
+    pub kind: &'static str,
+    /// The catalog's description, or the install's source for a model outside the catalog.
+    pub description: String,
+    pub installed: bool,
+    /// Size on disk when installed, else the approximate download.
+    pub size_mb: u64,
+    /// The weights' licence, when known.
+    pub licence: Option<String>,
+}
+
+/// The catalog, then anything else installed, each with whether it is here.
+pub fn rows(data_dir: &Path) -> Vec<ModelRow> {
+    let here = installed(data_dir);
+    let installed_mb = |i: &Installed| i.manifest.bytes.div_ceil(1 << 20);
+    let mut out: Vec<ModelRow> = CATALOG
+        .iter()
+        .map(|e| {
+            let inst = here.iter().find(|i| i.manifest.id == e.id);
+            ModelRow {
+                id: e.id.to_string(),
+                kind: e.family.kind(),
+                description: e.description.to_string(),
+                installed: inst.is_some(),
+                size_mb: inst.map_or(e.approx_mb, installed_mb),
+                licence: Some(e.licence.to_string()),
+            }
+        })
+        .collect();
+    out.extend(
+        here.iter()
+            .filter(|i| catalog(&i.manifest.id).is_none())
+            .map(|i| ModelRow {
+                id: i.manifest.id.clone(),
+                kind: i.manifest.family.kind(),
+                description: i.manifest.source.clone(),
+                installed: true,
+                size_mb: installed_mb(i),
+                licence: i.manifest.licence.clone(),
+            }),
+    );
+    out
+}
+
 /// The `models list` table: the catalog and anything else installed.
 pub fn list_table(data_dir: &Path) -> String {
-    let here = installed(data_dir);
     let mut out = format!(
         "{:<18}{:<10}{:>10}  {:<10}{}\n",
         "MODEL", "KIND", "SIZE", "STATUS", "DESCRIPTION"
     );
-    let kind = |f: Family| match f {
-        Family::MusicGen => "generate",
-        Family::HtDemucs => "separate",
-    };
-    for e in CATALOG {
-        let inst = here.iter().find(|i| i.manifest.id == e.id);
-        let (size, status) = match inst {
-            Some(i) => (
-                format!("{} MB", i.manifest.bytes.div_ceil(1 << 20)),
-                "installed",
-            ),
-            None => (format!("~{} MB", e.approx_mb), "-"),
+    for r in rows(data_dir) {
+        let (size, status) = if r.installed {
+            (format!("{} MB", r.size_mb), "installed")
+        } else {
+            (format!("~{} MB", r.size_mb), "-")
         };
         out += &format!(
             "{:<18}{:<10}{size:>10}  {status:<10}{}\n",
-            e.id,
-            kind(e.family),
-            e.description
-        );
-    }
-    for i in here.iter().filter(|i| catalog(&i.manifest.id).is_none()) {
-        out += &format!(
-            "{:<18}{:<10}{:>10}  {:<10}{}\n",
-            i.manifest.id,
-            kind(i.manifest.family),
-            format!("{} MB", i.manifest.bytes.div_ceil(1 << 20)),
-            "installed",
-            i.manifest.source
+            r.id, r.kind, r.description
         );
     }
     out

@@ -4,7 +4,13 @@
 //   1. a job submitted through the API appears in the dashboard and completes live;
 //   2. a failed delivery is resent from the webhook page and succeeds;
 //   3. the secret is rotated from the page and the next webhook verifies with the new one;
-//   4. a disabled endpoint shows the alert and is re-enabled with the button.
+//   4. a disabled endpoint shows the alert and is re-enabled with the button;
+//   5. the overview lists the engines, the model catalog and what to do next (`models pull …`);
+//   6. a completed generation's MP3 is decoded in the page and its waveform drawn (non-blank canvas);
+//   7. a transcribe job's piano roll draws one rectangle per note of its notes file;
+//   8. analysis and mastering results are shown as report tables;
+//   9. a generation submitted from the Faults tab with `internal_error` ends failed with its
+//      errorMessage on the page.
 // Screenshots go to target/screenshots/.
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
@@ -35,8 +41,9 @@ function startServer() {
       out += d;
       const base = out.match(/listening on (\S+)/)?.[1];
       const tl = out.match(/SOUNDCHECK_TL_KEY=(\S+)/)?.[1];
+      const ft = out.match(/SOUNDCHECK_FT_KEY=(\S+)/)?.[1];
       const secret = out.match(/SOUNDCHECK_WEBHOOK_SECRET=(\S+)/)?.[1];
-      if (base && tl && secret) resolve({ child, base, tl, secret });
+      if (base && tl && ft && secret) resolve({ child, base, tl, ft, secret });
     });
   });
 }
@@ -87,6 +94,42 @@ function toneWav() {
   return buf;
 }
 
+/** A melody for transcription: C4 E4 G4 C5 G4 E4 C4, each note 0.35 s then 0.05 s of silence. */
+function melodyWav() {
+  const rate = 22050, pitches = [60, 64, 67, 72, 67, 64, 60], note = 0.35, gap = 0.05;
+  const n = Math.round(pitches.length * (note + gap) * rate), buf = Buffer.alloc(44 + n * 2);
+  buf.write("RIFF", 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write("WAVEfmt ", 8); buf.writeUInt32LE(16, 16);
+  buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22); buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28);
+  buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34); buf.write("data", 36); buf.writeUInt32LE(n * 2, 40);
+  for (let i = 0; i < n; i++) {
+    const t = i / rate, k = Math.floor(t / (note + gap)), u = t - k * (note + gap);
+    let v = 0;
+    if (k < pitches.length && u < note) {
+      const f = 440 * 2 ** ((pitches[k] - 69) / 12);
+      const env = Math.min(1, u / 0.01) * Math.exp(-3 * u) * Math.min(1, (note - u) / 0.01);
+      v = env * (Math.sin(2 * Math.PI * f * u) + 0.4 * Math.sin(4 * Math.PI * f * u) + 0.2 * Math.sin(6 * Math.PI * f * u)) / 1.6;
+    }
+    buf.writeInt16LE(Math.round(v * 20000), 44 + i * 2);
+  }
+  return buf;
+}
+
+/** Ink on a canvas: pixels clearly darker than its light background, and columns holding a
+ *  vertical run of them (a waveform drawn over the whole file, not just a flat line). */
+const canvasInk = (selector) => page.evaluate((sel) => {
+  const c = document.querySelector(sel);
+  const { data } = c.getContext("2d").getImageData(0, 0, c.width, c.height);
+  let inked = 0, tallColumns = 0;
+  const perColumn = new Array(c.width).fill(0);
+  for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++) {
+    const i = (y * c.width + x) * 4;
+    // The wave and the notes are blue: blue well above red.
+    if (data[i + 2] - data[i] > 60) { inked++; perColumn[x]++; }
+  }
+  for (const n of perColumn) if (n > 3) tallColumns++;
+  return { w: c.width, h: c.height, inked, tallColumns, notes: c.dataset.notes, duration: c.dataset.duration };
+}, selector);
+
 const results = [];
 async function step(name, fn) {
   try {
@@ -109,11 +152,20 @@ const api = async (method, p, body, headers = {}) => {
   });
   return r.json();
 };
-const submit = (fault) => {
+const submit = (fault, endpoint = "/v1/analyze/upload", wav = toneWav()) => {
   const fd = new FormData();
-  fd.append("audio", new Blob([toneWav()], { type: "audio/wav" }), "tone.wav");
-  return api("POST", "/v1/analyze/upload", fd, fault ? { "X-Soundcheck-Fault": fault } : {});
+  fd.append("audio", new Blob([wav], { type: "audio/wav" }), "tone.wav");
+  return api("POST", endpoint, fd, fault ? { "X-Soundcheck-Fault": fault } : {});
 };
+const ftApi = async (method, p, body) => {
+  const r = await fetch(srv.base + p, {
+    method,
+    headers: { "X-API-Key": srv.ft, ...(body ? { "Content-Type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  return r.json();
+};
+const jobNow = async (id) => (await api("GET", "/v1/jobs")).data.find((j) => j.job_id === id);
 
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox"] });
 const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
@@ -133,6 +185,23 @@ try {
     await page.screenshot({ path: path.join(shots, "overview.png"), fullPage: true });
   });
 
+  await step("the overview lists engines, the model catalog and what to do next", async () => {
+    await page.waitForSelector("#hints li.server-hint");
+    const engines = await page.textContent("#engines");
+    for (const e of ["/v1/transcribe", "basic-pitch", "/v1/generations", "procedural"]) assert.ok(engines.includes(e), engines);
+    assert.ok(engines.includes("(default)"), "the default generator is marked");
+    const hints = await page.textContent("#hints");
+    // A fresh data directory has no models: the server's start-up hints say what to pull.
+    assert.ok(hints.includes("soundcheck models pull htdemucs"), hints);
+    assert.ok(hints.includes("soundcheck models pull musicgen-small"), hints);
+    await until("no webhook endpoint yet: suggests listen", () => page.isVisible("#hint-webhook"));
+    assert.ok((await page.textContent("#hint-webhook")).includes("soundcheck listen"));
+    const row = await page.textContent('#models-table tr[data-model="htdemucs"]');
+    assert.ok(row.includes("separate") && row.includes("soundcheck models pull htdemucs"), row);
+    assert.equal(await page.locator("#models-table tbody tr").count(), 5, "the five catalog models");
+    await page.screenshot({ path: path.join(shots, "overview-models.png"), fullPage: true });
+  });
+
   await step("a job submitted through the API appears and completes live", async () => {
     await page.goto(srv.base + "/#jobs");
     const sub = await submit("delay=1500");
@@ -144,7 +213,93 @@ try {
     await page.click(row);
     await page.waitForSelector("#job-detail h3");
     assert.ok((await page.textContent("#job-detail")).includes("tempo") || (await page.textContent("#job-detail")).includes("bpm"));
+    // The analysis as a report table, values from the job's result.
+    const job = await jobNow(sub.job_id);
+    await page.waitForSelector("#job-detail table.report");
+    const report = await page.textContent("#job-detail table.report");
+    assert.ok(report.includes("BPM") && report.includes(job.result.key.name) && report.includes("LUFS"), report);
+    assert.equal((await page.textContent('#job-detail td[data-field="bpm"]')).trim(), `${+job.result.rhythm.bpm.toFixed(2)} BPM`);
+    // The upload's waveform, served to the page by /dashboard/jobs/{id}/input.
+    await page.waitForSelector('#job-detail canvas.wave[data-drawn="1"]');
     await page.screenshot({ path: path.join(shots, "jobs-completed.png"), fullPage: true });
+  });
+
+  await step("a completed generation's waveform is drawn from its MP3", async () => {
+    const gen = await ftApi("POST", "/v1/generations", { tags: "lofi chill piano", duration: 6 });
+    assert.ok(gen.id, JSON.stringify(gen));
+    await page.goto(srv.base + "/#generations");
+    const row = `tr[data-gen="${gen.id}"]`;
+    await page.waitForSelector(row);
+    await until("generation completed", async () => (await page.textContent(row)).includes("completed"));
+    await page.click(row);
+    const canvas = '#gen-detail canvas.wave[data-drawn="1"]';
+    await page.waitForSelector(canvas, { timeout: 15000 });
+    const ink = await canvasInk(canvas);
+    const done = await ftApi("GET", "/v1/generations/" + gen.id);
+    assert.ok(Math.abs(Number(ink.duration) - done.duration) < 0.3, `decoded ${ink.duration} s of a ${done.duration} s MP3`);
+    assert.ok(ink.inked > ink.w * ink.h * 0.05, `waveform ink ${JSON.stringify(ink)}`);
+    assert.ok(ink.tallColumns > ink.w * 0.5, `waveform spans the file ${JSON.stringify(ink)}`);
+    assert.ok((await page.textContent("#gen-detail .wave-info")).includes("dBFS peak"));
+    await page.screenshot({ path: path.join(shots, "generation-waveform.png"), fullPage: true });
+  });
+
+  await step("a transcribe job's piano roll draws every note of its notes file", async () => {
+    const sub = await submit(undefined, "/v1/transcribe", melodyWav());
+    assert.ok(sub.job_id, JSON.stringify(sub));
+    await page.goto(srv.base + "/#jobs");
+    const row = `tr[data-job="${sub.job_id}"]`;
+    await page.waitForSelector(row);
+    await until("transcribed", async () => (await page.textContent(row)).includes("completed"), 60000);
+    await page.click(row);
+    const canvas = '#job-detail canvas.roll[data-drawn="1"]';
+    await page.waitForSelector(canvas, { timeout: 15000 });
+    const job = await jobNow(sub.job_id);
+    const notes = await (await fetch(job.result.notes_json)).json();
+    const drawn = Number(await page.getAttribute(canvas, "data-notes"));
+    assert.ok(notes.length >= 4, `the melody gave ${notes.length} notes`);
+    assert.equal(drawn, notes.length, "one rectangle per note in the file");
+    assert.equal(drawn, job.result.note_count);
+    const range = await page.getAttribute(canvas, "data-pitch-range");
+    assert.ok(/^[A-G]#?-?\d+–[A-G]#?-?\d+$/.test(range), range);
+    assert.ok((await canvasInk(canvas)).inked > 0, "notes are drawn");
+    // The upload's waveform is drawn beside its player.
+    await page.waitForSelector('#job-detail canvas.wave[data-drawn="1"]');
+    await page.screenshot({ path: path.join(shots, "transcribe-pianoroll.png"), fullPage: true });
+  });
+
+  await step("a master job's report compares loudness before and after", async () => {
+    const sub = await submit(undefined, "/v1/master");
+    await page.goto(srv.base + "/#jobs");
+    const row = `tr[data-job="${sub.job_id}"]`;
+    await page.waitForSelector(row);
+    await until("mastered", async () => (await page.textContent(row)).includes("completed"));
+    await page.click(row);
+    await page.waitForSelector("#job-detail table.compare");
+    const job = await jobNow(sub.job_id);
+    const after = job.result.report.after.integrated_lufs;
+    assert.equal((await page.textContent('#job-detail table.compare td[data-field="integrated_lufs"]')).trim(), `${+after.toFixed(2)} LUFS`);
+    assert.ok((await page.textContent("#job-detail table.compare")).includes("True peak"));
+    // Input and mastered file: two waveforms.
+    await until("both waveforms", async () => (await page.locator('#job-detail canvas.wave[data-drawn="1"]').count()) === 2);
+    await page.screenshot({ path: path.join(shots, "master-report.png"), fullPage: true });
+  });
+
+  await step("a generation fault from the Faults tab ends failed with its errorMessage", async () => {
+    await page.goto(srv.base + "/#faults");
+    await page.fill("#gen-fault-duration", "3");
+    await page.selectOption("#gen-fault-value", "internal_error");
+    await page.click("#gen-fault-form button[type=submit]");
+    const row = await page.waitForSelector("#fault-subs tr[data-gen]");
+    const id = await row.getAttribute("data-gen");
+    await until("failed on the Faults tab", async () => (await row.textContent()).includes("failed"));
+    const g = await ftApi("GET", "/v1/generations/" + id);
+    assert.equal(g.status, "failed");
+    assert.ok(g.errorMessage && (await row.textContent()).includes(g.errorMessage), await row.textContent());
+    await page.screenshot({ path: path.join(shots, "faults-generation.png"), fullPage: true });
+    await row.click();
+    await page.waitForSelector("#tab-generations.active #gen-detail .error-message");
+    assert.ok((await page.textContent("#gen-detail .error-message")).includes(g.errorMessage));
+    await page.screenshot({ path: path.join(shots, "generation-failed.png"), fullPage: true });
   });
 
   await step("a failed delivery is resent from the webhook page", async () => {

@@ -326,5 +326,94 @@ async fn the_dashboard_is_embedded_and_gives_its_keys_to_loopback_clients() {
     assert_eq!(cfg["ft_key"], s.secrets.ft_key.as_str());
     assert_eq!(cfg["base_url"], s.base.as_str());
     assert!(cfg["engines"].as_array().unwrap().len() >= 4, "{cfg}");
+    // The overview's model list and "what to do next": nothing installed in a fresh data dir, so
+    // the catalog shows every model as not installed and the hints say what to pull.
+    let models = cfg["models"].as_array().unwrap();
+    let htdemucs = models.iter().find(|m| m["id"] == "htdemucs").unwrap();
+    assert_eq!(htdemucs["kind"], "separate");
+    assert_eq!(htdemucs["installed"], false);
+    assert_eq!(htdemucs["loaded"], false);
+    assert_eq!(cfg["default_generator"], "procedural");
+    let hints: Vec<&str> = cfg["hints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert!(
+        hints
+            .iter()
+            .any(|h| h.contains("soundcheck models pull htdemucs")),
+        "{hints:?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_serves_a_jobs_upload_to_loopback_clients_with_ranges() {
+    // One worker, kept busy by a delayed job: the second job waits in the queue with its small
+    // upload still held in the database, and the dashboard serves it from there.
+    let s = TestServer::start_with(Options::default(), |c| c.workers = 1).await;
+    let busy = s
+        .tl(Method::POST, "/v1/analyze/upload")
+        .header("X-Soundcheck-Fault", "delay=3000")
+        .multipart(form(wav_bytes(0.1), &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy.status(), 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let wav = wav_bytes(0.5);
+    let sub = s.submit("/v1/analyze/upload", form(wav.clone(), &[])).await;
+    let id = sub["job_id"].as_str().unwrap();
+    let list: Value = s
+        .tl(Method::GET, "/v1/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_id"] == id)
+        .unwrap();
+    assert_eq!(row["status"], "queued", "behind the delayed job");
+    let queued = s
+        .client
+        .get(s.url(&format!("/dashboard/jobs/{id}/input")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status(), 200);
+    assert_eq!(queued.bytes().await.unwrap().as_ref(), wav.as_slice());
+    // Once run, the upload is on disk and served with ranges.
+    assert_eq!(s.wait_job(id, 30).await["status"], "completed");
+    let whole = s
+        .client
+        .get(s.url(&format!("/dashboard/jobs/{id}/input")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), wav.as_slice());
+    let part = s
+        .client
+        .get(s.url(&format!("/dashboard/jobs/{id}/input")))
+        .header("Range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap().as_ref(), b"RIFF");
+    let missing = s
+        .client
+        .get(s.url("/dashboard/jobs/job_nope/input"))
+        .send()
+        .await
+        .unwrap();
+    crate::util::assert_error(missing, 404, "not_found").await;
     s.stop().await;
 }

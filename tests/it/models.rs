@@ -415,6 +415,38 @@ async fn an_imported_htdemucs_serves_separations() {
         assert_eq!((a.sample_rate, a.channels.len()), (44_100, 2));
         assert!((a.duration_secs() - 1.0).abs() < 0.01);
     }
+    // The dashboard's overview: htdemucs installed and loaded, so no hint to pull it.
+    let cfg: serde_json::Value = s
+        .client
+        .get(s.url("/dashboard/config"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = cfg["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "htdemucs")
+        .unwrap();
+    assert_eq!(
+        (&row["installed"], &row["loaded"]),
+        (&true.into(), &true.into())
+    );
+    let six = cfg["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "htdemucs_6s")
+        .unwrap();
+    assert_eq!(six["installed"], false);
+    assert!(
+        !cfg["hints"].to_string().contains("pull htdemucs"),
+        "{}",
+        cfg["hints"]
+    );
     s.stop().await;
 }
 
