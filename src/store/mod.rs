@@ -289,6 +289,9 @@ mod tests {
     async fn grouped_writes_fail_alone() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        store
+            .write_blocking(|c| Ok(c.execute("INSERT INTO settings VALUES ('taken', 'x')", [])?))
+            .unwrap();
         let mut calls = Vec::new();
         for i in 0..300 {
             let store = store.clone();
@@ -303,10 +306,10 @@ mod tests {
                             0 => Ok(i),
                             1 => Err(Error::Join("refused".into())),
                             _ if i % 10 == 2 => panic!("write {i} panics"),
-                            // Violates the primary key after the insert above.
+                            // Violates the primary key: 'taken' exists from the start.
                             _ => {
                                 c.execute(
-                                    "INSERT INTO settings (key, value) VALUES ('k0', 'y')",
+                                    "INSERT INTO settings (key, value) VALUES ('taken', 'y')",
                                     [],
                                 )?;
                                 Ok(i)
@@ -323,11 +326,12 @@ mod tests {
             ok += out.is_ok() as i64;
         }
         assert_eq!(ok, 100);
-        assert_eq!(count_settings(&store), 100);
+        assert_eq!(count_settings(&store), 101);
         let kept: i64 = store
             .write(|c| {
                 Ok(c.query_row(
-                    "SELECT COUNT(*) FROM settings WHERE CAST(substr(key, 2) AS INTEGER) % 3 = 0",
+                    "SELECT COUNT(*) FROM settings
+                     WHERE key != 'taken' AND CAST(substr(key, 2) AS INTEGER) % 3 = 0",
                     [],
                     |r| r.get(0),
                 )?)
