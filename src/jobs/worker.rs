@@ -560,7 +560,7 @@ pub(crate) fn write_mp3_atomically(audio: &Audio, path: &Path) -> Result<f64, En
     let delivered = delivery_format(audio)?;
     let audio = &delivered;
     let part = path.with_extension("mp3.part");
-    crate::audio::encode(audio, crate::audio::Format::Mp3 { kbps: MP3_KBPS }, &part)
+    crate::audio::encode_mp3_quick(audio, MP3_KBPS, &part)
         .map_err(|e| EngineError::Internal(format!("MP3 encoding failed: {e}")))?;
     std::fs::rename(&part, path).map_err(|e| EngineError::Internal(e.to_string()))?;
     Ok(audio.duration_secs())
