@@ -15,7 +15,8 @@
 //!
 //! Run: `scripts/demucs/bench.sh` (both sides back to back, with the ratios), or
 //! `cargo bench --bench separate` once the reference has written its files. `SEPBENCH_RUNS` picks
-//! the runs (default `30s,600s`). Prints one JSON line per run.
+//! the runs (default `30s,600s`); `SEPBENCH_MIX` another input file in the directory for the `30s`
+//! run (for profiling). Prints one JSON line per run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -114,7 +115,8 @@ fn long_mix(dir: &Path, seconds: usize) -> PathBuf {
 fn run_apply(dir: &Path) -> Value {
     let bag = load_bag(&installed(dir), &Device::Cpu).unwrap();
     let model = &bag.models()[0];
-    let mix = audio::decode(&dir.join("mix_30s.wav")).unwrap();
+    let name = std::env::var("SEPBENCH_MIX").unwrap_or_else(|_| "mix_30s.wav".into());
+    let mix = audio::decode(&dir.join(&name)).unwrap();
     let opts = SeparateOptions {
         shifts: 0,
         ..SeparateOptions::default()
@@ -133,7 +135,8 @@ fn run_apply(dir: &Path) -> Value {
         "peak_rss_mb": peak,
     });
     // PyTorch's stems for the same input, if the reference saved them.
-    let npy = dir.join("out_30s.npy");
+    let stem = name.trim_start_matches("mix_").trim_end_matches(".wav");
+    let npy = dir.join(format!("out_{stem}.npy"));
     if npy.is_file() {
         let want = candle_core::Tensor::read_npy(&npy).unwrap();
         let want = want.to_vec3::<f32>().unwrap();
