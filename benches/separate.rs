@@ -9,14 +9,15 @@
 //! each in a child process of its own so that the peak RSS (`VmHWM`) is that run's alone:
 //!
 //! - `30s`: `apply_model(shifts=0, split, overlap 0.25)` on the decoded WAV, what the reference
-//!   times; the stems are then checked against PyTorch's;
+//!   times, with the engine's segments at once; the stems are then checked against PyTorch's;
 //! - `600s`: the `/v1/separate` engine end to end on a 10-minute stereo WAV (decode, separate with
 //!   the engine's options, write four 16-bit stems), what a server job does.
 //!
 //! Run: `scripts/demucs/bench.sh` (both sides back to back, with the ratios), or
 //! `cargo bench --bench separate` once the reference has written its files. `SEPBENCH_RUNS` picks
 //! the runs (default `30s,600s`); `SEPBENCH_MIX` another input file in the directory for the `30s`
-//! run (for profiling). Prints one JSON line per run.
+//! run (for profiling), `SEPBENCH_PARALLEL` its segments computed at once (default: the engine's).
+//! Prints one JSON line per run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -113,12 +114,20 @@ fn long_mix(dir: &Path, seconds: usize) -> PathBuf {
 
 /// The child of run `30s`: what the reference times, then a comparison with its stems.
 fn run_apply(dir: &Path) -> Value {
-    let bag = load_bag(&installed(dir), &Device::Cpu).unwrap();
-    let model = &bag.models()[0];
+    let engine = HtdemucsSeparateEngine::from_bag(
+        "htdemucs",
+        load_bag(&installed(dir), &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    let model = &engine.bag().models()[0];
     let name = std::env::var("SEPBENCH_MIX").unwrap_or_else(|_| "mix_30s.wav".into());
     let mix = audio::decode(&dir.join(&name)).unwrap();
     let opts = SeparateOptions {
         shifts: 0,
+        parallel: std::env::var("SEPBENCH_PARALLEL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(engine.options().parallel),
         ..SeparateOptions::default()
     };
     let (t0, c0) = (Instant::now(), cpu_seconds());
@@ -129,6 +138,7 @@ fn run_apply(dir: &Path) -> Value {
         "impl": "soundcheck",
         "run": "30s",
         "threads": candle_core::utils::get_num_threads(),
+        "parallel_segments": opts.parallel,
         "audio_s": mix.duration_secs(),
         "wall_s": wall,
         "cpu_s": cpu,
@@ -175,6 +185,7 @@ fn run_engine(dir: &Path) -> Value {
         "run": "600s",
         "path": "engine (decode, separate, write 4 wav16 stems)",
         "shifts": engine.options().shifts,
+        "parallel_segments": engine.options().parallel,
         "threads": candle_core::utils::get_num_threads(),
         "audio_s": result["duration"],
         "wall_s": wall,

@@ -15,7 +15,9 @@ JSON line. The separated stems are saved afterwards as `out_<seconds>s.npy` (sou
 so the Rust bench can check it computed the same thing.
 
 Usage: python scripts/demucs/bench_reference.py [--dir DIR] [--seconds 30] [--shifts 0] [--threads N]
-(`--threads` defaults to torch's own default, the machine's core count.)
+       [--prepare-only]
+(`--threads` defaults to torch's own default, the machine's core count.) `scripts/demucs/bench.sh`
+runs it and the Rust bench back to back.
 """
 
 import argparse
@@ -128,6 +130,8 @@ def main():
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--shifts", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--prepare-only", action="store_true",
+                   help="write the checkpoint and the input, measure nothing")
     p.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--th", type=pathlib.Path, help=argparse.SUPPRESS)
     p.add_argument("--wav", type=pathlib.Path, help=argparse.SUPPRESS)
@@ -137,6 +141,8 @@ def main():
     args.dir.mkdir(parents=True, exist_ok=True)
     th, wav = checkpoint_path(args.dir), mix_path(args.dir, args.seconds)
     print(f"checkpoint {th}, input {wav}", file=sys.stderr)
+    if args.prepare_only:
+        return
     child = [sys.executable, __file__, "--measure", "--th", str(th), "--wav", str(wav),
              "--shifts", str(args.shifts), "--threads", str(args.threads)]
     sys.exit(subprocess.run(child).returncode)

@@ -133,7 +133,9 @@ pub struct HtdemucsSeparateEngine {
     /// The installed bag's id, reported as the result's `model`.
     id: String,
     bag: BagOfModels,
-    /// demucs' command-line defaults; fixed so the same upload always gives the same stems.
+    /// demucs' command-line defaults, fixed so the same upload always gives the same stems, with
+    /// two segments computed at once where there are two cores (about 10% faster on two cores
+    /// than one at a time, for one more segment's activations, ~0.4 GB; same stems).
     options: SeparateOptions,
 }
 
@@ -157,7 +159,10 @@ impl HtdemucsSeparateEngine {
         Ok(HtdemucsSeparateEngine {
             id: id.to_string(),
             bag,
-            options: SeparateOptions::default(),
+            options: SeparateOptions {
+                parallel: candle_core::utils::get_num_threads().clamp(1, 2),
+                ..SeparateOptions::default()
+            },
         })
     }
 

@@ -7,6 +7,7 @@
 
 use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 use super::{Error, HTDemucs};
 
@@ -21,6 +22,9 @@ pub struct SeparateOptions {
     pub transition_power: f64,
     /// Seed of the shift offsets, so a job is reproducible.
     pub seed: u64,
+    /// Segments computed at once (each model call also splits its own work over the cores; more
+    /// than one costs one more segment's activations each). The result does not depend on it.
+    pub parallel: usize,
 }
 
 impl Default for SeparateOptions {
@@ -30,6 +34,7 @@ impl Default for SeparateOptions {
             overlap: 0.25,
             transition_power: 1.0,
             seed: 0,
+            parallel: 1,
         }
     }
 }
@@ -177,24 +182,35 @@ impl<'a> Lane<'a> {
         }
     }
 
-    fn done(&self) -> bool {
-        self.next == self.offsets.len()
-    }
-
-    /// Track samples made final so far (taken or still in `ready`).
-    fn finished(&self) -> usize {
-        self.base.saturating_sub(self.skip)
-    }
-
     fn ready_len(&self) -> usize {
         self.ready[0][0].len()
     }
 
-    /// Runs the next segment and moves the samples it completes to `ready`.
-    fn step(&mut self, model: &HTDemucs) -> Result<(), Error> {
+    /// The model input of segment `index`: its window, padded to the training length.
+    fn input(&self, index: usize) -> Planar {
+        self.view
+            .sub(self.offsets[index], self.segment)
+            .padded(self.segment)
+    }
+
+    /// Track samples final once the first `segments` segments are in.
+    fn finished_after(&self, segments: usize) -> usize {
+        if segments == 0 {
+            return 0;
+        }
+        let end = self
+            .offsets
+            .get(segments)
+            .copied()
+            .unwrap_or(self.view.length);
+        end.saturating_sub(self.skip)
+    }
+
+    /// Adds the next segment's estimate `y` (the model's output on [`Lane::input`]) and moves the
+    /// samples it completes to `ready`.
+    fn absorb(&mut self, y: Vec<Planar>) {
         let offset = self.offsets[self.next];
         let chunk = self.view.sub(offset, self.segment);
-        let y = run_segment(model, &chunk.padded(self.segment))?;
         // center_trim back to the chunk's own length.
         let trim = (self.segment - chunk.length) / 2;
         let (at, len) = (offset - self.base, chunk.length);
@@ -234,7 +250,6 @@ impl<'a> Lane<'a> {
         }
         self.sum_weight.drain(..n);
         self.base = end;
-        Ok(())
     }
 
     /// The first `n` ready samples, `[source][channel]`.
@@ -293,18 +308,41 @@ fn stream(
             lanes.push(Lane::new(i, model, view, max_shift - offset, opts));
         }
     }
-    let total: usize = lanes.iter().map(|l| l.offsets.len()).sum();
+    // The order segments are added in: always the next one of the pass furthest behind (the
+    // first of those on a tie), so every pass's buffer stays short.
+    let mut order = Vec::new();
+    let mut next = vec![0usize; lanes.len()];
+    while let Some(i) = (0..lanes.len())
+        .filter(|&i| next[i] < lanes[i].offsets.len())
+        .min_by_key(|&i| lanes[i].finished_after(next[i]))
+    {
+        order.push((i, next[i]));
+        next[i] += 1;
+    }
+    let total = order.len();
+    let width = opts.parallel.max(1);
     check(cancelled)?;
     let mut done = 0usize;
     let mut emitted = 0usize;
-    while let Some(lane) = lanes
-        .iter_mut()
-        .filter(|l| !l.done())
-        .min_by_key(|l| l.finished())
-    {
-        lane.step(models[lane.model])?;
-        done += 1;
-        progress(done as f32 / total as f32);
+    for group in order.chunks(width) {
+        // `width` segments computed at once, added in order: the same sums as one at a time.
+        let inputs: Vec<(usize, Planar)> = group
+            .iter()
+            .map(|&(i, seg)| (i, lanes[i].input(seg)))
+            .collect();
+        let outputs: Vec<Result<Vec<Planar>, Error>> = if inputs.len() == 1 {
+            vec![run_segment(models[lanes[inputs[0].0].model], &inputs[0].1)]
+        } else {
+            inputs
+                .par_iter()
+                .map(|(i, x)| run_segment(models[lanes[*i].model], x))
+                .collect()
+        };
+        for (&(i, _), y) in group.iter().zip(outputs) {
+            lanes[i].absorb(y?);
+            done += 1;
+            progress(done as f32 / total as f32);
+        }
         check(cancelled)?;
         let n = lanes.iter().map(Lane::ready_len).min().unwrap_or(0);
         if n == 0 {
@@ -778,6 +816,39 @@ mod tests {
         // Any other offset moves the segment boundaries, so the output changes.
         let moved = collect(&model, &mix, &opts, &[0, 22050], &|_| {}, &|| false).unwrap();
         assert!(diff(&base, &moved) > 1e-4);
+    }
+
+    #[test]
+    fn segments_at_once_give_the_same_stems() {
+        let model = fixture_model();
+        let mix: Vec<Vec<f32>> = (0..2)
+            .map(|c| {
+                (0..50000)
+                    .map(|i| ((i * (c + 5)) as f32 * 0.007).sin() * 0.4)
+                    .collect()
+            })
+            .collect();
+        let bag = BagOfModels::new(
+            vec![model.clone(), model],
+            Some(vec![vec![1.0, 0.0, 3.0, 0.5], vec![0.0, 1.0, 1.0, 0.5]]),
+        )
+        .unwrap();
+        let one = bag
+            .separate(&mix, &SeparateOptions::default(), &|_| {})
+            .unwrap();
+        for parallel in [2, 3] {
+            let opts = SeparateOptions {
+                parallel,
+                ..SeparateOptions::default()
+            };
+            let ticks = std::cell::RefCell::new(Vec::new());
+            let many = bag
+                .separate(&mix, &opts, &|p| ticks.borrow_mut().push(p))
+                .unwrap();
+            assert_eq!(one, many, "parallel {parallel}");
+            let ticks = ticks.into_inner();
+            assert!(ticks.windows(2).all(|w| w[0] < w[1]) && ticks.last() == Some(&1.0));
+        }
     }
 
     #[test]
