@@ -134,7 +134,7 @@ pub struct HtdemucsSeparateEngine {
     id: String,
     bag: BagOfModels,
     /// demucs' command-line defaults, fixed so the same upload always gives the same stems, with
-    /// two segments computed at once where there are two cores (about 10% faster on two cores
+    /// two segments computed at once where there are two cores (about 9% faster on two cores
     /// than one at a time, for one more segment's activations, ~0.4 GB; same stems).
     options: SeparateOptions,
 }

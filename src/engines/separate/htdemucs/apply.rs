@@ -4,6 +4,11 @@
 //!
 //! A segment shorter than the training length (the track's tail) is padded from its neighbours'
 //! samples where the track has them, as the reference's `TensorChunk.padded` does, not with zeros.
+//!
+//! Unlike the reference, which cross-fades into whole-track tensors, segments are added in order
+//! into buffers that keep only the samples later segments still reach, and final samples are handed
+//! on as they come ([`BagOfModels::separate_into`]): the same values, in memory that does not grow
+//! with the track. Several segments may be computed at once ([`SeparateOptions::parallel`]).
 
 use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
