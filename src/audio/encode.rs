@@ -95,9 +95,11 @@ pub fn encode_with_progress(
 ) -> Result<()> {
     check(audio)?;
     match format {
-        Format::Wav16 => write_wav(audio, path, 16, false)?,
-        Format::Wav24 => write_wav(audio, path, 24, false)?,
-        Format::WavFloat => write_wav(audio, path, 32, true)?,
+        Format::Wav16 | Format::Wav24 | Format::WavFloat => {
+            let mut w = WavWriter::create(path, format, audio.channels.len(), audio.sample_rate)?;
+            w.write(&audio.channels)?;
+            w.finish()?;
+        }
         Format::Flac16 => write_flac(audio, path, 16)?,
         Format::Flac24 => write_flac(audio, path, 24)?,
         // LAME's "-h": good quality at a reasonable speed.
@@ -131,32 +133,75 @@ fn quantise(s: f32, bits: u32) -> i32 {
     v.clamp(-scale, scale - 1.0) as i32
 }
 
-fn write_wav(audio: &Audio, path: &Path, bits: u16, float: bool) -> Result<()> {
-    let spec = hound::WavSpec {
-        channels: u16::try_from(audio.channels.len())
-            .map_err(|_| Error::Invalid("too many channels for WAV".into()))?,
-        sample_rate: audio.sample_rate,
-        bits_per_sample: bits,
-        sample_format: if float {
-            hound::SampleFormat::Float
-        } else {
-            hound::SampleFormat::Int
-        },
-    };
-    let file = BufWriter::new(fs::File::create(path)?);
-    let mut w = hound::WavWriter::new(file, spec).map_err(hound_err)?;
-    for i in 0..audio.frames() {
-        for ch in &audio.channels {
-            if float {
-                w.write_sample(ch[i]).map_err(hound_err)?;
+/// A WAV file (16-bit, 24-bit or float) written a block of planar samples at a time, so audio
+/// too long to hold whole can be written as it is produced (the separation engine writes its stems
+/// segment by segment). [`encode`] writes its WAVs through it too; the bytes are the same.
+pub struct WavWriter {
+    inner: hound::WavWriter<BufWriter<fs::File>>,
+    /// Integer bit depth; `None` for float.
+    bits: Option<u32>,
+    channels: usize,
+}
+
+impl WavWriter {
+    /// Creates (truncates) `path`; `format` must be one of the WAV formats.
+    pub fn create(path: &Path, format: Format, channels: usize, sample_rate: u32) -> Result<Self> {
+        let (bits, float) = match format {
+            Format::Wav16 => (16, false),
+            Format::Wav24 => (24, false),
+            Format::WavFloat => (32, true),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{} is not a WAV format",
+                    other.name()
+                )))
+            }
+        };
+        if channels == 0 || sample_rate == 0 {
+            return Err(Error::Invalid("no channels or zero sample rate".into()));
+        }
+        let spec = hound::WavSpec {
+            channels: u16::try_from(channels)
+                .map_err(|_| Error::Invalid("too many channels for WAV".into()))?,
+            sample_rate,
+            bits_per_sample: bits,
+            sample_format: if float {
+                hound::SampleFormat::Float
             } else {
-                w.write_sample(quantise(ch[i], bits as u32))
-                    .map_err(hound_err)?;
+                hound::SampleFormat::Int
+            },
+        };
+        let file = BufWriter::new(fs::File::create(path)?);
+        let inner = hound::WavWriter::new(file, spec).map_err(hound_err)?;
+        Ok(WavWriter {
+            inner,
+            bits: (!float).then_some(bits as u32),
+            channels,
+        })
+    }
+
+    /// Appends `block`, planar (`[channel][sample]`, equal lengths, the writer's channel count).
+    pub fn write(&mut self, block: &[Vec<f32>]) -> Result<()> {
+        let n = block.first().map_or(0, Vec::len);
+        if block.len() != self.channels || block.iter().any(|c| c.len() != n) {
+            return Err(Error::Invalid("channels differ in count or length".into()));
+        }
+        for i in 0..n {
+            for ch in block {
+                match self.bits {
+                    None => self.inner.write_sample(ch[i]),
+                    Some(bits) => self.inner.write_sample(quantise(ch[i], bits)),
+                }
+                .map_err(hound_err)?;
             }
         }
+        Ok(())
     }
-    w.finalize().map_err(hound_err)?;
-    Ok(())
+
+    /// Writes the header's final lengths and flushes.
+    pub fn finish(self) -> Result<()> {
+        self.inner.finalize().map_err(hound_err)
+    }
 }
 
 fn hound_err(e: hound::Error) -> Error {

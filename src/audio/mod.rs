@@ -14,7 +14,7 @@ pub mod loudness;
 pub mod resample;
 
 pub use decode::{decode, decode_with_progress, probe, probe_bytes, ProbeInfo};
-pub use encode::{encode, encode_mp3_quick, Format};
+pub use encode::{encode, encode_mp3_quick, Format, WavWriter};
 pub use error::{Error, Result};
 pub use loudness::{measure, Loudness, Measure};
 pub use resample::{resample, Quality};

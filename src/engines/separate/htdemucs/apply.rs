@@ -4,9 +4,15 @@
 //!
 //! A segment shorter than the training length (the track's tail) is padded from its neighbours'
 //! samples where the track has them, as the reference's `TensorChunk.padded` does, not with zeros.
+//!
+//! Unlike the reference, which cross-fades into whole-track tensors, segments are added in order
+//! into buffers that keep only the samples later segments still reach, and final samples are handed
+//! on as they come ([`BagOfModels::separate_into`]): the same values, in memory that does not grow
+//! with the track. Several segments may be computed at once ([`SeparateOptions::parallel`]).
 
 use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 use super::{Error, HTDemucs};
 
@@ -21,6 +27,9 @@ pub struct SeparateOptions {
     pub transition_power: f64,
     /// Seed of the shift offsets, so a job is reproducible.
     pub seed: u64,
+    /// Segments computed at once (each model call also splits its own work over the cores; more
+    /// than one costs one more segment's activations each). The result does not depend on it.
+    pub parallel: usize,
 }
 
 impl Default for SeparateOptions {
@@ -30,6 +39,7 @@ impl Default for SeparateOptions {
             overlap: 0.25,
             transition_power: 1.0,
             seed: 0,
+            parallel: 1,
         }
     }
 }
@@ -40,11 +50,13 @@ pub type Planar = Vec<Vec<f32>>;
 /// Separated stems: `(source name, [channel][sample])`, in the model's source order.
 pub type Stems = Vec<(String, Planar)>;
 
-/// A window `[offset, offset + length)` into a longer signal, like demucs' `TensorChunk`.
+/// A window `[offset, offset + length)` into a longer signal, like demucs' `TensorChunk`. The
+/// window may start before the signal or run past its end; samples there read as zeros (the shift
+/// trick's padding, without a padded copy of the track).
 #[derive(Clone, Copy)]
 struct View<'a> {
     data: &'a [Vec<f32>],
-    offset: usize,
+    offset: isize,
     length: usize,
 }
 
@@ -61,7 +73,7 @@ impl<'a> View<'a> {
     fn sub(&self, offset: usize, length: usize) -> Self {
         View {
             data: self.data,
-            offset: self.offset + offset,
+            offset: self.offset + offset as isize,
             length: length.min(self.length - offset),
         }
     }
@@ -70,7 +82,7 @@ impl<'a> View<'a> {
     /// from the underlying signal where it has them and zeros beyond.
     fn padded(&self, target: usize) -> Planar {
         let delta = target - self.length;
-        let start = self.offset as isize - (delta / 2) as isize;
+        let start = self.offset - (delta / 2) as isize;
         let total = self.data[0].len() as isize;
         self.data
             .iter()
@@ -125,49 +137,291 @@ fn segment_offsets(length: usize, segment: usize, overlap: f64) -> Vec<usize> {
     (0..length).step_by(stride).collect()
 }
 
-/// `apply_model(split=True, shifts=0)` over one window: every segment, cross-faded.
-fn apply_split(
-    model: &HTDemucs,
-    mix: View,
-    opts: &SeparateOptions,
-    tick: &mut dyn FnMut() -> Result<(), Error>,
-) -> Result<Vec<Planar>, Error> {
-    let segment = model.config().training_length();
-    let n_src = model.sources().len();
-    let channels = mix.data.len();
-    let weight = transition_weights(segment, opts.transition_power);
-    let mut out = vec![vec![vec![0f32; mix.length]; channels]; n_src];
-    let mut sum_weight = vec![0f32; mix.length];
-    for offset in segment_offsets(mix.length, segment, opts.overlap) {
-        let chunk = mix.sub(offset, segment);
-        let padded = chunk.padded(segment);
-        let y = run_segment(model, &padded)?;
+/// One model's `apply_model(split=True)` pass over one (possibly shifted) window of the track,
+/// advanced a segment at a time. Segments are cross-faded into a buffer that holds only the samples
+/// a later segment still adds to; samples no later segment reaches are final, divided by their
+/// summed weight and queued in `ready`. Same sums in the same order as cross-fading into
+/// whole-length buffers, so the same values.
+struct Lane<'a> {
+    /// The model's index in the caller's list.
+    model: usize,
+    view: View<'a>,
+    /// Leading samples of the window that are the shift's padding, dropped from the output.
+    skip: usize,
+    segment: usize,
+    weight: Vec<f32>,
+    offsets: Vec<usize>,
+    /// Index of the next segment in `offsets`.
+    next: usize,
+    /// Window position of the first sample in `acc` and `sum_weight`.
+    base: usize,
+    /// `[source][channel]` weighted sums of the segments' estimates from `base` on.
+    acc: Vec<Planar>,
+    sum_weight: Vec<f32>,
+    /// Final samples of the track not yet taken, `[source][channel]`.
+    ready: Vec<Planar>,
+}
+
+impl<'a> Lane<'a> {
+    fn new(
+        index: usize,
+        model: &HTDemucs,
+        view: View<'a>,
+        skip: usize,
+        opts: &SeparateOptions,
+    ) -> Self {
+        let segment = model.config().training_length();
+        let empty = vec![vec![Vec::new(); view.data.len()]; model.sources().len()];
+        Lane {
+            model: index,
+            view,
+            skip,
+            segment,
+            weight: transition_weights(segment, opts.transition_power),
+            offsets: segment_offsets(view.length, segment, opts.overlap),
+            next: 0,
+            base: 0,
+            acc: empty.clone(),
+            sum_weight: Vec::new(),
+            ready: empty,
+        }
+    }
+
+    fn ready_len(&self) -> usize {
+        self.ready[0][0].len()
+    }
+
+    /// The model input of segment `index`: its window, padded to the training length.
+    fn input(&self, index: usize) -> Planar {
+        self.view
+            .sub(self.offsets[index], self.segment)
+            .padded(self.segment)
+    }
+
+    /// Track samples final once the first `segments` segments are in.
+    fn finished_after(&self, segments: usize) -> usize {
+        if segments == 0 {
+            return 0;
+        }
+        let end = self
+            .offsets
+            .get(segments)
+            .copied()
+            .unwrap_or(self.view.length);
+        end.saturating_sub(self.skip)
+    }
+
+    /// Adds the next segment's estimate `y` (the model's output on [`Lane::input`]) and moves the
+    /// samples it completes to `ready`.
+    fn absorb(&mut self, y: Vec<Planar>) {
+        let offset = self.offsets[self.next];
+        let chunk = self.view.sub(offset, self.segment);
         // center_trim back to the chunk's own length.
-        let trim = (segment - chunk.length) / 2;
-        for (src_out, src_y) in out.iter_mut().zip(&y) {
-            for (chan_out, chan_y) in src_out.iter_mut().zip(src_y) {
-                let dst = &mut chan_out[offset..offset + chunk.length];
-                let src = &chan_y[trim..trim + chunk.length];
-                for ((d, s), w) in dst.iter_mut().zip(src).zip(&weight) {
+        let trim = (self.segment - chunk.length) / 2;
+        let (at, len) = (offset - self.base, chunk.length);
+        for (src_acc, src_y) in self.acc.iter_mut().zip(&y) {
+            for (chan_acc, chan_y) in src_acc.iter_mut().zip(src_y) {
+                chan_acc.resize(at + len, 0.0);
+                let dst = &mut chan_acc[at..at + len];
+                let src = &chan_y[trim..trim + len];
+                for ((d, s), w) in dst.iter_mut().zip(src).zip(&self.weight) {
                     *d += w * s;
                 }
             }
         }
-        for (s, w) in sum_weight[offset..offset + chunk.length]
-            .iter_mut()
-            .zip(&weight)
-        {
+        self.sum_weight.resize(at + len, 0.0);
+        for (s, w) in self.sum_weight[at..at + len].iter_mut().zip(&self.weight) {
             *s += w;
         }
-        tick()?;
-    }
-    for src in &mut out {
-        for chan in src.iter_mut() {
-            for (v, w) in chan.iter_mut().zip(&sum_weight) {
-                *v /= w;
+        self.next += 1;
+        // Later segments start at the next offset: everything before it is final.
+        let end = self
+            .offsets
+            .get(self.next)
+            .copied()
+            .unwrap_or(self.view.length);
+        let n = end - self.base;
+        let drop = self.skip.saturating_sub(self.base).min(n);
+        for (src_acc, src_ready) in self.acc.iter_mut().zip(&mut self.ready) {
+            for (chan_acc, chan_ready) in src_acc.iter_mut().zip(src_ready.iter_mut()) {
+                chan_ready.extend(
+                    chan_acc[drop..n]
+                        .iter()
+                        .zip(&self.sum_weight[drop..n])
+                        .map(|(v, w)| v / w),
+                );
+                chan_acc.drain(..n);
             }
         }
+        self.sum_weight.drain(..n);
+        self.base = end;
     }
+
+    /// The first `n` ready samples, `[source][channel]`.
+    fn take(&mut self, n: usize) -> Vec<Planar> {
+        self.ready
+            .iter_mut()
+            .map(|src| src.iter_mut().map(|c| c.drain(..n).collect()).collect())
+            .collect()
+    }
+}
+
+/// `apply_model(split=True, overlap, transition_power)` of several models over one track, run in
+/// step: the track goes to `sink` in order as blocks of final samples, `[model][source][channel]`,
+/// all of one length, each model's estimate averaged over its shifts. Memory stays at about two
+/// segments per model and shift, whatever the track's length.
+///
+/// `shifts` empty is `shifts=0` (one pass over the track as it is); otherwise one pass per offset,
+/// on the track padded by half a second of zeros on both sides and read from that offset, as
+/// demucs' shift trick does (the same offsets for every model). The segment run next is always
+/// that of the pass furthest behind. `progress` gets the fraction of segments done; `cancelled` is
+/// checked before every segment.
+fn stream(
+    models: &[&HTDemucs],
+    mix: &[Vec<f32>],
+    opts: &SeparateOptions,
+    shifts: &[usize],
+    progress: &dyn Fn(f32),
+    cancelled: &dyn Fn() -> bool,
+    sink: &mut dyn FnMut(Vec<Vec<Planar>>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let length = mix.first().map_or(0, Vec::len);
+    if length == 0 || mix.iter().any(|c| c.len() != length) {
+        return Err(Error::Input(
+            "audio must be non-empty with equal-length channels".into(),
+        ));
+    }
+    if !(0.0..1.0).contains(&opts.overlap) || opts.transition_power < 1.0 {
+        return Err(Error::Input(format!(
+            "overlap {} must be in [0, 1) and transition_power {} >= 1",
+            opts.overlap, opts.transition_power
+        )));
+    }
+    let mut lanes = Vec::new();
+    for (i, model) in models.iter().enumerate() {
+        if shifts.is_empty() {
+            lanes.push(Lane::new(i, model, View::whole(mix), 0, opts));
+        }
+        let max_shift = (0.5 * model.config().samplerate as f64) as usize;
+        for &offset in shifts {
+            let offset = offset.min(max_shift);
+            let view = View {
+                data: mix,
+                offset: offset as isize - max_shift as isize,
+                length: length + max_shift - offset,
+            };
+            lanes.push(Lane::new(i, model, view, max_shift - offset, opts));
+        }
+    }
+    // The order segments are added in: always the next one of the pass furthest behind (the
+    // first of those on a tie), so every pass's buffer stays short.
+    let mut order = Vec::new();
+    let mut next = vec![0usize; lanes.len()];
+    while let Some(i) = (0..lanes.len())
+        .filter(|&i| next[i] < lanes[i].offsets.len())
+        .min_by_key(|&i| lanes[i].finished_after(next[i]))
+    {
+        order.push((i, next[i]));
+        next[i] += 1;
+    }
+    let total = order.len();
+    let width = opts.parallel.max(1);
+    check(cancelled)?;
+    let mut done = 0usize;
+    let mut emitted = 0usize;
+    for group in order.chunks(width) {
+        // `width` segments computed at once, added in order: the same sums as one at a time.
+        let inputs: Vec<(usize, Planar)> = group
+            .iter()
+            .map(|&(i, seg)| (i, lanes[i].input(seg)))
+            .collect();
+        let outputs: Vec<Result<Vec<Planar>, Error>> = if inputs.len() == 1 {
+            vec![run_segment(models[lanes[inputs[0].0].model], &inputs[0].1)]
+        } else {
+            inputs
+                .par_iter()
+                .map(|(i, x)| run_segment(models[lanes[*i].model], x))
+                .collect()
+        };
+        for (&(i, _), y) in group.iter().zip(outputs) {
+            lanes[i].absorb(y?);
+            done += 1;
+            progress(done as f32 / total as f32);
+        }
+        check(cancelled)?;
+        let n = lanes.iter().map(Lane::ready_len).min().unwrap_or(0);
+        if n == 0 {
+            continue;
+        }
+        let mut block = Vec::with_capacity(models.len());
+        for i in 0..models.len() {
+            let mut passes = lanes.iter_mut().filter(|l| l.model == i);
+            let mut sum = passes.next().expect("a pass per model").take(n);
+            for pass in passes {
+                for (a, s) in sum.iter_mut().zip(pass.take(n)) {
+                    for (ac, sc) in a.iter_mut().zip(s) {
+                        for (v, w) in ac.iter_mut().zip(sc) {
+                            *v += w;
+                        }
+                    }
+                }
+            }
+            if !shifts.is_empty() {
+                let k = shifts.len() as f32;
+                for v in sum.iter_mut().flatten().flatten() {
+                    *v /= k;
+                }
+            }
+            block.push(sum);
+        }
+        emitted += n;
+        sink(block)?;
+    }
+    debug_assert_eq!(emitted, length);
+    Ok(())
+}
+
+/// The shift offsets of a run: none for `shifts=0`, else `shifts` offsets in `0..=max_shift`
+/// drawn from the options' seed.
+fn draw_shifts(model: &HTDemucs, opts: &SeparateOptions) -> Vec<usize> {
+    if opts.shifts == 0 {
+        return Vec::new();
+    }
+    let max_shift = (0.5 * model.config().samplerate as f64) as usize;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
+    (0..opts.shifts)
+        .map(|_| rng.gen_range(0..=max_shift))
+        .collect()
+}
+
+/// [`stream`] of one model, collected into whole-length sources.
+fn collect(
+    model: &HTDemucs,
+    mix: &[Vec<f32>],
+    opts: &SeparateOptions,
+    shifts: &[usize],
+    progress: &dyn Fn(f32),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<Planar>, Error> {
+    let length = mix.first().map_or(0, Vec::len);
+    let mut out: Vec<Planar> =
+        vec![vec![Vec::with_capacity(length); mix.len()]; model.sources().len()];
+    stream(
+        &[model],
+        mix,
+        opts,
+        shifts,
+        progress,
+        cancelled,
+        &mut |block| {
+            for (src, b) in out.iter_mut().zip(&block[0]) {
+                for (chan, bc) in src.iter_mut().zip(b) {
+                    chan.extend_from_slice(bc);
+                }
+            }
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 
@@ -191,35 +445,8 @@ pub fn apply_model_with(
     progress: &dyn Fn(f32),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Vec<Planar>, Error> {
-    let length = mix.first().map_or(0, Vec::len);
-    if length == 0 || mix.iter().any(|c| c.len() != length) {
-        return Err(Error::Input(
-            "audio must be non-empty with equal-length channels".into(),
-        ));
-    }
-    if !(0.0..1.0).contains(&opts.overlap) || opts.transition_power < 1.0 {
-        return Err(Error::Input(format!(
-            "overlap {} must be in [0, 1) and transition_power {} >= 1",
-            opts.overlap, opts.transition_power
-        )));
-    }
-    let segment = model.config().training_length();
-    let passes = opts.shifts.max(1);
-    if opts.shifts == 0 {
-        let total = segment_offsets(length, segment, opts.overlap).len();
-        let mut done = 0usize;
-        let mut tick = || {
-            done += 1;
-            progress(done as f32 / total as f32);
-            check(cancelled)
-        };
-        check(cancelled)?;
-        return apply_split(model, View::whole(mix), opts, &mut tick);
-    }
-    let max_shift = (0.5 * model.config().samplerate as f64) as usize;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
-    let shifts: Vec<usize> = (0..passes).map(|_| rng.gen_range(0..=max_shift)).collect();
-    apply_shifted(model, mix, opts, &shifts, progress, cancelled)
+    let shifts = draw_shifts(model, opts);
+    collect(model, mix, opts, &shifts, progress, cancelled)
 }
 
 /// `Err(Cancelled)` once the caller's cancel check is true.
@@ -229,71 +456,6 @@ fn check(cancelled: &dyn Fn() -> bool) -> Result<(), Error> {
     } else {
         Ok(())
     }
-}
-
-/// The shift trick with given offsets: pad by `max_shift` on both sides, run from `offset`, drop
-/// `max_shift - offset` samples, average the passes.
-fn apply_shifted(
-    model: &HTDemucs,
-    mix: &[Vec<f32>],
-    opts: &SeparateOptions,
-    shifts: &[usize],
-    progress: &dyn Fn(f32),
-    cancelled: &dyn Fn() -> bool,
-) -> Result<Vec<Planar>, Error> {
-    let length = mix[0].len();
-    let segment = model.config().training_length();
-    let max_shift = (0.5 * model.config().samplerate as f64) as usize;
-    let padded = View::whole(mix).padded(length + 2 * max_shift);
-    let total: usize = shifts
-        .iter()
-        .map(|&o| segment_offsets(length + max_shift - o, segment, opts.overlap).len())
-        .sum();
-    let mut done = 0usize;
-    let mut tick = || {
-        done += 1;
-        progress(done as f32 / total as f32);
-        check(cancelled)
-    };
-    check(cancelled)?;
-    let mut out: Option<Vec<Planar>> = None;
-    for &offset in shifts {
-        let shifted = View::whole(&padded).sub(offset, length + max_shift - offset);
-        let y = apply_split(model, shifted, opts, &mut tick)?;
-        let skip = max_shift - offset;
-        match &mut out {
-            None => {
-                out = Some(
-                    y.into_iter()
-                        .map(|src| {
-                            src.into_iter()
-                                .map(|c| c[skip..skip + length].to_vec())
-                                .collect()
-                        })
-                        .collect(),
-                )
-            }
-            Some(acc) => {
-                for (a, s) in acc.iter_mut().zip(&y) {
-                    for (ac, sc) in a.iter_mut().zip(s) {
-                        for (v, w) in ac.iter_mut().zip(&sc[skip..skip + length]) {
-                            *v += w;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let mut out = out.expect("at least one shift");
-    let n = shifts.len() as f32;
-    for src in &mut out {
-        for chan in src.iter_mut() {
-            for v in chan.iter_mut() {
-                *v /= n;
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Separate a track into the model's sources, as `demucs.separate` does: normalise by the mean and
@@ -309,16 +471,17 @@ pub fn separate(
     opts: &SeparateOptions,
     progress: &dyn Fn(f32),
 ) -> Result<Stems, Error> {
-    let (normed, mean, std) = normalise(audio, model.config().audio_channels)?;
+    let (normed, mean, std) = normalise(audio.to_vec(), model.config().audio_channels)?;
     let out = apply_model(model, &normed, opts, progress)?;
     Ok(denormalise(model.sources(), out, mean, std))
 }
 
-/// Channel-match and normalise a track as `demucs.separate` does; returns `(audio, mean, std)`.
-fn normalise(audio: &[Vec<f32>], want: usize) -> Result<(Planar, f32, f32), Error> {
-    let audio: Vec<Vec<f32>> = match audio.len() {
-        n if n == want => audio.to_vec(),
-        1 => vec![audio[0].clone(); want],
+/// Channel-match and normalise a track as `demucs.separate` does, in place; returns
+/// `(audio, mean, std)`.
+fn normalise(audio: Planar, want: usize) -> Result<(Planar, f32, f32), Error> {
+    let mut audio: Vec<Vec<f32>> = match audio.len() {
+        n if n == want => audio,
+        1 => vec![audio.into_iter().next().expect("one channel"); want],
         n => {
             return Err(Error::Input(format!(
                 "model takes {want} channels (or mono), got {n}"
@@ -348,11 +511,10 @@ fn normalise(audio: &[Vec<f32>], want: usize) -> Result<(Planar, f32, f32), Erro
     } else {
         (0.0, 1.0)
     };
-    let normed = audio
-        .iter()
-        .map(|c| c.iter().map(|v| (v - mean) / std).collect())
-        .collect();
-    Ok((normed, mean, std))
+    for v in audio.iter_mut().flatten() {
+        *v = (*v - mean) / std;
+    }
+    Ok((audio, mean, std))
 }
 
 fn denormalise(sources: &[String], out: Vec<Planar>, mean: f32, std: f32) -> Stems {
@@ -455,40 +617,85 @@ impl BagOfModels {
         progress: &dyn Fn(f32),
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Stems, Error> {
+        let mut stems: Option<Stems> = None;
+        self.separate_into(audio.to_vec(), opts, progress, cancelled, &mut |block| {
+            match &mut stems {
+                None => stems = Some(block),
+                Some(acc) => {
+                    for ((_, src), (_, b)) in acc.iter_mut().zip(block) {
+                        for (chan, bc) in src.iter_mut().zip(b) {
+                            chan.extend_from_slice(&bc);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(stems.expect("a non-empty track gives at least one block"))
+    }
+
+    /// [`BagOfModels::separate_with`] for tracks of any length: takes the track by value (it is
+    /// normalised in place) and hands `sink` the stems in order, a block of final samples at a
+    /// time (`(source name, [channel][sample])` blocks of one length), so neither the models'
+    /// estimates nor the stems are ever held whole. The models run in step, segment by segment
+    /// (see `stream`); the values are those [`BagOfModels::separate`] returns.
+    pub fn separate_into(
+        &self,
+        audio: Planar,
+        opts: &SeparateOptions,
+        progress: &dyn Fn(f32),
+        cancelled: &dyn Fn() -> bool,
+        sink: &mut dyn FnMut(Stems) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let first = &self.models[0];
         let (normed, mean, std) = normalise(audio, first.config().audio_channels)?;
         let used: Vec<usize> = (0..self.models.len())
             .filter(|&i| self.weights[i].iter().any(|&w| w != 0.0))
             .collect();
         let mut totals = vec![0f32; self.sources().len()];
-        let mut estimates: Option<Vec<Planar>> = None;
-        for (n, &i) in used.iter().enumerate() {
-            let scaled = |p: f32| progress((n as f32 + p) / used.len() as f32);
-            let out = apply_model_with(&self.models[i], &normed, opts, &scaled, cancelled)?;
-            let est = estimates.get_or_insert_with(|| {
-                out.iter()
-                    .map(|s| s.iter().map(|c| vec![0f32; c.len()]).collect())
-                    .collect()
-            });
-            for (k, (acc, src)) in est.iter_mut().zip(&out).enumerate() {
-                let w = self.weights[i][k];
-                totals[k] += w;
-                for (ac, sc) in acc.iter_mut().zip(src) {
-                    for (a, s) in ac.iter_mut().zip(sc) {
-                        *a += w * s;
-                    }
-                }
+        for &i in &used {
+            for (t, w) in totals.iter_mut().zip(&self.weights[i]) {
+                *t += w;
             }
         }
-        let mut est = estimates.expect("at least one weighted model");
-        for (src, total) in est.iter_mut().zip(&totals) {
-            for chan in src.iter_mut() {
-                for v in chan.iter_mut() {
-                    *v /= total;
-                }
-            }
-        }
-        Ok(denormalise(self.sources(), est, mean, std))
+        let models: Vec<&HTDemucs> = used.iter().map(|&i| &self.models[i]).collect();
+        let shifts = draw_shifts(first, opts);
+        stream(
+            &models,
+            &normed,
+            opts,
+            &shifts,
+            progress,
+            cancelled,
+            &mut |block| {
+                // Per source: the weighted sum over models, over the total weight, de-normalised.
+                let stems = self
+                    .sources()
+                    .iter()
+                    .enumerate()
+                    .map(|(k, name)| {
+                        let chans = (0..normed.len())
+                            .map(|c| {
+                                let mut acc = vec![0f32; block[0][k][c].len()];
+                                for (est, &i) in block.iter().zip(&used) {
+                                    let w = self.weights[i][k];
+                                    for (a, s) in acc.iter_mut().zip(&est[k][c]) {
+                                        *a += w * s;
+                                    }
+                                }
+                                for v in acc.iter_mut() {
+                                    *v /= totals[k];
+                                    *v = *v * std + mean;
+                                }
+                                acc
+                            })
+                            .collect();
+                        (name.clone(), chans)
+                    })
+                    .collect();
+                sink(stems)
+            },
+        )
     }
 }
 
@@ -609,11 +816,44 @@ mod tests {
                 .fold(0.0f32, f32::max)
         };
         // Starting at the full shift reads exactly the original samples, zeros around them.
-        let same = apply_shifted(&model, &mix, &opts, &[22050], &|_| {}, &|| false).unwrap();
+        let same = collect(&model, &mix, &opts, &[22050], &|_| {}, &|| false).unwrap();
         assert_eq!(diff(&base, &same), 0.0);
         // Any other offset moves the segment boundaries, so the output changes.
-        let moved = apply_shifted(&model, &mix, &opts, &[0, 22050], &|_| {}, &|| false).unwrap();
+        let moved = collect(&model, &mix, &opts, &[0, 22050], &|_| {}, &|| false).unwrap();
         assert!(diff(&base, &moved) > 1e-4);
+    }
+
+    #[test]
+    fn segments_at_once_give_the_same_stems() {
+        let model = fixture_model();
+        let mix: Vec<Vec<f32>> = (0..2)
+            .map(|c| {
+                (0..50000)
+                    .map(|i| ((i * (c + 5)) as f32 * 0.007).sin() * 0.4)
+                    .collect()
+            })
+            .collect();
+        let bag = BagOfModels::new(
+            vec![model.clone(), model],
+            Some(vec![vec![1.0, 0.0, 3.0, 0.5], vec![0.0, 1.0, 1.0, 0.5]]),
+        )
+        .unwrap();
+        let one = bag
+            .separate(&mix, &SeparateOptions::default(), &|_| {})
+            .unwrap();
+        for parallel in [2, 3] {
+            let opts = SeparateOptions {
+                parallel,
+                ..SeparateOptions::default()
+            };
+            let ticks = std::cell::RefCell::new(Vec::new());
+            let many = bag
+                .separate(&mix, &opts, &|p| ticks.borrow_mut().push(p))
+                .unwrap();
+            assert_eq!(one, many, "parallel {parallel}");
+            let ticks = ticks.into_inner();
+            assert!(ticks.windows(2).all(|w| w[0] < w[1]) && ticks.last() == Some(&1.0));
+        }
     }
 
     #[test]

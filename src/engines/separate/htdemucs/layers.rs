@@ -4,9 +4,14 @@
 //!
 //! Frequency-branch tensors are `(B, C, F, T)`; PyTorch runs their `[K, 1]` convolutions as Conv2d,
 //! here they run as Conv1d over the frequency axis with time folded into the batch.
+//!
+//! On the CPU, `HEncLayer`, `HDecLayer` and `DConv` run fused kernels from [`super::cpu`] instead of
+//! these tensor ops (same functions; the ops stay as the reference and for other devices).
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor, D};
 use candle_nn::VarBuilder;
+
+use super::cpu;
 
 /// `nn.GroupNorm(groups, channels)` (eps 1e-5) over `(B, C, *)`.
 ///
@@ -442,6 +447,9 @@ impl DConv {
     /// Apply along time to the `(B, C, F, T)` frequency branch, each bin independently.
     fn forward_freq(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, f, t) = x.dims4()?;
+        if cpu::is_cpu_f32(x) {
+            return self.forward_cpu(x, [b, c, f, t]);
+        }
         let y = x
             .permute((0, 2, 1, 3))?
             .contiguous()?
@@ -449,10 +457,44 @@ impl DConv {
         let y = self.forward(&y)?;
         y.reshape((b, f, c, t))?.permute((0, 2, 1, 3))?.contiguous()
     }
+
+    /// The fused CPU kernel on `(B, C, F, T)` values (`F = 1` for `(B, C, T)`), shaped as `x`.
+    fn forward_cpu(&self, x: &Tensor, dims: [usize; 4]) -> Result<Tensor> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                let (_, _, k) = l.conv1.weight.dims3()?;
+                if k != 3 || l.conv1.padding != l.conv1.dilation || l.conv1.stride != 1 {
+                    candle_core::bail!("dconv: expected a dilated 3-tap convolution");
+                }
+                Ok(cpu::DConvWeights {
+                    dilation: l.conv1.dilation,
+                    w1: cpu::values(&l.conv1.weight)?,
+                    b1: cpu::values(&l.conv1.bias)?,
+                    g1: cpu::values(&l.norm1.weight)?,
+                    beta1: cpu::values(&l.norm1.bias)?,
+                    w2: cpu::values(&l.conv2.weight)?,
+                    b2: cpu::values(&l.conv2.bias)?,
+                    g2: cpu::values(&l.norm2.weight)?,
+                    beta2: cpu::values(&l.norm2.bias)?,
+                    scale: cpu::values(&l.scale.scale)?,
+                    eps: l.norm1.eps,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = cpu::with_values(x, |v| Ok(v.to_vec()))?;
+        cpu::dconv(&mut out, dims, &layers);
+        cpu::tensor(out, x.dims())
+    }
 }
 
 impl Module for DConv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if cpu::is_cpu_f32(x) {
+            let (b, c, t) = x.dims3()?;
+            return self.forward_cpu(x, [b, c, 1, t]);
+        }
         let mut x = x.clone();
         for l in &self.layers {
             let y = l.norm1.forward(&l.conv1.forward(&x)?)?.gelu_erf()?;
@@ -520,6 +562,36 @@ impl Rewrite {
             Rewrite::Time(c) => c.forward(x),
         }
     }
+
+    /// `glu(conv(x), 1)` by the fused CPU kernel, on `(B, C, F, T)` or `(B, C, T)`.
+    fn forward_glu_cpu(&self, x: &Tensor) -> Result<Tensor> {
+        let (weight, bias, kernel) = match self {
+            Rewrite::Freq(c) => {
+                let (_, _, kh, kw) = c.weight.dims4()?;
+                (&c.weight, &c.bias, (kh, kw))
+            }
+            Rewrite::Time(c) => {
+                let (_, _, k) = c.weight.dims3()?;
+                (&c.weight, &c.bias, (1, k))
+            }
+        };
+        let (dims, mut shape) = match x.rank() {
+            4 => {
+                let (b, c, f, t) = x.dims4()?;
+                ([b, c, f, t], vec![b, 0, f, t])
+            }
+            _ => {
+                let (b, c, t) = x.dims3()?;
+                ([b, c, 1, t], vec![b, 0, t])
+            }
+        };
+        let bias = cpu::values(bias)?;
+        shape[1] = bias.len() / 2;
+        let y = cpu::with_values(x, |xv| {
+            cpu::with_values(weight, |w| Ok(cpu::conv_glu(xv, dims, w, &bias, kernel)))
+        })?;
+        cpu::tensor(y, &shape)
+    }
 }
 
 /// `HEncLayer`: strided conv -> norm -> GELU -> DConv -> rewrite + GLU.
@@ -585,6 +657,10 @@ impl HEncLayer {
     /// the stride). The reference's `inject` argument only serves the branch-merging layer of
     /// deeper configurations, which [`super::Config::validate`] rejects.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let plain = self.norm1.is_none() && self.rewrite.as_ref().is_none_or(|(_, n)| n.is_none());
+        if plain && cpu::is_cpu_f32(x) {
+            return self.forward_cpu(x);
+        }
         let y = if self.spec.freq {
             self.conv.forward_freq(x)?
         } else {
@@ -606,6 +682,44 @@ impl HEncLayer {
         }
         match &self.rewrite {
             Some((conv, norm)) => glu(&apply_norm(norm, conv.forward(&y)?)?, 1),
+            None => Ok(y),
+        }
+    }
+
+    /// [`HEncLayer::forward`] by the fused CPU kernels (no norms).
+    fn forward_cpu(&self, x: &Tensor) -> Result<Tensor> {
+        let (k, s) = (self.spec.kernel, self.spec.stride);
+        let pad = k / 4;
+        let (dims, out_len) = if self.spec.freq {
+            let (b, c, f, t) = x.dims4()?;
+            ([b, c, f, t], (f + 2 * pad - k) / s + 1)
+        } else {
+            // Right-padded with zeros to a multiple of the stride: reads past the end are zeros.
+            let (b, c, t) = x.dims3()?;
+            ([b, c, t, 1], (t.div_ceil(s) * s + 2 * pad - k) / s + 1)
+        };
+        let bias = cpu::values(&self.conv.bias)?;
+        let o = bias.len();
+        let y = cpu::with_values(x, |xv| {
+            cpu::with_values(&self.conv.weight, |w| {
+                Ok(cpu::conv_gelu(xv, dims, w, &bias, (k, s, pad), out_len))
+            })
+        })?;
+        let [b, _, _, t] = dims;
+        let mut y = if self.spec.freq {
+            cpu::tensor(y, &[b, o, out_len, t])?
+        } else {
+            cpu::tensor(y, &[b, o, out_len])?
+        };
+        if let Some(dconv) = &self.dconv {
+            y = if self.spec.freq {
+                dconv.forward_freq(&y)?
+            } else {
+                dconv.forward(&y)?
+            };
+        }
+        match &self.rewrite {
+            Some((conv, _)) => conv.forward_glu_cpu(&y),
             None => Ok(y),
         }
     }
@@ -672,6 +786,10 @@ impl HDecLayer {
     /// `length` is the time length to crop to (time layers only).
     pub fn forward(&self, x: &Tensor, skip: &Tensor, length: usize) -> Result<Tensor> {
         let x = (x + skip)?;
+        let plain = self.norm2.is_none() && self.rewrite.as_ref().is_none_or(|(_, n)| n.is_none());
+        if plain && cpu::is_cpu_f32(&x) {
+            return self.forward_cpu(&x, length);
+        }
         let mut y = match &self.rewrite {
             Some((conv, norm)) => glu(&apply_norm(norm, conv.forward(&x)?)?, 1)?,
             None => x,
@@ -696,6 +814,51 @@ impl HDecLayer {
             Ok(z)
         } else {
             z.gelu_erf()
+        }
+    }
+
+    /// [`HDecLayer::forward`] after the skip connection, by the fused CPU kernels (no norms).
+    fn forward_cpu(&self, x: &Tensor, length: usize) -> Result<Tensor> {
+        let mut y = match &self.rewrite {
+            Some((conv, _)) => conv.forward_glu_cpu(x)?,
+            None => x.clone(),
+        };
+        if let Some(dconv) = &self.dconv {
+            y = if self.spec.freq {
+                dconv.forward_freq(&y)?
+            } else {
+                dconv.forward(&y)?
+            };
+        }
+        let ct = &self.conv_tr;
+        let pad = self.spec.kernel / 4;
+        let (dims, crop) = if self.spec.freq {
+            let (b, c, f, t) = y.dims4()?;
+            let full = (f - 1) * ct.stride + ct.kernel;
+            ([b, c, f, t], (pad, full - 2 * pad))
+        } else {
+            let (b, c, t) = y.dims3()?;
+            ([b, c, t, 1], (pad, length))
+        };
+        let bias = cpu::values(&ct.bias)?;
+        let z = cpu::with_values(&y, |yv| {
+            cpu::with_values(&ct.weight_t, |w| {
+                Ok(cpu::conv_tr(
+                    yv,
+                    dims,
+                    w,
+                    &bias,
+                    (ct.taps, ct.stride),
+                    crop,
+                    !self.last,
+                ))
+            })
+        })?;
+        let [b, _, _, t] = dims;
+        if self.spec.freq {
+            cpu::tensor(z, &[b, ct.cout, crop.1, t])
+        } else {
+            cpu::tensor(z, &[b, ct.cout, crop.1])
         }
     }
 }

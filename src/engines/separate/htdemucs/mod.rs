@@ -15,6 +15,7 @@
 pub mod apply;
 pub mod checkpoint;
 pub mod config;
+pub mod cpu;
 pub mod install;
 pub mod layers;
 pub mod stft;
@@ -421,4 +422,53 @@ fn normalize(x: &Tensor) -> Result<(Tensor, Tensor, Tensor), Error> {
         mean.reshape(shape.as_slice())?,
         std.reshape(shape.as_slice())?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every stage of the fixture model (a reduced HTDemucs with random weights) through the CPU
+    /// kernels against the tensor ops, on two different batch items at once.
+    #[test]
+    fn cpu_kernels_match_tensor_ops_at_every_stage() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/htdemucs");
+        let th = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "th"))
+            .unwrap();
+        let model = HTDemucs::from_th(&th, &Device::Cpu).unwrap();
+        let len = model.config().training_length();
+        let mix: Vec<f32> = (0..2 * 2 * len)
+            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * (1.0 + (i % 3) as f32))
+            .collect();
+        let mix = Tensor::from_vec(mix, (2, 2, len), &Device::Cpu).unwrap();
+        let mut fast = Vec::new();
+        model.forward_traced(&mix, Some(&mut fast)).unwrap();
+        let mut ops = Vec::new();
+        cpu::with_tensor_ops(|| model.forward_traced(&mix, Some(&mut ops)).unwrap());
+        assert_eq!(fast.len(), ops.len());
+        for ((name, a), (_, b)) in fast.iter().zip(&ops) {
+            let scale = b
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let err = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                err <= 1e-5 * scale.max(1.0),
+                "{name}: {err:e} (values up to {scale})"
+            );
+        }
+    }
 }

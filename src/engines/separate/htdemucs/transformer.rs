@@ -10,6 +10,7 @@
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
+use super::cpu;
 use super::layers::LayerScale;
 
 /// `create_sin_embedding(length, dim)`, computed in `f32` the way torch does: `(length, dim)`.
@@ -97,6 +98,22 @@ impl MultiheadAttention {
     pub fn forward(&self, query: &Tensor, key: &Tensor) -> Result<Tensor> {
         let (b, nq, c) = query.dims3()?;
         let nk = key.dim(1)?;
+        if cpu::is_cpu_f32(query) && cpu::is_cpu_f32(key) {
+            // Blocks of queries against all keys, never the whole score matrix (see cpu::attention).
+            let (q, k, v) = (
+                self.q.forward(query)?,
+                self.k.forward(key)?,
+                self.v.forward(key)?,
+            );
+            let y = cpu::with_values(&q, |q| {
+                cpu::with_values(&k, |k| {
+                    cpu::with_values(&v, |v| {
+                        Ok(cpu::attention(q, k, v, (b, nq, nk), self.heads, c))
+                    })
+                })
+            })?;
+            return self.out.forward(&cpu::tensor(y, &[b, nq, c])?);
+        }
         let hd = c / self.heads;
         let split = |x: Tensor, n: usize| -> Result<Tensor> {
             x.reshape((b, n, self.heads, hd))?
