@@ -1,9 +1,10 @@
 //! Server throughput and webhook latency over loopback, beside a reference measured in the same
-//! run: the raw SQLite insert rate with the server's durability settings (WAL, synchronous=NORMAL,
+//! run: the raw SQLite insert rate with the server's durability settings (WAL, synchronous=FULL,
 //! one transaction per row). Run: `cargo bench --bench server` (figures go in BENCHMARKS.md).
 //!
-//! - submits/s: N clients POST a 0.1 s WAV to /v1/analyze/upload (with a 60 s start delay so the
-//!   workers stay idle and only admission is measured);
+//! - submits/s: N clients (one keep-alive connection each; `BENCH_CLIENTS`, default 16) POST a
+//!   0.1 s WAV to /v1/analyze/upload (with a 60 s start delay so the workers stay idle and only
+//!   admission is measured); the process's CPU use and the machine's idle/steal are printed too;
 //! - polls/s: N clients GET /v1/jobs/{id}, each job once per pass (the per-job limit never trips);
 //! - webhook latency: jobs failed instantly by fault injection, completion (`completed_at`) →
 //!   receipt at a local receiver, p50/p99; and deliveries/s for a burst.
@@ -14,21 +15,30 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Router;
+use http_body_util::{BodyExt, Full};
 use soundcheck::config::{Config, DataArgs};
 use tokio_util::sync::CancellationToken;
 
-const CLIENTS: usize = 16;
 const SUBMITS: usize = 24_000;
 const POLL_PASSES: usize = 2;
 const WEBHOOK_EVENTS: usize = 1_000;
 
 fn main() {
+    let clients: usize = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let raw = raw_sqlite_inserts_per_sec(20_000);
-    println!("raw SQLite inserts/s (1 row per transaction, WAL, synchronous=NORMAL): {raw:.0}");
+    let raw_normal = raw_sqlite_inserts_per_sec(20_000, "NORMAL");
+    println!(
+        "raw SQLite inserts/s (1 row per transaction, WAL, synchronous=NORMAL): {raw_normal:.0}"
+    );
+    let raw = raw_sqlite_inserts_per_sec(5_000, "FULL");
+    println!("raw SQLite inserts/s (1 row per transaction, WAL, synchronous=FULL, the server's setting): {raw:.0}");
     rt.block_on(async move {
         let (rx_url, received) = receiver().await;
         let (base, key, shutdown, server, _dir) = start(&rx_url).await;
+        let addr = base.trim_start_matches("http://").to_string();
         let wav = Bytes::from(wav_bytes(0.1));
         // The multipart body is encoded once, as a load generator (wrk, hey, curl -F with a file)
         // would send it: fixed bytes with a Content-Length, so the clients' share of the two
@@ -37,27 +47,29 @@ fn main() {
 
         // Submits.
         let ids = Arc::new(Mutex::new(Vec::with_capacity(SUBMITS)));
+        let meter = CpuMeter::start();
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for c in 0..CLIENTS {
-            let (base, key, body, ids) = (base.clone(), key.clone(), body.clone(), ids.clone());
+        for c in 0..clients {
+            let (addr, key, body, ids) = (addr.clone(), key.clone(), body.clone(), ids.clone());
             tasks.push(tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let url = format!("{base}/v1/analyze/upload");
-                for _ in (c..SUBMITS).step_by(CLIENTS) {
-                    let r = client.post(&url).bearer_auth(&*key)
-                        .header("X-Soundcheck-Fault", "delay=60000")
-                        .header(reqwest::header::CONTENT_TYPE, content_type)
-                        .body(body.clone()).send().await.unwrap();
-                    assert_eq!(r.status(), 202);
-                    let body: serde_json::Value = r.json().await.unwrap();
-                    ids.lock().unwrap().push(body["job_id"].as_str().unwrap().to_string());
+                let mut conn = Conn::open(&addr, &key).await;
+                for _ in (c..SUBMITS).step_by(clients) {
+                    let req = conn.request(hyper::Method::POST, "/v1/analyze/upload")
+                        .header("x-soundcheck-fault", "delay=60000")
+                        .header(hyper::header::CONTENT_TYPE, content_type)
+                        .body(Full::new(body.clone())).unwrap();
+                    let (status, body) = conn.send(req).await;
+                    assert_eq!(status, 202);
+                    let sub: Submitted = serde_json::from_slice(&body).unwrap();
+                    ids.lock().unwrap().push(sub.job_id);
                 }
             }));
         }
         for t in tasks { t.await.unwrap(); }
         let submit_rate = SUBMITS as f64 / started.elapsed().as_secs_f64();
-        println!("submits/s ({CLIENTS} clients, {SUBMITS} jobs): {submit_rate:.0}  ({:.2}× raw SQLite)", submit_rate / raw);
+        println!("submits/s ({clients} clients, {SUBMITS} jobs): {submit_rate:.0}  ({:.2}× raw SQLite)", submit_rate / raw);
+        println!("  during submits: {}", meter.report(SUBMITS));
 
         // Polls: each pass polls every job once; passes are at least a second apart (the per-job
         // limit), and only the time inside the passes counts.
@@ -67,27 +79,27 @@ fn main() {
         for _ in 0..POLL_PASSES {
             let started = Instant::now();
             let mut tasks = Vec::new();
-            for c in 0..CLIENTS {
-                let (base, key, ids) = (base.clone(), key.clone(), ids.clone());
+            for c in 0..clients {
+                let (addr, key, ids) = (addr.clone(), key.clone(), ids.clone());
                 tasks.push(tokio::spawn(async move {
-                    let client = reqwest::Client::new();
+                    let mut conn = Conn::open(&addr, &key).await;
                     let mut limited = 0usize;
-                    for id in ids.iter().skip(c).step_by(CLIENTS) {
-                        let r = client.get(format!("{base}/v1/jobs/{id}")).bearer_auth(&*key).send().await.unwrap();
-                        match r.status().as_u16() { 200 => {}, 429 => limited += 1, s => panic!("poll status {s}") }
-                        let _ = r.bytes().await;
+                    for id in ids.iter().skip(c).step_by(clients) {
+                        let req = conn.request(hyper::Method::GET, &format!("/v1/jobs/{id}"))
+                            .body(Full::new(Bytes::new())).unwrap();
+                        match conn.send(req).await.0 { 200 => {}, 429 => limited += 1, s => panic!("poll status {s}") }
                     }
                     limited
                 }));
             }
             for t in tasks { limited += t.await.unwrap(); }
-            let took = started.elapsed();
-            polling += took;
-            tokio::time::sleep(Duration::from_millis(1100).saturating_sub(took)).await;
+            polling += started.elapsed();
+            // The next pass polls each job again: more than a second after this pass's last poll.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
         }
         let polls = ids.len() * POLL_PASSES;
         let poll_rate = polls as f64 / polling.as_secs_f64();
-        println!("polls/s ({CLIENTS} clients, {polls} polls, {limited} answered 429): {poll_rate:.0}");
+        println!("polls/s ({clients} clients, {polls} polls, {limited} answered 429): {poll_rate:.0}");
 
         // Webhooks: instant failures, timed from completion to receipt, on a second server (the
         // first one's workers are busy with the delayed submits above, which are queued first).
@@ -97,11 +109,11 @@ fn main() {
         received.lock().unwrap().clear();
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for c in 0..CLIENTS {
+        for c in 0..clients {
             let (base, key, wav) = (base.clone(), key.clone(), wav.clone());
             tasks.push(tokio::spawn(async move {
                 let client = reqwest::Client::new();
-                for _ in (c..WEBHOOK_EVENTS).step_by(CLIENTS) {
+                for _ in (c..WEBHOOK_EVENTS).step_by(clients) {
                     let form = reqwest::multipart::Form::new()
                         .part("audio", reqwest::multipart::Part::stream(wav.clone()).file_name("a.wav"));
                     client.post(format!("{base}/v1/analyze/upload")).bearer_auth(&*key)
@@ -130,6 +142,52 @@ fn main() {
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(60), server).await;
     });
+}
+
+/// A load-generating client: one keep-alive HTTP/1.1 connection driven through hyper's connection
+/// API (as wrk drives a socket), so the bench's share of the two cores goes to the server, not to
+/// a pooling client's URL parsing and header building.
+struct Conn {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+    auth: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Submitted {
+    job_id: String,
+}
+
+impl Conn {
+    async fn open(addr: &str, key: &str) -> Conn {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Conn {
+            send,
+            host: addr.to_string(),
+            auth: format!("Bearer {key}"),
+        }
+    }
+
+    fn request(&self, method: hyper::Method, path: &str) -> hyper::http::request::Builder {
+        hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.host)
+            .header(hyper::header::AUTHORIZATION, &self.auth)
+    }
+
+    /// Sends one request and reads the whole answer: (status, body).
+    async fn send(&mut self, req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
+        self.send.ready().await.unwrap();
+        let resp = self.send.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    }
 }
 
 /// A server on a fresh data directory, webhooks to `rx_url`, credits for every submit.
@@ -191,11 +249,12 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(String, i64)>>>) {
     (url, got)
 }
 
-fn raw_sqlite_inserts_per_sec(n: usize) -> f64 {
+fn raw_sqlite_inserts_per_sec(n: usize, synchronous: &str) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = rusqlite::Connection::open(dir.path().join("raw.sqlite")).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.pragma_update(None, "synchronous", synchronous)
+        .unwrap();
     conn.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY, status TEXT NOT NULL, params TEXT NOT NULL, created_at TEXT NOT NULL)").unwrap();
     let started = Instant::now();
     for i in 0..n {
@@ -241,4 +300,59 @@ fn wav_bytes(seconds: f32) -> Vec<u8> {
     }
     w.finalize().unwrap();
     cursor.into_inner()
+}
+
+/// CPU use over an interval, from /proc: this process's (client and server together), and the
+/// machine's idle and stolen shares (steal: time the hypervisor gave to other guests).
+struct CpuMeter {
+    wall: Instant,
+    process: f64,
+    machine: Vec<u64>,
+}
+
+impl CpuMeter {
+    fn start() -> CpuMeter {
+        CpuMeter {
+            wall: Instant::now(),
+            process: process_cpu_secs(),
+            machine: machine_ticks(),
+        }
+    }
+
+    fn report(&self, ops: usize) -> String {
+        let wall = self.wall.elapsed().as_secs_f64();
+        let cpu = process_cpu_secs() - self.process;
+        let now = machine_ticks();
+        let d: Vec<u64> = now.iter().zip(&self.machine).map(|(a, b)| a - b).collect();
+        let total: u64 = d.iter().sum::<u64>().max(1);
+        let share = |i: usize| 100.0 * d.get(i).copied().unwrap_or(0) as f64 / total as f64;
+        format!(
+            "process {:.2} cores ({:.0} µs CPU per op); machine idle {:.0}%, iowait {:.0}%, steal {:.0}%",
+            cpu / wall, cpu / ops as f64 * 1e6, share(3), share(4), share(7)
+        )
+    }
+}
+
+/// user + system CPU seconds of this process (/proc/self/stat fields 14 and 15, in 1/100 s).
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let f: Vec<f64> = after_name
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// The machine's `cpu` line of /proc/stat: user nice system idle iowait irq softirq steal.
+fn machine_ticks() -> Vec<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect()
 }

@@ -264,6 +264,10 @@ pub async fn run(
     let token = shutdown.clone();
     // Peer addresses let the dashboard hand its keys to loopback clients only.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Responses go out as soon as they are written (no Nagle delay waiting for the client's ACK).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await?;

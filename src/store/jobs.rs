@@ -34,7 +34,8 @@ pub struct Job {
 const JOB_COLUMNS: &str =
     "j.id, j.endpoint, j.engine, j.status, j.params, j.fault, u.path, j.result,
     j.error_code, j.error_message, j.trace_id, j.credits_reserved, j.credits_used, j.runs,
-    j.created_at, j.started_at, j.finished_at, j.estimated_completion, u.data IS NOT NULL";
+    j.created_at, j.started_at, j.finished_at, j.estimated_completion,
+    EXISTS (SELECT 1 FROM upload_bytes b WHERE b.upload_id = u.id)";
 
 fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     let params: String = r.get(4)?;
@@ -90,8 +91,8 @@ pub struct NewJob {
 pub fn insert(conn: &Connection, upload: &NewUpload, job: &NewJob) -> Result<()> {
     let now = now_rfc3339();
     conn.prepare_cached(
-        "INSERT INTO uploads (id, path, filename, size, sha256, created_at, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO uploads (id, path, filename, size, sha256, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         upload.id,
@@ -99,9 +100,12 @@ pub fn insert(conn: &Connection, upload: &NewUpload, job: &NewJob) -> Result<()>
         upload.filename,
         upload.size,
         upload.sha256,
-        now,
-        upload.data.as_deref()
+        now
     ])?;
+    if let Some(data) = upload.data.as_deref() {
+        conn.prepare_cached("INSERT INTO upload_bytes (upload_id, data) VALUES (?1, ?2)")?
+            .execute(params![upload.id, data])?;
+    }
     conn.prepare_cached(
         "INSERT INTO jobs (id, endpoint, engine, status, params, fault, upload_id, trace_id,
                            credits_reserved, created_at, estimated_completion)
@@ -126,11 +130,11 @@ pub fn insert(conn: &Connection, upload: &NewUpload, job: &NewJob) -> Result<()>
 pub fn inline_upload(conn: &Connection, job_id: &str) -> Result<Option<Vec<u8>>> {
     Ok(conn
         .prepare_cached(
-            "SELECT u.data FROM jobs j JOIN uploads u ON u.id = j.upload_id WHERE j.id = ?1",
+            "SELECT b.data FROM jobs j JOIN upload_bytes b ON b.upload_id = j.upload_id
+             WHERE j.id = ?1",
         )?
-        .query_row([job_id], |r| r.get::<_, Option<Vec<u8>>>(0))
-        .optional()?
-        .flatten())
+        .query_row([job_id], |r| r.get::<_, Vec<u8>>(0))
+        .optional()?)
 }
 
 /// Writes an upload's bytes to its path, creating its shard directory if needed, in one call.
@@ -144,7 +148,7 @@ pub fn write_upload(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
 /// Forgets a job's inline bytes once they are on disk at the upload's path.
 pub fn upload_written(conn: &Connection, job_id: &str) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE uploads SET data = NULL WHERE id = (SELECT upload_id FROM jobs WHERE id = ?1)",
+        "DELETE FROM upload_bytes WHERE upload_id = (SELECT upload_id FROM jobs WHERE id = ?1)",
     )?
     .execute([job_id])?;
     Ok(())

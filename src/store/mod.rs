@@ -1,14 +1,15 @@
 //! The one SQLite file that holds every job, generation, upload, webhook delivery, idempotency key
 //! and credit movement. No SQL lives outside this module.
 //!
-//! SQLite runs in WAL mode with `synchronous=NORMAL`: a commit survives a `kill -9` of the process
-//! (the WAL is in the OS page cache), though not a power cut. There is one writer connection and a
-//! few reader connections; callers reach them through [`Store::write`] and [`Store::read`].
+//! SQLite runs in WAL mode with `synchronous=FULL`: every commit is on disk (fsync of the WAL)
+//! before its caller is answered, so an accepted job survives a power cut, not only a `kill -9`.
+//! There is one writer connection, a few reader connections and a checkpointing connection;
+//! callers reach them through [`Store::write`] and [`Store::read`].
 //!
 //! Writes go to one writer thread, which commits them in groups: it takes every write waiting in
 //! its queue, runs each inside its own savepoint of one transaction (a write that fails rolls back
-//! alone), commits once and only then answers each caller. Under load a commit carries dozens of
-//! writes instead of one, which is where a single-row-per-transaction insert rate is lost.
+//! alone), commits once and only then answers each caller. Under load a commit (and its fsync)
+//! carries dozens of writes instead of one: that is what makes `synchronous=FULL` affordable.
 
 pub mod credits;
 pub mod generations;
@@ -29,10 +30,14 @@ use tokio::sync::oneshot;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_inline_uploads.sql"),
+    include_str!("migrations/003_upload_bytes.sql"),
 ];
 
 /// Reader connections; WAL lets them run beside the writer.
 const READERS: usize = 4;
+
+/// How often the checkpoint thread runs.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Most writes one commit carries; bounds how long the first caller of a group waits.
 const MAX_GROUP: usize = 256;
@@ -62,6 +67,8 @@ pub struct Store {
     queue: mpsc::Sender<Box<dyn PendingWrite>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<AtomicUsize>,
+    /// Held only so the checkpoint thread sees the channel close when the last clone is dropped.
+    _checkpoints: Arc<mpsc::Sender<()>>,
 }
 
 impl Store {
@@ -86,11 +93,19 @@ impl Store {
             .name("soundcheck-store-writer".into())
             .spawn(move || writer_thread(&thread_writer, &pending))
             .map_err(|e| Error::Join(e.to_string()))?;
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
+        let (checkpoints, stop) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("soundcheck-store-checkpoint".into())
+            .spawn(move || checkpoint_thread(&checkpointer, &stop))
+            .map_err(|e| Error::Join(e.to_string()))?;
         Ok(Store {
             writer,
             queue,
             readers: Arc::new(readers),
             next_reader: Arc::new(AtomicUsize::new(0)),
+            _checkpoints: Arc::new(checkpoints),
         })
     }
 
@@ -213,6 +228,19 @@ fn writer_thread(writer: &Mutex<Connection>, pending: &mpsc::Receiver<Box<dyn Pe
     }
 }
 
+/// Copies committed WAL pages into the database file every [`CHECKPOINT_EVERY`], beside the writer
+/// (a passive checkpoint never blocks it). The writer still runs SQLite's automatic checkpoint
+/// (every 1000 WAL pages): only a checkpoint that finishes between two commits lets the WAL start
+/// over instead of growing, and with this thread having copied most pages already, that one is
+/// short. Ends when the last `Store` clone is dropped.
+fn checkpoint_thread(conn: &Connection, stop: &mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        // A failure (the disk, a busy lock past the timeout) only delays it to the next round;
+        // the WAL keeps every commit meanwhile.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
+}
+
 fn run_group(conn: &mut Connection, group: &mut [Box<dyn PendingWrite>]) -> Result<()> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for op in group.iter_mut() {
@@ -229,7 +257,7 @@ fn run_group(conn: &mut Connection, group: &mut [Box<dyn PendingWrite>]) -> Resu
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
 }
@@ -275,6 +303,59 @@ mod tests {
             .write_blocking(|tx| Ok(tx.pragma_query_value(None, "user_version", |r| r.get(0))?))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len());
+    }
+
+    /// A version-2 database (inline bytes in `uploads.data`) opened by this build: the bytes move
+    /// to `upload_bytes` and every job still reads as inline with the same bytes.
+    #[test]
+    fn version_2_inline_uploads_survive_the_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            for (i, sql) in MIGRATIONS[..2].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", i + 1).unwrap();
+            }
+            let tx = conn.transaction().unwrap();
+            for (upload, data) in [("upl_a", Some(vec![1u8, 2, 3])), ("upl_b", None)] {
+                tx.execute(
+                    "INSERT INTO uploads (id, path, size, sha256, created_at, data)
+                     VALUES (?1, '/x', 3, '', '2026-01-01T00:00:00.000Z', ?2)",
+                    rusqlite::params![upload, data],
+                )
+                .unwrap();
+                tx.execute(
+                    "INSERT INTO jobs (id, endpoint, engine, status, params, upload_id, trace_id,
+                                       credits_reserved, created_at, estimated_completion)
+                     VALUES (?1, '/v1/analyze/upload', 'analyze', 'queued', '{}', ?2, 't', 1,
+                             '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:15Z')",
+                    rusqlite::params![upload.replace("upl", "job"), upload],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let (a, b, bytes) = store
+            .write_blocking(|c| {
+                Ok((
+                    jobs::get(c, "job_a")?.unwrap(),
+                    jobs::get(c, "job_b")?.unwrap(),
+                    jobs::inline_upload(c, "job_a")?,
+                ))
+            })
+            .unwrap();
+        assert!(a.upload_inline && !b.upload_inline);
+        assert_eq!(bytes, Some(vec![1, 2, 3]));
+        store
+            .write_blocking(|c| jobs::upload_written(c, "job_a"))
+            .unwrap();
+        let a = store
+            .write_blocking(|c| jobs::get(c, "job_a"))
+            .unwrap()
+            .unwrap();
+        assert!(!a.upload_inline, "written bytes are forgotten");
     }
 
     fn count_settings(store: &Store) -> i64 {
