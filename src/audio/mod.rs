@@ -3,7 +3,7 @@
 //!
 //! - [`decode`]: any container symphonia reads → [`Audio`]; [`probe`] for cheap upload checks.
 //! - [`resample`]: rubato, exact output length.
-//! - [`encode`]: WAV 16/24/float, MP3 (LAME), FLAC (flacenc).
+//! - [`encode`]: WAV 16/24/float, MP3 (LAME; long tracks in parallel pieces), FLAC (flacenc).
 //! - [`loudness`]: EBU R128 integrated loudness, loudness range and true peak (ebur128).
 //! - [`Error`]: which failures are the client's (`unsupported_audio`, `corrupt_audio`).
 
@@ -11,6 +11,7 @@ pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod loudness;
+mod mp3;
 pub mod resample;
 
 pub use decode::{decode, decode_with_progress, probe, probe_bytes, ProbeInfo};
