@@ -9,7 +9,7 @@ pub mod separate;
 pub mod transcribe;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::audio;
 use crate::config::Config;
@@ -107,10 +107,26 @@ pub fn hints(registry: &Registry) -> Vec<String> {
     out
 }
 
-/// The device models run on: the first CUDA GPU when built with `cuda` and one is present, else
-/// the CPU.
+/// The device models run on: the first CUDA GPU when built with `cuda` and one can be opened,
+/// else the CPU. Decided once per process; a `cuda` build that falls back to the CPU says so, and
+/// why, in the log (engines then count as CPU work: see [`crate::jobs::Resource`]).
 pub fn default_device() -> candle_core::Device {
-    transcribe::default_device()
+    static DEVICE: OnceLock<candle_core::Device> = OnceLock::new();
+    DEVICE.get_or_init(pick_device).clone()
+}
+
+fn pick_device() -> candle_core::Device {
+    #[cfg(feature = "cuda")]
+    match candle_core::Device::new_cuda(0) {
+        Ok(device) => {
+            tracing::info!("models run on CUDA GPU 0");
+            return device;
+        }
+        Err(e) => tracing::warn!(
+            "this build has CUDA, but GPU 0 could not be opened ({e}); models run on the CPU"
+        ),
+    }
+    candle_core::Device::Cpu
 }
 
 /// Decodes a file to mono at `rate` Hz: what single-channel models listen to.

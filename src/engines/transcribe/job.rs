@@ -98,11 +98,12 @@ impl Engine for TranscribeEngine {
         "basic-pitch"
     }
 
+    /// Device-bound only when the shared model really is on a GPU.
     fn resource(&self) -> Resource {
-        if cfg!(feature = "cuda") {
-            Resource::Device
-        } else {
+        if crate::engines::default_device().is_cpu() {
             Resource::Cpu
+        } else {
+            Resource::Device
         }
     }
 

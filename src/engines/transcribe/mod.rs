@@ -320,22 +320,11 @@ pub fn notes_from_output(
         .collect()
 }
 
-/// The device the shared model runs on: the first CUDA GPU when built with `cuda` and one is present.
-pub fn default_device() -> Device {
-    #[cfg(feature = "cuda")]
-    {
-        if let Ok(d) = Device::cuda_if_available(0) {
-            return d;
-        }
-    }
-    Device::Cpu
-}
-
 /// The process-wide model, loaded from the embedded weights on first use.
 pub fn shared_model() -> Result<&'static BasicPitch, Error> {
     static MODEL: OnceLock<Result<BasicPitch, String>> = OnceLock::new();
     MODEL
-        .get_or_init(|| BasicPitch::load(&default_device()).map_err(|e| e.to_string()))
+        .get_or_init(|| BasicPitch::load(&super::default_device()).map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| Error::Model(candle_core::Error::Msg(e.clone())))
 }
