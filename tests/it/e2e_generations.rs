@@ -95,6 +95,59 @@ async fn a_generation_completes_with_an_mp3_and_fires_its_webhook_once() {
     s.stop().await;
 }
 
+/// A generation long enough to be encoded in parallel pieces (src/audio/mp3.rs) decodes to exactly
+/// the requested length, mastered loudness intact, and the same request gives the same bytes.
+#[tokio::test]
+async fn a_long_generation_decodes_to_the_exact_length_and_repeats_byte_for_byte() {
+    let s = TestServer::start(Options::default()).await;
+    let body = json!({"tags": "house, synth, bass", "duration": 12, "bpm": 124,
+                      "keyscale": "F minor", "seed": 4242});
+    let mut files = Vec::new();
+    for _ in 0..2 {
+        let created: Value = s
+            .ft(Method::POST, "/v1/generations")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let done = s.wait_generation(created["id"].as_str().unwrap(), 60).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        let url = done["audioUrl"].as_str().unwrap();
+        files.push(
+            s.client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(files[0], files[1], "same request and seed, same MP3 bytes");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.mp3");
+    std::fs::write(&path, &files[0]).unwrap();
+    let audio = soundcheck::audio::decode(&path).unwrap();
+    assert_eq!((audio.sample_rate, audio.channels.len()), (44_100, 2));
+    assert_eq!(
+        audio.frames(),
+        12 * 44_100,
+        "gapless length of the joined stream"
+    );
+    let lufs = soundcheck::audio::measure(&audio, soundcheck::audio::Measure::Integrated)
+        .unwrap()
+        .integrated_lufs;
+    assert!(
+        (lufs + 14.0).abs() < 1.0,
+        "mastered to about -14 LUFS, got {lufs:.2}"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_failed_generation_reports_errormessage_and_is_never_retried() {
     let rx = TestReceiver::start().await;
