@@ -78,8 +78,11 @@ pub(super) fn write(
         resampled = resample(audio, rate, ResampleQuality::High)?;
         &resampled
     };
-    let mpeg1 = audio.sample_rate >= 32_000;
-    let pieces = if mpeg1 {
+    // Pieces rely on MPEG-1 framing (1152 samples) at the input's own rate and on the first
+    // piece writing an Info tag: both hold at 32–48 kHz and 128 kbit/s or more (below that LAME
+    // may lower the output rate or leave the tag out).
+    let splittable = audio.sample_rate >= 32_000 && kbps >= 128;
+    let pieces = if splittable {
         pieces.min(audio.frames() / FRAME / MIN_PIECE).max(1)
     } else {
         1
@@ -142,6 +145,9 @@ fn encoder(
     // The Info tag carries encoder delay and padding, so decoders trim to the exact length.
     builder.set_to_write_vbr_tag(tag).map_err(lame)?;
     if !reservoir {
+        // Pieces are cut in input frames: LAME must not pick another output rate.
+        let rate = std::num::NonZeroU32::new(audio.sample_rate);
+        builder.set_output_sample_rate(rate).map_err(lame)?;
         // SAFETY: the pointer is the builder's live LAME handle, used before `build` and not
         // kept; the setting is a plain flag read by `lame_init_params`.
         let status =
@@ -237,13 +243,17 @@ fn encode_pieces(
     let total = n.div_ceil(FRAME);
     // Piece k keeps global frames bounds[k]..bounds[k + 1] (the last one: to the end).
     let bounds: Vec<usize> = (0..pieces).map(|k| k * total / pieces).collect();
-    let encode_piece = |k: usize| -> Result<Piece> {
+    // Encoders are set up here, one after another: LAME's setup (re)writes global lookup tables
+    // that running encoders read, so no piece encodes while another is being set up.
+    let encoders = (0..pieces)
+        .map(|k| encoder(audio, brate, quality, false, k == 0))
+        .collect::<Result<Vec<Encoder>>>()?;
+    let encode_piece = |k: usize, mut enc: Encoder| -> Result<Piece> {
         let first = if k == 0 { 0 } else { bounds[k] - PRIMING };
         let end = match bounds.get(k + 1) {
             Some(&b) => ((b + LOOKAHEAD) * FRAME).min(n),
             None => n,
         };
-        let mut enc = encoder(audio, brate, quality, false, k == 0)?;
         let mut bytes = Vec::with_capacity((end - first * FRAME) / 4 + 8192);
         encode_range(&mut enc, audio, first * FRAME..end, &mut bytes, &|_| {})?;
         let frames = split_frames(&bytes)?;
@@ -256,10 +266,12 @@ fn encode_pieces(
         })
     };
     let encoded: Vec<Result<Piece>> = std::thread::scope(|s| {
-        let others: Vec<_> = (1..pieces)
-            .map(|k| s.spawn(move || encode_piece(k)))
+        let mut encoders = encoders.into_iter().enumerate();
+        let (_, head) = encoders.next().expect("at least one piece");
+        let others: Vec<_> = encoders
+            .map(|(k, enc)| s.spawn(move || encode_piece(k, enc)))
             .collect();
-        let mut all = vec![encode_piece(0)];
+        let mut all = vec![encode_piece(0, head)];
         for h in others {
             all.push(
                 h.join()
@@ -293,7 +305,12 @@ fn encode_pieces(
 
     // The first piece's tag describes its own stream; rewrite it for the joined one.
     let mut tag = head.tag.clone();
-    if tag.len() == tag_frame.len() {
+    if tag.len() != tag_frame.len() {
+        return Err(Error::Encode(
+            "lame: the first piece wrote no Info tag to rewrite".into(),
+        ));
+    }
+    {
         let head_music_frames = head.frames.len() as i64 - 1;
         let delta_frames = music_frames as i64 - head_music_frames;
         let delta_bytes = out.len() as i64 - head.bytes.len() as i64;

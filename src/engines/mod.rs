@@ -34,6 +34,9 @@ pub fn registry(config: &Config) -> Registry {
 
 /// [`registry`], failing when `--generator` names a model that is not installed.
 pub fn try_registry(config: &Config) -> anyhow::Result<Registry> {
+    // The device is chosen (and a GPU's context created) now, at start-up, not by the first job
+    // that asks on an async worker thread.
+    let _ = default_device();
     let mut r = Registry::default();
     r.add_generator(Arc::new(compose::Procedural::new()));
     r.add_engine(Arc::new(analyze::AnalyzeEngine));

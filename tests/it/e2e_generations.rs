@@ -95,8 +95,9 @@ async fn a_generation_completes_with_an_mp3_and_fires_its_webhook_once() {
     s.stop().await;
 }
 
-/// A generation long enough to be encoded in parallel pieces (src/audio/mp3.rs) decodes to exactly
-/// the requested length, mastered loudness intact, and the same request gives the same bytes.
+/// A generation long enough to be encoded in parallel pieces (src/audio/mp3.rs: 12 s is three)
+/// decodes to exactly the requested length, mastered loudness intact, and the same request gives
+/// the same bytes.
 #[tokio::test]
 async fn a_long_generation_decodes_to_the_exact_length_and_repeats_byte_for_byte() {
     let s = TestServer::start(Options::default()).await;

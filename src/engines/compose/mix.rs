@@ -385,8 +385,9 @@ pub fn master(l: &mut [f32], r: &mut [f32], lofi: bool) {
 
 /// Integrated loudness (LUFS) by EBU R128, `None` for silence or too-short input. The two halves
 /// of the track are measured on two threads: the second meter starts three 100 ms hops before the
-/// split, so together the meters gate exactly the 400 ms blocks one meter would (the second's
-/// K-weighting filter only starts cold, 300 ms before its first block ends).
+/// split, so together the meters gate exactly the 400 ms blocks one meter would. Only the energy
+/// of the second meter's first block differs a little (its K-weighting filter starts cold at that
+/// block's start); the same input always gives the same figure.
 pub fn loudness(l: &[f32], r: &[f32]) -> Option<f64> {
     let hop = SR as usize / 10;
     let meter = |l: &[f32], r: &[f32]| {
