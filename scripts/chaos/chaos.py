@@ -116,7 +116,7 @@ def make_wavs(rng: random.Random, count: int):
     wavs = []
     for i in range(count):
         rate, channels = (44100, 2) if i == 0 else (22050, 1 + (i % 2))
-        secs = rng.uniform(1.5, 2.5)
+        secs = rng.uniform(1.0, 1.3) if i == 0 else rng.uniform(1.2, 2.0)
         freqs = [rng.choice([110.0, 146.83, 196.0, 220.0, 261.63]) * r for r in (1.0, 1.26, 1.5)]
         beat = 60.0 / rng.choice([90, 100, 120, 128])
         n = int(secs * rate)
@@ -354,6 +354,7 @@ class Chaos:
         self.kill_log: list[str] = []
         self.max_used_mb = 0.0
         self.crashed = False
+        self.refused_keys: dict[str, tuple] = {}
         self.poll_on = threading.Event()
         self.poll_on.set()
 
@@ -361,8 +362,13 @@ class Chaos:
 
     def violate(self, invariant, msg):
         with self.lock:
-            self.violations.setdefault(invariant, []).append(msg)
-        log(f"VIOLATION [{invariant}] {msg}")
+            vs = self.violations.setdefault(invariant, [])
+            vs.append(msg)
+            n = len(vs)
+        if n <= 3:
+            log(f"VIOLATION [{invariant}] {msg}")
+        elif n == 4:
+            log(f"VIOLATION [{invariant}] more of these: see the summary")
 
     def elapsed(self):
         return time.time() - self.t_start
@@ -381,7 +387,8 @@ class Chaos:
         try:
             st = os.statvfs(self.data_dir)
             used = (st.f_blocks - st.f_bfree) * st.f_frsize / 2**20
-            self.max_used_mb = max(self.max_used_mb, used)
+            if self.phase == "normal":  # not the filler
+                self.max_used_mb = max(self.max_used_mb, used)
             return used
         except OSError:
             return 0.0
@@ -427,6 +434,13 @@ class Chaos:
         except AttributeError:
             pass
         keep = failed or self.a.keep
+        if keep and hasattr(self, "receiver") and hasattr(self, "log_dir"):
+            with open(os.path.join(self.log_dir, "receiver.jsonl"), "w") as f:
+                for r in self.receiver.snapshot():
+                    f.write(json.dumps(r) + "\n")
+            with open(os.path.join(self.log_dir, "submits.jsonl"), "w") as f:
+                for r in self.submits:
+                    f.write(json.dumps(r) + "\n")
         if keep and hasattr(self, "data_dir"):
             # Keep the database (not the audio) beside the logs for a post-mortem.
             for name in os.listdir(self.data_dir):
@@ -524,6 +538,9 @@ class Chaos:
                                               "last_poll": 0.0}
                 return
             self.judge_refusal(kind, phase, st, resp)
+            if kind != "generation":
+                with self.lock:
+                    self.refused_keys[headers["Idempotency-Key"]] = (kind, st, phase)
             return
 
     def record_submit(self, kind, phase, status, detail, fault, latency=None):
@@ -567,7 +584,7 @@ class Chaos:
             finally:
                 with self.lock:
                     self.inflight -= 1
-            time.sleep(rng.uniform(0.05, 0.35))
+            time.sleep(rng.uniform(0.2, 0.8))
 
     def poller_thread(self):
         """Polls every non-final job (at most once a second each: the API's limit) and generation."""
@@ -596,6 +613,11 @@ class Chaos:
                         j["credits_used"] = body.get("credits_used")
                         j["error"] = body.get("error")
             for gid, g in gens:
+                if self.stop.is_set():
+                    return
+                if time.time() - g.get("last_poll", 0.0) < 1.0:
+                    continue
+                g["last_poll"] = time.time()
                 try:
                     st, _, resp = request(base, "GET", f"/v1/generations/{gid}", self.server.ft_headers(), timeout=10)
                 except (Down, Hang):
@@ -684,7 +706,7 @@ class Chaos:
                          f"a second serve (pid {p.pid}) on {self.data_dir} was still running after "
                          f"{self.a.second_serve_wait:.0f} s"
                          + (f", listening on {m.group(1)}" if m else "")
-                         + f"; killed. Its output:{tail(path, 6)}")
+                         + "; killed. Its output began:" + "\n    ".join([""] + out.splitlines()[:4]))
         elif rc == 0:
             self.violate("second_serve_refused", f"the second serve exited 0 after {took:.1f} s:{tail(path, 6)}")
         elif self.data_dir not in out:
@@ -732,6 +754,41 @@ class Chaos:
                 if any(j["status"] == "running" for j in self.jobs.values()):
                     break
             time.sleep(0.1)
+        # Work that is sure to run (and finish) while the disk is full: submits delayed 1-3 s.
+        burst = []
+        brng = random.Random(self.a.seed * 17 + 3)
+        for i in range(8):
+            delay = f"delay={brng.randrange(1000, 3000)}"
+            try:
+                if i < 6:
+                    ep = JOB_ENDPOINTS[i % 4]
+                    data, ctype = multipart({}, "burst.wav", self.wavs[1 + i % 5])
+                    st, _, resp = request(self.server.base, "POST", ep, {"Content-Type": ctype,
+                                          "X-Soundcheck-Fault": delay, **self.server.tl_headers()}, data)
+                    if st == 202:
+                        jid = (as_json(resp) or {}).get("job_id")
+                        burst.append(jid)
+                        with self.lock:
+                            self.jobs[jid] = {"endpoint": ep, "status": "queued", "fault": delay,
+                                              "reserved": PRICES[ep], "phase": "before fill", "at": time.time(),
+                                              "replayed": False, "last_poll": 0.0}
+                else:
+                    body = json.dumps({"tags": "techno", "duration": 2, "seed": i,
+                                       "webhook": f"{self.receiver.url}/generations?burst={i}"}).encode()
+                    st, _, resp = request(self.server.base, "POST", "/v1/generations",
+                                          {"Content-Type": "application/json", "X-Soundcheck-Fault": delay,
+                                           **self.server.ft_headers()}, body)
+                    if st == 202:
+                        gid = (as_json(resp) or {}).get("id")
+                        burst.append(gid)
+                        with self.lock:
+                            self.gens[gid] = {"status": "queued", "fault": delay, "phase": "before fill",
+                                              "at": time.time()}
+                if st != 202:
+                    self.violate("submits_accepted", f"burst submit before the fill answered {st}: {resp[:200]!r}")
+            except (Down, Hang) as e:
+                self.violate("no_hang_or_5xx", f"burst submit before the fill: {e}")
+        log(f"burst of {len(burst)} delayed submits before the fill: {' '.join(burst)}")
         filler = os.path.join(self.data_dir, "chaos-filler.bin")
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self.phase = "disk_full"
@@ -988,6 +1045,7 @@ class Chaos:
             gens = dict(conn.execute("SELECT id, status FROM generations").fetchall())
             ledger = conn.execute("SELECT id, job_id, kind, delta, balance_after FROM credit_ledger ORDER BY id").fetchall()
             events = conn.execute("SELECT id, kind, type, subject_id, state FROM webhook_events").fetchall()
+            idem = dict(conn.execute("SELECT key, job_id FROM idempotency_keys").fetchall())
             attempts = collections.Counter(
                 r[0] for r in conn.execute(
                     "SELECT e.subject_id FROM webhook_attempts a JOIN webhook_events e ON e.id = a.event_id"))
@@ -1009,6 +1067,12 @@ class Chaos:
         for jid in self.jobs:
             if jid not in jobs:
                 self.violate("all_final", f"accepted job {jid} is not in the database")
+        # A refused submit stores nothing: its Idempotency-Key names no job.
+        for key, (kind, st, phase) in self.refused_keys.items():
+            if key in idem:
+                inv = "disk_full_submit_clean" if phase == "disk_full" else "submits_accepted"
+                self.violate(inv, f"{kind} answered {st} during {phase}, yet its Idempotency-Key {key} "
+                             f"stored job {idem[key]} ({jobs.get(idem[key], {}).get('status')})")
         for sid in [j for j, v in jobs.items() if v["status"] in FINAL] + [g for g, s in gens.items() if s in FINAL]:
             if attempts[sid] == 0:
                 self.violate("webhook_attempted", f"{sid}: final, but webhook_attempts has no row for it")
@@ -1107,6 +1171,9 @@ class Chaos:
         print(f"submits: {len(self.submits)} ->", ", ".join(
             f"{k.replace('/v1/', '')} " + "/".join(f"{st}:{n}" for (kk, st), n in sorted(by.items()) if kk == k)
             for k in kinds))
+        dfs = collections.Counter(str(s["status"]) for s in self.submits if s["phase"] == "disk_full")
+        if dfs:
+            print("submits while the disk was full:", ", ".join(f"{k}:{v}" for k, v in sorted(dfs.items())))
         fin = collections.Counter(j["status"] for j in self.jobs.values())
         print(f"accepted: {len(self.jobs)} jobs ({dict(fin)}), {len(self.gens)} generations; "
               f"restarts: {self.server.incarnation - 1}")
@@ -1152,15 +1219,15 @@ def main():
     p.add_argument("--max-backlog", type=int, default=10, help="accepted, not-yet-final items before clients wait")
     p.add_argument("--min-dwell", type=float, default=1.5, help="least seconds of load before a kill")
     p.add_argument("--max-dwell", type=float, default=5.0, help="most seconds of load before a kill")
-    p.add_argument("--tmpfs-mb", type=int, default=96, help="size of the data directory's tmpfs")
+    p.add_argument("--tmpfs-mb", type=int, default=160, help="size of the data directory's tmpfs")
     p.add_argument("--no-tmpfs", action="store_true", help="no tmpfs (not root): the disk-full phase is skipped")
     p.add_argument("--disk-full-seconds", type=float, default=8.0, help="how long the disk stays full")
     p.add_argument("--recovery-seconds", type=float, default=60.0, help="after freeing space, all must be final within")
     p.add_argument("--second-serve-wait", type=float, default=5.0, help="a second serve must exit within")
-    p.add_argument("--final-timeout", type=float, default=150.0, help="drain after the final clean restart")
+    p.add_argument("--final-timeout", type=float, default=120.0, help="drain after the final clean restart")
     p.add_argument("--webhook-wait", type=float, default=30.0, help="wait for first delivery attempts at the end")
     p.add_argument("--webhook-fail", type=float, default=1 / 3, help="fraction of deliveries answered 500")
-    p.add_argument("--time-limit", type=float, default=480.0, help="abort (and fail) after this many seconds")
+    p.add_argument("--time-limit", type=float, default=360.0, help="abort (and fail) after this many seconds")
     p.add_argument("--keep", action="store_true", help="keep logs and the database even when it passes")
     a = p.parse_args()
     a.bin = os.path.abspath(a.bin)
