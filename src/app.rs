@@ -94,7 +94,7 @@ impl PollLimiter {
 /// Opens the store and makes sure keys, the webhook secret and the starting credits exist,
 /// applying overrides. Shared by `serve` and the offline CLI commands.
 pub fn open_store(config: &Config) -> anyhow::Result<(Store, Secrets)> {
-    let store = Store::open(&config.data_dir.join("soundcheck.sqlite"))?;
+    let store = Store::open(&config.data_dir.join(crate::datadir::DATABASE_FILE))?;
     let secrets = store.write_blocking(|tx| {
         use crate::store::settings;
         if let Some(k) = &config.ft_key {
@@ -123,6 +123,27 @@ pub fn open_store(config: &Config) -> anyhow::Result<(Store, Secrets)> {
     Ok((store, secrets))
 }
 
+/// The keys and webhook secret stored in an existing data directory, read without writing (a
+/// server may own it): what `keys` prints and what the client commands authenticate with.
+pub fn read_secrets(data_dir: &std::path::Path) -> anyhow::Result<Secrets> {
+    let path = data_dir.join(crate::datadir::DATABASE_FILE);
+    let conn = store::open_read_only(&path)?;
+    let get = |key: &str| -> anyhow::Result<String> {
+        store::settings::get(&conn, key)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no {key} yet: start `soundcheck serve --data-dir {}` once",
+                path.display(),
+                data_dir.display()
+            )
+        })
+    };
+    Ok(Secrets {
+        ft_key: get("ft_key")?,
+        tl_key: get("tl_key")?,
+        webhook_secret: store::webhooks::endpoint_get(&conn)?.secret,
+    })
+}
+
 /// Builds the router with every API and the middleware stack.
 pub fn router(state: AppState) -> Router {
     let latency = state.config.latency;
@@ -146,6 +167,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(fallback)
+        .layer(axum::middleware::map_response(method_not_allowed))
         .layer(axum::middleware::from_fn(move |req, next| {
             add_latency(latency, req, next)
         }))
@@ -156,6 +178,34 @@ pub fn router(state: AppState) -> Router {
 
 async fn fallback() -> crate::error::ApiError {
     crate::error::ApiError::not_found("No such endpoint.")
+}
+
+/// axum answers a known path with the wrong method by an empty `405` and an `Allow` header; give it
+/// the error envelope too (keeping `Allow`), so every error a client sees has the one shape.
+async fn method_not_allowed(resp: Response) -> Response {
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return resp;
+    }
+    let (mut parts, _) = resp.into_parts();
+    let allow = parts
+        .headers
+        .get(axum::http::header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let trace_id = crate::error::current_trace_id();
+    let body = envelope(
+        Code::InvalidRequest,
+        &format!("This method is not allowed on this path; allowed: {allow}."),
+        &trace_id,
+    );
+    let json = axum::Json(body).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, json.into_body())
 }
 
 /// `serve --latency`: every API request (`/v1/…`) waits this long before it is handled.
@@ -202,14 +252,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (jobs, generations) = store
-        .write(|tx| Ok((store::jobs::recover(tx)?, store::generations::recover(tx)?)))
-        .await?;
-    if jobs + generations > 0 {
+    let recovered = store.write(crate::jobs::worker::recover).await?;
+    if recovered.requeued + recovered.failed > 0 {
         tracing::info!(
-            jobs,
-            generations,
-            "re-queued work interrupted by the last shutdown"
+            requeued = recovered.requeued,
+            failed = recovered.failed,
+            "recovered work interrupted by the last shutdown"
         );
     }
     let addr = listener.local_addr()?;
@@ -242,6 +290,12 @@ pub async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(dispatcher.clone().run(shutdown.clone()));
+    tasks.spawn(crate::jobs::janitor::run(
+        store.clone(),
+        config.data_dir.clone(),
+        config.result_ttl,
+        shutdown.clone(),
+    ));
     let workers = Workers {
         store,
         registry,
@@ -261,16 +315,16 @@ pub async fn run(
     }
 
     let app = router(state);
-    let token = shutdown.clone();
-    // Peer addresses let the dashboard hand its keys to loopback clients only.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Responses go out as soon as they are written (no Nagle delay waiting for the client's ACK).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await?;
+    crate::http::serve(
+        listener,
+        app,
+        crate::http::Timeouts {
+            header_read: config.header_read_timeout,
+            idle: config.idle_timeout,
+        },
+        shutdown.clone(),
+    )
+    .await;
     // Running engines see the token and give their work back; wait for them a while.
     if tokio::time::timeout(Duration::from_secs(30), async {
         while tasks.join_next().await.is_some() {}

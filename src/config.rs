@@ -49,6 +49,25 @@ pub struct ServeArgs {
     #[arg(long, env = "SOUNDCHECK_MAX_UPLOAD_MB", default_value_t = 200)]
     pub max_upload_mb: u64,
 
+    /// Longest accepted audio, in seconds (uploads that declare or decode to more are refused
+    /// with 422 unsupported_audio).
+    #[arg(long, env = "SOUNDCHECK_MAX_DURATION_SECS",
+          default_value_t = crate::audio::limits::DEFAULT_MAX_DURATION_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub max_duration_secs: u64,
+
+    /// Seconds a client has to send a request's headers (from connecting, or from the previous
+    /// response on a keep-alive connection) before its connection is closed.
+    #[arg(long, env = "SOUNDCHECK_HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a connection may stay silent mid-request (stalled body, client not reading) before
+    /// it is closed.
+    #[arg(long, env = "SOUNDCHECK_IDLE_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+
     /// How long result URLs stay valid, in hours.
     #[arg(long, env = "SOUNDCHECK_RESULT_TTL_HOURS", default_value_t = 168)]
     pub result_ttl_hours: u64,
@@ -89,15 +108,35 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    /// The data directory, created if missing.
-    pub fn resolve(&self) -> std::io::Result<PathBuf> {
-        let dir = match &self.data_dir {
+    /// The data directory named by `--data-dir`, else the per-user default; nothing is created.
+    pub fn path(&self) -> PathBuf {
+        match &self.data_dir {
             Some(d) => d.clone(),
             None => directories::ProjectDirs::from("dev", "soundcheck", "soundcheck")
                 .map(|p| p.data_dir().to_path_buf())
                 .unwrap_or_else(|| PathBuf::from(".soundcheck")),
-        };
+        }
+    }
+
+    /// The data directory, created if missing: for `serve` and the model installers only.
+    pub fn resolve(&self) -> std::io::Result<PathBuf> {
+        let dir = self.path();
         std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// The data directory of a client command, which must already hold a database: a typo in
+    /// `--data-dir` is an error naming the path, never a new empty database with other keys.
+    pub fn existing(&self) -> anyhow::Result<PathBuf> {
+        let dir = self.path();
+        if !dir.join(crate::datadir::DATABASE_FILE).is_file() {
+            anyhow::bail!(
+                "no soundcheck database in {}: check --data-dir (or SOUNDCHECK_DATA_DIR), or run \
+                 `soundcheck serve --data-dir {}` once to create one",
+                dir.display(),
+                dir.display()
+            );
+        }
         Ok(dir)
     }
 }
@@ -116,7 +155,13 @@ pub struct Config {
     pub strict: bool,
     pub time_scale: f64,
     pub max_upload_bytes: u64,
+    /// Longest accepted audio (`--max-duration-secs`); applied process-wide at start.
+    pub max_duration_secs: u64,
     pub result_ttl: Duration,
+    /// A client must send a request's headers within this (`--header-timeout-secs`).
+    pub header_read_timeout: Duration,
+    /// A connection silent this long is closed (`--idle-timeout-secs`).
+    pub idle_timeout: Duration,
     pub workers: usize,
     pub generation_timeout: Duration,
     pub webhook_timeout: Duration,
@@ -151,7 +196,10 @@ impl Config {
             strict: args.strict,
             time_scale: args.time_scale,
             max_upload_bytes: args.max_upload_mb * 1024 * 1024,
+            max_duration_secs: args.max_duration_secs,
             result_ttl: Duration::from_secs(args.result_ttl_hours * 3600),
+            header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             workers: args
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -163,8 +211,9 @@ impl Config {
         })
     }
 
-    /// The configuration of an offline command (`keys`, `credits`): serve's defaults for the
-    /// given data directory, with the key overrides taken from the environment as `serve` would.
+    /// The configuration of an offline command (`models`, `generate`): serve's defaults for the
+    /// given data directory (created if missing), with overrides from the environment as `serve`
+    /// would take them.
     pub fn for_data_dir(data: &DataArgs) -> anyhow::Result<Config> {
         let mut args = ServeArgs::parse_from(["serve"]);
         args.data = data.clone();

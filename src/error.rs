@@ -105,15 +105,35 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The disk is full: nothing was stored, the client may retry later (`503`).
+    pub fn disk_full(detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!(trace_id = %current_trace_id(), "disk full: {detail}");
+        ApiError::new(
+            Code::ServiceUnavailable,
+            "The server's disk is full; nothing was stored. Try again later.",
+        )
+    }
+}
+
 impl From<crate::store::Error> for ApiError {
     fn from(e: crate::store::Error) -> ApiError {
-        ApiError::internal(e)
+        if e.is_disk_full() {
+            ApiError::disk_full(e)
+        } else {
+            ApiError::internal(e)
+        }
     }
 }
 
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> ApiError {
-        ApiError::internal(e)
+        // ENOSPC and EDQUOT: out of space or over quota.
+        if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(122) {
+            ApiError::disk_full(e)
+        } else {
+            ApiError::internal(e)
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! A map of the crate, in the order a request walks through it:
 //! - [`config`]: defaults ← `SOUNDCHECK_*` env ← flags.
+//! - [`datadir`]: one server per data directory (an exclusive lock naming its owner).
 //! - [`app`]: `AppState`, the router, `run()` and graceful shutdown.
+//! - [`http`]: the HTTP/1.1 listener with header-read and idle timeouts.
 //! - [`api`]: one file per resource (generations, jobs, webhook admin, credits, media); handlers
 //!   validate and call the store or a service.
 //! - [`error`]: `ApiError`, rendered as the contract's error envelope.
@@ -23,10 +25,12 @@ pub mod app;
 pub mod audio;
 pub mod cli;
 pub mod config;
+pub mod datadir;
 pub mod dashboard;
 pub mod engines;
 pub mod error;
 pub mod faults;
+pub mod http;
 pub mod ids;
 pub mod jobs;
 pub mod models;

@@ -158,7 +158,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Keys(data) => {
-            let (_, secrets) = soundcheck::app::open_store(&offline_config(&data)?)?;
+            let secrets = soundcheck::app::read_secrets(&data.existing()?)?;
             print!("{}", secrets.env_lines());
             Ok(())
         }
@@ -230,14 +230,27 @@ fn main() -> anyhow::Result<()> {
                 CreditsAction::Show(d) => (d, None),
                 CreditsAction::Add { amount, data } => (data, Some(amount)),
             };
-            let (store, _) = soundcheck::app::open_store(&offline_config(&data)?)?;
-            let balance = store.write_blocking(|tx| match amount {
-                Some(n) if n > 0 => soundcheck::store::credits::record(tx, None, "grant", n),
-                _ => soundcheck::store::credits::balance(tx),
-            })?;
-            if amount.is_some_and(|n| n <= 0) {
-                anyhow::bail!("amount must be a positive integer");
-            }
+            let dir = data.existing()?;
+            let balance = match amount {
+                None => {
+                    let path = dir.join(soundcheck::datadir::DATABASE_FILE);
+                    let conn = soundcheck::store::open_read_only(&path)?;
+                    soundcheck::store::credits::balance(&conn)?
+                }
+                Some(n) if n <= 0 => anyhow::bail!("amount must be a positive integer"),
+                Some(n) => {
+                    // A write: only while no server owns the directory (it would race its ledger);
+                    // with one running, `POST /v1/credits` adds credits through it.
+                    let _lock = soundcheck::datadir::DataDirLock::acquire(&dir).map_err(|e| {
+                        anyhow::anyhow!("{e}; add credits through it with POST /v1/credits")
+                    })?;
+                    let store =
+                        soundcheck::store::Store::open(&dir.join(soundcheck::datadir::DATABASE_FILE))?;
+                    store.write_blocking(|tx| {
+                        soundcheck::store::credits::record(tx, None, "grant", n)
+                    })?
+                }
+            };
             println!("{balance}");
             Ok(())
         }
@@ -250,9 +263,19 @@ fn offline_config(data: &DataArgs) -> anyhow::Result<Config> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::from_args(&args)?;
+    // First, before anything reads or re-queues work: is this data directory ours?
+    let lock = soundcheck::datadir::DataDirLock::acquire(&config.data_dir)?;
+    soundcheck::audio::limits::set_max_duration_secs(config.max_duration_secs);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.addr).await?;
+        if let Some(url) = &config.webhook_url {
+            soundcheck::webhooks::guard::check_url(url, config.strict)
+                .await
+                .map_err(|e| anyhow::anyhow!("--webhook-url: {e}"))?;
+        }
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("could not listen on {}: {e} (choose another with --addr)", config.addr))?;
         let registry = soundcheck::engines::try_registry(&config)?;
         let (store, secrets) = soundcheck::app::open_store(&config)?;
         let addr = listener.local_addr()?;
@@ -260,6 +283,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
+        lock.record(Some(&base))?;
         println!(
             "soundcheck {} listening on {base}",
             env!("CARGO_PKG_VERSION")

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::config::{Config, DataArgs};
+use crate::config::DataArgs;
 
 /// Where the server is and which keys to use.
 #[derive(Debug, Clone, Args)]
@@ -208,7 +208,10 @@ impl Client {
         let (tl_key, ft_key) = match (&args.api_key, &args.ft_key) {
             (Some(tl), Some(ft)) => (tl.clone(), ft.clone()),
             (tl, ft) => {
-                let (_, secrets) = crate::app::open_store(&Config::for_data_dir(&args.data)?)
+                let secrets = args
+                    .data
+                    .existing()
+                    .and_then(|dir| crate::app::read_secrets(&dir))
                     .context("reading the keys from the data directory (or pass --api-key)")?;
                 (
                     tl.clone().unwrap_or(secrets.tl_key),

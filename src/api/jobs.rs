@@ -35,6 +35,8 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 const INLINE_UPLOAD: usize = 1 << 20;
 /// Longest accepted text field of a multipart submission.
 const MAX_FIELD_BYTES: usize = 16 * 1024;
+/// Most text fields in one multipart body (every endpoint takes fewer than a dozen).
+pub(super) const MAX_FIELDS: usize = 64;
 
 pub fn router() -> OpenApiRouter<AppState> {
     let submits = OpenApiRouter::new()
@@ -403,6 +405,11 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                     "Unexpected file field `{name}`; send the file as `audio`."
                 )));
             } else {
+                if fields.len() >= MAX_FIELDS {
+                    return Err(ApiError::invalid(format!(
+                        "Too many fields: at most {MAX_FIELDS} text fields beside `audio`."
+                    )));
+                }
                 let mut value = Vec::new();
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                     value.extend_from_slice(&chunk);

@@ -1,7 +1,14 @@
 //! Result files at unguessable, expiring URLs: `GET /media/{token}/{filename}`, with HTTP Range
 //! support (tower-http's `ServeFile`). No API key: the token is the capability.
+//!
+//! [`range_preconditions`] applies the two RFC 9110 rules `ServeFile` does not before it sees the
+//! request: a `Range` in a unit other than `bytes` is ignored (the whole file, `200`), and a
+//! `Range` under an `If-Range` whose validator does not match the file is ignored too.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
@@ -43,9 +50,111 @@ async fn media_get(
     if media.expires_at < crate::store::now_ms() {
         return Err(ApiError::not_found("This link has expired."));
     }
-    let resp = ServeFile::new(&media.path)
+    let resp = serve_file(&media.path, req).await?;
+    Ok(resp.into_response())
+}
+
+/// Serves a file with `ServeFile` after [`range_preconditions`].
+pub(crate) async fn serve_file(path: &str, mut req: Request) -> ApiResult<Response> {
+    let modified = tokio::fs::metadata(path)
+        .await
+        .ok()
+        .and_then(|m| m.modified().ok());
+    range_preconditions(req.headers_mut(), modified);
+    let resp = ServeFile::new(path)
         .oneshot(req)
         .await
         .map_err(ApiError::internal)?;
     Ok(resp.into_response())
+}
+
+/// Drops a `Range` header that RFC 9110 says to ignore, and the `If-Range` that decided it:
+/// - a range unit other than `bytes` (§14.2: "ignore a Range header field … with a range unit it
+///   does not understand");
+/// - an `If-Range` whose validator is not the file's `Last-Modified` to the second (§13.1.5). The
+///   files carry no ETag, so an entity-tag never matches; nor does a weak or unparseable value.
+///
+/// What is left is either no `Range` (the whole file) or a `bytes` range for `ServeFile` to parse.
+pub fn range_preconditions(headers: &mut HeaderMap, modified: Option<SystemTime>) {
+    let ranges: Vec<_> = headers.get_all(header::RANGE).iter().collect();
+    let keep_range = match ranges.as_slice() {
+        [] => true,
+        [one] => one
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim_start().get(..6))
+            .is_some_and(|unit| unit.eq_ignore_ascii_case("bytes=")),
+        _ => false,
+    };
+    let if_range: Vec<_> = headers.get_all(header::IF_RANGE).iter().collect();
+    let validator_matches = match if_range.as_slice() {
+        [] => true,
+        [one] => {
+            let date = one
+                .to_str()
+                .ok()
+                .filter(|v| !v.trim_start().starts_with(['"', 'W']))
+                .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+            match (date, modified) {
+                (Some(date), Some(modified)) => whole_seconds(date) == whole_seconds(modified),
+                _ => false,
+            }
+        }
+        _ => false,
+    };
+    if !keep_range || !validator_matches {
+        headers.remove(header::RANGE);
+    }
+    headers.remove(header::IF_RANGE);
+}
+
+fn whole_seconds(t: SystemTime) -> Option<u64> {
+    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use std::time::Duration;
+
+    fn apply(range: Option<&str>, if_range: Option<&str>, modified: Option<SystemTime>) -> bool {
+        let mut h = HeaderMap::new();
+        if let Some(r) = range {
+            h.insert(header::RANGE, HeaderValue::from_str(r).unwrap());
+        }
+        if let Some(v) = if_range {
+            h.insert(header::IF_RANGE, HeaderValue::from_str(v).unwrap());
+        }
+        range_preconditions(&mut h, modified);
+        assert!(h.get(header::IF_RANGE).is_none());
+        h.get(header::RANGE).is_some()
+    }
+
+    #[test]
+    fn ranges_in_other_units_or_under_a_mismatched_if_range_are_ignored() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let date = httpdate::fmt_http_date(t);
+        assert!(apply(Some("bytes=0-99"), None, Some(t)));
+        assert!(apply(Some("BYTES=0-99"), None, Some(t)));
+        // Unknown units: ignored, not 416.
+        assert!(!apply(Some("items=0-5"), None, Some(t)));
+        assert!(!apply(Some("bytes"), None, Some(t)));
+        assert!(!apply(Some("0-99"), None, Some(t)));
+        // If-Range: only the exact Last-Modified keeps the range.
+        assert!(apply(Some("bytes=0-99"), Some(&date), Some(t)));
+        assert!(apply(
+            Some("bytes=0-99"),
+            Some(&date),
+            Some(t + Duration::from_millis(400))
+        ));
+        let later = httpdate::fmt_http_date(t + Duration::from_secs(1));
+        assert!(!apply(Some("bytes=0-99"), Some(&later), Some(t)));
+        assert!(!apply(Some("bytes=0-99"), Some("junk"), Some(t)));
+        assert!(!apply(Some("bytes=0-99"), Some("\"abc\""), Some(t)));
+        assert!(!apply(Some("bytes=0-99"), Some("W/\"abc\""), Some(t)));
+        assert!(!apply(Some("bytes=0-99"), Some(&date), None));
+        // No Range: nothing to do; a stray If-Range is dropped.
+        assert!(!apply(None, Some("junk"), Some(t)));
+    }
 }

@@ -32,15 +32,56 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(media::router())
 }
 
+/// Largest JSON request body on any route (every JSON body of both APIs is a few hundred bytes).
+pub const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
+
 /// A JSON request body whose rejections (bad syntax, wrong content type, too large) come back in
-/// the error envelope instead of axum's plain text.
+/// the error envelope instead of axum's plain text. Capped at [`MAX_JSON_BODY`] whatever the
+/// route's own body limit (upload routes lift theirs): a declared length over the cap is refused
+/// before a byte is read, an undeclared one as soon as it passes the cap.
 pub struct JsonBody(pub Value);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<Value>::from_request(req, state).await {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let too_large = || {
+            ApiError::new(
+                Code::PayloadTooLarge,
+                format!("JSON bodies are limited to {} MB.", MAX_JSON_BODY / (1024 * 1024)),
+            )
+        };
+        let headers = req.headers();
+        let json_type = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .is_some_and(|m| {
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        if !json_type {
+            return Err(ApiError::invalid("Content-Type must be application/json."));
+        }
+        let declared = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_JSON_BODY as u64) {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BODY)
+            .await
+            .map_err(|e| {
+                let length_limit = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                if length_limit || e.to_string().contains("length limit") {
+                    too_large()
+                } else {
+                    ApiError::invalid(format!("Could not read the request body: {e}"))
+                }
+            })?;
+        match axum::Json::<Value>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(JsonBody(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }

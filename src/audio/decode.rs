@@ -23,11 +23,17 @@ use symphonia::core::meta::{MetadataOptions, StandardTagKey, Tag};
 use symphonia::core::probe::Hint;
 
 use super::error::{Error, Result};
+use super::limits;
 use super::Audio;
 
 /// Most samples (all channels together) one decode may produce: about 3.4 hours of 44.1 kHz
-/// stereo, 4 GiB of `f32`. Guards against tiny files that declare or expand to absurd lengths.
+/// stereo, 4 GiB of `f32`. A memory bound beside [`limits`]' duration cap (many channels at a high
+/// rate reach it sooner).
 pub const MAX_SAMPLES: usize = 1 << 30;
+
+/// Most frames per channel reserved up front from a declared length; past this the buffers grow as
+/// audio actually decodes, so a header that lies about its length allocates nothing.
+const MAX_PREALLOCATED_FRAMES: u64 = 1 << 22;
 
 /// Undecodable packets tolerated in a row before the stream is declared corrupt; a few bad
 /// packets in a long MP3 are normal, hundreds in a row mean garbage.
@@ -133,9 +139,15 @@ fn probe_source(
             }
             match opened.decoder.decode(&packet) {
                 Ok(buf) => {
-                    let spec = buf.spec();
+                    let spec = *buf.spec();
                     info.sample_rate = spec.rate;
                     info.channels = spec.channels.count();
+                    limits::check_format(spec.rate, info.channels)?;
+                    let mut first = vec![Vec::new(); info.channels];
+                    append_planar(&buf, &mut first);
+                    for (c, ch) in first.iter().enumerate() {
+                        limits::check_finite(ch, c, 0)?;
+                    }
                     break;
                 }
                 Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => {
@@ -212,6 +224,7 @@ fn open(source: Box<dyn MediaSource>, ext: Option<&str>) -> Result<Opened> {
         })
         .cloned()
         .ok_or_else(|| Error::Unsupported("no audio track".into()))?;
+    check_declared(&track)?;
     let decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| match e {
@@ -224,6 +237,20 @@ fn open(source: Box<dyn MediaSource>, ext: Option<&str>) -> Result<Opened> {
         track,
         tags,
     })
+}
+
+/// Refuses what the headers declare before a decoder or buffer is made from it: a sample rate or
+/// channel count outside [`limits`], or a length beyond the duration cap.
+fn check_declared(track: &Track) -> Result<()> {
+    let params = &track.codec_params;
+    if let Some(rate) = params.sample_rate {
+        let channels = params.channels.map_or(1, |c| c.count());
+        limits::check_format(rate, channels)?;
+        if let Some(frames) = params.n_frames {
+            limits::check_length(frames, rate, true)?;
+        }
+    }
+    Ok(())
 }
 
 fn decode_source(
@@ -244,12 +271,10 @@ fn decode_inner(
     let mut rate = 0u32;
     let mut channels: Vec<Vec<f32>> = Vec::new();
     if let (Some(n), Some(c)) = (declared, opened.track.codec_params.channels) {
-        let total = (n as usize).saturating_mul(c.count());
-        if total <= MAX_SAMPLES {
-            channels = (0..c.count())
-                .map(|_| Vec::with_capacity(n as usize))
-                .collect();
-        }
+        let reserve = n.min(MAX_PREALLOCATED_FRAMES) as usize;
+        channels = (0..c.count())
+            .map(|_| Vec::with_capacity(reserve))
+            .collect();
     }
     let mut consecutive_errors = 0usize;
     let mut decoded_any = false;
@@ -295,6 +320,7 @@ fn decode_inner(
                     "audio has no sample rate or channels".into(),
                 ));
             }
+            limits::check_format(spec.rate, n_ch)?;
             rate = spec.rate;
             if channels.len() != n_ch {
                 channels = vec![Vec::new(); n_ch];
@@ -305,7 +331,12 @@ fn decode_inner(
                 "sample rate or channel count changes mid-stream".into(),
             ));
         }
+        let before = channels[0].len();
         append_planar(&buf, &mut channels);
+        for (c, ch) in channels.iter().enumerate() {
+            limits::check_finite(&ch[before..], c, before)?;
+        }
+        limits::check_length(channels[0].len() as u64, rate, false)?;
         if channels[0].len().saturating_mul(n_ch) > MAX_SAMPLES {
             return Err(Error::Unsupported(format!(
                 "longer than {} samples",
@@ -669,6 +700,97 @@ mod tests {
                 assert!(e.is_client_error(), "{ext}: {e}");
             }
             assert!(t.elapsed() < Duration::from_secs(5));
+        }
+    }
+
+    /// A 16-bit PCM WAV written byte by byte, so its header can say anything.
+    fn raw_wav(rate: u32, channels: u16, data_len: u32, data: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(b"RIFF");
+        v.extend_from_slice(&data_len.wrapping_add(36).to_le_bytes());
+        v.extend_from_slice(b"WAVEfmt ");
+        v.extend_from_slice(&16u32.to_le_bytes());
+        v.extend_from_slice(&1u16.to_le_bytes());
+        v.extend_from_slice(&channels.to_le_bytes());
+        v.extend_from_slice(&rate.to_le_bytes());
+        v.extend_from_slice(&rate.wrapping_mul(2 * channels as u32).to_le_bytes());
+        v.extend_from_slice(&(2 * channels).to_le_bytes());
+        v.extend_from_slice(&16u16.to_le_bytes());
+        v.extend_from_slice(b"data");
+        v.extend_from_slice(&data_len.to_le_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    /// The 144-byte WAVs that grew the server past 15 GB: a `fmt` rate of 0xFFFFFFFF, or one flipped
+    /// bit turning 11,025 Hz into 134,228,753 Hz. Refused from the header, naming the field, by
+    /// both the probe and the decoder.
+    #[test]
+    fn absurd_sample_rates_are_refused_before_decoding() {
+        let data = vec![0u8; 100];
+        for rate in [u32::MAX, 11_025 | (1 << 27), 0x7FFF_FFFF, 999, 800_000] {
+            let wav = raw_wav(rate, 1, 100, &data);
+            assert_eq!(wav.len(), 144);
+            for r in [
+                probe_bytes(bytes::Bytes::from(wav.clone()), Some("wav")).map(|_| ()),
+                decode_bytes(wav.clone(), Some("wav")).map(|_| ()),
+            ] {
+                let e = r.unwrap_err();
+                // symphonia itself may refuse some of these first; ours names the field.
+                assert!(e.is_client_error(), "{rate}: {e}");
+                if rate >= 999 && e.code() == "unsupported_audio" && rate != 0x7FFF_FFFF {
+                    assert!(e.to_string().contains("sample_rate"), "{rate}: {e}");
+                }
+            }
+        }
+        assert!(decode_bytes(raw_wav(11_025, 1, 100, &data), Some("wav")).is_ok());
+    }
+
+    #[test]
+    fn too_many_channels_and_declared_lengths_beyond_the_cap_are_refused() {
+        // symphonia's WAV reader refuses this itself; the bound covers every container.
+        let e = decode_bytes(raw_wav(44_100, 40, 160, &[0u8; 160]), Some("wav")).unwrap_err();
+        assert!(e.is_client_error() && e.to_string().contains("channel"), "{e}");
+        // 0x7FFF0000 bytes of 8 kHz mono declare ~37 hours in a 144-byte file.
+        let wav = raw_wav(8_000, 1, 0x7FFF_0000, &[0u8; 100]);
+        let e = probe_bytes(bytes::Bytes::from(wav.clone()), Some("wav")).unwrap_err();
+        assert!(e.to_string().contains("duration"), "{e}");
+        assert!(decode_bytes(wav, Some("wav")).is_err());
+    }
+
+    /// Float WAVs carrying NaN or infinity are corrupt: refused by the probe when the first packet
+    /// has them, and by the decoder wherever they are.
+    #[test]
+    fn non_finite_samples_are_refused() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0usize, 10, 40_000] {
+                let spec = hound::WavSpec {
+                    channels: 2,
+                    sample_rate: 44_100,
+                    bits_per_sample: 32,
+                    sample_format: hound::SampleFormat::Float,
+                };
+                let mut cur = Cursor::new(Vec::new());
+                {
+                    let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
+                    for i in 0..44_100usize {
+                        w.write_sample(0.1f32).unwrap();
+                        w.write_sample(if i == at { bad } else { 0.1 }).unwrap();
+                    }
+                    w.finalize().unwrap();
+                }
+                let bytes = cur.into_inner();
+                let e = decode_bytes(bytes.clone(), Some("wav")).unwrap_err();
+                assert_eq!(e.code(), "corrupt_audio", "{e}");
+                assert!(e.to_string().contains(&format!("frame {at} of channel 1")), "{e}");
+                let probed = probe_bytes(bytes::Bytes::from(bytes), Some("wav"));
+                // The probe sees the first packet only.
+                match at {
+                    0 => assert!(probed.is_err(), "{bad} at {at}"),
+                    40_000 => assert!(probed.is_ok(), "{bad} at {at}: {probed:?}"),
+                    _ => {}
+                }
+            }
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod decode;
 pub mod encode;
 pub mod error;
+pub mod limits;
 pub mod loudness;
 mod mp3;
 pub mod resample;

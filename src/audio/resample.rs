@@ -51,6 +51,15 @@ pub fn resample_planar(
     to: u32,
     quality: Quality,
 ) -> Result<Vec<Vec<f32>>> {
+    // The FFT sizes follow the rates' ratio: a rate outside the decoder's bounds (which no decoded
+    // file has) could ask for an FFT of billions of points.
+    for rate in [from, to] {
+        if !(super::limits::MIN_SAMPLE_RATE..=super::limits::MAX_SAMPLE_RATE).contains(&rate) {
+            return Err(Error::Invalid(format!(
+                "sample rate {rate} Hz is outside the supported range"
+            )));
+        }
+    }
     let n_ch = channels.len();
     let frames = channels.first().map_or(0, Vec::len);
     let want = ((frames as u128 * to as u128 + from as u128 / 2) / from as u128) as usize;

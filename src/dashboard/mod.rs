@@ -5,17 +5,22 @@
 //! clients get `404`, and the page tells them to use the API. The same goes for a job's uploaded
 //! input (`GET /dashboard/jobs/{id}/input`), which the API never hands out but the job's detail
 //! page draws beside its results.
+//!
+//! A loopback peer is not enough on its own: with DNS rebinding, a web page the developer visits
+//! (`evil.example`) has its name re-pointed at 127.0.0.1, and the browser then connects from
+//! loopback while sending `Host: evil.example`. So those routes also require the `Host` header to
+//! name this machine (`localhost`, a loopback address) or the host of `--public-url`. Every
+//! dashboard response forbids framing (`frame-ancestors 'none'`, `X-Frame-Options: DENY`), so no
+//! other page can overlay it to click its buttons.
 
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -31,6 +36,18 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/app.css", get(dashboard_css))
         .route("/dashboard/config", get(dashboard_config))
         .route("/dashboard/jobs/{id}/input", get(dashboard_job_input))
+        .layer(axum::middleware::map_response(forbid_framing))
+}
+
+/// No other site may frame the dashboard (clickjacking its buttons).
+async fn forbid_framing(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
 }
 
 async fn dashboard_index() -> impl IntoResponse {
@@ -48,9 +65,17 @@ async fn dashboard_css() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS)
 }
 
-/// Refuses clients that do not connect from a loopback address.
-fn loopback_only(peer: SocketAddr) -> ApiResult<()> {
-    if peer.ip().is_loopback() {
+/// Refuses clients that do not connect from a loopback address, or that name another host than
+/// this machine or `--public-url`'s (DNS rebinding).
+fn loopback_only(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> ApiResult<()> {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let public_host = state
+        .config
+        .public_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    if peer.ip().is_loopback() && host.is_some_and(|h| is_local_host(h, public_host.as_deref())) {
         Ok(())
     } else {
         Err(ApiError::not_found(
@@ -59,13 +84,39 @@ fn loopback_only(peer: SocketAddr) -> ApiResult<()> {
     }
 }
 
+/// True when a `Host` header (with or without a port) names this machine: `localhost`, a loopback
+/// address, or the configured public host.
+pub fn is_local_host(host: &str, public_host: Option<&str>) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    // "[::1]:8080" → "::1"; "127.0.0.1:8080" → "127.0.0.1"; "localhost" stays.
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inside, tail)) if tail.is_empty() || tail.starts_with(':') => inside.to_string(),
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_string(),
+            Some(_) => return false,
+            None => host.clone(),
+        }
+    };
+    let name = name.trim_end_matches('.');
+    if name == "localhost" || public_host.is_some_and(|p| p.trim_matches(['[', ']']) == name) {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The base URL, both keys, the installed engines, the model catalog with what is installed and
 /// loaded, and the start-up hints (what to install next), for loopback clients only.
 async fn dashboard_config(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> ApiResult<impl IntoResponse> {
-    loopback_only(peer)?;
+    loopback_only(&state, peer, &headers)?;
     let engines: Vec<(String, String)> = state.registry.describe();
     let data_dir = state.config.data_dir.clone();
     let models = tokio::task::spawn_blocking(move || crate::models::rows(&data_dir))
@@ -107,7 +158,7 @@ async fn dashboard_job_input(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    loopback_only(peer)?;
+    loopback_only(&state, peer, req.headers())?;
     let job = state
         .store
         .read(move |c| crate::store::jobs::get(c, &id))
@@ -137,12 +188,45 @@ async fn dashboard_job_input(
             "This job's upload is no longer on disk.",
         ));
     }
-    let mut resp = ServeFile::new(&job.upload_path)
-        .oneshot(req)
-        .await
-        .map_err(ApiError::internal)?
-        .into_response();
+    let mut resp = crate::api::media::serve_file(&job.upload_path, req).await?;
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local_host;
+
+    #[test]
+    fn only_names_of_this_machine_or_the_public_host_count_as_local() {
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "127.1.2.3:1",
+            "localhost:8080",
+            "LOCALHOST",
+            "localhost.",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(is_local_host(ok, None), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "10.0.0.1:8080",
+            "[::1]x",
+            "[fe80::1]:80",
+            "localhost:80x",
+            "",
+            "0.0.0.0:8080",
+        ] {
+            assert!(!is_local_host(bad, None), "{bad}");
+        }
+        assert!(is_local_host("studio.lan:8443", Some("studio.lan")));
+        assert!(!is_local_host("other.lan:8443", Some("studio.lan")));
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod engine;
 pub mod generator;
+pub mod janitor;
 
 pub use engine::{Engine, EngineError, JobContext, JobKind, JobOutput, Resource};
 pub use generator::{GenerationRequest, Generator};

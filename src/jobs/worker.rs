@@ -345,44 +345,64 @@ impl Workers {
         job: &Job,
         outcome: Result<(Value, Vec<MediaRow>), EngineError>,
     ) -> store::Result<()> {
-        let job_id = job.id.clone();
-        let price = job.credits_reserved;
         match &outcome {
-            Ok(_) => tracing::info!(job = %job_id, "job completed"),
-            Err(e) => tracing::warn!(job = %job_id, code = e.code(), "job failed: {e}"),
+            Ok(_) => tracing::info!(job = %job.id, "job completed"),
+            Err(e) => tracing::warn!(job = %job.id, code = e.code(), "job failed: {e}"),
         }
-        self.store
-            .write(move |tx| {
-                match outcome {
-                    Ok((result, media)) => {
-                        for m in &media {
-                            store::media::insert(
-                                tx,
-                                &m.token,
-                                &m.path,
-                                &m.filename,
-                                &m.owner,
-                                m.expires_at,
-                            )?;
-                        }
-                        store::jobs::complete(tx, &job_id, &result, price)?;
-                        credits::record(tx, Some(&job_id), "charge", 0)?;
-                    }
-                    Err(e) => {
-                        // Failures on our side are refunded; a bad input is charged.
-                        let ours = matches!(e.code(), "internal_error" | "service_unavailable");
-                        let used = if ours { 0 } else { price };
-                        store::jobs::fail(tx, &job_id, e.code(), &e.to_string(), used)?;
-                        let kind = if ours { "refund" } else { "charge" };
-                        credits::record(tx, Some(&job_id), kind, if ours { price } else { 0 })?;
-                    }
+        let end = match outcome {
+            Ok((result, media)) => End::Completed(result, media),
+            Err(e) => End::Failed {
+                code: e.code(),
+                message: e.to_string(),
+            },
+        };
+        let (id, price) = (job.id.clone(), job.credits_reserved);
+        self.commit_end(&job.id, end, move |tx, end| {
+            finish_job_tx(tx, &id, price, end)
+        })
+        .await
+    }
+
+    /// Commits the end of a run, retrying with backoff while the store cannot write (a full disk,
+    /// an I/O error): a finished run is never left `running` because one write failed. An end
+    /// that cannot be stored for another reason is replaced by an `internal_error` failure.
+    /// Gives up only at shutdown, leaving the row to the next start's recovery.
+    async fn commit_end(
+        &self,
+        id: &str,
+        end: End,
+        write: impl Fn(&rusqlite::Connection, End) -> store::Result<()> + Clone + Send + 'static,
+    ) -> store::Result<()> {
+        let mut end = end;
+        let mut delay = FINISH_RETRY_FIRST;
+        loop {
+            let (attempt, write_once) = (end.clone(), write.clone());
+            let error = match self.store.write(move |tx| write_once(tx, attempt)).await {
+                Ok(()) => {
+                    self.dispatcher.wake();
+                    return Ok(());
                 }
-                let job = store::jobs::get(tx, &job_id)?.expect("job exists");
-                crate::webhooks::enqueue_job_event(tx, &job)
-            })
-            .await?;
-        self.dispatcher.wake();
-        Ok(())
+                Err(e) => e,
+            };
+            if !error.is_transient() && !matches!(end, End::Failed { code: "internal_error", .. }) {
+                tracing::error!(id, "could not record the end of the run ({error}); failing it");
+                end = End::Failed {
+                    code: "internal_error",
+                    message: format!("the result could not be stored: {error}"),
+                };
+                continue;
+            }
+            tracing::error!(
+                id,
+                retry_in_ms = delay.as_millis() as u64,
+                "could not record the end of the run: {error}"
+            );
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(error),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(FINISH_RETRY_MAX);
+        }
     }
 
     async fn run_generation(&self, g: Generation) -> store::Result<()> {
@@ -460,38 +480,122 @@ impl Workers {
         g: &Generation,
         outcome: Result<(String, f64, Vec<MediaRow>), String>,
     ) -> store::Result<()> {
-        let id = g.id.clone();
         match &outcome {
-            Ok(_) => tracing::info!(generation = %id, "generation completed"),
-            Err(e) => tracing::warn!(generation = %id, "generation failed: {e}"),
+            Ok(_) => tracing::info!(generation = %g.id, "generation completed"),
+            Err(e) => tracing::warn!(generation = %g.id, "generation failed: {e}"),
         }
-        self.store
-            .write(move |tx| {
-                let finished = match outcome {
-                    Ok((url, seconds, media)) => {
-                        for m in &media {
-                            store::media::insert(
-                                tx,
-                                &m.token,
-                                &m.path,
-                                &m.filename,
-                                &m.owner,
-                                m.expires_at,
-                            )?;
-                        }
-                        store::generations::complete(tx, &id, &url, seconds, &Value::Null)?
-                    }
-                    Err(message) => store::generations::fail(tx, &id, &message)?,
-                };
-                crate::webhooks::enqueue_generation_event(tx, &finished)
-            })
-            .await?;
-        self.dispatcher.wake();
-        Ok(())
+        let end = match outcome {
+            Ok((url, seconds, media)) => End::Generated(url, seconds, media),
+            Err(message) => End::Failed {
+                code: "internal_error",
+                message,
+            },
+        };
+        let id = g.id.clone();
+        self.commit_end(&g.id, end, move |tx, end| {
+            finish_generation_tx(tx, &id, end)
+        })
+        .await
     }
 }
 
+/// Runs of one job or generation that a crash may cut off before it is failed instead of queued
+/// again: an input that kills the process must not keep the server down.
+pub const MAX_RUNS: i64 = 2;
+
+/// First and longest wait between attempts to record a run's end while the store cannot write.
+const FINISH_RETRY_FIRST: Duration = Duration::from_millis(100);
+const FINISH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How a run ended, in a form that can be written again if the first commit fails.
+#[derive(Debug, Clone)]
+enum End {
+    /// A job's result (with its `$file`s already turned into media rows).
+    Completed(Value, Vec<MediaRow>),
+    /// A generation's audio URL, length in seconds and media row.
+    Generated(String, f64, Vec<MediaRow>),
+    /// Either kind failed with this contract code.
+    Failed { code: &'static str, message: String },
+}
+
+/// What start-up recovery did with the work a crash interrupted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Jobs and generations queued again.
+    pub requeued: usize,
+    /// Jobs and generations failed because [`MAX_RUNS`] runs were all cut off.
+    pub failed: usize,
+}
+
+/// At start-up, in one transaction: work that a crash cut off [`MAX_RUNS`] times ends `failed`
+/// (`internal_error`, refunded, webhook sent); everything else left running is queued again.
+pub fn recover(tx: &rusqlite::Connection) -> store::Result<Recovered> {
+    let mut done = Recovered::default();
+    let poison = |runs: i64| End::Failed {
+        code: "internal_error",
+        message: format!(
+            "The server stopped during each of this request's {runs} runs; it is not run again \
+             in case its input is what stops it."
+        ),
+    };
+    for job in store::jobs::interrupted_too_often(tx, MAX_RUNS)? {
+        tracing::error!(job = %job.id, runs = job.runs, "failing a job that every run crashed");
+        finish_job_tx(tx, &job.id, job.credits_reserved, poison(job.runs))?;
+        done.failed += 1;
+    }
+    for id in store::generations::interrupted_too_often(tx, MAX_RUNS)? {
+        tracing::error!(generation = %id, "failing a generation that every run crashed");
+        finish_generation_tx(tx, &id, poison(MAX_RUNS))?;
+        done.failed += 1;
+    }
+    done.requeued = store::jobs::recover(tx)? + store::generations::recover(tx)?;
+    Ok(done)
+}
+
+/// A job's end in the caller's transaction: its row, its media, the credit movement (failures on
+/// our side are refunded, a bad input is charged) and the webhook event.
+fn finish_job_tx(tx: &rusqlite::Connection, job_id: &str, price: i64, end: End) -> store::Result<()> {
+    match end {
+        End::Completed(result, media) => {
+            insert_media(tx, &media)?;
+            store::jobs::complete(tx, job_id, &result, price)?;
+            credits::record(tx, Some(job_id), "charge", 0)?;
+        }
+        End::Generated(..) => unreachable!("a job does not end as a generation"),
+        End::Failed { code, message } => {
+            let ours = matches!(code, "internal_error" | "service_unavailable");
+            let used = if ours { 0 } else { price };
+            store::jobs::fail(tx, job_id, code, &message, used)?;
+            let kind = if ours { "refund" } else { "charge" };
+            credits::record(tx, Some(job_id), kind, if ours { price } else { 0 })?;
+        }
+    }
+    let job = store::jobs::get(tx, job_id)?.expect("job exists");
+    crate::webhooks::enqueue_job_event(tx, &job)
+}
+
+/// A generation's end in the caller's transaction: its row, its media and its webhook event.
+fn finish_generation_tx(tx: &rusqlite::Connection, id: &str, end: End) -> store::Result<()> {
+    let finished = match end {
+        End::Generated(url, seconds, media) => {
+            insert_media(tx, &media)?;
+            store::generations::complete(tx, id, &url, seconds, &Value::Null)?
+        }
+        End::Failed { message, .. } => store::generations::fail(tx, id, &message)?,
+        End::Completed(..) => unreachable!("a generation does not end as a job"),
+    };
+    crate::webhooks::enqueue_generation_event(tx, &finished)
+}
+
+fn insert_media(tx: &rusqlite::Connection, media: &[MediaRow]) -> store::Result<()> {
+    for m in media {
+        store::media::insert(tx, &m.token, &m.path, &m.filename, &m.owner, m.expires_at)?;
+    }
+    Ok(())
+}
+
 /// A media row to insert with the finishing transaction.
+#[derive(Debug, Clone)]
 struct MediaRow {
     token: String,
     path: String,
@@ -569,6 +673,96 @@ pub(crate) fn write_mp3_atomically(audio: &Audio, path: &Path) -> Result<f64, En
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::jobs::{NewJob, NewUpload};
+
+    fn queued_job(store: &Store, id: &str) {
+        store
+            .write_blocking(|tx| {
+                store::credits::ensure_initial_grant(tx)?;
+                store::webhooks::endpoint_ensure(tx, "whsec_dGVzdA==")?;
+                store::webhooks::endpoint_set_url(tx, Some("http://127.0.0.1:9/hook"))?;
+                store::jobs::insert(
+                    tx,
+                    &NewUpload {
+                        id: format!("upl_{id}"),
+                        path: "/nonexistent".into(),
+                        filename: None,
+                        size: 1,
+                        sha256: String::new(),
+                        data: None,
+                    },
+                    &NewJob {
+                        id: id.into(),
+                        endpoint: "/v1/separate".into(),
+                        engine: "dsp".into(),
+                        params: json!({}),
+                        fault: None,
+                        trace_id: "t".into(),
+                        price: 10,
+                        estimated_completion: "2026-01-01T00:00:00Z".into(),
+                    },
+                )?;
+                credits::record(tx, Some(id), "reserve", -10)?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    fn status(store: &Store, id: &str) -> (String, i64, Option<String>) {
+        store
+            .write_blocking(|tx| {
+                let j = store::jobs::get(tx, id)?.unwrap();
+                Ok((j.status, j.runs, j.error_code))
+            })
+            .unwrap()
+    }
+
+    /// A job whose runs are all cut off by crashes (a poison input) is run at most MAX_RUNS times:
+    /// then recovery fails it as internal_error, refunds it and queues its webhook. A graceful
+    /// give-back at shutdown does not count as a run.
+    #[test]
+    fn a_job_every_run_of_which_crashes_ends_failed_and_refunded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        queued_job(&store, "job_a");
+        let claim = |s: &Store| s.write_blocking(store::jobs::claim_next).unwrap().unwrap();
+        // Given back at shutdown: not counted.
+        claim(&store);
+        store.write_blocking(|tx| store::jobs::requeue(tx, "job_a")).unwrap();
+        assert_eq!(status(&store, "job_a"), ("queued".into(), 0, None));
+        // First crash: queued again.
+        claim(&store);
+        let r = store.write_blocking(recover).unwrap();
+        assert_eq!(r, Recovered { requeued: 1, failed: 0 });
+        assert_eq!(status(&store, "job_a").0, "queued");
+        // Second crash: failed, refunded, webhook queued.
+        claim(&store);
+        let r = store.write_blocking(recover).unwrap();
+        assert_eq!(r, Recovered { requeued: 0, failed: 1 });
+        assert_eq!(
+            status(&store, "job_a"),
+            ("failed".into(), MAX_RUNS, Some("internal_error".into()))
+        );
+        let (balance, kinds, events): (i64, Vec<String>, i64) = store
+            .write_blocking(|tx| {
+                let kinds = tx
+                    .prepare("SELECT kind FROM credit_ledger WHERE job_id = 'job_a' ORDER BY id")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let events = tx.query_row(
+                    "SELECT COUNT(*) FROM webhook_events WHERE subject_id = 'job_a'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok((credits::balance(tx)?, kinds, events))
+            })
+            .unwrap();
+        assert_eq!(balance, 1000);
+        assert_eq!(kinds, vec!["reserve", "refund"]);
+        assert_eq!(events, 1);
+        // Recovery again finds nothing to do.
+        assert_eq!(store.write_blocking(recover).unwrap(), Recovered::default());
+    }
 
     #[test]
     fn replace_files_rewrites_nested_references_only() {

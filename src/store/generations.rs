@@ -106,7 +106,8 @@ pub fn claim_next(conn: &Connection) -> Result<Option<Generation>> {
         .optional()?;
     let Some(id) = id else { return Ok(None) };
     conn.execute(
-        "UPDATE generations SET status = 'processing', started_at = ?2 WHERE id = ?1",
+        "UPDATE generations SET status = 'processing', started_at = ?2, runs = runs + 1
+         WHERE id = ?1",
         params![id, now_rfc3339()],
     )?;
     get(conn, &id)
@@ -138,13 +139,24 @@ pub fn fail(conn: &Connection, id: &str, message: &str) -> Result<Generation> {
     Ok(get(conn, id)?.expect("generation exists"))
 }
 
-/// Puts a generation a worker gave back (shutdown) in the queue again.
+/// Puts a generation a worker gave back (shutdown) in the queue again; the interrupted run is not
+/// counted towards the poison bound.
 pub fn requeue(conn: &Connection, id: &str) -> Result<()> {
     conn.execute(
-        "UPDATE generations SET status = 'queued', started_at = NULL WHERE id = ?1 AND status = 'processing'",
+        "UPDATE generations SET status = 'queued', started_at = NULL, runs = MAX(runs - 1, 0)
+         WHERE id = ?1 AND status = 'processing'",
         [id],
     )?;
     Ok(())
+}
+
+/// At start-up: the ids of generations a crash left `processing` after `max_runs` runs.
+pub fn interrupted_too_often(conn: &Connection, max_runs: i64) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT id FROM generations WHERE status = 'processing' AND runs >= ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([max_runs], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// At start-up: every generation a crash left `processing` is queued again. Returns how many.

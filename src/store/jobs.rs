@@ -220,16 +220,30 @@ pub fn fail(
     Ok(())
 }
 
-/// Puts a job a worker gave back (shutdown) in the queue again; its reservation stays held.
+/// Puts a job a worker gave back (shutdown) in the queue again; its reservation stays held. The
+/// interrupted run is not counted: only runs cut off by a crash count towards the poison bound.
 pub fn requeue(conn: &Connection, id: &str) -> Result<()> {
     conn.execute(
-        "UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ?1 AND status = 'running'",
+        "UPDATE jobs SET status = 'queued', started_at = NULL, runs = MAX(runs - 1, 0)
+         WHERE id = ?1 AND status = 'running'",
         [id],
     )?;
     Ok(())
 }
 
-/// At start-up: every job a crash left `running` is queued again. Returns how many.
+/// At start-up: the jobs a crash left `running` that have already been run `max_runs` times
+/// (each of those runs was cut off: the input may be what kills the process). The caller fails them.
+pub fn interrupted_too_often(conn: &Connection, max_runs: i64) -> Result<Vec<Job>> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs j JOIN uploads u ON u.id = j.upload_id
+         WHERE j.status = 'running' AND j.runs >= ?1 ORDER BY j.id"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([max_runs], job_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// At start-up: every other job a crash left `running` is queued again. Returns how many.
 pub fn recover(conn: &Connection) -> Result<usize> {
     Ok(conn.execute(
         "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'",
@@ -285,5 +299,29 @@ pub fn idempotency_put(
              job_id = excluded.job_id, created_at = excluded.created_at",
         params![key, request_hash, job_id, now_ms],
     )?;
+    Ok(())
+}
+
+/// Up to `limit` uploads still on disk whose job finished before `cutoff` (RFC 3339):
+/// `(upload_id, path)`, for the janitor.
+pub fn stale_uploads(conn: &Connection, cutoff: &str, limit: usize) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.id, u.path FROM jobs j JOIN uploads u ON u.id = j.upload_id
+         WHERE j.finished_at IS NOT NULL AND j.finished_at < ?1 AND u.deleted_at IS NULL
+         ORDER BY j.finished_at LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![cutoff, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Records that the janitor deleted these uploads' files (and drops any bytes still inline).
+pub fn uploads_deleted(conn: &Connection, upload_ids: &[String]) -> Result<()> {
+    let now = now_rfc3339();
+    let mut mark = conn.prepare_cached("UPDATE uploads SET deleted_at = ?2 WHERE id = ?1")?;
+    let mut bytes = conn.prepare_cached("DELETE FROM upload_bytes WHERE upload_id = ?1")?;
+    for id in upload_ids {
+        mark.execute(params![id, now])?;
+        bytes.execute([id])?;
+    }
     Ok(())
 }

@@ -45,3 +45,21 @@ pub fn get(conn: &Connection, token: &str) -> Result<Option<Media>> {
         )
         .optional()?)
 }
+
+/// Up to `limit` published files whose links expired before `now_ms`: `(token, path)`.
+pub fn expired(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT token, path FROM media WHERE expires_at < ?1 ORDER BY expires_at LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now_ms, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Forgets published files (their links answer `404` from now on).
+pub fn delete(conn: &Connection, tokens: &[String]) -> Result<()> {
+    let mut stmt = conn.prepare_cached("DELETE FROM media WHERE token = ?1")?;
+    for t in tokens {
+        stmt.execute([t])?;
+    }
+    Ok(())
+}

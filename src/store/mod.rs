@@ -20,7 +20,7 @@ pub mod webhooks;
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_inline_uploads.sql"),
     include_str!("migrations/003_upload_bytes.sql"),
+    include_str!("migrations/004_hardening.sql"),
 ];
 
 /// Reader connections; WAL lets them run beside the writer.
@@ -58,6 +59,39 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl Error {
+    /// True when the same write may succeed later: the disk is full, an I/O error, the database
+    /// busy, or a group commit that failed for one of those. A constraint or data error will not.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                C::DiskFull
+                    | C::SystemIoFailure
+                    | C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::CannotOpen
+                    | C::OutOfMemory
+                    | C::FileLockingProtocolFailed
+            ),
+            Error::Commit(_) | Error::Join(_) => true,
+            Error::Sqlite(_) | Error::Json(_) => false,
+        }
+    }
+
+    /// True when the write failed because the disk (or its quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            Error::Commit(m) => m.contains("full"),
+            _ => false,
+        }
+    }
+}
+
 /// Cheap to clone: every clone shares the same connections.
 #[derive(Clone)]
 pub struct Store {
@@ -69,6 +103,8 @@ pub struct Store {
     next_reader: Arc<AtomicUsize>,
     /// Held only so the checkpoint thread sees the channel close when the last clone is dropped.
     _checkpoints: Arc<mpsc::Sender<()>>,
+    /// While set, every group commit fails as SQLite fails on a full disk ([`Store::simulate_disk_full`]).
+    disk_full: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -89,9 +125,11 @@ impl Store {
         let writer = Arc::new(Mutex::new(writer));
         let (queue, pending) = mpsc::channel();
         let thread_writer = writer.clone();
+        let disk_full = Arc::new(AtomicBool::new(false));
+        let thread_full = disk_full.clone();
         std::thread::Builder::new()
             .name("soundcheck-store-writer".into())
-            .spawn(move || writer_thread(&thread_writer, &pending))
+            .spawn(move || writer_thread(&thread_writer, &pending, &thread_full))
             .map_err(|e| Error::Join(e.to_string()))?;
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -106,7 +144,15 @@ impl Store {
             readers: Arc::new(readers),
             next_reader: Arc::new(AtomicUsize::new(0)),
             _checkpoints: Arc::new(checkpoints),
+            disk_full,
         })
+    }
+
+    /// Makes every queued write fail with SQLite's own "database or disk is full" error until
+    /// turned off: the failure a full disk causes, on demand, for the tests of what the server
+    /// does then (the chaos test fills a real disk).
+    pub fn simulate_disk_full(&self, on: bool) {
+        self.disk_full.store(on, Ordering::SeqCst);
     }
 
     /// Runs `f` atomically on the writer connection: its changes are committed (with whatever
@@ -167,6 +213,17 @@ impl Store {
     }
 }
 
+/// Opens an existing database read-only, for commands that only look (`keys`, `credits show`,
+/// the client commands' keys) and may run beside the server that owns it. Never creates the file.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
 /// A queued write, type-erased so writes of any result type share the queue.
 trait PendingWrite: Send {
     /// Runs the write; `true` if it succeeded and its savepoint should be kept.
@@ -201,7 +258,8 @@ where
         let out = match (self.out, commit) {
             (Some(Ok(_)), Some(e)) => Err(Error::Commit(e.to_string())),
             (Some(out), _) => out,
-            (None, _) => Err(Error::Commit("the write never ran".into())),
+            (None, Some(e)) => Err(Error::Commit(e.to_string())),
+            (None, None) => Err(Error::Commit("the write never ran".into())),
         };
         // The caller may have gone away (a dropped request); its write stands regardless.
         let _ = self.reply.send(out);
@@ -209,7 +267,11 @@ where
 }
 
 /// The writer thread: a group per wake-up, one savepoint per write, one commit per group.
-fn writer_thread(writer: &Mutex<Connection>, pending: &mpsc::Receiver<Box<dyn PendingWrite>>) {
+fn writer_thread(
+    writer: &Mutex<Connection>,
+    pending: &mpsc::Receiver<Box<dyn PendingWrite>>,
+    disk_full: &AtomicBool,
+) {
     while let Ok(first) = pending.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -219,7 +281,14 @@ fn writer_thread(writer: &Mutex<Connection>, pending: &mpsc::Receiver<Box<dyn Pe
             }
         }
         let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-        let committed = run_group(&mut conn, &mut group);
+        let committed = if disk_full.load(Ordering::SeqCst) {
+            Err(Error::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("database or disk is full".into()),
+            )))
+        } else {
+            run_group(&mut conn, &mut group)
+        };
         drop(conn);
         let error = committed.err().map(|e| e.to_string());
         for op in group {

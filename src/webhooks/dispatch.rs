@@ -360,6 +360,9 @@ impl Dispatcher {
     ) -> Result<(u16, BTreeMap<String, String>, String), String> {
         let parsed = Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
         let client = if self.inner.cfg.strict {
+            if parsed.scheme() != "https" {
+                return Err("strict mode: only https webhook URLs are called".into());
+            }
             // Check the addresses the name resolves to now and connect only to those.
             let addrs = guard::resolve_public(&parsed).await?;
             let mut builder = reqwest::Client::builder()

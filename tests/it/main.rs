@@ -9,6 +9,7 @@ mod e2e_api;
 mod e2e_devtools;
 mod e2e_faults;
 mod e2e_generations;
+mod e2e_hardening;
 mod e2e_jobs;
 mod e2e_logs;
 mod e2e_openapi;

@@ -21,6 +21,8 @@ pub struct TestServer {
     pub shutdown: CancellationToken,
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub data_dir: tempfile::TempDir,
+    /// The server's store (for fault simulation and inspection).
+    pub store: soundcheck::store::Store,
 }
 
 /// Options for a test server; `time_scale` shrinks the retry schedule (1 min → 60 ms at 0.001).
@@ -73,7 +75,7 @@ impl TestServer {
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(soundcheck::app::run(
             config,
-            store,
+            store.clone(),
             secrets.clone(),
             registry,
             listener,
@@ -86,6 +88,7 @@ impl TestServer {
             shutdown,
             handle,
             data_dir,
+            store,
         }
     }
 

@@ -1,0 +1,118 @@
+//! What audio soundcheck agrees to decode: a sample rate, channel count and length inside documented
+//! bounds, and finite samples. Checked from the headers before anything is allocated (a 144-byte WAV
+//! may declare 4 GHz or four billion frames) and again on what the decoder actually produces, so no
+//! engine downstream ever sizes a buffer or an FFT from a hostile header.
+//!
+//! The duration cap is the one limit an operator may want to move (`serve --max-duration-secs`);
+//! it is process-wide because every decode, in the server and the offline commands, must obey it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::error::{Error, Result};
+
+/// Lowest sample rate accepted, Hz (telephone audio is 8 kHz; below 1 kHz is not music).
+pub const MIN_SAMPLE_RATE: u32 = 1_000;
+/// Highest sample rate accepted, Hz (the highest rate DAWs and DXD recordings use).
+pub const MAX_SAMPLE_RATE: u32 = 768_000;
+/// Most channels accepted (symphonia's channel map holds 32; beyond that is not a music file).
+pub const MAX_CHANNELS: usize = 32;
+/// Default longest accepted audio, in seconds (3 hours).
+pub const DEFAULT_MAX_DURATION_SECS: u64 = 3 * 3600;
+
+/// The duration cap in force; `serve --max-duration-secs` sets it once at start.
+static MAX_DURATION_SECS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_DURATION_SECS);
+
+/// Sets the longest accepted audio for this process (seconds, at least 1).
+pub fn set_max_duration_secs(secs: u64) {
+    MAX_DURATION_SECS.store(secs.max(1), Ordering::Relaxed);
+}
+
+/// The longest accepted audio, in seconds.
+pub fn max_duration_secs() -> u64 {
+    MAX_DURATION_SECS.load(Ordering::Relaxed)
+}
+
+/// Refuses a sample rate or channel count outside the bounds, naming the field.
+pub fn check_format(sample_rate: u32, channels: usize) -> Result<()> {
+    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sample_rate) {
+        return Err(Error::Unsupported(format!(
+            "sample_rate {sample_rate} Hz is outside the supported {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
+        )));
+    }
+    if channels == 0 || channels > MAX_CHANNELS {
+        return Err(Error::Unsupported(format!(
+            "channels {channels} is outside the supported 1-{MAX_CHANNELS}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses audio of `frames` frames at `sample_rate` longer than the duration cap. `declared` says
+/// whether the length comes from the headers (refused before decoding) or from decoding.
+pub fn check_length(frames: u64, sample_rate: u32, declared: bool) -> Result<()> {
+    let cap = max_duration_secs();
+    let max_frames = cap.saturating_mul(sample_rate as u64);
+    if frames > max_frames {
+        let secs = frames as f64 / sample_rate.max(1) as f64;
+        let how = if declared { "declares" } else { "decodes to" };
+        return Err(Error::Unsupported(format!(
+            "duration: the file {how} {secs:.0} s, longer than the {cap} s limit (--max-duration-secs)"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a buffer holding NaN or infinity: no engine is asked to make sense of them, and a
+/// float WAV that carries them is damaged.
+pub fn check_finite(samples: &[f32], channel: usize, first_frame: usize) -> Result<()> {
+    match samples.iter().position(|s| !s.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::Corrupt(format!(
+            "samples: frame {} of channel {channel} is not a finite number (NaN or infinity)",
+            first_frame + i
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_inside_the_bounds_pass_and_outside_name_the_field() {
+        assert!(check_format(8_000, 1).is_ok());
+        assert!(check_format(768_000, 32).is_ok());
+        assert!(check_format(1_000, 2).is_ok());
+        for (rate, ch, field) in [
+            (999, 2, "sample_rate"),
+            (768_001, 2, "sample_rate"),
+            (u32::MAX, 2, "sample_rate"),
+            (134_228_753, 1, "sample_rate"),
+            (44_100, 0, "channels"),
+            (44_100, 33, "channels"),
+        ] {
+            let e = check_format(rate, ch).unwrap_err();
+            assert_eq!(e.code(), "unsupported_audio");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn length_cap_counts_seconds_at_the_file_rate() {
+        let cap = max_duration_secs();
+        assert!(check_length(cap * 48_000, 48_000, true).is_ok());
+        let e = check_length(cap * 48_000 + 1, 48_000, true).unwrap_err();
+        assert!(e.to_string().contains("duration"), "{e}");
+        assert!(check_length(u64::MAX, 1_000, false).is_err());
+    }
+
+    #[test]
+    fn non_finite_samples_are_corrupt_with_their_position() {
+        assert!(check_finite(&[0.0, 1.0, -1.0], 0, 0).is_ok());
+        let e = check_finite(&[0.0, f32::NAN], 1, 10).unwrap_err();
+        assert_eq!(e.code(), "corrupt_audio");
+        assert!(e.to_string().contains("frame 11 of channel 1"), "{e}");
+        assert!(check_finite(&[f32::INFINITY], 0, 0).is_err());
+        assert!(check_finite(&[f32::NEG_INFINITY], 0, 0).is_err());
+    }
+}

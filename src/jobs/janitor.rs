@@ -1,0 +1,127 @@
+//! The janitor: deletes from disk what nobody can ask for any more, so a server that runs for months
+//! does not fill its disk. Result files go when their links expire (`--result-ttl-hours`); an
+//! upload goes once its job has been finished for as long. It runs shortly after start and then
+//! every [`EVERY`], a bounded batch at a time, the database first (so a link never points at a file
+//! that is gone without also being gone itself).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{self, Store};
+
+/// How often the janitor looks.
+pub const EVERY: Duration = Duration::from_secs(600);
+/// Wait after start before the first look (start-up has better things to do).
+const FIRST_AFTER: Duration = Duration::from_secs(5);
+/// Rows handled per transaction.
+const BATCH: usize = 500;
+
+/// What one sweep deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub results: usize,
+    pub uploads: usize,
+}
+
+/// Sweeps every [`EVERY`] until shutdown.
+pub async fn run(store: Store, data_dir: PathBuf, ttl: Duration, shutdown: CancellationToken) {
+    let mut wait = FIRST_AFTER;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = EVERY;
+        match sweep(&store, &data_dir, ttl, store::now_ms()).await {
+            Ok(s) if s.results + s.uploads > 0 => {
+                tracing::info!(results = s.results, uploads = s.uploads, "janitor deleted expired files")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("janitor: {e}"),
+        }
+    }
+}
+
+/// Deletes result files whose links expired before `now_ms`, and uploads of jobs finished more
+/// than `ttl` before it.
+pub async fn sweep(
+    store: &Store,
+    data_dir: &Path,
+    ttl: Duration,
+    now_ms: i64,
+) -> store::Result<Swept> {
+    let mut swept = Swept::default();
+    loop {
+        let expired = store
+            .write(move |tx| {
+                let rows = store::media::expired(tx, now_ms, BATCH)?;
+                let tokens: Vec<String> = rows.iter().map(|(t, _)| t.clone()).collect();
+                store::media::delete(tx, &tokens)?;
+                Ok(rows)
+            })
+            .await?;
+        if expired.is_empty() {
+            break;
+        }
+        swept.results += expired.len();
+        let results_root = data_dir.join("results");
+        let paths: Vec<PathBuf> = expired.into_iter().map(|(_, p)| PathBuf::from(p)).collect();
+        tokio::task::spawn_blocking(move || {
+            for path in paths {
+                remove_file(&path, &results_root, true);
+            }
+        })
+        .await
+        .map_err(|e| store::Error::Join(e.to_string()))?;
+    }
+    let cutoff = store::rfc3339(
+        chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default()
+            - chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7)),
+    );
+    loop {
+        let cutoff = cutoff.clone();
+        let stale = store
+            .write(move |tx| {
+                let rows = store::jobs::stale_uploads(tx, &cutoff, BATCH)?;
+                let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
+                store::jobs::uploads_deleted(tx, &ids)?;
+                Ok(rows)
+            })
+            .await?;
+        if stale.is_empty() {
+            break;
+        }
+        swept.uploads += stale.len();
+        let uploads_root = data_dir.join("uploads");
+        let paths: Vec<PathBuf> = stale.into_iter().map(|(_, p)| PathBuf::from(p)).collect();
+        tokio::task::spawn_blocking(move || {
+            for path in paths {
+                remove_file(&path, &uploads_root, false);
+            }
+        })
+        .await
+        .map_err(|e| store::Error::Join(e.to_string()))?;
+    }
+    Ok(swept)
+}
+
+/// Removes a file (already gone is fine), never anything outside `root`; with `parent`, also its
+/// directory once empty (a result's per-run directory; never an upload shard, which a concurrent
+/// upload may be about to write into).
+fn remove_file(path: &Path, root: &Path, parent: bool) {
+    if !path.starts_with(root) {
+        tracing::warn!(path = %path.display(), "janitor: not under {}; left alone", root.display());
+        return;
+    }
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), "janitor: {e}");
+        }
+    }
+    if let Some(dir) = path.parent().filter(|d| parent && *d != root) {
+        // Fails (as it should) while the directory holds other files.
+        let _ = std::fs::remove_dir(dir);
+    }
+}

@@ -1,0 +1,477 @@
+//! What a hostile client, a neighbouring process or a full disk could do to the server, each
+//! reproduced against the real server: absurd or non-finite audio, a second server on the same
+//! data directory, DNS rebinding, a disk that fills and frees, unbounded bodies, half-sent
+//! requests, HTTP details (405, Range, If-Range), the janitor, and strict webhook URLs.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::util::{assert_error, form, wav_bytes, Options, TestServer};
+
+/// A 16-bit PCM WAV whose header says whatever the test needs: 144 bytes for 100 data bytes.
+fn raw_wav(rate: u32, channels: u16, data_len: u32, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(b"RIFF");
+    v.extend_from_slice(&data_len.wrapping_add(36).to_le_bytes());
+    v.extend_from_slice(b"WAVEfmt ");
+    v.extend_from_slice(&16u32.to_le_bytes());
+    v.extend_from_slice(&1u16.to_le_bytes());
+    v.extend_from_slice(&channels.to_le_bytes());
+    v.extend_from_slice(&rate.to_le_bytes());
+    v.extend_from_slice(&rate.wrapping_mul(2 * channels as u32).to_le_bytes());
+    v.extend_from_slice(&(2 * channels).to_le_bytes());
+    v.extend_from_slice(&16u16.to_le_bytes());
+    v.extend_from_slice(b"data");
+    v.extend_from_slice(&data_len.to_le_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// A float WAV of one second of stereo 0.1 with one non-finite sample at frame `at` (channel 1).
+fn float_wav_with(bad: f32, at: usize) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut cur = std::io::Cursor::new(Vec::new());
+    let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
+    for i in 0..44_100usize {
+        w.write_sample(0.1f32).unwrap();
+        w.write_sample(if i == at { bad } else { 0.1 }).unwrap();
+    }
+    w.finalize().unwrap();
+    cur.into_inner()
+}
+
+async fn post_audio(s: &TestServer, path: &str, bytes: Vec<u8>) -> reqwest::Response {
+    s.tl(Method::POST, path)
+        .multipart(form(bytes, &[]))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The 144-byte WAVs that grew the server past 15 GB (rate 0xFFFFFFFF; one flipped bit making
+/// 11,025 Hz into 134,228,753 Hz) are refused at once, naming the field, on every route that
+/// reads audio; nothing is queued or charged, and the server answers the next request.
+#[tokio::test]
+async fn absurd_headers_are_refused_at_submit_naming_the_field() {
+    let s = TestServer::start(Options::default()).await;
+    let before = s.balance().await;
+    for rate in [u32::MAX, 11_025 | (1 << 27)] {
+        let wav = raw_wav(rate, 1, 100, &[0u8; 100]);
+        assert_eq!(wav.len(), 144);
+        for path in [
+            "/v1/analyze",
+            "/v1/features",
+            "/v1/metadata",
+            "/v1/analyze/upload",
+            "/v1/separate",
+            "/v1/transcribe",
+            "/v1/master",
+        ] {
+            let started = Instant::now();
+            let body = assert_error(post_audio(&s, path, wav.clone()).await, 422, "unsupported_audio").await;
+            let msg = body["error"]["message"].as_str().unwrap();
+            assert!(msg.contains("sample_rate"), "{path}: {msg}");
+            assert!(started.elapsed() < Duration::from_secs(5), "{path} took {:?}", started.elapsed());
+        }
+    }
+    // A length declared far past the cap (0x7FFF0000 bytes of 8 kHz mono: ~37 hours).
+    let long = raw_wav(8_000, 1, 0x7FFF_0000, &[0u8; 100]);
+    let body = assert_error(post_audio(&s, "/v1/separate", long).await, 422, "unsupported_audio").await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("duration"), "{body}");
+    let many = raw_wav(44_100, 40, 160, &[0u8; 160]);
+    let r = post_audio(&s, "/v1/analyze", many).await;
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("channel"), "{body}");
+    assert_eq!(s.balance().await, before, "nothing reserved or charged");
+    let jobs: Value = s.tl(Method::GET, "/v1/jobs").send().await.unwrap().json().await.unwrap();
+    assert_eq!(jobs["data"].as_array().map_or(0, Vec::len), 0, "{jobs}");
+    // Still serving real audio.
+    let ok = post_audio(&s, "/v1/analyze", wav_bytes(2.0)).await;
+    assert_eq!(ok.status(), 200);
+    s.stop().await;
+}
+
+/// NaN and infinity: refused with 422 `corrupt_audio` by the synchronous routes and at submit when
+/// the first packet shows them; further in, the job fails `corrupt_audio` (never completes, never
+/// panics, never shows panic text).
+#[tokio::test]
+async fn non_finite_samples_never_reach_an_engine() {
+    let s = TestServer::start(Options::default()).await;
+    for bad in [f32::NAN, f32::INFINITY] {
+        for path in ["/v1/analyze", "/v1/features"] {
+            let body = assert_error(post_audio(&s, path, float_wav_with(bad, 20_000)).await, 422, "corrupt_audio").await;
+            assert!(body["error"]["message"].as_str().unwrap().contains("not a finite"), "{body}");
+        }
+        for path in ["/v1/separate", "/v1/transcribe", "/v1/analyze/upload", "/v1/master"] {
+            assert_error(post_audio(&s, path, float_wav_with(bad, 0)).await, 422, "corrupt_audio").await;
+        }
+    }
+    for path in ["/v1/separate", "/v1/transcribe", "/v1/analyze/upload", "/v1/master"] {
+        let sub = s.submit(path, form(float_wav_with(f32::NAN, 30_000), &[])).await;
+        let job = s.wait_job(sub["job_id"].as_str().unwrap(), 60).await;
+        assert_eq!(job["status"], "failed", "{path}: {job}");
+        assert_eq!(job["error"]["code"], "corrupt_audio", "{path}: {job}");
+        let msg = job["error"]["message"].as_str().unwrap();
+        assert!(!msg.contains("panick"), "{path}: {msg}");
+    }
+    s.stop().await;
+}
+
+/// A full disk: a run that ends while nothing can be written is not lost. It stays `running`
+/// while the store refuses writes, submits get `503 service_unavailable` with nothing stored, and
+/// once writes work again the job ends within seconds, without a restart, with its webhook event
+/// and a balanced ledger.
+#[tokio::test]
+async fn a_full_disk_delays_the_end_of_a_job_but_never_loses_it() {
+    let rx = crate::util::TestReceiver::start().await;
+    let s = TestServer::start(Options {
+        webhook_url: Some(rx.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    let start_balance = s.balance().await;
+    let r = s
+        .tl(Method::POST, "/v1/analyze/upload")
+        .header("X-Soundcheck-Fault", "delay=700")
+        .multipart(form(wav_bytes(1.0), &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.store.simulate_disk_full(true);
+    // The run ends (700 ms delay + a short analysis) while nothing can be written.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let job: Value = s.tl(Method::GET, &format!("/v1/jobs/{id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(job["status"], "running", "{job}");
+    let uploads_before = crate::util::files_under(&s.data_dir.path().join("uploads")).len();
+    let refused = post_audio(&s, "/v1/separate", wav_bytes(1.0)).await;
+    assert_error(refused, 503, "service_unavailable").await;
+    let big = post_audio(&s, "/v1/separate", wav_bytes(12.0)).await; // > 1 MiB: streamed to disk
+    assert_error(big, 503, "service_unavailable").await;
+    assert_eq!(
+        crate::util::files_under(&s.data_dir.path().join("uploads")).len(),
+        uploads_before,
+        "a refused submit leaves no file"
+    );
+    s.store.simulate_disk_full(false);
+    let job = s.wait_job(&id, 15).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let got = rx.wait_for(1, 15).await;
+    assert_eq!(got[0].json()["data"]["job_id"], id.as_str());
+    assert_eq!(s.balance().await, start_balance - 2, "one charge, nothing else");
+    s.stop().await;
+}
+
+/// DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 connects from
+/// loopback but sends its own Host; the keys and uploads are not served to it. Every dashboard
+/// response forbids framing.
+#[tokio::test]
+async fn dashboard_secrets_need_a_local_host_name() {
+    let s = TestServer::start(Options::default()).await;
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    for host in ["evil.example", "evil.example:80", "127.0.0.1.evil.example"] {
+        for path in ["/dashboard/config", "/dashboard/jobs/job_01HZZZZZZZZZZZZZZZZZZZZZZZ/input"] {
+            let r = s.client.get(s.url(path)).header("Host", host).send().await.unwrap();
+            assert_error(r, 404, "not_found").await;
+        }
+    }
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let r = s.client.get(s.url("/dashboard/config")).header("Host", host.as_str()).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+        let cfg: Value = r.json().await.unwrap();
+        assert_eq!(cfg["tl_key"], s.secrets.tl_key.as_str());
+    }
+    for path in ["/", "/dashboard/app.js", "/dashboard/config"] {
+        let r = s.client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.headers()["content-security-policy"], "frame-ancestors 'none'", "{path}");
+        assert_eq!(r.headers()["x-frame-options"], "DENY", "{path}");
+    }
+    s.stop().await;
+}
+
+/// JSON bodies are capped at 2 MB on every JSON route, refused before the rest is read; multipart
+/// bodies may carry at most 64 text fields.
+#[tokio::test]
+async fn bodies_and_fields_are_capped() {
+    let s = TestServer::start(Options::default()).await;
+    let huge = format!("{{\"url\": \"{}\"}}", "a".repeat(3 * 1024 * 1024));
+    for path in ["/v1/analyze", "/v1/features", "/v1/metadata", "/v1/credits"] {
+        let r = s
+            .tl(Method::POST, path)
+            .header("content-type", "application/json")
+            .body(huge.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, 413, "payload_too_large").await;
+    }
+    // Without a Content-Length (chunked): refused once it passes the cap.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..40).map(|_| Ok(vec![b' '; 100 * 1024])).collect();
+    let r = s
+        .tl(Method::POST, "/v1/analyze")
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 413, "payload_too_large").await;
+    let fields: Vec<(String, String)> = (0..100).map(|i| (format!("f{i}"), "1".into())).collect();
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = s
+        .tl(Method::POST, "/v1/separate")
+        .multipart(form(wav_bytes(0.5), &pairs))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(r, 400, "invalid_request").await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("Too many fields"));
+    s.stop().await;
+}
+
+/// A client that never finishes its request line is disconnected after the header-read timeout,
+/// and so is a keep-alive connection that sends no next request; a request whose body stalls is
+/// dropped after two idle periods.
+#[tokio::test]
+async fn half_sent_requests_and_idle_connections_are_closed() {
+    let s = TestServer::start_with(Options::default(), |c| {
+        c.header_read_timeout = Duration::from_secs(1);
+        c.idle_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let closed_within = |mut stream: tokio::net::TcpStream, secs: u64| async move {
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(secs), stream.read_to_end(&mut buf))
+            .await
+            .expect("closed by the server")
+            .ok();
+        started.elapsed()
+    };
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /v1/jobs HTTP/1.1\r\nHost: x").await.unwrap();
+    let took = closed_within(half, 10).await;
+    assert!(took < Duration::from_secs(4), "{took:?}");
+
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let mut first = vec![0u8; 64];
+    let n = idle.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&first[..n]));
+    let took = closed_within(idle, 10).await;
+    assert!(took < Duration::from_secs(4), "{took:?}");
+
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/credits HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"amount\"",
+        s.secrets.tl_key
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let took = closed_within(stalled, 15).await;
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "{took:?}");
+    s.stop().await;
+}
+
+/// A wrong method gets `405` with the envelope and an `Allow` header.
+#[tokio::test]
+async fn wrong_methods_get_405_with_the_envelope_and_allow() {
+    let s = TestServer::start(Options::default()).await;
+    let r = s.tl(Method::PATCH, "/v1/jobs").send().await.unwrap();
+    let allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+    assert_error(r, 405, "invalid_request").await;
+    assert!(allow.is_some_and(|a| a.contains("GET")));
+    let r = s.tl(Method::PUT, "/v1/generations").send().await.unwrap();
+    assert!(r.headers().contains_key("allow"));
+    assert_error(r, 405, "invalid_request").await;
+    s.stop().await;
+}
+
+/// Range requests follow RFC 9110: an unknown unit is ignored (200, whole file), an `If-Range`
+/// that does not match the file's Last-Modified sends the whole file, a matching one the range.
+/// Then the janitor deletes expired results (their links answer 404) and old uploads.
+#[tokio::test]
+async fn media_ranges_follow_rfc_9110_and_the_janitor_deletes_expired_files() {
+    let s = TestServer::start(Options::default()).await;
+    let sub = s.submit("/v1/master", form(wav_bytes(1.0), &[])).await;
+    let job = s.wait_job(sub["job_id"].as_str().unwrap(), 60).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let url = job["result"]["mastered_url"]
+        .as_str()
+        .or_else(|| job["result"]["audio_url"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            // The first media URL in the result, whatever its field.
+            let text = job["result"].to_string();
+            let at = text.find("/media/").unwrap();
+            let start = text[..at].rfind('"').unwrap() + 1;
+            let end = at + text[at..].find('"').unwrap();
+            text[start..end].to_string()
+        });
+    let whole = s.client.get(&url).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    let last_modified = whole.headers()["last-modified"].to_str().unwrap().to_string();
+    let size = whole.bytes().await.unwrap().len();
+    let get = |range: &'static str, if_range: Option<String>| {
+        let mut r = s.client.get(&url).header("Range", range);
+        if let Some(v) = if_range {
+            r = r.header("If-Range", v);
+        }
+        r.send()
+    };
+    let r = get("items=0-9", None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), size);
+    let r = get("bytes=0-9", Some("\"junk\"".into())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = get("bytes=0-9", Some("Mon, 01 Jan 1990 00:00:00 GMT".into())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = get("bytes=0-9", Some(last_modified)).await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().len(), 10);
+    let r = get("bytes=0-9", None).await.unwrap();
+    assert_eq!(r.status(), 206);
+
+    // Nothing has expired yet: the janitor leaves everything.
+    let files = |dir: &str| crate::util::files_under(&s.data_dir.path().join(dir)).len();
+    let ttl = Duration::from_secs(3600);
+    let now = soundcheck::store::now_ms();
+    let swept = soundcheck::jobs::janitor::sweep(&s.store, s.data_dir.path(), ttl, now).await.unwrap();
+    assert_eq!((swept.results, swept.uploads), (0, 0));
+    assert!(files("results") > 0 && files("uploads") > 0);
+    // Eight days later: result links expired (7-day TTL) and the upload is a TTL old.
+    let later = now + 8 * 24 * 3600 * 1000;
+    let swept = soundcheck::jobs::janitor::sweep(&s.store, s.data_dir.path(), ttl, later).await.unwrap();
+    assert!(swept.results > 0 && swept.uploads == 1, "{swept:?}");
+    assert_eq!(files("results"), 0);
+    assert_eq!(files("uploads"), 0);
+    assert_error(s.client.get(&url).send().await.unwrap(), 404, "not_found").await;
+    s.stop().await;
+}
+
+/// Strict mode checks the jobs endpoint URL like generation webhooks: 6to4 of 127.0.0.1, site-local
+/// and NAT64 addresses are refused by `PUT /v1/webhook`.
+#[tokio::test]
+async fn strict_mode_refuses_special_addresses_for_the_jobs_endpoint() {
+    let s = TestServer::start(Options {
+        strict: true,
+        ..Options::default()
+    })
+    .await;
+    for url in [
+        "https://[2002:7f00:1::1]/hook",
+        "https://[fec0::1]/hook",
+        "https://[64:ff9b::7f00:1]/hook",
+        "https://127.0.0.1/hook",
+        "https://192.88.99.1/hook",
+        "http://8.8.8.8/hook",
+    ] {
+        let r = s
+            .tl(Method::PUT, "/v1/webhook")
+            .json(&serde_json::json!({ "url": url }))
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, 400, "invalid_request").await;
+    }
+    s.stop().await;
+}
+
+fn soundcheck_cmd() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"));
+    c.env_remove("SOUNDCHECK_FT_KEY")
+        .env_remove("SOUNDCHECK_TL_KEY")
+        .env_remove("SOUNDCHECK_DATA_DIR")
+        .env("SOUNDCHECK_LOG", "warn");
+    c
+}
+
+/// A second `serve` on a data directory in use exits at once, naming the directory and the first
+/// server's pid and URL; `keys` and `credits show` still read it; `credits add` is refused while it
+/// runs. A mistyped `--data-dir` is an error that creates nothing. `serve --strict` refuses a
+/// private `--webhook-url` at start.
+#[tokio::test]
+async fn one_server_per_data_directory_and_client_commands_never_create_one() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = tokio::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--workers", "1"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("SOUNDCHECK_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(first.stdout.take().unwrap()).lines();
+    let mut base = String::new();
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap() {
+        if let Some(url) = line.split("listening on ").nth(1) {
+            base = url.trim().to_string();
+        }
+        if line.starts_with("SOUNDCHECK_WEBHOOK_SECRET=") {
+            break;
+        }
+    }
+    assert!(!base.is_empty());
+    let started = Instant::now();
+    let second = soundcheck_cmd()
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id().unwrap())), "{err}");
+    assert!(err.contains(&base), "{err}");
+
+    let run = |args: &[&str]| soundcheck_cmd().args(args).arg("--data-dir").arg(dir.path()).output().unwrap();
+    let keys = run(&["keys"]);
+    assert!(keys.status.success(), "{}", String::from_utf8_lossy(&keys.stderr));
+    assert!(String::from_utf8_lossy(&keys.stdout).contains("SOUNDCHECK_TL_KEY=tl_test_"));
+    let shown = run(&["credits", "show"]);
+    assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), "1000");
+    let add = run(&["credits", "add", "5"]);
+    assert!(!add.status.success());
+    assert!(String::from_utf8_lossy(&add.stderr).contains("in use"), "{}", String::from_utf8_lossy(&add.stderr));
+
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let add = run(&["credits", "add", "5"]);
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    assert_eq!(String::from_utf8_lossy(&add.stdout).trim(), "1005");
+
+    let typo = dir.path().join("no-such-dir");
+    for args in [vec!["keys"], vec!["credits", "show"], vec!["credits", "add", "5"], vec!["jobs", "list"]] {
+        let out = soundcheck_cmd().args(&args).arg("--data-dir").arg(&typo).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no soundcheck database"), "{args:?}: {err}");
+        assert!(!err.contains("stack backtrace"), "{err}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+
+    let strict = soundcheck_cmd()
+        .args(["serve", "--addr", "127.0.0.1:0", "--strict", "--webhook-url", "https://127.0.0.1/x"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!strict.status.success());
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("--webhook-url"), "{}", String::from_utf8_lossy(&strict.stderr));
+}
