@@ -22,6 +22,9 @@ const CONCURRENCY: usize = 32;
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
 /// Longest the loop sleeps without a wake-up, so clock-driven retries are never missed.
 const MAX_IDLE: Duration = Duration::from_millis(500);
+/// First and longest wait between tries to record an attempt while the store cannot write.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Settings the dispatcher needs.
 #[derive(Debug, Clone)]
@@ -190,13 +193,30 @@ impl Dispatcher {
         let fault = self.delivery_fault(&event).await;
         let outcome = self.send(&event, &target, fault).await;
         let scale = self.inner.cfg.time_scale;
-        let result = self
-            .inner
-            .store
-            .write(move |tx| record_scheduled(tx, &event, &outcome, scale))
-            .await;
-        if let Err(e) = result {
-            tracing::error!("recording a webhook attempt failed: {e}");
+        // The attempt happened: record it before the event can be picked up again. While the
+        // store cannot write (a full disk) this waits and retries, holding the event in flight,
+        // instead of letting the loop send the same event again and again unrecorded.
+        let attempt = Arc::new((event, outcome));
+        let mut delay = RECORD_RETRY_FIRST;
+        loop {
+            let a = attempt.clone();
+            match self
+                .inner
+                .store
+                .write(move |tx| record_scheduled(tx, &a.0, &a.1, scale))
+                .await
+            {
+                Ok(()) => return,
+                Err(e) if e.is_transient() => {
+                    tracing::error!(event = %attempt.0.id, "recording a webhook attempt failed ({e}); retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECORD_RETRY_MAX);
+                }
+                Err(e) => {
+                    tracing::error!(event = %attempt.0.id, "recording a webhook attempt failed: {e}");
+                    return;
+                }
+            }
         }
     }
 

@@ -475,3 +475,18 @@ async fn one_server_per_data_directory_and_client_commands_never_create_one() {
     assert!(!strict.status.success());
     assert!(String::from_utf8_lossy(&strict.stderr).contains("--webhook-url"), "{}", String::from_utf8_lossy(&strict.stderr));
 }
+
+/// The offline commands obey the same bounds: `soundcheck analyze` on the 144-byte WAV ends at
+/// once with the field named (it used to pass 6 GB).
+#[test]
+fn offline_analyze_refuses_the_absurd_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.wav");
+    std::fs::write(&path, raw_wav(u32::MAX, 1, 100, &[0u8; 100])).unwrap();
+    let started = Instant::now();
+    let out = soundcheck_cmd().arg("analyze").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sample_rate"), "{err}");
+}

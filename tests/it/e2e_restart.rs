@@ -187,14 +187,17 @@ async fn sigterm_gives_running_work_back_and_the_next_start_finishes_it() {
 async fn keys_and_credits_commands_read_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
             .args(args)
             .arg("--data-dir")
             .arg(dir.path())
             .env_remove("SOUNDCHECK_FT_KEY")
             .env_remove("SOUNDCHECK_TL_KEY")
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = run(args);
         assert!(
             out.status.success(),
             "{}",
@@ -202,7 +205,14 @@ async fn keys_and_credits_commands_read_the_data_dir() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let keys = run(&["keys"]);
+    // Before any server ran there: an error, and nothing created.
+    let out = run(&["keys"]);
+    assert!(!out.status.success());
+    assert!(!dir.path().join("soundcheck.sqlite").exists());
+    // A server creates the database; killed, it leaves it (and no lock) behind.
+    let mut p = spawn(dir.path(), "http://127.0.0.1:9/hook").await;
+    p.child.kill().await.unwrap();
+    let keys = ok(&["keys"]);
     let lines: Vec<&str> = keys.lines().collect();
     assert_eq!(lines.len(), 3, "{keys}");
     assert!(soundcheck::ids::is_api_key(
@@ -213,8 +223,9 @@ async fn keys_and_credits_commands_read_the_data_dir() {
         lines[1].strip_prefix("SOUNDCHECK_TL_KEY=").unwrap(),
         "tl_test_"
     ));
+    assert_eq!(lines[1].strip_prefix("SOUNDCHECK_TL_KEY=").unwrap(), p.tl_key);
     assert!(lines[2].starts_with("SOUNDCHECK_WEBHOOK_SECRET=whsec_"));
-    assert_eq!(run(&["keys"]), keys, "generated once, then kept");
-    assert_eq!(run(&["credits", "show"]).trim(), "1000");
-    assert_eq!(run(&["credits", "add", "25"]).trim(), "1025");
+    assert_eq!(ok(&["keys"]), keys, "generated once, then kept");
+    assert_eq!(ok(&["credits", "show"]).trim(), "1000");
+    assert_eq!(ok(&["credits", "add", "25"]).trim(), "1025");
 }

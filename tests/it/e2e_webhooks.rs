@@ -145,14 +145,22 @@ async fn resend_delivers_again_and_rotation_signs_with_the_new_secret() {
     .await;
     s.submit(ANALYZE, form(wav_bytes(0.5), &[])).await;
     rx.wait_for(1, 30).await; // first attempt failed; the next is 10 minutes away
-    let log: Value = s
-        .tl(Method::GET, "/v1/webhook/deliveries")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The attempt is recorded once the receiver has answered: wait for the row.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log: Value = s
+            .tl(Method::GET, "/v1/webhook/deliveries")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if log["data"][0]["id"].is_string() || std::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let failed_id = log["data"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(log["data"][0]["succeeded"], false);
 
