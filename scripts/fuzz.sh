@@ -30,7 +30,7 @@ if [ "$rc" -ne 0 ]; then
   for f in "$out"/crashes/*; do
     [ -e "$f" ] || continue
     echo "-- $f ($(stat -c %s "$f") bytes)"
-    xxd "$f" | head -64
+    xxd "$f" | head -32
   done
   echo "fuzz: FAILED (exit $rc); inputs in $out/crashes/"
 fi
