@@ -247,7 +247,12 @@ fn main() -> anyhow::Result<()> {
                     let store =
                         soundcheck::store::Store::open(&dir.join(soundcheck::datadir::DATABASE_FILE))?;
                     store.write_blocking(|tx| {
-                        soundcheck::store::credits::record(tx, None, "grant", n)
+                        soundcheck::store::credits::record(
+                            tx,
+                            None,
+                            soundcheck::store::states::LedgerKind::Grant,
+                            n,
+                        )
                     })?
                 }
             };

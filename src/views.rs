@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::store::generations::Generation;
 use crate::store::jobs::Job;
+use crate::store::states::{GenerationStatus, JobStatus};
 
 /// `parameters` of a generation: everything needed to reproduce it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -45,14 +46,14 @@ impl GenerationBody {
             .unwrap_or_else(|| g.parameters.clone());
         GenerationBody {
             id: g.id.clone(),
-            status: g.status.clone(),
+            status: g.status.to_string(),
             audio_url: g.audio_url.clone(),
             duration: g.duration,
             prompt: g.prompt.clone(),
             parameters,
             created_at: g.created_at.clone(),
             completed_at: g.completed_at.clone(),
-            error_message: (g.status == "failed")
+            error_message: (g.status == GenerationStatus::Failed)
                 .then(|| g.error_message.clone().unwrap_or_default()),
         }
     }
@@ -108,15 +109,15 @@ pub struct JobBody {
 impl JobBody {
     /// Renders a job; `live_progress` is the running engine's last report.
     pub fn from_row(j: &Job, live_progress: Option<f32>) -> JobBody {
-        let progress = match j.status.as_str() {
-            "queued" => Some(0.0),
-            "running" => Some(live_progress.unwrap_or(0.0)),
-            "completed" => Some(1.0),
-            _ => None,
+        let progress = match j.status {
+            JobStatus::Queued => Some(0.0),
+            JobStatus::Running => Some(live_progress.unwrap_or(0.0)),
+            JobStatus::Completed => Some(1.0),
+            JobStatus::Failed => None,
         };
         JobBody {
             job_id: j.id.clone(),
-            status: j.status.clone(),
+            status: j.status.to_string(),
             endpoint: j.endpoint.clone(),
             progress,
             result: j.result.clone(),
@@ -133,7 +134,7 @@ impl JobBody {
 }
 
 fn job_error(j: &Job) -> Option<JobErrorBody> {
-    (j.status == "failed").then(|| JobErrorBody {
+    (j.status == JobStatus::Failed).then(|| JobErrorBody {
         code: j
             .error_code
             .clone()
@@ -174,7 +175,7 @@ impl JobEvent {
             data: EventData {
                 job_id: j.id.clone(),
                 endpoint: j.endpoint.clone(),
-                status: j.status.clone(),
+                status: j.status.to_string(),
                 result: j.result.clone(),
                 error: job_error(j),
                 credits_used: j.credits_used,

@@ -81,7 +81,7 @@ async fn credits_add(
         })?;
     let balance = state
         .store
-        .write(move |tx| credits::record(tx, None, "grant", amount))
+        .write(move |tx| credits::record(tx, None, crate::store::states::LedgerKind::Grant, amount))
         .await?;
     Ok(Json(BalanceBody { balance }))
 }

@@ -23,12 +23,10 @@ use super::{fault_header, JobsKey};
 use crate::app::AppState;
 use crate::error::{current_trace_id, ApiError, ApiResult, Code};
 use crate::jobs::JobKind;
+use crate::jobs::submit;
 use crate::store::jobs::{self as jobs_store, NewJob, NewUpload};
-use crate::store::{self, credits};
 use crate::views::{JobBody, SubmitBody, SubmitMeta};
 
-/// Idempotency keys are honoured for this long (seed: 24 hours).
-const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Uploads up to this size are kept in the database until a worker needs them as a file.
@@ -180,8 +178,9 @@ async fn jobs_submit(
         let upload = sub.upload.clone();
         state
             .store
-            .write(move |tx| admit(tx, &upload, &job, idem_key.as_deref(), &hash))
+            .write(move |tx| submit::admit(tx, &upload, &job, idem_key.as_deref(), &hash))
             .await?
+            .map_err(refusal)
     }
     .await;
     let admitted = match outcome {
@@ -198,7 +197,7 @@ async fn jobs_submit(
     }
     let body = SubmitBody {
         job_id: admitted.job.id.clone(),
-        status: admitted.job.status.clone(),
+        status: admitted.job.status.to_string(),
         poll_url: format!("{}/v1/jobs/{}", state.public_url, admitted.job.id),
         estimated_completion: admitted.job.estimated_completion.clone(),
         meta: SubmitMeta {
@@ -244,6 +243,20 @@ pub(super) async fn spill(upload: &mut NewUpload) -> ApiResult<()> {
     Ok(())
 }
 
+/// Why the submit rule refused a job, in the envelope.
+fn refusal(r: submit::Refusal) -> ApiError {
+    match r {
+        submit::Refusal::IdempotencyConflict => ApiError::new(
+            Code::IdempotencyConflict,
+            "This Idempotency-Key was already used with a different request.",
+        ),
+        submit::Refusal::InsufficientCredits { price, balance } => ApiError::new(
+            Code::InsufficientCredits,
+            format!("This job costs {price} credits; {balance} remain."),
+        ),
+    }
+}
+
 /// An audio error in the envelope: the file's fault → `422`, ours → `500`.
 pub(super) fn audio_error(e: crate::audio::Error) -> ApiError {
     match e {
@@ -251,62 +264,6 @@ pub(super) fn audio_error(e: crate::audio::Error) -> ApiError {
         e if e.is_client_error() => ApiError::new(Code::UnsupportedAudio, e.to_string()),
         e => ApiError::internal(e),
     }
-}
-
-/// The job a submission produced (or, for a replayed idempotency key, the earlier one).
-struct Admitted {
-    job: jobs_store::Job,
-    balance: i64,
-    replayed: bool,
-}
-
-/// In one transaction: honour the idempotency key, check and reserve credits, insert the job.
-fn admit(
-    tx: &rusqlite::Connection,
-    upload: &NewUpload,
-    job: &NewJob,
-    idem_key: Option<&str>,
-    hash: &str,
-) -> store::Result<Result<Admitted, ApiError>> {
-    let now = store::now_ms();
-    if let Some(key) = idem_key {
-        if let Some(rec) = jobs_store::idempotency_get(tx, key)? {
-            if now - rec.created_at < IDEMPOTENCY_WINDOW_MS {
-                if rec.request_hash != hash {
-                    return Ok(Err(ApiError::new(
-                        Code::IdempotencyConflict,
-                        "This Idempotency-Key was already used with a different request.",
-                    )));
-                }
-                if let Some(existing) = jobs_store::get(tx, &rec.job_id)? {
-                    let balance = credits::balance(tx)?;
-                    return Ok(Ok(Admitted {
-                        job: existing,
-                        balance,
-                        replayed: true,
-                    }));
-                }
-            }
-        }
-    }
-    let balance = credits::balance(tx)?;
-    if balance < job.price {
-        return Ok(Err(ApiError::new(
-            Code::InsufficientCredits,
-            format!("This job costs {} credits; {balance} remain.", job.price),
-        )));
-    }
-    jobs_store::insert(tx, upload, job)?;
-    let balance = credits::record(tx, Some(&job.id), "reserve", -job.price)?;
-    if let Some(key) = idem_key {
-        jobs_store::idempotency_put(tx, key, hash, &job.id, now)?;
-    }
-    let stored = jobs_store::get(tx, &job.id)?.expect("job just inserted");
-    Ok(Ok(Admitted {
-        job: stored,
-        balance,
-        replayed: false,
-    }))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {

@@ -4,11 +4,13 @@
 //!
 //! Bad input never panics and never loops forever: every symphonia call runs under
 //! `catch_unwind`, undecodable packets are counted and bounded, and the decoded length is checked
-//! against the length the container declares so truncated files are reported as corrupt.
+//! against the length the container declares so truncated files are reported as corrupt. Nothing
+//! is allocated from a header before it is checked: [`prescan`] refuses container sizes that
+//! reach past the file, and [`limits`] refuses absurd rates, channel counts and lengths.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Seek};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 
@@ -24,6 +26,7 @@ use symphonia::core::probe::Hint;
 
 use super::error::{Error, Result};
 use super::limits;
+use super::prescan;
 use super::Audio;
 
 /// Most samples (all channels together) one decode may produce: about 3.4 hours of 44.1 kHz
@@ -75,13 +78,33 @@ pub fn decode(path: &Path) -> Result<Audio> {
 /// [`decode`] reporting progress in `0.0..=1.0` (when the container declares its length) so the
 /// CLI and jobs can show it on long files.
 pub fn decode_with_progress(path: &Path, progress: &dyn Fn(f32)) -> Result<Audio> {
-    let file = File::open(path)?;
+    let mut file = File::open(path)?;
+    prescan_file(&mut file)?;
     decode_source(Box::new(file), extension(path).as_deref(), progress)
 }
 
 /// Decodes audio held in memory; `ext` (e.g. `"mp3"`) is only a hint, the bytes decide.
 pub fn decode_bytes(bytes: Vec<u8>, ext: Option<&str>) -> Result<Audio> {
+    prescan_bytes(&bytes)?;
     decode_source(Box::new(Cursor::new(bytes)), ext, &|_| {})
+}
+
+/// [`prescan::check`] of an open file, which is left at its start.
+fn prescan_file(file: &mut File) -> Result<()> {
+    let len = file.metadata()?.len();
+    file.seek(std::io::SeekFrom::Start(0))?;
+    let mut magic = [0u8; 12];
+    let n = read_up_to(file, &mut magic)?;
+    let container = sniff_container(&magic[..n]);
+    let checked = guarded(|| prescan::check(file, len, container));
+    file.seek(std::io::SeekFrom::Start(0))?;
+    checked
+}
+
+/// [`prescan::check`] of bytes in memory.
+fn prescan_bytes(bytes: &[u8]) -> Result<()> {
+    let container = sniff_container(&bytes[..bytes.len().min(12)]);
+    guarded(|| prescan::check(&mut Cursor::new(bytes), bytes.len() as u64, container))
 }
 
 /// Reads headers, tags and the first decodable packet: cheap enough to run on every upload, and
@@ -92,12 +115,13 @@ pub fn probe(path: &Path) -> Result<ProbeInfo> {
     let mut magic = [0u8; 12];
     let n = read_up_to(&mut file, &mut magic)?;
     let container = sniff_container(&magic[..n]).to_string();
-    let file = File::open(path)?;
+    prescan_file(&mut file)?;
     probe_source(Box::new(file), container, file_size, extension(path))
 }
 
 /// [`probe`] of a file held in memory (an upload small enough to be kept in the database).
 pub fn probe_bytes(bytes: bytes::Bytes, ext: Option<&str>) -> Result<ProbeInfo> {
+    prescan_bytes(&bytes)?;
     let container = sniff_container(&bytes[..bytes.len().min(12)]).to_string();
     let file_size = bytes.len() as u64;
     let ext = ext.map(str::to_ascii_lowercase);

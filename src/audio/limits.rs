@@ -62,13 +62,20 @@ pub fn check_length(frames: u64, sample_rate: u32, declared: bool) -> Result<()>
     Ok(())
 }
 
-/// Refuses a buffer holding NaN or infinity: no engine is asked to make sense of them, and a
-/// float WAV that carries them is damaged.
+/// Largest accepted sample magnitude (full scale is 1.0). Float files may go over full scale, by a
+/// few dB in real masters; 1024 is +60 dB, past anything that is music rather than damage, and far
+/// below what would overflow the FFTs downstream (which sum thousands of samples).
+pub const MAX_SAMPLE_MAGNITUDE: f32 = 1024.0;
+
+/// Refuses a buffer holding NaN, infinity or a sample beyond [`MAX_SAMPLE_MAGNITUDE`]: no engine is
+/// asked to make sense of them, and a float file that carries them is damaged.
 pub fn check_finite(samples: &[f32], channel: usize, first_frame: usize) -> Result<()> {
-    match samples.iter().position(|s| !s.is_finite()) {
+    let bad = |s: &f32| !s.is_finite() || s.abs() > MAX_SAMPLE_MAGNITUDE;
+    match samples.iter().position(bad) {
         None => Ok(()),
         Some(i) => Err(Error::Corrupt(format!(
-            "samples: frame {} of channel {channel} is not a finite number (NaN or infinity)",
+            "samples: frame {} of channel {channel} is not a finite number in range \
+             (NaN, infinity, or beyond ±{MAX_SAMPLE_MAGNITUDE}; full scale is ±1)",
             first_frame + i
         ))),
     }
@@ -114,5 +121,8 @@ mod tests {
         assert!(e.to_string().contains("frame 11 of channel 1"), "{e}");
         assert!(check_finite(&[f32::INFINITY], 0, 0).is_err());
         assert!(check_finite(&[f32::NEG_INFINITY], 0, 0).is_err());
+        assert!(check_finite(&[1.9, -3.0, 1024.0], 0, 0).is_ok(), "over full scale is fine");
+        assert!(check_finite(&[0.0, 1.0e30], 0, 0).is_err());
+        assert!(check_finite(&[-1025.0], 0, 0).is_err());
     }
 }

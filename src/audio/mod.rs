@@ -13,6 +13,7 @@ pub mod error;
 pub mod limits;
 pub mod loudness;
 mod mp3;
+pub mod prescan;
 pub mod resample;
 
 pub use decode::{decode, decode_with_progress, probe, probe_bytes, ProbeInfo};

@@ -7,4 +7,5 @@ pub mod janitor;
 pub use engine::{Engine, EngineError, JobContext, JobKind, JobOutput, Resource};
 pub use generator::{GenerationRequest, Generator};
 pub mod registry;
+pub mod submit;
 pub mod worker;

@@ -21,6 +21,7 @@ use crate::audio::Audio;
 use crate::faults::{Fault, Faults};
 use crate::store::generations::Generation;
 use crate::store::jobs::Job;
+use crate::store::states::LedgerKind;
 use crate::store::{self, credits, Store};
 use crate::views::GenerationParameters;
 use crate::webhooks::dispatch::Dispatcher;
@@ -559,14 +560,18 @@ fn finish_job_tx(tx: &rusqlite::Connection, job_id: &str, price: i64, end: End) 
         End::Completed(result, media) => {
             insert_media(tx, &media)?;
             store::jobs::complete(tx, job_id, &result, price)?;
-            credits::record(tx, Some(job_id), "charge", 0)?;
+            credits::record(tx, Some(job_id), LedgerKind::Charge, 0)?;
         }
         End::Generated(..) => unreachable!("a job does not end as a generation"),
         End::Failed { code, message } => {
             let ours = matches!(code, "internal_error" | "service_unavailable");
             let used = if ours { 0 } else { price };
             store::jobs::fail(tx, job_id, code, &message, used)?;
-            let kind = if ours { "refund" } else { "charge" };
+            let kind = if ours {
+                LedgerKind::Refund
+            } else {
+                LedgerKind::Charge
+            };
             credits::record(tx, Some(job_id), kind, if ours { price } else { 0 })?;
         }
     }
@@ -674,6 +679,7 @@ pub(crate) fn write_mp3_atomically(audio: &Audio, path: &Path) -> Result<f64, En
 mod tests {
     use super::*;
     use crate::store::jobs::{NewJob, NewUpload};
+    use crate::store::states::JobStatus;
 
     fn queued_job(store: &Store, id: &str) {
         store
@@ -702,13 +708,13 @@ mod tests {
                         estimated_completion: "2026-01-01T00:00:00Z".into(),
                     },
                 )?;
-                credits::record(tx, Some(id), "reserve", -10)?;
+                credits::record(tx, Some(id), LedgerKind::Reserve, -10)?;
                 Ok(())
             })
             .unwrap();
     }
 
-    fn status(store: &Store, id: &str) -> (String, i64, Option<String>) {
+    fn status(store: &Store, id: &str) -> (JobStatus, i64, Option<String>) {
         store
             .write_blocking(|tx| {
                 let j = store::jobs::get(tx, id)?.unwrap();
@@ -729,19 +735,19 @@ mod tests {
         // Given back at shutdown: not counted.
         claim(&store);
         store.write_blocking(|tx| store::jobs::requeue(tx, "job_a")).unwrap();
-        assert_eq!(status(&store, "job_a"), ("queued".into(), 0, None));
+        assert_eq!(status(&store, "job_a"), (JobStatus::Queued, 0, None));
         // First crash: queued again.
         claim(&store);
         let r = store.write_blocking(recover).unwrap();
         assert_eq!(r, Recovered { requeued: 1, failed: 0 });
-        assert_eq!(status(&store, "job_a").0, "queued");
+        assert_eq!(status(&store, "job_a").0, JobStatus::Queued);
         // Second crash: failed, refunded, webhook queued.
         claim(&store);
         let r = store.write_blocking(recover).unwrap();
         assert_eq!(r, Recovered { requeued: 0, failed: 1 });
         assert_eq!(
             status(&store, "job_a"),
-            ("failed".into(), MAX_RUNS, Some("internal_error".into()))
+            (JobStatus::Failed, MAX_RUNS, Some("internal_error".into()))
         );
         let (balance, kinds, events): (i64, Vec<String>, i64) = store
             .write_blocking(|tx| {

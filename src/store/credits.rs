@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use super::states::LedgerKind;
 use super::Result;
 
 /// Credits a new data directory starts with (CONTRACT.md).
@@ -14,7 +15,8 @@ pub const STARTING_CREDITS: i64 = 1_000;
 pub struct Movement {
     pub id: i64,
     pub job_id: Option<String>,
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: LedgerKind,
     pub delta: i64,
     pub balance_after: i64,
     pub created_at: String,
@@ -30,7 +32,12 @@ pub fn balance(conn: &Connection) -> Result<i64> {
 }
 
 /// Appends a movement and returns the new balance.
-pub fn record(conn: &Connection, job_id: Option<&str>, kind: &str, delta: i64) -> Result<i64> {
+pub fn record(
+    conn: &Connection,
+    job_id: Option<&str>,
+    kind: LedgerKind,
+    delta: i64,
+) -> Result<i64> {
     let after = balance(conn)? + delta;
     conn.prepare_cached(
         "INSERT INTO credit_ledger (job_id, kind, delta, balance_after, created_at)
@@ -46,7 +53,7 @@ pub fn ensure_initial_grant(conn: &Connection) -> Result<()> {
         .query_row("SELECT id FROM credit_ledger LIMIT 1", [], |r| r.get(0))
         .optional()?;
     if any.is_none() {
-        record(conn, None, "grant", STARTING_CREDITS)?;
+        record(conn, None, LedgerKind::Grant, STARTING_CREDITS)?;
     }
     Ok(())
 }

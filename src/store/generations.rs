@@ -3,13 +3,14 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
+use super::states::GenerationStatus;
 use super::{now_rfc3339, Result};
 
 /// A generation as stored.
 #[derive(Debug, Clone)]
 pub struct Generation {
     pub id: String,
-    pub status: String,
+    pub status: GenerationStatus,
     pub prompt: String,
     pub parameters: Value,
     pub model: String,
@@ -66,7 +67,7 @@ pub struct NewGeneration {
 pub fn insert(conn: &Connection, g: &NewGeneration) -> Result<Generation> {
     conn.execute(
         "INSERT INTO generations (id, status, prompt, parameters, model, webhook, fault, trace_id, created_at)
-         VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?9, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             g.id,
             g.prompt,
@@ -75,7 +76,8 @@ pub fn insert(conn: &Connection, g: &NewGeneration) -> Result<Generation> {
             g.webhook,
             g.fault,
             g.trace_id,
-            now_rfc3339()
+            now_rfc3339(),
+            GenerationStatus::Queued
         ],
     )?;
     Ok(get(conn, &g.id)?.expect("row just inserted"))
@@ -99,16 +101,16 @@ pub fn recent(conn: &Connection, limit: usize) -> Result<Vec<Generation>> {
 pub fn claim_next(conn: &Connection) -> Result<Option<Generation>> {
     let id: Option<String> = conn
         .query_row(
-            "SELECT id FROM generations WHERE status = 'queued' ORDER BY id LIMIT 1",
-            [],
+            "SELECT id FROM generations WHERE status = ?1 ORDER BY id LIMIT 1",
+            [GenerationStatus::Queued],
             |r| r.get(0),
         )
         .optional()?;
     let Some(id) = id else { return Ok(None) };
     conn.execute(
-        "UPDATE generations SET status = 'processing', started_at = ?2, runs = runs + 1
+        "UPDATE generations SET status = ?3, started_at = ?2, runs = runs + 1
          WHERE id = ?1",
-        params![id, now_rfc3339()],
+        params![id, now_rfc3339(), GenerationStatus::Processing],
     )?;
     get(conn, &id)
 }
@@ -122,10 +124,17 @@ pub fn complete(
     detail: &Value,
 ) -> Result<Generation> {
     conn.execute(
-        "UPDATE generations SET status = 'completed', audio_url = ?2, duration = ?3, detail = ?4,
+        "UPDATE generations SET status = ?6, audio_url = ?2, duration = ?3, detail = ?4,
                                 completed_at = ?5
          WHERE id = ?1",
-        params![id, audio_url, duration, detail.to_string(), now_rfc3339()],
+        params![
+            id,
+            audio_url,
+            duration,
+            detail.to_string(),
+            now_rfc3339(),
+            GenerationStatus::Completed
+        ],
     )?;
     Ok(get(conn, id)?.expect("generation exists"))
 }
@@ -133,8 +142,8 @@ pub fn complete(
 /// Marks a generation failed; returns it as stored.
 pub fn fail(conn: &Connection, id: &str, message: &str) -> Result<Generation> {
     conn.execute(
-        "UPDATE generations SET status = 'failed', error_message = ?2, completed_at = ?3 WHERE id = ?1",
-        params![id, message, now_rfc3339()],
+        "UPDATE generations SET status = ?4, error_message = ?2, completed_at = ?3 WHERE id = ?1",
+        params![id, message, now_rfc3339(), GenerationStatus::Failed],
     )?;
     Ok(get(conn, id)?.expect("generation exists"))
 }
@@ -143,9 +152,9 @@ pub fn fail(conn: &Connection, id: &str, message: &str) -> Result<Generation> {
 /// counted towards the poison bound.
 pub fn requeue(conn: &Connection, id: &str) -> Result<()> {
     conn.execute(
-        "UPDATE generations SET status = 'queued', started_at = NULL, runs = MAX(runs - 1, 0)
-         WHERE id = ?1 AND status = 'processing'",
-        [id],
+        "UPDATE generations SET status = ?2, started_at = NULL, runs = MAX(runs - 1, 0)
+         WHERE id = ?1 AND status = ?3",
+        params![id, GenerationStatus::Queued, GenerationStatus::Processing],
     )?;
     Ok(())
 }
@@ -153,16 +162,16 @@ pub fn requeue(conn: &Connection, id: &str) -> Result<()> {
 /// At start-up: the ids of generations a crash left `processing` after `max_runs` runs.
 pub fn interrupted_too_often(conn: &Connection, max_runs: i64) -> Result<Vec<String>> {
     let mut stmt = conn.prepare(
-        "SELECT id FROM generations WHERE status = 'processing' AND runs >= ?1 ORDER BY id",
+        "SELECT id FROM generations WHERE status = ?2 AND runs >= ?1 ORDER BY id",
     )?;
-    let rows = stmt.query_map([max_runs], |r| r.get(0))?;
+    let rows = stmt.query_map(params![max_runs, GenerationStatus::Processing], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// At start-up: every generation a crash left `processing` is queued again. Returns how many.
 pub fn recover(conn: &Connection) -> Result<usize> {
     Ok(conn.execute(
-        "UPDATE generations SET status = 'queued', started_at = NULL WHERE status = 'processing'",
-        [],
+        "UPDATE generations SET status = ?1, started_at = NULL WHERE status = ?2",
+        [GenerationStatus::Queued, GenerationStatus::Processing],
     )?)
 }

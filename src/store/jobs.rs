@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
+use super::states::JobStatus;
 use super::{now_rfc3339, Result};
 
 /// A job as stored.
@@ -12,7 +13,7 @@ pub struct Job {
     pub id: String,
     pub endpoint: String,
     pub engine: String,
-    pub status: String,
+    pub status: JobStatus,
     pub params: Value,
     pub fault: Option<String>,
     pub upload_path: String,
@@ -109,7 +110,7 @@ pub fn insert(conn: &Connection, upload: &NewUpload, job: &NewJob) -> Result<()>
     conn.prepare_cached(
         "INSERT INTO jobs (id, endpoint, engine, status, params, fault, upload_id, trace_id,
                            credits_reserved, created_at, estimated_completion)
-         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         VALUES (?1, ?2, ?3, ?11, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         job.id,
@@ -121,7 +122,8 @@ pub fn insert(conn: &Connection, upload: &NewUpload, job: &NewJob) -> Result<()>
         job.trace_id,
         job.price,
         now,
-        job.estimated_completion
+        job.estimated_completion,
+        JobStatus::Queued
     ])?;
     Ok(())
 }
@@ -180,15 +182,15 @@ pub fn recent(conn: &Connection, limit: usize) -> Result<Vec<Job>> {
 pub fn claim_next(conn: &Connection) -> Result<Option<Job>> {
     let id: Option<String> = conn
         .query_row(
-            "SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1",
-            [],
+            "SELECT id FROM jobs WHERE status = ?1 ORDER BY id LIMIT 1",
+            [JobStatus::Queued],
             |r| r.get(0),
         )
         .optional()?;
     let Some(id) = id else { return Ok(None) };
     conn.execute(
-        "UPDATE jobs SET status = 'running', started_at = ?2, runs = runs + 1 WHERE id = ?1",
-        params![id, now_rfc3339()],
+        "UPDATE jobs SET status = ?3, started_at = ?2, runs = runs + 1 WHERE id = ?1",
+        params![id, now_rfc3339(), JobStatus::Running],
     )?;
     get(conn, &id)
 }
@@ -196,9 +198,9 @@ pub fn claim_next(conn: &Connection) -> Result<Option<Job>> {
 /// Marks a running job completed with its result.
 pub fn complete(conn: &Connection, id: &str, result: &Value, credits_used: i64) -> Result<()> {
     conn.execute(
-        "UPDATE jobs SET status = 'completed', result = ?2, credits_used = ?3, finished_at = ?4
+        "UPDATE jobs SET status = ?5, result = ?2, credits_used = ?3, finished_at = ?4
          WHERE id = ?1",
-        params![id, result.to_string(), credits_used, now_rfc3339()],
+        params![id, result.to_string(), credits_used, now_rfc3339(), JobStatus::Completed],
     )?;
     Ok(())
 }
@@ -212,10 +214,10 @@ pub fn fail(
     credits_used: i64,
 ) -> Result<()> {
     conn.execute(
-        "UPDATE jobs SET status = 'failed', error_code = ?2, error_message = ?3, credits_used = ?4,
+        "UPDATE jobs SET status = ?6, error_code = ?2, error_message = ?3, credits_used = ?4,
                          finished_at = ?5
          WHERE id = ?1",
-        params![id, code, message, credits_used, now_rfc3339()],
+        params![id, code, message, credits_used, now_rfc3339(), JobStatus::Failed],
     )?;
     Ok(())
 }
@@ -224,9 +226,9 @@ pub fn fail(
 /// interrupted run is not counted: only runs cut off by a crash count towards the poison bound.
 pub fn requeue(conn: &Connection, id: &str) -> Result<()> {
     conn.execute(
-        "UPDATE jobs SET status = 'queued', started_at = NULL, runs = MAX(runs - 1, 0)
-         WHERE id = ?1 AND status = 'running'",
-        [id],
+        "UPDATE jobs SET status = ?2, started_at = NULL, runs = MAX(runs - 1, 0)
+         WHERE id = ?1 AND status = ?3",
+        params![id, JobStatus::Queued, JobStatus::Running],
     )?;
     Ok(())
 }
@@ -236,26 +238,26 @@ pub fn requeue(conn: &Connection, id: &str) -> Result<()> {
 pub fn interrupted_too_often(conn: &Connection, max_runs: i64) -> Result<Vec<Job>> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs j JOIN uploads u ON u.id = j.upload_id
-         WHERE j.status = 'running' AND j.runs >= ?1 ORDER BY j.id"
+         WHERE j.status = ?2 AND j.runs >= ?1 ORDER BY j.id"
     );
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map([max_runs], job_from_row)?;
+    let rows = stmt.query_map(params![max_runs, JobStatus::Running], job_from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// At start-up: every other job a crash left `running` is queued again. Returns how many.
 pub fn recover(conn: &Connection) -> Result<usize> {
     Ok(conn.execute(
-        "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'",
-        [],
+        "UPDATE jobs SET status = ?1, started_at = NULL WHERE status = ?2",
+        [JobStatus::Queued, JobStatus::Running],
     )?)
 }
 
 /// How many jobs wait or run (to estimate completion times).
 pub fn backlog(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row(
-        "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')",
-        [],
+        "SELECT COUNT(*) FROM jobs WHERE status IN (?1, ?2)",
+        [JobStatus::Queued, JobStatus::Running],
         |r| r.get(0),
     )?)
 }

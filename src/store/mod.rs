@@ -16,6 +16,7 @@ pub mod generations;
 pub mod jobs;
 pub mod media;
 pub mod settings;
+pub mod states;
 pub mod webhooks;
 
 use std::panic::AssertUnwindSafe;

@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
+use super::states::{EventKind, EventState};
 use super::{now_rfc3339, Result};
 
 /// The jobs API's webhook endpoint (one per data directory).
@@ -75,8 +76,8 @@ pub fn endpoint_enable(conn: &Connection, now_ms: i64) -> Result<usize> {
         [now_rfc3339()],
     )?;
     Ok(conn.execute(
-        "UPDATE webhook_events SET state = 'pending', next_attempt_at = ?1 WHERE state = 'held'",
-        [now_ms],
+        "UPDATE webhook_events SET state = ?2, next_attempt_at = ?1 WHERE state = ?3",
+        params![now_ms, EventState::Pending, EventState::Held],
     )?)
 }
 
@@ -88,9 +89,9 @@ pub fn endpoint_disable(conn: &Connection, reason: &str) -> Result<()> {
         params![now_rfc3339(), reason],
     )?;
     conn.execute(
-        "UPDATE webhook_events SET state = 'held', next_attempt_at = NULL
-         WHERE state = 'pending' AND kind = 'job'",
-        [],
+        "UPDATE webhook_events SET state = ?1, next_attempt_at = NULL
+         WHERE state = ?2 AND kind = ?3",
+        params![EventState::Held, EventState::Pending, EventKind::Job],
     )?;
     Ok(())
 }
@@ -108,14 +109,14 @@ pub fn endpoint_set_failures(conn: &Connection, n: i64) -> Result<()> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub id: String,
-    pub kind: String,
+    pub kind: EventKind,
     #[serde(rename = "type")]
     pub event_type: String,
     pub subject_id: String,
     pub url: Option<String>,
     #[serde(skip)]
     pub payload: String,
-    pub state: String,
+    pub state: EventState,
     pub attempts: i64,
     pub next_attempt_at: Option<i64>,
     pub created_at: String,
@@ -142,13 +143,13 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
 /// A new outbox event.
 pub struct NewEvent<'a> {
     pub id: &'a str,
-    pub kind: &'a str,
+    pub kind: EventKind,
     pub event_type: &'a str,
     pub subject_id: &'a str,
     pub url: Option<&'a str>,
     pub payload: &'a str,
-    /// `pending` (due at `next_attempt_at`), `held` or `skipped`.
-    pub state: &'a str,
+    /// `Pending` (due at `next_attempt_at`), `Held` or `Skipped`.
+    pub state: EventState,
     pub next_attempt_at: Option<i64>,
 }
 
@@ -191,18 +192,21 @@ pub fn events_for(conn: &Connection, subject_id: &str) -> Result<Vec<Event>> {
 pub fn due_events(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<Event>> {
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM webhook_events
-         WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2"
+         WHERE state = ?3 AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2"
     );
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params![now_ms, limit as i64], event_from_row)?;
+    let rows = stmt.query_map(
+        params![now_ms, limit as i64, EventState::Pending],
+        event_from_row,
+    )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// When the next pending event falls due, if any.
 pub fn next_due_at(conn: &Connection) -> Result<Option<i64>> {
     Ok(conn.query_row(
-        "SELECT MIN(next_attempt_at) FROM webhook_events WHERE state = 'pending'",
-        [],
+        "SELECT MIN(next_attempt_at) FROM webhook_events WHERE state = ?1",
+        [EventState::Pending],
         |r| r.get(0),
     )?)
 }
@@ -211,7 +215,7 @@ pub fn next_due_at(conn: &Connection) -> Result<Option<i64>> {
 pub fn event_update(
     conn: &Connection,
     id: &str,
-    state: &str,
+    state: EventState,
     attempts: i64,
     next_attempt_at: Option<i64>,
 ) -> Result<()> {

@@ -13,6 +13,7 @@ use url::Url;
 
 use super::{guard, schedule, sign, GENERATION_USER_AGENT, JOB_USER_AGENT};
 use crate::faults::{DeliveryFault, Faults};
+use crate::store::states::{EventKind, EventState};
 use crate::store::webhooks::{self as wh, Attempt, Event};
 use crate::store::{self, Store};
 
@@ -175,7 +176,11 @@ impl Dispatcher {
         let id = listed.id.clone();
         let now = store::now_ms();
         let event = match self.inner.store.read(move |c| wh::event_get(c, &id)).await {
-            Ok(Some(e)) if e.state == "pending" && e.next_attempt_at.is_some_and(|t| t <= now) => e,
+            Ok(Some(e))
+                if e.state == EventState::Pending && e.next_attempt_at.is_some_and(|t| t <= now) =>
+            {
+                e
+            }
             Ok(_) => return,
             Err(e) => {
                 tracing::error!(event = %listed.id, "webhook outbox read failed: {e}");
@@ -223,14 +228,18 @@ impl Dispatcher {
     /// Where an event goes now: `(url, signing secret)`. `None` (after updating the event) when a
     /// job event has no enabled endpoint any more.
     async fn target(&self, event: &Event) -> store::Result<Option<(String, Option<String>)>> {
-        if event.kind == "generation" {
+        if event.kind == EventKind::Generation {
             return Ok(Some((event.url.clone().unwrap_or_default(), None)));
         }
         let endpoint = self.inner.store.read(wh::endpoint_get).await?;
         match (endpoint.url, endpoint.enabled) {
             (Some(url), true) => Ok(Some((url, Some(endpoint.secret)))),
             (url, _) => {
-                let state = if url.is_none() { "skipped" } else { "held" };
+                let state = if url.is_none() {
+                    EventState::Skipped
+                } else {
+                    EventState::Held
+                };
                 let (id, attempts) = (event.id.clone(), event.attempts);
                 self.inner
                     .store
@@ -257,7 +266,7 @@ impl Dispatcher {
             })
             .await?
             .ok_or(ResendError::NotFound)?;
-        let target = if event.kind == "generation" {
+        let target = if event.kind == EventKind::Generation {
             (event.url.clone().unwrap_or_default(), None)
         } else {
             let endpoint = self.inner.store.read(wh::endpoint_get).await?;
@@ -285,7 +294,7 @@ impl Dispatcher {
             .inner
             .store
             .read(move |c| {
-                Ok(if kind == "job" {
+                Ok(if kind == EventKind::Job {
                     store::jobs::get(c, &id)?.and_then(|j| j.fault)
                 } else {
                     store::generations::get(c, &id)?.and_then(|g| g.fault)
@@ -474,15 +483,18 @@ fn record_scheduled(
 ) -> store::Result<()> {
     let attempts = event.attempts + 1;
     let number = wh::last_attempt_number(tx, &event.id)? + 1;
-    let is_job = event.kind == "job";
+    let is_job = event.kind == EventKind::Job;
     let (state, next) = if o.succeeded() {
-        ("succeeded", None)
+        (EventState::Succeeded, None)
     } else if !is_job {
-        ("failed", None) // generations: fire-once
+        (EventState::Failed, None) // generations: fire-once
     } else {
         match schedule::wait_before(attempts + 1, time_scale) {
-            Some(wait) => ("pending", Some(store::now_ms() + wait.as_millis() as i64)),
-            None => ("failed", None),
+            Some(wait) => (
+                EventState::Pending,
+                Some(store::now_ms() + wait.as_millis() as i64),
+            ),
+            None => (EventState::Failed, None),
         }
     };
     wh::insert_attempt(tx, &attempt_row(event, number, o, false, next))?;
@@ -491,8 +503,8 @@ fn record_scheduled(
     }
     let endpoint = wh::endpoint_get(tx)?;
     match state {
-        "succeeded" => wh::endpoint_set_failures(tx, 0)?,
-        "failed" => {
+        EventState::Succeeded => wh::endpoint_set_failures(tx, 0)?,
+        EventState::Failed => {
             let failures = endpoint.consecutive_failures + 1;
             wh::endpoint_set_failures(tx, failures)?;
             if failures >= schedule::DISABLE_AFTER && endpoint.enabled {
@@ -509,8 +521,8 @@ fn record_scheduled(
         _ => {}
     }
     // The endpoint may have been disabled while this attempt was in flight.
-    let state = if state == "pending" && !endpoint.enabled {
-        "held"
+    let state = if state == EventState::Pending && !endpoint.enabled {
+        EventState::Held
     } else {
         state
     };
@@ -519,7 +531,7 @@ fn record_scheduled(
         &event.id,
         state,
         attempts,
-        next.filter(|_| state == "pending"),
+        next.filter(|_| state == EventState::Pending),
     )
 }
 
@@ -529,8 +541,8 @@ fn record_manual(tx: &rusqlite::Connection, event: &Event, o: &Outcome) -> store
     let row = attempt_row(event, number, o, true, None);
     wh::insert_attempt(tx, &row)?;
     if o.succeeded() {
-        wh::event_update(tx, &event.id, "succeeded", event.attempts, None)?;
-        if event.kind == "job" {
+        wh::event_update(tx, &event.id, EventState::Succeeded, event.attempts, None)?;
+        if event.kind == EventKind::Job {
             wh::endpoint_set_failures(tx, 0)?;
         }
     }

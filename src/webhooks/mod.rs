@@ -13,6 +13,7 @@ pub mod sign;
 
 use rusqlite::Connection;
 
+use crate::store::states::{EventKind, EventState};
 use crate::store::{self, webhooks as wh};
 use crate::views::{GenerationBody, JobEvent};
 
@@ -30,15 +31,15 @@ pub fn enqueue_job_event(conn: &Connection, job: &store::jobs::Job) -> store::Re
     let payload = serde_json::to_string(&event)?;
     let now = store::now_ms();
     let (state, due) = match (&endpoint.url, endpoint.enabled) {
-        (None, _) => ("skipped", None),
-        (Some(_), false) => ("held", None),
-        (Some(_), true) => ("pending", Some(now)),
+        (None, _) => (EventState::Skipped, None),
+        (Some(_), false) => (EventState::Held, None),
+        (Some(_), true) => (EventState::Pending, Some(now)),
     };
     wh::insert_event(
         conn,
         &wh::NewEvent {
             id: &crate::ids::new_id("evt"),
-            kind: "job",
+            kind: EventKind::Job,
             event_type: &event.event_type,
             subject_id: &job.id,
             url: None,
@@ -62,12 +63,12 @@ pub fn enqueue_generation_event(
         conn,
         &wh::NewEvent {
             id: &crate::ids::new_id("evt"),
-            kind: "generation",
+            kind: EventKind::Generation,
             event_type: &format!("generation.{}", generation.status),
             subject_id: &generation.id,
             url: Some(url),
             payload: &payload,
-            state: "pending",
+            state: EventState::Pending,
             next_attempt_at: Some(store::now_ms()),
         },
     )

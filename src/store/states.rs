@@ -1,0 +1,176 @@
+//! The words the store keeps in its state and kind columns, as types: a job's status, a
+//! generation's status, a webhook event's state and kind, a ledger entry's kind. Each converts to
+//! and from its column text here, at the store's edge, so the rest of the code matches on variants
+//! (a typo does not compile) and every transition is a function with a test, not a string literal.
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+
+/// Declares a unit enum stored as lower-case text, with `as_str`, `parse`, `Display`, serde and
+/// SQLite conversions.
+macro_rules! stored_words {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The text stored in the database and shown to clients.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The variant stored as `text`, if any.
+            pub fn parse(text: &str) -> Option<$name> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $name {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                let text = value.as_str()?;
+                $name::parse(text).ok_or_else(|| {
+                    FromSqlError::Other(format!("unknown {} {text:?}", stringify!($name)).into())
+                })
+            }
+        }
+    };
+}
+
+stored_words! {
+    /// Where a job is in its life (the jobs API's `status`).
+    pub enum JobStatus {
+        Queued = "queued",
+        Running = "running",
+        Completed = "completed",
+        Failed = "failed",
+    }
+}
+
+stored_words! {
+    /// Where a generation is in its life (the generations API's `status`).
+    pub enum GenerationStatus {
+        Queued = "queued",
+        Processing = "processing",
+        Completed = "completed",
+        Failed = "failed",
+    }
+}
+
+stored_words! {
+    /// Where an outbox event is on its way to the receiver.
+    pub enum EventState {
+        /// Due at `next_attempt_at`.
+        Pending = "pending",
+        /// Waiting for the job endpoint to be re-enabled.
+        Held = "held",
+        /// Delivered (a 2xx).
+        Succeeded = "succeeded",
+        /// Every scheduled attempt failed (generations: the one attempt).
+        Failed = "failed",
+        /// No endpoint was configured when the job ended: nothing to send.
+        Skipped = "skipped",
+    }
+}
+
+stored_words! {
+    /// Which API an outbox event belongs to.
+    pub enum EventKind {
+        /// Signed and retried on the schedule (jobs API).
+        Job = "job",
+        /// Sent once, unsigned (generations API).
+        Generation = "generation",
+    }
+}
+
+stored_words! {
+    /// What a credit movement was.
+    pub enum LedgerKind {
+        /// Credits added (the starting grant, `credits add`, `POST /v1/credits`).
+        Grant = "grant",
+        /// A job's price held at submit.
+        Reserve = "reserve",
+        /// A finished job keeps its reservation (delta 0).
+        Charge = "charge",
+        /// A job failed on the server's side: its reservation comes back.
+        Refund = "refund",
+    }
+}
+
+impl JobStatus {
+    /// True once the job can change no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed)
+    }
+}
+
+impl GenerationStatus {
+    /// True once the generation can change no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, GenerationStatus::Completed | GenerationStatus::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every word reads back as the variant it was written from, through SQLite too, and a word
+    /// the code does not know is an error, not a default.
+    #[test]
+    fn every_word_round_trips_through_sqlite_and_unknown_words_are_errors() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        fn check<T: ToSql + FromSql + Copy + PartialEq + std::fmt::Debug>(
+            conn: &rusqlite::Connection,
+            all: &[T],
+            text: impl Fn(T) -> &'static str,
+        ) {
+            for &v in all {
+                let back: T = conn.query_row("SELECT ?1", [v], |r| r.get(0)).unwrap();
+                assert_eq!(back, v);
+                let stored: String = conn.query_row("SELECT ?1", [v], |r| r.get(0)).unwrap();
+                assert_eq!(stored, text(v));
+            }
+            let bad: rusqlite::Result<T> = conn.query_row("SELECT 'runing'", [], |r| r.get(0));
+            assert!(bad.is_err());
+        }
+        check(&conn, JobStatus::ALL, JobStatus::as_str);
+        check(&conn, GenerationStatus::ALL, GenerationStatus::as_str);
+        check(&conn, EventState::ALL, EventState::as_str);
+        check(&conn, EventKind::ALL, EventKind::as_str);
+        check(&conn, LedgerKind::ALL, LedgerKind::as_str);
+        assert_eq!(
+            serde_json::to_string(&JobStatus::Running).unwrap(),
+            "\"running\""
+        );
+        assert!(JobStatus::Failed.is_final() && !JobStatus::Running.is_final());
+        assert!(GenerationStatus::Completed.is_final() && !GenerationStatus::Processing.is_final());
+    }
+}
