@@ -57,6 +57,9 @@ pub struct AppState {
     pub work: Arc<Notify>,
     /// Last poll of each job, for the one-poll-per-second limit.
     pub polls: Arc<Mutex<PollLimiter>>,
+    /// Synchronous analyses decoding at once (one per worker): each holds a whole decoded file in
+    /// memory, so their number is bounded like the workers'.
+    pub sync_analyses: Arc<tokio::sync::Semaphore>,
 }
 
 /// Remembers when each job was last polled; forgets entries older than the window.
@@ -187,16 +190,10 @@ async fn method_not_allowed(resp: Response) -> Response {
         return resp;
     }
     let (mut parts, _) = resp.into_parts();
-    let allow = parts
-        .headers
-        .get(axum::http::header::ALLOW)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
     let trace_id = crate::error::current_trace_id();
     let body = envelope(
         Code::InvalidRequest,
-        &format!("This method is not allowed on this path; allowed: {allow}."),
+        "This method is not allowed on this path; the Allow header lists the ones it takes.",
         &trace_id,
     );
     let json = axum::Json(body).into_response();
@@ -286,6 +283,7 @@ pub async fn run(
         progress: ProgressMap::default(),
         work: Arc::new(Notify::new()),
         polls: Arc::default(),
+        sync_analyses: Arc::new(tokio::sync::Semaphore::new(config.workers.max(1))),
     };
 
     let mut tasks = tokio::task::JoinSet::new();

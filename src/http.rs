@@ -2,9 +2,9 @@
 //! the timeouts `axum::serve` does not offer. A client must send a request's headers within the
 //! header-read timeout, counted from the moment the connection opens or the previous response was
 //! sent (hyper's timer): a half-sent request line is closed, and so is a keep-alive connection that
-//! sends no next request. A connection with no bytes in either direction for the idle timeout
-//! (a request whose body stalls, a client that stops reading) is asked to close once its request
-//! in flight is answered, and dropped if it stays silent another idle period. On shutdown every
+//! sends no next request. A connection that in one idle period writes nothing and reads fewer than
+//! [`MIN_READ`] bytes (a stalled or dripped request body) is asked to close once its request in
+//! flight is answered, and dropped if it stays idle another period. On shutdown every
 //! connection finishes its request in flight and closes.
 
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
 
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -81,12 +82,12 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let started = Instant::now();
-    let activity = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(Counts::default());
     let io = TokioIo::new(Tracked {
         inner: tcp,
-        started,
-        activity: activity.clone(),
+        counts: counts.clone(),
     });
+    let (mut window_start, mut window_read, mut window_written) = (Duration::ZERO, 0u64, 0u64);
     // Peer addresses let the dashboard hand its keys to loopback clients only.
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -113,39 +114,49 @@ async fn serve_connection(
                 closing_since = Some(started.elapsed());
             }
             _ = tick.tick() => {
-                let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-                let idle = started.elapsed().saturating_sub(last);
+                // A window of `idle` in which nothing was written and fewer than MIN_READ bytes
+                // were read makes the connection idle: silence, or a body dripped a byte at a time.
+                let now = started.elapsed();
+                if now.saturating_sub(window_start) < timeouts.idle {
+                    continue;
+                }
+                let (read, written) = (counts.read.load(Ordering::Relaxed), counts.written.load(Ordering::Relaxed));
+                let idle = written == window_written && read.saturating_sub(window_read) < MIN_READ;
+                (window_start, window_read, window_written) = (now, read, written);
+                if !idle {
+                    continue;
+                }
                 match closing_since {
-                    None if idle >= timeouts.idle => {
+                    None => {
                         conn.as_mut().graceful_shutdown();
-                        closing_since = Some(started.elapsed());
+                        closing_since = Some(now);
                     }
-                    // Asked to close and still silent: a request stalled mid-body; drop it.
-                    Some(since) if idle >= timeouts.idle
-                        && started.elapsed().saturating_sub(since) >= timeouts.idle => {
-                        tracing::debug!(%peer, "closing a connection silent for {idle:?}");
+                    // Asked to close and still idle: a request stalled mid-body; drop it.
+                    Some(_) => {
+                        tracing::debug!(%peer, "closing a connection idle for two periods");
                         return;
                     }
-                    _ => {}
                 }
             }
         }
     }
 }
 
-/// A TCP stream that records when bytes last moved, for the idle timeout.
-struct Tracked {
-    inner: TcpStream,
-    started: Instant,
-    /// Milliseconds since `started` of the last read or write that moved bytes.
-    activity: Arc<AtomicU64>,
+/// Fewer bytes than this read in an idle period, with nothing written, count as idle: a request
+/// body dripped a byte every few seconds must not hold a connection forever.
+const MIN_READ: u64 = 1024;
+
+/// Bytes moved on a connection, for the idle timeout.
+#[derive(Default)]
+struct Counts {
+    read: AtomicU64,
+    written: AtomicU64,
 }
 
-impl Tracked {
-    fn touch(&self) {
-        self.activity
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
+/// A TCP stream that counts the bytes it moves.
+struct Tracked {
+    inner: TcpStream,
+    counts: Arc<Counts>,
 }
 
 impl AsyncRead for Tracked {
@@ -156,8 +167,9 @@ impl AsyncRead for Tracked {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.touch();
+        if matches!(poll, Poll::Ready(Ok(()))) {
+            let n = (buf.filled().len() - before) as u64;
+            self.counts.read.fetch_add(n, Ordering::Relaxed);
         }
         poll
     }
@@ -170,8 +182,8 @@ impl AsyncWrite for Tracked {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+        if let Poll::Ready(Ok(n)) = poll {
+            self.counts.written.fetch_add(n as u64, Ordering::Relaxed);
         }
         poll
     }
@@ -190,8 +202,8 @@ impl AsyncWrite for Tracked {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+        if let Poll::Ready(Ok(n)) = poll {
+            self.counts.written.fetch_add(n as u64, Ordering::Relaxed);
         }
         poll
     }

@@ -27,6 +27,9 @@ use crate::app::AppState;
 use crate::engines::analyze;
 use crate::error::{current_trace_id, ApiError, ApiResult};
 
+/// Longest a synchronous analysis waits for a free slot before answering `503`.
+const SYNC_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Which synchronous analysis a route runs.
 #[derive(Debug, Clone, Copy)]
 enum Analysis {
@@ -130,7 +133,27 @@ async fn analysis_post(
     let meta = Meta {
         trace_id: current_trace_id(),
     };
-    let result = tokio::task::spawn_blocking(move || run(what, &path, meta)).await;
+    // Wait for a free slot (bounded memory: each analysis holds its decoded file), but not
+    // forever: a client gets a clear 503 rather than a hung request.
+    let permit = tokio::time::timeout(
+        SYNC_SLOT_WAIT,
+        state.sync_analyses.clone().acquire_owned(),
+    )
+    .await;
+    let Ok(Ok(permit)) = permit else {
+        if source.temporary {
+            let _ = tokio::fs::remove_file(&source.path).await;
+        }
+        return Err(ApiError::new(
+            crate::error::Code::ServiceUnavailable,
+            "Every synchronous analysis slot is busy; try again shortly, or use /v1/analyze/upload.",
+        ));
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        run(what, &path, meta)
+    })
+    .await;
     if source.temporary {
         let _ = tokio::fs::remove_file(&source.path).await;
     }

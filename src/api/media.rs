@@ -70,22 +70,28 @@ pub(crate) async fn serve_file(path: &str, mut req: Request) -> ApiResult<Respon
 
 /// Drops a `Range` header that RFC 9110 says to ignore, and the `If-Range` that decided it:
 /// - a range unit other than `bytes` (§14.2: "ignore a Range header field … with a range unit it
-///   does not understand");
+///   does not understand"), and a set of several ranges (served whole, as §14.2 allows);
 /// - an `If-Range` whose validator is not the file's `Last-Modified` to the second (§13.1.5). The
 ///   files carry no ETag, so an entity-tag never matches; nor does a weak or unparseable value.
 ///
 /// What is left is either no `Range` (the whole file) or a `bytes` range for `ServeFile` to parse.
 pub fn range_preconditions(headers: &mut HeaderMap, modified: Option<SystemTime>) {
     let ranges: Vec<_> = headers.get_all(header::RANGE).iter().collect();
-    let keep_range = match ranges.as_slice() {
-        [] => true,
-        [one] => one
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim_start().get(..6))
-            .is_some_and(|unit| unit.eq_ignore_ascii_case("bytes=")),
-        _ => false,
+    // One `bytes` range, written the way `ServeFile`'s parser reads it: the unit is
+    // case-insensitive and spaces may follow it (§14.1). Several ranges are served as the whole
+    // file, which §14.2 allows (no multipart/byteranges here).
+    let normalized = match ranges.as_slice() {
+        [] => None,
+        [one] => one.to_str().ok().and_then(|v| {
+            let v = v.trim();
+            let (unit, set) = v.split_once('=')?;
+            let set = set.trim();
+            (unit.trim().eq_ignore_ascii_case("bytes") && !set.is_empty() && !set.contains(','))
+                .then(|| format!("bytes={set}"))
+        }),
+        _ => None,
     };
+    let keep_range = ranges.is_empty() || normalized.is_some();
     let if_range: Vec<_> = headers.get_all(header::IF_RANGE).iter().collect();
     let validator_matches = match if_range.as_slice() {
         [] => true,
@@ -102,8 +108,11 @@ pub fn range_preconditions(headers: &mut HeaderMap, modified: Option<SystemTime>
         }
         _ => false,
     };
-    if !keep_range || !validator_matches {
-        headers.remove(header::RANGE);
+    headers.remove(header::RANGE);
+    if keep_range && validator_matches {
+        if let Some(value) = normalized.and_then(|v| axum::http::HeaderValue::from_str(&v).ok()) {
+            headers.insert(header::RANGE, value);
+        }
     }
     headers.remove(header::IF_RANGE);
 }
@@ -137,6 +146,9 @@ mod tests {
         let date = httpdate::fmt_http_date(t);
         assert!(apply(Some("bytes=0-99"), None, Some(t)));
         assert!(apply(Some("BYTES=0-99"), None, Some(t)));
+        assert!(apply(Some("bytes= 0-99"), None, Some(t)));
+        // Several ranges: the whole file.
+        assert!(!apply(Some("bytes=0-1,2-3"), None, Some(t)));
         // Unknown units: ignored, not 416.
         assert!(!apply(Some("items=0-5"), None, Some(t)));
         assert!(!apply(Some("bytes"), None, Some(t)));

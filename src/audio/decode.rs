@@ -227,6 +227,7 @@ fn open(source: Box<dyn MediaSource>, ext: Option<&str>) -> Result<Opened> {
             SymError::Unsupported(what) => {
                 Error::Unsupported(format!("not a recognised audio container ({what})"))
             }
+            SymError::DecodeError(what) if what.contains("channel") => map_err(SymError::DecodeError(what)),
             other => map_err(other),
         })?;
     let mut tags = BTreeMap::new();
@@ -435,6 +436,12 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 fn map_err(e: SymError) -> Error {
     match e {
         SymError::Unsupported(what) => Error::Unsupported(what.to_string()),
+        // symphonia's readers refuse channel counts they cannot map (e.g. WAV past 26 without a
+        // channel mask): outside what soundcheck supports, not damage.
+        SymError::DecodeError(what) if what.contains("channel") => Error::Unsupported(format!(
+            "channels: {what} (at most {} are supported)",
+            limits::MAX_CHANNELS
+        )),
         SymError::DecodeError(what) => Error::Corrupt(what.to_string()),
         SymError::LimitError(what) => Error::Unsupported(format!("limit exceeded: {what}")),
         SymError::IoError(e) => Error::Corrupt(format!("read error: {e}")),

@@ -16,8 +16,11 @@ pub const MIN_SAMPLE_RATE: u32 = 1_000;
 pub const MAX_SAMPLE_RATE: u32 = 768_000;
 /// Most channels accepted (symphonia's channel map holds 32; beyond that is not a music file).
 pub const MAX_CHANNELS: usize = 32;
-/// Default longest accepted audio, in seconds (3 hours).
-pub const DEFAULT_MAX_DURATION_SECS: u64 = 3 * 3600;
+/// Default longest accepted audio, in seconds (1 hour). Decoded audio is held in memory as `f32`
+/// (an hour of 44.1 kHz stereo is 1.3 GB) and the engines work on copies of it, while a few
+/// hundred kilobytes of FLAC can declare nothing and decode to hours: the default fits a laptop,
+/// and `--max-duration-secs` raises it where the memory is.
+pub const DEFAULT_MAX_DURATION_SECS: u64 = 3600;
 
 /// The duration cap in force; `serve --max-duration-secs` sets it once at start.
 static MAX_DURATION_SECS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_DURATION_SECS);

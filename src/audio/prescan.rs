@@ -99,6 +99,16 @@ impl Walk<'_> {
             if &id == b"LIST" {
                 self.sub_chunks(body + 4, body + size, u32::from_le_bytes, "LIST")?;
             }
+            if &id == b"fmt " && size >= 8 {
+                // The format's own fields, before a decoder is made from them (a rate of 0
+                // makes symphonia panic; 4 GHz makes the resampler allocate without bound).
+                let mut fmt = [0u8; 8];
+                if self.read_at(body, &mut fmt)? {
+                    let channels = u16::from_le_bytes([fmt[2], fmt[3]]) as usize;
+                    let rate = u32::from_le_bytes([fmt[4], fmt[5], fmt[6], fmt[7]]);
+                    super::limits::check_format(rate, channels)?;
+                }
+            }
             at = body + size + (size & 1);
         }
         Ok(())
@@ -189,6 +199,17 @@ impl Walk<'_> {
                 )));
             }
             match kind {
+                0 if size >= 18 => {
+                    // STREAMINFO: 20-bit sample rate and 3-bit channel count - 1 at byte 10.
+                    let mut info = [0u8; 13];
+                    if self.read_at(body, &mut info)? {
+                        let rate = ((info[10] as u32) << 12)
+                            | ((info[11] as u32) << 4)
+                            | ((info[12] as u32) >> 4);
+                        let channels = (((info[12] >> 1) & 0x07) + 1) as usize;
+                        super::limits::check_format(rate, channels)?;
+                    }
+                }
                 4 => self.flac_comments(body, size)?,
                 6 => self.flac_picture(body, size)?,
                 _ => {}
@@ -502,9 +523,11 @@ mod tests {
 
     fn flac_with_block(kind: u8, body: &[u8], declared: u32) -> Vec<u8> {
         let mut v = b"fLaC".to_vec();
-        // A STREAMINFO of 34 zero bytes, then the block under test, marked last.
+        // A STREAMINFO saying 44.1 kHz stereo, then the block under test, marked last.
         v.extend_from_slice(&[0, 0, 0, 34]);
-        v.extend_from_slice(&[0u8; 34]);
+        let mut info = [0u8; 34];
+        info[10..13].copy_from_slice(&[0x0A, 0xC4, 0x42]);
+        v.extend_from_slice(&info);
         v.push(0x80 | kind);
         v.extend_from_slice(&declared.to_be_bytes()[1..]);
         v.extend_from_slice(body);
@@ -557,6 +580,21 @@ mod tests {
         let file = [ftyp, mp4_box(b"moov", &mp4_box(b"stbl", &stsz))].concat();
         let e = run(&file, "mp4").unwrap_err();
         assert!(e.to_string().contains("larger than the file"), "{e}");
+    }
+
+    #[test]
+    fn format_fields_are_checked_from_the_header() {
+        let mut zero_rate = flac_with_block(1, &[0u8; 8], 8);
+        zero_rate[8 + 10..8 + 13].copy_from_slice(&[0, 0, 0x02]);
+        let e = run(&zero_rate, "flac").unwrap_err();
+        assert!(e.to_string().contains("sample_rate 0"), "{e}");
+        let mut wav = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&[1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 16, 0]);
+        let e = run(&wav, "wav").unwrap_err();
+        assert!(e.to_string().contains("sample_rate 0"), "{e}");
+        wav[24..28].copy_from_slice(&44_100u32.to_le_bytes());
+        assert!(run(&wav, "wav").is_ok());
     }
 
     #[test]

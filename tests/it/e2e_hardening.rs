@@ -282,6 +282,25 @@ async fn half_sent_requests_and_idle_connections_are_closed() {
     stalled.write_all(head.as_bytes()).await.unwrap();
     let took = closed_within(stalled, 15).await;
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "{took:?}");
+
+    // A body dripped a byte every 300 ms: under 1 KB per idle period is idle too.
+    let mut drip = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    drip.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if drip.write_all(b" ").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), drip.read(&mut probe)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a dripping connection was still open after {:?}", started.elapsed());
     s.stop().await;
 }
 
