@@ -271,7 +271,7 @@ def tick_to_sec_fn(tm, tpb):
 
 def choose_window(m, tm, notes):
     """A window of EXCERPT_S seconds (at least MIN_EXCERPT_S) inside one constant-tempo stretch
-    that has notes; starts about a fifth into the piece. Returns (start_s, dur_s, tempo_us)."""
+    that has notes; starts a fifth into the piece, or a minute in when that is sooner. Returns (start_s, dur_s, tempo_us)."""
     tpb = m.ticks_per_beat
     f, starts = tick_to_sec_fn(tm, tpb)
     if not notes:
@@ -288,7 +288,7 @@ def choose_window(m, tm, notes):
     if not segs:
         return None
     # Prefer the segment holding the point 20% into the piece; else the longest.
-    target = first + 0.2 * (last - first)
+    target = first + min(0.2 * (last - first), 60.0)
     segs.sort(key=lambda s: (not (s[0] <= target < s[1]), -(s[1] - s[0])))
     s0, s1, v = segs[0]
     dur = min(EXCERPT_S, s1 - s0 - 1)

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, ProcessPoolExecutor
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 PROFILES = ["bgate", "edma", "temperley", "krumhansl", "shaath", "noland", "diatonic", "tonictriad",
-            "temperley2005", "edmm", "braw", "gomez", "weichai"]
+            "temperley2005", "edmm", "braw", "gomez"]
 
 PC = {"C": 0, "B#": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "Fb": 4, "F": 5, "E#": 5,
       "F#": 6, "Gb": 6, "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11, "Cb": 11}
@@ -88,8 +88,11 @@ def _essentia_one(args):
     bpm, _, conf, _, _ = es.RhythmExtractor2013(method="multifeature")(audio)
     keys = {}
     for p in profiles:
-        k, scale, strength = es.KeyExtractor(profileType=p)(audio)
-        keys[p] = [f"{k} {scale}", float(strength)]
+        try:
+            k, scale, strength = es.KeyExtractor(profileType=p)(audio)
+            keys[p] = [f"{k} {scale}", float(strength)]
+        except RuntimeError:  # a profile that cannot name this excerpt's key
+            keys[p] = ["", 0.0]
     return path, {"bpm": float(bpm), "bpm_confidence": float(conf), "keys": keys}
 
 
