@@ -7,7 +7,7 @@ key errors counted apart as relative, fifth (dominant/subdominant, same mode), p
 other; the same per genre; and soundcheck's accuracy per confidence bucket.
 
 essentia: RhythmExtractor2013(method="multifeature") for BPM, KeyExtractor for key with the
-profile named by --key-profile (default "bgate": the best of essentia's profiles on the tune part,
+profile named by --key-profile (default "temperley": the best of essentia's profiles on the tune part,
 see README.md; --all-profiles prints every profile's key accuracy). essentia's results are cached
 under the set's directory, keyed by file, size and mtime.
 
@@ -207,7 +207,7 @@ def main():
     ap.add_argument("--set", default=os.path.join(ROOT, "target", "analysis_eval"), help="built set directory")
     ap.add_argument("--manifest", default=os.path.join(HERE, "manifest.csv"))
     ap.add_argument("--part", choices=["tune", "heldout", "all"], default="all")
-    ap.add_argument("--key-profile", default="bgate")
+    ap.add_argument("--key-profile", default="temperley")
     ap.add_argument("--all-profiles", action="store_true", help="also print key exact for every essentia profile")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--json", help="write per-excerpt results here")
