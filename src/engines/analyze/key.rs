@@ -175,7 +175,11 @@ pub fn estimate(chroma: &[[f32; 12]]) -> Option<KeyResult> {
             for i in 0..12 {
                 rotated[(i + tonic) % 12] = prof[i];
             }
-            let bonus = if mode == Mode::Minor { MINOR_BONUS } else { 0.0 };
+            let bonus = if mode == Mode::Minor {
+                MINOR_BONUS
+            } else {
+                0.0
+            };
             scores.push((pearson(&p, &rotated) + bonus, Key { tonic, mode }));
         }
     }
