@@ -20,6 +20,7 @@ Writes the manifest (scripts/analysis_eval/manifest.csv, committed) and the audi
 target/analysis_eval/ (git-ignored).
 
 Usage: python3 scripts/analysis_eval/build.py [--out DIR] [--manifest PATH] [--no-audio]
+                                              [--part all|tune|heldout] [--jobs N]
 """
 import argparse
 import csv
@@ -31,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 import wave
 
 import mido
@@ -399,7 +401,7 @@ def render(midi, wav, renderer, tmp, secs):
         cmd = ["fluidsynth", "-ni", "-g", "0.5", "-r", str(SR), "-o", "player.timing-source=sample",
                "-F", wav, FLUID_SF, midi]
     elif renderer == "timidity-timgm6mb":
-        cfg = os.path.join(tmp, "timgm6mb.cfg")
+        cfg = wav + ".cfg"
         with open(cfg, "w") as fh:
             fh.write(f"soundfont {TIM_SF}\n")
         cmd = ["timidity", "-c", cfg, "-Ow", "-s", str(SR), "-o", wav, midi]
@@ -491,11 +493,25 @@ def trim_midi(src, dst, end_s):
     out.save(dst)
 
 
+def render_excerpt(it, rend, out_wav, tmp):
+    """Renders one piece through one renderer and cuts the excerpt (thread-safe: own temp names)."""
+    base = os.path.join(tmp, os.path.basename(out_wav)[:-4])
+    trimmed = base + ".mid"
+    trim_midi(it["midi"], trimmed, it["start"] + it["dur"])
+    full = base + ".full.wav"
+    render(trimmed, full, rend, tmp, it["start"] + it["dur"])
+    excerpt(full, out_wav, it["start"], it["dur"])
+    os.remove(full)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "analysis_eval"))
     ap.add_argument("--manifest", default=os.path.join(HERE, "manifest.csv"))
     ap.add_argument("--no-audio", action="store_true", help="write the manifest only")
+    ap.add_argument("--part", choices=["all", "tune", "heldout"], default="all",
+                    help="render only this part's audio (the manifest always lists both)")
+    ap.add_argument("--jobs", type=int, default=2, help="renders run at once")
     args = ap.parse_args()
     for tool in ("mma", "fluidsynth", "timidity"):
         if shutil.which(tool) is None:
@@ -524,17 +540,15 @@ def main():
             items.append(dict(piece=g["piece"], package=g["package"], genre=g["genre"], midi=g["path"],
                               start=g["start"], dur=g["dur"], bpm=g["bpm"], key=g["key"],
                               detail=os.path.basename(g["path"])))
+        jobs = []
         for it in items:
             safe = it["piece"].replace(":", "__").replace("/", "_").replace(" ", "_")
-            trimmed = os.path.join(tmp, safe + ".mid")
-            trim_midi(it["midi"], trimmed, it["start"] + it["dur"])
             for rend in RENDERERS:
                 name = f"{safe}__{rend}.wav"
                 out_wav = os.path.join(args.out, "audio", name)
-                if not args.no_audio and not os.path.exists(out_wav):
-                    full = os.path.join(tmp, "full.wav")
-                    render(trimmed, full, rend, tmp, it["start"] + it["dur"])
-                    excerpt(full, out_wav, it["start"], it["dur"])
+                wanted = args.part == "all" or part_of(it["piece"]) == args.part
+                if not args.no_audio and wanted and not os.path.exists(out_wav):
+                    jobs.append((it, rend, out_wav))
                 k = it["key"]
                 rows.append({
                     "id": f"{it['piece']}@{rend}",
@@ -552,6 +566,11 @@ def main():
                     "detail": it["detail"],
                 })
             print(f"{it['piece']}: {it['bpm']:.1f} BPM, key {key_name(*it['key'][:2]) if it['key'] else '-'}", flush=True)
+        print(f"rendering {len(jobs)} excerpts with {args.jobs} workers", flush=True)
+        with ThreadPoolExecutor(args.jobs) as ex:
+            for done, _ in enumerate(ex.map(lambda j: render_excerpt(*j, tmp), jobs)):
+                if (done + 1) % 25 == 0:
+                    print(f"  rendered {done + 1}/{len(jobs)}", flush=True)
     with open(args.manifest, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
         w.writeheader()
