@@ -26,11 +26,14 @@ use frontend::{Frontend, N_MELS, SR};
 pub struct TempoKeyReport {
     /// Tempo, beats per minute, one decimal.
     pub bpm: f64,
-    /// Periodicity of the onset envelope at that tempo, 0…1.
+    /// Estimated probability that `bpm` is within 2% of the tempo, 0…1 (a logistic fit on how far
+    /// the tempo's periodicity stands above unrelated tempi; calibrated on an independent set,
+    /// `scripts/analysis_eval`).
     pub bpm_confidence: f64,
     /// Key as `"A minor"` / `"F# major"`; `null` when nothing pitched was heard.
     pub key: Option<String>,
-    /// Key-profile correlation margin over the runner-up, 0…1 (clamped); higher is surer.
+    /// Estimated probability that `key` is exactly right, 0…1 (a logistic fit on the key-profile
+    /// correlation and its margin over the runner-up, calibrated the same way).
     pub key_confidence: f64,
     /// Tuning of the recording relative to A440, cents.
     pub tuning_cents: f64,
@@ -237,7 +240,7 @@ fn rhythm_and_key(fe: &Frontend) -> (Rhythm, KeyReport) {
     let k = key::estimate(&fe.chroma);
     let key = KeyReport {
         name: k.map(|k| k.key.name()),
-        confidence: k.map_or(0.0, |k| round((k.margin * 5.0).clamp(0.0, 1.0), 3)),
+        confidence: k.map_or(0.0, |k| round(k.confidence, 3)),
         tuning_cents: round(fe.tuning as f64 * 100.0, 1),
     };
     (rhythm, key)

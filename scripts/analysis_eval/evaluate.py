@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""Scores soundcheck's analyser beside essentia on the analysis evaluation set (build.py).
+
+For each part (tune, heldout) it reports tempo accuracy within 2% ("acc1"), within 2% allowing
+x2 and x1/2 ("acc2"), and within 2% also allowing x3/2 and x2/3 ("acc2+3/2"); key exact, and
+key errors counted apart as relative, fifth (dominant/subdominant, same mode), parallel and
+other; the same per genre; and soundcheck's accuracy per confidence bucket.
+
+essentia: RhythmExtractor2013(method="multifeature") for BPM, KeyExtractor for key with the
+profile named by --key-profile (default "temperley": the best of essentia's profiles on the tune part,
+see README.md; --all-profiles prints every profile's key accuracy). essentia's results are cached
+under the set's directory, keyed by file, size and mtime.
+
+soundcheck: `soundcheck analyze FILE --json` (the CLI's full analysis: rhythm.bpm,
+rhythm.confidence, key.name, key.confidence), run with the binary given by --bin.
+
+--check: exits 1 when soundcheck's held-out tempo acc1, acc2 or key exact falls below essentia's.
+
+Usage:
+  python3 scripts/analysis_eval/evaluate.py --bin target-eval-bin [--part heldout] [--check]
+"""
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, ProcessPoolExecutor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+PROFILES = ["bgate", "edma", "temperley", "krumhansl", "shaath", "noland", "diatonic", "tonictriad",
+            "temperley2005", "edmm", "braw", "gomez"]
+
+PC = {"C": 0, "B#": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "Fb": 4, "F": 5, "E#": 5,
+      "F#": 6, "Gb": 6, "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11, "Cb": 11}
+
+
+def parse_key(s):
+    if not s:
+        return None
+    parts = s.split()
+    if len(parts) != 2 or parts[0] not in PC:
+        return None
+    return PC[parts[0]], parts[1].lower()
+
+
+def tempo_class(est, truth, tol=0.02):
+    """'exact', 'double', 'half', 'x3/2', 'x2/3' or 'other'."""
+    if not est or est <= 0:
+        return "other"
+    for name, f in (("exact", 1.0), ("double", 2.0), ("half", 0.5), ("x3/2", 1.5), ("x2/3", 2.0 / 3.0)):
+        if abs(est / (truth * f) - 1.0) <= tol:
+            return name
+    return "other"
+
+
+def key_class(est, truth):
+    """'exact', 'fifth', 'relative', 'parallel', 'other' (or 'none' when nothing was named)."""
+    if est is None:
+        return "none"
+    (et, em), (tt, tm) = est, truth
+    if (et, em) == (tt, tm):
+        return "exact"
+    if em == tm and (et - tt) % 12 in (5, 7):
+        return "fifth"
+    if em != tm:
+        if tm == "major" and em == "minor" and et == (tt + 9) % 12:
+            return "relative"
+        if tm == "minor" and em == "major" and et == (tt + 3) % 12:
+            return "relative"
+        if et == tt:
+            return "parallel"
+    return "other"
+
+
+# --------------------------------------------------------------------------------------------
+# essentia (in worker processes; imported there so the parent stays light)
+
+def _essentia_one(args):
+    path, profiles = args
+    import essentia
+    import essentia.standard as es
+    essentia.log.infoActive = False
+    essentia.log.warningActive = False
+    audio = es.MonoLoader(filename=path, sampleRate=44100)()
+    bpm, _, conf, _, _ = es.RhythmExtractor2013(method="multifeature")(audio)
+    keys = {}
+    for p in profiles:
+        try:
+            k, scale, strength = es.KeyExtractor(profileType=p)(audio)
+            keys[p] = [f"{k} {scale}", float(strength)]
+        except RuntimeError:  # a profile that cannot name this excerpt's key
+            keys[p] = ["", 0.0]
+    return path, {"bpm": float(bpm), "bpm_confidence": float(conf), "keys": keys}
+
+
+def run_essentia(paths, profiles, cache_path, jobs):
+    cache = {}
+    if os.path.exists(cache_path):
+        with open(cache_path) as fh:
+            cache = json.load(fh)
+    import essentia
+    ver = essentia.__version__
+
+    def ck(p):
+        st = os.stat(p)
+        return f"{p}|{st.st_size}|{int(st.st_mtime)}|{ver}"
+
+    todo = [p for p in paths if ck(p) not in cache or any(q not in cache[ck(p)]["keys"] for q in profiles)]
+    if todo:
+        print(f"essentia: {len(todo)} files to analyse", file=sys.stderr)
+        with ProcessPoolExecutor(jobs) as ex:
+            for i, (p, r) in enumerate(ex.map(_essentia_one, [(p, profiles) for p in todo], chunksize=4)):
+                cache[ck(p)] = r
+                if (i + 1) % 50 == 0:
+                    print(f"  essentia {i + 1}/{len(todo)}", file=sys.stderr)
+        with open(cache_path, "w") as fh:
+            json.dump(cache, fh)
+    return {p: cache[ck(p)] for p in paths}
+
+
+# --------------------------------------------------------------------------------------------
+# soundcheck
+
+def _soundcheck_one(binary, path):
+    r = subprocess.run([binary, "analyze", path, "--json"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"soundcheck analyze {path} failed: {r.stderr[-500:]}")
+    j = json.loads(r.stdout)
+    return {"bpm": j["rhythm"]["bpm"], "bpm_confidence": j["rhythm"]["confidence"],
+            "key": j["key"]["name"], "key_confidence": j["key"]["confidence"]}
+
+
+def run_soundcheck(binary, paths, jobs):
+    with ThreadPoolExecutor(jobs) as ex:
+        return dict(zip(paths, ex.map(lambda p: _soundcheck_one(binary, p), paths)))
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+
+def score(rows, est_bpm, est_key):
+    """rows: manifest rows; est_bpm/est_key: id -> value. Returns a dict of counts."""
+    s = defaultdict(int)
+    for r in rows:
+        s["n"] += 1
+        c = tempo_class(est_bpm[r["id"]], float(r["bpm"]))
+        s["t_" + c] += 1
+        tk = parse_key(r["key"])
+        if tk is not None:
+            s["nk"] += 1
+            s["k_" + key_class(parse_key(est_key[r["id"]]), tk)] += 1
+    s["acc1"] = s["t_exact"] / max(s["n"], 1)
+    s["acc2"] = (s["t_exact"] + s["t_double"] + s["t_half"]) / max(s["n"], 1)
+    s["acc2_32"] = (s["t_exact"] + s["t_double"] + s["t_half"] + s["t_x3/2"] + s["t_x2/3"]) / max(s["n"], 1)
+    s["key"] = s["k_exact"] / max(s["nk"], 1)
+    return s
+
+
+def pct(x):
+    return f"{100 * x:5.1f}%"
+
+
+def table(title, groups, systems):
+    """groups: list of (label, rows); systems: list of (name, est_bpm, est_key)."""
+    out = [f"\n### {title}\n",
+           "| group | n (key) | system | tempo acc1 | acc2 (x2, x1/2) | acc2 + x3/2, x2/3 | key exact | fifth | relative | parallel | other |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, rows in groups:
+        for name, b, k in systems:
+            s = score(rows, b, k)
+            out.append(f"| {label} | {s['n']} ({s['nk']}) | {name} | {pct(s['acc1'])} | {pct(s['acc2'])} | {pct(s['acc2_32'])} | "
+                       f"{pct(s['key'])} | {s['k_fifth']} | {s['k_relative']} | {s['k_parallel']} | {s['k_other'] + s['k_none']} |")
+    return "\n".join(out)
+
+
+def tempo_errors(title, rows, systems):
+    out = [f"\n### {title}\n", "| system | exact | double | half | x3/2 | x2/3 | other |", "|---|---|---|---|---|---|---|"]
+    for name, b, k in systems:
+        s = score(rows, b, k)
+        out.append(f"| {name} | " + " | ".join(str(s['t_' + c]) for c in ("exact", "double", "half", "x3/2", "x2/3", "other")) + " |")
+    return "\n".join(out)
+
+
+BUCKETS = [(0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0001)]
+
+
+def buckets(title, rows, sc):
+    out = [f"\n### {title}\n",
+           "| confidence | tempo: n | tempo acc2 | tempo acc1 | key: n | key exact |", "|---|---|---|---|---|---|"]
+    for lo, hi in BUCKETS:
+        tr = [r for r in rows if lo <= sc[r["path"]]["bpm_confidence"] < hi]
+        kr = [r for r in rows if r["key"] and lo <= sc[r["path"]]["key_confidence"] < hi]
+        t1 = sum(tempo_class(sc[r["path"]]["bpm"], float(r["bpm"])) == "exact" for r in tr)
+        t2 = sum(tempo_class(sc[r["path"]]["bpm"], float(r["bpm"])) in ("exact", "double", "half") for r in tr)
+        ke = sum(key_class(parse_key(sc[r["path"]]["key"]), parse_key(r["key"])) == "exact" for r in kr)
+        f = lambda a, n: pct(a / n) if n else "    -"
+        out.append(f"| {lo:.2f}-{min(hi, 1):.2f} | {len(tr)} | {f(t2, len(tr))} | {f(t1, len(tr))} | {len(kr)} | {f(ke, len(kr))} |")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target-eval-bin"), help="soundcheck binary")
+    ap.add_argument("--set", default=os.path.join(ROOT, "target", "analysis_eval"), help="built set directory")
+    ap.add_argument("--manifest", default=os.path.join(HERE, "manifest.csv"))
+    ap.add_argument("--part", choices=["tune", "heldout", "all"], default="all")
+    ap.add_argument("--key-profile", default="temperley")
+    ap.add_argument("--all-profiles", action="store_true", help="also print key exact for every essentia profile")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--json", help="write per-excerpt results here")
+    ap.add_argument("--check", action="store_true",
+                    help="held-out only; exit 1 if soundcheck's tempo acc1/acc2 or key exact is below essentia's")
+    args = ap.parse_args()
+    if args.check:
+        args.part = "heldout"
+    with open(args.manifest) as fh:
+        rows = list(csv.DictReader(fh))
+    if args.part != "all":
+        rows = [r for r in rows if r["part"] == args.part]
+    for r in rows:
+        r["path"] = os.path.join(args.set, r["file"])
+    missing = [r["path"] for r in rows if not os.path.exists(r["path"])]
+    if missing:
+        sys.exit(f"{len(missing)} excerpts missing (first: {missing[0]}): run scripts/analysis_eval/build.py")
+    paths = [r["path"] for r in rows]
+    profiles = PROFILES if args.all_profiles else [args.key_profile]
+    ess = run_essentia(paths, profiles, os.path.join(args.set, "essentia_cache.json"), args.jobs)
+    print(f"soundcheck: {len(paths)} files", file=sys.stderr)
+    sc = run_soundcheck(os.path.abspath(args.bin), paths, args.jobs)
+
+    systems = [
+        ("soundcheck", {r["id"]: sc[r["path"]]["bpm"] for r in rows}, {r["id"]: sc[r["path"]]["key"] for r in rows}),
+        (f"essentia ({args.key_profile})", {r["id"]: ess[r["path"]]["bpm"] for r in rows},
+         {r["id"]: ess[r["path"]]["keys"][args.key_profile][0] for r in rows}),
+    ]
+    parts = ["tune", "heldout"] if args.part == "all" else [args.part]
+    report = ["# soundcheck vs essentia on the analysis evaluation set"]
+    verdict = {}
+    for part in parts:
+        pr = [r for r in rows if r["part"] == part]
+        report.append(f"\n## part: {part} ({len(pr)} excerpts, {sum(1 for r in pr if r['key'])} with key truth)")
+        genres = sorted(set(r["genre"] for r in pr))
+        report.append(table(f"{part}: overall", [("all", pr)], systems))
+        report.append(tempo_errors(f"{part}: tempo readings", pr, systems))
+        report.append(table(f"{part}: per genre", [(g, [r for r in pr if r["genre"] == g]) for g in genres], systems))
+        report.append(table(f"{part}: per renderer", [(g, [r for r in pr if r["renderer"] == g])
+                                                      for g in sorted(set(r["renderer"] for r in pr))], systems))
+        report.append(buckets(f"{part}: soundcheck accuracy per confidence bucket", pr, sc))
+        if args.all_profiles:
+            report.append(f"\n### {part}: essentia key exact per KeyExtractor profile\n")
+            report.append("| profile | key exact |\n|---|---|")
+            kr = [r for r in pr if r["key"]]
+            for p in PROFILES:
+                e = sum(key_class(parse_key(ess[r["path"]]["keys"][p][0]), parse_key(r["key"])) == "exact" for r in kr)
+                report.append(f"| {p} | {pct(e / max(len(kr), 1))} |")
+        verdict[part] = [score(pr, b, k) for _, b, k in systems]
+    print("\n".join(report))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({r["id"]: {"truth_bpm": float(r["bpm"]), "truth_key": r["key"], "part": r["part"],
+                                 "genre": r["genre"], "soundcheck": sc[r["path"]],
+                                 "essentia": {"bpm": ess[r["path"]]["bpm"],
+                                              "key": ess[r["path"]]["keys"][args.key_profile][0]}}
+                       for r in rows}, fh, indent=1)
+    if args.check:
+        s, e = verdict["heldout"]
+        fails = [m for m in ("acc1", "acc2", "key") if s[m] < e[m]]
+        print(f"\ncheck (held-out): soundcheck tempo acc1 {pct(s['acc1'])} acc2 {pct(s['acc2'])} key {pct(s['key'])}; "
+              f"essentia {pct(e['acc1'])} / {pct(e['acc2'])} / {pct(e['key'])}: "
+              + ("PASS" if not fails else "FAIL (" + ", ".join(fails) + " below essentia)"))
+        sys.exit(1 if fails else 0)
+
+
+if __name__ == "__main__":
+    main()
