@@ -281,6 +281,11 @@ impl Walk<'_> {
     /// MP4 boxes between `start` and `end`: each must fit its parent; containers are walked; the
     /// sample tables' entry counts must fit their box, and no sample may be larger than the file.
     fn mp4_boxes(&mut self, start: u64, end: u64, depth: usize) -> Result<()> {
+        self.mp4_boxes_in(start, end, depth, false)
+    }
+
+    /// [`Walk::mp4_boxes`] with `in_ilst` when the boxes are metadata items.
+    fn mp4_boxes_in(&mut self, start: u64, end: u64, depth: usize, in_ilst: bool) -> Result<()> {
         let mut at = start;
         let mut head = [0u8; 8];
         while at + 8 <= end && self.more() && self.read_at(at, &mut head)? {
@@ -320,12 +325,22 @@ impl Walk<'_> {
             if depth < MAX_DEPTH {
                 match &kind {
                     b"moov" | b"trak" | b"mdia" | b"minf" | b"stbl" | b"dinf" | b"udta"
-                    | b"edts" | b"mvex" | b"moof" | b"traf" | b"ilst" | b"sinf" | b"schi" => {
-                        self.mp4_boxes(body, body_end, depth + 1)?
+                    | b"edts" | b"mvex" | b"moof" | b"traf" | b"sinf" | b"schi" => {
+                        self.mp4_boxes_in(body, body_end, depth + 1, false)?
                     }
+                    b"ilst" => self.mp4_boxes_in(body, body_end, depth + 1, true)?,
                     // A full box (version and flags) holding boxes.
-                    b"meta" => self.mp4_boxes(body + 4, body_end, depth + 1)?,
-                    b"stsd" => self.mp4_boxes(body + 8, body_end, depth + 1)?,
+                    b"meta" => self.mp4_boxes_in(body + 4, body_end, depth + 1, false)?,
+                    b"stsd" => self.mp4_boxes_in(body + 8, body_end, depth + 1, false)?,
+                    // An ilst item (any four-character code) holds `mean`, `name` and `data`.
+                    _ if in_ilst => self.mp4_boxes_in(body, body_end, depth + 1, false)?,
+                    // Full boxes whose payload length is the box size minus their header: a size
+                    // below the header would make that length wrap around.
+                    b"data" | b"mean" | b"name" if size < header + 8 => {
+                        return Err(corrupt(format!(
+                            "the MP4 box {name:?} is smaller than its own header"
+                        )))
+                    }
                     _ => self.mp4_table(&kind, body, body_end)?,
                 }
             }
@@ -576,6 +591,11 @@ mod tests {
         let e = run(&file, "mp4").unwrap_err();
         assert!(e.to_string().contains("hdlr"), "{e}");
         // A sample larger than the file.
+        // A metadata item whose data box is shorter than its header.
+        let item = mp4_box(b"\xa9nam", &mp4_box(b"data", &[0, 0, 0, 1]));
+        let file = [ftyp.clone(), mp4_box(b"moov", &mp4_box(b"udta", &mp4_box(b"meta", &[&[0u8; 4][..], &mp4_box(b"ilst", &item)].concat())))].concat();
+        let e = run(&file, "mp4").unwrap_err();
+        assert!(e.to_string().contains("smaller than its own header"), "{e}");
         let stsz = mp4_box(b"stsz", &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 0, 0, 0]);
         let file = [ftyp, mp4_box(b"moov", &mp4_box(b"stbl", &stsz))].concat();
         let e = run(&file, "mp4").unwrap_err();
