@@ -1,6 +1,6 @@
 //! Developer tools that talk to a running server through its HTTP API, like the Stripe CLI:
 //! `listen` (a local webhook inbox, optionally forwarding to your app), `trigger` (a real job or
-//! generation forced down one path), `jobs list|show|tail`, `deliveries list|resend`, and
+//! generation forced down one path), `jobs list|show|tail|cancel|wait`, `deliveries list|resend`, and
 //! `webhook show|set-url|enable|disable|rotate-secret`. Keys come from `--api-key` / `--ft-key`
 //! (or `SOUNDCHECK_TL_KEY` / `SOUNDCHECK_FT_KEY`), else from the data directory as `soundcheck keys`
 //! reads them.
@@ -85,8 +85,29 @@ pub enum JobsAction {
         #[command(flatten)]
         remote: RemoteArgs,
     },
-    /// Print every change of status or progress as it happens (Ctrl-C stops).
-    Tail(RemoteArgs),
+    /// Print every change of status or progress as it happens, from the jobs' live event
+    /// streams: of one job until it ends, or of every new job (Ctrl-C stops).
+    Tail {
+        /// Follow only this job, and stop when it ends.
+        id: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Cancel a queued or running job (it ends failed with error code `cancelled`, refunded).
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Wait until a job ends; print it, and exit non-zero if it failed.
+    Wait {
+        id: String,
+        /// Print the final job as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,7 +173,35 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string_pretty(&job)?);
                     Ok(())
                 }
-                JobsAction::Tail(r) => jobs_tail(&Client::new(&r)?).await,
+                JobsAction::Tail { id: Some(id), remote } => {
+                    let c = Client::new(&remote)?;
+                    follow_job(&c, &id).await.map(|_| ())
+                }
+                JobsAction::Tail { id: None, remote } => jobs_tail(&Client::new(&remote)?).await,
+                JobsAction::Cancel { id, remote } => {
+                    let c = Client::new(&remote)?;
+                    let job = c.tl_send("DELETE", &format!("/v1/jobs/{id}"), None).await?;
+                    println!("{}", job_line(&job));
+                    Ok(())
+                }
+                JobsAction::Wait { id, json, remote } => {
+                    let c = Client::new(&remote)?;
+                    let path = format!("/v1/jobs/{id}/events");
+                    let job = c.follow(&path, Key::Jobs, |_, _| {}).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&job)?);
+                    } else {
+                        println!("{}", job_line(&job));
+                    }
+                    if job["status"] == "failed" {
+                        bail!(
+                            "job {id} failed: {}: {}",
+                            job["error"]["code"].as_str().unwrap_or("?"),
+                            job["error"]["message"].as_str().unwrap_or("")
+                        );
+                    }
+                    Ok(())
+                }
             },
             RemoteCommand::Deliveries { action } => match action {
                 DeliveriesAction::List { of, limit, remote } => {
@@ -332,6 +381,57 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Reads an item's `/events` stream (server-sent events), calling `on(event, data)` for
+    /// each event, until `done`; returns the final object.
+    async fn follow(
+        &self,
+        path: &str,
+        key: Key,
+        mut on: impl FnMut(&str, &Value),
+    ) -> anyhow::Result<Value> {
+        use futures_util::StreamExt;
+        let req = self.http.get(format!("{}{path}", self.base));
+        let req = match key {
+            Key::Jobs => req.bearer_auth(&self.tl_key),
+            Key::Generations => req.header("X-API-Key", &self.ft_key),
+        };
+        let resp = self.send(req).await?;
+        if !resp.status().is_success() {
+            self.answer(resp, key).await?;
+            bail!("{path} did not answer with an event stream");
+        }
+        let mut body = resp.bytes_stream();
+        let (mut buf, mut event, mut data) = (String::new(), String::new(), String::new());
+        while let Some(chunk) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk?));
+            while let Some(end) = buf.find('\n') {
+                let line: String = buf.drain(..=end).collect();
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    if !data.is_empty() {
+                        let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                        on(&event, &value);
+                        if event == "done" {
+                            return Ok(value);
+                        }
+                    }
+                    event.clear();
+                    data.clear();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                } // ':' lines are keep-alive comments
+            }
+        }
+        bail!("the event stream of {path} ended before the item did (is the server stopping?)")
+    }
+}
+
 /// Which of the two keys a request carried (for the `401` message).
 #[derive(Debug, Clone, Copy)]
 enum Key {
@@ -428,9 +528,23 @@ async fn jobs_list(c: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls the job list every half second and prints each job whose status or progress changed.
+/// Prints a job's line at each event of its live stream until it ends; returns the final job.
+async fn follow_job(c: &Client, id: &str) -> anyhow::Result<Value> {
+    let mut last = Value::Null;
+    c.follow(&format!("/v1/jobs/{id}/events"), Key::Jobs, |event, data| {
+        match event {
+            "progress" => last["progress"] = data["progress"].clone(),
+            _ => last = data.clone(),
+        }
+        println!("{}", job_line(&last));
+    })
+    .await
+}
+
+/// Looks for new jobs every half second (the list is not rate limited) and follows each one
+/// that has not ended through its live event stream, printing every change.
 async fn jobs_tail(c: &Client) -> anyhow::Result<()> {
-    let mut seen: std::collections::HashMap<String, (Value, Value)> = Default::default();
+    let mut seen: std::collections::HashSet<String> = Default::default();
     let mut first = true;
     loop {
         let list = c.tl_get("/v1/jobs").await?;
@@ -438,13 +552,23 @@ async fn jobs_tail(c: &Client) -> anyhow::Result<()> {
         jobs.reverse(); // oldest first, so lines come out in order
         for j in jobs {
             let id = j["job_id"].as_str().unwrap_or("").to_string();
-            let state = (j["status"].clone(), j["progress"].clone());
-            if seen.get(&id) != Some(&state) {
-                if !first || j["status"] != "completed" && j["status"] != "failed" {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let ended = j["status"] == "completed" || j["status"] == "failed";
+            if ended {
+                // Began and ended between two looks: its final line only.
+                if !first {
                     println!("{}", job_line(&j));
                 }
-                seen.insert(id, state);
+                continue;
             }
+            let c = c.clone();
+            tokio::spawn(async move {
+                if let Err(e) = follow_job(&c, &id).await {
+                    eprintln!("{id}: {e:#}");
+                }
+            });
         }
         first = false;
         tokio::select! {

@@ -97,6 +97,8 @@ pub enum ErrorCode {
     EngineUnavailable,
     InternalError,
     ServiceUnavailable,
+    /// Extension: the item has already ended (cancel of a final job or generation).
+    Conflict,
 }
 
 /// `POST /v1/generations` body. Unknown fields are ignored and named in
