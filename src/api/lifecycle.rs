@@ -36,6 +36,18 @@ const PROGRESS_STEP: f32 = 0.01;
 /// Longest gap between keep-alive comments, whatever the idle timeout.
 const KEEP_ALIVE_MAX: Duration = Duration::from_secs(15);
 
+/// One event of an `/events` stream as the stream frames it (what the document describes for
+/// `text/event-stream`): its name and its `data` line, which is JSON text.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    /// `status`, `progress` or `done`.
+    #[schema(pattern = "^(status|progress|done)$")]
+    pub event: String,
+    /// JSON: the whole object (`status`, `done`) or `{"id", "progress"}` (`progress`).
+    pub data: String,
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(jobs_cancel))
@@ -127,7 +139,7 @@ fn stop_run(state: &AppState, id: &str) {
 #[utoipa::path(get, path = "/v1/jobs/{job_id}/events", tag = JOBS, security(("bearer" = [])),
     params(("job_id" = String, Path, description = "A `job_…` id")),
     responses(
-        (status = 200, description = "text/event-stream: `status` (the job object) at the start and at each change, `progress` ({id, progress}) while running, then `done` (the final job object); keep-alive comments in between", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream: `status` (the job object) at the start and at each change, `progress` ({id, progress}) while running, then `done` (the final job object); keep-alive comments in between", content_type = "text/event-stream", body = StreamEvent),
         (status = 404, description = "not_found", body = ErrorEnvelope),
     ))]
 async fn jobs_events(
@@ -146,7 +158,7 @@ async fn jobs_events(
 #[utoipa::path(get, path = "/v1/generations/{id}/events", tag = GENERATIONS, security(("api_key" = [])),
     params(("id" = String, Path, description = "A `gen_…` id")),
     responses(
-        (status = 200, description = "text/event-stream: `status` (the generation object) at the start and at each change, `progress` ({id, progress}) while processing, then `done` (the final object); keep-alive comments in between", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream: `status` (the generation object) at the start and at each change, `progress` ({id, progress}) while processing, then `done` (the final object); keep-alive comments in between", content_type = "text/event-stream", body = StreamEvent),
         (status = 404, description = "not_found", body = ErrorEnvelope),
     ))]
 async fn generations_events(
