@@ -69,7 +69,10 @@ pub fn register(url: &str, data_dir: &Path) -> std::io::Result<Registration> {
     };
     let path = dir.join(format!("{pid}.json"));
     let tmp = dir.join(format!("{pid}.json.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&me).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&me).map_err(std::io::Error::other)?,
+    )?;
     std::fs::rename(&tmp, &path)?;
     Ok(Registration { path })
 }
@@ -149,7 +152,11 @@ pub fn resolve(
             let inst = running().into_iter().find(|i| same_dir(&i.data_dir, dir));
             match inst {
                 Some(i) => Ok(Target {
-                    how: format!("the server running on --data-dir {} (pid {})", dir.display(), i.pid),
+                    how: format!(
+                        "the server running on --data-dir {} (pid {})",
+                        dir.display(),
+                        i.pid
+                    ),
                     url: i.url,
                     data_dir: dir.to_path_buf(),
                 }),
@@ -174,7 +181,11 @@ pub fn resolve(
         }
         (Some(url), None) => match running().into_iter().find(|i| same_url(&i.url, &url)) {
             Some(i) => Ok(Target {
-                how: format!("the server at {url} (pid {}, data directory {})", i.pid, i.data_dir.display()),
+                how: format!(
+                    "the server at {url} (pid {}, data directory {})",
+                    i.pid,
+                    i.data_dir.display()
+                ),
                 url,
                 data_dir: i.data_dir,
             }),

@@ -175,10 +175,7 @@ async fn generations_events(
 
 /// The response: the follower's events, with keep-alive comments at half the idle timeout (at
 /// most [`KEEP_ALIVE_MAX`]) so a quiet stream is never closed as idle.
-fn sse(
-    state: &AppState,
-    follower: Follower,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+fn sse(state: &AppState, follower: Follower) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let interval = (state.config.idle_timeout / 2)
         .min(KEEP_ALIVE_MAX)
         .max(Duration::from_millis(500));
@@ -204,11 +201,7 @@ struct Snapshot {
 
 async fn job_snapshot(state: &AppState, id: &str) -> ApiResult<Option<Snapshot>> {
     let key = id.to_string();
-    let Some(job) = state
-        .store
-        .read(move |c| store::jobs::get(c, &key))
-        .await?
-    else {
+    let Some(job) = state.store.read(move |c| store::jobs::get(c, &key)).await? else {
         return Ok(None);
     };
     let live = state.progress.lock().unwrap().get(&job.id).copied();

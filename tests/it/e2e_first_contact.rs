@@ -146,7 +146,11 @@ async fn client_commands_find_the_running_server_and_its_keys_without_flags() {
     let s = Served::start(&home, &data, &[]).await;
     // The banner names the dashboard and the next command.
     assert_eq!(s.line("dashboard: "), format!("{}/", s.base));
-    assert!(s.line("next: ").contains("soundcheck listen"), "{:#?}", s.banner);
+    assert!(
+        s.line("next: ").contains("soundcheck listen"),
+        "{:#?}",
+        s.banner
+    );
     let secret = s.line("SOUNDCHECK_WEBHOOK_SECRET=");
     let tl_key = s.line("SOUNDCHECK_TL_KEY=");
     // One entry, naming the URL, the data directory and the pid.
@@ -169,7 +173,9 @@ async fn client_commands_find_the_running_server_and_its_keys_without_flags() {
     assert_eq!(cfg["base_url"], s.base.as_str());
 
     // The walk that used to fail: no --data-dir, no --url.
-    let set = home.ok(&["webhook", "set-url", "http://127.0.0.1:9/hook"]).await;
+    let set = home
+        .ok(&["webhook", "set-url", "http://127.0.0.1:9/hook"])
+        .await;
     assert!(set.contains("url:      http://127.0.0.1:9/hook"), "{set}");
     let shown = home.ok(&["webhook", "show"]).await;
     assert!(shown.contains(&secret), "{shown}");
@@ -186,7 +192,14 @@ async fn client_commands_find_the_running_server_and_its_keys_without_flags() {
 
     // A wrong key: the 401 names where the key came from and how to fix it; no backtrace.
     let (ok, _, err) = home
-        .run(&["webhook", "show", "--api-key", "tl_test_wrong", "--ft-key", "x"])
+        .run(&[
+            "webhook",
+            "show",
+            "--api-key",
+            "tl_test_wrong",
+            "--ft-key",
+            "x",
+        ])
         .await;
     assert!(!ok);
     assert!(err.contains("401 unauthorized"), "{err}");
@@ -198,12 +211,24 @@ async fn client_commands_find_the_running_server_and_its_keys_without_flags() {
     let addr = s.base.trim_start_matches("http://").to_string();
     let other = home.path("other");
     let (ok, _, err) = home
-        .run(&["serve", "--addr", &addr, "--data-dir", other.to_str().unwrap()])
+        .run(&[
+            "serve",
+            "--addr",
+            &addr,
+            "--data-dir",
+            other.to_str().unwrap(),
+        ])
         .await;
     assert!(!ok);
-    assert!(err.contains(&format!("could not listen on {addr}")), "{err}");
+    assert!(
+        err.contains(&format!("could not listen on {addr}")),
+        "{err}"
+    );
     assert!(err.contains("already in use"), "{err}");
-    assert!(err.contains(&format!("pid {}", s.child.id().unwrap())), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", s.child.id().unwrap())),
+        "{err}"
+    );
     assert!(err.contains("--addr"), "{err}");
     assert!(!err.contains("backtrace"), "{err}");
 
@@ -231,7 +256,10 @@ async fn a_crashed_servers_entry_is_ignored_and_removed() {
         err.contains("no soundcheck database") || err.contains("could not reach"),
         "{err}"
     );
-    assert!(home.entries().is_empty(), "the stale entry is removed when seen");
+    assert!(
+        home.entries().is_empty(),
+        "the stale entry is removed when seen"
+    );
     // With --data-dir and no server on it: say so.
     let (ok, _, err) = home
         .run(&["jobs", "list", "--data-dir", data.to_str().unwrap()])

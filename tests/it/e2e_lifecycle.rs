@@ -102,7 +102,11 @@ async fn cancelling_a_running_job_fails_it_once_refunds_and_sends_job_failed() {
     assert_eq!(s.balance().await, 1000 - 4);
 
     // The queued one: failed at once, refunded, never claimed afterwards.
-    let r = s.tl(Method::DELETE, &format!("/v1/jobs/{b}")).send().await.unwrap();
+    let r = s
+        .tl(Method::DELETE, &format!("/v1/jobs/{b}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "failed");
@@ -110,21 +114,43 @@ async fn cancelling_a_running_job_fails_it_once_refunds_and_sends_job_failed() {
     assert_eq!(body["credits_used"], 0);
     // The running one: its run stops between steps, so the one worker is free at once.
     let started = Instant::now();
-    let r = s.tl(Method::DELETE, &format!("/v1/jobs/{a}")).send().await.unwrap();
+    let r = s
+        .tl(Method::DELETE, &format!("/v1/jobs/{a}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "cancelled");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "cancelled"
+    );
     let c = submit(&s, "delay=10").await;
     let done = s.wait_job(&c, 20).await;
     assert_eq!(done["status"], "completed");
-    assert!(started.elapsed() < Duration::from_secs(15), "the delay was not interrupted");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the delay was not interrupted"
+    );
     assert_eq!(s.balance().await, 1000 - 2, "both cancels refunded");
 
     // A final job answers 409 conflict; an unknown one 404.
-    let r = s.tl(Method::DELETE, &format!("/v1/jobs/{a}")).send().await.unwrap();
+    let r = s
+        .tl(Method::DELETE, &format!("/v1/jobs/{a}"))
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 409, "conflict").await;
-    let r = s.tl(Method::DELETE, &format!("/v1/jobs/{c}")).send().await.unwrap();
+    let r = s
+        .tl(Method::DELETE, &format!("/v1/jobs/{c}"))
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 409, "conflict").await;
-    let r = s.tl(Method::DELETE, "/v1/jobs/job_nope").send().await.unwrap();
+    let r = s
+        .tl(Method::DELETE, "/v1/jobs/job_nope")
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 404, "not_found").await;
 
     // Exactly one end each: one job.failed webhook per cancelled job, B never started.
@@ -161,7 +187,10 @@ async fn cancelling_a_running_job_fails_it_once_refunds_and_sends_job_failed() {
         .map(|m| m["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds.len(), 2, "{kinds:?}");
-    assert!(kinds.contains(&"refund") && kinds.contains(&"reserve"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"refund") && kinds.contains(&"reserve"),
+        "{kinds:?}"
+    );
     s.stop().await;
 }
 
@@ -177,8 +206,15 @@ async fn cancelling_a_generation_fails_it_and_fires_its_webhook() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    let r = s.ft(Method::DELETE, &format!("/v1/generations/{id}")).send().await.unwrap();
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .ft(Method::DELETE, &format!("/v1/generations/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let g: Value = r.json().await.unwrap();
     assert_eq!(g["status"], "failed");
@@ -187,10 +223,18 @@ async fn cancelling_a_generation_fails_it_and_fires_its_webhook() {
     assert_eq!(got[0].json()["id"], id.as_str());
     assert_eq!(got[0].json()["status"], "failed");
     assert_eq!(got[0].json()["errorMessage"], "cancelled");
-    let r = s.ft(Method::DELETE, &format!("/v1/generations/{id}")).send().await.unwrap();
+    let r = s
+        .ft(Method::DELETE, &format!("/v1/generations/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 409, "conflict").await;
     // The jobs key is not the generations key.
-    let r = s.tl(Method::DELETE, &format!("/v1/generations/{id}")).send().await.unwrap();
+    let r = s
+        .tl(Method::DELETE, &format!("/v1/generations/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 401, "unauthorized").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.received().len(), 1, "fire-once");
@@ -206,12 +250,23 @@ async fn event_streams_report_status_progress_and_the_final_object_past_the_idle
     .await;
     let id = submit(&s, "delay=3500").await;
     // A poll just before does not rate-limit the stream (nor does the stream the next poll).
-    assert_eq!(s.tl(Method::GET, &format!("/v1/jobs/{id}")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        s.tl(Method::GET, &format!("/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let got = events(s.tl(Method::GET, &format!("/v1/jobs/{id}/events"))).await;
     let names: Vec<&str> = got.iter().map(|(e, _)| e.as_str()).collect();
     assert_eq!(names.first(), Some(&"status"), "{names:?}");
     assert_eq!(names.last(), Some(&"done"), "{names:?}");
-    assert!(got.iter().any(|(e, d)| e == "status" && d["status"] == "running"), "{got:#?}");
+    assert!(
+        got.iter()
+            .any(|(e, d)| e == "status" && d["status"] == "running"),
+        "{got:#?}"
+    );
     let (_, last) = got.last().unwrap();
     assert_eq!(last["status"], "completed");
     assert_eq!(last["job_id"], id.as_str());
@@ -235,7 +290,10 @@ async fn event_streams_report_status_progress_and_the_final_object_past_the_idle
         .send()
         .await
         .unwrap();
-    let gid = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let gid = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let got = events(s.ft(Method::GET, &format!("/v1/generations/{gid}/events"))).await;
     assert_eq!(got.first().unwrap().0, "status");
     let (name, last) = got.last().unwrap();
@@ -244,9 +302,17 @@ async fn event_streams_report_status_progress_and_the_final_object_past_the_idle
     assert!(last["audioUrl"].is_string());
 
     // Unknown ids: the envelope, not a stream.
-    let r = s.tl(Method::GET, "/v1/jobs/job_nope/events").send().await.unwrap();
+    let r = s
+        .tl(Method::GET, "/v1/jobs/job_nope/events")
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 404, "not_found").await;
-    let r = s.ft(Method::GET, "/v1/generations/gen_nope/events").send().await.unwrap();
+    let r = s
+        .ft(Method::GET, "/v1/generations/gen_nope/events")
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 404, "not_found").await;
     s.stop().await;
 }
@@ -278,7 +344,11 @@ async fn jobs_wait_cancel_and_tail_drive_the_same_routes() {
     let ok = submit(&s, "delay=1500").await;
     let (ran, out, err) = sc(vec!["jobs".into(), "tail".into(), ok.clone()]).await;
     assert!(ran, "{err}");
-    assert!(out.lines().any(|l| l.contains(&ok) && l.contains("running")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(&ok) && l.contains("running")),
+        "{out}"
+    );
     let last = out.lines().last().unwrap();
     assert!(last.contains("completed") && last.contains("100%"), "{out}");
     let (ran, out, err) = sc(vec!["jobs".into(), "wait".into(), ok.clone()]).await;
@@ -288,10 +358,18 @@ async fn jobs_wait_cancel_and_tail_drive_the_same_routes() {
     let bad = submit(&s, "internal_error").await;
     let (ran, _, err) = sc(vec!["jobs".into(), "wait".into(), bad.clone()]).await;
     assert!(!ran);
-    assert!(err.contains("failed") && err.contains("internal_error"), "{err}");
+    assert!(
+        err.contains("failed") && err.contains("internal_error"),
+        "{err}"
+    );
 
     let slow = submit(&s, "delay=30000").await;
-    let waiter = tokio::spawn(sc(vec!["jobs".into(), "wait".into(), slow.clone(), "--json".into()]));
+    let waiter = tokio::spawn(sc(vec![
+        "jobs".into(),
+        "wait".into(),
+        slow.clone(),
+        "--json".into(),
+    ]));
     wait_status(&s, &slow, "running").await;
     let (ran, out, err) = sc(vec!["jobs".into(), "cancel".into(), slow.clone()]).await;
     assert!(ran, "{err}");
