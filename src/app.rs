@@ -17,7 +17,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::config::Config;
 use crate::error::{envelope, Code, TRACE_ID};
 use crate::jobs::registry::Registry;
-use crate::jobs::worker::{ProgressMap, Workers};
+use crate::jobs::worker::{ProgressMap, RunStops, Workers};
 use crate::store::{self, Store};
 use crate::webhooks::dispatch::{DispatchConfig, Dispatcher};
 
@@ -53,6 +53,10 @@ pub struct AppState {
     /// Base of every absolute URL we hand out (`poll_url`, media).
     pub public_url: Arc<str>,
     pub progress: ProgressMap,
+    /// Stop signals of the runs in progress, fired by a cancel.
+    pub stops: RunStops,
+    /// Fired at shutdown: ends the live event streams, so connections drain.
+    pub shutdown: CancellationToken,
     /// Wakes a worker after a submit.
     pub work: Arc<Notify>,
     /// Last poll of each job, for the one-poll-per-second limit.
@@ -281,6 +285,8 @@ pub async fn run(
         secrets: Arc::new(secrets),
         public_url: public_url.clone(),
         progress: ProgressMap::default(),
+        stops: RunStops::default(),
+        shutdown: shutdown.clone(),
         work: Arc::new(Notify::new()),
         polls: Arc::default(),
         sync_analyses: Arc::new(tokio::sync::Semaphore::new(config.workers.max(1))),
@@ -299,6 +305,7 @@ pub async fn run(
         registry,
         dispatcher,
         progress: state.progress.clone(),
+        stops: state.stops.clone(),
         wake: state.work.clone(),
         device: Arc::default(),
         data_dir: config.data_dir.clone(),

@@ -125,6 +125,20 @@ impl DataArgs {
         Ok(dir)
     }
 
+    /// The data directory of `keys` and `credits`: `--data-dir`, else that of the one server
+    /// running on this machine (`instances`), else the default; it must hold a database.
+    pub fn for_client(&self) -> anyhow::Result<PathBuf> {
+        if self.data_dir.is_none() {
+            if let [one] = crate::instances::running().as_slice() {
+                let running = DataArgs {
+                    data_dir: Some(one.data_dir.clone()),
+                };
+                return running.existing();
+            }
+        }
+        self.existing()
+    }
+
     /// The data directory of a client command, which must already hold a database: a typo in
     /// `--data-dir` is an error naming the path, never a new empty database with other keys.
     pub fn existing(&self) -> anyhow::Result<PathBuf> {

@@ -125,6 +125,28 @@ impl DataDirLock {
     }
 }
 
+/// The pid recorded by the process holding a data directory right now; `None` if nobody holds it
+/// (the kernel released a crashed server's lock) or it recorded no pid.
+pub fn holder_pid(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join(LOCK_FILE)).ok()?;
+    let pid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pid="))
+        .and_then(|v| v.trim().parse().ok())?;
+    is_held(dir).then_some(pid)
+}
+
+/// The URL recorded by the process holding a data directory right now, if it listens yet.
+pub fn holder_url(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(LOCK_FILE)).ok()?;
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("url="))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())?;
+    is_held(dir).then_some(url)
+}
+
 /// The owner recorded in a held data directory's lock file ("pid 123, http://…"), if any.
 pub fn owner(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join(LOCK_FILE)).ok()?;

@@ -32,6 +32,9 @@ pub enum Code {
     EngineUnavailable,
     InternalError,
     ServiceUnavailable,
+    /// soundcheck's extension beyond the seeds' codes: the item's state does not allow the request
+    /// (cancelling a job or generation that has already ended).
+    Conflict,
 }
 
 impl Code {
@@ -49,6 +52,7 @@ impl Code {
             Code::EngineUnavailable => "engine_unavailable",
             Code::InternalError => "internal_error",
             Code::ServiceUnavailable => "service_unavailable",
+            Code::Conflict => "conflict",
         }
     }
 
@@ -65,6 +69,7 @@ impl Code {
             Code::EngineUnavailable => StatusCode::NOT_IMPLEMENTED,
             Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Code::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Conflict => StatusCode::CONFLICT,
         }
     }
 }

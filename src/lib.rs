@@ -3,6 +3,7 @@
 //! A map of the crate, in the order a request walks through it:
 //! - [`config`]: defaults ← `SOUNDCHECK_*` env ← flags.
 //! - [`datadir`]: one server per data directory (an exclusive lock naming its owner).
+//! - [`instances`]: which servers run on this machine, so client commands find theirs.
 //! - [`app`]: `AppState`, the router, `run()` and graceful shutdown.
 //! - [`http`]: the HTTP/1.1 listener with header-read and idle timeouts.
 //! - [`api`]: one file per resource (generations, jobs, webhook admin, credits, media); handlers
@@ -32,6 +33,7 @@ pub mod error;
 pub mod faults;
 pub mod http;
 pub mod ids;
+pub mod instances;
 pub mod jobs;
 pub mod models;
 pub mod remote;

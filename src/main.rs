@@ -152,13 +152,25 @@ enum CreditsAction {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors a user can act on are printed as one message (the causes joined with `: `), never
+/// with a backtrace, whatever `RUST_BACKTRACE` says; the exit status is 1.
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
-    match cli.command {
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => serve(args),
         Command::Keys(data) => {
-            let secrets = soundcheck::app::read_secrets(&data.existing()?)?;
+            let secrets = soundcheck::app::read_secrets(&data.for_client()?)?;
             print!("{}", secrets.env_lines());
             Ok(())
         }
@@ -230,7 +242,7 @@ fn main() -> anyhow::Result<()> {
                 CreditsAction::Show(d) => (d, None),
                 CreditsAction::Add { amount, data } => (data, Some(amount)),
             };
-            let dir = data.existing()?;
+            let dir = data.for_client()?;
             let balance = match amount {
                 None => {
                     let path = dir.join(soundcheck::datadir::DATABASE_FILE);
@@ -238,6 +250,10 @@ fn main() -> anyhow::Result<()> {
                     soundcheck::store::credits::balance(&conn)?
                 }
                 Some(n) if n <= 0 => anyhow::bail!("amount must be a positive integer"),
+                // A server owns the directory: add them through it (its ledger, its writer).
+                Some(n) if soundcheck::datadir::holder_url(&dir).is_some() => {
+                    soundcheck::remote::credits_add(&dir, n)?
+                }
                 Some(n) => {
                     // A write: only while no server owns the directory (it would race its ledger);
                     // with one running, `POST /v1/credits` adds credits through it.
@@ -280,7 +296,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
-            .map_err(|e| anyhow::anyhow!("could not listen on {}: {e} (choose another with --addr)", config.addr))?;
+            .map_err(|e| bind_error(config.addr, e))?;
         let registry = soundcheck::engines::try_registry(&config)?;
         let (store, secrets) = soundcheck::app::open_store(&config)?;
         let addr = listener.local_addr()?;
@@ -289,10 +305,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         lock.record(Some(&base))?;
+        // Client commands find this server (and the data directory holding its keys) through
+        // this entry; it is removed when `serve` returns.
+        let _registration = soundcheck::instances::register(&base, &config.data_dir)
+            .map_err(|e| tracing::warn!("could not record this server for client commands: {e}"))
+            .ok();
         println!(
             "soundcheck {} listening on {base}",
             env!("CARGO_PKG_VERSION")
         );
+        println!("dashboard: {base}/");
         println!("data directory: {}", config.data_dir.display());
         print!("{}", secrets.env_lines());
         for (endpoint, engine) in registry.describe() {
@@ -304,6 +326,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         for hint in soundcheck::engines::hints(&registry) {
             println!("hint: {hint}");
         }
+        println!(
+            "next: in another terminal, `soundcheck listen` (a webhook inbox that verifies \
+             signatures), then `soundcheck trigger job.completed`"
+        );
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         tokio::spawn(async move {
@@ -313,6 +339,33 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
         soundcheck::app::run(config, store, secrets, registry, listener, shutdown).await
     })
+}
+
+/// A bind failure that names the address and what to do; a port held by another soundcheck
+/// names that server.
+fn bind_error(addr: std::net::SocketAddr, e: std::io::Error) -> anyhow::Error {
+    let mut next = addr;
+    next.set_port(addr.port().wrapping_add(1).max(1));
+    let holder = soundcheck::instances::running()
+        .into_iter()
+        .find(|i| i.url.ends_with(&format!(":{}", addr.port())))
+        .map(|i| {
+            format!(
+                " (soundcheck pid {} serves {} there, data directory {})",
+                i.pid,
+                i.url,
+                i.data_dir.display()
+            )
+        })
+        .unwrap_or_default();
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        anyhow::anyhow!(
+            "could not listen on {addr}: the address is already in use{holder}; choose another \
+             with --addr (e.g. `soundcheck serve --addr {next}`) or SOUNDCHECK_ADDR"
+        )
+    } else {
+        anyhow::anyhow!("could not listen on {addr}: {e}; choose another with --addr")
+    }
 }
 
 fn init_logging(format: &str) {

@@ -1,6 +1,6 @@
 //! Developer tools that talk to a running server through its HTTP API, like the Stripe CLI:
 //! `listen` (a local webhook inbox, optionally forwarding to your app), `trigger` (a real job or
-//! generation forced down one path), `jobs list|show|tail`, `deliveries list|resend`, and
+//! generation forced down one path), `jobs list|show|tail|cancel|wait`, `deliveries list|resend`, and
 //! `webhook show|set-url|enable|disable|rotate-secret`. Keys come from `--api-key` / `--ft-key`
 //! (or `SOUNDCHECK_TL_KEY` / `SOUNDCHECK_FT_KEY`), else from the data directory as `soundcheck keys`
 //! reads them.
@@ -16,12 +16,13 @@ use serde_json::{json, Value};
 
 use crate::config::DataArgs;
 
-/// Where the server is and which keys to use.
+/// Where the server is and which keys to use. With neither `--url` nor `--data-dir`, the server
+/// `soundcheck serve` recorded as running on this machine is used (see `instances`).
 #[derive(Debug, Clone, Args)]
 pub struct RemoteArgs {
-    /// Base URL of the running server.
-    #[arg(long, env = "SOUNDCHECK_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// Base URL of the server (default: the running server, else http://127.0.0.1:8080).
+    #[arg(long, env = "SOUNDCHECK_URL")]
+    pub url: Option<String>,
     /// Jobs API key (Bearer); default: read from the data directory.
     #[arg(long, env = "SOUNDCHECK_TL_KEY")]
     pub api_key: Option<String>,
@@ -84,8 +85,29 @@ pub enum JobsAction {
         #[command(flatten)]
         remote: RemoteArgs,
     },
-    /// Print every change of status or progress as it happens (Ctrl-C stops).
-    Tail(RemoteArgs),
+    /// Print every change of status or progress as it happens, from the jobs' live event
+    /// streams: of one job until it ends, or of every new job (Ctrl-C stops).
+    Tail {
+        /// Follow only this job, and stop when it ends.
+        id: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Cancel a queued or running job (it ends failed with error code `cancelled`, refunded).
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Wait until a job ends; print it, and exit non-zero if it failed.
+    Wait {
+        id: String,
+        /// Print the final job as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,7 +173,35 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string_pretty(&job)?);
                     Ok(())
                 }
-                JobsAction::Tail(r) => jobs_tail(&Client::new(&r)?).await,
+                JobsAction::Tail { id: Some(id), remote } => {
+                    let c = Client::new(&remote)?;
+                    follow_job(&c, &id).await.map(|_| ())
+                }
+                JobsAction::Tail { id: None, remote } => jobs_tail(&Client::new(&remote)?).await,
+                JobsAction::Cancel { id, remote } => {
+                    let c = Client::new(&remote)?;
+                    let job = c.tl_send("DELETE", &format!("/v1/jobs/{id}"), None).await?;
+                    println!("{}", job_line(&job));
+                    Ok(())
+                }
+                JobsAction::Wait { id, json, remote } => {
+                    let c = Client::new(&remote)?;
+                    let path = format!("/v1/jobs/{id}/events");
+                    let job = c.follow(&path, Key::Jobs, |_, _| {}).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&job)?);
+                    } else {
+                        println!("{}", job_line(&job));
+                    }
+                    if job["status"] == "failed" {
+                        bail!(
+                            "job {id} failed: {}: {}",
+                            job["error"]["code"].as_str().unwrap_or("?"),
+                            job["error"]["message"].as_str().unwrap_or("")
+                        );
+                    }
+                    Ok(())
+                }
             },
             RemoteCommand::Deliveries { action } => match action {
                 DeliveriesAction::List { of, limit, remote } => {
@@ -196,34 +246,115 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
 }
 
 /// An HTTP client for one server with its keys.
+#[derive(Clone)]
 struct Client {
     base: String,
     tl_key: String,
     ft_key: String,
+    /// Where each key came from ("--api-key", "data directory …"), for the `401` message.
+    tl_source: String,
+    ft_source: String,
     http: reqwest::Client,
 }
 
 impl Client {
     fn new(args: &RemoteArgs) -> anyhow::Result<Client> {
-        let (tl_key, ft_key) = match (&args.api_key, &args.ft_key) {
-            (Some(tl), Some(ft)) => (tl.clone(), ft.clone()),
+        let target = crate::instances::resolve(
+            args.url.as_deref(),
+            args.data.data_dir.as_deref(),
+            &args.data.path(),
+        )?;
+        let flag = |name: &str, env: &str| {
+            if std::env::var_os(env).is_some() {
+                format!("{name} / {env}")
+            } else {
+                name.to_string()
+            }
+        };
+        let from_dir = || {
+            crate::config::DataArgs {
+                data_dir: Some(target.data_dir.clone()),
+            }
+            .existing()
+            .and_then(|dir| crate::app::read_secrets(&dir))
+            .with_context(|| {
+                format!(
+                    "reading the keys of data directory {} (chosen from {}); pass --data-dir, \
+                     or the keys with --api-key and --ft-key",
+                    target.data_dir.display(),
+                    target.how
+                )
+            })
+        };
+        let dir_source = format!(
+            "data directory {} (chosen from {})",
+            target.data_dir.display(),
+            target.how
+        );
+        let (tl_key, ft_key, tl_source, ft_source) = match (&args.api_key, &args.ft_key) {
+            (Some(tl), Some(ft)) => (
+                tl.clone(),
+                ft.clone(),
+                flag("--api-key", "SOUNDCHECK_TL_KEY"),
+                flag("--ft-key", "SOUNDCHECK_FT_KEY"),
+            ),
             (tl, ft) => {
-                let secrets = args
-                    .data
-                    .existing()
-                    .and_then(|dir| crate::app::read_secrets(&dir))
-                    .context("reading the keys from the data directory (or pass --api-key)")?;
+                let secrets = from_dir()?;
                 (
                     tl.clone().unwrap_or(secrets.tl_key),
                     ft.clone().unwrap_or(secrets.ft_key),
+                    match tl {
+                        Some(_) => flag("--api-key", "SOUNDCHECK_TL_KEY"),
+                        None => dir_source.clone(),
+                    },
+                    match ft {
+                        Some(_) => flag("--ft-key", "SOUNDCHECK_FT_KEY"),
+                        None => dir_source.clone(),
+                    },
                 )
             }
         };
         Ok(Client {
-            base: args.url.trim_end_matches('/').to_string(),
+            base: target.url,
             tl_key,
             ft_key,
+            tl_source,
+            ft_source,
             http: reqwest::Client::new(),
+        })
+    }
+
+    /// The JSON of a 2xx answer, or an error naming the envelope's code and message; a `401`
+    /// also says where the key came from and how to pass the right one.
+    async fn answer(&self, resp: reqwest::Response, key: Key) -> anyhow::Result<Value> {
+        let status = resp.status();
+        let result = answer(resp).await;
+        if status != reqwest::StatusCode::UNAUTHORIZED {
+            return result;
+        }
+        let (name, source, flag, env) = match key {
+            Key::Jobs => ("jobs API key", &self.tl_source, "--api-key", "SOUNDCHECK_TL_KEY"),
+            Key::Generations => ("generations API key", &self.ft_source, "--ft-key", "SOUNDCHECK_FT_KEY"),
+        };
+        result.map_err(|e| {
+            anyhow!(
+                "{e}\nThe {name} sent came from {source}, and the server at {} does not accept it.\n\
+                 Fix: pass the data directory that server was started with (`--data-dir DIR`; its \
+                 start-up banner prints it), or its key with {flag} (or {env}; the banner and \
+                 `soundcheck keys --data-dir DIR` print it).",
+                self.base
+            )
+        })
+    }
+
+    /// Sends a request, naming the server and what to check when it cannot be reached.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        req.send().await.map_err(|e| {
+            anyhow!(
+                "could not reach soundcheck at {}: {e}. Is `soundcheck serve` running there? \
+                 (--url names another server)",
+                self.base
+            )
         })
     }
 
@@ -245,13 +376,67 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        answer(
-            req.send()
-                .await
-                .with_context(|| format!("connecting to {}", self.base))?,
-        )
-        .await
+        let resp = self.send(req).await?;
+        self.answer(resp, Key::Jobs).await
     }
+}
+
+impl Client {
+    /// Reads an item's `/events` stream (server-sent events), calling `on(event, data)` for
+    /// each event, until `done`; returns the final object.
+    async fn follow(
+        &self,
+        path: &str,
+        key: Key,
+        mut on: impl FnMut(&str, &Value),
+    ) -> anyhow::Result<Value> {
+        use futures_util::StreamExt;
+        let req = self.http.get(format!("{}{path}", self.base));
+        let req = match key {
+            Key::Jobs => req.bearer_auth(&self.tl_key),
+            Key::Generations => req.header("X-API-Key", &self.ft_key),
+        };
+        let resp = self.send(req).await?;
+        if !resp.status().is_success() {
+            self.answer(resp, key).await?;
+            bail!("{path} did not answer with an event stream");
+        }
+        let mut body = resp.bytes_stream();
+        let (mut buf, mut event, mut data) = (String::new(), String::new(), String::new());
+        while let Some(chunk) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk?));
+            while let Some(end) = buf.find('\n') {
+                let line: String = buf.drain(..=end).collect();
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    if !data.is_empty() {
+                        let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                        on(&event, &value);
+                        if event == "done" {
+                            return Ok(value);
+                        }
+                    }
+                    event.clear();
+                    data.clear();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                } // ':' lines are keep-alive comments
+            }
+        }
+        bail!("the event stream of {path} ended before the item did (is the server stopping?)")
+    }
+}
+
+/// Which of the two keys a request carried (for the `401` message).
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    Jobs,
+    Generations,
 }
 
 /// The JSON of a 2xx answer, or an error naming the envelope's code and message.
@@ -343,9 +528,23 @@ async fn jobs_list(c: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls the job list every half second and prints each job whose status or progress changed.
+/// Prints a job's line at each event of its live stream until it ends; returns the final job.
+async fn follow_job(c: &Client, id: &str) -> anyhow::Result<Value> {
+    let mut last = Value::Null;
+    c.follow(&format!("/v1/jobs/{id}/events"), Key::Jobs, |event, data| {
+        match event {
+            "progress" => last["progress"] = data["progress"].clone(),
+            _ => last = data.clone(),
+        }
+        println!("{}", job_line(&last));
+    })
+    .await
+}
+
+/// Looks for new jobs every half second (the list is not rate limited) and follows each one
+/// that has not ended through its live event stream, printing every change.
 async fn jobs_tail(c: &Client) -> anyhow::Result<()> {
-    let mut seen: std::collections::HashMap<String, (Value, Value)> = Default::default();
+    let mut seen: std::collections::HashSet<String> = Default::default();
     let mut first = true;
     loop {
         let list = c.tl_get("/v1/jobs").await?;
@@ -353,13 +552,23 @@ async fn jobs_tail(c: &Client) -> anyhow::Result<()> {
         jobs.reverse(); // oldest first, so lines come out in order
         for j in jobs {
             let id = j["job_id"].as_str().unwrap_or("").to_string();
-            let state = (j["status"].clone(), j["progress"].clone());
-            if seen.get(&id) != Some(&state) {
-                if !first || j["status"] != "completed" && j["status"] != "failed" {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let ended = j["status"] == "completed" || j["status"] == "failed";
+            if ended {
+                // Began and ended between two looks: its final line only.
+                if !first {
                     println!("{}", job_line(&j));
                 }
-                seen.insert(id, state);
+                continue;
             }
+            let c = c.clone();
+            tokio::spawn(async move {
+                if let Err(e) = follow_job(&c, &id).await {
+                    eprintln!("{id}: {e:#}");
+                }
+            });
         }
         first = false;
         tokio::select! {
@@ -397,12 +606,7 @@ async fn listen(c: &Client, forward_to: Option<String>, port: u16) -> anyhow::Re
     }
     println!("(Ctrl-C to stop; the endpoint URL stays set.)");
     let inbox = Inbox {
-        server: std::sync::Arc::new(Client {
-            base: c.base.clone(),
-            tl_key: c.tl_key.clone(),
-            ft_key: c.ft_key.clone(),
-            http: c.http.clone(),
-        }),
+        server: std::sync::Arc::new(c.clone()),
         forward_to,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -486,6 +690,25 @@ async fn inbox_receive(State(inbox): State<Inbox>, headers: HeaderMap, body: Byt
     }
 }
 
+/// `credits add N` while a server owns the data directory: `POST /v1/credits` to it, with the
+/// directory's jobs key. Returns the new balance.
+pub fn credits_add(data_dir: &std::path::Path, amount: i64) -> anyhow::Result<i64> {
+    let remote = RemoteArgs {
+        url: None,
+        api_key: None,
+        ft_key: None,
+        data: DataArgs {
+            data_dir: Some(data_dir.to_path_buf()),
+        },
+    };
+    let c = Client::new(&remote)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let body = rt.block_on(c.tl_send("POST", "/v1/credits", Some(json!({ "amount": amount }))))?;
+    body["balance"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("no balance in {body}"))
+}
+
 /// A one-second stereo WAV (a major triad) for `trigger`: small, and real audio.
 fn builtin_wav() -> Vec<u8> {
     let spec = hound::WavSpec {
@@ -535,7 +758,7 @@ async fn trigger(c: &Client, event: &str, endpoint: &str) -> anyhow::Result<()> 
         if let Some(f) = fault {
             req = req.header(crate::faults::HEADER, f);
         }
-        let sub = answer(req.send().await?).await?;
+        let sub = c.answer(c.send(req).await?, Key::Jobs).await?;
         let id = sub["job_id"]
             .as_str()
             .ok_or_else(|| anyhow!("no job_id in {sub}"))?;
@@ -580,19 +803,17 @@ async fn trigger(c: &Client, event: &str, endpoint: &str) -> anyhow::Result<()> 
         if let Some(f) = fault {
             req = req.header(crate::faults::HEADER, f);
         }
-        let g = answer(req.send().await?).await?;
+        let g = c.answer(c.send(req).await?, Key::Generations).await?;
         let id = g["id"].as_str().ok_or_else(|| anyhow!("no id in {g}"))?;
         println!("submitted generation {id}");
         let deadline = Instant::now() + Duration::from_secs(300);
         let done = loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let resp = c
+            let req = c
                 .http
                 .get(format!("{}/v1/generations/{id}", c.base))
-                .header("X-API-Key", &c.ft_key)
-                .send()
-                .await?;
-            let g = answer(resp).await?;
+                .header("X-API-Key", &c.ft_key);
+            let g = c.answer(c.send(req).await?, Key::Generations).await?;
             if g["status"] == "completed" || g["status"] == "failed" {
                 break g;
             }

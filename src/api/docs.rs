@@ -97,6 +97,8 @@ pub enum ErrorCode {
     EngineUnavailable,
     InternalError,
     ServiceUnavailable,
+    /// Extension: the item has already ended (cancel of a final job or generation).
+    Conflict,
 }
 
 /// `POST /v1/generations` body. Unknown fields are ignored and named in
@@ -363,7 +365,7 @@ pub fn finish(doc: utoipa::openapi::OpenApi, generators: &[String]) -> Value {
                         "description": "Fault injection: internal_error, service_unavailable, \
                                         timeout, delay=<ms>, webhook_fail, webhook_slow=<ms> \
                                         (one run fault and one webhook fault, comma-separated). \
-                                        See the README.",
+                                        See docs/faults.md.",
                         "schema": {"type": "string", "enum": FAULT_VALUES}
                     }));
                 }

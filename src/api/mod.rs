@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod docs;
 pub mod generations;
 pub mod jobs;
+pub mod lifecycle;
 pub mod media;
 pub mod webhook;
 
@@ -26,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(generations::router())
         .merge(jobs::router())
+        .merge(lifecycle::router())
         .merge(analysis::router())
         .merge(webhook::router())
         .merge(admin::router())

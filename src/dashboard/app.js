@@ -501,6 +501,13 @@ function renderDeliveryDetail(a) {
 // Overview: engines, models and what to do next.
 
 const copyable = (cmd) => `<code>${esc(cmd)}</code> <button class="copy" data-text="${esc(cmd)}">copy</button>`;
+// A word for a POSIX shell: bare when safe, else single-quoted.
+const shq = (w) => /^[A-Za-z0-9_\/.:@%+=,-]+$/.test(w) ? w : "'" + w.replace(/'/g, "'\\''") + "'";
+// The flags that make a copied command talk to this server with its keys, from any directory.
+const serverFlags = () => ` --url ${shq(cfg.base_url)} --data-dir ${shq(cfg.data_dir)}`;
+// Client commands (listen, trigger, jobs, webhook …) get both flags; offline ones the data dir.
+const forServer = (cmd) => /^soundcheck (models|generate|keys|credits)\b/.test(cmd)
+  ? `${cmd} --data-dir ${shq(cfg.data_dir)}` : cmd + serverFlags();
 
 function renderOverview() {
   $("engines").innerHTML = cfg.engines.map(([ep, name]) =>
@@ -508,7 +515,7 @@ function renderOverview() {
   $("models-table").tBodies[0].innerHTML = (cfg.models ?? []).map((m) => {
     const status = m.loaded ? `<span class="ok">in use</span>`
       : m.installed ? "installed, not loaded (restart <code>soundcheck serve</code> to use it)"
-      : copyable("soundcheck models pull " + m.id);
+      : copyable(forServer("soundcheck models pull " + m.id));
     return `<tr data-model="${esc(m.id)}"><td><code>${esc(m.id)}</code></td><td>${esc(m.kind)}</td><td>${status}</td>` +
       `<td>${m.installed ? "" : "~"}${m.size_mb} MB</td><td>${esc(m.description)}</td></tr>`;
   }).join("");
@@ -516,10 +523,10 @@ function renderOverview() {
   // Server hints end with the command to run: show it copyable.
   $("hints").innerHTML = (cfg.hints ?? []).map((h) => {
     const m = h.match(/^(.*?)(soundcheck [^;]+)$/);
-    return `<li class="server-hint">${m ? esc(m[1]) + copyable(m[2]) : esc(h)}</li>`;
+    return `<li class="server-hint">${m ? esc(m[1]) + copyable(forServer(m[2].trim())) : esc(h)}</li>`;
   }).join("") + `<li>Point your app at the base URL with the keys above: <code>X-API-Key</code> for generations, <code>Authorization: Bearer</code> for jobs.</li>
-    <li id="hint-webhook" hidden>No webhook endpoint yet: run ${copyable("soundcheck listen")} (it becomes the endpoint and prints each event), or set a URL on the <a href="#webhook">Webhook</a> tab.</li>
-    <li>See every webhook shape: ${copyable("soundcheck trigger job.completed")} or ${copyable("soundcheck trigger generation.failed")}; make things fail on the <a href="#faults">Faults</a> tab.</li>`;
+    <li id="hint-webhook" hidden>No webhook endpoint yet: run ${copyable(forServer("soundcheck listen"))} (it becomes the endpoint and prints each event), or set a URL on the <a href="#webhook">Webhook</a> tab.</li>
+    <li>See every webhook shape: ${copyable(forServer("soundcheck trigger job.completed"))} or ${copyable(forServer("soundcheck trigger generation.failed"))}; make things fail on the <a href="#faults">Faults</a> tab.</li>`;
 }
 
 // ---------------------------------------------------------------------------------------------

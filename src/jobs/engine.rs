@@ -77,7 +77,8 @@ pub enum EngineError {
     /// The engine could not run now (`service_unavailable`); refunded.
     #[error("{0}")]
     Unavailable(String),
-    /// The run was cancelled by shutdown; the job is re-queued, not failed.
+    /// The run was stopped: by shutdown (the job is re-queued) or by a cancel (which has already
+    /// ended the job).
     #[error("cancelled")]
     Cancelled,
 }
@@ -106,7 +107,8 @@ pub struct JobContext<'a> {
     pub out_dir: &'a Path,
     /// Reports progress in `0.0..=1.0`; cheap, call it as often as useful.
     pub progress: &'a (dyn Fn(f32) + Sync),
-    /// True once the server is shutting down; long engines should check it and return `Cancelled`.
+    /// True once the server is shutting down or the job was cancelled (`DELETE`); long engines
+    /// should check it between steps and return `Cancelled`.
     pub cancelled: &'a (dyn Fn() -> bool + Sync),
 }
 

@@ -1,5 +1,6 @@
 //! Jobs and generations: the engine interfaces, the worker pool and crash recovery.
 
+pub mod cancel;
 pub mod engine;
 pub mod generator;
 pub mod janitor;

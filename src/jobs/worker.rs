@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +28,10 @@ use crate::webhooks::dispatch::Dispatcher;
 /// Live progress of running jobs and generations, by id (in memory: a restart re-runs them).
 pub type ProgressMap = Arc<Mutex<HashMap<String, f32>>>;
 
+/// The stop signal of each run in progress, by id: a cancel (`DELETE`) fires it so the engine
+/// stops between steps. The cancel itself ends the row; the run's own end is then a no-op.
+pub type RunStops = Arc<Mutex<HashMap<String, CancellationToken>>>;
+
 /// Bit rate of generated MP3s.
 const MP3_KBPS: u32 = 192;
 /// Sample rate of every generation's MP3.
@@ -44,6 +47,8 @@ pub struct Workers {
     pub registry: Arc<Registry>,
     pub dispatcher: Dispatcher,
     pub progress: ProgressMap,
+    /// Stop signals of the runs in progress (see `jobs::cancel`).
+    pub stops: RunStops,
     /// Woken by submits.
     pub wake: Arc<Notify>,
     /// Serialises device-bound engines (one GPU, one model at a time).
@@ -61,7 +66,7 @@ pub struct Workers {
 enum Outcome<T> {
     Done(T),
     Failed(EngineError),
-    /// Shutdown interrupted it: queue it again.
+    /// Shutdown (or a cancel) interrupted it: queue it again, unless a cancel already ended it.
     Requeue,
 }
 
@@ -140,6 +145,8 @@ impl Workers {
             + Send
             + 'static,
     {
+        let stop = CancellationToken::new();
+        let _registered = StopGuard::register(&self.stops, id, &stop);
         match fault {
             Some(Fault::InternalError) => {
                 return Outcome::Failed(EngineError::Internal(
@@ -154,6 +161,7 @@ impl Workers {
             Some(Fault::Delay(d)) => {
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return Outcome::Requeue,
+                    _ = stop.cancelled() => return Outcome::Requeue,
                     _ = tokio::time::sleep(d) => {}
                 }
             }
@@ -163,7 +171,6 @@ impl Workers {
             Resource::Device => Some(self.device.lock().await),
             Resource::Cpu => None,
         };
-        let stop = Arc::new(AtomicBool::new(false));
         let shutdown = self.shutdown.clone();
         let progress = self.progress.clone();
         let stop_in = stop.clone();
@@ -171,7 +178,7 @@ impl Workers {
         let hang = fault == Some(Fault::Timeout);
         let task = tokio::task::spawn_blocking(move || {
             let report = |p: f32| Workers::set_progress(&progress, &id_in, p);
-            let cancelled = || shutdown.is_cancelled() || stop_in.load(Ordering::Relaxed);
+            let cancelled = || shutdown.is_cancelled() || stop_in.is_cancelled();
             if hang {
                 // Injected timeout: behave like an engine that never finishes.
                 while !cancelled() {
@@ -194,7 +201,7 @@ impl Workers {
             Some(limit) => match tokio::time::timeout(limit, task).await {
                 Ok(joined) => joined,
                 Err(_) => {
-                    stop.store(true, Ordering::Relaxed);
+                    stop.cancel();
                     return Outcome::Failed(EngineError::Internal(timeout_message(
                         resource, limit,
                     )));
@@ -508,9 +515,36 @@ pub const MAX_RUNS: i64 = 2;
 const FINISH_RETRY_FIRST: Duration = Duration::from_millis(100);
 const FINISH_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// True for the two final states of jobs and generations (the seeds' `completed` and `failed`).
+pub fn is_final(status: &str) -> bool {
+    matches!(status, "completed" | "failed")
+}
+
+/// Registers a run's stop signal for its whole run; removed however the run ends.
+struct StopGuard<'a> {
+    stops: &'a RunStops,
+    id: String,
+}
+
+impl<'a> StopGuard<'a> {
+    fn register(stops: &'a RunStops, id: &str, stop: &CancellationToken) -> StopGuard<'a> {
+        stops.lock().unwrap().insert(id.to_string(), stop.clone());
+        StopGuard {
+            stops,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for StopGuard<'_> {
+    fn drop(&mut self) {
+        self.stops.lock().unwrap().remove(&self.id);
+    }
+}
+
 /// How a run ended, in a form that can be written again if the first commit fails.
 #[derive(Debug, Clone)]
-enum End {
+pub(super) enum End {
     /// A job's result (with its `$file`s already turned into media rows).
     Completed(Value, Vec<MediaRow>),
     /// A generation's audio URL, length in seconds and media row.
@@ -555,7 +589,21 @@ pub fn recover(tx: &rusqlite::Connection) -> store::Result<Recovered> {
 
 /// A job's end in the caller's transaction: its row, its media, the credit movement (failures on
 /// our side are refunded, a bad input is charged) and the webhook event.
-fn finish_job_tx(tx: &rusqlite::Connection, job_id: &str, price: i64, end: End) -> store::Result<()> {
+pub(super) fn finish_job_tx(
+    tx: &rusqlite::Connection,
+    job_id: &str,
+    price: i64,
+    end: End,
+) -> store::Result<()> {
+    // Checked in the writing transaction: a run that ends after a cancel ended its job (or the
+    // other way round) writes nothing, so every job ends once, with one webhook.
+    match store::jobs::get(tx, job_id)? {
+        Some(j) if !j.status.is_final() => {}
+        _ => {
+            tracing::info!(job = %job_id, "the job had already ended (cancelled); run end ignored");
+            return Ok(());
+        }
+    }
     match end {
         End::Completed(result, media) => {
             insert_media(tx, &media)?;
@@ -564,7 +612,8 @@ fn finish_job_tx(tx: &rusqlite::Connection, job_id: &str, price: i64, end: End) 
         }
         End::Generated(..) => unreachable!("a job does not end as a generation"),
         End::Failed { code, message } => {
-            let ours = matches!(code, "internal_error" | "service_unavailable");
+            // Our failures and cancels are refunded; a bad input is charged.
+            let ours = matches!(code, "internal_error" | "service_unavailable" | "cancelled");
             let used = if ours { 0 } else { price };
             store::jobs::fail(tx, job_id, code, &message, used)?;
             let kind = if ours {
@@ -580,7 +629,18 @@ fn finish_job_tx(tx: &rusqlite::Connection, job_id: &str, price: i64, end: End) 
 }
 
 /// A generation's end in the caller's transaction: its row, its media and its webhook event.
-fn finish_generation_tx(tx: &rusqlite::Connection, id: &str, end: End) -> store::Result<()> {
+pub(super) fn finish_generation_tx(
+    tx: &rusqlite::Connection,
+    id: &str,
+    end: End,
+) -> store::Result<()> {
+    match store::generations::get(tx, id)? {
+        Some(g) if !g.status.is_final() => {}
+        _ => {
+            tracing::info!(generation = %id, "the generation had already ended (cancelled); run end ignored");
+            return Ok(());
+        }
+    }
     let finished = match end {
         End::Generated(url, seconds, media) => {
             insert_media(tx, &media)?;
@@ -601,7 +661,7 @@ fn insert_media(tx: &rusqlite::Connection, media: &[MediaRow]) -> store::Result<
 
 /// A media row to insert with the finishing transaction.
 #[derive(Debug, Clone)]
-struct MediaRow {
+pub(super) struct MediaRow {
     token: String,
     path: String,
     filename: String,

@@ -20,7 +20,7 @@ use crate::views::{GenerationBody, JobEvent};
 /// `User-Agent` of generation webhooks (seed 000).
 pub const GENERATION_USER_AGENT: &str = "finetuning-webhook/1.0";
 
-/// `User-Agent` of jobs webhooks (the seed names none; see README).
+/// `User-Agent` of jobs webhooks (the seed names none; see docs/webhooks.md).
 pub const JOB_USER_AGENT: &str = concat!("soundcheck-webhook/", env!("CARGO_PKG_VERSION"));
 
 /// Writes the webhook event for a finished job to the outbox. Where it goes depends on the

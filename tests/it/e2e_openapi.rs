@@ -45,6 +45,10 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/v1/credits"),
     ("post", "/v1/credits"),
     ("get", "/media/{token}/{filename}"),
+    ("delete", "/v1/jobs/{job_id}"),
+    ("get", "/v1/jobs/{job_id}/events"),
+    ("delete", "/v1/generations/{id}"),
+    ("get", "/v1/generations/{id}/events"),
 ];
 
 fn operations(doc: &Value) -> BTreeSet<(String, String)> {

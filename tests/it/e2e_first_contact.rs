@@ -1,0 +1,269 @@
+//! A newcomer's first minutes, driven through the real binary with a temporary HOME and XDG
+//! directories: `serve` on a non-default data directory, then client commands with no flags find
+//! it; a wrong key says where it came from; a busy port names its holder; a clean exit removes
+//! the server's entry and a crashed one's is ignored.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A user's home: HOME and the XDG directories all under one temp dir, so nothing leaks between
+/// tests or into the machine's real runtime directory.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    /// The binary with this home's environment and no key/URL/data-dir overrides.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_soundcheck"));
+        c.env("HOME", self.dir.path())
+            .env("XDG_RUNTIME_DIR", self.path("run"))
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("SOUNDCHECK_LOG", "warn")
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("SOUNDCHECK_FT_KEY")
+            .env_remove("SOUNDCHECK_TL_KEY")
+            .env_remove("SOUNDCHECK_DATA_DIR")
+            .env_remove("SOUNDCHECK_URL")
+            .env_remove("SOUNDCHECK_ADDR")
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Runs a command to completion: (success, stdout, stderr).
+    pub async fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.cmd().args(args).output().await.unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub async fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(args).await;
+        assert!(ok, "{args:?} failed: {err}");
+        out
+    }
+
+    /// The servers' entries in this home's runtime directory.
+    pub fn entries(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.path("run/soundcheck/servers"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A `serve` subprocess and what its banner said.
+pub struct Served {
+    pub child: Child,
+    pub base: String,
+    pub banner: Vec<String>,
+}
+
+impl Served {
+    pub async fn start(home: &Home, data_dir: &Path, extra: &[&str]) -> Served {
+        let mut child = home
+            .cmd()
+            .args(["serve", "--addr", "127.0.0.1:0", "--workers", "1"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut base, mut banner) = (String::new(), Vec::new());
+        while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            if let Some(url) = line.split("listening on ").nth(1) {
+                base = url.trim().to_string();
+            }
+            let last = line.starts_with("next:");
+            banner.push(line);
+            if last {
+                break;
+            }
+        }
+        assert!(!base.is_empty(), "{banner:#?}");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Served {
+            child,
+            base,
+            banner,
+        }
+    }
+
+    /// The banner line starting with `prefix`, without it.
+    pub fn line(&self, prefix: &str) -> String {
+        self.banner
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {:#?}", self.banner))
+            .to_string()
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub async fn terminate(mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+#[tokio::test]
+async fn client_commands_find_the_running_server_and_its_keys_without_flags() {
+    let home = Home::new();
+    let data = home.path("elsewhere");
+    let s = Served::start(&home, &data, &[]).await;
+    // The banner names the dashboard and the next command.
+    assert_eq!(s.line("dashboard: "), format!("{}/", s.base));
+    assert!(
+        s.line("next: ").contains("soundcheck listen"),
+        "{:#?}",
+        s.banner
+    );
+    let secret = s.line("SOUNDCHECK_WEBHOOK_SECRET=");
+    let tl_key = s.line("SOUNDCHECK_TL_KEY=");
+    // One entry, naming the URL, the data directory and the pid.
+    let entries = home.entries();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&entries[0]).unwrap()).unwrap();
+    assert_eq!(entry["url"], s.base.as_str());
+    assert_eq!(entry["pid"], s.child.id().unwrap());
+    assert_eq!(entry["data_dir"], data.to_str().unwrap());
+
+    // The dashboard's copyable commands carry this server's --url and --data-dir.
+    let cfg: serde_json::Value = reqwest::get(format!("{}/dashboard/config", s.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cfg["data_dir"], data.to_str().unwrap());
+    assert_eq!(cfg["base_url"], s.base.as_str());
+
+    // The walk that used to fail: no --data-dir, no --url.
+    let set = home
+        .ok(&["webhook", "set-url", "http://127.0.0.1:9/hook"])
+        .await;
+    assert!(set.contains("url:      http://127.0.0.1:9/hook"), "{set}");
+    let shown = home.ok(&["webhook", "show"]).await;
+    assert!(shown.contains(&secret), "{shown}");
+    assert!(home.ok(&["keys"]).await.contains(&tl_key));
+    assert_eq!(home.ok(&["credits", "show"]).await.trim(), "1000");
+    assert_eq!(home.ok(&["credits", "add", "7"]).await.trim(), "1007");
+    // --url naming the running server: its data directory gives the keys.
+    home.ok(&["jobs", "list", "--url", &s.base]).await;
+    // --data-dir alone: the server running on it gives the URL.
+    home.ok(&["deliveries", "list", "--data-dir", data.to_str().unwrap()])
+        .await;
+    // No client command created the default data directory.
+    assert!(!home.path("data/soundcheck").exists());
+
+    // A wrong key: the 401 names where the key came from and how to fix it; no backtrace.
+    let (ok, _, err) = home
+        .run(&[
+            "webhook",
+            "show",
+            "--api-key",
+            "tl_test_wrong",
+            "--ft-key",
+            "x",
+        ])
+        .await;
+    assert!(!ok);
+    assert!(err.contains("401 unauthorized"), "{err}");
+    assert!(err.contains("--api-key"), "{err}");
+    assert!(err.contains("Fix:"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+
+    // A busy port: the address, the server holding it, and --addr.
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let other = home.path("other");
+    let (ok, _, err) = home
+        .run(&[
+            "serve",
+            "--addr",
+            &addr,
+            "--data-dir",
+            other.to_str().unwrap(),
+        ])
+        .await;
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("could not listen on {addr}")),
+        "{err}"
+    );
+    assert!(err.contains("already in use"), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", s.child.id().unwrap())),
+        "{err}"
+    );
+    assert!(err.contains("--addr"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+
+    // A clean exit removes the entry; then nothing runs, and the defaults are reported plainly.
+    s.terminate().await;
+    assert!(home.entries().is_empty(), "{:?}", home.entries());
+    let (ok, _, err) = home.run(&["jobs", "list"]).await;
+    assert!(!ok);
+    assert!(err.contains("no soundcheck database"), "{err}");
+    assert!(!home.path("data/soundcheck").exists());
+}
+
+#[tokio::test]
+async fn a_crashed_servers_entry_is_ignored_and_removed() {
+    let home = Home::new();
+    let data = home.path("d");
+    let mut s = Served::start(&home, &data, &[]).await;
+    s.child.kill().await.unwrap();
+    s.child.wait().await.unwrap();
+    // kill -9 leaves the entry behind; its pid no longer holds the data directory.
+    assert_eq!(home.entries().len(), 1);
+    let (ok, _, err) = home.run(&["webhook", "show"]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("no soundcheck database") || err.contains("could not reach"),
+        "{err}"
+    );
+    assert!(
+        home.entries().is_empty(),
+        "the stale entry is removed when seen"
+    );
+    // With --data-dir and no server on it: say so.
+    let (ok, _, err) = home
+        .run(&["jobs", "list", "--data-dir", data.to_str().unwrap()])
+        .await;
+    assert!(!ok);
+    assert!(err.contains("no server is running on"), "{err}");
+}
