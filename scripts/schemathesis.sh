@@ -24,9 +24,12 @@ done
 
 eval "$("$bin" keys --data-dir "$data" | sed 's/^/export /')"
 
-# The API keys go in as the two security schemes the document declares.
+# The API keys go in as the two security schemes the document declares. `--checks all` would
+# re-enable use_after_free, which schemathesis.toml turns off (a cancelled job stays readable by
+# contract), so it is excluded here too.
 schemathesis --config-file scripts/schemathesis.toml run "$base/openapi.json" \
     --checks all \
+    --exclude-checks use_after_free \
     --header "X-API-Key: $SOUNDCHECK_FT_KEY" \
     --header "Authorization: Bearer $SOUNDCHECK_TL_KEY" \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-30}" \
