@@ -361,7 +361,11 @@ fn mutate_once(rng: &mut StdRng, data: &mut Vec<u8>, other: &[u8], dict: &[Vec<u
         4 if len >= 2 => {
             let p = pos(rng, len - 1) & !1;
             let v = INTERESTING16[rng.gen_range(0..INTERESTING16.len())];
-            let b = if rng.gen() { v.to_le_bytes() } else { v.to_be_bytes() };
+            let b = if rng.gen() {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            };
             data[p..p + 2].copy_from_slice(&b);
         }
         // Aligned u32, either byte order; or a small add to one (lengths, counts).
@@ -374,7 +378,11 @@ fn mutate_once(rng: &mut StdRng, data: &mut Vec<u8>, other: &[u8], dict: &[Vec<u
                 old.wrapping_add(rng.gen_range(1..=64))
                     .wrapping_mul(if rng.gen() { 1 } else { u32::MAX })
             };
-            let b = if rng.gen() { v.to_le_bytes() } else { v.to_be_bytes() };
+            let b = if rng.gen() {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            };
             data[p..p + 4].copy_from_slice(&b);
         }
         // Insert random bytes.
@@ -400,7 +408,11 @@ fn mutate_once(rng: &mut StdRng, data: &mut Vec<u8>, other: &[u8], dict: &[Vec<u
         }
         // Truncate.
         10 => {
-            let keep = if rng.gen() { pos(rng, len) } else { rng.gen_range(0..len) };
+            let keep = if rng.gen() {
+                pos(rng, len)
+            } else {
+                rng.gen_range(0..len)
+            };
             data.truncate(keep);
         }
         // Splice: a prefix of this input and a suffix of another.
@@ -430,8 +442,26 @@ fn mutate_once(rng: &mut StdRng, data: &mut Vec<u8>, other: &[u8], dict: &[Vec<u
 fn dictionary(target: &str) -> Vec<Vec<u8>> {
     let words: &[&str] = match target {
         "decode" => &[
-            "RIFF", "WAVE", "fmt ", "data", "LIST", "INFO", "fLaC", "OggS", "ID3", "Xing", "Info",
-            "LAME", "FORM", "AIFF", "COMM", "SSND", "ftyp", "moov", "\u{1}vorbis", "OpusHead",
+            "RIFF",
+            "WAVE",
+            "fmt ",
+            "data",
+            "LIST",
+            "INFO",
+            "fLaC",
+            "OggS",
+            "ID3",
+            "Xing",
+            "Info",
+            "LAME",
+            "FORM",
+            "AIFF",
+            "COMM",
+            "SSND",
+            "ftyp",
+            "moov",
+            "\u{1}vorbis",
+            "OpusHead",
         ],
         "multipart" => &[
             "\r\n",
@@ -452,15 +482,63 @@ fn dictionary(target: &str) -> Vec<Vec<u8>> {
             "data",
         ],
         "json" => &[
-            "\"", "{", "}", "[", "]", ":", ",", "null", "true", "false", "0", "-1", "-0", "1e308",
-            "1e999", "0.5", "4294967296", "18446744073709551616", "\\u0000", "\\ud800", "\\\"",
-            "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "\"tags\"", "\"duration\"", "\"bpm\"",
-            "\"keyscale\"", "\"timesignature\"", "\"seed\"", "\"webhook\"", "\"model\"", "\"url\"",
-            "\"enabled\"", "\"amount\"", "{MEDIA}", "http://", "https://[::1]/", "/media/",
+            "\"",
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            "null",
+            "true",
+            "false",
+            "0",
+            "-1",
+            "-0",
+            "1e308",
+            "1e999",
+            "0.5",
+            "4294967296",
+            "18446744073709551616",
+            "\\u0000",
+            "\\ud800",
+            "\\\"",
+            "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+            "\"tags\"",
+            "\"duration\"",
+            "\"bpm\"",
+            "\"keyscale\"",
+            "\"timesignature\"",
+            "\"seed\"",
+            "\"webhook\"",
+            "\"model\"",
+            "\"url\"",
+            "\"enabled\"",
+            "\"amount\"",
+            "{MEDIA}",
+            "http://",
+            "https://[::1]/",
+            "/media/",
         ],
         "range" => &[
-            "bytes=", "-", ",", " ", "0", "1", "9", "100", "18446744073709551615",
-            "18446744073709551616", "{LM}", "\"", "W/", "GMT", "\n", "Sat, ", "items=", "*",
+            "bytes=",
+            "-",
+            ",",
+            " ",
+            "0",
+            "1",
+            "9",
+            "100",
+            "18446744073709551615",
+            "18446744073709551616",
+            "{LM}",
+            "\"",
+            "W/",
+            "GMT",
+            "\n",
+            "Sat, ",
+            "items=",
+            "*",
         ],
         _ => &[],
     };
@@ -643,20 +721,20 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let mut config =
-            soundcheck::config::Config::for_data_dir(&soundcheck::config::DataArgs {
-                data_dir: Some(dir.path().to_path_buf()),
-            })
-            .map_err(|e| e.to_string())?;
+        let mut config = soundcheck::config::Config::for_data_dir(&soundcheck::config::DataArgs {
+            data_dir: Some(dir.path().to_path_buf()),
+        })
+        .map_err(|e| e.to_string())?;
         config.time_scale = 0.001;
         config.workers = 1;
         config.webhook_timeout = Duration::from_secs(2);
-        let (listener, base) = rt.block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let base = format!("http://{}", l.local_addr()?);
-            Ok::<_, std::io::Error>((l, base))
-        })
-        .map_err(|e| e.to_string())?;
+        let (listener, base) = rt
+            .block_on(async {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let base = format!("http://{}", l.local_addr()?);
+                Ok::<_, std::io::Error>((l, base))
+            })
+            .map_err(|e| e.to_string())?;
         let registry = soundcheck::engines::registry(&config);
         let (store, secrets) = soundcheck::app::open_store(&config).map_err(|e| e.to_string())?;
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -700,7 +778,10 @@ impl Server {
             .headers(headers)
             .body(body);
         self.rt.block_on(async {
-            let resp = req.send().await.map_err(|e| format!("request failed: {e}"))?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| format!("request failed: {e}"))?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
             let body = resp
@@ -745,13 +826,20 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(180);
         let job = loop {
             std::thread::sleep(Duration::from_millis(1100));
-            let r = self.send(Method::GET, &format!("/v1/jobs/{id}"), self.bearer(), vec![])?;
+            let r = self.send(
+                Method::GET,
+                &format!("/v1/jobs/{id}"),
+                self.bearer(),
+                vec![],
+            )?;
             let v: serde_json::Value =
                 serde_json::from_slice(&r.body).map_err(|e| format!("job poll: {e}"))?;
             match v["status"].as_str() {
                 Some("completed") => break v,
                 Some("failed") => return Err(format!("the master job failed: {v}")),
-                _ if Instant::now() > deadline => return Err("the master job took over 180 s".into()),
+                _ if Instant::now() > deadline => {
+                    return Err("the master job took over 180 s".into())
+                }
                 _ => {}
             }
         };
@@ -798,7 +886,11 @@ fn check_response(r: &Response) -> Result<String, String> {
     let v: serde_json::Value = serde_json::from_slice(&r.body)
         .map_err(|_| format!("status {} without a JSON envelope: {}", r.status, text()))?;
     let e = &v["error"];
-    let (code, msg) = match (e["code"].as_str(), e["message"].as_str(), e["trace_id"].as_str()) {
+    let (code, msg) = match (
+        e["code"].as_str(),
+        e["message"].as_str(),
+        e["trace_id"].as_str(),
+    ) {
         (Some(code), Some(msg), Some(_)) => (code, msg),
         _ => {
             return Err(format!(
@@ -854,7 +946,12 @@ fn exec_multipart(srv: &Server, input: &[u8]) -> Result<String, String> {
 fn top_up(srv: &Server) -> Result<(), String> {
     let mut h = srv.bearer();
     h.insert("content-type", HeaderValue::from_static("application/json"));
-    let r = srv.send(Method::POST, "/v1/credits", h, br#"{"amount":1000000}"#.to_vec())?;
+    let r = srv.send(
+        Method::POST,
+        "/v1/credits",
+        h,
+        br#"{"amount":1000000}"#.to_vec(),
+    )?;
     if r.status != 200 {
         return Err(format!("top-up answered {}", r.status));
     }
@@ -923,7 +1020,13 @@ fn exec_range(srv: &Server, input: &[u8]) -> Result<String, String> {
         }
         let v: Vec<u8> = v
             .iter()
-            .map(|&b| if (b < 0x20 && b != b'\t') || b == 0x7F { b'0' + b % 10 } else { b })
+            .map(|&b| {
+                if (b < 0x20 && b != b'\t') || b == 0x7F {
+                    b'0' + b % 10
+                } else {
+                    b
+                }
+            })
             .collect();
         if let Ok(v) = HeaderValue::from_bytes(&v) {
             h.append(HeaderName::from_static(name), v);
@@ -952,7 +1055,10 @@ fn exec_range(srv: &Server, input: &[u8]) -> Result<String, String> {
     match r.status {
         200 => {
             if r.body[..] != srv.media[..] {
-                return Err(format!("200 with {} bytes, not the {total}-byte file", r.body.len()));
+                return Err(format!(
+                    "200 with {} bytes, not the {total}-byte file",
+                    r.body.len()
+                ));
             }
         }
         206 => {
@@ -966,13 +1072,19 @@ fn exec_range(srv: &Server, input: &[u8]) -> Result<String, String> {
                 .and_then(|s| s.split_once('/'))
                 .and_then(|(span, len)| {
                     let (a, b) = span.split_once('-')?;
-                    Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?, len.parse::<usize>().ok()?))
+                    Some((
+                        a.parse::<usize>().ok()?,
+                        b.parse::<usize>().ok()?,
+                        len.parse::<usize>().ok()?,
+                    ))
                 });
             let Some((a, b, len)) = span else {
                 return Err(format!("206 with Content-Range {cr:?}"));
             };
             if a > b || b >= len || len != total {
-                return Err(format!("206 with Content-Range {cr:?} for a {total}-byte file"));
+                return Err(format!(
+                    "206 with Content-Range {cr:?} for a {total}-byte file"
+                ));
             }
             if r.body.len() != b - a + 1 {
                 return Err(format!(
@@ -981,7 +1093,9 @@ fn exec_range(srv: &Server, input: &[u8]) -> Result<String, String> {
                 ));
             }
             if r.body[..] != srv.media[a..=b] {
-                return Err(format!("206 with Content-Range {cr:?}: not those bytes of the file"));
+                return Err(format!(
+                    "206 with Content-Range {cr:?}: not those bytes of the file"
+                ));
             }
             if !kept {
                 return Err("206 although range_preconditions dropped the Range".into());
@@ -999,8 +1113,16 @@ fn exec_range(srv: &Server, input: &[u8]) -> Result<String, String> {
         "{} range {}{}{}",
         r.status,
         if kept { "kept" } else { "dropped" },
-        if if_range.is_empty() { "" } else { ", with If-Range" },
-        if extra.is_empty() { "" } else { ", several Range headers" }
+        if if_range.is_empty() {
+            ""
+        } else {
+            ", with If-Range"
+        },
+        if extra.is_empty() {
+            ""
+        } else {
+            ", several Range headers"
+        }
     ))
 }
 
@@ -1089,7 +1211,12 @@ impl Runner<'_> {
 
 fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -1098,7 +1225,8 @@ fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
 /// `summary-<target>.txt`: what the supervisor adds up (cases, seconds, outcomes, panics, peak MB,
 /// failures).
 fn write_summary(args: &Args, name: &str, s: &Stats, started: Instant, live_before: usize) {
-    let peak_mb = PEAK.load(Ordering::Relaxed).saturating_sub(live_before) as f64 / (1 << 20) as f64;
+    let peak_mb =
+        PEAK.load(Ordering::Relaxed).saturating_sub(live_before) as f64 / (1 << 20) as f64;
     let _ = fs::write(
         args.out.join(format!("summary-{name}.txt")),
         format!(
@@ -1121,9 +1249,9 @@ fn run_target(args: &Args, target: usize, srv: Option<&Server>, rng: &mut StdRng
     let regressions: Vec<PathBuf> = read_dir_sorted(&args.root.join("tests/fuzz/regressions"))
         .into_iter()
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.split('-').next() == Some(name) && !args.skip.iter().any(|s| s == n))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.split('-').next() == Some(name) && !args.skip.iter().any(|s| s == n)
+            })
         })
         .collect();
     let _ = fs::create_dir_all(&args.out);
@@ -1152,7 +1280,11 @@ fn run_target(args: &Args, target: usize, srv: Option<&Server>, rng: &mut StdRng
         r.case(&input, true);
         let failed = r.stats.failures.values().sum::<u64>() > before;
         if r.verbose || failed {
-            eprintln!("  regression {}: {}", p.display(), if failed { "FAILED" } else { "ok" });
+            eprintln!(
+                "  regression {}: {}",
+                p.display(),
+                if failed { "FAILED" } else { "ok" }
+            );
         }
     }
     r.stats.regressions = regressions.len();
@@ -1262,7 +1394,10 @@ fn supervise(args: &Args) -> ! {
                 cmd.args(["--skip", n]);
             }
             let status = cmd.status().expect("the fuzz child starts");
-            if let Some(s) = fs::read_to_string(&summary_path).ok().and_then(|s| Summary::parse(&s)) {
+            if let Some(s) = fs::read_to_string(&summary_path)
+                .ok()
+                .and_then(|s| Summary::parse(&s))
+            {
                 total.add(&s);
             }
             match status.code() {
@@ -1295,7 +1430,10 @@ fn supervise(args: &Args) -> ! {
                     if restarts > MAX_RESTARTS || t0.elapsed().as_secs_f64() > args.seconds - 2.0 {
                         break;
                     }
-                    eprintln!("  restarting {name} with seed {}", args.seed + restarts as u64);
+                    eprintln!(
+                        "  restarting {name} with seed {}",
+                        args.seed + restarts as u64
+                    );
                 }
             }
         }
@@ -1303,7 +1441,10 @@ fn supervise(args: &Args) -> ! {
         failed += total.failures;
         rows.push((name, total));
     }
-    println!("\n== fuzz summary (seed {}, {:.0} s per target)", args.seed, args.seconds);
+    println!(
+        "\n== fuzz summary (seed {}, {:.0} s per target)",
+        args.seed, args.seconds
+    );
     println!(
         "{:<10} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
         "target", "cases", "seconds", "cases/s", "outcomes", "panics*", "peak MB", "failures"
@@ -1325,7 +1466,10 @@ fn supervise(args: &Args) -> ! {
     println!("(peak MB: highest live heap above the start of the target; an input may add at most 1024 MB)");
     println!("total {:.1} s", started.elapsed().as_secs_f64());
     if failed > 0 {
-        println!("{failed} failure(s); inputs in {}", args.out.join("crashes").display());
+        println!(
+            "{failed} failure(s); inputs in {}",
+            args.out.join("crashes").display()
+        );
         std::process::exit(1);
     }
     println!("no failures");
@@ -1421,7 +1565,10 @@ fn child(args: &Args) -> ! {
         let t0 = Instant::now();
         match Server::start() {
             Ok(s) => {
-                println!("{name}: server up, result file made, in {:.1} s", t0.elapsed().as_secs_f64());
+                println!(
+                    "{name}: server up, result file made, in {:.1} s",
+                    t0.elapsed().as_secs_f64()
+                );
                 Some(s)
             }
             Err(e) => {
@@ -1459,7 +1606,10 @@ fn child(args: &Args) -> ! {
         println!("  {n:>7}  {label}");
     }
     if v.len() > shown {
-        println!("  … {} more outcomes (--verbose lists all)", v.len() - shown);
+        println!(
+            "  … {} more outcomes (--verbose lists all)",
+            v.len() - shown
+        );
     }
     for (why, n) in &s.failures {
         println!("  FAILURE x{n}: {why}");
@@ -1527,7 +1677,11 @@ fn tone(i: usize, rate: u32, channel: u16) -> f32 {
         + 0.2 * (2.0 * std::f64::consts::PI * f * 1.5 * t).sin()) as f32
 }
 
-fn multipart_body(boundary: &str, fields: &[(&str, &str)], audio: Option<(&str, &[u8])>) -> Vec<u8> {
+fn multipart_body(
+    boundary: &str,
+    fields: &[(&str, &str)],
+    audio: Option<(&str, &[u8])>,
+) -> Vec<u8> {
     let mut b = Vec::new();
     for (k, v) in fields {
         b.extend_from_slice(
@@ -1623,7 +1777,10 @@ mod seeds {
 
     /// Where the samples of hound's WAV start (after the `data` id and size).
     fn data_offset(w: &[u8]) -> usize {
-        w.windows(4).position(|x| x == b"data").expect("a data chunk") + 8
+        w.windows(4)
+            .position(|x| x == b"data")
+            .expect("a data chunk")
+            + 8
     }
 
     pub fn write_all(root: &Path) -> Result<(), String> {
@@ -1634,16 +1791,52 @@ mod seeds {
 
         // decode
         let d = corpus.join("decode");
-        put(&d, "wav-u8-mono-8k.wav", &wav_bytes(8_000, 1, 0.25, WavKind::U8))?;
-        put(&d, "wav-s16-mono-8k.wav", &wav_bytes(8_000, 1, 0.5, WavKind::S16))?;
-        put(&d, "wav-s16-stereo-44k.wav", &wav_bytes(44_100, 2, 0.05, WavKind::S16))?;
-        put(&d, "wav-s16-4ch-8k.wav", &wav_bytes(8_000, 4, 0.1, WavKind::S16))?;
-        put(&d, "wav-s24-mono-16k.wav", &wav_bytes(16_000, 1, 0.1, WavKind::S24))?;
-        put(&d, "wav-f32-mono-8k.wav", &wav_bytes(8_000, 1, 0.25, WavKind::F32))?;
+        put(
+            &d,
+            "wav-u8-mono-8k.wav",
+            &wav_bytes(8_000, 1, 0.25, WavKind::U8),
+        )?;
+        put(
+            &d,
+            "wav-s16-mono-8k.wav",
+            &wav_bytes(8_000, 1, 0.5, WavKind::S16),
+        )?;
+        put(
+            &d,
+            "wav-s16-stereo-44k.wav",
+            &wav_bytes(44_100, 2, 0.05, WavKind::S16),
+        )?;
+        put(
+            &d,
+            "wav-s16-4ch-8k.wav",
+            &wav_bytes(8_000, 4, 0.1, WavKind::S16),
+        )?;
+        put(
+            &d,
+            "wav-s24-mono-16k.wav",
+            &wav_bytes(16_000, 1, 0.1, WavKind::S24),
+        )?;
+        put(
+            &d,
+            "wav-f32-mono-8k.wav",
+            &wav_bytes(8_000, 1, 0.25, WavKind::F32),
+        )?;
         put(&d, "aiff-s16-mono-8k.aiff", &aiff(8_000, 0.25))?;
-        put(&d, "flac-16-mono-22k.flac", &encoded(22_050, 1, 0.3, Format::Flac16)?)?;
-        put(&d, "flac-24-stereo-8k.flac", &encoded(8_000, 2, 0.2, Format::Flac24)?)?;
-        put(&d, "mp3-128k-mono-44k.mp3", &encoded(44_100, 1, 0.5, Format::Mp3 { kbps: 128 })?)?;
+        put(
+            &d,
+            "flac-16-mono-22k.flac",
+            &encoded(22_050, 1, 0.3, Format::Flac16)?,
+        )?;
+        put(
+            &d,
+            "flac-24-stereo-8k.flac",
+            &encoded(8_000, 2, 0.2, Format::Flac24)?,
+        )?;
+        put(
+            &d,
+            "mp3-128k-mono-44k.mp3",
+            &encoded(44_100, 1, 0.5, Format::Mp3 { kbps: 128 })?,
+        )?;
         for f in ["tone_440hz.ogg", "tone_440hz.opus", "tone_440hz.m4a"] {
             let data = fs::read(fixtures.join(f)).map_err(|e| format!("{f}: {e}"))?;
             put(&d, &format!("fixture-{f}"), &data)?;
@@ -1661,39 +1854,167 @@ mod seeds {
             v.extend_from_slice(&body);
             v
         };
-        put(&m, "metadata-wav.bin", &mp("metadata", &ct, multipart_body(b, &[], Some(("a.wav", &small_wav)))))?;
-        put(&m, "metadata-mp3.bin", &mp("metadata", &ct, multipart_body(b, &[], Some(("a.mp3", &small_mp3)))))?;
-        put(&m, "metadata-flac.bin", &mp("metadata", &ct, multipart_body(b, &[], Some(("a.flac", &small_flac)))))?;
-        put(&m, "metadata-field.bin", &mp("metadata", &ct, multipart_body(b, &[("note", "hello")], Some(("a.wav", &small_wav)))))?;
-        put(&m, "analyze-wav.bin", &mp("analyze", &ct, multipart_body(b, &[], Some(("a.wav", &small_wav)))))?;
-        put(&m, "analyze-mp3.bin", &mp("analyze", &ct, multipart_body(b, &[], Some(("a.mp3", &small_mp3)))))?;
-        put(&m, "analyze-fields.bin", &mp("analyze", &ct, multipart_body(b, &[("note", "x"), ("webhook_url", "http://127.0.0.1:9/")], Some(("a.flac", &small_flac)))))?;
-        put(&m, "tempo-wav.bin", &mp("tempo", &ct, multipart_body(b, &[], Some(("a.wav", &small_wav)))))?;
-        put(&m, "tempo-mp3.bin", &mp("tempo", &ct, multipart_body(b, &[], Some(("a.mp3", &small_mp3)))))?;
-        put(&m, "features-flac.bin", &mp("features", &ct, multipart_body(b, &[], Some(("a.flac", &small_flac)))))?;
-        put(&m, "analyze-no-audio.bin", &mp("analyze", &ct, multipart_body(b, &[("note", "x")], None)))?;
-        put(&m, "analyze-quoted-boundary.bin", &mp("analyze", "multipart/form-data; boundary=\"X-FUZZ-BOUNDARY\"", multipart_body(b, &[], Some(("a.wav", &small_wav)))))?;
+        put(
+            &m,
+            "metadata-wav.bin",
+            &mp(
+                "metadata",
+                &ct,
+                multipart_body(b, &[], Some(("a.wav", &small_wav))),
+            ),
+        )?;
+        put(
+            &m,
+            "metadata-mp3.bin",
+            &mp(
+                "metadata",
+                &ct,
+                multipart_body(b, &[], Some(("a.mp3", &small_mp3))),
+            ),
+        )?;
+        put(
+            &m,
+            "metadata-flac.bin",
+            &mp(
+                "metadata",
+                &ct,
+                multipart_body(b, &[], Some(("a.flac", &small_flac))),
+            ),
+        )?;
+        put(
+            &m,
+            "metadata-field.bin",
+            &mp(
+                "metadata",
+                &ct,
+                multipart_body(b, &[("note", "hello")], Some(("a.wav", &small_wav))),
+            ),
+        )?;
+        put(
+            &m,
+            "analyze-wav.bin",
+            &mp(
+                "analyze",
+                &ct,
+                multipart_body(b, &[], Some(("a.wav", &small_wav))),
+            ),
+        )?;
+        put(
+            &m,
+            "analyze-mp3.bin",
+            &mp(
+                "analyze",
+                &ct,
+                multipart_body(b, &[], Some(("a.mp3", &small_mp3))),
+            ),
+        )?;
+        put(
+            &m,
+            "analyze-fields.bin",
+            &mp(
+                "analyze",
+                &ct,
+                multipart_body(
+                    b,
+                    &[("note", "x"), ("webhook_url", "http://127.0.0.1:9/")],
+                    Some(("a.flac", &small_flac)),
+                ),
+            ),
+        )?;
+        put(
+            &m,
+            "tempo-wav.bin",
+            &mp(
+                "tempo",
+                &ct,
+                multipart_body(b, &[], Some(("a.wav", &small_wav))),
+            ),
+        )?;
+        put(
+            &m,
+            "tempo-mp3.bin",
+            &mp(
+                "tempo",
+                &ct,
+                multipart_body(b, &[], Some(("a.mp3", &small_mp3))),
+            ),
+        )?;
+        put(
+            &m,
+            "features-flac.bin",
+            &mp(
+                "features",
+                &ct,
+                multipart_body(b, &[], Some(("a.flac", &small_flac))),
+            ),
+        )?;
+        put(
+            &m,
+            "analyze-no-audio.bin",
+            &mp("analyze", &ct, multipart_body(b, &[("note", "x")], None)),
+        )?;
+        put(
+            &m,
+            "analyze-quoted-boundary.bin",
+            &mp(
+                "analyze",
+                "multipart/form-data; boundary=\"X-FUZZ-BOUNDARY\"",
+                multipart_body(b, &[], Some(("a.wav", &small_wav))),
+            ),
+        )?;
 
         // json: `route\nbody`
         let j = corpus.join("json");
         let bodies: &[(&str, &str, &str)] = &[
-            ("generations-min", "generations", r#"{"tags":"lofi piano, rain"}"#),
-            ("generations-full", "generations", r#"{"tags":"synthwave, driving bass","duration":2,"bpm":120,"keyscale":"F# minor","timesignature":4,"seed":42,"webhook":"http://127.0.0.1:9/hook?x=1","model":"procedural"}"#),
-            ("generations-floats", "generations", r#"{"tags":"jazz","duration":1.0,"bpm":90.0,"seed":4294967295,"keyscale":"bb Major"}"#),
-            ("generations-nulls", "generations", r#"{"tags":"ñ 日本 \u00e9","duration":null,"bpm":null,"keyscale":null,"webhook":null,"extra":[1,{"a":null}]}"#),
-            ("webhook-set", "webhook", r#"{"url":"http://127.0.0.1:9/hook","enabled":true}"#),
+            (
+                "generations-min",
+                "generations",
+                r#"{"tags":"lofi piano, rain"}"#,
+            ),
+            (
+                "generations-full",
+                "generations",
+                r#"{"tags":"synthwave, driving bass","duration":2,"bpm":120,"keyscale":"F# minor","timesignature":4,"seed":42,"webhook":"http://127.0.0.1:9/hook?x=1","model":"procedural"}"#,
+            ),
+            (
+                "generations-floats",
+                "generations",
+                r#"{"tags":"jazz","duration":1.0,"bpm":90.0,"seed":4294967295,"keyscale":"bb Major"}"#,
+            ),
+            (
+                "generations-nulls",
+                "generations",
+                r#"{"tags":"ñ 日本 \u00e9","duration":null,"bpm":null,"keyscale":null,"webhook":null,"extra":[1,{"a":null}]}"#,
+            ),
+            (
+                "webhook-set",
+                "webhook",
+                r#"{"url":"http://127.0.0.1:9/hook","enabled":true}"#,
+            ),
             ("webhook-null", "webhook", r#"{"url":null,"enabled":false}"#),
-            ("webhook-v6", "webhook", r#"{"url":"https://[::1]:9/x?y=z#f"}"#),
+            (
+                "webhook-v6",
+                "webhook",
+                r#"{"url":"https://[::1]:9/x?y=z#f"}"#,
+            ),
             ("credits-int", "credits", r#"{"amount":25}"#),
             ("credits-float", "credits", r#"{"amount":2.5e1}"#),
             ("credits-max", "credits", r#"{"amount":1000000000}"#),
             ("analyze-media", "analyze", r#"{"url":"{MEDIA}"}"#),
-            ("analyze-other", "analyze", r#"{"url":"http://localhost:1/media/abc/mastered.wav"}"#),
+            (
+                "analyze-other",
+                "analyze",
+                r#"{"url":"http://localhost:1/media/abc/mastered.wav"}"#,
+            ),
             ("features-media", "features", r#"{"url":"{MEDIA}"}"#),
             ("metadata-media", "metadata", r#"{"url":"{MEDIA}"}"#),
         ];
         for (name, route, body) in bodies {
-            put(&j, &format!("{name}.json"), format!("{route}\n{body}").as_bytes())?;
+            put(
+                &j,
+                &format!("{name}.json"),
+                format!("{route}\n{body}").as_bytes(),
+            )?;
         }
 
         // range: `Range\nIf-Range[\nanother Range]`
@@ -1722,8 +2043,14 @@ mod seeds {
 
         // Generated regressions: the hostile WAVs of issue 14, for the decoder and via upload.
         let hostile: Vec<(&str, Vec<u8>)> = vec![
-            ("wav-rate-ffffffff.wav", hostile_wav(0xFFFF_FFFF, false, None)),
-            ("wav-rate-11025-bit27.wav", hostile_wav(11_025 | (1 << 27), false, None)),
+            (
+                "wav-rate-ffffffff.wav",
+                hostile_wav(0xFFFF_FFFF, false, None),
+            ),
+            (
+                "wav-rate-11025-bit27.wav",
+                hostile_wav(11_025 | (1 << 27), false, None),
+            ),
             ("wav-rate-zero.wav", hostile_wav(0, false, None)),
             ("wav-float-nan.wav", {
                 let mut w = hostile_wav(11_025, true, None);
@@ -1732,18 +2059,25 @@ mod seeds {
                 w[at + 16..at + 20].copy_from_slice(&f32::INFINITY.to_le_bytes());
                 w
             }),
-            ("wav-data-7fff0000.wav", hostile_wav(11_025, false, Some(0x7FFF_0000))),
+            (
+                "wav-data-7fff0000.wav",
+                hostile_wav(11_025, false, Some(0x7FFF_0000)),
+            ),
         ];
         for (name, w) in &hostile {
             put(&regressions, &format!("decode-{name}"), w)?;
-            put(&regressions, &format!("multipart-analyze-{name}.bin"), &mp("analyze", &ct, multipart_body(b, &[], Some(("a.wav", w)))))?;
-            put(&regressions, &format!("multipart-metadata-{name}.bin"), &mp("metadata", &ct, multipart_body(b, &[], Some(("a.wav", w)))))?;
+            put(
+                &regressions,
+                &format!("multipart-analyze-{name}.bin"),
+                &mp("analyze", &ct, multipart_body(b, &[], Some(("a.wav", w)))),
+            )?;
+            put(
+                &regressions,
+                &format!("multipart-metadata-{name}.bin"),
+                &mp("metadata", &ct, multipart_body(b, &[], Some(("a.wav", w)))),
+            )?;
         }
-        println!(
-            "wrote {} and {}",
-            corpus.display(),
-            regressions.display()
-        );
+        println!("wrote {} and {}", corpus.display(), regressions.display());
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ pub fn current_trace_id() -> String {
         .unwrap_or_else(|_| crate::ids::trace_id())
 }
 
-/// The contract's error codes (CONTRACT.md), each with its HTTP status.
+/// The error codes of both APIs (docs/errors.md), each with its HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     InvalidRequest,

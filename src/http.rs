@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
@@ -69,7 +68,10 @@ pub async fn serve(
         ));
     }
     connections.close();
-    if tokio::time::timeout(DRAIN, connections.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN, connections.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections were still busy {DRAIN:?} after shutdown began");
     }
 }

@@ -34,7 +34,7 @@ pub fn media_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// `prefix` + 24 base62 characters: the API key format of CONTRACT.md.
+/// `prefix` + 24 base62 characters: the API key format (docs/decisions.md).
 pub fn api_key(prefix: &str) -> String {
     let tail: String = rand::thread_rng()
         .sample_iter(&Alphanumeric)
@@ -44,7 +44,7 @@ pub fn api_key(prefix: &str) -> String {
     format!("{prefix}{tail}")
 }
 
-/// `whsec_` + base64 of 32 random bytes: the webhook secret format of CONTRACT.md.
+/// `whsec_` + base64 of 32 random bytes: the webhook secret format (docs/decisions.md).
 pub fn webhook_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);

@@ -260,8 +260,9 @@ fn run(command: Command) -> anyhow::Result<()> {
                     let _lock = soundcheck::datadir::DataDirLock::acquire(&dir).map_err(|e| {
                         anyhow::anyhow!("{e}; add credits through it with POST /v1/credits")
                     })?;
-                    let store =
-                        soundcheck::store::Store::open(&dir.join(soundcheck::datadir::DATABASE_FILE))?;
+                    let store = soundcheck::store::Store::open(
+                        &dir.join(soundcheck::datadir::DATABASE_FILE),
+                    )?;
                     store.write_blocking(|tx| {
                         soundcheck::store::credits::record(
                             tx,

@@ -173,7 +173,10 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string_pretty(&job)?);
                     Ok(())
                 }
-                JobsAction::Tail { id: Some(id), remote } => {
+                JobsAction::Tail {
+                    id: Some(id),
+                    remote,
+                } => {
                     let c = Client::new(&remote)?;
                     follow_job(&c, &id).await.map(|_| ())
                 }
@@ -333,8 +336,18 @@ impl Client {
             return result;
         }
         let (name, source, flag, env) = match key {
-            Key::Jobs => ("jobs API key", &self.tl_source, "--api-key", "SOUNDCHECK_TL_KEY"),
-            Key::Generations => ("generations API key", &self.ft_source, "--ft-key", "SOUNDCHECK_FT_KEY"),
+            Key::Jobs => (
+                "jobs API key",
+                &self.tl_source,
+                "--api-key",
+                "SOUNDCHECK_TL_KEY",
+            ),
+            Key::Generations => (
+                "generations API key",
+                &self.ft_source,
+                "--ft-key",
+                "SOUNDCHECK_FT_KEY",
+            ),
         };
         result.map_err(|e| {
             anyhow!(
@@ -531,13 +544,17 @@ async fn jobs_list(c: &Client) -> anyhow::Result<()> {
 /// Prints a job's line at each event of its live stream until it ends; returns the final job.
 async fn follow_job(c: &Client, id: &str) -> anyhow::Result<Value> {
     let mut last = Value::Null;
-    c.follow(&format!("/v1/jobs/{id}/events"), Key::Jobs, |event, data| {
-        match event {
-            "progress" => last["progress"] = data["progress"].clone(),
-            _ => last = data.clone(),
-        }
-        println!("{}", job_line(&last));
-    })
+    c.follow(
+        &format!("/v1/jobs/{id}/events"),
+        Key::Jobs,
+        |event, data| {
+            match event {
+                "progress" => last["progress"] = data["progress"].clone(),
+                _ => last = data.clone(),
+            }
+            println!("{}", job_line(&last));
+        },
+    )
     .await
 }
 

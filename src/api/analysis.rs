@@ -135,11 +135,8 @@ async fn analysis_post(
     };
     // Wait for a free slot (bounded memory: each analysis holds its decoded file), but not
     // forever: a client gets a clear 503 rather than a hung request.
-    let permit = tokio::time::timeout(
-        SYNC_SLOT_WAIT,
-        state.sync_analyses.clone().acquire_owned(),
-    )
-    .await;
+    let permit =
+        tokio::time::timeout(SYNC_SLOT_WAIT, state.sync_analyses.clone().acquire_owned()).await;
     let Ok(Ok(permit)) = permit else {
         if source.temporary {
             let _ = tokio::fs::remove_file(&source.path).await;

@@ -22,8 +22,8 @@ use super::docs::{AudioForm, ErrorEnvelope, MasterForm, SeparateForm, Transcribe
 use super::{fault_header, JobsKey};
 use crate::app::AppState;
 use crate::error::{current_trace_id, ApiError, ApiResult, Code};
-use crate::jobs::JobKind;
 use crate::jobs::submit;
+use crate::jobs::JobKind;
 use crate::store::jobs::{self as jobs_store, NewJob, NewUpload};
 use crate::views::{JobBody, SubmitBody, SubmitMeta};
 

@@ -208,7 +208,8 @@ async fn job_snapshot(state: &AppState, id: &str) -> ApiResult<Option<Snapshot>>
     let body = JobBody::from_row(&job, live);
     Ok(Some(Snapshot {
         status: job.status.to_string(),
-        progress: (job.status == crate::store::states::JobStatus::Running).then(|| body.progress.unwrap_or(0.0)),
+        progress: (job.status == crate::store::states::JobStatus::Running)
+            .then(|| body.progress.unwrap_or(0.0)),
         body: serde_json::to_value(&body).map_err(ApiError::internal)?,
     }))
 }
@@ -224,7 +225,8 @@ async fn generation_snapshot(state: &AppState, id: &str) -> ApiResult<Option<Sna
     };
     let live = state.progress.lock().unwrap().get(&g.id).copied();
     Ok(Some(Snapshot {
-        progress: (g.status == crate::store::states::GenerationStatus::Processing).then(|| live.unwrap_or(0.0)),
+        progress: (g.status == crate::store::states::GenerationStatus::Processing)
+            .then(|| live.unwrap_or(0.0)),
         status: g.status.to_string(),
         body: serde_json::to_value(GenerationBody::from_row(&g)).map_err(ApiError::internal)?,
     }))

@@ -50,7 +50,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         let too_large = || {
             ApiError::new(
                 Code::PayloadTooLarge,
-                format!("JSON bodies are limited to {} MB.", MAX_JSON_BODY / (1024 * 1024)),
+                format!(
+                    "JSON bodies are limited to {} MB.",
+                    MAX_JSON_BODY / (1024 * 1024)
+                ),
             )
         };
         let headers = req.headers();

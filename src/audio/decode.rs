@@ -227,7 +227,9 @@ fn open(source: Box<dyn MediaSource>, ext: Option<&str>) -> Result<Opened> {
             SymError::Unsupported(what) => {
                 Error::Unsupported(format!("not a recognised audio container ({what})"))
             }
-            SymError::DecodeError(what) if what.contains("channel") => map_err(SymError::DecodeError(what)),
+            SymError::DecodeError(what) if what.contains("channel") => {
+                map_err(SymError::DecodeError(what))
+            }
             other => map_err(other),
         })?;
     let mut tags = BTreeMap::new();
@@ -781,7 +783,10 @@ mod tests {
     fn too_many_channels_and_declared_lengths_beyond_the_cap_are_refused() {
         // symphonia's WAV reader refuses this itself; the bound covers every container.
         let e = decode_bytes(raw_wav(44_100, 40, 160, &[0u8; 160]), Some("wav")).unwrap_err();
-        assert!(e.is_client_error() && e.to_string().contains("channel"), "{e}");
+        assert!(
+            e.is_client_error() && e.to_string().contains("channel"),
+            "{e}"
+        );
         // 0x7FFF0000 bytes of 8 kHz mono declare ~37 hours in a 144-byte file.
         let wav = raw_wav(8_000, 1, 0x7FFF_0000, &[0u8; 100]);
         let e = probe_bytes(bytes::Bytes::from(wav.clone()), Some("wav")).unwrap_err();
@@ -813,7 +818,10 @@ mod tests {
                 let bytes = cur.into_inner();
                 let e = decode_bytes(bytes.clone(), Some("wav")).unwrap_err();
                 assert_eq!(e.code(), "corrupt_audio", "{e}");
-                assert!(e.to_string().contains(&format!("frame {at} of channel 1")), "{e}");
+                assert!(
+                    e.to_string().contains(&format!("frame {at} of channel 1")),
+                    "{e}"
+                );
                 let probed = probe_bytes(bytes::Bytes::from(bytes), Some("wav"));
                 // The probe sees the first packet only.
                 match at {

@@ -124,7 +124,10 @@ mod tests {
         assert!(e.to_string().contains("frame 11 of channel 1"), "{e}");
         assert!(check_finite(&[f32::INFINITY], 0, 0).is_err());
         assert!(check_finite(&[f32::NEG_INFINITY], 0, 0).is_err());
-        assert!(check_finite(&[1.9, -3.0, 1024.0], 0, 0).is_ok(), "over full scale is fine");
+        assert!(
+            check_finite(&[1.9, -3.0, 1024.0], 0, 0).is_ok(),
+            "over full scale is fine"
+        );
         assert!(check_finite(&[0.0, 1.0e30], 0, 0).is_err());
         assert!(check_finite(&[-1025.0], 0, 0).is_err());
     }

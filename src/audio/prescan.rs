@@ -30,11 +30,7 @@ impl<T: Read + Seek> Source for T {}
 /// Checks the container that `magic` (the file's first bytes) names; unknown containers pass (the
 /// probe decides what they are).
 pub fn check(src: &mut dyn Source, len: u64, container: &str) -> Result<()> {
-    let mut walk = Walk {
-        src,
-        len,
-        seen: 0,
-    };
+    let mut walk = Walk { src, len, seen: 0 };
     match container {
         "wav" => walk.riff(),
         "aiff" => walk.aiff(),
@@ -263,7 +259,11 @@ impl Walk<'_> {
         let mut at = body + 4; // picture type
         let mut len = [0u8; 4];
         // MIME type and description, then 16 bytes of dimensions, then the picture data.
-        for (what, skip_after) in [("MIME type", 0u64), ("description", 16), ("picture data", 0)] {
+        for (what, skip_after) in [
+            ("MIME type", 0u64),
+            ("description", 16),
+            ("picture data", 0),
+        ] {
             if !self.read_at(at, &mut len)? {
                 return Ok(());
             }
@@ -304,7 +304,9 @@ impl Walk<'_> {
                 size = end - at; // to the end of the parent
             }
             if size < header {
-                return Err(corrupt(format!("the MP4 box {name:?} declares a size smaller than its header")));
+                return Err(corrupt(format!(
+                    "the MP4 box {name:?} declares a size smaller than its header"
+                )));
             }
             let fits = at.saturating_add(size) <= end;
             if &kind == b"mdat" {
@@ -382,7 +384,11 @@ impl Walk<'_> {
             (count, body + 12, entry)
         } else {
             let count = u32::from_be_bytes(fields[4..8].try_into().expect("4 bytes")) as u64;
-            let entry = if kind == b"elst" && version == 1 { 20 } else { entry };
+            let entry = if kind == b"elst" && version == 1 {
+                20
+            } else {
+                entry
+            };
             (count, body + 8, entry)
         };
         let name = String::from_utf8_lossy(kind);
@@ -469,7 +475,11 @@ impl Walk<'_> {
             if unknown || body.saturating_add(size) > end {
                 return Err(corrupt(format!(
                     "the Matroska element 0x{id:X} declares {} bytes, past the end of its parent",
-                    if unknown { "an unknown number of".to_string() } else { size.to_string() }
+                    if unknown {
+                        "an unknown number of".to_string()
+                    } else {
+                        size.to_string()
+                    }
                 )));
             }
             if is_master && depth < MAX_DEPTH {
@@ -578,25 +588,62 @@ mod tests {
     fn mp4_boxes_and_tables_must_fit() {
         let ftyp = mp4_box(b"ftyp", b"M4A \0\0\0\0");
         let good_stco = mp4_box(b"stco", &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 8]);
-        let file = [ftyp.clone(), mp4_box(b"moov", &mp4_box(b"trak", &mp4_box(b"mdia", &mp4_box(b"minf", &mp4_box(b"stbl", &good_stco)))))].concat();
+        let file = [
+            ftyp.clone(),
+            mp4_box(
+                b"moov",
+                &mp4_box(
+                    b"trak",
+                    &mp4_box(b"mdia", &mp4_box(b"minf", &mp4_box(b"stbl", &good_stco))),
+                ),
+            ),
+        ]
+        .concat();
         assert!(run(&file, "mp4").is_ok());
         let bad_stco = mp4_box(b"stco", &[0, 0, 0, 0, 0x7F, 0xFF, 0xFF, 0xFF]);
-        let file = [ftyp.clone(), mp4_box(b"moov", &mp4_box(b"trak", &mp4_box(b"mdia", &mp4_box(b"minf", &mp4_box(b"stbl", &bad_stco)))))].concat();
+        let file = [
+            ftyp.clone(),
+            mp4_box(
+                b"moov",
+                &mp4_box(
+                    b"trak",
+                    &mp4_box(b"mdia", &mp4_box(b"minf", &mp4_box(b"stbl", &bad_stco))),
+                ),
+            ),
+        ]
+        .concat();
         let e = run(&file, "mp4").unwrap_err();
         assert!(e.to_string().contains("stco"), "{e}");
         // A box that says it is larger than its parent.
         let mut hdlr = mp4_box(b"hdlr", &[0u8; 24]);
         hdlr[..4].copy_from_slice(&0x6000_0000u32.to_be_bytes());
-        let file = [ftyp.clone(), mp4_box(b"moov", &mp4_box(b"trak", &mp4_box(b"mdia", &hdlr)))].concat();
+        let file = [
+            ftyp.clone(),
+            mp4_box(b"moov", &mp4_box(b"trak", &mp4_box(b"mdia", &hdlr))),
+        ]
+        .concat();
         let e = run(&file, "mp4").unwrap_err();
         assert!(e.to_string().contains("hdlr"), "{e}");
         // A sample larger than the file.
         // A metadata item whose data box is shorter than its header.
         let item = mp4_box(b"\xa9nam", &mp4_box(b"data", &[0, 0, 0, 1]));
-        let file = [ftyp.clone(), mp4_box(b"moov", &mp4_box(b"udta", &mp4_box(b"meta", &[&[0u8; 4][..], &mp4_box(b"ilst", &item)].concat())))].concat();
+        let file = [
+            ftyp.clone(),
+            mp4_box(
+                b"moov",
+                &mp4_box(
+                    b"udta",
+                    &mp4_box(b"meta", &[&[0u8; 4][..], &mp4_box(b"ilst", &item)].concat()),
+                ),
+            ),
+        ]
+        .concat();
         let e = run(&file, "mp4").unwrap_err();
         assert!(e.to_string().contains("smaller than its own header"), "{e}");
-        let stsz = mp4_box(b"stsz", &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 0, 0, 0]);
+        let stsz = mp4_box(
+            b"stsz",
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 0, 0, 0],
+        );
         let file = [ftyp, mp4_box(b"moov", &mp4_box(b"stbl", &stsz))].concat();
         let e = run(&file, "mp4").unwrap_err();
         assert!(e.to_string().contains("larger than the file"), "{e}");
@@ -628,13 +675,18 @@ mod tests {
         wav.extend_from_slice(b"data");
         wav.extend_from_slice(&0xF000_0000u32.to_le_bytes());
         wav.extend_from_slice(&[0u8; 16]);
-        assert!(run(&wav, "wav").is_ok(), "a short data chunk is a truncated file, not a bomb");
+        assert!(
+            run(&wav, "wav").is_ok(),
+            "a short data chunk is a truncated file, not a bomb"
+        );
     }
 
     #[test]
     fn matroska_elements_and_id3_tags_must_fit() {
         // EBML header of 4 bytes declared as 0x10000000.
-        let mkv = [0x1A, 0x45, 0xDF, 0xA3, 0x90, 0x00, 0x00, 0x00, 0x42, 0x86, 0x81, 0x01];
+        let mkv = [
+            0x1A, 0x45, 0xDF, 0xA3, 0x90, 0x00, 0x00, 0x00, 0x42, 0x86, 0x81, 0x01,
+        ];
         let e = run(&mkv, "mkv").unwrap_err();
         assert!(e.to_string().contains("Matroska"), "{e}");
         let ok = [0x1A, 0x45, 0xDF, 0xA3, 0x84, 0x42, 0x86, 0x81, 0x01];

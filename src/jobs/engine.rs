@@ -41,7 +41,7 @@ impl JobKind {
         JobKind::ALL.into_iter().find(|k| k.endpoint() == endpoint)
     }
 
-    /// Credits reserved at submit and charged on success (CONTRACT.md).
+    /// Credits reserved at submit and charged on success (docs/decisions.md).
     pub fn price(self) -> i64 {
         match self {
             JobKind::Separate => 10,

@@ -36,7 +36,11 @@ pub async fn run(store: Store, data_dir: PathBuf, ttl: Duration, shutdown: Cance
         wait = EVERY;
         match sweep(&store, &data_dir, ttl, store::now_ms()).await {
             Ok(s) if s.results + s.uploads > 0 => {
-                tracing::info!(results = s.results, uploads = s.uploads, "janitor deleted expired files")
+                tracing::info!(
+                    results = s.results,
+                    uploads = s.uploads,
+                    "janitor deleted expired files"
+                )
             }
             Ok(_) => {}
             Err(e) => tracing::warn!("janitor: {e}"),

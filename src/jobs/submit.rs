@@ -119,13 +119,19 @@ mod tests {
             .write_blocking(|tx| admit(tx, &u, &j, Some("k"), "h1"))
             .unwrap()
             .unwrap();
-        assert_eq!((a.job.status, a.balance, a.replayed), (JobStatus::Queued, 400, false));
+        assert_eq!(
+            (a.job.status, a.balance, a.replayed),
+            (JobStatus::Queued, 400, false)
+        );
         let (u2, j2) = new("job_b", 600);
         let again = store
             .write_blocking(|tx| admit(tx, &u2, &j2, Some("k"), "h1"))
             .unwrap()
             .unwrap();
-        assert_eq!((again.job.id.as_str(), again.replayed, again.balance), ("job_a", true, 400));
+        assert_eq!(
+            (again.job.id.as_str(), again.replayed, again.balance),
+            ("job_a", true, 400)
+        );
         let conflict = store
             .write_blocking(|tx| admit(tx, &u2, &j2, Some("k"), "h2"))
             .unwrap();
@@ -135,7 +141,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             broke.unwrap_err(),
-            Refusal::InsufficientCredits { price: 600, balance: 400 }
+            Refusal::InsufficientCredits {
+                price: 600,
+                balance: 400
+            }
         );
         let stored = store
             .write_blocking(|tx| jobs_store::get(tx, "job_b"))

@@ -392,8 +392,19 @@ impl Workers {
                 }
                 Err(e) => e,
             };
-            if !error.is_transient() && !matches!(end, End::Failed { code: "internal_error", .. }) {
-                tracing::error!(id, "could not record the end of the run ({error}); failing it");
+            if !error.is_transient()
+                && !matches!(
+                    end,
+                    End::Failed {
+                        code: "internal_error",
+                        ..
+                    }
+                )
+            {
+                tracing::error!(
+                    id,
+                    "could not record the end of the run ({error}); failing it"
+                );
                 end = End::Failed {
                     code: "internal_error",
                     message: format!("the result could not be stored: {error}"),
@@ -794,17 +805,31 @@ mod tests {
         let claim = |s: &Store| s.write_blocking(store::jobs::claim_next).unwrap().unwrap();
         // Given back at shutdown: not counted.
         claim(&store);
-        store.write_blocking(|tx| store::jobs::requeue(tx, "job_a")).unwrap();
+        store
+            .write_blocking(|tx| store::jobs::requeue(tx, "job_a"))
+            .unwrap();
         assert_eq!(status(&store, "job_a"), (JobStatus::Queued, 0, None));
         // First crash: queued again.
         claim(&store);
         let r = store.write_blocking(recover).unwrap();
-        assert_eq!(r, Recovered { requeued: 1, failed: 0 });
+        assert_eq!(
+            r,
+            Recovered {
+                requeued: 1,
+                failed: 0
+            }
+        );
         assert_eq!(status(&store, "job_a").0, JobStatus::Queued);
         // Second crash: failed, refunded, webhook queued.
         claim(&store);
         let r = store.write_blocking(recover).unwrap();
-        assert_eq!(r, Recovered { requeued: 0, failed: 1 });
+        assert_eq!(
+            r,
+            Recovered {
+                requeued: 0,
+                failed: 1
+            }
+        );
         assert_eq!(
             status(&store, "job_a"),
             (JobStatus::Failed, MAX_RUNS, Some("internal_error".into()))

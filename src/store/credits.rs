@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::states::LedgerKind;
 use super::Result;
 
-/// Credits a new data directory starts with (CONTRACT.md).
+/// Credits a new data directory starts with (docs/decisions.md).
 pub const STARTING_CREDITS: i64 = 1_000;
 
 /// One ledger row, as the admin API shows it.

@@ -161,10 +161,11 @@ pub fn requeue(conn: &Connection, id: &str) -> Result<()> {
 
 /// At start-up: the ids of generations a crash left `processing` after `max_runs` runs.
 pub fn interrupted_too_often(conn: &Connection, max_runs: i64) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare(
-        "SELECT id FROM generations WHERE status = ?2 AND runs >= ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map(params![max_runs, GenerationStatus::Processing], |r| r.get(0))?;
+    let mut stmt =
+        conn.prepare("SELECT id FROM generations WHERE status = ?2 AND runs >= ?1 ORDER BY id")?;
+    let rows = stmt.query_map(params![max_runs, GenerationStatus::Processing], |r| {
+        r.get(0)
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

@@ -200,7 +200,13 @@ pub fn complete(conn: &Connection, id: &str, result: &Value, credits_used: i64) 
     conn.execute(
         "UPDATE jobs SET status = ?5, result = ?2, credits_used = ?3, finished_at = ?4
          WHERE id = ?1",
-        params![id, result.to_string(), credits_used, now_rfc3339(), JobStatus::Completed],
+        params![
+            id,
+            result.to_string(),
+            credits_used,
+            now_rfc3339(),
+            JobStatus::Completed
+        ],
     )?;
     Ok(())
 }
@@ -217,7 +223,14 @@ pub fn fail(
         "UPDATE jobs SET status = ?6, error_code = ?2, error_message = ?3, credits_used = ?4,
                          finished_at = ?5
          WHERE id = ?1",
-        params![id, code, message, credits_used, now_rfc3339(), JobStatus::Failed],
+        params![
+            id,
+            code,
+            message,
+            credits_used,
+            now_rfc3339(),
+            JobStatus::Failed
+        ],
     )?;
     Ok(())
 }
@@ -306,13 +319,19 @@ pub fn idempotency_put(
 
 /// Up to `limit` uploads still on disk whose job finished before `cutoff` (RFC 3339):
 /// `(upload_id, path)`, for the janitor.
-pub fn stale_uploads(conn: &Connection, cutoff: &str, limit: usize) -> Result<Vec<(String, String)>> {
+pub fn stale_uploads(
+    conn: &Connection,
+    cutoff: &str,
+    limit: usize,
+) -> Result<Vec<(String, String)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT u.id, u.path FROM jobs j JOIN uploads u ON u.id = j.upload_id
          WHERE j.finished_at IS NOT NULL AND j.finished_at < ?1 AND u.deleted_at IS NULL
          ORDER BY j.finished_at LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![cutoff, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![cutoff, limit as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

@@ -51,7 +51,9 @@ pub fn expired(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<(Stri
     let mut stmt = conn.prepare_cached(
         "SELECT token, path FROM media WHERE expires_at < ?1 ORDER BY expires_at LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![now_ms, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

@@ -177,7 +177,8 @@ impl Dispatcher {
         let now = store::now_ms();
         let event = match self.inner.store.read(move |c| wh::event_get(c, &id)).await {
             Ok(Some(e))
-                if e.state == EventState::Pending && e.next_attempt_at.is_some_and(|t| t <= now) =>
+                if e.state == EventState::Pending
+                    && e.next_attempt_at.is_some_and(|t| t <= now) =>
             {
                 e
             }

@@ -98,10 +98,26 @@ pub const SPECIAL_V4: &[([u8; 4], u8, &str)] = &[
 /// `5f00::/16`, unique local `fc00::/7`, site local `fec0::/10`, link local `fe80::/10`, multicast `ff00::/8`) is refused by
 /// the `2000::/3` rule. IPv4-mapped addresses (`::ffff:a.b.c.d`) are judged as the IPv4 address.
 pub const SPECIAL_V6: &[([u16; 8], u8, &str)] = &[
-    ([0x2001, 0, 0, 0, 0, 0, 0, 0], 23, "IETF protocol assignments, Teredo (RFC 2928, 4380)"),
-    ([0x2001, 0x0db8, 0, 0, 0, 0, 0, 0], 32, "documentation (RFC 3849)"),
-    ([0x2002, 0, 0, 0, 0, 0, 0, 0], 16, "6to4, embeds any IPv4 address (RFC 3056)"),
-    ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, "documentation (RFC 9637)"),
+    (
+        [0x2001, 0, 0, 0, 0, 0, 0, 0],
+        23,
+        "IETF protocol assignments, Teredo (RFC 2928, 4380)",
+    ),
+    (
+        [0x2001, 0x0db8, 0, 0, 0, 0, 0, 0],
+        32,
+        "documentation (RFC 3849)",
+    ),
+    (
+        [0x2002, 0, 0, 0, 0, 0, 0, 0],
+        16,
+        "6to4, embeds any IPv4 address (RFC 3056)",
+    ),
+    (
+        [0x3fff, 0, 0, 0, 0, 0, 0, 0],
+        20,
+        "documentation (RFC 9637)",
+    ),
 ];
 
 /// True for addresses on the public internet; see [`SPECIAL_V4`] and [`SPECIAL_V6`].
@@ -185,10 +201,13 @@ mod tests {
                 let ip = IpAddr::V4(Ipv4Addr::from(ip));
                 assert!(!is_public(ip), "{ip} ({name})");
                 // The IPv4-mapped form is judged as the IPv4 address.
-                let mapped = IpAddr::V6(Ipv4Addr::from(u32::from_be_bytes(match ip {
-                    IpAddr::V4(v) => v.octets(),
-                    _ => unreachable!(),
-                })).to_ipv6_mapped());
+                let mapped = IpAddr::V6(
+                    Ipv4Addr::from(u32::from_be_bytes(match ip {
+                        IpAddr::V4(v) => v.octets(),
+                        _ => unreachable!(),
+                    }))
+                    .to_ipv6_mapped(),
+                );
                 assert!(!is_public(mapped), "{mapped}");
             }
         }
@@ -241,7 +260,10 @@ mod tests {
             "1fff:ffff::1",
             "4000::1",
         ] {
-            assert!(!is_public(outside_global_unicast.parse().unwrap()), "{outside_global_unicast}");
+            assert!(
+                !is_public(outside_global_unicast.parse().unwrap()),
+                "{outside_global_unicast}"
+            );
         }
         // 6to4 of 127.0.0.1 and Teredo: embedded IPv4 we cannot vouch for.
         assert!(!is_public("2002:7f00:1::1".parse().unwrap()));

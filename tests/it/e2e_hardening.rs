@@ -76,23 +76,56 @@ async fn absurd_headers_are_refused_at_submit_naming_the_field() {
             "/v1/master",
         ] {
             let started = Instant::now();
-            let body = assert_error(post_audio(&s, path, wav.clone()).await, 422, "unsupported_audio").await;
+            let body = assert_error(
+                post_audio(&s, path, wav.clone()).await,
+                422,
+                "unsupported_audio",
+            )
+            .await;
             let msg = body["error"]["message"].as_str().unwrap();
             assert!(msg.contains("sample_rate"), "{path}: {msg}");
-            assert!(started.elapsed() < Duration::from_secs(5), "{path} took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{path} took {:?}",
+                started.elapsed()
+            );
         }
     }
     // A length declared far past the cap (0x7FFF0000 bytes of 8 kHz mono: ~37 hours).
     let long = raw_wav(8_000, 1, 0x7FFF_0000, &[0u8; 100]);
-    let body = assert_error(post_audio(&s, "/v1/separate", long).await, 422, "unsupported_audio").await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("duration"), "{body}");
+    let body = assert_error(
+        post_audio(&s, "/v1/separate", long).await,
+        422,
+        "unsupported_audio",
+    )
+    .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("duration"),
+        "{body}"
+    );
     let many = raw_wav(44_100, 40, 160, &[0u8; 160]);
     let r = post_audio(&s, "/v1/analyze", many).await;
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("channel"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("channel"),
+        "{body}"
+    );
     assert_eq!(s.balance().await, before, "nothing reserved or charged");
-    let jobs: Value = s.tl(Method::GET, "/v1/jobs").send().await.unwrap().json().await.unwrap();
+    let jobs: Value = s
+        .tl(Method::GET, "/v1/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(jobs["data"].as_array().map_or(0, Vec::len), 0, "{jobs}");
     // Still serving real audio.
     let ok = post_audio(&s, "/v1/analyze", wav_bytes(2.0)).await;
@@ -108,15 +141,43 @@ async fn non_finite_samples_never_reach_an_engine() {
     let s = TestServer::start(Options::default()).await;
     for bad in [f32::NAN, f32::INFINITY] {
         for path in ["/v1/analyze", "/v1/features"] {
-            let body = assert_error(post_audio(&s, path, float_wav_with(bad, 20_000)).await, 422, "corrupt_audio").await;
-            assert!(body["error"]["message"].as_str().unwrap().contains("not a finite"), "{body}");
+            let body = assert_error(
+                post_audio(&s, path, float_wav_with(bad, 20_000)).await,
+                422,
+                "corrupt_audio",
+            )
+            .await;
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not a finite"),
+                "{body}"
+            );
         }
-        for path in ["/v1/separate", "/v1/transcribe", "/v1/analyze/upload", "/v1/master"] {
-            assert_error(post_audio(&s, path, float_wav_with(bad, 0)).await, 422, "corrupt_audio").await;
+        for path in [
+            "/v1/separate",
+            "/v1/transcribe",
+            "/v1/analyze/upload",
+            "/v1/master",
+        ] {
+            assert_error(
+                post_audio(&s, path, float_wav_with(bad, 0)).await,
+                422,
+                "corrupt_audio",
+            )
+            .await;
         }
     }
-    for path in ["/v1/separate", "/v1/transcribe", "/v1/analyze/upload", "/v1/master"] {
-        let sub = s.submit(path, form(float_wav_with(f32::NAN, 30_000), &[])).await;
+    for path in [
+        "/v1/separate",
+        "/v1/transcribe",
+        "/v1/analyze/upload",
+        "/v1/master",
+    ] {
+        let sub = s
+            .submit(path, form(float_wav_with(f32::NAN, 30_000), &[]))
+            .await;
         let job = s.wait_job(sub["job_id"].as_str().unwrap(), 60).await;
         assert_eq!(job["status"], "failed", "{path}: {job}");
         assert_eq!(job["error"]["code"], "corrupt_audio", "{path}: {job}");
@@ -147,12 +208,22 @@ async fn a_full_disk_delays_the_end_of_a_job_but_never_loses_it() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
+    let id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     tokio::time::sleep(Duration::from_millis(200)).await;
     s.store.simulate_disk_full(true);
     // The run ends (700 ms delay + a short analysis) while nothing can be written.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let job: Value = s.tl(Method::GET, &format!("/v1/jobs/{id}")).send().await.unwrap().json().await.unwrap();
+    let job: Value = s
+        .tl(Method::GET, &format!("/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(job["status"], "running", "{job}");
     let uploads_before = crate::util::files_under(&s.data_dir.path().join("uploads")).len();
     let refused = post_audio(&s, "/v1/separate", wav_bytes(1.0)).await;
@@ -169,7 +240,11 @@ async fn a_full_disk_delays_the_end_of_a_job_but_never_loses_it() {
     assert_eq!(job["status"], "completed", "{job}");
     let got = rx.wait_for(1, 15).await;
     assert_eq!(got[0].json()["data"]["job_id"], id.as_str());
-    assert_eq!(s.balance().await, start_balance - 2, "one charge, nothing else");
+    assert_eq!(
+        s.balance().await,
+        start_balance - 2,
+        "one charge, nothing else"
+    );
     s.stop().await;
 }
 
@@ -181,20 +256,39 @@ async fn dashboard_secrets_need_a_local_host_name() {
     let s = TestServer::start(Options::default()).await;
     let port = s.base.rsplit(':').next().unwrap().to_string();
     for host in ["evil.example", "evil.example:80", "127.0.0.1.evil.example"] {
-        for path in ["/dashboard/config", "/dashboard/jobs/job_01HZZZZZZZZZZZZZZZZZZZZZZZ/input"] {
-            let r = s.client.get(s.url(path)).header("Host", host).send().await.unwrap();
+        for path in [
+            "/dashboard/config",
+            "/dashboard/jobs/job_01HZZZZZZZZZZZZZZZZZZZZZZZ/input",
+        ] {
+            let r = s
+                .client
+                .get(s.url(path))
+                .header("Host", host)
+                .send()
+                .await
+                .unwrap();
             assert_error(r, 404, "not_found").await;
         }
     }
     for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
-        let r = s.client.get(s.url("/dashboard/config")).header("Host", host.as_str()).send().await.unwrap();
+        let r = s
+            .client
+            .get(s.url("/dashboard/config"))
+            .header("Host", host.as_str())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{host}");
         let cfg: Value = r.json().await.unwrap();
         assert_eq!(cfg["tl_key"], s.secrets.tl_key.as_str());
     }
     for path in ["/", "/dashboard/app.js", "/dashboard/config"] {
         let r = s.client.get(s.url(path)).send().await.unwrap();
-        assert_eq!(r.headers()["content-security-policy"], "frame-ancestors 'none'", "{path}");
+        assert_eq!(
+            r.headers()["content-security-policy"],
+            "frame-ancestors 'none'",
+            "{path}"
+        );
         assert_eq!(r.headers()["x-frame-options"], "DENY", "{path}");
     }
     s.stop().await;
@@ -222,13 +316,18 @@ async fn bodies_and_fields_are_capped() {
     let r = s
         .tl(Method::POST, "/v1/analyze")
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
     assert_error(r, 413, "payload_too_large").await;
     let fields: Vec<(String, String)> = (0..100).map(|i| (format!("f{i}"), "1".into())).collect();
-    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let r = s
         .tl(Method::POST, "/v1/separate")
         .multipart(form(wav_bytes(0.5), &pairs))
@@ -236,7 +335,10 @@ async fn bodies_and_fields_are_capped() {
         .await
         .unwrap();
     let body = assert_error(r, 400, "invalid_request").await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("Too many fields"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Too many fields"));
     s.stop().await;
 }
 
@@ -261,15 +363,23 @@ async fn half_sent_requests_and_idle_connections_are_closed() {
         started.elapsed()
     };
     let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    half.write_all(b"GET /v1/jobs HTTP/1.1\r\nHost: x").await.unwrap();
+    half.write_all(b"GET /v1/jobs HTTP/1.1\r\nHost: x")
+        .await
+        .unwrap();
     let took = closed_within(half, 10).await;
     assert!(took < Duration::from_secs(4), "{took:?}");
 
     let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    idle.write_all(b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    idle.write_all(b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
     let mut first = vec![0u8; 64];
     let n = idle.read(&mut first).await.unwrap();
-    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&first[..n]));
+    assert!(
+        first[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
     let took = closed_within(idle, 10).await;
     assert!(took < Duration::from_secs(4), "{took:?}");
 
@@ -281,7 +391,10 @@ async fn half_sent_requests_and_idle_connections_are_closed() {
     );
     stalled.write_all(head.as_bytes()).await.unwrap();
     let took = closed_within(stalled, 15).await;
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
 
     // A body dripped a byte every 300 ms: under 1 KB per idle period is idle too.
     let mut drip = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -295,12 +408,18 @@ async fn half_sent_requests_and_idle_connections_are_closed() {
             break;
         }
         let mut probe = [0u8; 1];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), drip.read(&mut probe)).await {
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(1), drip.read(&mut probe)).await
+        {
             closed = true;
             break;
         }
     }
-    assert!(closed, "a dripping connection was still open after {:?}", started.elapsed());
+    assert!(
+        closed,
+        "a dripping connection was still open after {:?}",
+        started.elapsed()
+    );
     s.stop().await;
 }
 
@@ -309,7 +428,10 @@ async fn half_sent_requests_and_idle_connections_are_closed() {
 async fn wrong_methods_get_405_with_the_envelope_and_allow() {
     let s = TestServer::start(Options::default()).await;
     let r = s.tl(Method::PATCH, "/v1/jobs").send().await.unwrap();
-    let allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+    let allow = r
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_string());
     assert_error(r, 405, "invalid_request").await;
     assert!(allow.is_some_and(|a| a.contains("GET")));
     let r = s.tl(Method::PUT, "/v1/generations").send().await.unwrap();
@@ -341,7 +463,10 @@ async fn media_ranges_follow_rfc_9110_and_the_janitor_deletes_expired_files() {
         });
     let whole = s.client.get(&url).send().await.unwrap();
     assert_eq!(whole.status(), 200);
-    let last_modified = whole.headers()["last-modified"].to_str().unwrap().to_string();
+    let last_modified = whole.headers()["last-modified"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let size = whole.bytes().await.unwrap().len();
     let get = |range: &'static str, if_range: Option<String>| {
         let mut r = s.client.get(&url).header("Range", range);
@@ -355,7 +480,9 @@ async fn media_ranges_follow_rfc_9110_and_the_janitor_deletes_expired_files() {
     assert_eq!(r.bytes().await.unwrap().len(), size);
     let r = get("bytes=0-9", Some("\"junk\"".into())).await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = get("bytes=0-9", Some("Mon, 01 Jan 1990 00:00:00 GMT".into())).await.unwrap();
+    let r = get("bytes=0-9", Some("Mon, 01 Jan 1990 00:00:00 GMT".into()))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let r = get("bytes=0-9", Some(last_modified)).await.unwrap();
     assert_eq!(r.status(), 206);
@@ -367,12 +494,16 @@ async fn media_ranges_follow_rfc_9110_and_the_janitor_deletes_expired_files() {
     let files = |dir: &str| crate::util::files_under(&s.data_dir.path().join(dir)).len();
     let ttl = Duration::from_secs(3600);
     let now = soundcheck::store::now_ms();
-    let swept = soundcheck::jobs::janitor::sweep(&s.store, s.data_dir.path(), ttl, now).await.unwrap();
+    let swept = soundcheck::jobs::janitor::sweep(&s.store, s.data_dir.path(), ttl, now)
+        .await
+        .unwrap();
     assert_eq!((swept.results, swept.uploads), (0, 0));
     assert!(files("results") > 0 && files("uploads") > 0);
     // Eight days later: result links expired (7-day TTL) and the upload is a TTL old.
     let later = now + 8 * 24 * 3600 * 1000;
-    let swept = soundcheck::jobs::janitor::sweep(&s.store, s.data_dir.path(), ttl, later).await.unwrap();
+    let swept = soundcheck::jobs::janitor::sweep(&s.store, s.data_dir.path(), ttl, later)
+        .await
+        .unwrap();
     assert!(swept.results > 0 && swept.uploads == 1, "{swept:?}");
     assert_eq!(files("results"), 0);
     assert_eq!(files("uploads"), 0);
@@ -436,7 +567,11 @@ async fn one_server_per_data_directory_and_client_commands_never_create_one() {
         .unwrap();
     let mut lines = tokio::io::BufReader::new(first.stdout.take().unwrap()).lines();
     let mut base = String::new();
-    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap() {
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         if let Some(url) = line.split("listening on ").nth(1) {
             base = url.trim().to_string();
         }
@@ -456,29 +591,61 @@ async fn one_server_per_data_directory_and_client_commands_never_create_one() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains(&dir.path().display().to_string()), "{err}");
-    assert!(err.contains(&format!("pid {}", first.id().unwrap())), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", first.id().unwrap())),
+        "{err}"
+    );
     assert!(err.contains(&base), "{err}");
 
-    let run = |args: &[&str]| soundcheck_cmd().args(args).arg("--data-dir").arg(dir.path()).output().unwrap();
+    let run = |args: &[&str]| {
+        soundcheck_cmd()
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
     let keys = run(&["keys"]);
-    assert!(keys.status.success(), "{}", String::from_utf8_lossy(&keys.stderr));
+    assert!(
+        keys.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keys.stderr)
+    );
     assert!(String::from_utf8_lossy(&keys.stdout).contains("SOUNDCHECK_TL_KEY=tl_test_"));
     let shown = run(&["credits", "show"]);
     assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), "1000");
     // While the server owns the directory, `credits add` goes through its API (its ledger).
     let add = run(&["credits", "add", "5"]);
-    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&add.stdout).trim(), "1005");
 
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     let add = run(&["credits", "add", "5"]);
-    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&add.stdout).trim(), "1010");
 
     let typo = dir.path().join("no-such-dir");
-    for args in [vec!["keys"], vec!["credits", "show"], vec!["credits", "add", "5"], vec!["jobs", "list"]] {
-        let out = soundcheck_cmd().args(&args).arg("--data-dir").arg(&typo).output().unwrap();
+    for args in [
+        vec!["keys"],
+        vec!["credits", "show"],
+        vec!["credits", "add", "5"],
+        vec!["jobs", "list"],
+    ] {
+        let out = soundcheck_cmd()
+            .args(&args)
+            .arg("--data-dir")
+            .arg(&typo)
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("no soundcheck database"), "{args:?}: {err}");
@@ -487,13 +654,24 @@ async fn one_server_per_data_directory_and_client_commands_never_create_one() {
     }
 
     let strict = soundcheck_cmd()
-        .args(["serve", "--addr", "127.0.0.1:0", "--strict", "--webhook-url", "https://127.0.0.1/x"])
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--strict",
+            "--webhook-url",
+            "https://127.0.0.1/x",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .output()
         .unwrap();
     assert!(!strict.status.success());
-    assert!(String::from_utf8_lossy(&strict.stderr).contains("--webhook-url"), "{}", String::from_utf8_lossy(&strict.stderr));
+    assert!(
+        String::from_utf8_lossy(&strict.stderr).contains("--webhook-url"),
+        "{}",
+        String::from_utf8_lossy(&strict.stderr)
+    );
 }
 
 /// The offline commands obey the same bounds: `soundcheck analyze` on the 144-byte WAV ends at

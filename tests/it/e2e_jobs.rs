@@ -190,7 +190,14 @@ async fn insufficient_credits_is_402_and_reserves_nothing() {
     let store =
         soundcheck::store::Store::open(&s.data_dir.path().join("soundcheck.sqlite")).unwrap();
     store
-        .write_blocking(|tx| soundcheck::store::credits::record(tx, None, soundcheck::store::states::LedgerKind::Grant, -999))
+        .write_blocking(|tx| {
+            soundcheck::store::credits::record(
+                tx,
+                None,
+                soundcheck::store::states::LedgerKind::Grant,
+                -999,
+            )
+        })
         .unwrap();
     let r = s
         .tl(Method::POST, ANALYZE)

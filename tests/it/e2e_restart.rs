@@ -223,7 +223,10 @@ async fn keys_and_credits_commands_read_the_data_dir() {
         lines[1].strip_prefix("SOUNDCHECK_TL_KEY=").unwrap(),
         "tl_test_"
     ));
-    assert_eq!(lines[1].strip_prefix("SOUNDCHECK_TL_KEY=").unwrap(), p.tl_key);
+    assert_eq!(
+        lines[1].strip_prefix("SOUNDCHECK_TL_KEY=").unwrap(),
+        p.tl_key
+    );
     assert!(lines[2].starts_with("SOUNDCHECK_WEBHOOK_SECRET=whsec_"));
     assert_eq!(ok(&["keys"]), keys, "generated once, then kept");
     assert_eq!(ok(&["credits", "show"]).trim(), "1000");

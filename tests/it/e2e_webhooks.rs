@@ -145,7 +145,7 @@ async fn resend_delivers_again_and_rotation_signs_with_the_new_secret() {
     .await;
     s.submit(ANALYZE, form(wav_bytes(0.5), &[])).await;
     rx.wait_for(1, 30).await; // first attempt failed; the next is 10 minutes away
-    // The attempt is recorded once the receiver has answered: wait for the row.
+                              // The attempt is recorded once the receiver has answered: wait for the row.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let log = loop {
         let log: Value = s
