@@ -25,7 +25,6 @@ use super::{GenerationsKey, JobsKey};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::jobs::cancel::{self, Cancel};
-use crate::jobs::worker::is_final;
 use crate::store;
 use crate::views::{GenerationBody, JobBody};
 
@@ -195,6 +194,8 @@ enum Item {
 /// One look at an item: its status, its progress (if running) and its public object.
 struct Snapshot {
     status: String,
+    /// The item can change no more (its typed status is final).
+    done: bool,
     progress: Option<f32>,
     body: Value,
 }
@@ -208,6 +209,7 @@ async fn job_snapshot(state: &AppState, id: &str) -> ApiResult<Option<Snapshot>>
     let body = JobBody::from_row(&job, live);
     Ok(Some(Snapshot {
         status: job.status.to_string(),
+        done: job.status.is_final(),
         progress: (job.status == crate::store::states::JobStatus::Running)
             .then(|| body.progress.unwrap_or(0.0)),
         body: serde_json::to_value(&body).map_err(ApiError::internal)?,
@@ -228,6 +230,7 @@ async fn generation_snapshot(state: &AppState, id: &str) -> ApiResult<Option<Sna
         progress: (g.status == crate::store::states::GenerationStatus::Processing)
             .then(|| live.unwrap_or(0.0)),
         status: g.status.to_string(),
+        done: g.status.is_final(),
         body: serde_json::to_value(GenerationBody::from_row(&g)).map_err(ApiError::internal)?,
     }))
 }
@@ -262,7 +265,7 @@ impl Follower {
 
     /// Queues the events a snapshot calls for.
     fn observe(&mut self, snap: Snapshot) {
-        if is_final(&snap.status) {
+        if snap.done {
             self.queue.push_back(event("done", &snap.body));
             self.finished = true;
             return;

@@ -526,11 +526,6 @@ pub const MAX_RUNS: i64 = 2;
 const FINISH_RETRY_FIRST: Duration = Duration::from_millis(100);
 const FINISH_RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// True for the two final states of jobs and generations (the seeds' `completed` and `failed`).
-pub fn is_final(status: &str) -> bool {
-    matches!(status, "completed" | "failed")
-}
-
 /// Registers a run's stop signal for its whole run; removed however the run ends.
 struct StopGuard<'a> {
     stops: &'a RunStops,
