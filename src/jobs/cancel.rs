@@ -23,7 +23,7 @@ pub enum Cancel<T> {
 }
 
 /// Cancels a job in the caller's transaction: row, refund and `job.failed` event together.
-pub fn job_tx(tx: &rusqlite::Connection, id: &str) -> store::Result<Cancel<store::jobs::Job>> {
+pub fn job_tx(tx: &dyn crate::store::Tx, id: &str) -> store::Result<Cancel<store::jobs::Job>> {
     let Some(job) = store::jobs::get(tx, id)? else {
         return Ok(Cancel::NotFound);
     };
@@ -43,7 +43,7 @@ pub fn job_tx(tx: &rusqlite::Connection, id: &str) -> store::Result<Cancel<store
 
 /// Cancels a generation in the caller's transaction: row and (if it asked for one) its webhook.
 pub fn generation_tx(
-    tx: &rusqlite::Connection,
+    tx: &dyn crate::store::Tx,
     id: &str,
 ) -> store::Result<Cancel<store::generations::Generation>> {
     let Some(g) = store::generations::get(tx, id)? else {

@@ -3,7 +3,7 @@
 //! the job's price must be covered by the balance, the price is reserved, and the upload, the job
 //! and the key are stored together. The HTTP handler only turns a [`Refusal`] into its envelope.
 
-use rusqlite::Connection;
+use crate::store::Tx;
 
 use crate::store::jobs::{self as jobs_store, Job, NewJob, NewUpload};
 use crate::store::states::LedgerKind;
@@ -34,7 +34,7 @@ pub enum Refusal {
 /// Applies the submit rule in the caller's transaction. `hash` identifies the request (endpoint,
 /// parameters, audio, fault) for the idempotency comparison.
 pub fn admit(
-    tx: &Connection,
+    tx: &dyn Tx,
     upload: &NewUpload,
     job: &NewJob,
     idem_key: Option<&str>,

@@ -379,13 +379,17 @@ impl Workers {
         &self,
         id: &str,
         end: End,
-        write: impl Fn(&rusqlite::Connection, End) -> store::Result<()> + Clone + Send + 'static,
+        write: impl Fn(&dyn crate::store::Tx, End) -> store::Result<()> + Clone + Send + 'static,
     ) -> store::Result<()> {
         let mut end = end;
         let mut delay = FINISH_RETRY_FIRST;
         loop {
             let (attempt, write_once) = (end.clone(), write.clone());
-            let error = match self.store.write(move |tx| write_once(tx, attempt)).await {
+            let error = match self
+                .store
+                .write(move |tx| write_once(tx, attempt.clone()))
+                .await
+            {
                 Ok(()) => {
                     self.dispatcher.wake();
                     return Ok(());
@@ -570,7 +574,7 @@ pub struct Recovered {
 
 /// At start-up, in one transaction: work that a crash cut off [`MAX_RUNS`] times ends `failed`
 /// (`internal_error`, refunded, webhook sent); everything else left running is queued again.
-pub fn recover(tx: &rusqlite::Connection) -> store::Result<Recovered> {
+pub fn recover(tx: &dyn crate::store::Tx) -> store::Result<Recovered> {
     let mut done = Recovered::default();
     let poison = |runs: i64| End::Failed {
         code: "internal_error",
@@ -596,7 +600,7 @@ pub fn recover(tx: &rusqlite::Connection) -> store::Result<Recovered> {
 /// A job's end in the caller's transaction: its row, its media, the credit movement (failures on
 /// our side are refunded, a bad input is charged) and the webhook event.
 pub(super) fn finish_job_tx(
-    tx: &rusqlite::Connection,
+    tx: &dyn crate::store::Tx,
     job_id: &str,
     price: i64,
     end: End,
@@ -636,7 +640,7 @@ pub(super) fn finish_job_tx(
 
 /// A generation's end in the caller's transaction: its row, its media and its webhook event.
 pub(super) fn finish_generation_tx(
-    tx: &rusqlite::Connection,
+    tx: &dyn crate::store::Tx,
     id: &str,
     end: End,
 ) -> store::Result<()> {
@@ -658,7 +662,7 @@ pub(super) fn finish_generation_tx(
     crate::webhooks::enqueue_generation_event(tx, &finished)
 }
 
-fn insert_media(tx: &rusqlite::Connection, media: &[MediaRow]) -> store::Result<()> {
+fn insert_media(tx: &dyn crate::store::Tx, media: &[MediaRow]) -> store::Result<()> {
     for m in media {
         store::media::insert(tx, &m.token, &m.path, &m.filename, &m.owner, m.expires_at)?;
     }
@@ -831,15 +835,13 @@ mod tests {
         );
         let (balance, kinds, events): (i64, Vec<String>, i64) = store
             .write_blocking(|tx| {
-                let kinds = tx
-                    .prepare("SELECT kind FROM credit_ledger WHERE job_id = 'job_a' ORDER BY id")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
-                let events = tx.query_row(
-                    "SELECT COUNT(*) FROM webhook_events WHERE subject_id = 'job_a'",
-                    [],
-                    |r| r.get(0),
-                )?;
+                let kinds = credits::recent(tx, 50)?
+                    .into_iter()
+                    .rev()
+                    .filter(|m| m.job_id.as_deref() == Some("job_a"))
+                    .map(|m| m.kind.to_string())
+                    .collect();
+                let events = store::webhooks::events_for(tx, "job_a")?.len() as i64;
                 Ok((credits::balance(tx)?, kinds, events))
             })
             .unwrap();

@@ -1,7 +1,9 @@
 //! Generations: insert at submit, claim by a worker, finish, recover after a crash.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
+
+use super::db::{Dialect, Row, Tx};
+use crate::params;
 
 use super::states::GenerationStatus;
 use super::{now_rfc3339, Result};
@@ -29,21 +31,19 @@ pub struct Generation {
 const COLUMNS: &str = "id, status, prompt, parameters, model, webhook, fault, audio_url, duration,
     error_message, detail, trace_id, created_at, started_at, completed_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Generation> {
-    let parameters: String = r.get(3)?;
-    let detail: Option<String> = r.get(10)?;
+fn from_row(r: &Row) -> Result<Generation> {
     Ok(Generation {
         id: r.get(0)?,
         status: r.get(1)?,
         prompt: r.get(2)?,
-        parameters: serde_json::from_str(&parameters).unwrap_or(Value::Null),
+        parameters: r.json(3)?,
         model: r.get(4)?,
         webhook: r.get(5)?,
         fault: r.get(6)?,
         audio_url: r.get(7)?,
         duration: r.get(8)?,
         error_message: r.get(9)?,
-        detail: detail.and_then(|s| serde_json::from_str(&s).ok()),
+        detail: r.json_opt(10)?,
         trace_id: r.get(11)?,
         created_at: r.get(12)?,
         started_at: r.get(13)?,
@@ -64,7 +64,7 @@ pub struct NewGeneration {
 }
 
 /// Inserts a queued generation and returns it as stored.
-pub fn insert(conn: &Connection, g: &NewGeneration) -> Result<Generation> {
+pub fn insert(conn: &dyn Tx, g: &NewGeneration) -> Result<Generation> {
     conn.execute(
         "INSERT INTO generations (id, status, prompt, parameters, model, webhook, fault, trace_id, created_at)
          VALUES (?1, ?9, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -84,28 +84,29 @@ pub fn insert(conn: &Connection, g: &NewGeneration) -> Result<Generation> {
 }
 
 /// One generation by id.
-pub fn get(conn: &Connection, id: &str) -> Result<Option<Generation>> {
+pub fn get(conn: &dyn Tx, id: &str) -> Result<Option<Generation>> {
     let sql = format!("SELECT {COLUMNS} FROM generations WHERE id = ?1");
-    Ok(conn.query_row(&sql, [id], from_row).optional()?)
+    conn.query_opt(&sql, params![id], from_row)
 }
 
 /// The most recent generations, newest first.
-pub fn recent(conn: &Connection, limit: usize) -> Result<Vec<Generation>> {
+pub fn recent(conn: &dyn Tx, limit: usize) -> Result<Vec<Generation>> {
     let sql = format!("SELECT {COLUMNS} FROM generations ORDER BY id DESC LIMIT ?1");
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map([limit as i64], from_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    conn.query_map(&sql, params![limit], from_row)
 }
 
-/// Claims the oldest queued generation: marks it processing and returns it.
-pub fn claim_next(conn: &Connection) -> Result<Option<Generation>> {
-    let id: Option<String> = conn
-        .query_row(
-            "SELECT id FROM generations WHERE status = ?1 ORDER BY id LIMIT 1",
-            [GenerationStatus::Queued],
-            |r| r.get(0),
-        )
-        .optional()?;
+/// Claims the oldest queued generation: marks it processing and returns it (on PostgreSQL,
+/// skipping one another node is claiming right now).
+pub fn claim_next(conn: &dyn Tx) -> Result<Option<Generation>> {
+    let sql = match conn.dialect() {
+        Dialect::Sqlite => "SELECT id FROM generations WHERE status = ?1 ORDER BY id LIMIT 1",
+        Dialect::Postgres => {
+            "SELECT id FROM generations WHERE status = ?1 ORDER BY id LIMIT 1
+             FOR UPDATE SKIP LOCKED"
+        }
+    };
+    let id: Option<String> =
+        conn.query_opt(sql, params![GenerationStatus::Queued], |r| r.get(0))?;
     let Some(id) = id else { return Ok(None) };
     conn.execute(
         "UPDATE generations SET status = ?3, started_at = ?2, runs = runs + 1
@@ -117,7 +118,7 @@ pub fn claim_next(conn: &Connection) -> Result<Option<Generation>> {
 
 /// Marks a generation completed; returns it as stored.
 pub fn complete(
-    conn: &Connection,
+    conn: &dyn Tx,
     id: &str,
     audio_url: &str,
     duration: f64,
@@ -140,7 +141,7 @@ pub fn complete(
 }
 
 /// Marks a generation failed; returns it as stored.
-pub fn fail(conn: &Connection, id: &str, message: &str) -> Result<Generation> {
+pub fn fail(conn: &dyn Tx, id: &str, message: &str) -> Result<Generation> {
     conn.execute(
         "UPDATE generations SET status = ?4, error_message = ?2, completed_at = ?3 WHERE id = ?1",
         params![id, message, now_rfc3339(), GenerationStatus::Failed],
@@ -150,9 +151,10 @@ pub fn fail(conn: &Connection, id: &str, message: &str) -> Result<Generation> {
 
 /// Puts a generation a worker gave back (shutdown) in the queue again; the interrupted run is not
 /// counted towards the poison bound.
-pub fn requeue(conn: &Connection, id: &str) -> Result<()> {
+pub fn requeue(conn: &dyn Tx, id: &str) -> Result<()> {
     conn.execute(
-        "UPDATE generations SET status = ?2, started_at = NULL, runs = MAX(runs - 1, 0)
+        "UPDATE generations SET status = ?2, started_at = NULL,
+                                runs = CASE WHEN runs > 0 THEN runs - 1 ELSE 0 END
          WHERE id = ?1 AND status = ?3",
         params![id, GenerationStatus::Queued, GenerationStatus::Processing],
     )?;
@@ -160,19 +162,18 @@ pub fn requeue(conn: &Connection, id: &str) -> Result<()> {
 }
 
 /// At start-up: the ids of generations a crash left `processing` after `max_runs` runs.
-pub fn interrupted_too_often(conn: &Connection, max_runs: i64) -> Result<Vec<String>> {
-    let mut stmt =
-        conn.prepare("SELECT id FROM generations WHERE status = ?2 AND runs >= ?1 ORDER BY id")?;
-    let rows = stmt.query_map(params![max_runs, GenerationStatus::Processing], |r| {
-        r.get(0)
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn interrupted_too_often(conn: &dyn Tx, max_runs: i64) -> Result<Vec<String>> {
+    conn.query_map(
+        "SELECT id FROM generations WHERE status = ?2 AND runs >= ?1 ORDER BY id",
+        params![max_runs, GenerationStatus::Processing],
+        |r| r.get(0),
+    )
 }
 
 /// At start-up: every generation a crash left `processing` is queued again. Returns how many.
-pub fn recover(conn: &Connection) -> Result<usize> {
-    Ok(conn.execute(
+pub fn recover(conn: &dyn Tx) -> Result<usize> {
+    conn.execute(
         "UPDATE generations SET status = ?1, started_at = NULL WHERE status = ?2",
-        [GenerationStatus::Queued, GenerationStatus::Processing],
-    )?)
+        params![GenerationStatus::Queued, GenerationStatus::Processing],
+    )
 }

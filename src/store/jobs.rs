@@ -1,8 +1,10 @@
 //! Jobs, their uploads and idempotency keys: insert at submit, claim by a worker, finish, recover
 //! after a crash.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
+
+use super::db::{Dialect, Row, Tx};
+use crate::params;
 
 use super::states::JobStatus;
 use super::{now_rfc3339, Result};
@@ -38,18 +40,16 @@ const JOB_COLUMNS: &str =
     j.created_at, j.started_at, j.finished_at, j.estimated_completion,
     EXISTS (SELECT 1 FROM upload_bytes b WHERE b.upload_id = u.id)";
 
-fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
-    let params: String = r.get(4)?;
-    let result: Option<String> = r.get(7)?;
+fn job_from_row(r: &Row) -> Result<Job> {
     Ok(Job {
         id: r.get(0)?,
         endpoint: r.get(1)?,
         engine: r.get(2)?,
         status: r.get(3)?,
-        params: serde_json::from_str(&params).unwrap_or(Value::Null),
+        params: r.json(4)?,
         fault: r.get(5)?,
         upload_path: r.get(6)?,
-        result: result.and_then(|s| serde_json::from_str(&s).ok()),
+        result: r.json_opt(7)?,
         error_code: r.get(8)?,
         error_message: r.get(9)?,
         trace_id: r.get(10)?,
@@ -89,54 +89,55 @@ pub struct NewJob {
 }
 
 /// Inserts the upload and the queued job.
-pub fn insert(conn: &Connection, upload: &NewUpload, job: &NewJob) -> Result<()> {
+pub fn insert(conn: &dyn Tx, upload: &NewUpload, job: &NewJob) -> Result<()> {
     let now = now_rfc3339();
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO uploads (id, path, filename, size, sha256, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        upload.id,
-        upload.path,
-        upload.filename,
-        upload.size,
-        upload.sha256,
-        now
-    ])?;
+        params![
+            upload.id,
+            upload.path,
+            upload.filename,
+            upload.size,
+            upload.sha256,
+            now
+        ],
+    )?;
     if let Some(data) = upload.data.as_deref() {
-        conn.prepare_cached("INSERT INTO upload_bytes (upload_id, data) VALUES (?1, ?2)")?
-            .execute(params![upload.id, data])?;
+        conn.execute(
+            "INSERT INTO upload_bytes (upload_id, data) VALUES (?1, ?2)",
+            params![upload.id, data],
+        )?;
     }
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO jobs (id, endpoint, engine, status, params, fault, upload_id, trace_id,
                            credits_reserved, created_at, estimated_completion)
          VALUES (?1, ?2, ?3, ?11, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        job.id,
-        job.endpoint,
-        job.engine,
-        job.params.to_string(),
-        job.fault,
-        upload.id,
-        job.trace_id,
-        job.price,
-        now,
-        job.estimated_completion,
-        JobStatus::Queued
-    ])?;
+        params![
+            job.id,
+            job.endpoint,
+            job.engine,
+            job.params.to_string(),
+            job.fault,
+            upload.id,
+            job.trace_id,
+            job.price,
+            now,
+            job.estimated_completion,
+            JobStatus::Queued
+        ],
+    )?;
     Ok(())
 }
 
 /// The bytes of a job's upload while they are still held in the database.
-pub fn inline_upload(conn: &Connection, job_id: &str) -> Result<Option<Vec<u8>>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT b.data FROM jobs j JOIN upload_bytes b ON b.upload_id = j.upload_id
-             WHERE j.id = ?1",
-        )?
-        .query_row([job_id], |r| r.get::<_, Vec<u8>>(0))
-        .optional()?)
+pub fn inline_upload(conn: &dyn Tx, job_id: &str) -> Result<Option<Vec<u8>>> {
+    conn.query_opt(
+        "SELECT b.data FROM jobs j JOIN upload_bytes b ON b.upload_id = j.upload_id
+         WHERE j.id = ?1",
+        params![job_id],
+        |r| r.get(0),
+    )
 }
 
 /// Writes an upload's bytes to its path, creating its shard directory if needed, in one call.
@@ -148,45 +149,41 @@ pub fn write_upload(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
 }
 
 /// Forgets a job's inline bytes once they are on disk at the upload's path.
-pub fn upload_written(conn: &Connection, job_id: &str) -> Result<()> {
-    conn.prepare_cached(
+pub fn upload_written(conn: &dyn Tx, job_id: &str) -> Result<()> {
+    conn.execute(
         "DELETE FROM upload_bytes WHERE upload_id = (SELECT upload_id FROM jobs WHERE id = ?1)",
-    )?
-    .execute([job_id])?;
+        params![job_id],
+    )?;
     Ok(())
 }
 
 /// One job by id.
-pub fn get(conn: &Connection, id: &str) -> Result<Option<Job>> {
+pub fn get(conn: &dyn Tx, id: &str) -> Result<Option<Job>> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs j JOIN uploads u ON u.id = j.upload_id WHERE j.id = ?1"
     );
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row([id], job_from_row)
-        .optional()?)
+    conn.query_opt(&sql, params![id], job_from_row)
 }
 
 /// The most recent jobs, newest first (dashboard and CLI listings).
-pub fn recent(conn: &Connection, limit: usize) -> Result<Vec<Job>> {
+pub fn recent(conn: &dyn Tx, limit: usize) -> Result<Vec<Job>> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs j JOIN uploads u ON u.id = j.upload_id
          ORDER BY j.id DESC LIMIT ?1"
     );
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map([limit as i64], job_from_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    conn.query_map(&sql, params![limit], job_from_row)
 }
 
-/// Claims the oldest queued job: marks it running and returns it.
-pub fn claim_next(conn: &Connection) -> Result<Option<Job>> {
-    let id: Option<String> = conn
-        .query_row(
-            "SELECT id FROM jobs WHERE status = ?1 ORDER BY id LIMIT 1",
-            [JobStatus::Queued],
-            |r| r.get(0),
-        )
-        .optional()?;
+/// Claims the oldest queued job: marks it running and returns it. On PostgreSQL a job another
+/// node is claiming at this moment is skipped (`SKIP LOCKED`) rather than waited for.
+pub fn claim_next(conn: &dyn Tx) -> Result<Option<Job>> {
+    let sql = match conn.dialect() {
+        Dialect::Sqlite => "SELECT id FROM jobs WHERE status = ?1 ORDER BY id LIMIT 1",
+        Dialect::Postgres => {
+            "SELECT id FROM jobs WHERE status = ?1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        }
+    };
+    let id: Option<String> = conn.query_opt(sql, params![JobStatus::Queued], |r| r.get(0))?;
     let Some(id) = id else { return Ok(None) };
     conn.execute(
         "UPDATE jobs SET status = ?3, started_at = ?2, runs = runs + 1 WHERE id = ?1",
@@ -196,7 +193,7 @@ pub fn claim_next(conn: &Connection) -> Result<Option<Job>> {
 }
 
 /// Marks a running job completed with its result.
-pub fn complete(conn: &Connection, id: &str, result: &Value, credits_used: i64) -> Result<()> {
+pub fn complete(conn: &dyn Tx, id: &str, result: &Value, credits_used: i64) -> Result<()> {
     conn.execute(
         "UPDATE jobs SET status = ?5, result = ?2, credits_used = ?3, finished_at = ?4
          WHERE id = ?1",
@@ -212,13 +209,7 @@ pub fn complete(conn: &Connection, id: &str, result: &Value, credits_used: i64) 
 }
 
 /// Marks a job failed with the contract's error code.
-pub fn fail(
-    conn: &Connection,
-    id: &str,
-    code: &str,
-    message: &str,
-    credits_used: i64,
-) -> Result<()> {
+pub fn fail(conn: &dyn Tx, id: &str, code: &str, message: &str, credits_used: i64) -> Result<()> {
     conn.execute(
         "UPDATE jobs SET status = ?6, error_code = ?2, error_message = ?3, credits_used = ?4,
                          finished_at = ?5
@@ -237,9 +228,10 @@ pub fn fail(
 
 /// Puts a job a worker gave back (shutdown) in the queue again; its reservation stays held. The
 /// interrupted run is not counted: only runs cut off by a crash count towards the poison bound.
-pub fn requeue(conn: &Connection, id: &str) -> Result<()> {
+pub fn requeue(conn: &dyn Tx, id: &str) -> Result<()> {
     conn.execute(
-        "UPDATE jobs SET status = ?2, started_at = NULL, runs = MAX(runs - 1, 0)
+        "UPDATE jobs SET status = ?2, started_at = NULL,
+                         runs = CASE WHEN runs > 0 THEN runs - 1 ELSE 0 END
          WHERE id = ?1 AND status = ?3",
         params![id, JobStatus::Queued, JobStatus::Running],
     )?;
@@ -248,31 +240,29 @@ pub fn requeue(conn: &Connection, id: &str) -> Result<()> {
 
 /// At start-up: the jobs a crash left `running` that have already been run `max_runs` times
 /// (each of those runs was cut off: the input may be what kills the process). The caller fails them.
-pub fn interrupted_too_often(conn: &Connection, max_runs: i64) -> Result<Vec<Job>> {
+pub fn interrupted_too_often(conn: &dyn Tx, max_runs: i64) -> Result<Vec<Job>> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs j JOIN uploads u ON u.id = j.upload_id
          WHERE j.status = ?2 AND j.runs >= ?1 ORDER BY j.id"
     );
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params![max_runs, JobStatus::Running], job_from_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    conn.query_map(&sql, params![max_runs, JobStatus::Running], job_from_row)
 }
 
 /// At start-up: every other job a crash left `running` is queued again. Returns how many.
-pub fn recover(conn: &Connection) -> Result<usize> {
-    Ok(conn.execute(
+pub fn recover(conn: &dyn Tx) -> Result<usize> {
+    conn.execute(
         "UPDATE jobs SET status = ?1, started_at = NULL WHERE status = ?2",
-        [JobStatus::Queued, JobStatus::Running],
-    )?)
+        params![JobStatus::Queued, JobStatus::Running],
+    )
 }
 
 /// How many jobs wait or run (to estimate completion times).
-pub fn backlog(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row(
+pub fn backlog(conn: &dyn Tx) -> Result<i64> {
+    conn.query_one(
         "SELECT COUNT(*) FROM jobs WHERE status IN (?1, ?2)",
-        [JobStatus::Queued, JobStatus::Running],
+        params![JobStatus::Queued, JobStatus::Running],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// What an idempotency key points at.
@@ -284,25 +274,23 @@ pub struct IdempotencyRecord {
 }
 
 /// Looks up an idempotency key.
-pub fn idempotency_get(conn: &Connection, key: &str) -> Result<Option<IdempotencyRecord>> {
-    Ok(conn
-        .query_row(
-            "SELECT request_hash, job_id, created_at FROM idempotency_keys WHERE key = ?1",
-            [key],
-            |r| {
-                Ok(IdempotencyRecord {
-                    request_hash: r.get(0)?,
-                    job_id: r.get(1)?,
-                    created_at: r.get(2)?,
-                })
-            },
-        )
-        .optional()?)
+pub fn idempotency_get(conn: &dyn Tx, key: &str) -> Result<Option<IdempotencyRecord>> {
+    conn.query_opt(
+        "SELECT request_hash, job_id, created_at FROM idempotency_keys WHERE key = ?1",
+        params![key],
+        |r| {
+            Ok(IdempotencyRecord {
+                request_hash: r.get(0)?,
+                job_id: r.get(1)?,
+                created_at: r.get(2)?,
+            })
+        },
+    )
 }
 
 /// Records (or, after expiry, replaces) an idempotency key.
 pub fn idempotency_put(
-    conn: &Connection,
+    conn: &dyn Tx,
     key: &str,
     request_hash: &str,
     job_id: &str,
@@ -319,30 +307,25 @@ pub fn idempotency_put(
 
 /// Up to `limit` uploads still on disk whose job finished before `cutoff` (RFC 3339):
 /// `(upload_id, path)`, for the janitor.
-pub fn stale_uploads(
-    conn: &Connection,
-    cutoff: &str,
-    limit: usize,
-) -> Result<Vec<(String, String)>> {
-    let mut stmt = conn.prepare_cached(
+pub fn stale_uploads(conn: &dyn Tx, cutoff: &str, limit: usize) -> Result<Vec<(String, String)>> {
+    conn.query_map(
         "SELECT u.id, u.path FROM jobs j JOIN uploads u ON u.id = j.upload_id
          WHERE j.finished_at IS NOT NULL AND j.finished_at < ?1 AND u.deleted_at IS NULL
          ORDER BY j.finished_at LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![cutoff, limit as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        params![cutoff, limit],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// Records that the janitor deleted these uploads' files (and drops any bytes still inline).
-pub fn uploads_deleted(conn: &Connection, upload_ids: &[String]) -> Result<()> {
+pub fn uploads_deleted(conn: &dyn Tx, upload_ids: &[String]) -> Result<()> {
     let now = now_rfc3339();
-    let mut mark = conn.prepare_cached("UPDATE uploads SET deleted_at = ?2 WHERE id = ?1")?;
-    let mut bytes = conn.prepare_cached("DELETE FROM upload_bytes WHERE upload_id = ?1")?;
     for id in upload_ids {
-        mark.execute(params![id, now])?;
-        bytes.execute([id])?;
+        conn.execute(
+            "UPDATE uploads SET deleted_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        conn.execute("DELETE FROM upload_bytes WHERE upload_id = ?1", params![id])?;
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Published files: each result file gets an unguessable token and an expiry; the media handler
 //! looks the token up to serve the file.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::Tx;
+use crate::params;
 
 use super::Result;
 
@@ -15,7 +16,7 @@ pub struct Media {
 
 /// Publishes `path` under `token` until `expires_at` (unix ms).
 pub fn insert(
-    conn: &Connection,
+    conn: &dyn Tx,
     token: &str,
     path: &str,
     filename: &str,
@@ -30,38 +31,33 @@ pub fn insert(
 }
 
 /// Looks a token up (expired ones too: the caller decides what expiry means).
-pub fn get(conn: &Connection, token: &str) -> Result<Option<Media>> {
-    Ok(conn
-        .query_row(
-            "SELECT path, filename, expires_at FROM media WHERE token = ?1",
-            [token],
-            |r| {
-                Ok(Media {
-                    path: r.get(0)?,
-                    filename: r.get(1)?,
-                    expires_at: r.get(2)?,
-                })
-            },
-        )
-        .optional()?)
+pub fn get(conn: &dyn Tx, token: &str) -> Result<Option<Media>> {
+    conn.query_opt(
+        "SELECT path, filename, expires_at FROM media WHERE token = ?1",
+        params![token],
+        |r| {
+            Ok(Media {
+                path: r.get(0)?,
+                filename: r.get(1)?,
+                expires_at: r.get(2)?,
+            })
+        },
+    )
 }
 
 /// Up to `limit` published files whose links expired before `now_ms`: `(token, path)`.
-pub fn expired(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<(String, String)>> {
-    let mut stmt = conn.prepare_cached(
+pub fn expired(conn: &dyn Tx, now_ms: i64, limit: usize) -> Result<Vec<(String, String)>> {
+    conn.query_map(
         "SELECT token, path FROM media WHERE expires_at < ?1 ORDER BY expires_at LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        params![now_ms, limit],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// Forgets published files (their links answer `404` from now on).
-pub fn delete(conn: &Connection, tokens: &[String]) -> Result<()> {
-    let mut stmt = conn.prepare_cached("DELETE FROM media WHERE token = ?1")?;
+pub fn delete(conn: &dyn Tx, tokens: &[String]) -> Result<()> {
     for t in tokens {
-        stmt.execute([t])?;
+        conn.execute("DELETE FROM media WHERE token = ?1", params![t])?;
     }
     Ok(())
 }

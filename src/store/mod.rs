@@ -1,48 +1,34 @@
-//! The one SQLite file that holds every job, generation, upload, webhook delivery, idempotency key
-//! and credit movement. No SQL lives outside this module.
+//! Where everything durable lives: every job, generation, upload, webhook delivery, idempotency
+//! key, credit movement and setting. No SQL lives outside this module.
 //!
-//! SQLite runs in WAL mode with `synchronous=FULL`: every commit is on disk (fsync of the WAL)
-//! before its caller is answered, so an accepted job survives a power cut, not only a `kill -9`.
-//! There is one writer connection, a few reader connections and a checkpointing connection;
-//! callers reach them through [`Store::write`] and [`Store::read`].
+//! Two backends stand behind one [`Store`]: SQLite (`sqlite.rs`, the default: one file in the data
+//! directory) and PostgreSQL (`postgres.rs`, for fleets: every node of one deployment points at the
+//! same database). The store's operations (`jobs.rs`, `generations.rs`, `credits.rs`, `media.rs`,
+//! `settings.rs`, `webhooks.rs`) are written once against [`db::Tx`], a transaction of either
+//! backend, with the states of [`states`] as types; callers compose them into one transaction
+//! with [`Store::write`] (the submit rule in `jobs/submit.rs`, a run's end in `jobs/worker.rs`).
 //!
-//! Writes go to one writer thread, which commits them in groups: it takes every write waiting in
-//! its queue, runs each inside its own savepoint of one transaction (a write that fails rolls back
-//! alone), commits once and only then answers each caller. Under load a commit (and its fsync)
-//! carries dozens of writes instead of one: that is what makes `synchronous=FULL` affordable.
+//! A write is atomic and durable when it returns. On SQLite, writes are serialised by one writer
+//! thread; on PostgreSQL they run at `SERIALIZABLE` isolation and are retried when the database
+//! reports a serialisation conflict: either way a write behaves as if it ran alone, which is what
+//! the credit and idempotency rules rely on across several nodes. Because a write may run more
+//! than once, its closure must only touch the transaction (no other side effects).
 
 pub mod credits;
+pub mod db;
 pub mod generations;
 pub mod jobs;
 pub mod media;
+pub mod postgres;
 pub mod settings;
+pub mod sqlite;
 pub mod states;
 pub mod webhooks;
 
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
-use tokio::sync::oneshot;
-
-/// Migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/001_init.sql"),
-    include_str!("migrations/002_inline_uploads.sql"),
-    include_str!("migrations/003_upload_bytes.sql"),
-    include_str!("migrations/004_hardening.sql"),
-];
-
-/// Reader connections; WAL lets them run beside the writer.
-const READERS: usize = 4;
-
-/// How often the checkpoint thread runs.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Most writes one commit carries; bounds how long the first caller of a group waits.
-const MAX_GROUP: usize = 256;
+pub use db::Tx;
+pub use sqlite::open_read_only;
 
 /// Why a store call failed. Callers can recover from none of these except by reporting
 /// `internal_error`; the variants exist so logs say which layer failed.
@@ -56,6 +42,14 @@ pub enum Error {
     Join(String),
     #[error("the write was rolled back: the group's commit failed: {0}")]
     Commit(String),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres pool: {0}")]
+    Pool(String),
+    #[error("a stored value has the wrong type: {0}")]
+    Type(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -76,8 +70,9 @@ impl Error {
                     | C::OutOfMemory
                     | C::FileLockingProtocolFailed
             ),
-            Error::Commit(_) | Error::Join(_) => true,
-            Error::Sqlite(_) | Error::Json(_) => false,
+            Error::Commit(_) | Error::Join(_) | Error::Pool(_) => true,
+            Error::Postgres(e) => postgres::is_transient(e),
+            Error::Sqlite(_) | Error::Json(_) | Error::Type(_) | Error::Config(_) => false,
         }
     }
 
@@ -88,259 +83,105 @@ impl Error {
                 e.code == rusqlite::ErrorCode::DiskFull
             }
             Error::Commit(m) => m.contains("full"),
+            Error::Postgres(e) => postgres::is_disk_full(e),
             _ => false,
         }
     }
 }
 
+/// The backend a [`Store`] talks to.
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
 /// Cheap to clone: every clone shares the same connections.
 #[derive(Clone)]
 pub struct Store {
-    /// The writer connection: owned by the writer thread, borrowed by [`Store::write_blocking`].
-    writer: Arc<Mutex<Connection>>,
-    /// The writer thread's queue; the thread ends when the last `Store` clone is dropped.
-    queue: mpsc::Sender<Box<dyn PendingWrite>>,
-    readers: Arc<Vec<Mutex<Connection>>>,
-    next_reader: Arc<AtomicUsize>,
-    /// Held only so the checkpoint thread sees the channel close when the last clone is dropped.
-    _checkpoints: Arc<mpsc::Sender<()>>,
-    /// While set, every group commit fails as SQLite fails on a full disk ([`Store::simulate_disk_full`]).
-    disk_full: Arc<AtomicBool>,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file and runs pending migrations.
+    /// Opens (creating if needed) a SQLite database file and runs pending migrations.
     pub fn open(path: &Path) -> Result<Store> {
-        let mut writer = Connection::open(path)?;
-        configure(&writer)?;
-        migrate(&mut writer)?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let conn = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            readers.push(Mutex::new(conn));
-        }
-        let writer = Arc::new(Mutex::new(writer));
-        let (queue, pending) = mpsc::channel();
-        let thread_writer = writer.clone();
-        let disk_full = Arc::new(AtomicBool::new(false));
-        let thread_full = disk_full.clone();
-        std::thread::Builder::new()
-            .name("soundcheck-store-writer".into())
-            .spawn(move || writer_thread(&thread_writer, &pending, &thread_full))
-            .map_err(|e| Error::Join(e.to_string()))?;
-        let checkpointer = Connection::open(path)?;
-        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
-        let (checkpoints, stop) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("soundcheck-store-checkpoint".into())
-            .spawn(move || checkpoint_thread(&checkpointer, &stop))
-            .map_err(|e| Error::Join(e.to_string()))?;
         Ok(Store {
-            writer,
-            queue,
-            readers: Arc::new(readers),
-            next_reader: Arc::new(AtomicUsize::new(0)),
-            _checkpoints: Arc::new(checkpoints),
-            disk_full,
+            backend: Backend::Sqlite(sqlite::Sqlite::open(path)?),
         })
     }
 
-    /// Makes every queued write fail with SQLite's own "database or disk is full" error until
-    /// turned off: the failure a full disk causes, on demand, for the tests of what the server
-    /// does then (the chaos test fills a real disk).
-    pub fn simulate_disk_full(&self, on: bool) {
-        self.disk_full.store(on, Ordering::SeqCst);
+    /// Connects to a PostgreSQL database (`postgres://…`) and runs pending migrations.
+    pub async fn connect(url: &str) -> Result<Store> {
+        Ok(Store {
+            backend: Backend::Postgres(postgres::Postgres::connect(url).await?),
+        })
     }
 
-    /// Runs `f` atomically on the writer connection: its changes are committed (with whatever
-    /// other writes share the commit) if it returns `Ok`, rolled back if it returns `Err` or
-    /// panics. Answers after the commit, so what it wrote is durable when this returns.
+    /// `postgres://…` or `postgresql://…` connects to PostgreSQL; anything else is a SQLite path
+    /// (a `sqlite://` prefix is allowed).
+    pub async fn open_url(url: &str) -> Result<Store> {
+        if postgres::is_url(url) {
+            Store::connect(url).await
+        } else {
+            Store::open(Path::new(url.strip_prefix("sqlite://").unwrap_or(url)))
+        }
+    }
+
+    /// Which database this store uses.
+    pub fn dialect(&self) -> db::Dialect {
+        match &self.backend {
+            Backend::Sqlite(_) => db::Dialect::Sqlite,
+            Backend::Postgres(_) => db::Dialect::Postgres,
+        }
+    }
+
+    /// Makes every write fail as a full disk makes it fail, until turned off (SQLite only: the
+    /// tests of what the server does then; the chaos test fills a real disk).
+    pub fn simulate_disk_full(&self, on: bool) {
+        if let Backend::Sqlite(s) = &self.backend {
+            s.simulate_disk_full(on);
+        }
+    }
+
+    /// Runs `f` in one transaction: committed if it returns `Ok`, rolled back if it returns `Err`
+    /// or panics. Answers after the commit, so what it wrote is durable when this returns. `f`
+    /// may run more than once (PostgreSQL retries a transaction that lost a serialisation
+    /// conflict), so it must not have effects outside the transaction.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: Fn(&dyn Tx) -> Result<T> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let op: Box<dyn PendingWrite> = Box::new(Write {
-            f: Some(f),
-            out: None,
-            reply,
-        });
-        self.queue
-            .send(op)
-            .map_err(|_| Error::Join("the writer thread has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| Error::Join("the writer thread dropped a write".into()))?
+        match &self.backend {
+            Backend::Sqlite(s) => s.write(f).await,
+            Backend::Postgres(p) => p.write(f).await,
+        }
     }
 
-    /// Runs `f` on a reader connection. Reads are indexed lookups of microseconds, cheaper than
-    /// a hop to the blocking pool, so they run right here when a reader is free; when every
-    /// reader is busy the call waits for one on a blocking thread instead of stalling the runtime.
+    /// Runs `f` on a consistent snapshot, read only.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T> + Send + 'static,
     {
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        for k in 0..self.readers.len() {
-            let i = (start + k) % self.readers.len();
-            if let Ok(conn) = self.readers[i].try_lock() {
-                return f(&conn);
-            }
-        }
-        let readers = self.readers.clone();
-        let i = start % readers.len();
-        tokio::task::spawn_blocking(move || {
-            let conn = readers[i].lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn)
-        })
-        .await
-        .map_err(|e| Error::Join(e.to_string()))?
-    }
-
-    /// Synchronous write for start-up and CLI commands that run outside the async runtime: its
-    /// own transaction, taken between two of the writer thread's groups.
-    pub fn write_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
-    }
-}
-
-/// Opens an existing database read-only, for commands that only look (`keys`, `credits show`,
-/// the client commands' keys) and may run beside the server that owns it. Never creates the file.
-pub fn open_read_only(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    Ok(conn)
-}
-
-/// A queued write, type-erased so writes of any result type share the queue.
-trait PendingWrite: Send {
-    /// Runs the write; `true` if it succeeded and its savepoint should be kept.
-    fn run(&mut self, conn: &Connection) -> bool;
-    /// Answers the caller once the group's fate is known (`commit` is the commit's error, if any).
-    fn answer(self: Box<Self>, commit: Option<&str>);
-}
-
-struct Write<T, F> {
-    f: Option<F>,
-    out: Option<Result<T>>,
-    reply: oneshot::Sender<Result<T>>,
-}
-
-impl<T, F> PendingWrite for Write<T, F>
-where
-    T: Send,
-    F: FnOnce(&Connection) -> Result<T> + Send,
-{
-    fn run(&mut self, conn: &Connection) -> bool {
-        let Some(f) = self.f.take() else {
-            return false;
-        };
-        let out = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
-            .unwrap_or_else(|_| Err(Error::Join("a store write panicked".into())));
-        let ok = out.is_ok();
-        self.out = Some(out);
-        ok
-    }
-
-    fn answer(self: Box<Self>, commit: Option<&str>) {
-        let out = match (self.out, commit) {
-            (Some(Ok(_)), Some(e)) => Err(Error::Commit(e.to_string())),
-            (Some(out), _) => out,
-            (None, Some(e)) => Err(Error::Commit(e.to_string())),
-            (None, None) => Err(Error::Commit("the write never ran".into())),
-        };
-        // The caller may have gone away (a dropped request); its write stands regardless.
-        let _ = self.reply.send(out);
-    }
-}
-
-/// The writer thread: a group per wake-up, one savepoint per write, one commit per group.
-fn writer_thread(
-    writer: &Mutex<Connection>,
-    pending: &mpsc::Receiver<Box<dyn PendingWrite>>,
-    disk_full: &AtomicBool,
-) {
-    while let Ok(first) = pending.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match pending.try_recv() {
-                Ok(op) => group.push(op),
-                Err(_) => break,
-            }
-        }
-        let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-        let committed = if disk_full.load(Ordering::SeqCst) {
-            Err(Error::Sqlite(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-                Some("database or disk is full".into()),
-            )))
-        } else {
-            run_group(&mut conn, &mut group)
-        };
-        drop(conn);
-        let error = committed.err().map(|e| e.to_string());
-        for op in group {
-            op.answer(error.as_deref());
+        match &self.backend {
+            Backend::Sqlite(s) => s.read(f).await,
+            Backend::Postgres(p) => p.read(f).await,
         }
     }
-}
 
-/// Copies committed WAL pages into the database file every [`CHECKPOINT_EVERY`], beside the writer
-/// (a passive checkpoint never blocks it). The writer still runs SQLite's automatic checkpoint
-/// (every 1000 WAL pages): only a checkpoint that finishes between two commits lets the WAL start
-/// over instead of growing, and with this thread having copied most pages already, that one is
-/// short. Ends when the last `Store` clone is dropped.
-fn checkpoint_thread(conn: &Connection, stop: &mpsc::Receiver<()>) {
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        // A failure (the disk, a busy lock past the timeout) only delays it to the next round;
-        // the WAL keeps every commit meanwhile.
-        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-    }
-}
-
-fn run_group(conn: &mut Connection, group: &mut [Box<dyn PendingWrite>]) -> Result<()> {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for op in group.iter_mut() {
-        let savepoint = tx.savepoint()?;
-        if op.run(&savepoint) {
-            savepoint.commit()?;
+    /// Synchronous write for code that runs outside the async runtime (tests, offline commands
+    /// on a SQLite file). On PostgreSQL it drives the write on the current runtime's blocking
+    /// pool, so it must be called from a blocking context.
+    pub fn write_blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        F: Fn(&dyn Tx) -> Result<T>,
+    {
+        match &self.backend {
+            Backend::Sqlite(s) => s.write_blocking(f),
+            Backend::Postgres(p) => p.write_blocking(f),
         }
-        // Dropped uncommitted, a savepoint rolls back to where it began.
     }
-    tx.commit()?;
-    Ok(())
-}
-
-fn configure(conn: &Connection) -> Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(())
-}
-
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
 }
 
 /// Current time as unix milliseconds, the unit of every scheduling column.
@@ -363,132 +204,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn migrations_run_once_and_record_the_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        drop(Store::open(&path).unwrap());
-        // Opening again must not re-run migration 1 (it would fail on CREATE TABLE).
-        let store = Store::open(&path).unwrap();
-        let version: usize = store
-            .write_blocking(|tx| Ok(tx.pragma_query_value(None, "user_version", |r| r.get(0))?))
-            .unwrap();
-        assert_eq!(version, MIGRATIONS.len());
-    }
-
-    /// A version-2 database (inline bytes in `uploads.data`) opened by this build: the bytes move
-    /// to `upload_bytes` and every job still reads as inline with the same bytes.
-    #[test]
-    fn version_2_inline_uploads_survive_the_move() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        {
-            let mut conn = Connection::open(&path).unwrap();
-            for (i, sql) in MIGRATIONS[..2].iter().enumerate() {
-                conn.execute_batch(sql).unwrap();
-                conn.pragma_update(None, "user_version", i + 1).unwrap();
-            }
-            let tx = conn.transaction().unwrap();
-            for (upload, data) in [("upl_a", Some(vec![1u8, 2, 3])), ("upl_b", None)] {
-                tx.execute(
-                    "INSERT INTO uploads (id, path, size, sha256, created_at, data)
-                     VALUES (?1, '/x', 3, '', '2026-01-01T00:00:00.000Z', ?2)",
-                    rusqlite::params![upload, data],
-                )
-                .unwrap();
-                tx.execute(
-                    "INSERT INTO jobs (id, endpoint, engine, status, params, upload_id, trace_id,
-                                       credits_reserved, created_at, estimated_completion)
-                     VALUES (?1, '/v1/analyze/upload', 'analyze', 'queued', '{}', ?2, 't', 1,
-                             '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:15Z')",
-                    rusqlite::params![upload.replace("upl", "job"), upload],
-                )
-                .unwrap();
-            }
-            tx.commit().unwrap();
-        }
-        let store = Store::open(&path).unwrap();
-        let (a, b, bytes) = store
-            .write_blocking(|c| {
-                Ok((
-                    jobs::get(c, "job_a")?.unwrap(),
-                    jobs::get(c, "job_b")?.unwrap(),
-                    jobs::inline_upload(c, "job_a")?,
-                ))
-            })
-            .unwrap();
-        assert!(a.upload_inline && !b.upload_inline);
-        assert_eq!(bytes, Some(vec![1, 2, 3]));
-        store
-            .write_blocking(|c| jobs::upload_written(c, "job_a"))
-            .unwrap();
-        let a = store
-            .write_blocking(|c| jobs::get(c, "job_a"))
-            .unwrap()
-            .unwrap();
-        assert!(!a.upload_inline, "written bytes are forgotten");
-    }
-
-    fn count_settings(store: &Store) -> i64 {
-        store
-            .write_blocking(|c| Ok(c.query_row("SELECT COUNT(*) FROM settings", [], |r| r.get(0))?))
-            .unwrap()
-    }
-
-    /// Writes queued together share one commit, but each stands or falls alone: one that fails
-    /// or panics after changing rows leaves nothing behind, and its neighbours are kept.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn grouped_writes_fail_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
-        store
-            .write_blocking(|c| Ok(c.execute("INSERT INTO settings VALUES ('taken', 'x')", [])?))
-            .unwrap();
-        let mut calls = Vec::new();
-        for i in 0..300 {
-            let store = store.clone();
-            calls.push(tokio::spawn(async move {
-                store
-                    .write(move |c| {
-                        c.execute(
-                            "INSERT INTO settings (key, value) VALUES (?1, 'x')",
-                            [format!("k{i}")],
-                        )?;
-                        match i % 3 {
-                            0 => Ok(i),
-                            1 => Err(Error::Join("refused".into())),
-                            _ if i % 10 == 2 => panic!("write {i} panics"),
-                            // Violates the primary key: 'taken' exists from the start.
-                            _ => {
-                                c.execute(
-                                    "INSERT INTO settings (key, value) VALUES ('taken', 'y')",
-                                    [],
-                                )?;
-                                Ok(i)
-                            }
-                        }
-                    })
-                    .await
-            }));
-        }
-        let mut ok = 0;
-        for (i, call) in calls.into_iter().enumerate() {
-            let out = call.await.unwrap();
-            assert_eq!(out.is_ok(), i % 3 == 0, "write {i}: {out:?}");
-            ok += out.is_ok() as i64;
-        }
-        assert_eq!(ok, 100);
-        assert_eq!(count_settings(&store), 101);
-        let kept: i64 = store
-            .write(|c| {
-                Ok(c.query_row(
-                    "SELECT COUNT(*) FROM settings
-                     WHERE key != 'taken' AND CAST(substr(key, 2) AS INTEGER) % 3 = 0",
-                    [],
-                    |r| r.get(0),
-                )?)
-            })
-            .await
-            .unwrap();
-        assert_eq!(kept, 100, "only the writes that succeeded left rows");
+    fn urls_pick_the_backend() {
+        assert!(postgres::is_url("postgres://u@localhost/db"));
+        assert!(postgres::is_url("postgresql:///db?host=/tmp"));
+        assert!(!postgres::is_url("/var/lib/soundcheck/soundcheck.sqlite"));
+        assert!(!postgres::is_url("sqlite:///tmp/x.sqlite"));
     }
 }

@@ -3,10 +3,10 @@
 //! and from its column text here, at the store's edge, so the rest of the code matches on variants
 //! (a typo does not compile) and every transition is a function with a test, not a string literal.
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use super::db::{FromValue, ToValue, Value};
 
 /// Declares a unit enum stored as lower-case text, with `as_str`, `parse`, `Display`, serde and
-/// SQLite conversions.
+/// the store's value conversions.
 macro_rules! stored_words {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
         $(#[$meta])*
@@ -47,18 +47,17 @@ macro_rules! stored_words {
             }
         }
 
-        impl ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.as_str()))
+        impl ToValue for $name {
+            fn to_value(&self) -> Value {
+                Value::Text(self.as_str().to_owned())
             }
         }
 
-        impl FromSql for $name {
-            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-                let text = value.as_str()?;
-                $name::parse(text).ok_or_else(|| {
-                    FromSqlError::Other(format!("unknown {} {text:?}", stringify!($name)).into())
-                })
+        impl FromValue for $name {
+            fn from_value(v: &Value) -> std::result::Result<Self, String> {
+                let text = String::from_value(v)?;
+                $name::parse(&text)
+                    .ok_or_else(|| format!("unknown {} {text:?}", stringify!($name)))
             }
         }
     };
@@ -147,25 +146,30 @@ mod tests {
     #[test]
     fn every_word_round_trips_through_sqlite_and_unknown_words_are_errors() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        fn check<T: ToSql + FromSql + Copy + PartialEq + std::fmt::Debug>(
-            conn: &rusqlite::Connection,
+        let conn: &dyn crate::store::Tx = &conn;
+        fn check<T: ToValue + FromValue + Copy + PartialEq + std::fmt::Debug>(
+            conn: &dyn crate::store::Tx,
             all: &[T],
             text: impl Fn(T) -> &'static str,
         ) {
             for &v in all {
-                let back: T = conn.query_row("SELECT ?1", [v], |r| r.get(0)).unwrap();
+                let back: T = conn
+                    .query_one("SELECT ?1", crate::params![v], |r| r.get(0))
+                    .unwrap();
                 assert_eq!(back, v);
-                let stored: String = conn.query_row("SELECT ?1", [v], |r| r.get(0)).unwrap();
+                let stored: String = conn
+                    .query_one("SELECT ?1", crate::params![v], |r| r.get(0))
+                    .unwrap();
                 assert_eq!(stored, text(v));
             }
-            let bad: rusqlite::Result<T> = conn.query_row("SELECT 'runing'", [], |r| r.get(0));
+            let bad = conn.query_one("SELECT 'runing'", crate::params![], |r| r.get::<T>(0));
             assert!(bad.is_err());
         }
-        check(&conn, JobStatus::ALL, JobStatus::as_str);
-        check(&conn, GenerationStatus::ALL, GenerationStatus::as_str);
-        check(&conn, EventState::ALL, EventState::as_str);
-        check(&conn, EventKind::ALL, EventKind::as_str);
-        check(&conn, LedgerKind::ALL, LedgerKind::as_str);
+        check(conn, JobStatus::ALL, JobStatus::as_str);
+        check(conn, GenerationStatus::ALL, GenerationStatus::as_str);
+        check(conn, EventState::ALL, EventState::as_str);
+        check(conn, EventKind::ALL, EventKind::as_str);
+        check(conn, LedgerKind::ALL, LedgerKind::as_str);
         assert_eq!(
             serde_json::to_string(&JobStatus::Running).unwrap(),
             "\"running\""

@@ -1,7 +1,9 @@
 //! The webhook endpoint's configuration, the outbox of events, and every delivery attempt.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
+
+use super::db::{Row, Tx};
+use crate::params;
 
 use super::states::{EventKind, EventState};
 use super::{now_rfc3339, Result};
@@ -20,21 +22,21 @@ pub struct Endpoint {
 }
 
 /// Creates the endpoint row with `secret` if none exists yet.
-pub fn endpoint_ensure(conn: &Connection, secret: &str) -> Result<()> {
+pub fn endpoint_ensure(conn: &dyn Tx, secret: &str) -> Result<()> {
     conn.execute(
-        "INSERT OR IGNORE INTO webhook_endpoint (id, url, secret, enabled, updated_at)
-         VALUES (1, NULL, ?1, 1, ?2)",
+        "INSERT INTO webhook_endpoint (id, url, secret, enabled, updated_at)
+         VALUES (1, NULL, ?1, 1, ?2) ON CONFLICT (id) DO NOTHING",
         params![secret, now_rfc3339()],
     )?;
     Ok(())
 }
 
 /// The endpoint configuration.
-pub fn endpoint_get(conn: &Connection) -> Result<Endpoint> {
-    Ok(conn.query_row(
+pub fn endpoint_get(conn: &dyn Tx) -> Result<Endpoint> {
+    conn.query_one(
         "SELECT url, secret, enabled, consecutive_failures, disabled_at, disabled_reason, updated_at
          FROM webhook_endpoint WHERE id = 1",
-        [],
+        params![],
         |r| {
             Ok(Endpoint {
                 url: r.get(0)?,
@@ -46,11 +48,11 @@ pub fn endpoint_get(conn: &Connection) -> Result<Endpoint> {
                 updated_at: r.get(6)?,
             })
         },
-    )?)
+    )
 }
 
 /// Sets (or clears) the endpoint URL.
-pub fn endpoint_set_url(conn: &Connection, url: Option<&str>) -> Result<()> {
+pub fn endpoint_set_url(conn: &dyn Tx, url: Option<&str>) -> Result<()> {
     conn.execute(
         "UPDATE webhook_endpoint SET url = ?1, updated_at = ?2 WHERE id = 1",
         params![url, now_rfc3339()],
@@ -59,7 +61,7 @@ pub fn endpoint_set_url(conn: &Connection, url: Option<&str>) -> Result<()> {
 }
 
 /// Replaces the signing secret.
-pub fn endpoint_set_secret(conn: &Connection, secret: &str) -> Result<()> {
+pub fn endpoint_set_secret(conn: &dyn Tx, secret: &str) -> Result<()> {
     conn.execute(
         "UPDATE webhook_endpoint SET secret = ?1, updated_at = ?2 WHERE id = 1",
         params![secret, now_rfc3339()],
@@ -69,20 +71,20 @@ pub fn endpoint_set_secret(conn: &Connection, secret: &str) -> Result<()> {
 
 /// Enables the endpoint, resets its failure count and releases every held event for delivery now.
 /// Returns how many events were released.
-pub fn endpoint_enable(conn: &Connection, now_ms: i64) -> Result<usize> {
+pub fn endpoint_enable(conn: &dyn Tx, now_ms: i64) -> Result<usize> {
     conn.execute(
         "UPDATE webhook_endpoint SET enabled = 1, consecutive_failures = 0, disabled_at = NULL,
                                      disabled_reason = NULL, updated_at = ?1 WHERE id = 1",
-        [now_rfc3339()],
+        params![now_rfc3339()],
     )?;
-    Ok(conn.execute(
+    conn.execute(
         "UPDATE webhook_events SET state = ?2, next_attempt_at = ?1 WHERE state = ?3",
         params![now_ms, EventState::Pending, EventState::Held],
-    )?)
+    )
 }
 
 /// Disables the endpoint; pending job events are held until it is enabled again.
-pub fn endpoint_disable(conn: &Connection, reason: &str) -> Result<()> {
+pub fn endpoint_disable(conn: &dyn Tx, reason: &str) -> Result<()> {
     conn.execute(
         "UPDATE webhook_endpoint SET enabled = 0, disabled_at = ?1, disabled_reason = ?2,
                                      updated_at = ?1 WHERE id = 1",
@@ -97,10 +99,10 @@ pub fn endpoint_disable(conn: &Connection, reason: &str) -> Result<()> {
 }
 
 /// Sets the count of consecutive failed events.
-pub fn endpoint_set_failures(conn: &Connection, n: i64) -> Result<()> {
+pub fn endpoint_set_failures(conn: &dyn Tx, n: i64) -> Result<()> {
     conn.execute(
         "UPDATE webhook_endpoint SET consecutive_failures = ?1 WHERE id = 1",
-        [n],
+        params![n],
     )?;
     Ok(())
 }
@@ -125,7 +127,7 @@ pub struct Event {
 const EVENT_COLUMNS: &str =
     "id, kind, type, subject_id, url, payload, state, attempts, next_attempt_at, created_at";
 
-fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+fn event_from_row(r: &Row) -> Result<Event> {
     Ok(Event {
         id: r.get(0)?,
         kind: r.get(1)?,
@@ -154,7 +156,7 @@ pub struct NewEvent<'a> {
 }
 
 /// Writes an event to the outbox.
-pub fn insert_event(conn: &Connection, e: &NewEvent<'_>) -> Result<()> {
+pub fn insert_event(conn: &dyn Tx, e: &NewEvent<'_>) -> Result<()> {
     conn.execute(
         "INSERT INTO webhook_events (id, kind, type, subject_id, url, payload, state, next_attempt_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -174,46 +176,43 @@ pub fn insert_event(conn: &Connection, e: &NewEvent<'_>) -> Result<()> {
 }
 
 /// One event by id.
-pub fn event_get(conn: &Connection, id: &str) -> Result<Option<Event>> {
+pub fn event_get(conn: &dyn Tx, id: &str) -> Result<Option<Event>> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = ?1");
-    Ok(conn.query_row(&sql, [id], event_from_row).optional()?)
+    conn.query_opt(&sql, params![id], event_from_row)
 }
 
 /// Events of one job or generation, oldest first.
-pub fn events_for(conn: &Connection, subject_id: &str) -> Result<Vec<Event>> {
+pub fn events_for(conn: &dyn Tx, subject_id: &str) -> Result<Vec<Event>> {
     let sql =
         format!("SELECT {EVENT_COLUMNS} FROM webhook_events WHERE subject_id = ?1 ORDER BY id");
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map([subject_id], event_from_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    conn.query_map(&sql, params![subject_id], event_from_row)
 }
 
 /// Pending events due at or before `now_ms`, oldest first.
-pub fn due_events(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<Event>> {
+pub fn due_events(conn: &dyn Tx, now_ms: i64, limit: usize) -> Result<Vec<Event>> {
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM webhook_events
          WHERE state = ?3 AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2"
     );
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(
-        params![now_ms, limit as i64, EventState::Pending],
+    conn.query_map(
+        &sql,
+        params![now_ms, limit, EventState::Pending],
         event_from_row,
-    )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    )
 }
 
 /// When the next pending event falls due, if any.
-pub fn next_due_at(conn: &Connection) -> Result<Option<i64>> {
-    Ok(conn.query_row(
+pub fn next_due_at(conn: &dyn Tx) -> Result<Option<i64>> {
+    conn.query_one(
         "SELECT MIN(next_attempt_at) FROM webhook_events WHERE state = ?1",
-        [EventState::Pending],
+        params![EventState::Pending],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// Moves an event to its next state after an attempt.
 pub fn event_update(
-    conn: &Connection,
+    conn: &dyn Tx,
     id: &str,
     state: EventState,
     attempts: i64,
@@ -256,9 +255,7 @@ const ATTEMPT_COLUMNS: &str = "a.id, a.event_id, e.type, e.subject_id, a.attempt
     a.request_headers, a.request_body, a.response_status, a.response_headers, a.response_body,
     a.error, a.duration_ms, a.succeeded, a.manual, a.next_attempt_at, a.created_at";
 
-fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
-    let req_headers: String = r.get(6)?;
-    let resp_headers: Option<String> = r.get(9)?;
+fn attempt_from_row(r: &Row) -> Result<Attempt> {
     Ok(Attempt {
         id: r.get(0)?,
         event_id: r.get(1)?,
@@ -266,10 +263,10 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         subject_id: r.get(3)?,
         attempt: r.get(4)?,
         url: r.get(5)?,
-        request_headers: serde_json::from_str(&req_headers).unwrap_or_default(),
+        request_headers: r.json(6)?,
         request_body: r.get(7)?,
         response_status: r.get(8)?,
-        response_headers: resp_headers.and_then(|s| serde_json::from_str(&s).ok()),
+        response_headers: r.json_opt(9)?,
         response_body: r.get(10)?,
         error: r.get(11)?,
         duration_ms: r.get(12)?,
@@ -281,7 +278,7 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
 }
 
 /// Records one attempt.
-pub fn insert_attempt(conn: &Connection, a: &Attempt) -> Result<()> {
+pub fn insert_attempt(conn: &dyn Tx, a: &Attempt) -> Result<()> {
     conn.execute(
         "INSERT INTO webhook_attempts (id, event_id, attempt, url, request_headers, request_body,
              response_status, response_headers, response_body, error, duration_ms, succeeded, manual,
@@ -321,7 +318,7 @@ pub enum AttemptFilter<'a> {
 
 /// The most recent attempts, newest first.
 pub fn recent_attempts(
-    conn: &Connection,
+    conn: &dyn Tx,
     filter: AttemptFilter<'_>,
     limit: usize,
 ) -> Result<Vec<Attempt>> {
@@ -334,25 +331,23 @@ pub fn recent_attempts(
         "SELECT {ATTEMPT_COLUMNS} FROM webhook_attempts a JOIN webhook_events e ON e.id = a.event_id
          WHERE {cond} ORDER BY a.id DESC LIMIT ?2"
     );
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params![arg, limit as i64], attempt_from_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    conn.query_map(&sql, params![arg, limit], attempt_from_row)
 }
 
 /// One attempt by id.
-pub fn attempt_get(conn: &Connection, id: &str) -> Result<Option<Attempt>> {
+pub fn attempt_get(conn: &dyn Tx, id: &str) -> Result<Option<Attempt>> {
     let sql = format!(
         "SELECT {ATTEMPT_COLUMNS} FROM webhook_attempts a JOIN webhook_events e ON e.id = a.event_id
          WHERE a.id = ?1"
     );
-    Ok(conn.query_row(&sql, [id], attempt_from_row).optional()?)
+    conn.query_opt(&sql, params![id], attempt_from_row)
 }
 
 /// The highest attempt number of an event (manual resends continue from it).
-pub fn last_attempt_number(conn: &Connection, event_id: &str) -> Result<i64> {
-    Ok(conn.query_row(
+pub fn last_attempt_number(conn: &dyn Tx, event_id: &str) -> Result<i64> {
+    conn.query_one(
         "SELECT COALESCE(MAX(attempt), 0) FROM webhook_attempts WHERE event_id = ?1",
-        [event_id],
+        params![event_id],
         |r| r.get(0),
-    )?)
+    )
 }

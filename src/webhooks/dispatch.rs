@@ -477,7 +477,7 @@ fn attempt_row(
 
 /// Applies the retry policy after a scheduled attempt (in the caller's transaction).
 fn record_scheduled(
-    tx: &rusqlite::Connection,
+    tx: &dyn crate::store::Tx,
     event: &Event,
     o: &Outcome,
     time_scale: f64,
@@ -537,7 +537,7 @@ fn record_scheduled(
 }
 
 /// Records a manual resend; a success completes the event and resets the failure count.
-fn record_manual(tx: &rusqlite::Connection, event: &Event, o: &Outcome) -> store::Result<Attempt> {
+fn record_manual(tx: &dyn crate::store::Tx, event: &Event, o: &Outcome) -> store::Result<Attempt> {
     let number = wh::last_attempt_number(tx, &event.id)? + 1;
     let row = attempt_row(event, number, o, true, None);
     wh::insert_attempt(tx, &row)?;

@@ -11,7 +11,7 @@ pub mod guard;
 pub mod schedule;
 pub mod sign;
 
-use rusqlite::Connection;
+use crate::store::Tx;
 
 use crate::store::states::{EventKind, EventState};
 use crate::store::{self, webhooks as wh};
@@ -25,7 +25,7 @@ pub const JOB_USER_AGENT: &str = concat!("soundcheck-webhook/", env!("CARGO_PKG_
 
 /// Writes the webhook event for a finished job to the outbox. Where it goes depends on the
 /// endpoint now: pending (due now) when enabled, held while disabled, skipped when none is set.
-pub fn enqueue_job_event(conn: &Connection, job: &store::jobs::Job) -> store::Result<()> {
+pub fn enqueue_job_event(conn: &dyn Tx, job: &store::jobs::Job) -> store::Result<()> {
     let endpoint = wh::endpoint_get(conn)?;
     let event = JobEvent::for_job(job, chrono::Utc::now().timestamp());
     let payload = serde_json::to_string(&event)?;
@@ -52,7 +52,7 @@ pub fn enqueue_job_event(conn: &Connection, job: &store::jobs::Job) -> store::Re
 
 /// Writes the fire-once webhook of a finished generation to the outbox, if it asked for one.
 pub fn enqueue_generation_event(
-    conn: &Connection,
+    conn: &dyn Tx,
     generation: &store::generations::Generation,
 ) -> store::Result<()> {
     let Some(url) = &generation.webhook else {

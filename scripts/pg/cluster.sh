@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Starts a throwaway PostgreSQL cluster from Debian's `postgresql` package, owned by the
+# `postgres` user, listening on 127.0.0.1 (a free port) with its socket in the cluster's own temp
+# directory, and prints its URL. Nothing is installed or configured system-wide.
+#
+#   url=$(bash scripts/pg/cluster.sh start /tmp/pg)   # prints postgres://postgres@127.0.0.1:PORT/postgres
+#   bash scripts/pg/cluster.sh stop /tmp/pg
+#
+# The tests use it through SOUNDCHECK_TEST_DATABASE (each test creates its own database in it).
+set -euo pipefail
+action=${1:?usage: cluster.sh start|stop DIR}
+dir=${2:?usage: cluster.sh start|stop DIR}
+bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -n "$bin" ] || { echo "PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$1"; else sh -c "$1"; fi
+}
+
+case "$action" in
+  start)
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown postgres "$dir"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    as_postgres "'$bin/initdb' -D '$dir/data' -U postgres --auth=trust -E UTF8 >/dev/null"
+    as_postgres "'$bin/pg_ctl' -D '$dir/data' -l '$dir/log' -w \
+      -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c max_connections=300\" start >/dev/null"
+    echo "postgres://postgres@127.0.0.1:$port/postgres"
+    ;;
+  stop)
+    as_postgres "'$bin/pg_ctl' -D '$dir/data' -m fast -w stop >/dev/null"
+    ;;
+  *) echo "usage: cluster.sh start|stop DIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,345 @@
+//! The PostgreSQL backend: the database every node of a fleet shares (API nodes and workers).
+//!
+//! It speaks through `tokio-postgres` with a `deadpool` connection pool. The store's operations
+//! are plain functions over a [`Tx`] (written once for both backends), so a transaction here runs
+//! on a blocking-pool thread that drives each statement on the runtime (`Handle::block_on`), the
+//! same shape as SQLite's writer thread: the async handlers await one future per transaction.
+//!
+//! Writes run at `SERIALIZABLE` isolation: PostgreSQL then guarantees that concurrent
+//! transactions, from any node, have the effect of running one after another — exactly SQLite's
+//! single-writer behaviour, which the credit ledger (the balance is the last row's
+//! `balance_after`) and the idempotency rule rely on. A transaction that loses a conflict fails
+//! with SQLSTATE 40001 and is run again ([`MAX_RETRIES`], with a short randomised backoff).
+//! Reads run in a `REPEATABLE READ READ ONLY` transaction: one consistent snapshot.
+//!
+//! The schema has its own numbered migrations (`migrations/postgres/`), recorded in
+//! `soundcheck_schema`; nodes starting together take an advisory lock so one of them runs them.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::runtime::Handle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::{IsolationLevel, NoTls};
+
+use super::db::{numbered_to_dollar, Dialect, Row, ToValue, Tx, Value};
+use super::{Error, Result};
+
+/// Migrations, applied in order; `soundcheck_schema.version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/001_init.sql")];
+
+/// Connections per process. A transaction holds one for its duration; every statement in it is
+/// a round trip, so this bounds how many transactions one node runs at once.
+const POOL_SIZE: usize = 16;
+
+/// How many times a write that lost a serialisation conflict is run again before the error is
+/// returned (each retry waits a little longer, up to about 50 ms).
+const MAX_RETRIES: u32 = 40;
+
+/// The advisory lock key nodes take while migrating (any constant no other program uses).
+const MIGRATION_LOCK: i64 = 0x5C_0DEC_4EC4;
+
+/// True for the URLs that select this backend.
+pub fn is_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// A pool of connections to one database. Cheap to clone.
+#[derive(Clone)]
+pub struct Postgres {
+    pool: Pool,
+}
+
+impl Postgres {
+    /// Connects, checks the server answers, and runs pending migrations.
+    pub async fn connect(url: &str) -> Result<Postgres> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::Config(format!("the database URL is not valid: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| Error::Pool(e.to_string()))?;
+        let pg = Postgres { pool };
+        pg.migrate().await?;
+        Ok(pg)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS soundcheck_schema (version BIGINT NOT NULL);
+             INSERT INTO soundcheck_schema (version)
+                 SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM soundcheck_schema);",
+        )
+        .await?;
+        let done: i64 = tx
+            .query_one("SELECT version FROM soundcheck_schema", &[])
+            .await?
+            .get(0);
+        let done = usize::try_from(done).unwrap_or(0);
+        if done > MIGRATIONS.len() {
+            return Err(Error::Config(format!(
+                "the database's schema is version {done}, newer than this build knows \
+                 ({}): upgrade soundcheck",
+                MIGRATIONS.len()
+            )));
+        }
+        for sql in &MIGRATIONS[done..] {
+            tx.batch_execute(sql).await?;
+        }
+        tx.execute(
+            "UPDATE soundcheck_schema SET version = $1",
+            &[&(MIGRATIONS.len() as i64)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Runs `f` in a serializable transaction on a blocking thread, retrying conflicts.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Tx) -> Result<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let rt = Handle::current();
+        tokio::task::spawn_blocking(move || write_on(&rt, &pool, &f))
+            .await
+            .map_err(|e| Error::Join(e.to_string()))?
+    }
+
+    /// [`Postgres::write`] on this thread, which must be allowed to block (not a runtime worker).
+    pub fn write_blocking<T>(&self, f: impl Fn(&dyn Tx) -> Result<T>) -> Result<T> {
+        let rt = Handle::try_current().map_err(|_| {
+            Error::Config("a PostgreSQL write needs the async runtime to be running".into())
+        })?;
+        write_on(&rt, &self.pool, &f)
+    }
+
+    /// Runs `f` on a read-only snapshot on a blocking thread.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let rt = Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let mut client = rt.block_on(pool.get()).map_err(pool_error)?;
+            let tx = rt.block_on(
+                client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start(),
+            )?;
+            let out = f(&PgTx { tx: &tx, rt: &rt })?;
+            rt.block_on(tx.commit())?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Join(e.to_string()))?
+    }
+}
+
+fn write_on<T>(rt: &Handle, pool: &Pool, f: &dyn Fn(&dyn Tx) -> Result<T>) -> Result<T> {
+    let mut retries = 0;
+    loop {
+        let once = || -> Result<T> {
+            let mut client = rt.block_on(pool.get()).map_err(pool_error)?;
+            let tx = rt.block_on(
+                client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::Serializable)
+                    .start(),
+            )?;
+            // On `Err` (or a panic) the transaction is dropped, which rolls it back.
+            let out = f(&PgTx { tx: &tx, rt })?;
+            rt.block_on(tx.commit())?;
+            Ok(out)
+        };
+        match once() {
+            Err(Error::Postgres(e)) if is_conflict(&e) && retries < MAX_RETRIES => {
+                retries += 1;
+                let ceiling = 1 + retries.min(10) as u64 * 5;
+                let jitter = rand::random::<u64>() % ceiling;
+                std::thread::sleep(Duration::from_millis(jitter));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A serialisation failure or a deadlock: the transaction did nothing and may simply run again.
+fn is_conflict(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+/// True when the same write may succeed later: the connection broke, the server is starting or
+/// shutting down, out of resources (disk, memory, connections), or a conflict outlasted the retries.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        None => true, // no SQLSTATE: the connection or I/O failed
+        Some(c) => {
+            let class = &c.code()[..2];
+            matches!(class, "08" | "53" | "57" | "40")
+        }
+    }
+}
+
+/// True when the server reported a full disk (SQLSTATE 53100).
+pub fn is_disk_full(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::DISK_FULL)
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> Error {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => Error::Postgres(e),
+        other => Error::Pool(other.to_string()),
+    }
+}
+
+/// One transaction, driven statement by statement from a blocking thread.
+struct PgTx<'a> {
+    tx: &'a deadpool_postgres::Transaction<'a>,
+    rt: &'a Handle,
+}
+
+impl PgTx<'_> {
+    fn run(&self, sql: &str, params: &[&dyn ToValue]) -> Result<Vec<tokio_postgres::Row>> {
+        let sql = numbered_to_dollar(sql);
+        let values: Vec<PgValue> = params.iter().map(|p| PgValue(p.to_value())).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
+        Ok(self.rt.block_on(async {
+            let stmt = self.tx.prepare_cached(&sql).await?;
+            self.tx.query(&stmt, &refs).await
+        })?)
+    }
+}
+
+impl Tx for PgTx<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&self, sql: &str, params: &[&dyn ToValue]) -> Result<usize> {
+        let sql = numbered_to_dollar(sql);
+        let values: Vec<PgValue> = params.iter().map(|p| PgValue(p.to_value())).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
+        let n = self.rt.block_on(async {
+            let stmt = self.tx.prepare_cached(&sql).await?;
+            self.tx.execute(&stmt, &refs).await
+        })?;
+        Ok(n as usize)
+    }
+
+    fn query(&self, sql: &str, params: &[&dyn ToValue]) -> Result<Vec<Row>> {
+        self.run(sql, params)?.iter().map(row_values).collect()
+    }
+}
+
+/// A PostgreSQL row as plain values: integers of any width and booleans become `Int`.
+fn row_values(row: &tokio_postgres::Row) -> Result<Row> {
+    let mut out = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let ty = column.type_();
+        let v = if *ty == Type::INT8 {
+            row.try_get::<_, Option<i64>>(i)?.map(Value::Int)
+        } else if *ty == Type::INT4 {
+            row.try_get::<_, Option<i32>>(i)?
+                .map(|v| Value::Int(v.into()))
+        } else if *ty == Type::INT2 {
+            row.try_get::<_, Option<i16>>(i)?
+                .map(|v| Value::Int(v.into()))
+        } else if *ty == Type::BOOL {
+            row.try_get::<_, Option<bool>>(i)?
+                .map(|v| Value::Int(v.into()))
+        } else if *ty == Type::FLOAT8 {
+            row.try_get::<_, Option<f64>>(i)?.map(Value::Real)
+        } else if *ty == Type::FLOAT4 {
+            row.try_get::<_, Option<f32>>(i)?
+                .map(|v| Value::Real(v.into()))
+        } else if *ty == Type::TEXT
+            || *ty == Type::VARCHAR
+            || *ty == Type::BPCHAR
+            || *ty == Type::NAME
+        {
+            row.try_get::<_, Option<String>>(i)?.map(Value::Text)
+        } else if *ty == Type::BYTEA {
+            row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob)
+        } else {
+            return Err(Error::Type(format!(
+                "column {} has type {ty}, which the store does not read",
+                column.name()
+            )));
+        };
+        out.push(v.unwrap_or(Value::Null));
+    }
+    Ok(Row(out))
+}
+
+/// A parameter in whatever type PostgreSQL inferred for its placeholder.
+#[derive(Debug)]
+struct PgValue(Value);
+
+impl ToSql for PgValue {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match &self.0 {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => {
+                if *ty == Type::INT8 {
+                    v.to_sql(ty, out)
+                } else if *ty == Type::INT4 {
+                    i32::try_from(*v)?.to_sql(ty, out)
+                } else if *ty == Type::INT2 {
+                    i16::try_from(*v)?.to_sql(ty, out)
+                } else if *ty == Type::BOOL {
+                    (*v != 0).to_sql(ty, out)
+                } else if *ty == Type::FLOAT8 {
+                    (*v as f64).to_sql(ty, out)
+                } else {
+                    Err(format!("an integer parameter cannot be sent as {ty}").into())
+                }
+            }
+            Value::Real(v) => {
+                if *ty == Type::FLOAT4 {
+                    (*v as f32).to_sql(ty, out)
+                } else {
+                    v.to_sql(ty, out)
+                }
+            }
+            Value::Text(s) => s.as_str().to_sql(ty, out),
+            Value::Blob(b) => b.as_slice().to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
