@@ -151,7 +151,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let registry = soundcheck::engines::registry(&config);
-        let (store, secrets) = soundcheck::app::open_store(&config).unwrap();
+        let (store, secrets) = soundcheck::app::open_store(&config).await.unwrap();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(soundcheck::app::run(
             config,

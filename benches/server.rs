@@ -246,9 +246,16 @@ async fn start(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let registry = soundcheck::engines::registry(&config);
-    let (store, secrets) = soundcheck::app::open_store(&config).unwrap();
+    let (store, secrets) = soundcheck::app::open_store(&config).await.unwrap();
     store
-        .write_blocking(|tx| soundcheck::store::credits::record(tx, None, "grant", 1_000_000))
+        .write_blocking(|tx| {
+            soundcheck::store::credits::record(
+                tx,
+                None,
+                soundcheck::store::states::LedgerKind::Grant,
+                1_000_000,
+            )
+        })
         .unwrap();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(soundcheck::app::run(

@@ -736,7 +736,9 @@ impl Server {
             })
             .map_err(|e| e.to_string())?;
         let registry = soundcheck::engines::registry(&config);
-        let (store, secrets) = soundcheck::app::open_store(&config).map_err(|e| e.to_string())?;
+        let (store, secrets) = rt
+            .block_on(soundcheck::app::open_store(&config))
+            .map_err(|e| e.to_string())?;
         let shutdown = tokio_util::sync::CancellationToken::new();
         rt.spawn(soundcheck::app::run(
             config,

@@ -98,35 +98,45 @@ impl PollLimiter {
     }
 }
 
-/// Opens the store and makes sure keys, the webhook secret and the starting credits exist,
-/// applying overrides. Shared by `serve` and the offline CLI commands.
-pub fn open_store(config: &Config) -> anyhow::Result<(Store, Secrets)> {
-    let store = Store::open(&config.data_dir.join(crate::datadir::DATABASE_FILE))?;
-    let secrets = store.write_blocking(|tx| {
-        use crate::store::settings;
-        if let Some(k) = &config.ft_key {
-            settings::set(tx, "ft_key", k)?;
-        }
-        if let Some(k) = &config.tl_key {
-            settings::set(tx, "tl_key", k)?;
-        }
-        let ft_key = settings::get_or_insert(tx, "ft_key", || crate::ids::api_key("ft_test_"))?;
-        let tl_key = settings::get_or_insert(tx, "tl_key", || crate::ids::api_key("tl_test_"))?;
-        store::webhooks::endpoint_ensure(tx, &crate::ids::webhook_secret())?;
-        if let Some(s) = &config.webhook_secret {
-            store::webhooks::endpoint_set_secret(tx, s)?;
-        }
-        if let Some(url) = &config.webhook_url {
-            store::webhooks::endpoint_set_url(tx, Some(url))?;
-        }
-        store::credits::ensure_initial_grant(tx)?;
-        let webhook_secret = store::webhooks::endpoint_get(tx)?.secret;
-        Ok(Secrets {
-            ft_key,
-            tl_key,
-            webhook_secret,
+/// Opens the store (`--database`, else the SQLite file in the data directory) and makes sure
+/// keys, the webhook secret and the starting credits exist, applying overrides. On a shared
+/// PostgreSQL the first node to start creates them and every other node reads the same ones.
+pub async fn open_store(config: &Config) -> anyhow::Result<(Store, Secrets)> {
+    let store = match &config.database {
+        Some(url) => Store::connect(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("--database: {e}"))?,
+        None => Store::open(&config.data_dir.join(crate::datadir::DATABASE_FILE))?,
+    };
+    let c = config.clone();
+    let secrets = store
+        .write(move |tx| {
+            let config = &c;
+            use crate::store::settings;
+            if let Some(k) = &config.ft_key {
+                settings::set(tx, "ft_key", k)?;
+            }
+            if let Some(k) = &config.tl_key {
+                settings::set(tx, "tl_key", k)?;
+            }
+            let ft_key = settings::get_or_insert(tx, "ft_key", || crate::ids::api_key("ft_test_"))?;
+            let tl_key = settings::get_or_insert(tx, "tl_key", || crate::ids::api_key("tl_test_"))?;
+            store::webhooks::endpoint_ensure(tx, &crate::ids::webhook_secret())?;
+            if let Some(s) = &config.webhook_secret {
+                store::webhooks::endpoint_set_secret(tx, s)?;
+            }
+            if let Some(url) = &config.webhook_url {
+                store::webhooks::endpoint_set_url(tx, Some(url))?;
+            }
+            store::credits::ensure_initial_grant(tx)?;
+            let webhook_secret = store::webhooks::endpoint_get(tx)?.secret;
+            Ok(Secrets {
+                ft_key,
+                tl_key,
+                webhook_secret,
+            })
         })
-    })?;
+        .await?;
     Ok((store, secrets))
 }
 
@@ -296,7 +306,7 @@ pub async fn run(
     tasks.spawn(dispatcher.clone().run(shutdown.clone()));
     tasks.spawn(crate::jobs::janitor::run(
         store.clone(),
-        config.data_dir.clone(),
+        config.media_dir.clone(),
         config.result_ttl,
         shutdown.clone(),
     ));
@@ -308,7 +318,7 @@ pub async fn run(
         stops: state.stops.clone(),
         wake: state.work.clone(),
         device: Arc::default(),
-        data_dir: config.data_dir.clone(),
+        media_dir: config.media_dir.clone(),
         public_url: public_url.to_string(),
         result_ttl: config.result_ttl,
         generation_timeout: config.generation_timeout,

@@ -20,6 +20,14 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub data: DataArgs,
+    /// The database every node of a fleet shares: a `postgres://user@host/db` URL (default: the
+    /// SQLite file `soundcheck.sqlite` in the data directory).
+    #[arg(long, env = "SOUNDCHECK_DATABASE")]
+    pub database: Option<String>,
+    /// Where uploads and results are kept: a directory every node of a fleet mounts (default:
+    /// the data directory).
+    #[arg(long, env = "SOUNDCHECK_MEDIA_DIR")]
+    pub media_dir: Option<PathBuf>,
 
     /// Generations API key to accept (X-API-Key); stored and reused.
     #[arg(long, env = "SOUNDCHECK_FT_KEY")]
@@ -160,6 +168,10 @@ impl DataArgs {
 pub struct Config {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// `--database`: a `postgres://` URL shared by a fleet; `None` = the SQLite file in `data_dir`.
+    pub database: Option<String>,
+    /// `--media-dir`: where uploads and results live (shared by a fleet's nodes); default `data_dir`.
+    pub media_dir: PathBuf,
     /// Overrides for the stored keys/secret, applied at start.
     pub ft_key: Option<String>,
     pub tl_key: Option<String>,
@@ -199,9 +211,27 @@ impl Config {
             "--fail-rate must be from 0 to 1"
         );
         anyhow::ensure!(args.latency <= 60_000, "--latency must be at most 60000 ms");
+        let data_dir = args.data.resolve()?;
+        let media_dir = match &args.media_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| anyhow::anyhow!("--media-dir {}: {e}", dir.display()))?;
+                dir.clone()
+            }
+            None => data_dir.clone(),
+        };
+        if let Some(url) = &args.database {
+            anyhow::ensure!(
+                crate::store::postgres::is_url(url),
+                "--database must be a postgres:// (or postgresql://) URL; without it the \
+                 database is the SQLite file in the data directory"
+            );
+        }
         Ok(Config {
             addr: args.addr,
-            data_dir: args.data.resolve()?,
+            data_dir,
+            database: args.database.clone(),
+            media_dir,
             ft_key: args.ft_key.clone(),
             tl_key: args.tl_key.clone(),
             webhook_secret: args.webhook_secret.clone(),

@@ -299,7 +299,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| bind_error(config.addr, e))?;
         let registry = soundcheck::engines::try_registry(&config)?;
-        let (store, secrets) = soundcheck::app::open_store(&config)?;
+        let (store, secrets) = soundcheck::app::open_store(&config).await?;
         let addr = listener.local_addr()?;
         let base = config
             .public_url

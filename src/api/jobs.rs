@@ -308,7 +308,7 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                 // Sharded by the id's random tail: concurrent creates in one directory contend
                 // on its lock (the kernel's, not ours).
                 let shard = id[id.len() - 2..].to_ascii_lowercase();
-                let dir = state.config.data_dir.join("uploads").join(shard);
+                let dir = state.config.media_dir.join("uploads").join(shard);
                 let path = dir.join(&id);
                 let filename = field.file_name().map(str::to_string);
                 upload = Some(NewUpload {

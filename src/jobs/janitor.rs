@@ -26,7 +26,7 @@ pub struct Swept {
 }
 
 /// Sweeps every [`EVERY`] until shutdown.
-pub async fn run(store: Store, data_dir: PathBuf, ttl: Duration, shutdown: CancellationToken) {
+pub async fn run(store: Store, media_dir: PathBuf, ttl: Duration, shutdown: CancellationToken) {
     let mut wait = FIRST_AFTER;
     loop {
         tokio::select! {
@@ -34,7 +34,7 @@ pub async fn run(store: Store, data_dir: PathBuf, ttl: Duration, shutdown: Cance
             _ = tokio::time::sleep(wait) => {}
         }
         wait = EVERY;
-        match sweep(&store, &data_dir, ttl, store::now_ms()).await {
+        match sweep(&store, &media_dir, ttl, store::now_ms()).await {
             Ok(s) if s.results + s.uploads > 0 => {
                 tracing::info!(
                     results = s.results,
@@ -52,7 +52,7 @@ pub async fn run(store: Store, data_dir: PathBuf, ttl: Duration, shutdown: Cance
 /// than `ttl` before it.
 pub async fn sweep(
     store: &Store,
-    data_dir: &Path,
+    media_dir: &Path,
     ttl: Duration,
     now_ms: i64,
 ) -> store::Result<Swept> {
@@ -70,7 +70,7 @@ pub async fn sweep(
             break;
         }
         swept.results += expired.len();
-        let results_root = data_dir.join("results");
+        let results_root = media_dir.join("results");
         let paths: Vec<PathBuf> = expired.into_iter().map(|(_, p)| PathBuf::from(p)).collect();
         tokio::task::spawn_blocking(move || {
             for path in paths {
@@ -98,7 +98,7 @@ pub async fn sweep(
             break;
         }
         swept.uploads += stale.len();
-        let uploads_root = data_dir.join("uploads");
+        let uploads_root = media_dir.join("uploads");
         let paths: Vec<PathBuf> = stale.into_iter().map(|(_, p)| PathBuf::from(p)).collect();
         tokio::task::spawn_blocking(move || {
             for path in paths {

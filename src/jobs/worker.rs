@@ -53,7 +53,7 @@ pub struct Workers {
     pub wake: Arc<Notify>,
     /// Serialises device-bound engines (one GPU, one model at a time).
     pub device: Arc<tokio::sync::Mutex<()>>,
-    pub data_dir: PathBuf,
+    pub media_dir: PathBuf,
     pub public_url: String,
     pub result_ttl: Duration,
     pub generation_timeout: Duration,
@@ -228,7 +228,7 @@ impl Workers {
             ));
             return self.finish_job(&job, Err(err)).await;
         };
-        let out_dir = self.data_dir.join("results").join(&job.id);
+        let out_dir = self.media_dir.join("results").join(&job.id);
         if let Err(e) = reset_dir(&out_dir) {
             return self
                 .finish_job(&job, Err(EngineError::Internal(e.to_string())))
@@ -450,7 +450,7 @@ impl Workers {
             seed: params.seed,
         };
         let fault = self.run_fault(g.fault.as_deref());
-        let dir = self.data_dir.join("results").join(&g.id);
+        let dir = self.media_dir.join("results").join(&g.id);
         if let Err(e) = reset_dir(&dir) {
             return self.finish_generation(&g, Err(e.to_string())).await;
         }

@@ -187,10 +187,8 @@ async fn failures_on_our_side_are_refunded_and_reported_by_webhook() {
 async fn insufficient_credits_is_402_and_reserves_nothing() {
     let s = TestServer::start(Options::default()).await;
     // Spend the balance down to 1 directly in the ledger.
-    let store =
-        soundcheck::store::Store::open(&s.data_dir.path().join("soundcheck.sqlite")).unwrap();
-    store
-        .write_blocking(|tx| {
+    s.store
+        .write(|tx| {
             soundcheck::store::credits::record(
                 tx,
                 None,
@@ -198,6 +196,7 @@ async fn insufficient_credits_is_402_and_reserves_nothing() {
                 -999,
             )
         })
+        .await
         .unwrap();
     let r = s
         .tl(Method::POST, ANALYZE)

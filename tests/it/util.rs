@@ -44,6 +44,32 @@ impl Default for Options {
     }
 }
 
+/// The PostgreSQL server the suite runs against when `SOUNDCHECK_TEST_DATABASE` names one (an
+/// admin URL, e.g. from `scripts/pg/cluster.sh`); unset, every server uses its SQLite file.
+pub fn test_database_server() -> Option<String> {
+    std::env::var("SOUNDCHECK_TEST_DATABASE")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// A fresh, empty database on the test PostgreSQL server (`None`: the suite runs on SQLite).
+pub async fn test_database() -> Option<String> {
+    let admin = test_database_server()?;
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("SOUNDCHECK_TEST_DATABASE: cannot connect");
+    tokio::spawn(conn);
+    let name = format!("sc_{}", ulid::Ulid::new().to_string().to_lowercase());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    // Same server and credentials, the new database's name as the path.
+    let (base, _) = admin.split_once('?').unwrap_or((&admin, ""));
+    let cut = base.rfind('/').expect("the admin URL has a database path");
+    Some(format!("{}/{name}", &base[..cut]))
+}
+
 pub fn config_for(dir: &std::path::Path, o: &Options) -> Config {
     let mut c = Config::for_data_dir(&DataArgs {
         data_dir: Some(dir.to_path_buf()),
@@ -67,11 +93,12 @@ impl TestServer {
     pub async fn start_with(o: Options, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = config_for(data_dir.path(), &o);
+        config.database = test_database().await;
         adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let registry = soundcheck::engines::registry(&config);
-        let (store, secrets) = soundcheck::app::open_store(&config).unwrap();
+        let (store, secrets) = soundcheck::app::open_store(&config).await.unwrap();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(soundcheck::app::run(
             config,
