@@ -1,6 +1,7 @@
 //! `AppState`, the router and `run()`: opens the store, recovers interrupted work, starts the
 //! workers and the webhook dispatcher, serves HTTP until the shutdown token fires, then drains.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -263,7 +264,55 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let recovered = store.write(crate::jobs::worker::recover).await?;
+    let addr = listener.local_addr()?;
+    run_node(
+        config,
+        store,
+        secrets,
+        registry,
+        Some((listener, addr)),
+        shutdown,
+    )
+    .await
+}
+
+/// Runs a worker node of a fleet (`soundcheck worker`): the workers, the webhook dispatcher and
+/// the janitor on the shared database, no HTTP. Result URLs use `--public-url` (the fleet's).
+pub async fn run_worker(
+    config: Config,
+    store: Store,
+    secrets: Secrets,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.public_url.is_some(),
+        "a worker needs --public-url: the address clients reach the fleet's API nodes at, \
+         which result URLs start with"
+    );
+    run_node(config, store, secrets, registry, None, shutdown).await
+}
+
+/// Every node's work: recovery, dispatcher, janitor, workers, and (API nodes) the HTTP server.
+async fn run_node(
+    config: Config,
+    store: Store,
+    secrets: Secrets,
+    registry: Registry,
+    listener: Option<(TcpListener, SocketAddr)>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // On its own SQLite file a server is the only process (the data directory's lock): all work
+    // left running is a crashed run's. In a fleet, only work whose lease has run out is.
+    let fleet = store.dialect() == crate::store::db::Dialect::Postgres;
+    let horizon = if fleet {
+        crate::store::now_ms()
+    } else {
+        i64::MAX
+    };
+    let recovered = store
+        .write(move |tx| crate::jobs::worker::recover(tx, horizon))
+        .await?;
     if recovered.requeued + recovered.failed > 0 {
         tracing::info!(
             requeued = recovered.requeued,
@@ -271,11 +320,11 @@ pub async fn run(
             "recovered work interrupted by the last shutdown"
         );
     }
-    let addr = listener.local_addr()?;
     let public_url: Arc<str> = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
+        .or_else(|| listener.as_ref().map(|(_, addr)| format!("http://{addr}")))
+        .unwrap_or_default()
         .trim_end_matches('/')
         .into();
     let dispatcher = Dispatcher::new(
@@ -323,23 +372,32 @@ pub async fn run(
         result_ttl: config.result_ttl,
         generation_timeout: config.generation_timeout,
         fail_rate: config.fail_rate,
+        lease: config.lease,
         shutdown: shutdown.clone(),
     };
-    for _ in 0..config.workers.max(1) {
+    for _ in 0..config.workers {
         tasks.spawn(workers.clone().run_one());
     }
+    if fleet {
+        tasks.spawn(crate::jobs::worker::sweep_expired_leases(workers.clone()));
+    }
 
-    let app = router(state);
-    crate::http::serve(
-        listener,
-        app,
-        crate::http::Timeouts {
-            header_read: config.header_read_timeout,
-            idle: config.idle_timeout,
-        },
-        shutdown.clone(),
-    )
-    .await;
+    match listener {
+        Some((listener, _)) => {
+            let app = router(state);
+            crate::http::serve(
+                listener,
+                app,
+                crate::http::Timeouts {
+                    header_read: config.header_read_timeout,
+                    idle: config.idle_timeout,
+                },
+                shutdown.clone(),
+            )
+            .await;
+        }
+        None => shutdown.cancelled().await,
+    }
     // Running engines see the token and give their work back; wait for them a while.
     if tokio::time::timeout(Duration::from_secs(30), async {
         while tasks.join_next().await.is_some() {}

@@ -28,6 +28,11 @@ pub struct ServeArgs {
     /// the data directory).
     #[arg(long, env = "SOUNDCHECK_MEDIA_DIR")]
     pub media_dir: Option<PathBuf>,
+    /// Seconds a worker's claim on a job holds without renewal (renewed every third of it); a
+    /// job whose worker died is run again by another worker after this.
+    #[arg(long, env = "SOUNDCHECK_LEASE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lease_secs: u64,
 
     /// Generations API key to accept (X-API-Key); stored and reused.
     #[arg(long, env = "SOUNDCHECK_FT_KEY")]
@@ -172,6 +177,8 @@ pub struct Config {
     pub database: Option<String>,
     /// `--media-dir`: where uploads and results live (shared by a fleet's nodes); default `data_dir`.
     pub media_dir: PathBuf,
+    /// `--lease-secs`: how long a worker's claim on a run holds without renewal.
+    pub lease: Duration,
     /// Overrides for the stored keys/secret, applied at start.
     pub ft_key: Option<String>,
     pub tl_key: Option<String>,
@@ -227,11 +234,17 @@ impl Config {
                  database is the SQLite file in the data directory"
             );
         }
+        anyhow::ensure!(
+            args.workers != Some(0) || args.database.is_some(),
+            "--workers 0 leaves nothing to run the jobs: it is for API nodes of a fleet, whose \
+             workers share the --database"
+        );
         Ok(Config {
             addr: args.addr,
             data_dir,
             database: args.database.clone(),
             media_dir,
+            lease: Duration::from_secs(args.lease_secs),
             ft_key: args.ft_key.clone(),
             tl_key: args.tl_key.clone(),
             webhook_secret: args.webhook_secret.clone(),

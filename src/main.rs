@@ -31,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run the HTTP server (no flags needed).
     Serve(ServeArgs),
+    /// Run a fleet's worker node: jobs, generations and webhooks from the shared --database, no
+    /// HTTP (needs --database and --public-url; see docs/fleet.md).
+    Worker(ServeArgs),
     /// Print the API keys and the webhook secret of a data directory.
     Keys(DataArgs),
     /// Show or add credits.
@@ -169,6 +172,7 @@ fn main() -> std::process::ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args),
+        Command::Worker(args) => worker(args),
         Command::Keys(data) => {
             let secrets = soundcheck::app::read_secrets(&data.for_client()?)?;
             print!("{}", secrets.env_lines());
@@ -281,6 +285,42 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 fn offline_config(data: &DataArgs) -> anyhow::Result<Config> {
     Config::for_data_dir(data)
+}
+
+/// `soundcheck worker`: a node that only runs work, on the fleet's shared database.
+fn worker(args: ServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.database.is_some(),
+        "a worker node shares a fleet's database: give --database postgres://… (or \
+         SOUNDCHECK_DATABASE); on one machine, `soundcheck serve` runs its own workers"
+    );
+    anyhow::ensure!(
+        args.workers != Some(0),
+        "a worker node needs --workers of at least 1"
+    );
+    let config = Config::from_args(&args)?;
+    let lock = soundcheck::datadir::DataDirLock::acquire(&config.data_dir)?;
+    soundcheck::audio::limits::set_max_duration_secs(config.max_duration_secs);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let registry = soundcheck::engines::try_registry(&config)?;
+        let (store, secrets) = soundcheck::app::open_store(&config).await?;
+        lock.record(None)?;
+        println!(
+            "soundcheck {} worker: {} workers on the shared database, media in {}",
+            env!("CARGO_PKG_VERSION"),
+            config.workers,
+            config.media_dir.display()
+        );
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            soundcheck::app::shutdown_signal().await;
+            eprintln!("shutting down: finishing or re-queueing running work…");
+            token.cancel();
+        });
+        soundcheck::app::run_worker(config, store, secrets, registry, shutdown).await
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -36,7 +36,7 @@ pub fn job_tx(tx: &dyn crate::store::Tx, id: &str) -> store::Result<Cancel<store
                   credits were refunded."
             .into(),
     };
-    finish_job_tx(tx, id, job.credits_reserved, end)?;
+    finish_job_tx(tx, id, job.credits_reserved, end, None)?;
     let ended = store::jobs::get(tx, id)?.expect("job exists");
     Ok(Cancel::Cancelled(ended))
 }
@@ -56,7 +56,7 @@ pub fn generation_tx(
         code: CANCELLED,
         message: CANCELLED.into(),
     };
-    finish_generation_tx(tx, id, end)?;
+    finish_generation_tx(tx, id, end, None)?;
     let ended = store::generations::get(tx, id)?.expect("generation exists");
     Ok(Cancel::Cancelled(ended))
 }

@@ -59,7 +59,26 @@ pub struct Workers {
     pub generation_timeout: Duration,
     /// Fraction of runs failed as `internal_error` (`serve --fail-rate`).
     pub fail_rate: f64,
+    /// How long a claim holds without renewal (`--lease-secs`): a run is renewed every third of
+    /// it, and work whose worker stopped renewing is claimed again by another after it.
+    pub lease: Duration,
     pub shutdown: CancellationToken,
+}
+
+/// What a lease is held on: a job or a generation, and which run of it.
+#[derive(Debug, Clone)]
+enum Leased {
+    Job { id: String, run: i64 },
+    Generation { id: String, run: i64 },
+}
+
+/// Renews a run's lease until dropped (the run ended, however it ended).
+struct LeaseKeeper(CancellationToken);
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// How a run ended.
@@ -97,21 +116,84 @@ impl Workers {
 
     /// Claims and runs one generation or job (generations first: they are interactive).
     async fn next_item(&self) -> store::Result<bool> {
+        let until = store::now_ms() + self.lease.as_millis() as i64;
         if let Some(g) = self
             .store
-            .write(|tx| store::generations::claim_next(tx))
+            .write(move |tx| store::generations::claim_next(tx, until))
             .await?
         {
             self.wake.notify_one(); // there may be more: let a sibling look
+            let _lease = self.keep_lease(Leased::Generation {
+                id: g.id.clone(),
+                run: g.runs,
+            });
             self.run_generation(g).await?;
             return Ok(true);
         }
-        if let Some(j) = self.store.write(|tx| store::jobs::claim_next(tx)).await? {
+        if let Some(j) = self
+            .store
+            .write(move |tx| store::jobs::claim_next(tx, until))
+            .await?
+        {
             self.wake.notify_one();
+            let _lease = self.keep_lease(Leased::Job {
+                id: j.id.clone(),
+                run: j.runs,
+            });
             self.run_job(j).await?;
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Renews the lease of a claimed run every third of [`Workers::lease`] until the returned
+    /// keeper is dropped. A renewal that finds the run no longer this worker's (its lease ran out
+    /// while this process stalled and another worker claimed it again) stops the run here.
+    fn keep_lease(&self, item: Leased) -> LeaseKeeper {
+        let done = CancellationToken::new();
+        let (store, stops, lease, token) = (
+            self.store.clone(),
+            self.stops.clone(),
+            self.lease,
+            done.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(lease / 3) => {}
+                }
+                let until = store::now_ms() + lease.as_millis() as i64;
+                let it = item.clone();
+                let renewed = store
+                    .write(move |tx| match &it {
+                        Leased::Job { id, run } => store::jobs::renew_lease(tx, id, *run, until),
+                        Leased::Generation { id, run } => {
+                            store::generations::renew_lease(tx, id, *run, until)
+                        }
+                    })
+                    .await;
+                let id = match &item {
+                    Leased::Job { id, .. } | Leased::Generation { id, .. } => id,
+                };
+                match renewed {
+                    Ok(true) => {}
+                    // Ended (a cancel) or claimed again elsewhere: this run's end writes nothing.
+                    Ok(false) => {
+                        if !token.is_cancelled() {
+                            tracing::warn!(%id, "the run's lease is no longer ours; stopping it");
+                            if let Some(stop) = stops.lock().unwrap().get(id) {
+                                stop.cancel();
+                            }
+                        }
+                        return;
+                    }
+                    // The store cannot write now; the next tick tries again before the lease ends.
+                    Err(e) => tracing::warn!(%id, "could not renew the run's lease: {e}"),
+                }
+            }
+        });
+        LeaseKeeper(done)
     }
 
     /// The fault a run gets: the one its request asked for, else `internal_error` for
@@ -271,9 +353,9 @@ impl Workers {
             }
             Outcome::Failed(e) => self.finish_job(&job, Err(e)).await,
             Outcome::Requeue => {
-                let id = job.id.clone();
+                let (id, run) = (job.id.clone(), job.runs);
                 self.store
-                    .write(move |tx| store::jobs::requeue(tx, &id))
+                    .write(move |tx| store::jobs::requeue(tx, &id, run))
                     .await
             }
         }
@@ -364,9 +446,9 @@ impl Workers {
                 message: e.to_string(),
             },
         };
-        let (id, price) = (job.id.clone(), job.credits_reserved);
+        let (id, price, run) = (job.id.clone(), job.credits_reserved, job.runs);
         self.commit_end(&job.id, end, move |tx, end| {
-            finish_job_tx(tx, &id, price, end)
+            finish_job_tx(tx, &id, price, end, Some(run))
         })
         .await
     }
@@ -490,9 +572,9 @@ impl Workers {
                 self.finish_generation(&g, Err(e.to_string())).await
             }
             Outcome::Requeue => {
-                let id = g.id.clone();
+                let (id, run) = (g.id.clone(), g.runs);
                 self.store
-                    .write(move |tx| store::generations::requeue(tx, &id))
+                    .write(move |tx| store::generations::requeue(tx, &id, run))
                     .await
             }
         }
@@ -514,11 +596,38 @@ impl Workers {
                 message,
             },
         };
-        let id = g.id.clone();
+        let (id, run) = (g.id.clone(), g.runs);
         self.commit_end(&g.id, end, move |tx, end| {
-            finish_generation_tx(tx, &id, end)
+            finish_generation_tx(tx, &id, end, Some(run))
         })
         .await
+    }
+}
+
+/// In a fleet, every node looks every half lease for work whose worker stopped renewing its
+/// lease (killed, or its machine lost) and queues it again for any worker, or fails it once
+/// [`MAX_RUNS`] runs were cut off. Several nodes may sweep at once: the store's serializable
+/// writes make each piece of work recovered once.
+pub async fn sweep_expired_leases(workers: Workers) {
+    loop {
+        tokio::select! {
+            _ = workers.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(workers.lease / 2) => {}
+        }
+        let now = store::now_ms();
+        match workers.store.write(move |tx| recover(tx, now)).await {
+            Ok(r) if r.requeued + r.failed > 0 => {
+                tracing::warn!(
+                    requeued = r.requeued,
+                    failed = r.failed,
+                    "recovered work whose worker stopped renewing its lease"
+                );
+                workers.wake.notify_waiters();
+                workers.dispatcher.wake();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("lease sweep failed: {e}"),
+        }
     }
 }
 
@@ -572,9 +681,12 @@ pub struct Recovered {
     pub failed: usize,
 }
 
-/// At start-up, in one transaction: work that a crash cut off [`MAX_RUNS`] times ends `failed`
-/// (`internal_error`, refunded, webhook sent); everything else left running is queued again.
-pub fn recover(tx: &dyn crate::store::Tx) -> store::Result<Recovered> {
+/// In one transaction, the work whose worker stopped renewing its lease before `now` (it
+/// crashed): what a crash cut off [`MAX_RUNS`] times ends `failed` (`internal_error`, refunded,
+/// webhook sent); the rest is queued again. A server starting on its own SQLite file passes
+/// `i64::MAX` (the data directory's lock proves no other process runs anything); fleet nodes
+/// pass the current time, so that only expired leases count.
+pub fn recover(tx: &dyn crate::store::Tx, now: i64) -> store::Result<Recovered> {
     let mut done = Recovered::default();
     let poison = |runs: i64| End::Failed {
         code: "internal_error",
@@ -583,34 +695,37 @@ pub fn recover(tx: &dyn crate::store::Tx) -> store::Result<Recovered> {
              in case its input is what stops it."
         ),
     };
-    for job in store::jobs::interrupted_too_often(tx, MAX_RUNS)? {
+    for job in store::jobs::interrupted_too_often(tx, MAX_RUNS, now)? {
         tracing::error!(job = %job.id, runs = job.runs, "failing a job that every run crashed");
-        finish_job_tx(tx, &job.id, job.credits_reserved, poison(job.runs))?;
+        finish_job_tx(tx, &job.id, job.credits_reserved, poison(job.runs), None)?;
         done.failed += 1;
     }
-    for id in store::generations::interrupted_too_often(tx, MAX_RUNS)? {
+    for id in store::generations::interrupted_too_often(tx, MAX_RUNS, now)? {
         tracing::error!(generation = %id, "failing a generation that every run crashed");
-        finish_generation_tx(tx, &id, poison(MAX_RUNS))?;
+        finish_generation_tx(tx, &id, poison(MAX_RUNS), None)?;
         done.failed += 1;
     }
-    done.requeued = store::jobs::recover(tx)? + store::generations::recover(tx)?;
+    done.requeued = store::jobs::recover(tx, now)? + store::generations::recover(tx, now)?;
     Ok(done)
 }
 
 /// A job's end in the caller's transaction: its row, its media, the credit movement (failures on
-/// our side are refunded, a bad input is charged) and the webhook event.
+/// our side are refunded, a bad input is charged) and the webhook event. `run` is the run that
+/// ended (`None`: a cancel or recovery, which end whichever run there is).
 pub(super) fn finish_job_tx(
     tx: &dyn crate::store::Tx,
     job_id: &str,
     price: i64,
     end: End,
+    run: Option<i64>,
 ) -> store::Result<()> {
     // Checked in the writing transaction: a run that ends after a cancel ended its job (or the
-    // other way round) writes nothing, so every job ends once, with one webhook.
+    // other way round), or after its lease ran out and another worker claimed the job again,
+    // writes nothing, so every job ends once, with one webhook.
     match store::jobs::get(tx, job_id)? {
-        Some(j) if !j.status.is_final() => {}
+        Some(j) if !j.status.is_final() && run.is_none_or(|r| r == j.runs) => {}
         _ => {
-            tracing::info!(job = %job_id, "the job had already ended (cancelled); run end ignored");
+            tracing::info!(job = %job_id, "the job had already ended or been claimed again; run end ignored");
             return Ok(());
         }
     }
@@ -643,11 +758,12 @@ pub(super) fn finish_generation_tx(
     tx: &dyn crate::store::Tx,
     id: &str,
     end: End,
+    run: Option<i64>,
 ) -> store::Result<()> {
     match store::generations::get(tx, id)? {
-        Some(g) if !g.status.is_final() => {}
+        Some(g) if !g.status.is_final() && run.is_none_or(|r| r == g.runs) => {}
         _ => {
-            tracing::info!(generation = %id, "the generation had already ended (cancelled); run end ignored");
+            tracing::info!(generation = %id, "the generation had already ended or been claimed again; run end ignored");
             return Ok(());
         }
     }
@@ -801,16 +917,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
         queued_job(&store, "job_a");
-        let claim = |s: &Store| s.write_blocking(store::jobs::claim_next).unwrap().unwrap();
+        let claim = |s: &Store| {
+            s.write_blocking(|tx| store::jobs::claim_next(tx, store::now_ms() + 30_000))
+                .unwrap()
+                .unwrap()
+        };
+        // A crashed server's own recovery: everything left running is its.
+        let crashed = |tx: &dyn crate::store::Tx| recover(tx, i64::MAX);
         // Given back at shutdown: not counted.
-        claim(&store);
+        let run = claim(&store).runs;
         store
-            .write_blocking(|tx| store::jobs::requeue(tx, "job_a"))
+            .write_blocking(|tx| store::jobs::requeue(tx, "job_a", run))
             .unwrap();
         assert_eq!(status(&store, "job_a"), (JobStatus::Queued, 0, None));
         // First crash: queued again.
         claim(&store);
-        let r = store.write_blocking(recover).unwrap();
+        let r = store.write_blocking(crashed).unwrap();
         assert_eq!(
             r,
             Recovered {
@@ -821,7 +943,7 @@ mod tests {
         assert_eq!(status(&store, "job_a").0, JobStatus::Queued);
         // Second crash: failed, refunded, webhook queued.
         claim(&store);
-        let r = store.write_blocking(recover).unwrap();
+        let r = store.write_blocking(crashed).unwrap();
         assert_eq!(
             r,
             Recovered {
@@ -849,7 +971,62 @@ mod tests {
         assert_eq!(kinds, vec!["reserve", "refund"]);
         assert_eq!(events, 1);
         // Recovery again finds nothing to do.
-        assert_eq!(store.write_blocking(recover).unwrap(), Recovered::default());
+        assert_eq!(store.write_blocking(crashed).unwrap(), Recovered::default());
+    }
+
+    /// In a fleet a running job belongs to its worker while the lease holds: a sweep before it
+    /// runs out leaves it alone, one after queues it again, and the first worker's late end
+    /// (its run number is no longer the job's) writes nothing, so the job ends once.
+    #[test]
+    fn expired_leases_requeue_and_a_stale_run_cannot_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        queued_job(&store, "job_a");
+        let t0 = store::now_ms();
+        let first = store
+            .write_blocking(|tx| store::jobs::claim_next(tx, t0 + 1_000))
+            .unwrap()
+            .unwrap();
+        let alive = store.write_blocking(|tx| recover(tx, t0 + 500)).unwrap();
+        assert_eq!(alive, Recovered::default(), "a live lease is not recovered");
+        assert!(store
+            .write_blocking(|tx| store::jobs::renew_lease(tx, "job_a", first.runs, t0 + 2_000))
+            .unwrap());
+        let expired = store.write_blocking(|tx| recover(tx, t0 + 2_001)).unwrap();
+        assert_eq!(expired.requeued, 1);
+        let second = store
+            .write_blocking(|tx| store::jobs::claim_next(tx, t0 + 60_000))
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.runs, first.runs + 1);
+        // The first worker wakes up: it cannot renew, and its end is ignored.
+        assert!(!store
+            .write_blocking(|tx| store::jobs::renew_lease(tx, "job_a", first.runs, t0 + 9_000))
+            .unwrap());
+        let stale = End::Failed {
+            code: "internal_error",
+            message: "late".into(),
+        };
+        store
+            .write_blocking(|tx| finish_job_tx(tx, "job_a", 10, stale.clone(), Some(first.runs)))
+            .unwrap();
+        assert_eq!(status(&store, "job_a").0, JobStatus::Running);
+        store
+            .write_blocking(|tx| {
+                finish_job_tx(
+                    tx,
+                    "job_a",
+                    10,
+                    End::Completed(json!({}), vec![]),
+                    Some(second.runs),
+                )
+            })
+            .unwrap();
+        assert_eq!(status(&store, "job_a").0, JobStatus::Completed);
+        let events = store
+            .write_blocking(|tx| store::webhooks::events_for(tx, "job_a"))
+            .unwrap();
+        assert_eq!(events.len(), 1, "one end, one webhook");
     }
 
     #[test]

@@ -26,10 +26,12 @@ pub struct Generation {
     pub created_at: String,
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
+    /// Times a worker claimed it (the current run's number while it runs).
+    pub runs: i64,
 }
 
 const COLUMNS: &str = "id, status, prompt, parameters, model, webhook, fault, audio_url, duration,
-    error_message, detail, trace_id, created_at, started_at, completed_at";
+    error_message, detail, trace_id, created_at, started_at, completed_at, runs";
 
 fn from_row(r: &Row) -> Result<Generation> {
     Ok(Generation {
@@ -48,6 +50,7 @@ fn from_row(r: &Row) -> Result<Generation> {
         created_at: r.get(12)?,
         started_at: r.get(13)?,
         completed_at: r.get(14)?,
+        runs: r.get(15)?,
     })
 }
 
@@ -95,9 +98,9 @@ pub fn recent(conn: &dyn Tx, limit: usize) -> Result<Vec<Generation>> {
     conn.query_map(&sql, params![limit], from_row)
 }
 
-/// Claims the oldest queued generation: marks it processing and returns it (on PostgreSQL,
-/// skipping one another node is claiming right now).
-pub fn claim_next(conn: &dyn Tx) -> Result<Option<Generation>> {
+/// Claims the oldest queued generation: marks it processing, leased until `lease_until` (unix
+/// ms), and returns it (on PostgreSQL, skipping one another node is claiming right now).
+pub fn claim_next(conn: &dyn Tx, lease_until: i64) -> Result<Option<Generation>> {
     let sql = match conn.dialect() {
         Dialect::Sqlite => "SELECT id FROM generations WHERE status = ?1 ORDER BY id LIMIT 1",
         Dialect::Postgres => {
@@ -109,11 +112,21 @@ pub fn claim_next(conn: &dyn Tx) -> Result<Option<Generation>> {
         conn.query_opt(sql, params![GenerationStatus::Queued], |r| r.get(0))?;
     let Some(id) = id else { return Ok(None) };
     conn.execute(
-        "UPDATE generations SET status = ?3, started_at = ?2, runs = runs + 1
+        "UPDATE generations SET status = ?3, started_at = ?2, runs = runs + 1, lease_until = ?4
          WHERE id = ?1",
-        params![id, now_rfc3339(), GenerationStatus::Processing],
+        params![id, now_rfc3339(), GenerationStatus::Processing, lease_until],
     )?;
     get(conn, &id)
+}
+
+/// Extends the lease of a generation its worker is still running (run number `run`). Returns
+/// false when the run is no longer its.
+pub fn renew_lease(conn: &dyn Tx, id: &str, run: i64, lease_until: i64) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE generations SET lease_until = ?3 WHERE id = ?1 AND runs = ?2 AND status = ?4",
+        params![id, run, lease_until, GenerationStatus::Processing],
+    )?;
+    Ok(n == 1)
 }
 
 /// Marks a generation completed; returns it as stored.
@@ -151,29 +164,38 @@ pub fn fail(conn: &dyn Tx, id: &str, message: &str) -> Result<Generation> {
 
 /// Puts a generation a worker gave back (shutdown) in the queue again; the interrupted run is not
 /// counted towards the poison bound.
-pub fn requeue(conn: &dyn Tx, id: &str) -> Result<()> {
+pub fn requeue(conn: &dyn Tx, id: &str, run: i64) -> Result<()> {
     conn.execute(
-        "UPDATE generations SET status = ?2, started_at = NULL,
+        "UPDATE generations SET status = ?2, started_at = NULL, lease_until = NULL,
                                 runs = CASE WHEN runs > 0 THEN runs - 1 ELSE 0 END
-         WHERE id = ?1 AND status = ?3",
-        params![id, GenerationStatus::Queued, GenerationStatus::Processing],
+         WHERE id = ?1 AND status = ?3 AND runs = ?4",
+        params![
+            id,
+            GenerationStatus::Queued,
+            GenerationStatus::Processing,
+            run
+        ],
     )?;
     Ok(())
 }
 
-/// At start-up: the ids of generations a crash left `processing` after `max_runs` runs.
-pub fn interrupted_too_often(conn: &dyn Tx, max_runs: i64) -> Result<Vec<String>> {
+/// The ids of generations left `processing` by a worker whose lease ran out before `now`, after
+/// `max_runs` runs.
+pub fn interrupted_too_often(conn: &dyn Tx, max_runs: i64, now: i64) -> Result<Vec<String>> {
     conn.query_map(
-        "SELECT id FROM generations WHERE status = ?2 AND runs >= ?1 ORDER BY id",
-        params![max_runs, GenerationStatus::Processing],
+        "SELECT id FROM generations WHERE status = ?2 AND runs >= ?1
+           AND (lease_until IS NULL OR lease_until < ?3) ORDER BY id",
+        params![max_runs, GenerationStatus::Processing, now],
         |r| r.get(0),
     )
 }
 
-/// At start-up: every generation a crash left `processing` is queued again. Returns how many.
-pub fn recover(conn: &dyn Tx) -> Result<usize> {
+/// Every other generation whose worker's lease ran out before `now` is queued again. Returns
+/// how many.
+pub fn recover(conn: &dyn Tx, now: i64) -> Result<usize> {
     conn.execute(
-        "UPDATE generations SET status = ?1, started_at = NULL WHERE status = ?2",
-        params![GenerationStatus::Queued, GenerationStatus::Processing],
+        "UPDATE generations SET status = ?1, started_at = NULL, lease_until = NULL
+         WHERE status = ?2 AND (lease_until IS NULL OR lease_until < ?3)",
+        params![GenerationStatus::Queued, GenerationStatus::Processing, now],
     )
 }

@@ -174,9 +174,10 @@ pub fn recent(conn: &dyn Tx, limit: usize) -> Result<Vec<Job>> {
     conn.query_map(&sql, params![limit], job_from_row)
 }
 
-/// Claims the oldest queued job: marks it running and returns it. On PostgreSQL a job another
-/// node is claiming at this moment is skipped (`SKIP LOCKED`) rather than waited for.
-pub fn claim_next(conn: &dyn Tx) -> Result<Option<Job>> {
+/// Claims the oldest queued job: marks it running, leased to its worker until `lease_until`
+/// (unix ms), and returns it. On PostgreSQL a job another node is claiming at this moment is
+/// skipped (`SKIP LOCKED`) rather than waited for.
+pub fn claim_next(conn: &dyn Tx, lease_until: i64) -> Result<Option<Job>> {
     let sql = match conn.dialect() {
         Dialect::Sqlite => "SELECT id FROM jobs WHERE status = ?1 ORDER BY id LIMIT 1",
         Dialect::Postgres => {
@@ -186,10 +187,21 @@ pub fn claim_next(conn: &dyn Tx) -> Result<Option<Job>> {
     let id: Option<String> = conn.query_opt(sql, params![JobStatus::Queued], |r| r.get(0))?;
     let Some(id) = id else { return Ok(None) };
     conn.execute(
-        "UPDATE jobs SET status = ?3, started_at = ?2, runs = runs + 1 WHERE id = ?1",
-        params![id, now_rfc3339(), JobStatus::Running],
+        "UPDATE jobs SET status = ?3, started_at = ?2, runs = runs + 1, lease_until = ?4
+         WHERE id = ?1",
+        params![id, now_rfc3339(), JobStatus::Running, lease_until],
     )?;
     get(conn, &id)
+}
+
+/// Extends the lease of a job its worker is still running (run number `run`, so a worker whose
+/// job was claimed again elsewhere extends nothing). Returns false when the run is no longer its.
+pub fn renew_lease(conn: &dyn Tx, id: &str, run: i64, lease_until: i64) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND runs = ?2 AND status = ?4",
+        params![id, run, lease_until, JobStatus::Running],
+    )?;
+    Ok(n == 1)
 }
 
 /// Marks a running job completed with its result.
@@ -228,31 +240,39 @@ pub fn fail(conn: &dyn Tx, id: &str, code: &str, message: &str, credits_used: i6
 
 /// Puts a job a worker gave back (shutdown) in the queue again; its reservation stays held. The
 /// interrupted run is not counted: only runs cut off by a crash count towards the poison bound.
-pub fn requeue(conn: &dyn Tx, id: &str) -> Result<()> {
+pub fn requeue(conn: &dyn Tx, id: &str, run: i64) -> Result<()> {
     conn.execute(
-        "UPDATE jobs SET status = ?2, started_at = NULL,
+        "UPDATE jobs SET status = ?2, started_at = NULL, lease_until = NULL,
                          runs = CASE WHEN runs > 0 THEN runs - 1 ELSE 0 END
-         WHERE id = ?1 AND status = ?3",
-        params![id, JobStatus::Queued, JobStatus::Running],
+         WHERE id = ?1 AND status = ?3 AND runs = ?4",
+        params![id, JobStatus::Queued, JobStatus::Running, run],
     )?;
     Ok(())
 }
 
-/// At start-up: the jobs a crash left `running` that have already been run `max_runs` times
-/// (each of those runs was cut off: the input may be what kills the process). The caller fails them.
-pub fn interrupted_too_often(conn: &dyn Tx, max_runs: i64) -> Result<Vec<Job>> {
+/// The jobs left `running` by a worker that stopped renewing its lease before `now` (it crashed,
+/// or its machine did) that have already been run `max_runs` times: each of those runs was cut
+/// off, and the input may be what kills the worker. The caller fails them.
+pub fn interrupted_too_often(conn: &dyn Tx, max_runs: i64, now: i64) -> Result<Vec<Job>> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs j JOIN uploads u ON u.id = j.upload_id
-         WHERE j.status = ?2 AND j.runs >= ?1 ORDER BY j.id"
+         WHERE j.status = ?2 AND j.runs >= ?1
+           AND (j.lease_until IS NULL OR j.lease_until < ?3)
+         ORDER BY j.id"
     );
-    conn.query_map(&sql, params![max_runs, JobStatus::Running], job_from_row)
+    conn.query_map(
+        &sql,
+        params![max_runs, JobStatus::Running, now],
+        job_from_row,
+    )
 }
 
-/// At start-up: every other job a crash left `running` is queued again. Returns how many.
-pub fn recover(conn: &dyn Tx) -> Result<usize> {
+/// Every other job whose worker's lease ran out before `now` is queued again. Returns how many.
+pub fn recover(conn: &dyn Tx, now: i64) -> Result<usize> {
     conn.execute(
-        "UPDATE jobs SET status = ?1, started_at = NULL WHERE status = ?2",
-        params![JobStatus::Queued, JobStatus::Running],
+        "UPDATE jobs SET status = ?1, started_at = NULL, lease_until = NULL
+         WHERE status = ?2 AND (lease_until IS NULL OR lease_until < ?3)",
+        params![JobStatus::Queued, JobStatus::Running, now],
     )
 }
 

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/002_inline_uploads.sql"),
     include_str!("migrations/sqlite/003_upload_bytes.sql"),
     include_str!("migrations/sqlite/004_hardening.sql"),
+    include_str!("migrations/sqlite/005_leases.sql"),
 ];
 
 /// Reader connections; WAL lets them run beside the writer.

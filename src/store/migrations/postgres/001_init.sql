@@ -1,5 +1,5 @@
 -- soundcheck schema for PostgreSQL, version 1: the same tables and columns as the SQLite schema
--- (migrations/sqlite, versions 1-4), so one set of statements serves both. Integers are BIGINT and
+-- (migrations/sqlite, versions 1-5), so one set of statements serves both. Integers are BIGINT and
 -- booleans BIGINT 0/1 as in SQLite; JSON is TEXT; times shown to clients are RFC 3339 text, times
 -- used for scheduling are unix milliseconds.
 
@@ -26,7 +26,8 @@ CREATE TABLE generations (
     created_at    TEXT NOT NULL,
     started_at    TEXT,
     completed_at  TEXT,
-    runs          BIGINT NOT NULL DEFAULT 0    -- times claimed by a worker
+    runs          BIGINT NOT NULL DEFAULT 0,   -- times claimed by a worker
+    lease_until   BIGINT                       -- unix ms: the claiming worker renews it while it runs
 );
 CREATE INDEX generations_by_status ON generations(status);
 
@@ -66,7 +67,8 @@ CREATE TABLE jobs (
     created_at           TEXT NOT NULL,
     started_at           TEXT,
     finished_at          TEXT,
-    estimated_completion TEXT NOT NULL
+    estimated_completion TEXT NOT NULL,
+    lease_until          BIGINT                -- unix ms: the claiming worker renews it while it runs
 );
 CREATE INDEX jobs_by_status ON jobs(status);
 CREATE INDEX jobs_by_finish ON jobs(finished_at) WHERE finished_at IS NOT NULL;
