@@ -210,6 +210,23 @@ pub fn next_due_at(conn: &dyn Tx) -> Result<Option<i64>> {
     )
 }
 
+/// Takes a due event for one attempt by this node: moves its due time to `hold_until` (past the
+/// attempt's timeout) so no other node of a fleet sees it due meanwhile, and returns it. `None`
+/// when it is no longer pending and due (another node took it, or it was delivered). If this
+/// node dies mid-attempt the event falls due again at `hold_until`: at least once, never twice
+/// at the same time.
+pub fn take_due(conn: &dyn Tx, id: &str, now_ms: i64, hold_until: i64) -> Result<Option<Event>> {
+    let n = conn.execute(
+        "UPDATE webhook_events SET next_attempt_at = ?3
+         WHERE id = ?1 AND state = ?4 AND next_attempt_at <= ?2",
+        params![id, now_ms, hold_until, EventState::Pending],
+    )?;
+    if n == 0 {
+        return Ok(None);
+    }
+    event_get(conn, id)
+}
+
 /// Moves an event to its next state after an attempt.
 pub fn event_update(
     conn: &dyn Tx,

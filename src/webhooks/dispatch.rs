@@ -21,6 +21,9 @@ use crate::store::{self, Store};
 const CONCURRENCY: usize = 32;
 /// Bytes of a receiver's response body kept in the delivery log.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
+/// A fleet node holds an event it is sending for the attempt's timeout plus this; if the node
+/// dies mid-attempt, another sends the event after the hold.
+const ATTEMPT_HOLD_MARGIN: Duration = Duration::from_secs(30);
 /// Longest the loop sleeps without a wake-up, so clock-driven retries are never missed.
 const MAX_IDLE: Duration = Duration::from_millis(500);
 /// First and longest wait between tries to record an attempt while the store cannot write.
@@ -175,14 +178,29 @@ impl Dispatcher {
         // The listing may predate a delivery that finished since: act on the event as it is now.
         let id = listed.id.clone();
         let now = store::now_ms();
-        let event = match self.inner.store.read(move |c| wh::event_get(c, &id)).await {
-            Ok(Some(e))
-                if e.state == EventState::Pending
-                    && e.next_attempt_at.is_some_and(|t| t <= now) =>
-            {
-                e
-            }
-            Ok(_) => return,
+        // On a fleet's shared database several nodes list the same due events: each attempt is
+        // taken by one of them in a write. Alone on its SQLite file, the `in_flight` set suffices.
+        let taken = if self.inner.store.dialect() == crate::store::db::Dialect::Postgres {
+            let hold = now + (self.inner.cfg.timeout + ATTEMPT_HOLD_MARGIN).as_millis() as i64;
+            self.inner
+                .store
+                .write(move |tx| wh::take_due(tx, &id, now, hold))
+                .await
+        } else {
+            self.inner
+                .store
+                .read(move |c| wh::event_get(c, &id))
+                .await
+                .map(|e| {
+                    e.filter(|e| {
+                        e.state == EventState::Pending
+                            && e.next_attempt_at.is_some_and(|t| t <= now)
+                    })
+                })
+        };
+        let event = match taken {
+            Ok(Some(e)) => e,
+            Ok(None) => return,
             Err(e) => {
                 tracing::error!(event = %listed.id, "webhook outbox read failed: {e}");
                 return;

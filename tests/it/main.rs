@@ -9,6 +9,7 @@ mod e2e_api;
 mod e2e_devtools;
 mod e2e_faults;
 mod e2e_first_contact;
+mod e2e_fleet;
 mod e2e_generations;
 mod e2e_hardening;
 mod e2e_jobs;

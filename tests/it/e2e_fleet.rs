@@ -1,0 +1,247 @@
+//! A fleet on one PostgreSQL: two API nodes (`serve --workers 0`) and workers (`soundcheck
+//! worker`), real processes sharing a fresh database and a media directory. A job submitted on
+//! one API node is polled on the other and runs on a worker; an `Idempotency-Key` names the same
+//! job from either node; `kill -9` of the worker running a job hands it, after its lease, to the
+//! other worker, which completes it with exactly one webhook.
+//!
+//! Needs a PostgreSQL server: `SOUNDCHECK_TEST_DATABASE` (an admin URL, e.g. from
+//! `scripts/pg/cluster.sh`), which `.ci/run` sets. Without it the test says so and passes only
+//! when `SOUNDCHECK_REQUIRE_POSTGRES` is unset.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::util::{form, test_database, wav_bytes, TestReceiver};
+
+/// A node process and what its banner said.
+struct Node {
+    child: Child,
+    /// API nodes: their URL and jobs key.
+    base: String,
+    tl_key: String,
+}
+
+impl Node {
+    async fn start(kind: &str, db: &str, media: &Path, data: &Path, extra: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+            .arg(kind)
+            .args([
+                "--database",
+                db,
+                "--lease-secs",
+                "3",
+                "--time-scale",
+                "0.05",
+            ])
+            .arg("--media-dir")
+            .arg(media)
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .env("SOUNDCHECK_LOG", "warn")
+            .env("XDG_RUNTIME_DIR", data.join("run"))
+            .env("XDG_STATE_HOME", data.join("state"))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut base, mut tl_key) = (String::new(), String::new());
+        while let Some(line) = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the node starts within a minute")
+            .unwrap()
+        {
+            if let Some(url) = line.split("listening on ").nth(1) {
+                base = url.trim().to_string();
+            }
+            if let Some(k) = line.strip_prefix("SOUNDCHECK_TL_KEY=") {
+                tl_key = k.to_string();
+            }
+            if line.starts_with("next:") || line.contains(" worker: ") {
+                break;
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Node {
+            child,
+            base,
+            tl_key,
+        }
+    }
+
+    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.tl_key)
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        let r = self
+            .req(Method::GET, &format!("/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Polls (once a second, the contract's limit) until the job's status is one of `want`.
+    async fn wait_status(&self, id: &str, want: &[&str], secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let job = self.job(id).await;
+            if want.contains(&job["status"].as_str().unwrap_or("")) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} not {want:?} within {secs} s: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(1050)).await;
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_nodes_and_two_workers_share_one_database() {
+    let Some(db) = test_database().await else {
+        assert!(
+            std::env::var_os("SOUNDCHECK_REQUIRE_POSTGRES").is_none(),
+            "SOUNDCHECK_REQUIRE_POSTGRES is set but SOUNDCHECK_TEST_DATABASE is not"
+        );
+        eprintln!("fleet test not run: set SOUNDCHECK_TEST_DATABASE to a PostgreSQL admin URL");
+        return;
+    };
+    let media = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let rx = TestReceiver::start().await;
+    // Result URLs name the fleet's public address: here, node A.
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let addr_a = format!("127.0.0.1:{port}");
+    let a = Node::start(
+        "serve",
+        &db,
+        media.path(),
+        dirs[0].path(),
+        &[
+            "--addr",
+            &addr_a,
+            "--public-url",
+            &public,
+            "--workers",
+            "0",
+            "--webhook-url",
+            &rx.url,
+        ],
+    )
+    .await;
+    let b = Node::start(
+        "serve",
+        &db,
+        media.path(),
+        dirs[1].path(),
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--public-url",
+            &public,
+            "--workers",
+            "0",
+        ],
+    )
+    .await;
+    assert!(
+        !a.tl_key.is_empty() && a.tl_key == b.tl_key,
+        "every node has the same keys"
+    );
+    let mut w1 = Node::start(
+        "worker",
+        &db,
+        media.path(),
+        dirs[2].path(),
+        &["--public-url", &public, "--workers", "1"],
+    )
+    .await;
+
+    // Submitted on A, polled on B, run by the worker; its result file is served by B.
+    let r = a
+        .req(Method::POST, "/v1/analyze/upload")
+        .multipart(form(wav_bytes(1.0), &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let first: Value = r.json().await.unwrap();
+    let id = first["job_id"].as_str().unwrap().to_string();
+    let done = b.wait_status(&id, &["completed", "failed"], 60).await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    // The same Idempotency-Key on either node names the same job.
+    let send = |node: &Node| {
+        node.req(Method::POST, "/v1/analyze/upload")
+            .header("Idempotency-Key", "fleet-key-1")
+            .multipart(form(wav_bytes(0.5), &[]))
+            .send()
+    };
+    let on_a: Value = send(&a).await.unwrap().json().await.unwrap();
+    let on_b: Value = send(&b).await.unwrap().json().await.unwrap();
+    assert_eq!(on_a["job_id"], on_b["job_id"], "{on_a} {on_b}");
+
+    // A job whose worker is killed mid-run completes on the other worker after the lease.
+    let r = b
+        .req(Method::POST, "/v1/analyze/upload")
+        .header("X-Soundcheck-Fault", "delay=4000")
+        .multipart(form(wav_bytes(0.5), &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let slow: Value = r.json().await.unwrap();
+    let slow_id = slow["job_id"].as_str().unwrap().to_string();
+    // The idempotent job may run first: wait for ours to be the running one.
+    a.wait_status(&slow_id, &["running"], 60).await;
+    w1.child.start_kill().unwrap();
+    w1.child.wait().await.unwrap();
+    let killed = Instant::now();
+    let _w2 = Node::start(
+        "worker",
+        &db,
+        media.path(),
+        dirs[3].path(),
+        &["--public-url", &public, "--workers", "1"],
+    )
+    .await;
+    let done = a.wait_status(&slow_id, &["completed", "failed"], 60).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let took = killed.elapsed();
+    // Lease (3 s) + the sweep's half-lease tick + the 4 s delay + start-up and polling slack.
+    assert!(took < Duration::from_secs(25), "failover took {took:?}");
+    // Exactly one `job.completed` per job, whichever node dispatched it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for job in [&id, &slow_id] {
+        let sent: Vec<_> = rx
+            .received()
+            .into_iter()
+            .filter(|r| r.json()["data"]["job_id"] == job.as_str())
+            .collect();
+        assert_eq!(sent.len(), 1, "{job}: {} webhooks", sent.len());
+        assert_eq!(sent[0].json()["type"], "job.completed");
+    }
+    eprintln!("fleet failover after kill -9: {took:?}");
+}
