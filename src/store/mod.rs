@@ -135,11 +135,12 @@ impl Store {
         }
     }
 
-    /// Makes every write fail as a full disk makes it fail, until turned off (SQLite only: the
-    /// tests of what the server does then; the chaos test fills a real disk).
+    /// Makes every write fail as a full disk makes it fail, until turned off: the tests of what
+    /// the server does then (the chaos test fills a real disk).
     pub fn simulate_disk_full(&self, on: bool) {
-        if let Backend::Sqlite(s) = &self.backend {
-            s.simulate_disk_full(on);
+        match &self.backend {
+            Backend::Sqlite(s) => s.simulate_disk_full(on),
+            Backend::Postgres(p) => p.simulate_disk_full(on),
         }
     }
 

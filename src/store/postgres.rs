@@ -15,6 +15,8 @@
 //! The schema has its own numbered migrations (`migrations/postgres/`), recorded in
 //! `soundcheck_schema`; nodes starting together take an advisory lock so one of them runs them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -35,8 +37,9 @@ const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/001_init.sql")];
 const POOL_SIZE: usize = 16;
 
 /// How many times a write that lost a serialisation conflict is run again before the error is
-/// returned (each retry waits a little longer, up to about 50 ms).
-const MAX_RETRIES: u32 = 40;
+/// returned (each retry waits a random time, growing to at most about 50 ms): under heavy
+/// contention on one row (the credit ledger) a transaction may lose many rounds in a row.
+const MAX_RETRIES: u32 = 100;
 
 /// The advisory lock key nodes take while migrating (any constant no other program uses).
 const MIGRATION_LOCK: i64 = 0x5C_0DEC_4EC4;
@@ -50,6 +53,8 @@ pub fn is_url(url: &str) -> bool {
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
+    /// While set, every write fails as a full disk makes it fail ([`Postgres::simulate_disk_full`]).
+    disk_full: Arc<AtomicBool>,
 }
 
 impl Postgres {
@@ -69,7 +74,10 @@ impl Postgres {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
-        let pg = Postgres { pool };
+        let pg = Postgres {
+            pool,
+            disk_full: Arc::default(),
+        };
         pg.migrate().await?;
         Ok(pg)
     }
@@ -109,12 +117,28 @@ impl Postgres {
         Ok(())
     }
 
+    /// Makes every write fail as PostgreSQL fails on a full disk until turned off, for the tests
+    /// of what a node does then (SQLite's twin: `Sqlite::simulate_disk_full`).
+    pub fn simulate_disk_full(&self, on: bool) {
+        self.disk_full.store(on, Ordering::SeqCst);
+    }
+
+    fn refuse_if_full(&self) -> Result<()> {
+        if self.disk_full.load(Ordering::SeqCst) {
+            return Err(Error::Commit(
+                "could not extend file: No space left on device (disk full, simulated)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs `f` in a serializable transaction on a blocking thread, retrying conflicts.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(&dyn Tx) -> Result<T> + Send + 'static,
     {
+        self.refuse_if_full()?;
         let pool = self.pool.clone();
         let rt = Handle::current();
         tokio::task::spawn_blocking(move || write_on(&rt, &pool, &f))
@@ -124,6 +148,7 @@ impl Postgres {
 
     /// [`Postgres::write`] on this thread, which must be allowed to block (not a runtime worker).
     pub fn write_blocking<T>(&self, f: impl Fn(&dyn Tx) -> Result<T>) -> Result<T> {
+        self.refuse_if_full()?;
         let rt = Handle::try_current().map_err(|_| {
             Error::Config("a PostgreSQL write needs the async runtime to be running".into())
         })?;

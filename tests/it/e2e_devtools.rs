@@ -65,8 +65,21 @@ async fn listen_trigger_forward_rotate_and_resend_work_end_to_end() {
     let dir = s.data_dir.path().to_str().unwrap().to_string();
     let key = s.secrets.tl_key.clone();
     let base = s.base.clone();
-    // Keys read from the data directory, as `soundcheck keys` does.
-    let remote = ["--url", base.as_str(), "--data-dir", dir.as_str()];
+    // Keys read from the data directory, as `soundcheck keys` does; a server on PostgreSQL keeps
+    // them in its database, so the suite's PostgreSQL run gives them as flags.
+    let ft = s.secrets.ft_key.clone();
+    let remote = if crate::util::test_database_server().is_none() {
+        vec!["--url", base.as_str(), "--data-dir", dir.as_str()]
+    } else {
+        vec![
+            "--url",
+            base.as_str(),
+            "--api-key",
+            key.as_str(),
+            "--ft-key",
+            ft.as_str(),
+        ]
+    };
     let with = |cmd: &[&str]| -> Vec<String> {
         cmd.iter()
             .chain(remote.iter())

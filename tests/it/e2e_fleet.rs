@@ -82,14 +82,21 @@ impl Node {
             .bearer_auth(&self.tl_key)
     }
 
+    /// One poll; a `429` (this node saw a poll of the job within the last second) waits it out.
     async fn job(&self, id: &str) -> Value {
-        let r = self
-            .req(Method::GET, &format!("/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json().await.unwrap()
+        loop {
+            let r = self
+                .req(Method::GET, &format!("/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 429 {
+                tokio::time::sleep(Duration::from_millis(1050)).await;
+                continue;
+            }
+            assert_eq!(r.status(), 200);
+            return r.json().await.unwrap();
+        }
     }
 
     /// Polls (once a second, the contract's limit) until the job's status is one of `want`.
@@ -244,4 +251,97 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
         assert_eq!(sent[0].json()["type"], "job.completed");
     }
     eprintln!("fleet failover after kill -9: {took:?}");
+}
+
+/// The submit rule under contention from two nodes (two independent connection pools to one
+/// database): 60 concurrent submissions of price 1 against a balance of 25 admit exactly 25, the
+/// balance ends at 0 and never goes below it, and the ledger adds up; 20 submissions sharing one
+/// `Idempotency-Key` from both nodes make one job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credits_and_idempotency_hold_under_concurrent_submits_from_two_nodes() {
+    use soundcheck::jobs::submit::{admit, Refusal};
+    use soundcheck::store::jobs::{NewJob, NewUpload};
+    use soundcheck::store::{credits, states::LedgerKind, Store};
+
+    let Some(db) = test_database().await else {
+        assert!(
+            std::env::var_os("SOUNDCHECK_REQUIRE_POSTGRES").is_none(),
+            "SOUNDCHECK_REQUIRE_POSTGRES is set but SOUNDCHECK_TEST_DATABASE is not"
+        );
+        eprintln!("fleet test not run: set SOUNDCHECK_TEST_DATABASE to a PostgreSQL admin URL");
+        return;
+    };
+    let nodes = [
+        Store::connect(&db).await.unwrap(),
+        Store::connect(&db).await.unwrap(),
+    ];
+    nodes[0]
+        .write(|tx| credits::record(tx, None, LedgerKind::Grant, 25))
+        .await
+        .unwrap();
+    let new = |i: usize| {
+        (
+            NewUpload {
+                id: format!("upl_{i}"),
+                path: format!("/tmp/upl_{i}"),
+                filename: None,
+                size: 1,
+                sha256: String::new(),
+                data: None,
+            },
+            NewJob {
+                id: format!("job_{i:03}"),
+                endpoint: "/v1/master".into(),
+                engine: "master".into(),
+                params: serde_json::json!({}),
+                fault: None,
+                trace_id: "t".into(),
+                price: 1,
+                estimated_completion: "2026-01-01T00:00:00Z".into(),
+            },
+        )
+    };
+    let mut calls = Vec::new();
+    for i in 0..80 {
+        let store = nodes[i % 2].clone();
+        let (upload, job) = new(i);
+        // The first 60 are plain submits; the last 20 share one key and one request.
+        let key = (i >= 60).then(|| "shared-key".to_string());
+        calls.push(tokio::spawn(async move {
+            store
+                .write(move |tx| admit(tx, &upload, &job, key.as_deref(), "same-request"))
+                .await
+        }));
+    }
+    let (mut admitted, mut broke, mut keyed) = (0, 0, std::collections::BTreeSet::new());
+    for (i, call) in calls.into_iter().enumerate() {
+        match call.await.unwrap().unwrap() {
+            Ok(a) if i >= 60 => {
+                keyed.insert(a.job.id);
+            }
+            Ok(_) => admitted += 1,
+            Err(Refusal::InsufficientCredits { .. }) => broke += 1,
+            Err(other) => panic!("submit {i}: {other:?}"),
+        }
+    }
+    // The keyed submissions compete for the same credits: together with the plain ones, exactly
+    // 25 jobs were made.
+    assert!(keyed.len() <= 1, "one key, one job: {keyed:?}");
+    assert_eq!(
+        admitted + keyed.len(),
+        25,
+        "admitted {admitted}, refused {broke}"
+    );
+    let ledger = nodes[1].read(|tx| credits::recent(tx, 1000)).await.unwrap();
+    let mut running = 0;
+    for m in ledger.iter().rev() {
+        running += m.delta;
+        assert_eq!(m.balance_after, running, "ledger row {} adds up", m.id);
+        assert!(
+            m.balance_after >= 0,
+            "balance went negative at row {}",
+            m.id
+        );
+    }
+    assert_eq!(running, 0);
 }
