@@ -423,17 +423,29 @@ async fn jobs_get(
     _key: JobsKey,
     Path(job_id): Path<String>,
 ) -> ApiResult<Json<JobBody>> {
-    let limited = state.polls.lock().unwrap().check(&job_id, Instant::now());
-    if let Err(wait) = limited {
+    let too_soon = |wait: Duration| {
         let mut e = ApiError::new(
             Code::RateLimitExceeded,
             "This job was polled less than a second ago; poll at most once per second.",
         );
         e.retry_after = Some(wait.max(Duration::from_millis(1)).as_secs_f64().ceil() as u64);
-        return Err(e);
-    }
+        e
+    };
     let id = job_id.clone();
-    let job = state.store.read(move |c| jobs_store::get(c, &id)).await?;
+    let job = if state.store.dialect() == crate::store::db::Dialect::Postgres {
+        // A fleet: the limit holds across API nodes, through the shared database.
+        let window = crate::app::PollLimiter::WINDOW.as_millis() as i64;
+        let now = crate::store::now_ms();
+        state
+            .store
+            .write(move |tx| jobs_store::poll(tx, &id, now, window))
+            .await?
+            .map_err(|wait| too_soon(Duration::from_millis(wait as u64)))?
+    } else {
+        let limited = state.polls.lock().unwrap().check(&job_id, Instant::now());
+        limited.map_err(too_soon)?;
+        state.store.read(move |c| jobs_store::get(c, &id)).await?
+    };
     let job = job.ok_or_else(|| ApiError::not_found("No job with that id."))?;
     let live = state.progress.lock().unwrap().get(&job.id).copied();
     Ok(Json(JobBody::from_row(&job, live)))

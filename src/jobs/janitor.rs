@@ -57,6 +57,12 @@ pub async fn sweep(
     now_ms: i64,
 ) -> store::Result<Swept> {
     let mut swept = Swept::default();
+    if store.dialect() == store::db::Dialect::Postgres {
+        // A fleet's shared poll marks: only the last second's matter.
+        store
+            .write(move |tx| store::jobs::forget_polls(tx, now_ms - 60_000))
+            .await?;
+    }
     loop {
         let expired = store
             .write(move |tx| {

@@ -285,6 +285,46 @@ pub fn backlog(conn: &dyn Tx) -> Result<i64> {
     )
 }
 
+/// Records a poll of an existing job at `now_ms` unless it was polled less than `window_ms`
+/// before: `Ok(Some(job))` when allowed, `Err(wait_ms)` when refused, `Ok(None)` when there is no
+/// such job (nothing recorded). A fleet's API nodes share this through the database (PostgreSQL;
+/// the marks live in `poll_marks`); precision is that of the nodes' clocks.
+pub fn poll(
+    conn: &dyn Tx,
+    job_id: &str,
+    now_ms: i64,
+    window_ms: i64,
+) -> Result<std::result::Result<Option<Job>, i64>> {
+    let Some(job) = get(conn, job_id)? else {
+        return Ok(Ok(None));
+    };
+    let last: Option<i64> = conn.query_opt(
+        "SELECT last_ms FROM poll_marks WHERE job_id = ?1",
+        params![job_id],
+        |r| r.get(0),
+    )?;
+    if let Some(last) = last {
+        let since = now_ms - last;
+        if (0..window_ms).contains(&since) {
+            return Ok(Err(window_ms - since));
+        }
+    }
+    conn.execute(
+        "INSERT INTO poll_marks (job_id, last_ms) VALUES (?1, ?2)
+         ON CONFLICT (job_id) DO UPDATE SET last_ms = excluded.last_ms",
+        params![job_id, now_ms],
+    )?;
+    Ok(Ok(Some(job)))
+}
+
+/// Forgets poll marks older than `before_ms` (the janitor; PostgreSQL only).
+pub fn forget_polls(conn: &dyn Tx, before_ms: i64) -> Result<usize> {
+    conn.execute(
+        "DELETE FROM poll_marks WHERE last_ms < ?1",
+        params![before_ms],
+    )
+}
+
 /// What an idempotency key points at.
 #[derive(Debug, Clone)]
 pub struct IdempotencyRecord {

@@ -1,7 +1,7 @@
 //! A fleet on one PostgreSQL: two API nodes (`serve --workers 0`) and workers (`soundcheck
 //! worker`), real processes sharing a fresh database and a media directory. A job submitted on
-//! one API node is polled on the other and runs on a worker; an `Idempotency-Key` names the same
-//! job from either node; `kill -9` of the worker running a job hands it, after its lease, to the
+//! one API node is polled on the other and runs on a worker; the poll limit and an
+//! `Idempotency-Key` hold across nodes; `kill -9` of the worker running a job hands it, after its lease, to the
 //! other worker, which completes it with exactly one webhook.
 //!
 //! Needs a PostgreSQL server: `SOUNDCHECK_TEST_DATABASE` (an admin URL, e.g. from
@@ -198,6 +198,14 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
     let id = first["job_id"].as_str().unwrap().to_string();
     let done = b.wait_status(&id, &["completed", "failed"], 60).await;
     assert_eq!(done["status"], "completed", "{done}");
+
+    // The one-poll-per-second limit holds across nodes: a poll on A, then one on B at once → 429.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let poll = |node: &Node| node.req(Method::GET, &format!("/v1/jobs/{id}")).send();
+    assert_eq!(poll(&a).await.unwrap().status(), 200);
+    let second = poll(&b).await.unwrap();
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()["retry-after"], "1");
 
     // The same Idempotency-Key on either node names the same job.
     let send = |node: &Node| {

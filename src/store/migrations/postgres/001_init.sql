@@ -1,5 +1,6 @@
 -- soundcheck schema for PostgreSQL, version 1: the same tables and columns as the SQLite schema
--- (migrations/sqlite, versions 1-5), so one set of statements serves both. Integers are BIGINT and
+-- (migrations/sqlite, versions 1-5), so one set of statements serves both, plus `poll_marks`
+-- (a fleet's shared poll limit; one server keeps it in memory). Integers are BIGINT and
 -- booleans BIGINT 0/1 as in SQLite; JSON is TEXT; times shown to clients are RFC 3339 text, times
 -- used for scheduling are unix milliseconds.
 
@@ -148,3 +149,10 @@ CREATE TABLE webhook_attempts (
     created_at       TEXT NOT NULL
 );
 CREATE INDEX webhook_attempts_by_event ON webhook_attempts(event_id);
+
+-- The last poll of each job (unix ms), so that the one-poll-per-second limit holds across every
+-- API node of a fleet. Rows older than a minute are deleted by the janitor.
+CREATE TABLE poll_marks (
+    job_id  TEXT PRIMARY KEY,
+    last_ms BIGINT NOT NULL
+);
