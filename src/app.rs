@@ -380,6 +380,19 @@ async fn run_node(
     }
     if fleet {
         tasks.spawn(crate::jobs::worker::sweep_expired_leases(workers.clone()));
+        let (store, work, dispatcher) = (
+            workers.store.clone(),
+            workers.wake.clone(),
+            workers.dispatcher.clone(),
+        );
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let on = move |wake| match wake {
+                crate::store::db::Wake::Work => work.notify_waiters(),
+                crate::store::db::Wake::Outbox => dispatcher.wake(),
+            };
+            store.listen(on, token).await;
+        });
     }
 
     match listener {

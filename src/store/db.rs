@@ -72,6 +72,41 @@ impl dyn Tx + '_ {
     }
 }
 
+/// What a [`notify`] tells the other nodes of a fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// A job or generation is queued: idle workers should look.
+    Work,
+    /// A webhook event is due: dispatchers should look.
+    Outbox,
+}
+
+impl Wake {
+    /// The notification's payload on the [`WAKE_CHANNEL`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wake::Work => "work",
+            Wake::Outbox => "outbox",
+        }
+    }
+}
+
+/// The PostgreSQL `LISTEN` channel of wake-ups.
+pub const WAKE_CHANNEL: &str = "soundcheck_wake";
+
+/// On PostgreSQL, tells every node listening (`LISTEN soundcheck_wake`) that there is new work or
+/// a due event, once the transaction commits; on SQLite (one process) nothing: the process wakes
+/// its own workers.
+pub fn notify(tx: &dyn Tx, what: Wake) -> Result<()> {
+    if tx.dialect() == Dialect::Postgres {
+        tx.execute(
+            "SELECT pg_notify(?1, ?2)",
+            crate::params![WAKE_CHANNEL, what.as_str()],
+        )?;
+    }
+    Ok(())
+}
+
 /// A result row: its columns in `SELECT` order.
 #[derive(Debug, Clone)]
 pub struct Row(pub Vec<Value>);

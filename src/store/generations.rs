@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::db::{Dialect, Row, Tx};
+use super::db::{notify, Dialect, Row, Tx, Wake};
 use crate::params;
 
 use super::states::GenerationStatus;
@@ -83,6 +83,7 @@ pub fn insert(conn: &dyn Tx, g: &NewGeneration) -> Result<Generation> {
             GenerationStatus::Queued
         ],
     )?;
+    notify(conn, Wake::Work)?;
     Ok(get(conn, &g.id)?.expect("row just inserted"))
 }
 
@@ -193,9 +194,13 @@ pub fn interrupted_too_often(conn: &dyn Tx, max_runs: i64, now: i64) -> Result<V
 /// Every other generation whose worker's lease ran out before `now` is queued again. Returns
 /// how many.
 pub fn recover(conn: &dyn Tx, now: i64) -> Result<usize> {
-    conn.execute(
+    let n = conn.execute(
         "UPDATE generations SET status = ?1, started_at = NULL, lease_until = NULL
          WHERE status = ?2 AND (lease_until IS NULL OR lease_until < ?3)",
         params![GenerationStatus::Queued, GenerationStatus::Processing, now],
-    )
+    )?;
+    if n > 0 {
+        notify(conn, Wake::Work)?;
+    }
+    Ok(n)
 }

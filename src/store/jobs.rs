@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::db::{Dialect, Row, Tx};
+use super::db::{notify, Dialect, Row, Tx, Wake};
 use crate::params;
 
 use super::states::JobStatus;
@@ -127,7 +127,7 @@ pub fn insert(conn: &dyn Tx, upload: &NewUpload, job: &NewJob) -> Result<()> {
             JobStatus::Queued
         ],
     )?;
-    Ok(())
+    notify(conn, Wake::Work)
 }
 
 /// The bytes of a job's upload while they are still held in the database.
@@ -269,11 +269,15 @@ pub fn interrupted_too_often(conn: &dyn Tx, max_runs: i64, now: i64) -> Result<V
 
 /// Every other job whose worker's lease ran out before `now` is queued again. Returns how many.
 pub fn recover(conn: &dyn Tx, now: i64) -> Result<usize> {
-    conn.execute(
+    let n = conn.execute(
         "UPDATE jobs SET status = ?1, started_at = NULL, lease_until = NULL
          WHERE status = ?2 AND (lease_until IS NULL OR lease_until < ?3)",
         params![JobStatus::Queued, JobStatus::Running, now],
-    )
+    )?;
+    if n > 0 {
+        notify(conn, Wake::Work)?;
+    }
+    Ok(n)
 }
 
 /// How many jobs wait or run (to estimate completion times).

@@ -144,6 +144,18 @@ impl Store {
         }
     }
 
+    /// Calls `on` with every wake-up other nodes of a fleet send (PostgreSQL `LISTEN`), until
+    /// `shutdown`. A SQLite store has no other nodes: it returns at once.
+    pub async fn listen(
+        &self,
+        on: impl Fn(db::Wake) + Send,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        if let Backend::Postgres(p) = &self.backend {
+            p.listen(on, shutdown).await;
+        }
+    }
+
     /// Runs `f` in one transaction: committed if it returns `Ok`, rolled back if it returns `Err`
     /// or panics. Answers after the commit, so what it wrote is durable when this returns. `f`
     /// may run more than once (PostgreSQL retries a transaction that lost a serialisation

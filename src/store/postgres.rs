@@ -26,7 +26,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{IsolationLevel, NoTls};
 
-use super::db::{numbered_to_dollar, Dialect, Row, ToValue, Tx, Value};
+use futures_util::StreamExt;
+use tokio_postgres::AsyncMessage;
+use tokio_util::sync::CancellationToken;
+
+use super::db::{numbered_to_dollar, Dialect, Row, ToValue, Tx, Value, Wake, WAKE_CHANNEL};
 use super::{Error, Result};
 
 /// Migrations, applied in order; `soundcheck_schema.version` records how many ran.
@@ -53,6 +57,8 @@ pub fn is_url(url: &str) -> bool {
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
+    /// Where to open the `LISTEN` connection ([`Postgres::listen`]).
+    config: Arc<tokio_postgres::Config>,
     /// While set, every write fails as a full disk makes it fail ([`Postgres::simulate_disk_full`]).
     disk_full: Arc<AtomicBool>,
 }
@@ -64,7 +70,7 @@ impl Postgres {
             .parse()
             .map_err(|e| Error::Config(format!("the database URL is not valid: {e}")))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -76,6 +82,7 @@ impl Postgres {
             .map_err(|e| Error::Pool(e.to_string()))?;
         let pg = Postgres {
             pool,
+            config: Arc::new(config),
             disk_full: Arc::default(),
         };
         pg.migrate().await?;
@@ -115,6 +122,58 @@ impl Postgres {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Calls `on` with each wake-up another node sends ([`super::db::notify`]) until `shutdown`,
+    /// on a connection of its own that `LISTEN`s; reconnects (every second) when it breaks. The
+    /// workers' and the dispatcher's own polling stays as the fallback, so a lost notification
+    /// delays work by at most one polling interval.
+    pub async fn listen(&self, on: impl Fn(Wake) + Send, shutdown: CancellationToken) {
+        loop {
+            match self.config.connect(NoTls).await {
+                Ok((client, mut connection)) => {
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                    // The connection must be polled for the client's queries to run; its
+                    // notifications come out of the same poll.
+                    let driver = tokio::spawn(async move {
+                        let mut messages =
+                            futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                        while let Some(Ok(message)) = messages.next().await {
+                            if let AsyncMessage::Notification(n) = message {
+                                let _ = tx.send(n.payload().to_string());
+                            }
+                        }
+                    });
+                    match client
+                        .batch_execute(&format!("LISTEN {WAKE_CHANNEL}"))
+                        .await
+                    {
+                        Ok(()) => loop {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => {
+                                    driver.abort();
+                                    return;
+                                }
+                                payload = rx.recv() => match payload.as_deref() {
+                                    Some("work") => on(Wake::Work),
+                                    Some("outbox") => on(Wake::Outbox),
+                                    Some(_) => {}
+                                    None => break,
+                                },
+                            }
+                        },
+                        Err(e) => tracing::warn!("LISTEN failed: {e}"),
+                    }
+                    driver.abort();
+                    tracing::warn!("the wake-up connection to PostgreSQL closed; reconnecting");
+                }
+                Err(e) => tracing::warn!("could not open the wake-up connection: {e}"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 
     /// Makes every write fail as PostgreSQL fails on a full disk until turned off, for the tests

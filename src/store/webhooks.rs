@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::db::{Row, Tx};
+use super::db::{notify, Row, Tx, Wake};
 use crate::params;
 
 use super::states::{EventKind, EventState};
@@ -77,10 +77,14 @@ pub fn endpoint_enable(conn: &dyn Tx, now_ms: i64) -> Result<usize> {
                                      disabled_reason = NULL, updated_at = ?1 WHERE id = 1",
         params![now_rfc3339()],
     )?;
-    conn.execute(
+    let released = conn.execute(
         "UPDATE webhook_events SET state = ?2, next_attempt_at = ?1 WHERE state = ?3",
         params![now_ms, EventState::Pending, EventState::Held],
-    )
+    )?;
+    if released > 0 {
+        notify(conn, Wake::Outbox)?;
+    }
+    Ok(released)
 }
 
 /// Disables the endpoint; pending job events are held until it is enabled again.
@@ -172,6 +176,9 @@ pub fn insert_event(conn: &dyn Tx, e: &NewEvent<'_>) -> Result<()> {
             now_rfc3339()
         ],
     )?;
+    if e.state == EventState::Pending {
+        notify(conn, Wake::Outbox)?;
+    }
     Ok(())
 }
 

@@ -353,3 +353,87 @@ async fn credits_and_idempotency_hold_under_concurrent_submits_from_two_nodes() 
     }
     assert_eq!(running, 0);
 }
+
+/// Wake-ups cross nodes: a job queued through one node's store reaches another node's `LISTEN`
+/// as `Work`, and a due webhook event as `Outbox` (the polling fallback is not what is tested).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_nodes_listener_hears_new_work_and_due_events() {
+    use soundcheck::store::db::Wake;
+    use soundcheck::store::states::{EventKind, EventState};
+    use soundcheck::store::{webhooks, Store};
+
+    let Some(db) = test_database().await else {
+        assert!(
+            std::env::var_os("SOUNDCHECK_REQUIRE_POSTGRES").is_none(),
+            "SOUNDCHECK_REQUIRE_POSTGRES is set but SOUNDCHECK_TEST_DATABASE is not"
+        );
+        eprintln!("fleet test not run: set SOUNDCHECK_TEST_DATABASE to a PostgreSQL admin URL");
+        return;
+    };
+    let (here, there) = (
+        Store::connect(&db).await.unwrap(),
+        Store::connect(&db).await.unwrap(),
+    );
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::spawn({
+        let stop = stop.clone();
+        async move { there.listen(move |w| drop(tx.send(w)), stop).await }
+    });
+    // The listener's connection needs a moment to issue LISTEN; notify until it hears one.
+    let heard_one = |want: Wake, heard: &mut tokio::sync::mpsc::UnboundedReceiver<Wake>| {
+        while let Ok(w) = heard.try_recv() {
+            if w == want {
+                return true;
+            }
+        }
+        false
+    };
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        n += 1;
+        let id = format!("evt_{n}");
+        here.write(move |tx| {
+            webhooks::insert_event(
+                tx,
+                &webhooks::NewEvent {
+                    id: &id,
+                    kind: EventKind::Generation,
+                    event_type: "generation.completed",
+                    subject_id: "gen_x",
+                    url: Some("http://127.0.0.1:9/"),
+                    payload: "{}",
+                    state: EventState::Pending,
+                    next_attempt_at: Some(0),
+                },
+            )
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if heard_one(Wake::Outbox, &mut heard) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Outbox wake-up heard");
+    }
+    let new = soundcheck::store::generations::NewGeneration {
+        id: "gen_wake".into(),
+        prompt: "lofi".into(),
+        parameters: serde_json::json!({}),
+        model: "procedural".into(),
+        webhook: None,
+        fault: None,
+        trace_id: "t".into(),
+    };
+    here.write(move |tx| soundcheck::store::generations::insert(tx, &new))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !heard_one(Wake::Work, &mut heard) {
+        assert!(Instant::now() < deadline, "no Work wake-up heard");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    listener.await.unwrap();
+}
