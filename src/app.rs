@@ -335,6 +335,25 @@ async fn run_node(
             strict: config.strict,
         },
     );
+    // A fleet node claims only work it can run: the engines installed here, or `--engines`.
+    let installed: Vec<String> = registry
+        .describe()
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
+    if let Some(unknown) = config
+        .engines
+        .iter()
+        .flatten()
+        .find(|name| !installed.contains(name))
+    {
+        anyhow::bail!(
+            "--engines: this node has no engine or generator named {unknown} (installed: {})",
+            installed.join(", ")
+        );
+    }
+    let only: Option<Arc<[String]>> =
+        fleet.then(|| config.engines.clone().unwrap_or(installed).into());
     let registry = Arc::new(registry);
     let state = AppState {
         config: Arc::new(config.clone()),
@@ -373,6 +392,7 @@ async fn run_node(
         generation_timeout: config.generation_timeout,
         fail_rate: config.fail_rate,
         lease: config.lease,
+        only,
         shutdown: shutdown.clone(),
     };
     for _ in 0..config.workers {

@@ -33,6 +33,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SOUNDCHECK_LEASE_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(3..=3600))]
     pub lease_secs: u64,
+    /// In a fleet, the engines and generators this node's workers take work for, by the names
+    /// `serve` prints (e.g. `htdemucs,musicgen-small`); default: every one installed here.
+    #[arg(long, env = "SOUNDCHECK_ENGINES", value_delimiter = ',')]
+    pub engines: Option<Vec<String>>,
 
     /// Generations API key to accept (X-API-Key); stored and reused.
     #[arg(long, env = "SOUNDCHECK_FT_KEY")]
@@ -179,6 +183,8 @@ pub struct Config {
     pub media_dir: PathBuf,
     /// `--lease-secs`: how long a worker's claim on a run holds without renewal.
     pub lease: Duration,
+    /// `--engines`: in a fleet, the engine and generator names this node's workers claim.
+    pub engines: Option<Vec<String>>,
     /// Overrides for the stored keys/secret, applied at start.
     pub ft_key: Option<String>,
     pub tl_key: Option<String>,
@@ -235,6 +241,11 @@ impl Config {
             );
         }
         anyhow::ensure!(
+            args.engines.is_none() || args.database.is_some(),
+            "--engines divides a fleet's work among its nodes: it needs --database (alone, a \
+             server runs every job it accepts)"
+        );
+        anyhow::ensure!(
             args.workers != Some(0) || args.database.is_some(),
             "--workers 0 leaves nothing to run the jobs: it is for API nodes of a fleet, whose \
              workers share the --database"
@@ -245,6 +256,7 @@ impl Config {
             database: args.database.clone(),
             media_dir,
             lease: Duration::from_secs(args.lease_secs),
+            engines: args.engines.clone(),
             ft_key: args.ft_key.clone(),
             tl_key: args.tl_key.clone(),
             webhook_secret: args.webhook_secret.clone(),

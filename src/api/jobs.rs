@@ -432,19 +432,32 @@ async fn jobs_get(
         e
     };
     let id = job_id.clone();
-    let job = if state.store.dialect() == crate::store::db::Dialect::Postgres {
+    let shared = if state.store.dialect() == crate::store::db::Dialect::Postgres {
         // A fleet: the limit holds across API nodes, through the shared database.
         let window = crate::app::PollLimiter::WINDOW.as_millis() as i64;
         let now = crate::store::now_ms();
-        state
+        match state
             .store
             .write(move |tx| jobs_store::poll(tx, &id, now, window))
-            .await?
-            .map_err(|wait| too_soon(Duration::from_millis(wait as u64)))?
+            .await
+        {
+            Ok(checked) => Some(checked),
+            // The database cannot write now (a full disk): polling goes on with this node's
+            // own limit rather than failing.
+            Err(e) if e.is_transient() => None,
+            Err(e) => return Err(e.into()),
+        }
     } else {
-        let limited = state.polls.lock().unwrap().check(&job_id, Instant::now());
-        limited.map_err(too_soon)?;
-        state.store.read(move |c| jobs_store::get(c, &id)).await?
+        None
+    };
+    let job = match shared {
+        Some(checked) => checked.map_err(|wait| too_soon(Duration::from_millis(wait as u64)))?,
+        None => {
+            let limited = state.polls.lock().unwrap().check(&job_id, Instant::now());
+            limited.map_err(too_soon)?;
+            let id = job_id.clone();
+            state.store.read(move |c| jobs_store::get(c, &id)).await?
+        }
     };
     let job = job.ok_or_else(|| ApiError::not_found("No job with that id."))?;
     let live = state.progress.lock().unwrap().get(&job.id).copied();

@@ -62,6 +62,10 @@ pub struct Workers {
     /// How long a claim holds without renewal (`--lease-secs`): a run is renewed every third of
     /// it, and work whose worker stopped renewing is claimed again by another after it.
     pub lease: Duration,
+    /// The engine and generator names these workers claim work for (a fleet node: the ones
+    /// installed here, or `--engines`); `None` takes everything (a server alone: a job whose
+    /// engine is gone is claimed and failed, never left queued).
+    pub only: Option<Arc<[String]>>,
     pub shutdown: CancellationToken,
 }
 
@@ -117,9 +121,10 @@ impl Workers {
     /// Claims and runs one generation or job (generations first: they are interactive).
     async fn next_item(&self) -> store::Result<bool> {
         let until = store::now_ms() + self.lease.as_millis() as i64;
+        let only = self.only.clone();
         if let Some(g) = self
             .store
-            .write(move |tx| store::generations::claim_next(tx, until))
+            .write(move |tx| store::generations::claim_next(tx, until, only.as_deref()))
             .await?
         {
             self.wake.notify_one(); // there may be more: let a sibling look
@@ -130,9 +135,10 @@ impl Workers {
             self.run_generation(g).await?;
             return Ok(true);
         }
+        let only = self.only.clone();
         if let Some(j) = self
             .store
-            .write(move |tx| store::jobs::claim_next(tx, until))
+            .write(move |tx| store::jobs::claim_next(tx, until, only.as_deref()))
             .await?
         {
             self.wake.notify_one();
@@ -918,7 +924,7 @@ mod tests {
         let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
         queued_job(&store, "job_a");
         let claim = |s: &Store| {
-            s.write_blocking(|tx| store::jobs::claim_next(tx, store::now_ms() + 30_000))
+            s.write_blocking(|tx| store::jobs::claim_next(tx, store::now_ms() + 30_000, None))
                 .unwrap()
                 .unwrap()
         };
@@ -974,6 +980,32 @@ mod tests {
         assert_eq!(store.write_blocking(crashed).unwrap(), Recovered::default());
     }
 
+    /// A fleet node claims only jobs of the engines it names: another engine's job stays queued
+    /// for a node that has it.
+    #[test]
+    fn claims_follow_the_engine_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        queued_job(&store, "job_a"); // engine "dsp"
+        let until = store::now_ms() + 30_000;
+        let gpu_only = vec!["htdemucs".to_string()];
+        let none = store
+            .write_blocking(|tx| store::jobs::claim_next(tx, until, Some(&gpu_only)))
+            .unwrap();
+        assert!(none.is_none());
+        let nothing: Vec<String> = vec![];
+        assert!(store
+            .write_blocking(|tx| store::jobs::claim_next(tx, until, Some(&nothing)))
+            .unwrap()
+            .is_none());
+        let dsp = vec!["htdemucs".to_string(), "dsp".to_string()];
+        let got = store
+            .write_blocking(|tx| store::jobs::claim_next(tx, until, Some(&dsp)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.id, "job_a");
+    }
+
     /// In a fleet a running job belongs to its worker while the lease holds: a sweep before it
     /// runs out leaves it alone, one after queues it again, and the first worker's late end
     /// (its run number is no longer the job's) writes nothing, so the job ends once.
@@ -984,7 +1016,7 @@ mod tests {
         queued_job(&store, "job_a");
         let t0 = store::now_ms();
         let first = store
-            .write_blocking(|tx| store::jobs::claim_next(tx, t0 + 1_000))
+            .write_blocking(|tx| store::jobs::claim_next(tx, t0 + 1_000, None))
             .unwrap()
             .unwrap();
         let alive = store.write_blocking(|tx| recover(tx, t0 + 500)).unwrap();
@@ -995,7 +1027,7 @@ mod tests {
         let expired = store.write_blocking(|tx| recover(tx, t0 + 2_001)).unwrap();
         assert_eq!(expired.requeued, 1);
         let second = store
-            .write_blocking(|tx| store::jobs::claim_next(tx, t0 + 60_000))
+            .write_blocking(|tx| store::jobs::claim_next(tx, t0 + 60_000, None))
             .unwrap()
             .unwrap();
         assert_eq!(second.runs, first.runs + 1);

@@ -107,6 +107,27 @@ pub fn notify(tx: &dyn Tx, what: Wake) -> Result<()> {
     Ok(())
 }
 
+/// The statement that picks the oldest queued row of `table` for a claim: `status = ?1`, and, when
+/// `only` is given, `column` among those names (`?2`, `?3`…). On PostgreSQL a row another node is
+/// claiming at this moment is skipped (`FOR UPDATE SKIP LOCKED`) rather than waited for.
+pub fn claim_sql(dialect: Dialect, table: &str, column: &str, only: Option<&[String]>) -> String {
+    let mut sql = format!("SELECT id FROM {table} WHERE status = ?1");
+    if let Some(names) = only {
+        let marks: Vec<String> = (0..names.len()).map(|i| format!("?{}", i + 2)).collect();
+        // An empty list matches nothing (`IN ()` is not SQL).
+        if marks.is_empty() {
+            sql.push_str(" AND 1 = 0");
+        } else {
+            sql.push_str(&format!(" AND {column} IN ({})", marks.join(", ")));
+        }
+    }
+    sql.push_str(" ORDER BY id LIMIT 1");
+    if dialect == Dialect::Postgres {
+        sql.push_str(" FOR UPDATE SKIP LOCKED");
+    }
+    sql
+}
+
 /// A result row: its columns in `SELECT` order.
 #[derive(Debug, Clone)]
 pub struct Row(pub Vec<Value>);

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::db::{notify, Dialect, Row, Tx, Wake};
+use super::db::{claim_sql, notify, Row, ToValue, Tx, Wake};
 use crate::params;
 
 use super::states::GenerationStatus;
@@ -99,18 +99,18 @@ pub fn recent(conn: &dyn Tx, limit: usize) -> Result<Vec<Generation>> {
     conn.query_map(&sql, params![limit], from_row)
 }
 
-/// Claims the oldest queued generation: marks it processing, leased until `lease_until` (unix
-/// ms), and returns it (on PostgreSQL, skipping one another node is claiming right now).
-pub fn claim_next(conn: &dyn Tx, lease_until: i64) -> Result<Option<Generation>> {
-    let sql = match conn.dialect() {
-        Dialect::Sqlite => "SELECT id FROM generations WHERE status = ?1 ORDER BY id LIMIT 1",
-        Dialect::Postgres => {
-            "SELECT id FROM generations WHERE status = ?1 ORDER BY id LIMIT 1
-             FOR UPDATE SKIP LOCKED"
-        }
-    };
-    let id: Option<String> =
-        conn.query_opt(sql, params![GenerationStatus::Queued], |r| r.get(0))?;
+/// Claims the oldest queued generation (of one of the `models`, when given): marks it
+/// processing, leased until `lease_until` (unix ms), and returns it.
+pub fn claim_next(
+    conn: &dyn Tx,
+    lease_until: i64,
+    models: Option<&[String]>,
+) -> Result<Option<Generation>> {
+    let sql = claim_sql(conn.dialect(), "generations", "model", models);
+    let queued = GenerationStatus::Queued;
+    let mut args: Vec<&dyn ToValue> = vec![&queued];
+    args.extend(models.unwrap_or_default().iter().map(|m| m as &dyn ToValue));
+    let id: Option<String> = conn.query_opt(&sql, &args, |r| r.get(0))?;
     let Some(id) = id else { return Ok(None) };
     conn.execute(
         "UPDATE generations SET status = ?3, started_at = ?2, runs = runs + 1, lease_until = ?4

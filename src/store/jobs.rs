@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::db::{notify, Dialect, Row, Tx, Wake};
+use super::db::{claim_sql, notify, Row, ToValue, Tx, Wake};
 use crate::params;
 
 use super::states::JobStatus;
@@ -174,17 +174,23 @@ pub fn recent(conn: &dyn Tx, limit: usize) -> Result<Vec<Job>> {
     conn.query_map(&sql, params![limit], job_from_row)
 }
 
-/// Claims the oldest queued job: marks it running, leased to its worker until `lease_until`
-/// (unix ms), and returns it. On PostgreSQL a job another node is claiming at this moment is
-/// skipped (`SKIP LOCKED`) rather than waited for.
-pub fn claim_next(conn: &dyn Tx, lease_until: i64) -> Result<Option<Job>> {
-    let sql = match conn.dialect() {
-        Dialect::Sqlite => "SELECT id FROM jobs WHERE status = ?1 ORDER BY id LIMIT 1",
-        Dialect::Postgres => {
-            "SELECT id FROM jobs WHERE status = ?1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
-        }
-    };
-    let id: Option<String> = conn.query_opt(sql, params![JobStatus::Queued], |r| r.get(0))?;
+/// Claims the oldest queued job (of one of the `engines`, when given): marks it running, leased
+/// to its worker until `lease_until` (unix ms), and returns it.
+pub fn claim_next(
+    conn: &dyn Tx,
+    lease_until: i64,
+    engines: Option<&[String]>,
+) -> Result<Option<Job>> {
+    let sql = claim_sql(conn.dialect(), "jobs", "engine", engines);
+    let queued = JobStatus::Queued;
+    let mut args: Vec<&dyn ToValue> = vec![&queued];
+    args.extend(
+        engines
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e as &dyn ToValue),
+    );
+    let id: Option<String> = conn.query_opt(&sql, &args, |r| r.get(0))?;
     let Some(id) = id else { return Ok(None) };
     conn.execute(
         "UPDATE jobs SET status = ?3, started_at = ?2, runs = runs + 1, lease_until = ?4
