@@ -31,8 +31,15 @@ struct Cli {
 enum Command {
     /// Run the HTTP server (no flags needed).
     Serve(ServeArgs),
-    /// Print the API keys and the webhook secret of a data directory.
+    /// Print the API keys and the webhook secret of a data directory (default: the running
+    /// server's).
     Keys(DataArgs),
+    /// List the soundcheck servers running on this machine (URL, pid, data directory).
+    Servers {
+        /// Print them as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or add credits.
     Credits {
         #[command(subcommand)]
@@ -174,6 +181,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             print!("{}", secrets.env_lines());
             Ok(())
         }
+        Command::Servers { json } => soundcheck::instances::print_running(json),
         Command::Analyze { file, json } => soundcheck::cli::analyze(&file, json),
         Command::Master {
             file,

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use crate::config::DataArgs;
 
 /// Where the server is and which keys to use. With neither `--url` nor `--data-dir`, the server
-/// `soundcheck serve` recorded as running on this machine is used (see `instances`).
+/// `soundcheck serve` recorded as running on this machine is used (see the `instances`
+/// module; `soundcheck servers` lists them).
 #[derive(Debug, Clone, Args)]
 pub struct RemoteArgs {
     /// Base URL of the server (default: the running server, else http://127.0.0.1:8080).
@@ -280,13 +281,21 @@ impl Client {
             }
             .existing()
             .and_then(|dir| crate::app::read_secrets(&dir))
-            .with_context(|| {
-                format!(
+            .map_err(|e| match unreachable(&target.url) {
+                // Nothing answers there: that, not the keys, is what to fix first.
+                Some(why) => anyhow!(
+                    "could not reach a soundcheck server at {} (chosen from {}): {why}. Start \
+                     one with `soundcheck serve`, or name a running one with --url or --data-dir \
+                     (`soundcheck servers` lists them)",
+                    target.url,
+                    target.how
+                ),
+                None => e.context(format!(
                     "reading the keys of data directory {} (chosen from {}); pass --data-dir, \
                      or the keys with --api-key and --ft-key",
                     target.data_dir.display(),
                     target.how
-                )
+                )),
             })
         };
         let dir_source = format!(
@@ -443,6 +452,25 @@ impl Client {
         }
         bail!("the event stream of {path} ended before the item did (is the server stopping?)")
     }
+}
+
+/// Why nothing accepts connections at `url`'s host and port (`None`: something does, or the
+/// URL cannot be checked). A quick TCP connect, so a wrong `--url` is reported as such before
+/// any key is looked for.
+fn unreachable(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let addrs = match parsed.socket_addrs(|| None) {
+        Ok(a) => a,
+        Err(e) => return Some(e.to_string()),
+    };
+    let mut last = None;
+    for addr in addrs {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(_) => return None,
+            Err(e) => last = Some(e.to_string()),
+        }
+    }
+    last
 }
 
 /// Which of the two keys a request carried (for the `401` message).

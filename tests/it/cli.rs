@@ -1,14 +1,9 @@
 //! The offline commands run engines on files without a server.
 
-use std::process::Command;
-
 use crate::util::wav_bytes;
 
 fn run(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = crate::util::soundcheck().args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -7,13 +7,13 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdout};
 
 use crate::util::{form, verify_like_flask, wav_bytes, Options, TestReceiver, TestServer};
 
 /// Runs one command to completion; returns its stdout (panics on failure).
 async fn sc(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let out = crate::util::soundcheck_async()
         .args(args)
         .env("SOUNDCHECK_LOG", "warn")
         .env_remove("SOUNDCHECK_TL_KEY")
@@ -31,7 +31,7 @@ async fn sc(args: &[&str]) -> String {
 
 /// Starts a long-running command; returns it and its stdout lines.
 fn spawn(args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let mut child = crate::util::soundcheck_async()
         .args(args)
         .env("SOUNDCHECK_LOG", "warn")
         .stdout(Stdio::piped())
@@ -238,7 +238,7 @@ async fn listen_trigger_forward_rotate_and_resend_work_end_to_end() {
     assert!(set.contains("url:      http://127.0.0.1:9/hook"), "{set}");
 
     // Errors come back as the envelope's code and message, with a failing exit status.
-    let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let out = crate::util::soundcheck_async()
         .args([
             "jobs",
             "show",

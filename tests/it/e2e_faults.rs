@@ -76,7 +76,7 @@ async fn fail_rate_one_fails_jobs_and_generations_through_the_real_failure_path(
 #[tokio::test]
 async fn fail_rate_out_of_range_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let out = crate::util::soundcheck()
         .args(["serve", "--addr", "127.0.0.1:0", "--fail-rate", "1.5"])
         .arg("--data-dir")
         .arg(dir.path())

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 /// Starts `soundcheck serve` with `log_format`; returns the child, its base URL, the jobs key and
 /// a channel of its stderr lines.
@@ -18,7 +17,7 @@ async fn spawn(
     String,
     tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let mut child = crate::util::soundcheck_async()
         .args(["serve", "--addr", "127.0.0.1:0", "--workers", "1"])
         .args(["--log-format", log_format])
         .arg("--data-dir")
