@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{anyhow, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::audio::{self, Format};
+use crate::audio;
 use crate::engines::{analyze, decode_mono, master, separate, transcribe};
 
 /// A progress bar over `0.0..=1.0` that the engines' `progress` callbacks drive.
@@ -40,25 +40,43 @@ pub fn analyze(file: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `soundcheck master FILE -o OUT [--target-lufs N] [--true-peak N]`; the format follows OUT's
-/// extension (`.wav` 16-bit, `.flac`, `.mp3`).
+/// `soundcheck master FILE -o OUT [options]`: the `/v1/master` job on a file. `fields` are the
+/// job's own field names (`target_lufs`, `true_peak_db`, `format`, `bitrate`, `eq`, `compress`),
+/// checked by the engine's parser, so ranges and messages are the API's. Without `format` it
+/// follows OUT's extension (`.wav` 16-bit, `.flac`, `.mp3`); with it, OUT's extension must agree.
 pub fn master(
     file: &Path,
     out: &Path,
-    target_lufs: f64,
-    true_peak_db: f64,
+    mut fields: BTreeMap<String, String>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("wav");
-    let format = Format::parse(if ext == "wav" { "wav16" } else { ext }, None)
-        .ok_or_else(|| anyhow!("cannot write .{ext}: use .wav, .flac or .mp3"))?;
-    let settings = master::MasterSettings {
-        target_lufs,
-        true_peak_db,
-        ..Default::default()
-    };
+    let ext = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !fields.contains_key("format") {
+        let format = match ext.as_str() {
+            "wav" => "wav16",
+            "flac" => "flac",
+            "mp3" => "mp3",
+            _ => anyhow::bail!(
+                "cannot tell the format from {}: use .wav, .flac or .mp3, or --format",
+                out.display()
+            ),
+        };
+        fields.insert("format".into(), format.into());
+    }
+    let params = master::parse_params(&fields).map_err(|e| anyhow!(e))?;
+    anyhow::ensure!(
+        params.format.extension() == ext,
+        "--format {} writes a .{} file, but {} ends in .{ext}",
+        params.format.name(),
+        params.format.extension(),
+        out.display()
+    );
     let pb = bar("mastering");
-    let report = master::master_file(file, out, format, &settings, &|p| set(&pb, p))?;
+    let report = master::master_file(file, out, params.format, &params.settings, &|p| set(&pb, p))?;
     pb.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -70,6 +88,9 @@ pub fn master(
 
 /// `soundcheck transcribe FILE -o out.mid [-p name=value …]` with the job's option names.
 pub fn transcribe(file: &Path, out: &Path, options: &[String]) -> anyhow::Result<()> {
+    // Names the API does not take are refused (listing the ones it does), not ignored.
+    let (_, doc) = crate::api::router().split_for_parts();
+    crate::remote::check_params(&serde_json::to_value(&doc)?, "/v1/transcribe", options)?;
     let mut fields = BTreeMap::new();
     for o in options {
         let (k, v) = o
@@ -89,29 +110,86 @@ pub fn transcribe(file: &Path, out: &Path, options: &[String]) -> anyhow::Result
     Ok(())
 }
 
-/// `soundcheck separate FILE --stems 2|4 -o DIR` (the DSP separator).
-pub fn separate(file: &Path, stems: u8, out_dir: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(stems == 2 || stems == 4, "--stems must be 2 or 4");
-    let pb = bar("separating");
-    let decoded = audio::decode_with_progress(file, &|p| set(&pb, p * 0.1))?;
-    let parts =
-        separate::dsp::separate(&decoded, stems == 2, &|p| set(&pb, 0.1 + 0.8 * p), &|| {
-            false
+/// `soundcheck separate FILE -o DIR [--stems 2|4] [--format wav16|wav24|float] [--model …]`:
+/// the `/v1/separate` job on a file, run by the same engine a server on `data_dir` would use
+/// (`auto`: the best installed HTDemucs, else the DSP separator) or the one `model` names, with
+/// the job's fields checked by the engine (the API's ranges and messages). Prints each stem's
+/// path, or with `json` the job's result with paths in place of URLs.
+pub fn separate(
+    file: &Path,
+    fields: &BTreeMap<String, String>,
+    model: &str,
+    data_dir: &Path,
+    out_dir: &Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    use crate::jobs::engine::{Engine, JobContext};
+    let installed = crate::models::installed(data_dir);
+    let htdemucs = ["htdemucs_ft", "htdemucs", "htdemucs_6s"];
+    let id = match model {
+        "auto" => htdemucs
+            .into_iter()
+            .find(|id| installed.iter().any(|m| m.manifest.id == *id))
+            .unwrap_or("dsp"),
+        other => other,
+    };
+    let engine: Box<dyn Engine> = if id == "dsp" {
+        Box::new(separate::DspSeparateEngine)
+    } else {
+        let m = installed.iter().find(|m| m.manifest.id == id).ok_or_else(|| {
+            if htdemucs.contains(&id) {
+                anyhow!(
+                    "model {id} is not installed in {}: `soundcheck models pull {id}` installs it",
+                    data_dir.display()
+                )
+            } else {
+                anyhow!("--model must be auto, dsp, htdemucs, htdemucs_ft or htdemucs_6s, not {id:?}")
+            }
         })?;
-    std::fs::create_dir_all(out_dir)?;
-    for (name, stem) in &parts {
-        audio::encode(stem, Format::Wav16, &out_dir.join(format!("{name}.wav")))?;
-    }
+        Box::new(
+            separate::HtdemucsSeparateEngine::load(&m.dir, id, &crate::engines::default_device())
+                .map_err(|e| anyhow!("model {id} in {}: {e}", m.dir.display()))?,
+        )
+    };
+    let params = engine.params(fields).map_err(|e| anyhow!(e))?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let pb = bar("separating");
+    let progress = |p: f32| set(&pb, p);
+    let ctx = JobContext {
+        input: file,
+        params: &params,
+        out_dir,
+        progress: &progress,
+        cancelled: &|| false,
+    };
+    let output = engine.run(&ctx).map_err(|e| anyhow!("{e}"))?;
     pb.finish_and_clear();
-    for (name, _) in &parts {
-        println!("{}", out_dir.join(format!("{name}.wav")).display());
+    let mut result = output.result;
+    let mut paths = Vec::new();
+    if let Some(stems) = result["stems"].as_object_mut() {
+        for (_, v) in stems.iter_mut() {
+            if let Some(name) = v["$file"].as_str() {
+                let path = out_dir.join(name).display().to_string();
+                paths.push(path.clone());
+                *v = serde_json::json!(path);
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        eprintln!("{}: {} stems", engine.name(), paths.len());
+        for p in paths {
+            println!("{p}");
+        }
     }
     Ok(())
 }
 
 /// `soundcheck generate TAGS -o OUT.mp3 [--duration S] [--bpm N] [--key K] [--timesignature N]
 /// [--seed N] [--model ID]`: one generation without a server, with the server's defaults, engines
-/// and MP3 (44.1 kHz stereo, 192 kbit/s). Prints the resolved parameters, so the result can be
+/// and MP3 (44.1 kHz stereo, 192 kbit/s); `.wav` and `.flac` get the engine's audio losslessly,
+/// any other extension is refused before anything runs. Prints the resolved parameters, so the result can be
 /// reproduced with `--seed`.
 pub struct GenerateArgs<'a> {
     pub tags: &'a str,
@@ -135,6 +213,22 @@ pub fn generate(config: &crate::config::Config, a: &GenerateArgs<'_>) -> anyhow:
     range("timesignature", a.timesignature.map(u64::from), 2, 12)?;
     range("seed", a.seed, 0, u32::MAX as u64)?;
     anyhow::ensure!(!a.tags.trim().is_empty(), "tags must not be empty");
+    // The file's format is its extension's, checked before anything is generated.
+    let ext = a
+        .output
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let lossless = match ext.as_str() {
+        "mp3" => None,
+        "wav" => Some(audio::Format::Wav16),
+        "flac" => Some(audio::Format::Flac16),
+        _ => anyhow::bail!(
+            "cannot write {}: name it .mp3 (as the API delivers), .wav or .flac",
+            a.output.display()
+        ),
+    };
     let key = a
         .key
         .map(parse_keyscale)
@@ -156,7 +250,7 @@ pub fn generate(config: &crate::config::Config, a: &GenerateArgs<'_>) -> anyhow:
         seed: p.seed,
     };
     eprintln!(
-        "{}: \"{}\" {} s, {} bpm, {}, {}/x, seed {}",
+        "{}: \"{}\" {} s, {} bpm, {}, timesignature {}, seed {}",
         generator.name(),
         req.tags,
         req.duration,
@@ -170,14 +264,32 @@ pub fn generate(config: &crate::config::Config, a: &GenerateArgs<'_>) -> anyhow:
         .generate(&req, &|p| set(&pb, p), &|| false)
         .map_err(|e| anyhow!("generation failed: {e}"))?;
     pb.finish_and_clear();
-    let secs =
-        crate::jobs::worker::write_mp3_atomically(&audio, a.output).map_err(|e| anyhow!("{e}"))?;
+    let secs = match lossless {
+        None => crate::jobs::worker::write_mp3_atomically(&audio, a.output)
+            .map_err(|e| anyhow!("{e}"))?,
+        Some(format) => {
+            audio::encode(&audio, format, a.output)?;
+            audio.duration_secs()
+        }
+    };
     println!("wrote {} ({secs:.1} s)", a.output.display());
     Ok(())
 }
 
-/// `soundcheck models list`.
-pub fn models_list(config: &crate::config::Config) -> anyhow::Result<()> {
+/// `soundcheck models list`: the engines a server on this data directory would use (the
+/// built-in ones need no weights), then the catalog of downloadable models.
+pub fn models_list(config: &crate::config::Config, json: bool) -> anyhow::Result<()> {
+    if json {
+        let rows = crate::models::rows(&config.data_dir);
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let registry = crate::engines::try_registry(config)?;
+    println!("{:<18}ENGINE (built in, or installed below)", "ENDPOINT");
+    for (endpoint, engine) in registry.describe() {
+        println!("{endpoint:<18}{engine}");
+    }
+    println!();
     print!("{}", crate::models::list_table(&config.data_dir));
     println!(
         "models directory: {}",

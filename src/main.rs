@@ -47,25 +47,47 @@ enum Command {
     },
     /// Analyse a file (tempo, beats, key, loudness, features) without a server.
     Analyze {
+        /// The audio file to analyse.
         file: PathBuf,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Master a file to a loudness target without a server.
+    /// Master a file to a loudness target without a server (the /v1/master job: same options,
+    /// ranges and messages).
     Master {
+        /// The audio file to master.
         file: PathBuf,
+        /// Where to write the result (.wav, .flac or .mp3; must agree with --format).
         #[arg(short, long)]
         output: PathBuf,
-        #[arg(long, default_value_t = -14.0, allow_negative_numbers = true)]
-        target_lufs: f64,
-        #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
-        true_peak: f64,
+        /// Integrated loudness target in LUFS, -30 to -6 (default -14; API field target_lufs).
+        #[arg(long, allow_negative_numbers = true)]
+        target_lufs: Option<String>,
+        /// True-peak ceiling in dBTP, -9 to 0 (default -1; API field true_peak_db).
+        #[arg(long, allow_negative_numbers = true)]
+        true_peak: Option<String>,
+        /// wav16, wav24, float, flac, flac24 or mp3 (default: from OUTPUT's extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// MP3 bit rate in kbit/s, a LAME rate from 8 to 320 (default 320; mp3 only).
+        #[arg(long)]
+        bitrate: Option<String>,
+        /// Leave out the tonal EQ (API: eq=false).
+        #[arg(long)]
+        no_eq: bool,
+        /// Leave out the compressor (API: compress=false).
+        #[arg(long)]
+        no_compress: bool,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Transcribe a file to MIDI (basic-pitch) without a server.
     Transcribe {
+        /// The audio file to transcribe.
         file: PathBuf,
+        /// Where to write the MIDI file.
         #[arg(short, long)]
         output: PathBuf,
         /// Job options as name=value (onset_threshold, frame_threshold, min_note_ms, …).
@@ -79,7 +101,9 @@ enum Command {
     },
     /// Generate music from tags to an MP3 without a server.
     Generate {
+        /// Style tags, as the API's `tags` (e.g. "lofi chill, piano").
         tags: String,
+        /// Where to write: .mp3 (as the API delivers), .wav or .flac.
         #[arg(short, long)]
         output: PathBuf,
         /// Seconds (1-600; default 30).
@@ -94,6 +118,7 @@ enum Command {
         /// Beats per bar (2-12; default 4).
         #[arg(long)]
         timesignature: Option<u32>,
+        /// Random seed, 0 to 4294967295 (default: a new one, printed).
         #[arg(long)]
         seed: Option<u64>,
         /// `procedural`, `auto` or an installed model id.
@@ -104,22 +129,44 @@ enum Command {
     },
     #[command(flatten)]
     Remote(soundcheck::remote::RemoteCommand),
-    /// Split a file into stems (DSP separator) without a server.
+    /// Split a file into stems without a server (the /v1/separate job: same options, ranges and
+    /// messages; the engine a server on the data directory would use, or --model's).
     Separate {
+        /// The audio file to separate.
         file: PathBuf,
-        #[arg(long, default_value_t = 4)]
-        stems: u8,
+        /// 2 (vocals, accompaniment) or 4 (drums, bass, other, vocals).
+        #[arg(long, default_value = "4")]
+        stems: String,
+        /// Stem files: wav16, wav24 or float.
+        #[arg(long, default_value = "wav16")]
+        format: String,
+        /// auto (the best installed HTDemucs, else dsp), dsp, htdemucs, htdemucs_ft or htdemucs_6s.
+        #[arg(long, default_value = "auto")]
+        model: String,
+        /// Directory for the stems (created if missing).
         #[arg(short, long)]
         output: PathBuf,
+        /// Print the job's result as JSON (file paths in place of URLs).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum ModelsAction {
-    /// The catalog and what is installed.
-    List(DataArgs),
+    /// The engines in use and the catalog with what is installed.
+    List {
+        /// Print the catalog rows as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Download a model's published weights (resumable, checksummed).
     Pull {
+        /// A catalog id (`soundcheck models list` shows them).
         id: String,
         /// Fetch from this base URL instead of huggingface.co / dl.fbaipublicfiles.com.
         #[arg(long, env = "SOUNDCHECK_MODEL_MIRROR")]
@@ -132,6 +179,7 @@ enum ModelsAction {
     },
     /// Install from a local copy: a MusicGen directory or demucs .th checkpoints.
     Import {
+        /// A MusicGen directory or a demucs .th checkpoint.
         path: PathBuf,
         /// Install under this id (default: the file or directory name).
         #[arg(long = "as")]
@@ -141,6 +189,7 @@ enum ModelsAction {
     },
     /// Delete an installed model.
     Remove {
+        /// The id of an installed model.
         id: String,
         #[command(flatten)]
         data: DataArgs,
@@ -153,6 +202,7 @@ enum CreditsAction {
     Show(DataArgs),
     /// Add N credits.
     Add {
+        /// How many credits to add (a positive integer).
         amount: i64,
         #[command(flatten)]
         data: DataArgs,
@@ -188,8 +238,29 @@ fn run(command: Command) -> anyhow::Result<()> {
             output,
             target_lufs,
             true_peak,
+            format,
+            bitrate,
+            no_eq,
+            no_compress,
             json,
-        } => soundcheck::cli::master(&file, &output, target_lufs, true_peak, json),
+        } => {
+            // The job's own field names, so the engine's parser checks them.
+            let mut fields = std::collections::BTreeMap::new();
+            let pairs = [
+                ("target_lufs", target_lufs),
+                ("true_peak_db", true_peak),
+                ("format", format),
+                ("bitrate", bitrate),
+                ("eq", no_eq.then(|| "false".to_string())),
+                ("compress", no_compress.then(|| "false".to_string())),
+            ];
+            for (name, value) in pairs {
+                if let Some(v) = value {
+                    fields.insert(name.to_string(), v);
+                }
+            }
+            soundcheck::cli::master(&file, &output, fields, json)
+        }
         Command::Transcribe {
             file,
             output,
@@ -198,10 +269,22 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Separate {
             file,
             stems,
+            format,
+            model,
             output,
-        } => soundcheck::cli::separate(&file, stems, &output),
+            json,
+            data,
+        } => {
+            let fields = [("stems", stems), ("format", format)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            soundcheck::cli::separate(&file, &fields, &model, &data.path(), &output, json)
+        }
         Command::Models { action } => match action {
-            ModelsAction::List(data) => soundcheck::cli::models_list(&offline_config(&data)?),
+            ModelsAction::List { json, data } => {
+                soundcheck::cli::models_list(&offline_config(&data)?, json)
+            }
             ModelsAction::Pull {
                 id,
                 mirror,

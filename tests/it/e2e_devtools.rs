@@ -74,7 +74,13 @@ async fn listen_trigger_forward_rotate_and_resend_work_end_to_end() {
             .collect()
     };
 
-    let listen_args = with(&["listen", "--forward-to", &app.url]);
+    let listen_args = with(&[
+        "listen",
+        "--forward-to",
+        &app.url,
+        "--forward-generations-to",
+        &app.url,
+    ]);
     let (_listen, mut out) = spawn(&listen_args.iter().map(String::as_str).collect::<Vec<_>>());
     line_with(&mut out, &["Ready!"]).await;
     let ep: Value = s
@@ -284,8 +290,15 @@ async fn jobs_tail_prints_a_job_as_it_runs() {
         .unwrap()
         .to_string();
     // Claimed at once, the job then waits out its delay while `running`.
-    line_with(&mut out, &[&id, "running"]).await;
-    line_with(&mut out, &[&id, "completed", "100%"]).await;
+    let running = line_with(&mut out, &[&id, "running"]).await;
+    let done = line_with(&mut out, &[&id, "completed", "100%"]).await;
+    // Each change starts with its local time, HH:MM:SS.mmm, and they run forward.
+    let time = |l: &str| chrono::NaiveTime::parse_from_str(&l[..12], "%H:%M:%S%.3f");
+    let (t0, t1) = (time(&running).unwrap(), time(&done).unwrap());
+    assert!(
+        t1 >= t0 || t0 - t1 > chrono::Duration::hours(12),
+        "{running}\n{done}"
+    );
     s.stop().await;
 }
 

@@ -175,7 +175,15 @@ impl TestReceiver {
 
 type ReceiverState = (Arc<AtomicU16>, Arc<Mutex<Vec<Received>>>);
 
-async fn receive(State((status, got)): State<ReceiverState>, req: Request) -> StatusCode {
+/// Answers with the switchable status and a small JSON body (what the delivery log records).
+async fn receive(
+    State((status, got)): State<ReceiverState>,
+    req: Request,
+) -> (
+    StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    &'static str,
+) {
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, 1 << 20)
         .await
@@ -190,7 +198,11 @@ async fn receive(State((status, got)): State<ReceiverState>, req: Request) -> St
         body,
         at: std::time::Instant::now(),
     });
-    StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap()
+    (
+        StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap(),
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        r#"{"received":true}"#,
+    )
 }
 
 /// Polls `cond` every 10 ms; panics if it is still false after `secs`.
