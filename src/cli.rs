@@ -87,7 +87,7 @@ pub fn master(
 }
 
 /// `soundcheck transcribe FILE -o out.mid [-p name=value …]` with the job's option names.
-pub fn transcribe(file: &Path, out: &Path, options: &[String]) -> anyhow::Result<()> {
+pub fn transcribe(file: &Path, out: &Path, options: &[String], json: bool) -> anyhow::Result<()> {
     // Names the API does not take are refused (listing the ones it does), not ignored.
     let (_, doc) = crate::api::router().split_for_parts();
     crate::remote::check_params(&serde_json::to_value(&doc)?, "/v1/transcribe", options)?;
@@ -106,7 +106,12 @@ pub fn transcribe(file: &Path, out: &Path, options: &[String]) -> anyhow::Result
     pb.finish_and_clear();
     let midi = t.to_midi_bytes(opts.midi_tempo, opts.multiple_pitch_bends)?;
     std::fs::write(out, midi).with_context(|| format!("writing {}", out.display()))?;
-    println!("{} notes written to {}", t.notes.len(), out.display());
+    if json {
+        let said = serde_json::json!({ "note_count": t.notes.len(), "output": out });
+        println!("{}", serde_json::to_string_pretty(&said)?);
+    } else {
+        println!("{} notes written to {}", t.notes.len(), out.display());
+    }
     Ok(())
 }
 
@@ -200,6 +205,8 @@ pub struct GenerateArgs<'a> {
     pub seed: Option<u64>,
     pub model: &'a str,
     pub output: &'a Path,
+    /// Print the resolved parameters and the file as JSON on stdout.
+    pub json: bool,
 }
 
 pub fn generate(config: &crate::config::Config, a: &GenerateArgs<'_>) -> anyhow::Result<()> {
@@ -272,7 +279,22 @@ pub fn generate(config: &crate::config::Config, a: &GenerateArgs<'_>) -> anyhow:
             audio.duration_secs()
         }
     };
-    println!("wrote {} ({secs:.1} s)", a.output.display());
+    if a.json {
+        let said = serde_json::json!({
+            "model": generator.name(),
+            "tags": req.tags,
+            "duration": req.duration,
+            "bpm": req.bpm,
+            "keyscale": req.keyscale,
+            "timesignature": req.timesignature,
+            "seed": req.seed,
+            "output": a.output,
+            "seconds": secs,
+        });
+        println!("{}", serde_json::to_string_pretty(&said)?);
+    } else {
+        println!("wrote {} ({secs:.1} s)", a.output.display());
+    }
     Ok(())
 }
 

@@ -33,7 +33,13 @@ enum Command {
     Serve(ServeArgs),
     /// Print the API keys and the webhook secret of a data directory (default: the running
     /// server's).
-    Keys(DataArgs),
+    Keys {
+        /// Print them as a JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// List the soundcheck servers running on this machine (URL, pid, data directory).
     Servers {
         /// Print them as a JSON array.
@@ -93,6 +99,9 @@ enum Command {
         /// Job options as name=value (onset_threshold, frame_threshold, min_note_ms, …).
         #[arg(short = 'p', long = "option")]
         options: Vec<String>,
+        /// Print the note count and the output path as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage model weights (MusicGen, HTDemucs) in the data directory.
     Models {
@@ -124,6 +133,9 @@ enum Command {
         /// `procedural`, `auto` or an installed model id.
         #[arg(long, default_value = "procedural")]
         model: String,
+        /// Print the resolved parameters and the file written as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         data: DataArgs,
     },
@@ -199,11 +211,20 @@ enum ModelsAction {
 #[derive(Debug, Subcommand)]
 enum CreditsAction {
     /// Print the balance.
-    Show(DataArgs),
+    Show {
+        /// Print `{"balance": N}`.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Add N credits.
     Add {
         /// How many credits to add (a positive integer).
         amount: i64,
+        /// Print `{"balance": N}`.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         data: DataArgs,
     },
@@ -226,9 +247,18 @@ fn main() -> std::process::ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args),
-        Command::Keys(data) => {
+        Command::Keys { json, data } => {
             let secrets = soundcheck::app::read_secrets(&data.for_client()?)?;
-            print!("{}", secrets.env_lines());
+            if json {
+                let keys = serde_json::json!({
+                    "ft_key": secrets.ft_key,
+                    "tl_key": secrets.tl_key,
+                    "webhook_secret": secrets.webhook_secret,
+                });
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                print!("{}", secrets.env_lines());
+            }
             Ok(())
         }
         Command::Servers { json } => soundcheck::instances::print_running(json),
@@ -265,7 +295,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             file,
             output,
             options,
-        } => soundcheck::cli::transcribe(&file, &output, &options),
+            json,
+        } => soundcheck::cli::transcribe(&file, &output, &options, json),
         Command::Separate {
             file,
             stems,
@@ -313,6 +344,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             timesignature,
             seed,
             model,
+            json,
             data,
         } => soundcheck::cli::generate(
             &offline_config(&data)?,
@@ -325,13 +357,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                 seed,
                 model: &model,
                 output: &output,
+                json,
             },
         ),
         Command::Remote(cmd) => soundcheck::remote::run(cmd),
         Command::Credits { action } => {
-            let (data, amount) = match action {
-                CreditsAction::Show(d) => (d, None),
-                CreditsAction::Add { amount, data } => (data, Some(amount)),
+            let (data, amount, json) = match action {
+                CreditsAction::Show { json, data } => (data, None, json),
+                CreditsAction::Add { amount, json, data } => (data, Some(amount), json),
             };
             let dir = data.for_client()?;
             let balance = match amount {
@@ -364,7 +397,11 @@ fn run(command: Command) -> anyhow::Result<()> {
                     })?
                 }
             };
-            println!("{balance}");
+            if json {
+                println!("{}", serde_json::json!({ "balance": balance }));
+            } else {
+                println!("{balance}");
+            }
             Ok(())
         }
     }

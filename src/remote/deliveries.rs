@@ -40,6 +40,7 @@ pub(super) async fn resend_failed_since(
     c: &Client,
     since: chrono::DateTime<chrono::Utc>,
     of: &str,
+    json: bool,
 ) -> anyhow::Result<()> {
     let list = c
         .tl_get(&format!("/v1/webhook/deliveries?of={of}&limit=100"))
@@ -59,6 +60,10 @@ pub(super) async fn resend_failed_since(
             failed.push(event);
         }
     }
+    if failed.is_empty() && json {
+        println!("[]");
+        return Ok(());
+    }
     if failed.is_empty() {
         println!(
             "no {of} event has failed since {}",
@@ -71,7 +76,11 @@ pub(super) async fn resend_failed_since(
         let path = format!("/v1/webhook/deliveries/{event}/resend");
         sent.push(c.tl_send("POST", &path, None).await?);
     }
-    print_deliveries(&Value::Array(sent));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&sent)?);
+    } else {
+        print_deliveries(&Value::Array(sent));
+    }
     Ok(())
 }
 

@@ -98,6 +98,9 @@ pub enum RemoteCommand {
     },
     /// The jobs webhook endpoint: show, set-url, enable, disable, rotate-secret.
     Webhook {
+        /// Print the endpoint as the API answers it (JSON).
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
         action: WebhookAction,
     },
@@ -132,6 +135,9 @@ pub enum JobsAction {
     Cancel {
         /// The job's id (`job_…`).
         id: String,
+        /// Print the cancelled job as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -177,6 +183,9 @@ pub enum DeliveriesAction {
         /// With --failed-since: `job` (default) or `generation` events.
         #[arg(long, default_value = "job", value_parser = ["job", "generation"])]
         of: String,
+        /// Print the new attempts as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -245,10 +254,14 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     follow_job(&c, &id).await.map(|_| ())
                 }
                 JobsAction::Tail { id: None, remote } => jobs_tail(&Client::new(&remote)?).await,
-                JobsAction::Cancel { id, remote } => {
+                JobsAction::Cancel { id, json, remote } => {
                     let c = Client::new(&remote)?;
                     let job = c.tl_send("DELETE", &format!("/v1/jobs/{id}"), None).await?;
-                    println!("{}", job_line(&job));
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&job)?);
+                    } else {
+                        println!("{}", job_line(&job));
+                    }
                     Ok(())
                 }
                 JobsAction::Wait { id, json, remote } => {
@@ -291,27 +304,33 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 }
                 DeliveriesAction::Resend {
                     id: Some(id),
+                    json,
                     remote,
                     ..
                 } => {
                     let path = format!("/v1/webhook/deliveries/{id}/resend");
                     let a = Client::new(&remote)?.tl_send("POST", &path, None).await?;
-                    print_deliveries(&json!([a]));
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&json!([a]))?);
+                    } else {
+                        print_deliveries(&json!([a]));
+                    }
                     Ok(())
                 }
                 DeliveriesAction::Resend {
                     id: None,
                     failed_since,
                     of,
+                    json,
                     remote,
                 } => {
                     let raw = failed_since.unwrap_or_default();
                     // Checked before anything is sent.
                     let since = parse_since(&raw, chrono::Utc::now())?;
-                    resend_failed_since(&Client::new(&remote)?, since, &of).await
+                    resend_failed_since(&Client::new(&remote)?, since, &of, json).await
                 }
             },
-            RemoteCommand::Webhook { action } => {
+            RemoteCommand::Webhook { json, action } => {
                 let (remote, method, path, body) = match action {
                     WebhookAction::Show(r) => (r, "GET", "/v1/webhook", None),
                     WebhookAction::SetUrl { new_url, remote } => {
@@ -329,7 +348,11 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     }
                 };
                 let ep = Client::new(&remote)?.tl_send(method, path, body).await?;
-                print_endpoint(&ep);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&ep)?);
+                } else {
+                    print_endpoint(&ep);
+                }
                 Ok(())
             }
         }

@@ -330,7 +330,27 @@ fn transcribe_refuses_unknown_options_and_generate_writes_what_its_extension_say
     let r = hound::WavReader::open(&wav).unwrap();
     assert!(r.duration() > 0);
     let mp3 = dir.path().join("g.mp3");
-    assert!(gen(&mp3).0);
+    let said = crate::util::soundcheck()
+        .args([
+            "generate",
+            "lofi",
+            "--duration",
+            "1",
+            "--seed",
+            "7",
+            "--json",
+            "-o",
+        ])
+        .arg(&mp3)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(said.status.success());
+    let said: serde_json::Value = serde_json::from_slice(&said.stdout).unwrap();
+    assert_eq!(said["seed"], 7, "{said}");
+    assert_eq!(said["model"], "procedural", "{said}");
+    assert_eq!(said["output"], mp3.to_str().unwrap(), "{said}");
     let bytes = std::fs::read(&mp3).unwrap();
     assert!(bytes.starts_with(b"ID3") || bytes[0] == 0xFF, "not an MP3");
 }

@@ -441,3 +441,76 @@ async fn test_binaries_record_themselves_in_the_test_home_only() {
     child.kill().await.unwrap();
     child.wait().await.unwrap();
 }
+
+/// Commands that print data print it as JSON with `--json`: the keys, the balance, the webhook
+/// endpoint (every action), a cancelled job, a resent attempt.
+#[tokio::test]
+async fn data_commands_print_json() {
+    let home = Home::new();
+    let s = Served::start(&home, &home.path("d"), &[]).await;
+    let tl_key = s.line("SOUNDCHECK_TL_KEY=");
+    let json = |out: String| -> serde_json::Value {
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    };
+    let keys = json(home.ok(&["keys", "--json"]).await);
+    assert_eq!(keys["tl_key"], tl_key.as_str());
+    assert_eq!(
+        keys["webhook_secret"],
+        s.line("SOUNDCHECK_WEBHOOK_SECRET=").as_str()
+    );
+    assert_eq!(
+        json(home.ok(&["credits", "show", "--json"]).await)["balance"],
+        1000
+    );
+    assert_eq!(
+        json(home.ok(&["credits", "add", "5", "--json"]).await)["balance"],
+        1005
+    );
+    let ep = json(
+        home.ok(&["webhook", "set-url", "http://127.0.0.1:9/hook", "--json"])
+            .await,
+    );
+    assert_eq!(ep["url"], "http://127.0.0.1:9/hook");
+    assert_eq!(
+        json(home.ok(&["webhook", "--json", "show"]).await)["enabled"],
+        true
+    );
+
+    // A job held by a delay, cancelled: the job as the API answers it.
+    let form = reqwest::multipart::Form::new().part(
+        "audio",
+        reqwest::multipart::Part::bytes(crate::util::wav_bytes(0.5)).file_name("a.wav"),
+    );
+    let sub: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/analyze/upload", s.base))
+        .bearer_auth(&tl_key)
+        .header("X-Soundcheck-Fault", "delay=30000")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = sub["job_id"].as_str().unwrap();
+    let job = json(home.ok(&["jobs", "cancel", id, "--json"]).await);
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "cancelled", "{job}");
+    // Its job.failed event went to the dead URL; resent, the new attempt comes back as JSON.
+    let mut attempts = serde_json::Value::Null;
+    for _ in 0..100 {
+        attempts = json(home.ok(&["deliveries", "list", "--of", id, "--json"]).await);
+        if attempts["data"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let del = attempts["data"][0]["id"]
+        .as_str()
+        .expect("an attempt")
+        .to_string();
+    let resent = json(home.ok(&["deliveries", "resend", &del, "--json"]).await);
+    assert_eq!(resent[0]["subject_id"], id, "{resent}");
+    assert_eq!(resent[0]["manual"], true, "{resent}");
+    s.terminate().await;
+}
