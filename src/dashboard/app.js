@@ -4,7 +4,6 @@
 "use strict";
 
 let cfg = null;
-let selectedDelivery = null;
 // Items submitted from the Faults tab, newest first: { kind: "job" | "gen", id, fault }.
 const faultSubmissions = [];
 
@@ -603,6 +602,7 @@ function renderDeliveryDetail(a) {
   el.hidden = false;
   el.innerHTML = `<h3>${esc(a.id)} · ${esc(a.event_type)} · attempt ${a.attempt}</h3>
     <p>POST ${esc(a.url)} → <span class="${a.succeeded ? "ok" : "fail"}">${a.response_status ?? "no answer"}</span> in ${a.duration_ms} ms ${esc(a.error ?? "")}</p>
+    ${a.next_attempt_at ? `<p class="next-retry">Next automatic retry: <time>${esc(a.next_attempt_at)}</time></p>` : ""}
     <h4>Request headers</h4><pre>${esc(JSON.stringify(a.request_headers, null, 2))}</pre>
     <h4>Request body</h4><pre class="request-body">${esc(pretty(a.request_body))}</pre>
     <h4>Response headers</h4><pre>${esc(JSON.stringify(a.response_headers, null, 2))}</pre>

@@ -328,6 +328,13 @@ try {
     const sub = await submit();
     await until("first failed attempt", () => rx.got.length >= 1);
     await page.waitForSelector(`#del-table tr:has-text("${sub.job_id}") td.fail`);
+    // A failed attempt with a retry scheduled shows when (RFC 3339, as the API gives it).
+    const log = (await api("GET", `/v1/webhook/deliveries?of=${sub.job_id}`)).data;
+    const pending = log.find((a) => a.next_attempt_at);
+    assert.ok(pending, "a failed attempt with a retry scheduled: " + JSON.stringify(log));
+    await page.click(`#del-table tr[data-del="${pending.id}"] td >> nth=1`);
+    assert.equal(await page.textContent("#del-detail .next-retry time"), pending.next_attempt_at);
+    assert.ok(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/.test(pending.next_attempt_at), pending.next_attempt_at);
     rx.status = 200;
     const before = rx.got.length;
     await page.click(`#del-table tr:has-text("${sub.job_id}") button.resend >> nth=0`);
