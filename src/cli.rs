@@ -1,8 +1,10 @@
 //! Offline commands that run an engine on a file without a server: `analyze`, `master`,
-//! `transcribe`, `separate`. Each shows a progress bar on stderr and writes its result.
+//! `transcribe`, `separate`. Each shows a progress bar on stderr and writes its result. Given
+//! several files or a directory, each runs on every audio file under one progress bar, then a
+//! per-file summary ([`batch`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,6 +26,123 @@ fn bar(label: &str) -> ProgressBar {
 
 fn set(pb: &ProgressBar, p: f32) {
     pb.set_position((p.clamp(0.0, 1.0) * 1000.0) as u64);
+}
+
+/// Extensions the batch mode takes from a directory (what the decoder reads).
+const AUDIO_EXTENSIONS: &[&str] = &[
+    "wav", "wave", "mp3", "flac", "ogg", "oga", "m4a", "mp4", "aac", "aif", "aiff", "caf", "mkv",
+    "webm",
+];
+
+/// The inputs a command was given: one plain file is `None` (the single-file form, whose `-o`
+/// names the output file); otherwise every file given and each directory's audio files (by
+/// extension, sorted, not recursive), for [`batch`].
+pub fn batch_inputs(paths: &[PathBuf]) -> anyhow::Result<Option<Vec<PathBuf>>> {
+    if let [one] = paths {
+        if !one.is_dir() {
+            return Ok(None);
+        }
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| {
+                    f.is_file()
+                        && f.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                            AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                        })
+                })
+                .collect();
+            found.sort();
+            anyhow::ensure!(!found.is_empty(), "no audio files in {}", p.display());
+            files.extend(found);
+        } else {
+            anyhow::ensure!(p.is_file(), "no such file: {}", p.display());
+            files.push(p.clone());
+        }
+    }
+    Ok(Some(files))
+}
+
+/// One file's outcome in a batch: its result as JSON and a one-line summary.
+pub type Outcome = anyhow::Result<(serde_json::Value, String)>;
+
+/// The progress callback a batch hands each file's run (the engines want it `Sync`).
+pub type Progress<'a> = &'a (dyn Fn(f32) + Sync);
+
+/// Runs `one(file, progress)` on every file under one progress bar (its message the file being
+/// worked on), then prints one line per file (`ok` with its summary, or `FAILED` with the error)
+/// or, with `json`, an array of `{"file", "result"}` / `{"file", "error"}`. Fails, after every file
+/// has had its turn, if any did.
+pub fn batch(
+    label: &str,
+    files: &[PathBuf],
+    json: bool,
+    one: &dyn Fn(&Path, Progress<'_>) -> Outcome,
+) -> anyhow::Result<()> {
+    let pb = bar(label);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:30!} [{bar:40}] {percent:>3}% {elapsed}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let n = files.len() as f32;
+    let mut outcomes = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        pb.set_message(format!("{}/{} {}", i + 1, files.len(), file.display()));
+        let progress = |p: f32| set(&pb, (i as f32 + p.clamp(0.0, 1.0)) / n);
+        outcomes.push(one(file, &progress));
+    }
+    pb.finish_and_clear();
+    let failed = outcomes.iter().filter(|o| o.is_err()).count();
+    if json {
+        let all: Vec<serde_json::Value> = files
+            .iter()
+            .zip(&outcomes)
+            .map(|(f, o)| match o {
+                Ok((v, _)) => serde_json::json!({ "file": f, "result": v }),
+                Err(e) => serde_json::json!({ "file": f, "error": format!("{e:#}") }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        for (f, o) in files.iter().zip(&outcomes) {
+            match o {
+                Ok((_, summary)) => println!("ok      {}  {summary}", f.display()),
+                Err(e) => println!("FAILED  {}  {e:#}", f.display()),
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} files failed", files.len());
+    Ok(())
+}
+
+/// Where a batch writes one input's output: `dir/<file stem><suffix>`.
+fn output_for(dir: &Path, file: &Path, suffix: &str) -> PathBuf {
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("out");
+    dir.join(format!("{stem}{suffix}"))
+}
+
+/// `soundcheck analyze FILE… [--json]`: one report, or with several files a batch.
+pub fn analyze_files(paths: &[PathBuf], json: bool) -> anyhow::Result<()> {
+    let Some(files) = batch_inputs(paths)? else {
+        return analyze(&paths[0], json);
+    };
+    batch("analyzing", &files, json, &|file, progress| {
+        let decoded = audio::decode_with_progress(file, &|p| progress(p * 0.5))?;
+        let report = analyze::full(&decoded, &|p| progress(0.5 + p * 0.5))?;
+        let summary = format!(
+            "{:.1} BPM, {}, {:.1} LUFS",
+            report.rhythm.bpm,
+            report.key.name.as_deref().unwrap_or("no key"),
+            report.loudness.integrated_lufs
+        );
+        Ok((serde_json::to_value(&report)?, summary))
+    })
 }
 
 /// `soundcheck analyze FILE [--json]`.
@@ -86,8 +205,62 @@ pub fn master(
     Ok(())
 }
 
-/// `soundcheck transcribe FILE -o out.mid [-p name=value …]` with the job's option names.
-pub fn transcribe(file: &Path, out: &Path, options: &[String], json: bool) -> anyhow::Result<()> {
+/// `soundcheck master FILE… -o DIR [options]` with several files or a directory: each is
+/// mastered into `DIR/<name>.<the format's extension>` (`--format`, default `wav16`).
+pub fn master_files(
+    paths: &[PathBuf],
+    out: &Path,
+    fields: BTreeMap<String, String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let Some(files) = batch_inputs(paths)? else {
+        return master(&paths[0], out, fields, json);
+    };
+    // Checked once, before anything runs.
+    let params = master::parse_params(&fields).map_err(|e| anyhow!(e))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let ext = format!(".{}", params.format.extension());
+    batch("mastering", &files, json, &|file, progress| {
+        let dest = output_for(out, file, &ext);
+        let report = master::master_file(file, &dest, params.format, &params.settings, progress)?;
+        let summary = format!(
+            "-> {}  {:.1} -> {:.1} LUFS",
+            dest.display(),
+            report.before.integrated_lufs,
+            report.after.integrated_lufs
+        );
+        let mut v = serde_json::to_value(&report)?;
+        v["output"] = serde_json::json!(dest);
+        Ok((v, summary))
+    })
+}
+
+/// `soundcheck transcribe FILE… -o DIR` with several files or a directory: `DIR/<name>.mid`.
+pub fn transcribe_files(
+    paths: &[PathBuf],
+    out: &Path,
+    options: &[String],
+    json: bool,
+) -> anyhow::Result<()> {
+    let Some(files) = batch_inputs(paths)? else {
+        return transcribe(&paths[0], out, options, json);
+    };
+    let opts = transcribe_options(options)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    batch("transcribing", &files, json, &|file, progress| {
+        let dest = output_for(out, file, ".mid");
+        let samples = decode_mono(file, 22_050).map_err(|e| anyhow!("{e}"))?;
+        progress(0.1);
+        let t = transcribe::transcribe(&samples, &opts, &|p| progress(0.1 + 0.9 * p))?;
+        let midi = t.to_midi_bytes(opts.midi_tempo, opts.multiple_pitch_bends)?;
+        std::fs::write(&dest, midi).with_context(|| format!("writing {}", dest.display()))?;
+        let v = serde_json::json!({ "note_count": t.notes.len(), "output": dest });
+        Ok((v, format!("-> {}  {} notes", dest.display(), t.notes.len())))
+    })
+}
+
+/// The transcription options from `-p name=value`, names checked against the API's.
+fn transcribe_options(options: &[String]) -> anyhow::Result<transcribe::TranscribeOptions> {
     // Names the API does not take are refused (listing the ones it does), not ignored.
     let (_, doc) = crate::api::router().split_for_parts();
     crate::remote::check_params(&serde_json::to_value(&doc)?, "/v1/transcribe", options)?;
@@ -98,7 +271,12 @@ pub fn transcribe(file: &Path, out: &Path, options: &[String], json: bool) -> an
             .ok_or_else(|| anyhow!("option {o:?} is not name=value"))?;
         fields.insert(k.to_string(), v.to_string());
     }
-    let opts = transcribe::TranscribeOptions::from_fields(&fields).map_err(|e| anyhow!(e))?;
+    transcribe::TranscribeOptions::from_fields(&fields).map_err(|e| anyhow!(e))
+}
+
+/// `soundcheck transcribe FILE -o out.mid [-p name=value …]` with the job's option names.
+pub fn transcribe(file: &Path, out: &Path, options: &[String], json: bool) -> anyhow::Result<()> {
+    let opts = transcribe_options(options)?;
     let pb = bar("transcribing");
     let samples = decode_mono(file, 22_050).map_err(|e| anyhow!("{e}"))?;
     set(&pb, 0.1);
@@ -121,7 +299,7 @@ pub fn transcribe(file: &Path, out: &Path, options: &[String], json: bool) -> an
 /// the job's fields checked by the engine (the API's ranges and messages). Prints each stem's
 /// path, or with `json` the job's result with paths in place of URLs.
 pub fn separate(
-    file: &Path,
+    paths: &[PathBuf],
     fields: &BTreeMap<String, String>,
     model: &str,
     data_dir: &Path,
@@ -157,34 +335,47 @@ pub fn separate(
         )
     };
     let params = engine.params(fields).map_err(|e| anyhow!(e))?;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let pb = bar("separating");
-    let progress = |p: f32| set(&pb, p);
-    let ctx = JobContext {
-        input: file,
-        params: &params,
-        out_dir,
-        progress: &progress,
-        cancelled: &|| false,
-    };
-    let output = engine.run(&ctx).map_err(|e| anyhow!("{e}"))?;
-    pb.finish_and_clear();
-    let mut result = output.result;
-    let mut paths = Vec::new();
-    if let Some(stems) = result["stems"].as_object_mut() {
-        for (_, v) in stems.iter_mut() {
-            if let Some(name) = v["$file"].as_str() {
-                let path = out_dir.join(name).display().to_string();
-                paths.push(path.clone());
-                *v = serde_json::json!(path);
+    let batch_files = batch_inputs(paths)?;
+    // One input: its stems, with the job's result (paths in place of URLs).
+    let run_one = |file: &Path, dir: &Path, progress: Progress<'_>| {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let ctx = JobContext {
+            input: file,
+            params: &params,
+            out_dir: dir,
+            progress,
+            cancelled: &|| false,
+        };
+        let output = engine.run(&ctx).map_err(|e| anyhow!("{e}"))?;
+        let mut result = output.result;
+        let mut stems = Vec::new();
+        if let Some(all) = result["stems"].as_object_mut() {
+            for (_, v) in all.iter_mut() {
+                if let Some(name) = v["$file"].as_str() {
+                    let path = dir.join(name).display().to_string();
+                    stems.push(path.clone());
+                    *v = serde_json::json!(path);
+                }
             }
         }
+        anyhow::Ok((result, stems))
+    };
+    if let Some(files) = batch_files {
+        return batch("separating", &files, json, &|file, progress| {
+            let dir = output_for(out_dir, file, "");
+            let (result, stems) = run_one(file, &dir, progress)?;
+            let summary = format!("-> {}  {} stems", dir.display(), stems.len());
+            Ok((result, summary))
+        });
     }
+    let pb = bar("separating");
+    let (result, stems) = run_one(&paths[0], out_dir, &|p| set(&pb, p))?;
+    pb.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
-        eprintln!("{}: {} stems", engine.name(), paths.len());
-        for p in paths {
+        eprintln!("{}: {} stems", engine.name(), stems.len());
+        for p in stems {
             println!("{p}");
         }
     }

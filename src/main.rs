@@ -53,8 +53,9 @@ enum Command {
     },
     /// Analyse a file (tempo, beats, key, loudness, features) without a server.
     Analyze {
-        /// The audio file to analyse.
-        file: PathBuf,
+        /// Audio files or directories (their audio files): one report each.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -62,9 +63,12 @@ enum Command {
     /// Master a file to a loudness target without a server (the /v1/master job: same options,
     /// ranges and messages).
     Master {
-        /// The audio file to master.
-        file: PathBuf,
-        /// Where to write the result (.wav, .flac or .mp3; must agree with --format).
+        /// Audio files or directories (their audio files); with more than one file, -o is a
+        /// directory and each gets a line in a summary.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Where to write the result (.wav, .flac or .mp3; must agree with --format), or with
+        /// several files the directory for them (named after each input, the format's extension).
         #[arg(short, long)]
         output: PathBuf,
         /// Integrated loudness target in LUFS, -30 to -6 (default -14; API field target_lufs).
@@ -91,9 +95,11 @@ enum Command {
     },
     /// Transcribe a file to MIDI (basic-pitch) without a server.
     Transcribe {
-        /// The audio file to transcribe.
-        file: PathBuf,
-        /// Where to write the MIDI file.
+        /// Audio files or directories (their audio files); with more than one file, -o is a
+        /// directory and each gets a line in a summary.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Where to write the MIDI file, or with several files the directory for `<name>.mid`.
         #[arg(short, long)]
         output: PathBuf,
         /// Job options as name=value (onset_threshold, frame_threshold, min_note_ms, …).
@@ -144,8 +150,10 @@ enum Command {
     /// Split a file into stems without a server (the /v1/separate job: same options, ranges and
     /// messages; the engine a server on the data directory would use, or --model's).
     Separate {
-        /// The audio file to separate.
-        file: PathBuf,
+        /// Audio files or directories (their audio files); with more than one file, -o is a
+        /// directory and each gets a line in a summary.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         /// 2 (vocals, accompaniment) or 4 (drums, bass, other, vocals).
         #[arg(long, default_value = "4")]
         stems: String,
@@ -155,7 +163,8 @@ enum Command {
         /// auto (the best installed HTDemucs, else dsp), dsp, htdemucs, htdemucs_ft or htdemucs_6s.
         #[arg(long, default_value = "auto")]
         model: String,
-        /// Directory for the stems (created if missing).
+        /// Directory for the stems (created if missing); with several files, one subdirectory
+        /// per input, named after it.
         #[arg(short, long)]
         output: PathBuf,
         /// Print the job's result as JSON (file paths in place of URLs).
@@ -262,9 +271,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Servers { json } => soundcheck::instances::print_running(json),
-        Command::Analyze { file, json } => soundcheck::cli::analyze(&file, json),
+        Command::Analyze { files, json } => soundcheck::cli::analyze_files(&files, json),
         Command::Master {
-            file,
+            files,
             output,
             target_lufs,
             true_peak,
@@ -289,16 +298,16 @@ fn run(command: Command) -> anyhow::Result<()> {
                     fields.insert(name.to_string(), v);
                 }
             }
-            soundcheck::cli::master(&file, &output, fields, json)
+            soundcheck::cli::master_files(&files, &output, fields, json)
         }
         Command::Transcribe {
-            file,
+            files,
             output,
             options,
             json,
-        } => soundcheck::cli::transcribe(&file, &output, &options, json),
+        } => soundcheck::cli::transcribe_files(&files, &output, &options, json),
         Command::Separate {
-            file,
+            files,
             stems,
             format,
             model,
@@ -310,7 +319,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
-            soundcheck::cli::separate(&file, &fields, &model, &data.path(), &output, json)
+            soundcheck::cli::separate(&files, &fields, &model, &data.path(), &output, json)
         }
         Command::Models { action } => match action {
             ModelsAction::List { json, data } => {

@@ -405,3 +405,98 @@ fn every_argument_has_help_text() {
     assert!(seen > 30, "walked only {seen} commands");
     assert!(missing.is_empty(), "no help text:\n{}", missing.join("\n"));
 }
+
+/// Several files or a directory: each offline verb runs on every audio file under one progress
+/// bar and prints one summary line per file (or a JSON array), writing into the `-o` directory;
+/// a file that fails is reported and makes the command fail, after the others have run.
+#[test]
+fn offline_verbs_take_several_files_or_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let songs = dir.path().join("songs");
+    std::fs::create_dir(&songs).unwrap();
+    for name in ["a.wav", "b.wav"] {
+        std::fs::write(songs.join(name), wav_bytes(1.0)).unwrap();
+    }
+    std::fs::write(songs.join("notes.txt"), "not audio").unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = crate::util::soundcheck().args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let os = std::ffi::OsStr::new;
+
+    // A directory: its two audio files (the .txt is not one), a JSON array in their order.
+    let (ok, out, err) = run(&[os("analyze"), songs.as_os_str(), os("--json")]);
+    assert!(ok, "{err}");
+    let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 2, "{out}");
+    assert!(all[0]["file"].as_str().unwrap().ends_with("a.wav"));
+    assert!(all[1]["result"]["loudness"]["integrated_lufs"].is_number());
+
+    // master into a directory, named after each input with the format's extension.
+    let mastered = dir.path().join("mastered");
+    let (ok, out, err) = run(&[
+        os("master"),
+        songs.join("a.wav").as_os_str(),
+        songs.join("b.wav").as_os_str(),
+        os("-o"),
+        mastered.as_os_str(),
+        os("--format"),
+        os("flac"),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        2,
+        "{out}"
+    );
+    assert!(mastered.join("a.flac").is_file() && mastered.join("b.flac").is_file());
+
+    // transcribe and separate the same way.
+    let midi = dir.path().join("midi");
+    let (ok, _, err) = run(&[
+        os("transcribe"),
+        songs.as_os_str(),
+        os("-o"),
+        midi.as_os_str(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(std::fs::read(midi.join("b.mid"))
+        .unwrap()
+        .starts_with(b"MThd"));
+    let stems = dir.path().join("stems");
+    let (ok, out, err) = run(&[
+        os("separate"),
+        songs.as_os_str(),
+        os("-o"),
+        stems.as_os_str(),
+        os("--stems"),
+        os("2"),
+        os("--data-dir"),
+        dir.path().join("data").as_os_str(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("2 stems"), "{out}");
+    assert!(stems.join("a/vocals.wav").is_file() && stems.join("b/accompaniment.wav").is_file());
+
+    // One bad file: reported, the others still done, the command fails.
+    let bad = songs.join("c.wav");
+    std::fs::write(&bad, b"RIFF not really").unwrap();
+    let (ok, out, err) = run(&[os("analyze"), songs.as_os_str()]);
+    assert!(!ok);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAILED") && l.contains("c.wav")),
+        "{out}"
+    );
+    assert!(err.contains("1 of 3 files failed"), "{err}");
+}
