@@ -173,7 +173,11 @@ pub fn router(state: AppState) -> Router {
         .filter(|(endpoint, _)| endpoint == "/v1/generations")
         .map(|(_, name)| name)
         .collect();
-    let doc = Arc::new(crate::api::docs::finish(doc, &generators));
+    let doc = Arc::new(crate::api::docs::finish(
+        doc,
+        &generators,
+        &state.public_url,
+    ));
     Router::new()
         .merge(api)
         .merge(crate::dashboard::router())
@@ -228,19 +232,32 @@ async fn add_latency(latency: Duration, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// The header the dashboard puts on its once-a-second polls, so that the log can tell them from
+/// the app's own requests.
+pub const DASHBOARD_POLL_HEADER: &str = "x-soundcheck-dashboard";
+
 /// Gives each request a trace id (in the envelope, the `X-Trace-Id` header and the log line).
+/// The dashboard's successful polls (`GET` with [`DASHBOARD_POLL_HEADER`]) are logged at debug
+/// level: an open dashboard makes several a second, which would bury the app's requests.
 async fn trace_requests(req: Request, next: Next) -> Response {
     let trace_id = crate::ids::trace_id();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let poll =
+        method == axum::http::Method::GET && req.headers().contains_key(DASHBOARD_POLL_HEADER);
     let started = Instant::now();
     let mut resp = TRACE_ID.scope(trace_id.clone(), next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&trace_id) {
         resp.headers_mut().insert("x-trace-id", v);
     }
-    tracing::info!(
-        %method, %path, status = resp.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1e3, %trace_id, "request"
+    let (status, latency_ms) = (
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1e3,
     );
+    if poll && resp.status().is_success() {
+        tracing::debug!(%method, %path, status, latency_ms, %trace_id, "request");
+    } else {
+        tracing::info!(%method, %path, status, latency_ms, %trace_id, "request");
+    }
     resp
 }
 

@@ -55,7 +55,9 @@ pub struct ServeArgs {
     pub webhook_url: Option<String>,
 
     /// Apply the hosted service's webhook URL rules: https only, public addresses only.
-    #[arg(long, env = "SOUNDCHECK_STRICT")]
+    /// `SOUNDCHECK_STRICT` takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "SOUNDCHECK_STRICT", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub strict: bool,
 
     /// Multiplies every webhook retry delay (0.001 turns 1 minute into 60 ms).
@@ -143,14 +145,20 @@ impl DataArgs {
     }
 
     /// The data directory of `keys` and `credits`: `--data-dir`, else that of the one server
-    /// running on this machine (`instances`), else the default; it must hold a database.
+    /// running on this machine (see the `instances` module), else the default; it must hold a
+    /// database. With several servers running and no `--data-dir`, an error lists them.
     pub fn for_client(&self) -> anyhow::Result<PathBuf> {
         if self.data_dir.is_none() {
-            if let [one] = crate::instances::running().as_slice() {
-                let running = DataArgs {
-                    data_dir: Some(one.data_dir.clone()),
-                };
-                return running.existing();
+            let running = crate::instances::running();
+            match running.as_slice() {
+                [] => {}
+                [one] => {
+                    let running = DataArgs {
+                        data_dir: Some(one.data_dir.clone()),
+                    };
+                    return running.existing();
+                }
+                several => anyhow::bail!(crate::instances::several_message(several, false)),
             }
         }
         self.existing()

@@ -218,20 +218,62 @@ pub fn resolve(
                         data_dir: i.data_dir,
                     })
                 }
-                _ => {
-                    let list: Vec<String> = all
-                        .iter()
-                        .map(|i| format!("  --url {} --data-dir {}", i.url, i.data_dir.display()))
-                        .collect();
-                    anyhow::bail!(
-                        "{} servers are running; name one with --url (or --data-dir):\n{}",
-                        all.len(),
-                        list.join("\n")
-                    )
-                }
+                _ => anyhow::bail!(several_message(&all, true)),
             }
         }
     }
+}
+
+/// The error of a client command that cannot choose among several running servers: how many,
+/// and the flags that name each one (`with_url`: the command also takes `--url`).
+pub fn several_message(all: &[Instance], with_url: bool) -> String {
+    let list: Vec<String> = all
+        .iter()
+        .map(|i| {
+            if with_url {
+                format!("  --url {} --data-dir {}", i.url, i.data_dir.display())
+            } else {
+                format!("  --data-dir {}   (serves {})", i.data_dir.display(), i.url)
+            }
+        })
+        .collect();
+    format!(
+        "{} soundcheck servers are running; name one with {}:\n{}\n(`soundcheck servers` lists them)",
+        all.len(),
+        if with_url {
+            "--url or --data-dir"
+        } else {
+            "--data-dir"
+        },
+        list.join("\n")
+    )
+}
+
+/// `soundcheck servers`: the running servers, one a line (or a JSON array).
+pub fn print_running(json: bool) -> anyhow::Result<()> {
+    let all = running();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    if all.is_empty() {
+        println!("no soundcheck server is running (start one with `soundcheck serve`)");
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:>8}  {:<20}  DATA DIRECTORY",
+        "URL", "PID", "STARTED"
+    );
+    for i in &all {
+        println!(
+            "{:<28} {:>8}  {:<20}  {}",
+            i.url,
+            i.pid,
+            i.started_at,
+            i.data_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Two spellings of one directory (relative, trailing slash, symlinked) compare equal.

@@ -34,8 +34,21 @@ enum Command {
     /// Run a fleet's worker node: jobs, generations and webhooks from the shared --database, no
     /// HTTP (needs --database and --public-url; see docs/fleet.md).
     Worker(ServeArgs),
-    /// Print the API keys and the webhook secret of a data directory.
-    Keys(DataArgs),
+    /// Print the API keys and the webhook secret of a data directory (default: the running
+    /// server's).
+    Keys {
+        /// Print them as a JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List the soundcheck servers running on this machine (URL, pid, data directory).
+    Servers {
+        /// Print them as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or add credits.
     Credits {
         #[command(subcommand)]
@@ -43,30 +56,61 @@ enum Command {
     },
     /// Analyse a file (tempo, beats, key, loudness, features) without a server.
     Analyze {
-        file: PathBuf,
+        /// Audio files or directories (their audio files): one report each.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Master a file to a loudness target without a server.
+    /// Master a file to a loudness target without a server (the /v1/master job: same options,
+    /// ranges and messages).
     Master {
-        file: PathBuf,
+        /// Audio files or directories (their audio files); with more than one file, -o is a
+        /// directory and each gets a line in a summary.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Where to write the result (.wav, .flac or .mp3; must agree with --format), or with
+        /// several files the directory for them (named after each input, the format's extension).
         #[arg(short, long)]
         output: PathBuf,
-        #[arg(long, default_value_t = -14.0, allow_negative_numbers = true)]
-        target_lufs: f64,
-        #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
-        true_peak: f64,
+        /// Integrated loudness target in LUFS, -30 to -6 (default -14; API field target_lufs).
+        #[arg(long, allow_negative_numbers = true)]
+        target_lufs: Option<String>,
+        /// True-peak ceiling in dBTP, -9 to 0 (default -1; API field true_peak_db).
+        #[arg(long, allow_negative_numbers = true)]
+        true_peak: Option<String>,
+        /// wav16, wav24, float, flac, flac24 or mp3 (default: from OUTPUT's extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// MP3 bit rate in kbit/s, a LAME rate from 8 to 320 (default 320; mp3 only).
+        #[arg(long)]
+        bitrate: Option<String>,
+        /// Leave out the tonal EQ (API: eq=false).
+        #[arg(long)]
+        no_eq: bool,
+        /// Leave out the compressor (API: compress=false).
+        #[arg(long)]
+        no_compress: bool,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Transcribe a file to MIDI (basic-pitch) without a server.
     Transcribe {
-        file: PathBuf,
+        /// Audio files or directories (their audio files); with more than one file, -o is a
+        /// directory and each gets a line in a summary.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Where to write the MIDI file, or with several files the directory for `<name>.mid`.
         #[arg(short, long)]
         output: PathBuf,
         /// Job options as name=value (onset_threshold, frame_threshold, min_note_ms, …).
         #[arg(short = 'p', long = "option")]
         options: Vec<String>,
+        /// Print the note count and the output path as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage model weights (MusicGen, HTDemucs) in the data directory.
     Models {
@@ -75,7 +119,9 @@ enum Command {
     },
     /// Generate music from tags to an MP3 without a server.
     Generate {
+        /// Style tags, as the API's `tags` (e.g. "lofi chill, piano").
         tags: String,
+        /// Where to write: .mp3 (as the API delivers), .wav or .flac.
         #[arg(short, long)]
         output: PathBuf,
         /// Seconds (1-600; default 30).
@@ -90,32 +136,61 @@ enum Command {
         /// Beats per bar (2-12; default 4).
         #[arg(long)]
         timesignature: Option<u32>,
+        /// Random seed, 0 to 4294967295 (default: a new one, printed).
         #[arg(long)]
         seed: Option<u64>,
         /// `procedural`, `auto` or an installed model id.
         #[arg(long, default_value = "procedural")]
         model: String,
+        /// Print the resolved parameters and the file written as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         data: DataArgs,
     },
     #[command(flatten)]
     Remote(soundcheck::remote::RemoteCommand),
-    /// Split a file into stems (DSP separator) without a server.
+    /// Split a file into stems without a server (the /v1/separate job: same options, ranges and
+    /// messages; the engine a server on the data directory would use, or --model's).
     Separate {
-        file: PathBuf,
-        #[arg(long, default_value_t = 4)]
-        stems: u8,
+        /// Audio files or directories (their audio files); with more than one file, -o is a
+        /// directory and each gets a line in a summary.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// 2 (vocals, accompaniment) or 4 (drums, bass, other, vocals).
+        #[arg(long, default_value = "4")]
+        stems: String,
+        /// Stem files: wav16, wav24 or float.
+        #[arg(long, default_value = "wav16")]
+        format: String,
+        /// auto (the best installed HTDemucs, else dsp), dsp, htdemucs, htdemucs_ft or htdemucs_6s.
+        #[arg(long, default_value = "auto")]
+        model: String,
+        /// Directory for the stems (created if missing); with several files, one subdirectory
+        /// per input, named after it.
         #[arg(short, long)]
         output: PathBuf,
+        /// Print the job's result as JSON (file paths in place of URLs).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum ModelsAction {
-    /// The catalog and what is installed.
-    List(DataArgs),
+    /// The engines in use and the catalog with what is installed.
+    List {
+        /// Print the catalog rows as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Download a model's published weights (resumable, checksummed).
     Pull {
+        /// A catalog id (`soundcheck models list` shows them).
         id: String,
         /// Fetch from this base URL instead of huggingface.co / dl.fbaipublicfiles.com.
         #[arg(long, env = "SOUNDCHECK_MODEL_MIRROR")]
@@ -128,6 +203,7 @@ enum ModelsAction {
     },
     /// Install from a local copy: a MusicGen directory or demucs .th checkpoints.
     Import {
+        /// A MusicGen directory or a demucs .th checkpoint.
         path: PathBuf,
         /// Install under this id (default: the file or directory name).
         #[arg(long = "as")]
@@ -137,6 +213,7 @@ enum ModelsAction {
     },
     /// Delete an installed model.
     Remove {
+        /// The id of an installed model.
         id: String,
         #[command(flatten)]
         data: DataArgs,
@@ -146,10 +223,20 @@ enum ModelsAction {
 #[derive(Debug, Subcommand)]
 enum CreditsAction {
     /// Print the balance.
-    Show(DataArgs),
+    Show {
+        /// Print `{"balance": N}`.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Add N credits.
     Add {
+        /// How many credits to add (a positive integer).
         amount: i64,
+        /// Print `{"balance": N}`.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         data: DataArgs,
     },
@@ -173,31 +260,75 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args),
         Command::Worker(args) => worker(args),
-        Command::Keys(data) => {
+        Command::Keys { json, data } => {
             let secrets = soundcheck::app::read_secrets(&data.for_client()?)?;
-            print!("{}", secrets.env_lines());
+            if json {
+                let keys = serde_json::json!({
+                    "ft_key": secrets.ft_key,
+                    "tl_key": secrets.tl_key,
+                    "webhook_secret": secrets.webhook_secret,
+                });
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                print!("{}", secrets.env_lines());
+            }
             Ok(())
         }
-        Command::Analyze { file, json } => soundcheck::cli::analyze(&file, json),
+        Command::Servers { json } => soundcheck::instances::print_running(json),
+        Command::Analyze { files, json } => soundcheck::cli::analyze_files(&files, json),
         Command::Master {
-            file,
+            files,
             output,
             target_lufs,
             true_peak,
+            format,
+            bitrate,
+            no_eq,
+            no_compress,
             json,
-        } => soundcheck::cli::master(&file, &output, target_lufs, true_peak, json),
+        } => {
+            // The job's own field names, so the engine's parser checks them.
+            let mut fields = std::collections::BTreeMap::new();
+            let pairs = [
+                ("target_lufs", target_lufs),
+                ("true_peak_db", true_peak),
+                ("format", format),
+                ("bitrate", bitrate),
+                ("eq", no_eq.then(|| "false".to_string())),
+                ("compress", no_compress.then(|| "false".to_string())),
+            ];
+            for (name, value) in pairs {
+                if let Some(v) = value {
+                    fields.insert(name.to_string(), v);
+                }
+            }
+            soundcheck::cli::master_files(&files, &output, fields, json)
+        }
         Command::Transcribe {
-            file,
+            files,
             output,
             options,
-        } => soundcheck::cli::transcribe(&file, &output, &options),
+            json,
+        } => soundcheck::cli::transcribe_files(&files, &output, &options, json),
         Command::Separate {
-            file,
+            files,
             stems,
+            format,
+            model,
             output,
-        } => soundcheck::cli::separate(&file, stems, &output),
+            json,
+            data,
+        } => {
+            let fields = [("stems", stems), ("format", format)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            soundcheck::cli::separate(&files, &fields, &model, &data.path(), &output, json)
+        }
         Command::Models { action } => match action {
-            ModelsAction::List(data) => soundcheck::cli::models_list(&offline_config(&data)?),
+            ModelsAction::List { json, data } => {
+                soundcheck::cli::models_list(&offline_config(&data)?, json)
+            }
             ModelsAction::Pull {
                 id,
                 mirror,
@@ -226,6 +357,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             timesignature,
             seed,
             model,
+            json,
             data,
         } => soundcheck::cli::generate(
             &offline_config(&data)?,
@@ -238,13 +370,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                 seed,
                 model: &model,
                 output: &output,
+                json,
             },
         ),
         Command::Remote(cmd) => soundcheck::remote::run(cmd),
         Command::Credits { action } => {
-            let (data, amount) = match action {
-                CreditsAction::Show(d) => (d, None),
-                CreditsAction::Add { amount, data } => (data, Some(amount)),
+            let (data, amount, json) = match action {
+                CreditsAction::Show { json, data } => (data, None, json),
+                CreditsAction::Add { amount, json, data } => (data, Some(amount), json),
             };
             let dir = data.for_client()?;
             let balance = match amount {
@@ -277,7 +410,11 @@ fn run(command: Command) -> anyhow::Result<()> {
                     })?
                 }
             };
-            println!("{balance}");
+            if json {
+                println!("{}", serde_json::json!({ "balance": balance }));
+            } else {
+                println!("{balance}");
+            }
             Ok(())
         }
     }

@@ -184,3 +184,12 @@ impl JobEvent {
         }
     }
 }
+
+/// Serialises a time stored as epoch milliseconds (the outbox's `next_attempt_at`) the way the
+/// API shows every other time: RFC 3339, UTC, milliseconds, `Z`.
+pub fn ms_as_rfc3339<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms.and_then(chrono::DateTime::from_timestamp_millis) {
+        Some(t) => s.serialize_some(&crate::store::rfc3339(t)),
+        None => s.serialize_none(),
+    }
+}

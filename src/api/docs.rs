@@ -25,6 +25,9 @@ pub const CREDITS: &str = "credits";
 /// Tag of result files.
 pub const MEDIA: &str = "media";
 
+/// The project's licence as an SPDX expression (`info.license.identifier`; the name says the same).
+const LICENCE: &str = "MIT OR Apache-2.0";
+
 /// The document's fixed parts; the paths are added by the routers.
 #[derive(OpenApi)]
 #[openapi(
@@ -307,8 +310,12 @@ const FAULT_VALUES: [&str; 8] = [
 /// Completes the generated document: `401` on every authenticated operation and `500` on every
 /// API operation (both in the error envelope), the fault header on submits, and the installed
 /// generators as the values of `model`.
-pub fn finish(doc: utoipa::openapi::OpenApi, generators: &[String]) -> Value {
+pub fn finish(doc: utoipa::openapi::OpenApi, generators: &[String], base_url: &str) -> Value {
     let mut doc = serde_json::to_value(&doc).expect("the document serialises");
+    // Generated clients take their base URL from here: this server's public URL.
+    doc["servers"] = json!([{ "url": base_url, "description": "this soundcheck server" }]);
+    // OpenAPI 3.1's SPDX expression beside the name.
+    doc["info"]["license"]["identifier"] = json!(LICENCE);
     let envelope = |description: &str| {
         json!({
             "description": description,
@@ -322,6 +329,11 @@ pub fn finish(doc: utoipa::openapi::OpenApi, generators: &[String]) -> Value {
             };
             for (method, op) in ops.iter_mut() {
                 let secured = op.get("security").is_some();
+                if !secured {
+                    // Public on purpose (a media URL's token is the capability): say so, rather
+                    // than leaving clients to guess a key.
+                    op["security"] = json!([]);
+                }
                 let responses = op["responses"].as_object_mut().expect("responses");
                 if secured {
                     responses

@@ -4,17 +4,19 @@
 "use strict";
 
 let cfg = null;
-let selectedJob = null;
-let selectedGen = null;
-let selectedDelivery = null;
 // Items submitted from the Faults tab, newest first: { kind: "job" | "gen", id, fault }.
 const faultSubmissions = [];
 
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 
+// The page's once-a-second polls carry this header, so the server logs them at debug level.
+const POLL = { "X-Soundcheck-Dashboard": "poll" };
+
+const authHeaders = (key) => key === "ft" ? { "X-API-Key": cfg.ft_key } : { Authorization: "Bearer " + cfg.tl_key };
+
 async function api(method, path, body, key = "tl", extraHeaders = {}) {
-  const headers = key === "ft" ? { "X-API-Key": cfg.ft_key } : { Authorization: "Bearer " + cfg.tl_key };
+  const headers = authHeaders(key);
   Object.assign(headers, extraHeaders);
   const init = { method, headers };
   if (body instanceof FormData) init.body = body;
@@ -23,6 +25,15 @@ async function api(method, path, body, key = "tl", extraHeaders = {}) {
   const data = await r.json().catch(() => null);
   if (!r.ok) throw new Error(`${r.status} ${data?.error?.code ?? ""}: ${data?.error?.message ?? ""}`);
   return data;
+}
+
+// Statuses from which an item can still be cancelled.
+const LIVE = new Set(["queued", "running", "processing"]);
+const enc = encodeURIComponent;
+// Pretty-prints a body that is JSON; anything else is shown as sent.
+function pretty(text) {
+  if (text == null) return "";
+  try { return JSON.stringify(JSON.parse(text), null, 2); } catch { return String(text); }
 }
 
 function showTab(name) {
@@ -443,21 +454,119 @@ function fillDeliveries(el, dels) {
   if (box) patch(box, JSON.stringify(dels), deliveriesTable(dels));
 }
 
-async function renderJobDetail() {
-  if (!selectedJob) return;
-  const el = $("job-detail");
-  const jobs = (await api("GET", "/v1/jobs")).data;
-  const j = jobs.find((x) => x.job_id === selectedJob);
-  if (!j) return;
-  const dels = (await api("GET", "/v1/webhook/deliveries?of=" + encodeURIComponent(j.job_id))).data;
+// The open detail pane follows its item's live event stream (`…/events`, server-sent events:
+// `status` and `done` carry the whole object, `progress` the fraction): status and progress
+// change on the page as they happen, without polling. `fetch` reads the stream, because
+// EventSource cannot send the API key.
+let follow = null; // { kind: "job" | "gen", id, ctrl, item }
+
+/** Reads an event stream, calling on(event, data) for each event; resolves when it ends. */
+async function streamEvents(path, key, signal, on) {
+  const r = await fetch(path, { headers: authHeaders(key), signal });
+  if (!r.ok) {
+    const data = await r.json().catch(() => null);
+    throw new Error(`${r.status} ${data?.error?.code ?? ""}: ${data?.error?.message ?? ""}`);
+  }
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "", event = "message", data = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value;
+    let nl;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, nl).replace(/\r$/, "");
+      buf = buf.slice(nl + 1);
+      if (line === "") {
+        if (data.length) on(event, JSON.parse(data.join("\n")));
+        event = "message";
+        data = [];
+      } else if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    }
+  }
+}
+
+const detailEl = (kind) => $(kind === "job" ? "job-detail" : "gen-detail");
+
+/** Opens the detail of a job or generation and follows it live (no-op if already open). */
+function openDetail(kind, id) {
+  if (follow && follow.kind === kind && follow.id === id) return;
+  if (follow) follow.ctrl.abort();
+  const other = detailEl(kind === "job" ? "gen" : "job");
+  const ctrl = new AbortController();
+  const me = (follow = { kind, id, ctrl, item: null });
+  const el = detailEl(kind);
   el.hidden = false;
-  const files = [["input (your upload)", `/dashboard/jobs/${encodeURIComponent(j.job_id)}/input`], ...mediaUrls(j.result)];
+  el._sig = null;
+  el.dataset.id = id;
+  el.dataset.events = "0";
+  el.dataset.progressEvents = "0";
+  el.innerHTML = `<p>loading ${esc(id)}…</p>`;
+  if (other.dataset.id) { other.hidden = true; delete other.dataset.id; other._sig = null; }
+  const path = kind === "job" ? `/v1/jobs/${enc(id)}/events` : `/v1/generations/${enc(id)}/events`;
+  const run = async () => {
+    let final = false;
+    try {
+      await streamEvents(path, kind === "job" ? "tl" : "ft", ctrl.signal, (event, data) => {
+        if (follow !== me) return;
+        el.dataset.events = String(+el.dataset.events + 1);
+        if (event === "progress") {
+          el.dataset.progressEvents = String(+el.dataset.progressEvents + 1);
+          me.item = { ...me.item, progress: data.progress };
+          showProgress(el, me.item);
+        } else {
+          me.item = data;
+          final = event === "done";
+          renderDetail(me);
+        }
+      });
+    } catch (e) {
+      if (ctrl.signal.aborted) return;
+      el.innerHTML = `<p class="fail error-message">${esc(id)}: ${esc(e.message)}</p>`;
+      return;
+    }
+    // The stream ended before the item did (the server restarting): follow it again.
+    if (!final && follow === me) setTimeout(run, 1000);
+  };
+  run();
+}
+
+/** The status line of a detail pane: status, a live progress bar, and Cancel while it runs. */
+function statusLine(kind, item) {
+  const id = kind === "job" ? item.job_id : item.id;
+  const p = item.progress;
+  return `<p class="live-status" data-status="${esc(item.status)}"><span class="status-${esc(item.status)}">${esc(item.status)}</span>
+    ${LIVE.has(item.status) ? `<progress class="live" max="1" value="${p ?? 0}"></progress> <span class="pct">${p == null ? "" : Math.round(p * 100) + "%"}</span>
+      <button class="cancel" data-kind="${kind}" data-id="${esc(id)}">Cancel</button>` : ""}</p>`;
+}
+
+function showProgress(el, item) {
+  const bar = el.querySelector("progress.live");
+  if (bar) bar.value = item.progress ?? 0;
+  const pct = el.querySelector(".live-status .pct");
+  if (pct) pct.textContent = item.progress == null ? "" : Math.round(item.progress * 100) + "%";
+}
+
+function renderDetail(f) {
+  const el = detailEl(f.kind);
+  const changed = f.kind === "job" ? renderJobDetail(el, f.item) : renderGenDetail(el, f.item);
+  showProgress(el, f.item);
+  if (changed) {
+    redrawCanvases();
+    refreshDetailDeliveries();
+  }
+}
+
+function renderJobDetail(el, j) {
+  const files = [["input (your upload)", `/dashboard/jobs/${enc(j.job_id)}/input`], ...mediaUrls(j.result)];
   const roll = j.result?.notes_json
     ? `<h4>Piano roll <small>${esc(j.result.note_count)} notes · darker is louder</small></h4>
        <canvas class="roll" data-src="${esc(j.result.notes_json)}" data-duration="${esc(j.result.duration_s ?? "")}"></canvas>`
     : "";
-  const changed = patch(el, JSON.stringify([j.job_id, j.status, j.error, j.result]),
-    `<h3>${esc(j.job_id)} <span class="status-${esc(j.status)}">${esc(j.status)}</span></h3>
+  return patch(el, JSON.stringify([j.job_id, j.status, j.error, j.result]),
+    `<h3>${esc(j.job_id)} <a class="permalink" href="#/jobs/${esc(enc(j.job_id))}" title="link to this job">#</a></h3>
+    ${statusLine("job", j)}
     <p>${esc(j.endpoint)} · credits reserved ${j.credits_reserved}, used ${j.credits_used} · trace ${esc(j.trace_id)}</p>
     ${j.error ? `<p class="fail error-message">${esc(j.error.code)}: ${esc(j.error.message)}</p>` : ""}
     <h4>Files</h4><ul class="files">${files.map(([n, u]) => trackHtml(n, u)).join("")}</ul>
@@ -465,25 +574,27 @@ async function renderJobDetail() {
     ${j.result ? `<h4>Report</h4>${resultReport(j)}` : ""}
     <details><summary>Result as JSON</summary><pre>${esc(JSON.stringify(j.result ?? j.error, null, 2))}</pre></details>
     <h4>Webhook attempts</h4><div class="dels"></div>`);
-  fillDeliveries(el, dels);
-  if (changed) redrawCanvases();
 }
 
-async function renderGenDetail() {
-  if (!selectedGen) return;
-  const el = $("gen-detail");
-  const g = await api("GET", "/v1/generations/" + encodeURIComponent(selectedGen), undefined, "ft");
-  const dels = (await api("GET", `/v1/generations/${encodeURIComponent(g.id)}/deliveries`, undefined, "ft")).data;
-  el.hidden = false;
-  const changed = patch(el, JSON.stringify(g),
-    `<h3>${esc(g.id)} <span class="status-${esc(g.status)}">${esc(g.status)}</span></h3>
+function renderGenDetail(el, g) {
+  return patch(el, JSON.stringify([g.id, g.status, g.audioUrl, g.errorMessage, g.duration]),
+    `<h3>${esc(g.id)} <a class="permalink" href="#/generations/${esc(enc(g.id))}" title="link to this generation">#</a></h3>
+    ${statusLine("gen", g)}
     <p>${esc(g.prompt)}</p>
     ${g.errorMessage != null ? `<p class="fail error-message">errorMessage: ${esc(g.errorMessage)}</p>` : ""}
     ${g.audioUrl ? `<ul class="files">${trackHtml("MP3", g.audioUrl)}</ul>` : ""}
     <h4>Parameters</h4><table class="report">${kvTable(g.parameters)}${g.duration != null ? kvTable({ duration: g.duration }, "Result") : ""}</table>
     <h4>Webhook attempts</h4><div class="dels"></div>`);
-  fillDeliveries(el, dels);
-  if (changed) redrawCanvases();
+}
+
+/** The open item's webhook attempts (they change after it ends, with retries: polled). */
+async function refreshDetailDeliveries() {
+  const f = follow;
+  if (!f?.item) return;
+  const dels = f.kind === "job"
+    ? (await api("GET", "/v1/webhook/deliveries?of=" + enc(f.id), undefined, "tl", POLL)).data
+    : (await api("GET", `/v1/generations/${enc(f.id)}/deliveries`, undefined, "ft", POLL)).data;
+  if (follow === f) fillDeliveries(detailEl(f.kind), dels);
 }
 
 function renderDeliveryDetail(a) {
@@ -491,10 +602,11 @@ function renderDeliveryDetail(a) {
   el.hidden = false;
   el.innerHTML = `<h3>${esc(a.id)} · ${esc(a.event_type)} · attempt ${a.attempt}</h3>
     <p>POST ${esc(a.url)} → <span class="${a.succeeded ? "ok" : "fail"}">${a.response_status ?? "no answer"}</span> in ${a.duration_ms} ms ${esc(a.error ?? "")}</p>
+    ${a.next_attempt_at ? `<p class="next-retry">Next automatic retry: <time>${esc(a.next_attempt_at)}</time></p>` : ""}
     <h4>Request headers</h4><pre>${esc(JSON.stringify(a.request_headers, null, 2))}</pre>
-    <h4>Request body</h4><pre>${esc(a.request_body)}</pre>
+    <h4>Request body</h4><pre class="request-body">${esc(pretty(a.request_body))}</pre>
     <h4>Response headers</h4><pre>${esc(JSON.stringify(a.response_headers, null, 2))}</pre>
-    <h4>Response body</h4><pre>${esc(a.response_body ?? "")}</pre>`;
+    <h4>Response body</h4><pre class="response-body">${esc(pretty(a.response_body))}</pre>`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -535,36 +647,48 @@ function renderFaultSubmissions(jobs, gens) {
   $("fault-subs").tBodies[0].innerHTML = faultSubmissions.map((s) => {
     if (s.kind === "gen") {
       const g = gens.find((x) => x.id === s.id);
-      return `<tr data-gen="${esc(s.id)}" data-go="generations"><td>${esc(s.id)}</td><td>generation</td><td><code>${esc(s.fault || "none")}</code></td>` +
+      return `<tr data-gen="${esc(s.id)}"><td>${esc(s.id)}</td><td>generation</td><td><code>${esc(s.fault || "none")}</code></td>` +
         `<td class="status-${esc(g?.status)}">${esc(g?.status ?? "…")}</td><td class="fail">${esc(g?.errorMessage ?? "")}</td></tr>`;
     }
     const j = jobs.find((x) => x.job_id === s.id);
-    return `<tr data-job="${esc(s.id)}" data-go="jobs"><td>${esc(s.id)}</td><td>${esc(j?.endpoint ?? "job")}</td><td><code>${esc(s.fault || "none")}</code></td>` +
+    return `<tr data-job="${esc(s.id)}"><td>${esc(s.id)}</td><td>${esc(j?.endpoint ?? "job")}</td><td><code>${esc(s.fault || "none")}</code></td>` +
       `<td class="status-${esc(j?.status)}">${esc(j?.status ?? "…")}</td><td class="fail">${j?.error ? esc(j.error.code + ": " + j.error.message) : ""}</td></tr>`;
   }).join("");
   $("fault-subs").hidden = faultSubmissions.length === 0;
 }
 
+/** The rows a list's filter box and status menu let through. */
+function filtered(rows, prefix, text) {
+  const q = $(prefix + "-filter").value.trim().toLowerCase();
+  const st = $(prefix + "-status").value;
+  const out = rows.filter((r) => (!st || r.status === st) && (!q || text(r).toLowerCase().includes(q)));
+  $(prefix + "-count").textContent = out.length === rows.length ? `${rows.length}` : `${out.length} of ${rows.length}`;
+  return out;
+}
+
+const cancelButton = (kind, id, status) =>
+  LIVE.has(status) ? `<button class="cancel" data-kind="${kind}" data-id="${esc(id)}">Cancel</button>` : "";
+
 async function refresh() {
   const [jobs, gens, ep, dels, credits] = await Promise.all([
-    api("GET", "/v1/jobs"),
-    api("GET", "/v1/generations", undefined, "ft"),
-    api("GET", "/v1/webhook"),
-    api("GET", "/v1/webhook/deliveries?limit=20"),
-    api("GET", "/v1/credits"),
+    api("GET", "/v1/jobs", undefined, "tl", POLL),
+    api("GET", "/v1/generations", undefined, "ft", POLL),
+    api("GET", "/v1/webhook", undefined, "tl", POLL),
+    api("GET", `/v1/webhook/deliveries?limit=20&of=${enc($("del-of").value)}`, undefined, "tl", POLL),
+    api("GET", "/v1/credits", undefined, "tl", POLL),
   ]);
   $("credits").textContent = credits.balance;
   setSecret("wh-secret", ep.secret);
   const hintWebhook = $("hint-webhook");
   if (hintWebhook) hintWebhook.hidden = !!ep.url;
-
-  $("jobs-table").tBodies[0].innerHTML = jobs.data.map((j) =>
-    `<tr data-job="${esc(j.job_id)}"><td>${esc(j.job_id)}</td><td>${esc(j.endpoint)}</td><td class="status-${esc(j.status)}">${esc(j.status)}</td>` +
-    `<td>${j.progress == null ? "–" : `<progress max="1" value="${j.progress}"></progress> ${Math.round(j.progress * 100)}%`}</td><td>${esc(j.created_at)}</td></tr>`).join("");
-  $("gens-table").tBodies[0].innerHTML = gens.data.map((g) =>
-    `<tr data-gen="${esc(g.id)}"><td>${esc(g.id)}</td><td>${esc(g.prompt)}</td><td class="status-${esc(g.status)}">${esc(g.status)}</td><td>${g.duration ?? "–"}</td><td>${esc(g.createdAt)}</td></tr>`).join("");
+  $("jobs-table").tBodies[0].innerHTML = filtered(jobs.data, "jobs", (j) => `${j.job_id} ${j.endpoint} ${j.error?.code ?? ""}`).map((j) =>
+    `<tr data-job="${esc(j.job_id)}"><td class="col-id">${esc(j.job_id)}</td><td class="col-wide">${esc(j.endpoint)}</td><td class="col-status status-${esc(j.status)}">${esc(j.status)}</td>` +
+    `<td class="col-wide">${j.progress == null ? "–" : `<progress max="1" value="${j.progress}"></progress> ${Math.round(j.progress * 100)}%`}</td><td class="col-wide">${esc(j.created_at)}</td>` +
+    `<td class="col-act">${cancelButton("job", j.job_id, j.status)}</td></tr>`).join("");
+  $("gens-table").tBodies[0].innerHTML = filtered(gens.data, "gens", (g) => `${g.id} ${g.prompt} ${g.errorMessage ?? ""}`).map((g) =>
+    `<tr data-gen="${esc(g.id)}"><td class="col-id">${esc(g.id)}</td><td class="col-wide">${esc(g.prompt)}</td><td class="col-status status-${esc(g.status)}">${esc(g.status)}</td>` +
+    `<td class="col-wide">${g.duration ?? "–"}</td><td class="col-wide">${esc(g.createdAt)}</td><td class="col-act">${cancelButton("gen", g.id, g.status)}</td></tr>`).join("");
   renderFaultSubmissions(jobs.data, gens.data);
-
   $("wh-state").textContent = ep.enabled ? "enabled" : "disabled";
   $("wh-failures").textContent = ep.consecutive_failures;
   $("wh-alert").hidden = ep.enabled;
@@ -572,11 +696,22 @@ async function refresh() {
   if (document.activeElement !== $("wh-url") && !$("wh-url").dataset.dirty) $("wh-url").value = ep.url ?? "";
   window.lastDeliveries = dels.data;
   $("del-table").tBodies[0].innerHTML = dels.data.map((a) =>
-    `<tr data-del="${esc(a.id)}"><td>${esc(a.id)}</td><td>${esc(a.event_type)}</td><td>${esc(a.subject_id)}</td><td>${a.attempt}${a.manual ? " (resend)" : ""}</td>` +
-    `<td class="${a.succeeded ? "ok" : "fail"}">${a.succeeded ? "ok" : "fail"} ${a.response_status ?? ""}</td><td>${a.duration_ms}</td><td>${esc(a.created_at)}</td>` +
+    `<tr data-del="${esc(a.id)}"><td class="col-wide">${esc(a.id)}</td><td>${esc(a.event_type)}</td><td>${esc(a.subject_id)}</td><td class="col-wide">${a.attempt}${a.manual ? " (resend)" : ""}</td>` +
+    `<td class="col-status ${a.succeeded ? "ok" : "fail"}">${a.succeeded ? "ok" : "fail"} ${a.response_status ?? ""}</td><td class="col-wide">${a.duration_ms}</td><td class="col-wide">${esc(a.created_at)}</td>` +
     `<td><button class="resend" data-id="${esc(a.id)}">Resend</button></td></tr>`).join("");
-  await renderJobDetail();
-  await renderGenDetail();
+  await refreshDetailDeliveries();
+}
+
+/** `#jobs`, `#/jobs/job_…`, `#/generations/gen_…`: the tab, and the item to open in it. */
+function route() {
+  const h = decodeURIComponent(location.hash.slice(1)) || "overview";
+  const m = h.match(/^\/?(jobs|generations)\/(.+)$/);
+  if (m) {
+    showTab(m[1]);
+    if (cfg) openDetail(m[1] === "jobs" ? "job" : "gen", m[2]);
+  } else {
+    showTab(h.replace(/^\//, ""));
+  }
 }
 
 async function loop() {
@@ -615,6 +750,12 @@ document.addEventListener("click", async (ev) => {
       await navigator.clipboard.writeText(text);
       t.textContent = "copied";
       setTimeout(() => (t.textContent = "copy"), 1200);
+    } else if (t.classList.contains("cancel")) {
+      ev.stopPropagation();
+      t.disabled = true;
+      const { kind, id } = t.dataset;
+      await api("DELETE", kind === "job" ? `/v1/jobs/${enc(id)}` : `/v1/generations/${enc(id)}`, undefined, kind === "job" ? "tl" : "ft");
+      await refresh();
     } else if (t.classList.contains("resend")) {
       ev.stopPropagation();
       t.disabled = true;
@@ -642,9 +783,9 @@ document.addEventListener("click", async (ev) => {
       }
     } else {
       const row = t.closest("tr");
-      if (row?.dataset.go) location.hash = "#" + row.dataset.go;
-      if (row?.dataset.job) { selectedJob = row.dataset.job; await renderJobDetail(); }
-      if (row?.dataset.gen) { selectedGen = row.dataset.gen; await renderGenDetail(); }
+      // A job or generation row opens its deep link (#/jobs/ID), which the router follows.
+      if (row?.dataset.job) location.hash = "#/jobs/" + enc(row.dataset.job);
+      if (row?.dataset.gen) location.hash = "#/generations/" + enc(row.dataset.gen);
       if (row?.dataset.del) renderDeliveryDetail(window.lastDeliveries.find((a) => a.id === row.dataset.del));
     }
   } catch (e) {
@@ -685,10 +826,12 @@ $("gen-fault-form").addEventListener("submit", async (ev) => {
   $("fault-result").textContent = r.status + " " + JSON.stringify(body, null, 2);
   if (body.id) faultSubmissions.unshift({ kind: "gen", id: body.id, fault });
 });
-window.addEventListener("hashchange", () => showTab(location.hash.slice(1) || "overview"));
-
+for (const id of ["jobs-filter", "jobs-status", "gens-filter", "gens-status", "del-of"]) {
+  $(id).addEventListener("input", () => refresh().catch(() => {}));
+}
+window.addEventListener("hashchange", route);
 (async function start() {
-  showTab(location.hash.slice(1) || "overview");
+  route();
   const r = await fetch("/dashboard/config");
   if (!r.ok) {
     document.querySelector("main").innerHTML = "<p class='alert'>The dashboard is served to this machine only (loopback). Use the API with your keys.</p>";
@@ -700,5 +843,6 @@ window.addEventListener("hashchange", () => showTab(location.hash.slice(1) || "o
   setSecret("ft-key", cfg.ft_key);
   setSecret("tl-key", cfg.tl_key);
   renderOverview();
+  route();
   loop();
 })();

@@ -31,6 +31,9 @@ pub const DEMUCS_BUCKET: &str = "https://dl.fbaipublicfiles.com";
 pub enum Error {
     #[error("unknown model {0:?}; `soundcheck models list` shows the catalog")]
     Unknown(String),
+    /// A catalog model that is not installed here (`models remove` has nothing to delete).
+    #[error("model {0:?} is not installed, so there is nothing to remove (`soundcheck models pull {0}` installs it)")]
+    NotInstalled(String),
     #[error("{url}: the server answered HTTP {status}")]
     Http { url: String, status: u16 },
     #[error("{url}: {message}")]
@@ -402,7 +405,10 @@ pub fn import(data_dir: &Path, src: &Path, id: Option<&str>) -> Result<Installed
 
 /// Deletes an installed model.
 pub fn remove(data_dir: &Path, id: &str) -> Result<(), Error> {
-    let inst = find(data_dir, id).ok_or_else(|| Error::Unknown(id.to_string()))?;
+    let inst = find(data_dir, id).ok_or_else(|| match catalog(id) {
+        Some(_) => Error::NotInstalled(id.to_string()),
+        None => Error::Unknown(id.to_string()),
+    })?;
     std::fs::remove_dir_all(&inst.dir).map_err(|e| Error::io(&inst.dir, e))
 }
 

@@ -271,6 +271,9 @@ pub struct Attempt {
     pub duration_ms: i64,
     pub succeeded: bool,
     pub manual: bool,
+    /// When the next automatic retry is due (RFC 3339), while one is scheduled.
+    #[serde(serialize_with = "crate::views::ms_as_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_attempt_at: Option<i64>,
     pub created_at: String,
 }

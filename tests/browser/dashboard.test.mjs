@@ -10,7 +10,14 @@
 //   7. a transcribe job's piano roll draws one rectangle per note of its notes file;
 //   8. analysis and mastering results are shown as report tables;
 //   9. a generation submitted from the Faults tab with `internal_error` ends failed with its
-//      errorMessage on the page.
+//      errorMessage on the page;
+//  10. a deep link (#/jobs/ID) opens a job that then follows its live event stream (status and
+//      progress change on the page; no polling of the job itself);
+//  11. a running job is cancelled from its detail, a queued generation from its list row;
+//  12. the lists filter by text and status, and a narrow window keeps the status column;
+//  13. generation deliveries are listed, and delivery bodies are pretty-printed.
+// The server runs with HOME and the XDG directories in a temporary directory, so it never
+// records itself in the real user's runtime directory.
 // Screenshots go to target/screenshots/.
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
@@ -29,9 +36,19 @@ const shots = path.join(target, "screenshots");
 mkdirSync(shots, { recursive: true });
 
 function startServer() {
-  const data = mkdtempSync(path.join(tmpdir(), "sc-browser-"));
+  const home = mkdtempSync(path.join(tmpdir(), "sc-browser-home-"));
+  const data = path.join(home, "data-dir");
+  const isolated = {
+    HOME: home,
+    XDG_RUNTIME_DIR: path.join(home, "run"),
+    XDG_STATE_HOME: path.join(home, "state"),
+    XDG_DATA_HOME: path.join(home, "data"),
+    XDG_CONFIG_HOME: path.join(home, "config"),
+  };
+  const env = { ...process.env, ...isolated, SOUNDCHECK_LOG: "warn" };
+  for (const k of ["SOUNDCHECK_TL_KEY", "SOUNDCHECK_FT_KEY", "SOUNDCHECK_DATA_DIR", "SOUNDCHECK_URL", "SOUNDCHECK_ADDR"]) delete env[k];
   const child = spawn(bin, ["serve", "--addr", "127.0.0.1:0", "--data-dir", data, "--time-scale", "0.001", "--workers", "2"], {
-    env: { ...process.env, SOUNDCHECK_LOG: "warn" },
+    env,
     stdio: ["ignore", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {
@@ -85,8 +102,8 @@ async function until(what, fn, ms = 30000) {
   }
 }
 
-function toneWav() {
-  const rate = 22050, n = rate / 2, buf = Buffer.alloc(44 + n * 2);
+function toneWav(seconds = 0.5) {
+  const rate = 22050, n = Math.round(rate * seconds), buf = Buffer.alloc(44 + n * 2);
   buf.write("RIFF", 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write("WAVEfmt ", 8); buf.writeUInt32LE(16, 16);
   buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22); buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28);
   buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34); buf.write("data", 36); buf.writeUInt32LE(n * 2, 40);
@@ -311,6 +328,13 @@ try {
     const sub = await submit();
     await until("first failed attempt", () => rx.got.length >= 1);
     await page.waitForSelector(`#del-table tr:has-text("${sub.job_id}") td.fail`);
+    // A failed attempt with a retry scheduled shows when (RFC 3339, as the API gives it).
+    const log = (await api("GET", `/v1/webhook/deliveries?of=${sub.job_id}`)).data;
+    const pending = log.find((a) => a.next_attempt_at);
+    assert.ok(pending, "a failed attempt with a retry scheduled: " + JSON.stringify(log));
+    await page.click(`#del-table tr[data-del="${pending.id}"] td >> nth=1`);
+    assert.equal(await page.textContent("#del-detail .next-retry time"), pending.next_attempt_at);
+    assert.ok(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/.test(pending.next_attempt_at), pending.next_attempt_at);
     rx.status = 200;
     const before = rx.got.length;
     await page.click(`#del-table tr:has-text("${sub.job_id}") button.resend >> nth=0`);
@@ -349,6 +373,109 @@ try {
     assert.equal((await api("GET", "/v1/webhook")).enabled, true);
     assert.equal(await page.textContent("#wh-state"), "enabled");
     await page.screenshot({ path: path.join(shots, "webhook-enabled.png"), fullPage: true });
+  });
+
+  await step("a deep link opens a job that follows its live event stream", async () => {
+    // A separation of 30 s of audio runs long enough to report progress; the delay keeps it
+    // queued/running while the page opens.
+    const sub = await submit("delay=1500", "/v1/separate", toneWav(30));
+    assert.ok(sub.job_id, JSON.stringify(sub));
+    const requests = [];
+    const onRequest = (r) => requests.push(new URL(r.url()).pathname);
+    page.on("request", onRequest);
+    await page.goto(srv.base + "/#/jobs/" + sub.job_id);
+    const detail = `#tab-jobs.active #job-detail[data-id="${sub.job_id}"]`;
+    await page.waitForSelector(`${detail} .live-status`);
+    const seen = new Set(), progress = [];
+    await until("completed live", async () => {
+      const st = await page.getAttribute(`${detail} .live-status`, "data-status").catch(() => null);
+      if (st) seen.add(st);
+      const v = await page.evaluate(() => document.querySelector("#job-detail progress.live")?.value);
+      if (v != null) progress.push(v);
+      return st === "completed";
+    }, 120000);
+    page.off("request", onRequest);
+    assert.ok(seen.has("running") || seen.has("queued"), [...seen].join(","));
+    assert.ok(requests.includes(`/v1/jobs/${sub.job_id}/events`), "the page opened the job's event stream");
+    assert.ok(!requests.includes(`/v1/jobs/${sub.job_id}`), "the job itself was never polled");
+    const events = Number(await page.getAttribute(detail, "data-events"));
+    const progressEvents = Number(await page.getAttribute(detail, "data-progress-events"));
+    assert.ok(events >= 2 && progressEvents >= 1, `events ${events}, progress events ${progressEvents}`);
+    assert.ok(progress.some((v) => v > 0 && v < 1), `progress seen on the page: ${progress.join(",")}`);
+    // The final object came from the stream: its result is on the page.
+    await page.waitForSelector(`${detail} ul.files li:nth-child(2)`);
+    await page.screenshot({ path: path.join(shots, "job-live-deeplink.png"), fullPage: true });
+  });
+
+  await step("a running job is cancelled from its detail, a queued generation from its row", async () => {
+    const sub = await submit("delay=30000");
+    await page.goto(srv.base + "/#/jobs/" + sub.job_id);
+    const detail = `#job-detail[data-id="${sub.job_id}"]`;
+    await page.click(`${detail} button.cancel`);
+    await page.waitForSelector(`${detail} .live-status[data-status="failed"]`, { timeout: 15000 });
+    assert.ok((await page.textContent(`${detail} .error-message`)).includes("cancelled"));
+    const job = await jobNow(sub.job_id);
+    assert.equal(job.status, "failed");
+    assert.equal(job.error.code, "cancelled");
+    await page.screenshot({ path: path.join(shots, "job-cancelled.png"), fullPage: true });
+
+    const gen = await fetch(srv.base + "/v1/generations", {
+      method: "POST",
+      headers: { "X-API-Key": srv.ft, "Content-Type": "application/json", "X-Soundcheck-Fault": "delay=30000" },
+      body: JSON.stringify({ tags: "to be cancelled", duration: 3 }),
+    }).then((r) => r.json());
+    await page.goto(srv.base + "/#generations");
+    const row = `tr[data-gen="${gen.id}"]`;
+    await page.click(`${row} button.cancel`);
+    await until("generation failed in the list", async () => (await page.textContent(row)).includes("failed"));
+    const g = await ftApi("GET", "/v1/generations/" + gen.id);
+    assert.equal(g.status, "failed");
+    assert.equal(g.errorMessage, "cancelled");
+    assert.equal(await page.locator(`${row} button.cancel`).count(), 0, "no cancel button on a final item");
+  });
+
+  await step("lists filter by text and status; a narrow window keeps the status column", async () => {
+    await page.goto(srv.base + "/#jobs");
+    await page.waitForSelector("#jobs-table tbody tr");
+    const all = await page.locator("#jobs-table tbody tr").count();
+    const failed = (await api("GET", "/v1/jobs")).data.filter((j) => j.status === "failed");
+    assert.ok(all > failed.length && failed.length > 0, `${all} jobs, ${failed.length} failed`);
+    await page.selectOption("#jobs-status", "failed");
+    await until("only failed jobs", async () => (await page.locator("#jobs-table tbody tr").count()) === failed.length);
+    for (const t of await page.locator("#jobs-table tbody td.col-status").allTextContents()) assert.equal(t, "failed");
+    await page.fill("#jobs-filter", failed[0].job_id);
+    await until("one row", async () => (await page.locator("#jobs-table tbody tr").count()) === 1);
+    assert.equal(await page.getAttribute("#jobs-table tbody tr", "data-job"), failed[0].job_id);
+    assert.equal(await page.textContent("#jobs-count"), `1 of ${all}`);
+    await page.fill("#jobs-filter", "");
+    await page.selectOption("#jobs-status", "");
+    await until("all rows back", async () => (await page.locator("#jobs-table tbody tr").count()) === all);
+
+    await page.setViewportSize({ width: 390, height: 800 });
+    try {
+      const status = await page.locator("#jobs-table tbody tr >> nth=0 >> td.col-status").boundingBox();
+      assert.ok(status && status.width > 0 && status.x + status.width <= 390, JSON.stringify(status));
+      assert.ok(!(await page.isVisible("#jobs-table th.col-wide >> nth=0")), "secondary columns hidden");
+      await page.screenshot({ path: path.join(shots, "jobs-narrow.png"), fullPage: true });
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 900 });
+    }
+  });
+
+  await step("generation deliveries are listed and bodies pretty-printed", async () => {
+    await api("PUT", "/v1/webhook", { url: rx.url });
+    const gen = await ftApi("POST", "/v1/generations", { tags: "webhook please", duration: 2, webhook: rx.url });
+    await until("generation webhook received", () => rx.got.find((r) => r.body.includes(gen.id)));
+    await page.goto(srv.base + "/#webhook");
+    await page.selectOption("#del-of", "generation");
+    const row = `#del-table tr:has-text("${gen.id}")`;
+    await page.waitForSelector(row);
+    await page.click(`${row} td >> nth=1`);
+    const body = await page.textContent("#del-detail pre.request-body");
+    assert.ok(body.includes(`\n  "id": "${gen.id}"`), body);
+    assert.equal(await page.textContent("#del-detail pre.response-body"), '{\n  "received": true\n}');
+    await page.screenshot({ path: path.join(shots, "webhook-generation-delivery.png"), fullPage: true });
+    await page.selectOption("#del-of", "job");
   });
 
   await step("the page raised no script errors", async () => assert.deepEqual(pageErrors, []));

@@ -7,13 +7,13 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdout};
 
 use crate::util::{form, verify_like_flask, wav_bytes, Options, TestReceiver, TestServer};
 
 /// Runs one command to completion; returns its stdout (panics on failure).
 async fn sc(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let out = crate::util::soundcheck_async()
         .args(args)
         .env("SOUNDCHECK_LOG", "warn")
         .env_remove("SOUNDCHECK_TL_KEY")
@@ -31,7 +31,7 @@ async fn sc(args: &[&str]) -> String {
 
 /// Starts a long-running command; returns it and its stdout lines.
 fn spawn(args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let mut child = crate::util::soundcheck_async()
         .args(args)
         .env("SOUNDCHECK_LOG", "warn")
         .stdout(Stdio::piped())
@@ -87,7 +87,13 @@ async fn listen_trigger_forward_rotate_and_resend_work_end_to_end() {
             .collect()
     };
 
-    let listen_args = with(&["listen", "--forward-to", &app.url]);
+    let listen_args = with(&[
+        "listen",
+        "--forward-to",
+        &app.url,
+        "--forward-generations-to",
+        &app.url,
+    ]);
     let (_listen, mut out) = spawn(&listen_args.iter().map(String::as_str).collect::<Vec<_>>());
     line_with(&mut out, &["Ready!"]).await;
     let ep: Value = s
@@ -251,7 +257,7 @@ async fn listen_trigger_forward_rotate_and_resend_work_end_to_end() {
     assert!(set.contains("url:      http://127.0.0.1:9/hook"), "{set}");
 
     // Errors come back as the envelope's code and message, with a failing exit status.
-    let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let out = crate::util::soundcheck_async()
         .args([
             "jobs",
             "show",
@@ -297,8 +303,15 @@ async fn jobs_tail_prints_a_job_as_it_runs() {
         .unwrap()
         .to_string();
     // Claimed at once, the job then waits out its delay while `running`.
-    line_with(&mut out, &[&id, "running"]).await;
-    line_with(&mut out, &[&id, "completed", "100%"]).await;
+    let running = line_with(&mut out, &[&id, "running"]).await;
+    let done = line_with(&mut out, &[&id, "completed", "100%"]).await;
+    // Each change starts with its local time, HH:MM:SS.mmm, and they run forward.
+    let time = |l: &str| chrono::NaiveTime::parse_from_str(&l[..12], "%H:%M:%S%.3f");
+    let (t0, t1) = (time(&running).unwrap(), time(&done).unwrap());
+    assert!(
+        t1 >= t0 || t0 - t1 > chrono::Duration::hours(12),
+        "{running}\n{done}"
+    );
     s.stop().await;
 }
 

@@ -76,7 +76,7 @@ async fn fail_rate_one_fails_jobs_and_generations_through_the_real_failure_path(
 #[tokio::test]
 async fn fail_rate_out_of_range_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let out = crate::util::soundcheck()
         .args(["serve", "--addr", "127.0.0.1:0", "--fail-rate", "1.5"])
         .arg("--data-dir")
         .arg(dir.path())
@@ -212,7 +212,17 @@ async fn webhook_slow_delays_deliveries_and_past_the_timeout_fails_them() {
     let job: Value = r.json().await.unwrap();
     let job_id = job["job_id"].as_str().unwrap().to_string();
     rx.wait_for(1, 30).await;
-    let log = get(&s, &format!("/v1/webhook/deliveries?of={job_id}")).await;
+    // The attempt is recorded once the receiver's answer is in, a moment after it got the
+    // request: wait for the row.
+    let mut log = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        log = get(&s, &format!("/v1/webhook/deliveries?of={job_id}")).await;
+        if !log["data"][0].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let a = &log["data"][0];
     assert_eq!(a["succeeded"], true, "{a}");
     assert!(a["duration_ms"].as_i64().unwrap() >= 500, "{a}");

@@ -237,7 +237,13 @@ async fn client_commands_find_the_running_server_and_its_keys_without_flags() {
     assert!(home.entries().is_empty(), "{:?}", home.entries());
     let (ok, _, err) = home.run(&["jobs", "list"]).await;
     assert!(!ok);
-    assert!(err.contains("no soundcheck database"), "{err}");
+    // Nothing at the default URL: that is said first (unless this machine runs something on
+    // 8080, when the missing default database is).
+    assert!(
+        err.contains("could not reach a soundcheck server at http://127.0.0.1:8080")
+            || err.contains("no soundcheck database"),
+        "{err}"
+    );
     assert!(!home.path("data/soundcheck").exists());
 }
 
@@ -266,4 +272,245 @@ async fn a_crashed_servers_entry_is_ignored_and_removed() {
         .await;
     assert!(!ok);
     assert!(err.contains("no server is running on"), "{err}");
+}
+
+/// With two servers running, commands that cannot choose say so and list the flags naming each
+/// one (never a fallback to the home directory's database); `servers` lists them.
+#[tokio::test]
+async fn with_two_servers_client_commands_ask_which_one_and_servers_lists_them() {
+    let home = Home::new();
+    let (a, b) = (home.path("a"), home.path("b"));
+    let sa = Served::start(&home, &a, &[]).await;
+    let sb = Served::start(&home, &b, &[]).await;
+    for args in [
+        vec!["keys"],
+        vec!["credits", "show"],
+        vec!["credits", "add", "3"],
+    ] {
+        let (ok, _, err) = home.run(&args).await;
+        assert!(!ok, "{args:?}");
+        assert!(
+            err.contains("2 soundcheck servers are running"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains(&format!("--data-dir {}", a.display())),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("--data-dir {}", b.display())),
+            "{err}"
+        );
+        assert!(!err.contains("no soundcheck database"), "{err}");
+        assert!(!err.contains("backtrace"), "{err}");
+    }
+    let (ok, _, err) = home.run(&["jobs", "list"]).await;
+    assert!(!ok);
+    assert!(err.contains("--url or --data-dir"), "{err}");
+    assert!(err.contains(&format!("--url {}", sa.base)), "{err}");
+    assert!(err.contains(&format!("--url {}", sb.base)), "{err}");
+    // Named, each works.
+    let keys = home.ok(&["keys", "--data-dir", b.to_str().unwrap()]).await;
+    assert!(keys.contains(&sb.line("SOUNDCHECK_TL_KEY=")), "{keys}");
+    // `servers` lists both, as a table and as JSON.
+    let table = home.ok(&["servers"]).await;
+    assert!(
+        table.contains(&sa.base) && table.contains(&sb.base),
+        "{table}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&home.ok(&["servers", "--json"]).await).unwrap();
+    let urls: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(urls.len(), 2, "{listed}");
+    assert!(urls.contains(&sa.base.as_str()) && urls.contains(&sb.base.as_str()));
+    sa.terminate().await;
+    sb.terminate().await;
+    assert!(home
+        .ok(&["servers"])
+        .await
+        .contains("no soundcheck server is running"));
+}
+
+/// `--url` naming a port where nothing listens is reported as an unreachable server, not as a
+/// problem with keys or the home directory's database.
+#[tokio::test]
+async fn an_unreachable_url_is_named_as_such() {
+    let home = Home::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    for args in [
+        vec!["jobs", "list", "--url", url.as_str()],
+        vec!["webhook", "show", "--url", url.as_str()],
+    ] {
+        let (ok, _, err) = home.run(&args).await;
+        assert!(!ok);
+        assert!(
+            err.contains(&format!("could not reach a soundcheck server at {url}")),
+            "{err}"
+        );
+        assert!(!err.contains("keys"), "{err}");
+        assert!(!err.contains("no soundcheck database"), "{err}");
+    }
+}
+
+/// `SOUNDCHECK_STRICT` takes the usual spellings of a switch: 1/true/yes turn the hosted rules
+/// on (a private `--webhook-url` is refused at start), 0/false/no leave them off.
+#[tokio::test]
+async fn soundcheck_strict_accepts_one_and_zero() {
+    let home = Home::new();
+    let data = home.path("d");
+    for on in ["1", "true", "yes"] {
+        let out = home
+            .cmd()
+            .env("SOUNDCHECK_STRICT", on)
+            .args(["serve", "--addr", "127.0.0.1:0", "--webhook-url"])
+            .arg("http://127.0.0.1:9/hook")
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{on}");
+        assert!(!err.contains("invalid value"), "{on}: {err}");
+        assert!(err.contains("--webhook-url"), "{on}: {err}");
+    }
+    for off in ["0", "false", "no"] {
+        let mut child = home
+            .cmd()
+            .env("SOUNDCHECK_STRICT", off)
+            .args(["serve", "--addr", "127.0.0.1:0", "--webhook-url"])
+            .arg("http://127.0.0.1:9/hook")
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_default();
+        assert!(first.contains("listening on"), "{off}: {first}");
+        child.kill().await.unwrap();
+        child.wait().await.unwrap();
+    }
+}
+
+/// Every binary the integration tests start runs with the test home (`util::soundcheck`): a
+/// `serve` records itself there, never in the developer's real runtime directory.
+#[tokio::test]
+async fn test_binaries_record_themselves_in_the_test_home_only() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = crate::util::soundcheck_async()
+        .args(["serve", "--addr", "127.0.0.1:0", "--workers", "1"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("SOUNDCHECK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_or_default();
+    assert!(first.contains("listening on"), "{first}");
+    let pid = child.id().unwrap();
+    let entry = format!("soundcheck/servers/{pid}.json");
+    let ours = crate::util::test_home().join("run").join(&entry);
+    crate::util::wait_until(10, || ours.is_file()).await;
+    if let Some(real) = std::env::var_os("XDG_RUNTIME_DIR") {
+        assert!(!Path::new(&real).join(&entry).exists());
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        assert!(!Path::new(&home).join(".local/state").join(&entry).exists());
+    }
+    child.kill().await.unwrap();
+    child.wait().await.unwrap();
+}
+
+/// Commands that print data print it as JSON with `--json`: the keys, the balance, the webhook
+/// endpoint (every action), a cancelled job, a resent attempt.
+#[tokio::test]
+async fn data_commands_print_json() {
+    let home = Home::new();
+    let s = Served::start(&home, &home.path("d"), &[]).await;
+    let tl_key = s.line("SOUNDCHECK_TL_KEY=");
+    let json = |out: String| -> serde_json::Value {
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    };
+    let keys = json(home.ok(&["keys", "--json"]).await);
+    assert_eq!(keys["tl_key"], tl_key.as_str());
+    assert_eq!(
+        keys["webhook_secret"],
+        s.line("SOUNDCHECK_WEBHOOK_SECRET=").as_str()
+    );
+    assert_eq!(
+        json(home.ok(&["credits", "show", "--json"]).await)["balance"],
+        1000
+    );
+    assert_eq!(
+        json(home.ok(&["credits", "add", "5", "--json"]).await)["balance"],
+        1005
+    );
+    let ep = json(
+        home.ok(&["webhook", "set-url", "http://127.0.0.1:9/hook", "--json"])
+            .await,
+    );
+    assert_eq!(ep["url"], "http://127.0.0.1:9/hook");
+    assert_eq!(
+        json(home.ok(&["webhook", "--json", "show"]).await)["enabled"],
+        true
+    );
+
+    // A job held by a delay, cancelled: the job as the API answers it.
+    let form = reqwest::multipart::Form::new().part(
+        "audio",
+        reqwest::multipart::Part::bytes(crate::util::wav_bytes(0.5)).file_name("a.wav"),
+    );
+    let sub: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/analyze/upload", s.base))
+        .bearer_auth(&tl_key)
+        .header("X-Soundcheck-Fault", "delay=30000")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = sub["job_id"].as_str().unwrap();
+    let job = json(home.ok(&["jobs", "cancel", id, "--json"]).await);
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "cancelled", "{job}");
+    // Its job.failed event went to the dead URL; resent, the new attempt comes back as JSON.
+    let mut attempts = serde_json::Value::Null;
+    for _ in 0..100 {
+        attempts = json(home.ok(&["deliveries", "list", "--of", id, "--json"]).await);
+        if attempts["data"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let del = attempts["data"][0]["id"]
+        .as_str()
+        .expect("an attempt")
+        .to_string();
+    let resent = json(home.ok(&["deliveries", "resend", &del, "--json"]).await);
+    assert_eq!(resent[0]["subject_id"], id, "{resent}");
+    assert_eq!(resent[0]["manual"], true, "{resent}");
+    s.terminate().await;
 }

@@ -540,11 +540,8 @@ async fn strict_mode_refuses_special_addresses_for_the_jobs_endpoint() {
 }
 
 fn soundcheck_cmd() -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"));
-    c.env_remove("SOUNDCHECK_FT_KEY")
-        .env_remove("SOUNDCHECK_TL_KEY")
-        .env_remove("SOUNDCHECK_DATA_DIR")
-        .env("SOUNDCHECK_LOG", "warn");
+    let mut c = crate::util::soundcheck();
+    c.env("SOUNDCHECK_LOG", "warn");
     c
 }
 
@@ -556,7 +553,7 @@ fn soundcheck_cmd() -> std::process::Command {
 async fn one_server_per_data_directory_and_client_commands_never_create_one() {
     use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut first = tokio::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let mut first = crate::util::soundcheck_async()
         .args(["serve", "--addr", "127.0.0.1:0", "--workers", "1"])
         .arg("--data-dir")
         .arg(dir.path())

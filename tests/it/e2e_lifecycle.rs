@@ -327,7 +327,7 @@ async fn jobs_wait_cancel_and_tail_drive_the_same_routes() {
         let base = s.base.clone();
         let key = key.clone();
         async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+            let out = crate::util::soundcheck_async()
                 .args(&args)
                 .args(["--url", &base, "--api-key", &key, "--ft-key", "x"])
                 .env("SOUNDCHECK_LOG", "warn")

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 /// Starts `soundcheck serve` with `log_format`; returns the child, its base URL, the jobs key and
 /// a channel of its stderr lines.
@@ -18,7 +17,7 @@ async fn spawn(
     String,
     tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let mut child = crate::util::soundcheck_async()
         .args(["serve", "--addr", "127.0.0.1:0", "--workers", "1"])
         .args(["--log-format", log_format])
         .arg("--data-dir")
@@ -134,4 +133,37 @@ async fn text_logs_name_the_same_fields() {
         serde_json::from_str::<Value>(line).is_err(),
         "text, not JSON"
     );
+}
+
+/// The dashboard's polls (marked with `X-Soundcheck-Dashboard`) are logged at debug level, so
+/// at the default `info` they do not bury the app's own requests, which still get their line.
+#[tokio::test]
+async fn dashboard_polls_are_logged_at_debug_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, base, key, mut rx) = spawn(dir.path(), "json").await;
+    let client = reqwest::Client::new();
+    let poll = client
+        .get(format!("{base}/v1/jobs"))
+        .bearer_auth(&key)
+        .header("X-Soundcheck-Dashboard", "poll")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), 200);
+    let poll_trace = poll.headers()["x-trace-id"].to_str().unwrap().to_string();
+    let app = client
+        .get(format!("{base}/v1/jobs"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let app_trace = app.headers()["x-trace-id"].to_str().unwrap().to_string();
+    let lines = lines_until(&mut rx, &app_trace).await;
+    assert!(
+        lines.iter().all(|l| !l.contains(&poll_trace)),
+        "the poll was logged at info: {lines:#?}"
+    );
+    let line: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(line["path"], "/v1/jobs", "{line}");
+    assert_eq!(line["level"], "INFO", "{line}");
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::util::{form, wav_bytes, TestReceiver};
 
@@ -18,7 +18,7 @@ struct Proc {
 }
 
 async fn spawn(data_dir: &std::path::Path, webhook_url: &str) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let mut child = crate::util::soundcheck_async()
         .args([
             "serve",
             "--addr",
@@ -187,7 +187,7 @@ async fn sigterm_gives_running_work_back_and_the_next_start_finishes_it() {
 async fn keys_and_credits_commands_read_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+        crate::util::soundcheck()
             .args(args)
             .arg("--data-dir")
             .arg(dir.path())

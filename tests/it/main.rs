@@ -14,6 +14,7 @@ mod e2e_generations;
 mod e2e_hardening;
 mod e2e_jobs;
 mod e2e_lifecycle;
+mod e2e_listen;
 mod e2e_logs;
 mod e2e_openapi;
 mod e2e_restart;

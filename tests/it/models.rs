@@ -149,7 +149,7 @@ async fn resolve(
 }
 
 fn soundcheck(args: &[&str], data: &Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    crate::util::soundcheck()
         .args(args)
         .arg("--data-dir")
         .arg(data)
@@ -342,7 +342,7 @@ async fn an_installed_musicgen_serves_generations() {
 #[test]
 fn serve_refuses_a_generator_that_is_not_installed() {
     let data = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+    let out = crate::util::soundcheck()
         .args([
             "serve",
             "--addr",

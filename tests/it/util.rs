@@ -202,7 +202,15 @@ impl TestReceiver {
 
 type ReceiverState = (Arc<AtomicU16>, Arc<Mutex<Vec<Received>>>);
 
-async fn receive(State((status, got)): State<ReceiverState>, req: Request) -> StatusCode {
+/// Answers with the switchable status and a small JSON body (what the delivery log records).
+async fn receive(
+    State((status, got)): State<ReceiverState>,
+    req: Request,
+) -> (
+    StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    &'static str,
+) {
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, 1 << 20)
         .await
@@ -217,7 +225,11 @@ async fn receive(State((status, got)): State<ReceiverState>, req: Request) -> St
         body,
         at: std::time::Instant::now(),
     });
-    StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap()
+    (
+        StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap(),
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        r#"{"received":true}"#,
+    )
 }
 
 /// Polls `cond` every 10 ms; panics if it is still false after `secs`.
@@ -406,4 +418,34 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The temporary home every binary a test starts runs in (`target/tmp/it-home`): HOME and the XDG
+/// directories point into it, so a `serve` never records itself in the user's real runtime
+/// directory and no command creates a default data directory in the real home.
+pub fn test_home() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("it-home")
+}
+
+/// The `soundcheck` binary with [`test_home`] as its home and no key, URL or data directory
+/// inherited from the developer's environment.
+pub fn soundcheck() -> std::process::Command {
+    let home = test_home();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"));
+    c.env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", home.join("run"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env_remove("SOUNDCHECK_FT_KEY")
+        .env_remove("SOUNDCHECK_TL_KEY")
+        .env_remove("SOUNDCHECK_DATA_DIR")
+        .env_remove("SOUNDCHECK_URL")
+        .env_remove("SOUNDCHECK_ADDR");
+    c
+}
+
+/// [`soundcheck`] for tokio (to await its output or read its lines).
+pub fn soundcheck_async() -> tokio::process::Command {
+    tokio::process::Command::from(soundcheck())
 }

@@ -1,0 +1,260 @@
+//! The HTTP client of the developer tools: which server and keys (`instances::resolve`), the
+//! answers turned into errors that say what to fix (a `401` names its key's source, an
+//! unreachable server is named as such), and the reader of the `/events` streams.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use serde_json::Value;
+
+use super::RemoteArgs;
+
+/// An HTTP client for one server with its keys.
+#[derive(Clone)]
+pub(super) struct Client {
+    pub(super) base: String,
+    pub(super) tl_key: String,
+    pub(super) ft_key: String,
+    /// Where each key came from ("--api-key", "data directory …"), for the `401` message.
+    tl_source: String,
+    ft_source: String,
+    pub(super) http: reqwest::Client,
+}
+
+impl Client {
+    pub(super) fn new(args: &RemoteArgs) -> anyhow::Result<Client> {
+        let target = crate::instances::resolve(
+            args.url.as_deref(),
+            args.data.data_dir.as_deref(),
+            &args.data.path(),
+        )?;
+        let flag = |name: &str, env: &str| {
+            if std::env::var_os(env).is_some() {
+                format!("{name} / {env}")
+            } else {
+                name.to_string()
+            }
+        };
+        let from_dir = || {
+            crate::config::DataArgs {
+                data_dir: Some(target.data_dir.clone()),
+            }
+            .existing()
+            .and_then(|dir| crate::app::read_secrets(&dir))
+            .map_err(|e| match unreachable(&target.url) {
+                // Nothing answers there: that, not the keys, is what to fix first.
+                Some(why) => anyhow!(
+                    "could not reach a soundcheck server at {} (chosen from {}): {why}. Start \
+                     one with `soundcheck serve`, or name a running one with --url or --data-dir \
+                     (`soundcheck servers` lists them)",
+                    target.url,
+                    target.how
+                ),
+                None => e.context(format!(
+                    "reading the keys of data directory {} (chosen from {}); pass --data-dir, \
+                     or the keys with --api-key and --ft-key",
+                    target.data_dir.display(),
+                    target.how
+                )),
+            })
+        };
+        let dir_source = format!(
+            "data directory {} (chosen from {})",
+            target.data_dir.display(),
+            target.how
+        );
+        let (tl_key, ft_key, tl_source, ft_source) = match (&args.api_key, &args.ft_key) {
+            (Some(tl), Some(ft)) => (
+                tl.clone(),
+                ft.clone(),
+                flag("--api-key", "SOUNDCHECK_TL_KEY"),
+                flag("--ft-key", "SOUNDCHECK_FT_KEY"),
+            ),
+            (tl, ft) => {
+                let secrets = from_dir()?;
+                (
+                    tl.clone().unwrap_or(secrets.tl_key),
+                    ft.clone().unwrap_or(secrets.ft_key),
+                    match tl {
+                        Some(_) => flag("--api-key", "SOUNDCHECK_TL_KEY"),
+                        None => dir_source.clone(),
+                    },
+                    match ft {
+                        Some(_) => flag("--ft-key", "SOUNDCHECK_FT_KEY"),
+                        None => dir_source.clone(),
+                    },
+                )
+            }
+        };
+        Ok(Client {
+            base: target.url,
+            tl_key,
+            ft_key,
+            tl_source,
+            ft_source,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// The JSON of a 2xx answer, or an error naming the envelope's code and message; a `401`
+    /// also says where the key came from and how to pass the right one.
+    pub(super) async fn answer(&self, resp: reqwest::Response, key: Key) -> anyhow::Result<Value> {
+        let status = resp.status();
+        let result = answer(resp).await;
+        if status != reqwest::StatusCode::UNAUTHORIZED {
+            return result;
+        }
+        let (name, source, flag, env) = match key {
+            Key::Jobs => (
+                "jobs API key",
+                &self.tl_source,
+                "--api-key",
+                "SOUNDCHECK_TL_KEY",
+            ),
+            Key::Generations => (
+                "generations API key",
+                &self.ft_source,
+                "--ft-key",
+                "SOUNDCHECK_FT_KEY",
+            ),
+        };
+        result.map_err(|e| {
+            anyhow!(
+                "{e}\nThe {name} sent came from {source}, and the server at {} does not accept it.\n\
+                 Fix: pass the data directory that server was started with (`--data-dir DIR`; its \
+                 start-up banner prints it), or its key with {flag} (or {env}; the banner and \
+                 `soundcheck keys --data-dir DIR` print it).",
+                self.base
+            )
+        })
+    }
+
+    /// Sends a request, naming the server and what to check when it cannot be reached.
+    pub(super) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
+        req.send().await.map_err(|e| {
+            anyhow!(
+                "could not reach soundcheck at {}: {e}. Is `soundcheck serve` running there? \
+                 (--url names another server)",
+                self.base
+            )
+        })
+    }
+
+    pub(super) async fn tl_get(&self, path: &str) -> anyhow::Result<Value> {
+        self.tl_send("GET", path, None).await
+    }
+
+    /// A jobs-API request; a non-2xx answer becomes an error carrying the envelope's message.
+    pub(super) async fn tl_send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method.parse()?, format!("{}{path}", self.base))
+            .bearer_auth(&self.tl_key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = self.send(req).await?;
+        self.answer(resp, Key::Jobs).await
+    }
+}
+
+impl Client {
+    /// Reads an item's `/events` stream (server-sent events), calling `on(event, data)` for
+    /// each event, until `done`; returns the final object.
+    pub(super) async fn follow(
+        &self,
+        path: &str,
+        key: Key,
+        mut on: impl FnMut(&str, &Value),
+    ) -> anyhow::Result<Value> {
+        use futures_util::StreamExt;
+        let req = self.http.get(format!("{}{path}", self.base));
+        let req = match key {
+            Key::Jobs => req.bearer_auth(&self.tl_key),
+            Key::Generations => req.header("X-API-Key", &self.ft_key),
+        };
+        let resp = self.send(req).await?;
+        if !resp.status().is_success() {
+            self.answer(resp, key).await?;
+            bail!("{path} did not answer with an event stream");
+        }
+        let mut body = resp.bytes_stream();
+        let (mut buf, mut event, mut data) = (String::new(), String::new(), String::new());
+        while let Some(chunk) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk?));
+            while let Some(end) = buf.find('\n') {
+                let line: String = buf.drain(..=end).collect();
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    if !data.is_empty() {
+                        let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                        on(&event, &value);
+                        if event == "done" {
+                            return Ok(value);
+                        }
+                    }
+                    event.clear();
+                    data.clear();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                } // ':' lines are keep-alive comments
+            }
+        }
+        bail!("the event stream of {path} ended before the item did (is the server stopping?)")
+    }
+}
+
+/// Why nothing accepts connections at `url`'s host and port (`None`: something does, or the
+/// URL cannot be checked). A quick TCP connect, so a wrong `--url` is reported as such before
+/// any key is looked for.
+pub(super) fn unreachable(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let addrs = match parsed.socket_addrs(|| None) {
+        Ok(a) => a,
+        Err(e) => return Some(e.to_string()),
+    };
+    let mut last = None;
+    for addr in addrs {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(_) => return None,
+            Err(e) => last = Some(e.to_string()),
+        }
+    }
+    last
+}
+
+/// Which of the two keys a request carried (for the `401` message).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Key {
+    Jobs,
+    Generations,
+}
+
+/// The JSON of a 2xx answer, or an error naming the envelope's code and message.
+pub(super) async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        Ok(body)
+    } else {
+        bail!(
+            "{} {}: {}",
+            status.as_u16(),
+            body["error"]["code"].as_str().unwrap_or("error"),
+            body["error"]["message"].as_str().unwrap_or("")
+        )
+    }
+}

@@ -1,0 +1,308 @@
+//! `trigger`: a real job or generation forced down one path so its webhook is sent, with
+//! `--param` fields checked against the server's OpenAPI document before anything runs.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use serde_json::{json, Value};
+
+use super::client::{answer, Client, Key};
+use super::print::job_line;
+
+/// Checks `name=value` pairs against the request body `path`'s POST takes in the server's
+/// OpenAPI document: the name must be one of its fields (the audio file aside), and a value must
+/// fit the field's type, range and enumeration. Returns each value typed as the field is (a
+/// number for an integer field), so a JSON body carries it as the API expects.
+pub(crate) fn check_params(
+    doc: &Value,
+    path: &str,
+    raw: &[String],
+) -> anyhow::Result<Vec<(String, Value)>> {
+    let content = &doc["paths"][path]["post"]["requestBody"]["content"];
+    let schema = content["multipart/form-data"]["schema"]
+        .as_object()
+        .or_else(|| content["application/json"]["schema"].as_object())
+        .ok_or_else(|| anyhow!("{path} is not an endpoint that takes a request body"))?;
+    let schema = match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => doc
+            .pointer(r.trim_start_matches('#'))
+            .and_then(Value::as_object)
+            .ok_or_else(|| anyhow!("the document's {r} is missing"))?,
+        None => schema,
+    };
+    let fields: Vec<&String> = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().filter(|k| *k != "audio").collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for p in raw {
+        let (name, value) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--param {p:?} is not name=value"))?;
+        let Some(field) = schema["properties"].get(name).filter(|_| name != "audio") else {
+            let known: Vec<&str> = fields.iter().map(|f| f.as_str()).collect();
+            bail!(
+                "{path} has no field {name:?}; its fields: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        };
+        let types: Vec<&str> = match &field["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec!["string"],
+        };
+        let typed = if types.contains(&"integer") || types.contains(&"number") {
+            let n: f64 = value
+                .parse()
+                .map_err(|_| anyhow!("--param {name}: {value:?} is not a number"))?;
+            let (lo, hi) = (field["minimum"].as_f64(), field["maximum"].as_f64());
+            if lo.is_some_and(|lo| n < lo) || hi.is_some_and(|hi| n > hi) {
+                bail!(
+                    "--param {name} must be {} to {} (got {value})",
+                    lo.map_or("-∞".into(), |v| v.to_string()),
+                    hi.map_or("∞".into(), |v| v.to_string())
+                );
+            }
+            if types.contains(&"integer") {
+                anyhow::ensure!(
+                    n.fract() == 0.0,
+                    "--param {name} must be a whole number (got {value})"
+                );
+                json!(n as i64)
+            } else {
+                json!(n)
+            }
+        } else if types.contains(&"boolean") {
+            json!(value
+                .parse::<bool>()
+                .map_err(|_| anyhow!("--param {name} must be true or false (got {value:?})"))?)
+        } else {
+            json!(value)
+        };
+        if let Some(allowed) = field["enum"].as_array() {
+            if !allowed.contains(&typed) {
+                let names: Vec<String> = allowed
+                    .iter()
+                    .filter(|v| !v.is_null())
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                    .collect();
+                bail!(
+                    "--param {name} must be one of {} (got {value:?})",
+                    names.join(", ")
+                );
+            }
+        }
+        out.push((name.to_string(), typed));
+    }
+    Ok(out)
+}
+
+/// A one-second stereo WAV (a major triad) for `trigger`: small, and real audio.
+pub(super) fn builtin_wav() -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 22_050,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = hound::WavWriter::new(&mut cursor, spec).expect("in-memory WAV");
+        for i in 0..22_050 {
+            let t = i as f32 / 22_050.0;
+            let s: f32 = [261.63f32, 329.63, 392.0]
+                .iter()
+                .map(|f| (2.0 * std::f32::consts::PI * f * t).sin())
+                .sum::<f32>()
+                * 0.2;
+            let v = (s * i16::MAX as f32) as i16;
+            w.write_sample(v).expect("in-memory WAV");
+            w.write_sample(v).expect("in-memory WAV");
+        }
+        w.finalize().expect("in-memory WAV");
+    }
+    cursor.into_inner()
+}
+
+pub(super) async fn trigger(
+    c: &Client,
+    event: &str,
+    endpoint: &str,
+    raw_params: &[String],
+) -> anyhow::Result<()> {
+    let fault = match event {
+        "job.completed" | "generation.completed" => None,
+        "job.failed" | "generation.failed" => Some("internal_error"),
+        other => bail!(
+            "unknown event {other:?}: job.completed, job.failed, generation.completed or \
+             generation.failed"
+        ),
+    };
+    // Every --param is checked against the server's own document before anything is sent.
+    let params = if raw_params.is_empty() {
+        Vec::new()
+    } else {
+        let resp = c
+            .send(c.http.get(format!("{}/openapi.json", c.base)))
+            .await?;
+        let doc = answer(resp).await?;
+        let path = if event.starts_with("job.") {
+            endpoint
+        } else {
+            "/v1/generations"
+        };
+        check_params(&doc, path, raw_params)?
+    };
+    if event.starts_with("job.") {
+        let mut form = reqwest::multipart::Form::new().part(
+            "audio",
+            reqwest::multipart::Part::bytes(builtin_wav()).file_name("soundcheck-trigger.wav"),
+        );
+        for (name, value) in &params {
+            let text = value
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string());
+            form = form.text(name.clone(), text);
+        }
+        let mut req = c
+            .http
+            .post(format!("{}{endpoint}", c.base))
+            .bearer_auth(&c.tl_key)
+            .multipart(form);
+        if let Some(f) = fault {
+            req = req.header(crate::faults::HEADER, f);
+        }
+        let sub = c.answer(c.send(req).await?, Key::Jobs).await?;
+        let id = sub["job_id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no job_id in {sub}"))?;
+        println!("submitted {id} to {endpoint}");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let job = loop {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let j = c.tl_get(&format!("/v1/jobs/{id}")).await?;
+            if j["status"] == "completed" || j["status"] == "failed" {
+                break j;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "job {id} did not finish in 300 s"
+            );
+        };
+        println!("{}", job_line(&job));
+        let ep = c.tl_get("/v1/webhook").await?;
+        match ep["url"].as_str() {
+            Some(url) => println!(
+                "job.{} event queued for {url}",
+                job["status"].as_str().unwrap_or("")
+            ),
+            None => println!(
+                "no webhook endpoint is set, so the event was recorded as skipped \
+                 (run `soundcheck listen` or `soundcheck webhook set-url URL`)"
+            ),
+        }
+    } else {
+        // Generation webhooks go to the URL given at submit: the jobs endpoint's, if any (so
+        // `listen` sees them too).
+        let ep = c.tl_get("/v1/webhook").await?;
+        let mut body = json!({"tags": "soundcheck trigger, lofi piano", "duration": 2});
+        if let Some(url) = ep["url"].as_str() {
+            body["webhook"] = json!(url);
+        }
+        for (name, value) in params {
+            body[name] = value;
+        }
+        let mut req = c
+            .http
+            .post(format!("{}/v1/generations", c.base))
+            .header("X-API-Key", &c.ft_key)
+            .json(&body);
+        if let Some(f) = fault {
+            req = req.header(crate::faults::HEADER, f);
+        }
+        let g = c.answer(c.send(req).await?, Key::Generations).await?;
+        let id = g["id"].as_str().ok_or_else(|| anyhow!("no id in {g}"))?;
+        println!("submitted generation {id}");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let done = loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let req = c
+                .http
+                .get(format!("{}/v1/generations/{id}", c.base))
+                .header("X-API-Key", &c.ft_key);
+            let g = c.answer(c.send(req).await?, Key::Generations).await?;
+            if g["status"] == "completed" || g["status"] == "failed" {
+                break g;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "generation {id} did not finish in 300 s"
+            );
+        };
+        println!(
+            "{id} {}{}",
+            done["status"].as_str().unwrap_or(""),
+            done["errorMessage"]
+                .as_str()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_else(|| format!(" {}", done["audioUrl"].as_str().unwrap_or("")))
+        );
+        match body["webhook"].as_str() {
+            Some(url) => println!(
+                "generation.{} webhook sent to {url}",
+                done["status"].as_str().unwrap_or("")
+            ),
+            None => println!(
+                "no webhook URL: set one with `soundcheck listen` or `soundcheck webhook set-url`"
+            ),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document a server built from this code serves.
+    fn document() -> Value {
+        let (_, doc) = crate::api::router().split_for_parts();
+        crate::api::docs::finish(doc, &["procedural".to_string()], "http://127.0.0.1:1")
+    }
+
+    #[test]
+    fn trigger_params_are_checked_against_the_document() {
+        let doc = document();
+        let ok = check_params(&doc, "/v1/transcribe", &["min_note_ms=80".into()]).unwrap();
+        assert_eq!(ok, vec![("min_note_ms".to_string(), json!("80"))]);
+        let err = check_params(&doc, "/v1/transcribe", &["bogus=1".into()]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("no field \"bogus\"") && msg.contains("onset_threshold"),
+            "{msg}"
+        );
+        // The upload itself is not a parameter.
+        assert!(check_params(&doc, "/v1/separate", &["audio=x".into()]).is_err());
+        assert!(check_params(&doc, "/v1/separate", &["stems".into()]).is_err());
+        // A JSON body: typed values, ranges and enumerations from the schema.
+        let gen = check_params(&doc, "/v1/generations", &["bpm=90".into()]).unwrap();
+        assert_eq!(gen, vec![("bpm".to_string(), json!(90))]);
+        let msg = check_params(&doc, "/v1/generations", &["duration=9999".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("1 to 600"), "{msg}");
+        assert!(check_params(&doc, "/v1/generations", &["bpm=fast".into()]).is_err());
+        assert!(check_params(&doc, "/v1/generations", &["bpm=90.5".into()]).is_err());
+        let msg = check_params(&doc, "/v1/generations", &["model=nope".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("procedural"), "{msg}");
+        assert!(check_params(&doc, "/v1/nowhere", &["a=1".into()]).is_err());
+    }
+}

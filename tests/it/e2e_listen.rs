@@ -1,0 +1,195 @@
+//! Webhook tooling as a Stripe CLI user expects it, through the real binary with a temporary
+//! HOME: `listen --print-secret`; `listen` relays job events to `--forward-to` and generation
+//! events to `--forward-generations-to` (never to the jobs route), records the app's answer body
+//! in the delivery log, and puts the previous endpoint URL back on SIGTERM; `deliveries resend
+//! --failed-since` replays what failed, and refuses a time it cannot read before sending
+//! anything; the next retry is shown as ISO 8601; `trigger --param` is checked against the
+//! server's OpenAPI document before anything runs.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::ChildStdout;
+
+use crate::e2e_first_contact::{Home, Served};
+use crate::util::TestReceiver;
+
+async fn line_with(lines: &mut Lines<BufReader<ChildStdout>>, needle: &str) -> String {
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no line with {needle:?}; saw {seen:#?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("output ended; saw {seen:#?}"));
+        if line.contains(needle) {
+            return line;
+        }
+        seen.push(line);
+    }
+}
+
+#[tokio::test]
+async fn listen_relays_by_kind_keeps_bodies_restores_the_url_and_failed_events_are_resent() {
+    let home = Home::new();
+    let s = Served::start(&home, &home.path("d"), &[]).await;
+    let key = s.line("SOUNDCHECK_TL_KEY=");
+    let secret = s.line("SOUNDCHECK_WEBHOOK_SECRET=");
+    let api = |path: &str| {
+        let req = reqwest::Client::new()
+            .get(format!("{}{path}", s.base))
+            .bearer_auth(&key);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let original = "http://127.0.0.1:9/original";
+    home.ok(&["webhook", "set-url", original]).await;
+    assert_eq!(home.ok(&["listen", "--print-secret"]).await.trim(), secret);
+
+    let jobs_app = TestReceiver::start().await;
+    let gens_app = TestReceiver::start().await;
+    jobs_app.set_status(500);
+    let mut listen = home
+        .cmd()
+        .args(["listen", "--forward-to", &jobs_app.url])
+        .args(["--forward-generations-to", &gens_app.url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(listen.stdout.take().unwrap()).lines();
+    let ready = line_with(&mut out, "Ready!").await;
+    assert!(ready.contains(&s.base), "{ready}");
+    line_with(&mut out, &format!("goes back to {original}")).await;
+
+    // A job event the app refuses: its 500 and its body are in the delivery log, with the next
+    // retry as ISO 8601.
+    let said = home.ok(&["trigger", "job.completed"]).await;
+    let job_id = said.split_whitespace().nth(1).unwrap().to_string();
+    assert!(job_id.starts_with("job_"), "{said}");
+    jobs_app.wait_for(1, 30).await;
+    line_with(&mut out, "[500]").await;
+    let log = api(&format!("/v1/webhook/deliveries?of={job_id}")).await;
+    let first = &log["data"][0];
+    assert_eq!(first["response_status"], 500, "{log}");
+    assert_eq!(first["response_body"], r#"{"received":true}"#, "{log}");
+    let next = first["next_attempt_at"]
+        .as_str()
+        .expect("a retry is scheduled");
+    chrono::DateTime::parse_from_rfc3339(next).unwrap();
+
+    // A generation event goes to its own route, not to the jobs app.
+    home.ok(&["trigger", "generation.completed"]).await;
+    let got = gens_app.wait_for(1, 30).await;
+    assert!(got[0].json()["id"].as_str().unwrap().starts_with("gen_"));
+    assert!(jobs_app
+        .received()
+        .iter()
+        .all(|r| !r.header("x-tunelab-event").is_empty()));
+
+    // An unreadable time is refused before anything is sent.
+    let (ok, _, err) = home
+        .run(&["deliveries", "resend", "--failed-since", "yesterday"])
+        .await;
+    assert!(!ok);
+    assert!(err.contains("RFC 3339"), "{err}");
+    assert_eq!(jobs_app.received().len(), 1);
+    // The app is fixed: everything that failed in the last 10 minutes is sent again.
+    jobs_app.set_status(200);
+    let resent = home
+        .ok(&["deliveries", "resend", "--failed-since", "10m"])
+        .await;
+    assert!(
+        resent.contains(&job_id) && resent.contains("ok 200"),
+        "{resent}"
+    );
+    assert_eq!(jobs_app.received().len(), 2);
+    assert_eq!(
+        jobs_app.received()[1].json()["data"]["job_id"],
+        job_id.as_str()
+    );
+    // The lists as JSON: the API's own answers.
+    let listed: Value =
+        serde_json::from_str(&home.ok(&["deliveries", "list", "--json"]).await).unwrap();
+    assert!(listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["subject_id"] == job_id.as_str() && a["succeeded"] == true));
+    let jobs: Value = serde_json::from_str(&home.ok(&["jobs", "list", "--json"]).await).unwrap();
+    assert_eq!(jobs["data"][0]["job_id"], job_id.as_str(), "{jobs}");
+    // Nothing failed since then.
+    let again = home
+        .ok(&["deliveries", "resend", "--failed-since", "10m"])
+        .await;
+    assert!(again.contains("no job event has failed"), "{again}");
+
+    // `trigger --param`: checked against the server's document before anything runs.
+    let ft_key = s.line("SOUNDCHECK_FT_KEY=");
+    let ft = |path: String| {
+        let req = reqwest::Client::new()
+            .get(format!("{}{path}", s.base))
+            .header("X-API-Key", &ft_key);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let count = |v: Value| v["data"].as_array().unwrap().len();
+    let (jobs_before, gens_before) = (
+        count(api("/v1/jobs").await),
+        count(ft("/v1/generations".into()).await),
+    );
+    let (ok, _, err) = home
+        .run(&[
+            "trigger",
+            "job.completed",
+            "--endpoint",
+            "/v1/transcribe",
+            "-p",
+            "bogus=1",
+        ])
+        .await;
+    assert!(!ok);
+    assert!(
+        err.contains("no field \"bogus\"") && err.contains("onset_threshold"),
+        "{err}"
+    );
+    let (ok, _, err) = home
+        .run(&["trigger", "generation.completed", "-p", "duration=9999"])
+        .await;
+    assert!(!ok);
+    assert!(err.contains("1 to 600"), "{err}");
+    assert_eq!(count(api("/v1/jobs").await), jobs_before);
+    assert_eq!(count(ft("/v1/generations".into()).await), gens_before);
+    // A valid one reaches the request.
+    let said = home
+        .ok(&["trigger", "generation.completed", "-p", "bpm=90"])
+        .await;
+    let gen_id = said
+        .split_whitespace()
+        .find(|w| w.starts_with("gen_"))
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        ft(format!("/v1/generations/{gen_id}")).await["parameters"]["bpm"],
+        90
+    );
+
+    // SIGTERM: the endpoint URL goes back to what it was.
+    let pid = listen.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    line_with(
+        &mut out,
+        &format!("Restored the endpoint URL to {original}"),
+    )
+    .await;
+    let status = tokio::time::timeout(Duration::from_secs(20), listen.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(api("/v1/webhook").await["url"], original);
+    s.terminate().await;
+}
