@@ -10,7 +10,8 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::DType;
+use soundcheck::engines::default_device;
 use soundcheck::engines::musicgen::generate::{generate_codes, total_steps};
 use soundcheck::engines::musicgen::loader::{random_weights, read_tokenizer};
 use soundcheck::engines::musicgen::{Config, GenerationConfig, MusicGen};
@@ -34,7 +35,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
-    let device = Device::Cpu;
+    let device = default_device();
     let cfg = Config::musicgen_small();
     let tok_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/musicgen/model");
     let tokenizer = read_tokenizer(std::path::Path::new(tok_dir)).unwrap();
@@ -77,9 +78,10 @@ fn main() {
     let t_dec = t2.elapsed().as_secs_f64();
     let secs = audio.len() as f64 / cfg.audio_encoder.sampling_rate as f64;
     println!(
-        "candle CPU: text {t_text:.3} s; {steps} decoder steps in {t_gen:.2} s = {:.2} steps/s \
+        "candle {}: text {t_text:.3} s; {steps} decoder steps in {t_gen:.2} s = {:.2} steps/s \
          ({:.3} CPU-s/step; guidance batch 2); EnCodec decode of {secs:.1} s audio in {t_dec:.2} s; \
          total {:.2} s",
+        if device.is_cuda() { "GPU" } else { "CPU" },
         steps as f64 / t_gen,
         c_gen / steps as f64,
         t_text + t_gen + t_dec

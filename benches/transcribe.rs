@@ -3,7 +3,7 @@
 //! × realtime for the whole transcription (model and note extraction); the Python reference is timed by
 //! `scripts/basic_pitch/bench_reference.py` in the same session (see BENCHMARKS.md).
 
-use candle_core::Device;
+use soundcheck::engines::default_device;
 use soundcheck::engines::transcribe::{BasicPitch, TranscribeOptions};
 
 fn main() {
@@ -21,14 +21,16 @@ fn main() {
         .map(|s| s.unwrap() as f32 / 32768.0)
         .collect();
     let audio: Vec<f32> = clip.iter().copied().cycle().take(secs * 22_050).collect();
-    let model = BasicPitch::load(&Device::Cpu).unwrap();
+    let device = default_device();
+    let model = BasicPitch::load(&device).unwrap();
     let t0 = std::time::Instant::now();
     let out = model
         .transcribe(&audio, &TranscribeOptions::default(), &|_| {}, &|| false)
         .unwrap();
     let total = t0.elapsed().as_secs_f64();
     println!(
-        "basic-pitch (candle, CPU): {secs} s of audio in {total:.2} s = {:.1}x realtime, {} notes",
+        "basic-pitch (candle, {}): {secs} s of audio in {total:.2} s = {:.1}x realtime, {} notes",
+        if device.is_cuda() { "GPU" } else { "CPU" },
         secs as f64 / total,
         out.notes.len()
     );

@@ -14,7 +14,9 @@ under the set's directory, keyed by file, size and mtime.
 soundcheck: `soundcheck analyze FILE --json` (the CLI's full analysis: rhythm.bpm,
 rhythm.confidence, key.name, key.confidence), run with the binary given by --bin.
 
---check: exits 1 when soundcheck's held-out tempo acc1, acc2 or key exact falls below essentia's.
+--check: exits 1 when soundcheck's held-out tempo acc1, acc2 or key exact falls below essentia's
+minus --margin (points; default 0, the issue's target: at or above essentia). CI passes the gap
+measured when the gate was set, so the step catches regressions while the target is open.
 
 Usage:
   python3 scripts/analysis_eval/evaluate.py --bin target-eval-bin [--part heldout] [--check]
@@ -201,6 +203,20 @@ def buckets(title, rows, sc):
     return "\n".join(out)
 
 
+def parse_margin(text):
+    """'3' -> 3 points for acc1, acc2 and key; 'acc1=7,key=4' -> those, the rest 0."""
+    names = ("acc1", "acc2", "key")
+    if "=" not in text:
+        return {m: float(text) for m in names}
+    out = {m: 0.0 for m in names}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name.strip() not in out:
+            raise SystemExit(f"--margin: unknown figure {name!r} (acc1, acc2, key)")
+        out[name.strip()] = float(value)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target-eval-bin"), help="soundcheck binary")
@@ -212,8 +228,13 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--json", help="write per-excerpt results here")
     ap.add_argument("--check", action="store_true",
-                    help="held-out only; exit 1 if soundcheck's tempo acc1/acc2 or key exact is below essentia's")
+                    help="held-out only; exit 1 if soundcheck's tempo acc1/acc2 or key exact is below essentia's "
+                         "minus --margin")
+    ap.add_argument("--margin", default="0",
+                    help="points below essentia that --check allows: one number for all three, or "
+                         "acc1=N,acc2=N,key=N (unnamed ones stay 0)")
     args = ap.parse_args()
+    margin = parse_margin(args.margin)
     if args.check:
         args.part = "heldout"
     with open(args.manifest) as fh:
@@ -267,10 +288,12 @@ def main():
                        for r in rows}, fh, indent=1)
     if args.check:
         s, e = verdict["heldout"]
-        fails = [m for m in ("acc1", "acc2", "key") if s[m] < e[m]]
+        fails = [m for m in ("acc1", "acc2", "key") if s[m] < e[m] - margin[m] / 100 - 1e-9]
+        allowed = "" if not any(margin.values()) else \
+            " (allowed below essentia: " + ", ".join(f"{m} {margin[m]:g}" for m in margin) + " points)"
         print(f"\ncheck (held-out): soundcheck tempo acc1 {pct(s['acc1'])} acc2 {pct(s['acc2'])} key {pct(s['key'])}; "
-              f"essentia {pct(e['acc1'])} / {pct(e['acc2'])} / {pct(e['key'])}: "
-              + ("PASS" if not fails else "FAIL (" + ", ".join(fails) + " below essentia)"))
+              f"essentia {pct(e['acc1'])} / {pct(e['acc2'])} / {pct(e['key'])}{allowed}: "
+              + ("PASS" if not fails else "FAIL (" + ", ".join(fails) + " below essentia minus margin)"))
         sys.exit(1 if fails else 0)
 
 

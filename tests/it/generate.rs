@@ -89,9 +89,9 @@ fn a_grid_of_48_requests_is_heard_at_its_tempo_and_key() {
     for m in &misses {
         println!("  {m}");
     }
-    // Measured: 39 exact + 5 at ×2 + 2 at ÷2 = 46/48 (95.8%); the 2 misses read a triple or
-    // compound meter at 154–177 bpm by its dotted (1.5-beat) or bar-level pulse. Octave readings
-    // are the analyser's 120-bpm prior at the grid's ends (60–70 and 162–174 bpm).
+    // Measured: 40 exact + 6 at ×2 + 2 at ÷2 = 48/48 (100%); key 47/48 (funk at 111 bpm in Ab minor
+    // reads as its relative, B major). Octave readings are the analyser's 120-bpm prior at the
+    // grid's ends (60–75 and 174–177 bpm).
     let heard = exact + double + half;
     assert!(
         heard * 100 >= 95 * n,

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
+use soundcheck::engines::default_device;
 use soundcheck::engines::musicgen::delay::DelayPattern;
 use soundcheck::engines::musicgen::generate::{
     self, generate_codes, max_abs_diff, teacher_forced_logits, GenerateOptions,
@@ -32,12 +33,12 @@ fn dir() -> PathBuf {
 fn model() -> &'static MusicGen {
     static M: std::sync::OnceLock<MusicGen> = std::sync::OnceLock::new();
     M.get_or_init(|| {
-        MusicGen::load(&dir().join("model"), &Device::Cpu).expect("load fixture model")
+        MusicGen::load(&dir().join("model"), &default_device()).expect("load fixture model")
     })
 }
 
 fn reference() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(dir().join("reference.safetensors"), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(dir().join("reference.safetensors"), &default_device()).unwrap()
 }
 
 fn meta() -> Value {

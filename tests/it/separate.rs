@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use soundcheck::engines::default_device;
 use soundcheck::engines::separate::htdemucs::stft::{self, Stft};
 use soundcheck::engines::separate::htdemucs::{checkpoint, separate, HTDemucs, SeparateOptions};
 
@@ -16,7 +17,8 @@ fn fixtures() -> PathBuf {
 }
 
 fn reference() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join("reference.safetensors"), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(fixtures().join("reference.safetensors"), &default_device())
+        .unwrap()
 }
 
 fn th_file() -> PathBuf {
@@ -42,7 +44,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// The production loader: convert the `.th`, then load the converted files.
 fn load_model(dir: &Path) -> HTDemucs {
     let conv = checkpoint::convert_th(&th_file(), dir, "htdemucs_tiny").unwrap();
-    HTDemucs::load(&conv.config, &conv.weights, &Device::Cpu).unwrap()
+    HTDemucs::load(&conv.config, &conv.weights, &default_device()).unwrap()
 }
 
 #[test]

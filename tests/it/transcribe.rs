@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde_json::Value;
+use soundcheck::engines::default_device;
 use soundcheck::engines::transcribe::{
     midi, notes_from_output, BasicPitch, Config, ModelOutput, Note, TranscribeOptions,
 };
@@ -39,7 +40,7 @@ fn read_wav(clip: &str) -> Vec<f32> {
 fn reference_output(clip: &str) -> ModelOutput {
     let t: HashMap<String, Tensor> = candle_core::safetensors::load(
         fixture(&format!("{clip}.outputs.safetensors")),
-        &Device::Cpu,
+        &default_device(),
     )
     .unwrap();
     let v = |k: &str| t[k].flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -127,7 +128,7 @@ fn agreement(ours: &[Note], reference: &[Note]) -> f64 {
 
 #[test]
 fn model_outputs_match_the_reference() {
-    let model = BasicPitch::load(&Device::Cpu).unwrap();
+    let model = BasicPitch::load(&default_device()).unwrap();
     for (clip, bound) in MAX_ABS_ERR {
         let audio = read_wav(clip);
         let reference = reference_output(clip);
@@ -180,7 +181,7 @@ fn note_extraction_matches_the_reference_exactly_on_reference_outputs() {
 
 #[test]
 fn notes_from_audio_agree_with_the_reference() {
-    let model = BasicPitch::load(&Device::Cpu).unwrap();
+    let model = BasicPitch::load(&default_device()).unwrap();
     let (mut total, mut agreed) = (0usize, 0f64);
     for clip in CLIPS {
         let audio = read_wav(clip);

@@ -4,7 +4,7 @@
 
 use super::dmath::{decay_coef, midi_hz, soft_clip, Noise};
 use super::dsp::{inc, read, tables, OnePole, Svf, SR};
-use super::voices::{Kit, Note, Timbre, Voice};
+use super::score::{Kit, Note, Timbre, Voice};
 
 /// Seconds a drum hit rings.
 pub fn length(v: Voice) -> f64 {

@@ -8,12 +8,13 @@
 
 use std::collections::VecDeque;
 
-use super::arrange::{sample_of, Score};
 use super::dmath::{self, soft_clip};
 use super::dsp::{OnePole, Svf, SR};
+use super::play;
+use super::score::{sample_of, Score, Voice};
 use super::style::Style;
 use super::textures;
-use super::voices::{self, Scratch};
+use super::voices::Scratch;
 
 /// Integrated loudness the master aims for (LUFS).
 pub const TARGET_LUFS: f64 = -14.0;
@@ -111,10 +112,10 @@ fn render_notes(
         if start >= frames {
             continue;
         }
-        let len = voices::note_len(part.voice, note).min(frames - start);
+        let len = play::note_len(part.voice, note).min(frames - start);
         buf.clear();
         buf.resize(len, 0.0);
-        voices::render(part.voice, &part.timbre, note, &mut scratch, &mut buf);
+        play::render(part.voice, &part.timbre, note, &mut scratch, &mut buf);
         let pan = (part.pan + note.pan).clamp(-1.0, 1.0) as f64;
         let angle = (pan + 1.0) * std::f64::consts::FRAC_PI_4;
         let gl = (dmath::cos(angle) * part.gain as f64) as f32;
@@ -156,14 +157,11 @@ fn split_point(score: &Score) -> usize {
         .map(|n| {
             let v = score.parts[n.part as usize].voice;
             let w = match v {
-                voices::Voice::Pad | voices::Voice::Strings | voices::Voice::Piano => 3.0,
-                voices::Voice::Choir
-                | voices::Voice::Lead
-                | voices::Voice::SynthBass
-                | voices::Voice::Reese => 2.0,
+                Voice::Pad | Voice::Strings | Voice::Piano => 3.0,
+                Voice::Choir | Voice::Lead | Voice::SynthBass | Voice::Reese => 2.0,
                 _ => 1.0,
             };
-            (sample_of(n.start), w * voices::note_len(v, n) as f64)
+            (sample_of(n.start), w * play::note_len(v, n) as f64)
         })
         .collect();
     costs.sort_by_key(|c| c.0);

@@ -1,7 +1,7 @@
 //! The procedural composer: an instant, weight-free text-to-music generator that honours every
 //! request parameter. Tags pick a style (`tags`, `style`), the arranger writes a seeded score in
 //! the requested key, meter and tempo (`theory`, `arrange`), own DSP voices play it (`voices`,
-//! `drums`, `dsp`), and the mixer masters it to -14 LUFS, 44.1 kHz stereo (`mix`, `textures`).
+//! `drums`, `play`, `dsp`; the score's types in `score`), and the mixer masters it to -14 LUFS, 44.1 kHz stereo (`mix`, `textures`).
 //! Same request and seed give bit-identical samples: all randomness is a seeded SplitMix64 and
 //! all transcendental math is our own (`dmath`), never the platform's.
 
@@ -10,6 +10,8 @@ mod dmath;
 mod drums;
 mod dsp;
 mod mix;
+mod play;
+mod score;
 mod style;
 mod tags;
 mod textures;

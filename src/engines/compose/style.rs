@@ -4,9 +4,9 @@
 //! the tags leave open, so different seeds of one prompt differ in sound as well as in notes.
 
 use super::dmath::Rng;
+use super::score::{Kit, Voice};
 use super::tags::{Genre, Instrument, Mood, TagReading, Texture};
 use super::theory::Harmony;
-use super::voices::{Kit, Voice};
 
 /// How the drums fill a bar (every pattern adapts to any beats-per-bar through the meter's groups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,114 +1,13 @@
 //! The pitched voices: each renders one note into a mono buffer. Piano (wavetable crossfade from a
 //! bright to a dark spectrum), electric piano and bells (FM), organ, subtractive pads, strings,
 //! choir, brass, flute, leads and basses, and Karplus–Strong guitars and harp. Drums live in
-//! `drums.rs`. Every voice is allocation-free per sample and seeded per note.
+//! `drums.rs`, the dispatch over both in `play.rs`. Every voice is allocation-free per sample and seeded per note.
 
 use super::dmath::{self, decay_coef, soft_clip, Noise};
-use super::drums;
 use super::dsp::{cycles_to_phase, inc, read, tables, OnePole, Svf, SR};
-
-/// Every sound the composer can play.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Voice {
-    Kick,
-    Snare,
-    Clap,
-    HatClosed,
-    HatOpen,
-    Ride,
-    Crash,
-    Shaker,
-    Rim,
-    Tom,
-    Taiko,
-    Piano,
-    EPiano,
-    Organ,
-    AcousticGuitar,
-    ElectricGuitar,
-    MutedGuitar,
-    Harp,
-    Pad,
-    Strings,
-    Choir,
-    Brass,
-    Flute,
-    Bells,
-    Vibes,
-    Lead,
-    Pluck,
-    FingerBass,
-    Upright,
-    SynthBass,
-    Sub808,
-    Reese,
-    SubBass,
-}
-
-/// Drum sound family: how kick, snare and hats are tuned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kit {
-    Acoustic,
-    Electronic,
-    Lofi,
-    Jazz,
-    Orchestral,
-    Soft,
-}
-
-/// Per-part sound settings a voice reads.
-#[derive(Debug, Clone, Copy)]
-pub struct Timbre {
-    /// Filter brightness, 0–1.
-    pub bright: f32,
-    /// Distortion amount, 0–1.
-    pub drive: f32,
-    /// Drum family (drum voices only).
-    pub kit: Kit,
-    /// Filter wobble rate in Hz (0 = none).
-    pub wobble_hz: f64,
-}
-
-/// One note of the score.
-#[derive(Debug, Clone, Copy)]
-pub struct Note {
-    /// Index of the mixer part (gain, pan, sends, timbre) it plays on.
-    pub part: u16,
-    /// Onset, seconds from the start of the track.
-    pub start: f64,
-    /// Held length (gate), seconds; drums ignore it.
-    pub dur: f64,
-    /// MIDI pitch (drums: tuning hint).
-    pub pitch: f32,
-    /// Velocity, 0–1.
-    pub vel: f32,
-    /// Pan offset added to the part's pan, -1…1.
-    pub pan: f32,
-    /// Semitones the note glides from at its start (808 slides), 0 for none.
-    pub glide: f32,
-    /// Seed of the note's noise and oscillator phases.
-    pub seed: u32,
-}
+use super::score::{Note, Timbre, Voice};
 
 impl Voice {
-    /// Whether this is a drum sound (fixed length, no pitch role).
-    pub fn is_drum(self) -> bool {
-        matches!(
-            self,
-            Voice::Kick
-                | Voice::Snare
-                | Voice::Clap
-                | Voice::HatClosed
-                | Voice::HatOpen
-                | Voice::Ride
-                | Voice::Crash
-                | Voice::Shaker
-                | Voice::Rim
-                | Voice::Tom
-                | Voice::Taiko
-        )
-    }
-
     /// Seconds a note sounds after its gate closes (release tail).
     fn tail(self) -> f64 {
         match self {
@@ -146,14 +45,9 @@ impl Voice {
     }
 }
 
-/// Samples the note occupies from its onset (before clipping to the track end).
-pub fn note_len(voice: Voice, note: &Note) -> usize {
-    let secs = if voice.is_drum() {
-        drums::length(voice)
-    } else {
-        (note.dur + voice.tail()).min(voice.max_len())
-    };
-    (secs * SR) as usize
+/// Seconds a pitched note sounds from its onset: its gate plus the release tail, bounded.
+pub fn length(voice: Voice, note: &Note) -> f64 {
+    (note.dur + voice.tail()).min(voice.max_len())
 }
 
 /// Scratch memory reused across notes (delay lines), so rendering allocates only on growth.
@@ -162,25 +56,10 @@ pub struct Scratch {
     ring: Vec<f32>,
 }
 
-/// Renders `note` into `out` (already sized; its length is the audible part of the note).
+/// Renders one pitched note into `out` (zeroed, non-empty); other voices leave it silent.
 pub fn render(voice: Voice, tm: &Timbre, note: &Note, scratch: &mut Scratch, out: &mut [f32]) {
-    out.fill(0.0);
-    if out.is_empty() {
-        return;
-    }
-    render_raw(voice, tm, note, scratch, out);
-    // A 5 ms fade over the last samples: notes cut by their length limit end without a click.
-    let fade = out.len().min((0.005 * SR) as usize);
-    let n = out.len();
-    for (k, x) in out[n - fade..].iter_mut().enumerate() {
-        *x *= 1.0 - (k + 1) as f32 / fade as f32;
-    }
-}
-
-fn render_raw(voice: Voice, tm: &Timbre, note: &Note, scratch: &mut Scratch, out: &mut [f32]) {
     let ctx = Ctx::new(note);
     match voice {
-        v if v.is_drum() => drums::render(v, tm, note, out),
         Voice::Piano => piano(&ctx, tm, out),
         Voice::EPiano => epiano(&ctx, tm, out),
         Voice::Organ => organ(&ctx, out),
@@ -860,6 +739,8 @@ fn sub_bass(c: &Ctx, out: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::play::{note_len, render};
+    use super::super::score::Kit;
     use super::*;
 
     const ALL_PITCHED: [Voice; 22] = [

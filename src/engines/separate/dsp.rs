@@ -4,7 +4,10 @@
 //! One STFT of each channel, then per time-frequency bin a partition of unity into four soft masks:
 //! - drums: harmonic/percussive separation by median filtering (Fitzgerald, "Harmonic/Percussive
 //!   Separation using Median Filtering", DAFx 2010): percussive energy is smooth across frequency,
-//!   harmonic energy across time;
+//!   harmonic energy across time. Above the bass band the time median is short and the frequency
+//!   median wide ([`HARMONIC_HALF`], [`PERCUSSIVE_HALF`]): a voice or lead whose pitch moves is
+//!   steady over a quarter second but not flat across half a kilohertz, a drum hit is; in the
+//!   bass band the square 17 × 17 medians keep the kick/bass decision;
 //! - bass: the harmonic part below ~150–300 Hz;
 //! - vocals: the harmonic part above that which sits in the centre of the stereo image
 //!   (inter-channel coherence, Avendano & Jot 2004) within the voice band;
@@ -26,8 +29,17 @@ pub const FOUR_STEMS: [&str; 4] = ["vocals", "drums", "bass", "other"];
 /// Stem names for two stems (`demucs --two-stems vocals`).
 pub const TWO_STEMS: [&str; 2] = ["vocals", "accompaniment"];
 
-/// Frames on each side of the median filters (17-wide kernels).
+/// Frames / bins on each side of the median filters in the bass band (17-wide kernels).
 const MEDIAN_HALF: usize = 8;
+/// Above the bass band: frames on each side of the time median (11 frames, 0.26 s at 44.1 kHz)
+/// and bins on each side of the frequency median (49 bins, 0.53 kHz). Chosen on
+/// `scripts/separation/sdr.py` (four songs, rock and electronic beats): the drums' improvement over
+/// the mixture went from +4.5 to +6.9 dB and the vocals' from −3.8 to +1.4 dB, other +8.7 → +9.2,
+/// bass unchanged (+7.3); half-widths 4–5 × 16–24 all gave drums ≥ +6.5 dB.
+const HARMONIC_HALF: usize = 5;
+const PERCUSSIVE_HALF: usize = 24;
+/// Top of the bass band (Hz): where the bass mask's ramp ends and the wide medians begin.
+const BASS_BAND_HZ: f32 = 300.0;
 /// Exponent sharpening the centre-channel measure.
 const CENTRE_POWER: i32 = 4;
 
@@ -218,13 +230,28 @@ fn masks(
     let mag: Vec<f32> = (0..bins * frames)
         .map(|i| specs.iter().map(|s| s.data[i].norm()).sum::<f32>() / specs.len() as f32)
         .collect();
-    let harmonic = median_filter(&mag, frames, bins, true);
+    let hz = |b: usize| b as f32 * rate as f32 / n as f32;
+    let bass_band = |b: usize| hz(b) < BASS_BAND_HZ;
+    let harmonic = median_filter(&mag, frames, bins, true, |b| {
+        if bass_band(b) {
+            MEDIAN_HALF
+        } else {
+            HARMONIC_HALF
+        }
+    });
     if cancelled() {
         return Err(Error::Cancelled);
     }
-    let percussive = median_filter(&mag, frames, bins, false);
-    let hz = |b: usize| b as f32 * rate as f32 / n as f32;
-    let low: Vec<f32> = (0..bins).map(|b| ramp_down(hz(b), 150.0, 300.0)).collect();
+    let percussive = median_filter(&mag, frames, bins, false, |b| {
+        if bass_band(b) {
+            MEDIAN_HALF
+        } else {
+            PERCUSSIVE_HALF
+        }
+    });
+    let low: Vec<f32> = (0..bins)
+        .map(|b| ramp_down(hz(b), 150.0, BASS_BAND_HZ))
+        .collect();
     let voice: Vec<f32> = (0..bins)
         .map(|b| ramp_up(hz(b), 150.0, 250.0) * ramp_down(hz(b), 7_000.0, 10_000.0))
         .collect();
@@ -272,10 +299,17 @@ fn ramp_up(x: f32, from: f32, to: f32) -> f32 {
     1.0 - ramp_down(x, from, to)
 }
 
-/// Median over time (per bin) when `along_time`, else over frequency (per frame), 17 wide.
-fn median_filter(mag: &[f32], frames: usize, bins: usize, along_time: bool) -> Vec<f32> {
+/// Median over time (per bin) when `along_time`, else over frequency (per frame); the window at
+/// bin `b` spans `half(b)` frames or bins on each side.
+fn median_filter(
+    mag: &[f32],
+    frames: usize,
+    bins: usize,
+    along_time: bool,
+    half: impl Fn(usize) -> usize,
+) -> Vec<f32> {
     let mut out = vec![0f32; mag.len()];
-    let mut window = Vec::with_capacity(2 * MEDIAN_HALF + 1);
+    let mut window = Vec::new();
     let (outer, inner) = if along_time {
         (bins, frames)
     } else {
@@ -284,8 +318,9 @@ fn median_filter(mag: &[f32], frames: usize, bins: usize, along_time: bool) -> V
     for o in 0..outer {
         for k in 0..inner {
             window.clear();
-            let lo = k.saturating_sub(MEDIAN_HALF);
-            let hi = (k + MEDIAN_HALF + 1).min(inner);
+            let h = half(if along_time { o } else { k });
+            let lo = k.saturating_sub(h);
+            let hi = (k + h + 1).min(inner);
             for j in lo..hi {
                 let idx = if along_time {
                     j * bins + o
