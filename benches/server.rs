@@ -35,8 +35,18 @@ fn main() {
     println!(
         "raw SQLite inserts/s (1 row per transaction, WAL, synchronous=NORMAL): {raw_normal:.0}"
     );
-    let raw = raw_sqlite_inserts_per_sec(5_000, "FULL");
-    println!("raw SQLite inserts/s (1 row per transaction, WAL, synchronous=FULL, the server's setting): {raw:.0}");
+    let raw_sqlite = raw_sqlite_inserts_per_sec(5_000, "FULL");
+    println!("raw SQLite inserts/s (1 row per transaction, WAL, synchronous=FULL, the server's setting): {raw_sqlite:.0}");
+    // With BENCH_DATABASE (a PostgreSQL admin URL) the server runs on a fresh database there, and
+    // the reference is PostgreSQL's own single-row insert rate, measured here too.
+    let (raw, reference) = match bench_database() {
+        Some(admin) => {
+            let raw_pg = rt.block_on(raw_postgres_inserts_per_sec(&admin, 5_000));
+            println!("raw PostgreSQL inserts/s (1 row per transaction, one connection, its default durability): {raw_pg:.0}");
+            (raw_pg, "raw PostgreSQL")
+        }
+        None => (raw_sqlite, "raw SQLite"),
+    };
     rt.block_on(async move {
         let (rx_url, received) = receiver().await;
         let (base, key, _, shutdown, server, _dir) = start(&rx_url).await;
@@ -70,7 +80,7 @@ fn main() {
         }
         for t in tasks { t.await.unwrap(); }
         let submit_rate = SUBMITS as f64 / started.elapsed().as_secs_f64();
-        println!("submits/s ({clients} clients, {SUBMITS} jobs): {submit_rate:.0}  ({:.2}× raw SQLite)", submit_rate / raw);
+        println!("submits/s ({clients} clients, {SUBMITS} jobs): {submit_rate:.0}  ({:.2}× {reference})", submit_rate / raw);
         println!("  during submits: {}", meter.report(SUBMITS));
 
         // Polls: each pass polls every job once; passes are at least a second apart (the per-job
@@ -243,12 +253,19 @@ async fn start(
     })
     .unwrap();
     config.webhook_url = Some(rx_url.to_string());
+    if let Some(admin) = bench_database() {
+        config.database = Some(
+            soundcheck::store::postgres::create_scratch_database(&admin)
+                .await
+                .unwrap(),
+        );
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let registry = soundcheck::engines::registry(&config);
     let (store, secrets) = soundcheck::app::open_store(&config).await.unwrap();
     store
-        .write_blocking(|tx| {
+        .write(|tx| {
             soundcheck::store::credits::record(
                 tx,
                 None,
@@ -256,6 +273,7 @@ async fn start(
                 1_000_000,
             )
         })
+        .await
         .unwrap();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(soundcheck::app::run(
@@ -292,6 +310,44 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(String, i64)>>>) {
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, got)
+}
+
+/// The PostgreSQL admin URL of `BENCH_DATABASE`, if set: the server then runs on PostgreSQL.
+fn bench_database() -> Option<String> {
+    std::env::var("BENCH_DATABASE")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// Inserts `n` rows like the SQLite reference's, each in its own transaction, on one connection
+/// to a fresh database: what one client can commit per second on this PostgreSQL.
+async fn raw_postgres_inserts_per_sec(admin: &str, n: usize) -> f64 {
+    let url = soundcheck::store::postgres::create_scratch_database(admin)
+        .await
+        .unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("CREATE TABLE t (id TEXT PRIMARY KEY, status TEXT NOT NULL, params TEXT NOT NULL, created_at TEXT NOT NULL)")
+        .await
+        .unwrap();
+    let insert = client
+        .prepare("INSERT INTO t VALUES ($1, 'queued', '{}', $2)")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for i in 0..n {
+        client
+            .execute(
+                &insert,
+                &[&format!("job_{i:026}"), &"2026-01-01T00:00:00.000Z"],
+            )
+            .await
+            .unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 fn raw_sqlite_inserts_per_sec(n: usize, synchronous: &str) -> f64 {

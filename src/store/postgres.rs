@@ -48,6 +48,32 @@ const MAX_RETRIES: u32 = 100;
 /// The advisory lock key nodes take while migrating (any constant no other program uses).
 const MIGRATION_LOCK: i64 = 0x5C_0DEC_4EC4;
 
+/// Creates a new, empty database named `sc_<ulid>` on the server `admin_url` points at (its user
+/// must be allowed to create databases) and returns its URL: the tests' and benchmarks' scratch
+/// databases, one per server they start.
+pub async fn create_scratch_database(admin_url: &str) -> Result<String> {
+    let (client, conn) = tokio_postgres::connect(admin_url, NoTls).await?;
+    let driver = tokio::spawn(conn);
+    let name = format!("sc_{}", ulid::Ulid::new().to_string().to_lowercase());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
+    drop(client);
+    let _ = driver.await;
+    // Same server and credentials, the new database's name as the path.
+    let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+    let after_host = base.find("://").map_or(0, |i| i + 3);
+    let path_at = base[after_host..]
+        .find('/')
+        .map_or(base.len(), |i| after_host + i);
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    Ok(format!("{}/{name}{query}", &base[..path_at]))
+}
+
 /// True for the URLs that select this backend.
 pub fn is_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")

@@ -378,7 +378,16 @@ async fn another_nodes_listener_hears_new_work_and_due_events() {
     let stop = tokio_util::sync::CancellationToken::new();
     let listener = tokio::spawn({
         let stop = stop.clone();
-        async move { there.listen(move |w| drop(tx.send(w)), stop).await }
+        async move {
+            there
+                .listen(
+                    move |w| {
+                        let _ = tx.send(w);
+                    },
+                    stop,
+                )
+                .await
+        }
     });
     // The listener's connection needs a moment to issue LISTEN; notify until it hears one.
     let heard_one = |want: Wake, heard: &mut tokio::sync::mpsc::UnboundedReceiver<Wake>| {

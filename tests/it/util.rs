@@ -55,19 +55,11 @@ pub fn test_database_server() -> Option<String> {
 /// A fresh, empty database on the test PostgreSQL server (`None`: the suite runs on SQLite).
 pub async fn test_database() -> Option<String> {
     let admin = test_database_server()?;
-    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-        .await
-        .expect("SOUNDCHECK_TEST_DATABASE: cannot connect");
-    tokio::spawn(conn);
-    let name = format!("sc_{}", ulid::Ulid::new().to_string().to_lowercase());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create a test database");
-    // Same server and credentials, the new database's name as the path.
-    let (base, _) = admin.split_once('?').unwrap_or((&admin, ""));
-    let cut = base.rfind('/').expect("the admin URL has a database path");
-    Some(format!("{}/{name}", &base[..cut]))
+    Some(
+        soundcheck::store::postgres::create_scratch_database(&admin)
+            .await
+            .expect("SOUNDCHECK_TEST_DATABASE: cannot create a database there"),
+    )
 }
 
 pub fn config_for(dir: &std::path::Path, o: &Options) -> Config {
