@@ -322,13 +322,15 @@ async fn run_node(
     // On its own SQLite file a server is the only process (the data directory's lock): all work
     // left running is a crashed run's. In a fleet, only work whose lease has run out is.
     let fleet = store.dialect() == crate::store::db::Dialect::Postgres;
-    let horizon = if fleet {
-        crate::store::now_ms()
-    } else {
-        i64::MAX
-    };
     let recovered = store
-        .write(move |tx| crate::jobs::worker::recover(tx, horizon))
+        .write(move |tx| {
+            let horizon = if fleet {
+                crate::store::db::now_ms(tx)?
+            } else {
+                i64::MAX
+            };
+            crate::jobs::worker::recover(tx, horizon)
+        })
         .await?;
     if recovered.requeued + recovered.failed > 0 {
         tracing::info!(
@@ -353,11 +355,13 @@ async fn run_node(
         },
     );
     // A fleet node claims only work it can run: the engines installed here, or `--engines`.
-    let installed: Vec<String> = registry
+    let mut installed: Vec<String> = registry
         .describe()
         .into_iter()
         .map(|(_, name)| name)
         .collect();
+    installed.sort();
+    installed.dedup();
     if let Some(unknown) = config
         .engines
         .iter()

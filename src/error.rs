@@ -125,6 +125,17 @@ impl From<crate::store::Error> for ApiError {
     fn from(e: crate::store::Error) -> ApiError {
         if e.is_disk_full() {
             ApiError::disk_full(e)
+        } else if matches!(
+            e,
+            crate::store::Error::Postgres(_) | crate::store::Error::Pool(_)
+        ) && e.is_transient()
+        {
+            // The fleet's database is unreachable or restarting: the client may simply retry.
+            tracing::error!(trace_id = %current_trace_id(), "database unavailable: {e}");
+            ApiError::new(
+                Code::ServiceUnavailable,
+                "The database is unavailable right now; nothing was stored. Try again shortly.",
+            )
         } else {
             ApiError::internal(e)
         }

@@ -438,7 +438,7 @@ async fn jobs_get(
         let now = crate::store::now_ms();
         match state
             .store
-            .write(move |tx| jobs_store::poll(tx, &id, now, window))
+            .write_atomic(move |tx| jobs_store::poll(tx, &id, now, window))
             .await
         {
             Ok(checked) => Some(checked),

@@ -120,11 +120,15 @@ impl Workers {
 
     /// Claims and runs one generation or job (generations first: they are interactive).
     async fn next_item(&self) -> store::Result<bool> {
-        let until = store::now_ms() + self.lease.as_millis() as i64;
+        // Leases are in the database's time, which every node of a fleet shares.
+        let lease = self.lease.as_millis() as i64;
         let only = self.only.clone();
         if let Some(g) = self
             .store
-            .write(move |tx| store::generations::claim_next(tx, until, only.as_deref()))
+            .write_atomic(move |tx| {
+                let until = store::db::now_ms(tx)? + lease;
+                store::generations::claim_next(tx, until, only.as_deref())
+            })
             .await?
         {
             self.wake.notify_one(); // there may be more: let a sibling look
@@ -138,7 +142,10 @@ impl Workers {
         let only = self.only.clone();
         if let Some(j) = self
             .store
-            .write(move |tx| store::jobs::claim_next(tx, until, only.as_deref()))
+            .write_atomic(move |tx| {
+                let until = store::db::now_ms(tx)? + lease;
+                store::jobs::claim_next(tx, until, only.as_deref())
+            })
             .await?
         {
             self.wake.notify_one();
@@ -169,13 +176,18 @@ impl Workers {
                     _ = token.cancelled() => return,
                     _ = tokio::time::sleep(lease / 3) => {}
                 }
-                let until = store::now_ms() + lease.as_millis() as i64;
                 let it = item.clone();
+                let ms = lease.as_millis() as i64;
                 let renewed = store
-                    .write(move |tx| match &it {
-                        Leased::Job { id, run } => store::jobs::renew_lease(tx, id, *run, until),
-                        Leased::Generation { id, run } => {
-                            store::generations::renew_lease(tx, id, *run, until)
+                    .write_atomic(move |tx| {
+                        let until = store::db::now_ms(tx)? + ms;
+                        match &it {
+                            Leased::Job { id, run } => {
+                                store::jobs::renew_lease(tx, id, *run, until)
+                            }
+                            Leased::Generation { id, run } => {
+                                store::generations::renew_lease(tx, id, *run, until)
+                            }
                         }
                     })
                     .await;
@@ -316,7 +328,13 @@ impl Workers {
             ));
             return self.finish_job(&job, Err(err)).await;
         };
-        let out_dir = self.media_dir.join("results").join(&job.id);
+        // Each run writes in a directory of its own: a stalled run whose job was claimed again
+        // elsewhere can never overwrite or clear the files the job's final run published.
+        let out_dir = self
+            .media_dir
+            .join("results")
+            .join(&job.id)
+            .join(format!("run{}", job.runs));
         if let Err(e) = reset_dir(&out_dir) {
             return self
                 .finish_job(&job, Err(EngineError::Internal(e.to_string())))
@@ -538,7 +556,11 @@ impl Workers {
             seed: params.seed,
         };
         let fault = self.run_fault(g.fault.as_deref());
-        let dir = self.media_dir.join("results").join(&g.id);
+        let dir = self
+            .media_dir
+            .join("results")
+            .join(&g.id)
+            .join(format!("run{}", g.runs));
         if let Err(e) = reset_dir(&dir) {
             return self.finish_generation(&g, Err(e.to_string())).await;
         }
@@ -620,8 +642,11 @@ pub async fn sweep_expired_leases(workers: Workers) {
             _ = workers.shutdown.cancelled() => return,
             _ = tokio::time::sleep(workers.lease / 2) => {}
         }
-        let now = store::now_ms();
-        match workers.store.write(move |tx| recover(tx, now)).await {
+        let swept = workers
+            .store
+            .write(|tx| recover(tx, store::db::now_ms(tx)?))
+            .await;
+        match swept {
             Ok(r) if r.requeued + r.failed > 0 => {
                 tracing::warn!(
                     requeued = r.requeued,

@@ -72,6 +72,20 @@ impl dyn Tx + '_ {
     }
 }
 
+/// The database's clock, unix ms: on PostgreSQL the server's (`clock_timestamp()`), so that
+/// leases written by one node and checked by another agree whatever the nodes' clocks say; on
+/// SQLite (one machine) this process's.
+pub fn now_ms(tx: &dyn Tx) -> Result<i64> {
+    match tx.dialect() {
+        Dialect::Sqlite => Ok(super::now_ms()),
+        Dialect::Postgres => tx.query_one(
+            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            crate::params![],
+            |r| r.get(0),
+        ),
+    }
+}
+
 /// What a [`notify`] tells the other nodes of a fleet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {

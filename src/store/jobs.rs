@@ -308,23 +308,26 @@ pub fn poll(
     let Some(job) = get(conn, job_id)? else {
         return Ok(Ok(None));
     };
-    let last: Option<i64> = conn.query_opt(
+    // A mark need not survive a crash (losing one only relaxes the limit for a second): the
+    // commit does not wait for the disk.
+    conn.execute("SET LOCAL synchronous_commit TO OFF", params![])?;
+    // One statement checks and sets the mark: of two nodes polling at once, one updates the row
+    // and the other, waiting on its lock, finds the new mark and updates nothing.
+    let taken = conn.execute(
+        "INSERT INTO poll_marks (job_id, last_ms) VALUES (?1, ?2)
+         ON CONFLICT (job_id) DO UPDATE SET last_ms = excluded.last_ms
+         WHERE poll_marks.last_ms <= excluded.last_ms - ?3 OR poll_marks.last_ms > excluded.last_ms",
+        params![job_id, now_ms, window_ms],
+    )?;
+    if taken == 1 {
+        return Ok(Ok(Some(job)));
+    }
+    let last: i64 = conn.query_one(
         "SELECT last_ms FROM poll_marks WHERE job_id = ?1",
         params![job_id],
         |r| r.get(0),
     )?;
-    if let Some(last) = last {
-        let since = now_ms - last;
-        if (0..window_ms).contains(&since) {
-            return Ok(Err(window_ms - since));
-        }
-    }
-    conn.execute(
-        "INSERT INTO poll_marks (job_id, last_ms) VALUES (?1, ?2)
-         ON CONFLICT (job_id) DO UPDATE SET last_ms = excluded.last_ms",
-        params![job_id, now_ms],
-    )?;
-    Ok(Ok(Some(job)))
+    Ok(Err((window_ms - (now_ms - last)).clamp(1, window_ms)))
 }
 
 /// Forgets poll marks older than `before_ms` (the janitor; PostgreSQL only).

@@ -8,11 +8,11 @@
 //! backend, with the states of [`states`] as types; callers compose them into one transaction
 //! with [`Store::write`] (the submit rule in `jobs/submit.rs`, a run's end in `jobs/worker.rs`).
 //!
-//! A write is atomic and durable when it returns. On SQLite, writes are serialised by one writer
-//! thread; on PostgreSQL they run at `SERIALIZABLE` isolation and are retried when the database
-//! reports a serialisation conflict: either way a write behaves as if it ran alone, which is what
-//! the credit and idempotency rules rely on across several nodes. Because a write may run more
-//! than once, its closure must only touch the transaction (no other side effects).
+//! A write is atomic and durable when it returns, and behaves as if it ran alone: on SQLite one
+//! writer thread runs them; on PostgreSQL each takes one advisory lock shared by every node of the
+//! fleet — what the credit and idempotency rules rely on. A few single-statement writes skip that
+//! lock ([`Store::write_atomic`]). Because a write may run more than once (PostgreSQL retries a
+//! transaction it aborted as a deadlock), its closure must only touch the transaction.
 
 pub mod credits;
 pub mod db;
@@ -42,7 +42,7 @@ pub enum Error {
     Join(String),
     #[error("the write was rolled back: the group's commit failed: {0}")]
     Commit(String),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("postgres pool: {0}")]
     Pool(String),
@@ -168,6 +168,21 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(s) => s.write(f).await,
             Backend::Postgres(p) => p.write(f).await,
+        }
+    }
+
+    /// [`Store::write`] for work that is one atomic statement on rows no other write touches at the
+    /// same moment (claiming with `SKIP LOCKED`, a conditional `UPDATE` of one row, a poll mark):
+    /// on PostgreSQL it runs without the fleet's write lock, so workers and dispatchers never
+    /// queue behind submits. On SQLite it is [`Store::write`].
+    pub async fn write_atomic<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Tx) -> Result<T> + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite(s) => s.write(f).await,
+            Backend::Postgres(p) => p.write_atomic(f).await,
         }
     }
 

@@ -181,10 +181,14 @@ impl Dispatcher {
         // On a fleet's shared database several nodes list the same due events: each attempt is
         // taken by one of them in a write. Alone on its SQLite file, the `in_flight` set suffices.
         let taken = if self.inner.store.dialect() == crate::store::db::Dialect::Postgres {
-            let hold = now + (self.inner.cfg.timeout + ATTEMPT_HOLD_MARGIN).as_millis() as i64;
+            let hold = (self.inner.cfg.timeout + ATTEMPT_HOLD_MARGIN).as_millis() as i64;
             self.inner
                 .store
-                .write(move |tx| wh::take_due(tx, &id, now, hold))
+                .write_atomic(move |tx| {
+                    // The database's clock: the hold must mean the same on every node.
+                    let now = store::db::now_ms(tx)?;
+                    wh::take_due(tx, &id, now, now + hold)
+                })
                 .await
         } else {
             self.inner
