@@ -507,6 +507,14 @@ fn record_scheduled(
     let attempts = event.attempts + 1;
     let number = wh::last_attempt_number(tx, &event.id)? + 1;
     let is_job = event.kind == EventKind::Job;
+    // In a fleet, a node that stalled past its hold on the event may wake after another node
+    // attempted (and recorded) it again: this late attempt goes in the log but moves nothing —
+    // not the event's state, not the endpoint's failure count.
+    let current = wh::event_get(tx, &event.id)?;
+    if current.is_none_or(|c| c.state != EventState::Pending || c.attempts != event.attempts) {
+        tracing::warn!(event = %event.id, "a late webhook attempt: logged, the event is unchanged");
+        return wh::insert_attempt(tx, &attempt_row(event, number, o, false, None));
+    }
     let (state, next) = if o.succeeded() {
         (EventState::Succeeded, None)
     } else if !is_job {
@@ -570,4 +578,74 @@ fn record_manual(tx: &dyn crate::store::Tx, event: &Event, o: &Outcome) -> store
         }
     }
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn outcome(status: u16) -> Outcome {
+        Outcome {
+            url: "http://127.0.0.1:9/hook".into(),
+            request_headers: BTreeMap::new(),
+            status: Some(status),
+            response_headers: None,
+            response_body: None,
+            error: None,
+            duration: Duration::from_millis(1),
+        }
+    }
+
+    /// Two nodes attempted the same event (the first stalled past its hold): the second's success
+    /// is recorded; the first's late failure is logged but leaves the event succeeded and the
+    /// endpoint's failure count at zero.
+    #[test]
+    fn a_late_attempt_is_logged_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        store
+            .write_blocking(|tx| {
+                wh::endpoint_ensure(tx, "whsec_dGVzdA==")?;
+                wh::endpoint_set_url(tx, Some("http://127.0.0.1:9/hook"))?;
+                wh::insert_event(
+                    tx,
+                    &wh::NewEvent {
+                        id: "evt_a",
+                        kind: EventKind::Job,
+                        event_type: "job.completed",
+                        subject_id: "job_a",
+                        url: None,
+                        payload: "{}",
+                        state: EventState::Pending,
+                        next_attempt_at: Some(0),
+                    },
+                )
+            })
+            .unwrap();
+        let taken = store
+            .write_blocking(|tx| wh::event_get(tx, "evt_a"))
+            .unwrap()
+            .unwrap();
+        // The second node's attempt succeeds and is recorded first.
+        store
+            .write_blocking(|tx| record_scheduled(tx, &taken, &outcome(200), 1.0))
+            .unwrap();
+        // The stalled node wakes with the same taken event and a failure.
+        store
+            .write_blocking(|tx| record_scheduled(tx, &taken, &outcome(500), 1.0))
+            .unwrap();
+        let (event, attempts, endpoint) = store
+            .write_blocking(|tx| {
+                Ok((
+                    wh::event_get(tx, "evt_a")?.unwrap(),
+                    wh::recent_attempts(tx, wh::AttemptFilter::Subject("job_a"), 10)?,
+                    wh::endpoint_get(tx)?,
+                ))
+            })
+            .unwrap();
+        assert_eq!((event.state, event.attempts), (EventState::Succeeded, 1));
+        assert_eq!(attempts.len(), 2, "both attempts are in the log");
+        assert_eq!(endpoint.consecutive_failures, 0);
+    }
 }
