@@ -489,9 +489,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(|e| tracing::warn!("could not record this server for client commands: {e}"))
             .ok();
         println!(
-            "soundcheck {} listening on {base}",
+            "soundcheck {} listening on http://{addr}",
             env!("CARGO_PKG_VERSION")
         );
+        if base != format!("http://{addr}") {
+            // Behind a proxy or in a fleet: where clients reach it, and what result URLs start with.
+            println!("public URL: {base}");
+        }
         println!("dashboard: {base}/");
         println!("data directory: {}", config.data_dir.display());
         print!("{}", secrets.env_lines());

@@ -177,6 +177,10 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
         !a.tl_key.is_empty() && a.tl_key == b.tl_key,
         "every node has the same keys"
     );
+    assert_ne!(
+        a.base, b.base,
+        "two API nodes, each polled at its own address"
+    );
     let mut w1 = Node::start(
         "worker",
         &db,
