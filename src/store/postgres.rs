@@ -384,13 +384,23 @@ struct PgTx<'a> {
 }
 
 impl PgTx<'_> {
-    fn run(&self, sql: &str, params: &[&dyn ToValue]) -> Result<Vec<tokio_postgres::Row>> {
+    /// Prepares `sql` (cached per connection) with its placeholders rewritten and runs `go` on
+    /// the statement and the parameters as PostgreSQL takes them.
+    fn with_statement<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn ToValue],
+        go: impl AsyncFnOnce(
+            &tokio_postgres::Statement,
+            &[&(dyn ToSql + Sync)],
+        ) -> std::result::Result<T, tokio_postgres::Error>,
+    ) -> Result<T> {
         let sql = numbered_to_dollar(sql);
         let values: Vec<PgValue> = params.iter().map(|p| PgValue(p.to_value())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
         Ok(self.rt.block_on(async {
             let stmt = self.tx.prepare_cached(&sql).await?;
-            self.tx.query(&stmt, &refs).await
+            go(&stmt, &refs).await
         })?)
     }
 }
@@ -401,18 +411,19 @@ impl Tx for PgTx<'_> {
     }
 
     fn execute(&self, sql: &str, params: &[&dyn ToValue]) -> Result<usize> {
-        let sql = numbered_to_dollar(sql);
-        let values: Vec<PgValue> = params.iter().map(|p| PgValue(p.to_value())).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-        let n = self.rt.block_on(async {
-            let stmt = self.tx.prepare_cached(&sql).await?;
-            self.tx.execute(&stmt, &refs).await
+        let n = self.with_statement(sql, params, async |stmt, args| {
+            self.tx.execute(stmt, args).await
         })?;
         Ok(n as usize)
     }
 
     fn query(&self, sql: &str, params: &[&dyn ToValue]) -> Result<Vec<Row>> {
-        self.run(sql, params)?.iter().map(row_values).collect()
+        self.with_statement(sql, params, async |stmt, args| {
+            self.tx.query(stmt, args).await
+        })?
+        .iter()
+        .map(row_values)
+        .collect()
     }
 }
 

@@ -116,6 +116,20 @@ impl Node {
     }
 }
 
+/// A fresh database on the test PostgreSQL server; `None` (after saying so) when the suite runs
+/// without one, which `SOUNDCHECK_REQUIRE_POSTGRES` (CI) turns into a failure.
+async fn fleet_database() -> Option<String> {
+    let db = test_database().await;
+    if db.is_none() {
+        assert!(
+            std::env::var_os("SOUNDCHECK_REQUIRE_POSTGRES").is_none(),
+            "SOUNDCHECK_REQUIRE_POSTGRES is set but SOUNDCHECK_TEST_DATABASE is not"
+        );
+        eprintln!("fleet test not run: set SOUNDCHECK_TEST_DATABASE to a PostgreSQL admin URL");
+    }
+    db
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -126,12 +140,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_api_nodes_and_two_workers_share_one_database() {
-    let Some(db) = test_database().await else {
-        assert!(
-            std::env::var_os("SOUNDCHECK_REQUIRE_POSTGRES").is_none(),
-            "SOUNDCHECK_REQUIRE_POSTGRES is set but SOUNDCHECK_TEST_DATABASE is not"
-        );
-        eprintln!("fleet test not run: set SOUNDCHECK_TEST_DATABASE to a PostgreSQL admin URL");
+    let Some(db) = fleet_database().await else {
         return;
     };
     let media = tempfile::tempdir().unwrap();
@@ -275,12 +284,7 @@ async fn credits_and_idempotency_hold_under_concurrent_submits_from_two_nodes() 
     use soundcheck::store::jobs::{NewJob, NewUpload};
     use soundcheck::store::{credits, states::LedgerKind, Store};
 
-    let Some(db) = test_database().await else {
-        assert!(
-            std::env::var_os("SOUNDCHECK_REQUIRE_POSTGRES").is_none(),
-            "SOUNDCHECK_REQUIRE_POSTGRES is set but SOUNDCHECK_TEST_DATABASE is not"
-        );
-        eprintln!("fleet test not run: set SOUNDCHECK_TEST_DATABASE to a PostgreSQL admin URL");
+    let Some(db) = fleet_database().await else {
         return;
     };
     let nodes = [
@@ -366,12 +370,7 @@ async fn another_nodes_listener_hears_new_work_and_due_events() {
     use soundcheck::store::states::{EventKind, EventState};
     use soundcheck::store::{webhooks, Store};
 
-    let Some(db) = test_database().await else {
-        assert!(
-            std::env::var_os("SOUNDCHECK_REQUIRE_POSTGRES").is_none(),
-            "SOUNDCHECK_REQUIRE_POSTGRES is set but SOUNDCHECK_TEST_DATABASE is not"
-        );
-        eprintln!("fleet test not run: set SOUNDCHECK_TEST_DATABASE to a PostgreSQL admin URL");
+    let Some(db) = fleet_database().await else {
         return;
     };
     let (here, there) = (
