@@ -48,6 +48,8 @@ impl Secrets {
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
+    /// Where uploads and results live (a directory, or object storage).
+    pub media: crate::media::Media,
     pub registry: Arc<Registry>,
     pub dispatcher: Dispatcher,
     pub secrets: Arc<Secrets>,
@@ -339,6 +341,12 @@ async fn run_node(
             "recovered work interrupted by the last shutdown"
         );
     }
+    let media = crate::media::Media::new(
+        config.media_url.as_deref(),
+        &config.media_dir,
+        &config.data_dir,
+    )?;
+    media.check().await?;
     let public_url: Arc<str> = config
         .public_url
         .clone()
@@ -379,6 +387,7 @@ async fn run_node(
     let state = AppState {
         config: Arc::new(config.clone()),
         store: store.clone(),
+        media: media.clone(),
         registry: registry.clone(),
         dispatcher: dispatcher.clone(),
         secrets: Arc::new(secrets),
@@ -395,6 +404,7 @@ async fn run_node(
     tasks.spawn(dispatcher.clone().run(shutdown.clone()));
     tasks.spawn(crate::jobs::janitor::run(
         store.clone(),
+        media.clone(),
         config.media_dir.clone(),
         config.result_ttl,
         shutdown.clone(),
@@ -407,7 +417,7 @@ async fn run_node(
         stops: state.stops.clone(),
         wake: state.work.clone(),
         device: Arc::default(),
-        media_dir: config.media_dir.clone(),
+        media,
         public_url: public_url.to_string(),
         result_ttl: config.result_ttl,
         generation_timeout: config.generation_timeout,

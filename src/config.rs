@@ -28,6 +28,11 @@ pub struct ServeArgs {
     /// the data directory).
     #[arg(long, env = "SOUNDCHECK_MEDIA_DIR")]
     pub media_dir: Option<PathBuf>,
+    /// Keep uploads and results in S3-compatible object storage instead: `s3://bucket/prefix`.
+    /// Endpoint and credentials come from `AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (and `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint).
+    #[arg(long, env = "SOUNDCHECK_MEDIA", conflicts_with = "media_dir")]
+    pub media: Option<String>,
     /// Seconds a worker's claim on a job holds without renewal (renewed every third of it); a
     /// job whose worker died is run again by another worker after this.
     #[arg(long, env = "SOUNDCHECK_LEASE_SECS", default_value_t = 30,
@@ -189,6 +194,9 @@ pub struct Config {
     pub database: Option<String>,
     /// `--media-dir`: where uploads and results live (shared by a fleet's nodes); default `data_dir`.
     pub media_dir: PathBuf,
+    /// `--media`: an `s3://bucket/prefix` URL; uploads and results live there instead (each node
+    /// keeps its files in transit under `data_dir`).
+    pub media_url: Option<String>,
     /// `--lease-secs`: how long a worker's claim on a run holds without renewal.
     pub lease: Duration,
     /// `--engines`: in a fleet, the engine and generator names this node's workers claim.
@@ -241,6 +249,9 @@ impl Config {
             }
             None => data_dir.clone(),
         };
+        if let Some(url) = &args.media {
+            crate::media::parse_s3_url(url).map_err(|e| anyhow::anyhow!("--media: {e}"))?;
+        }
         if let Some(url) = &args.database {
             anyhow::ensure!(
                 crate::store::postgres::is_url(url),
@@ -263,6 +274,7 @@ impl Config {
             data_dir,
             database: args.database.clone(),
             media_dir,
+            media_url: args.media.clone(),
             lease: Duration::from_secs(args.lease_secs),
             engines: args.engines.clone(),
             ft_key: args.ft_key.clone(),

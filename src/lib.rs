@@ -10,7 +10,8 @@
 //!   validate and call the store or a service.
 //! - [`error`]: `ApiError`, rendered as the contract's error envelope.
 //! - [`views`]: the contracts' JSON shapes, field for field.
-//! - [`store`]: the one SQLite file; no SQL lives anywhere else.
+//! - [`store`]: the database (the SQLite file, or a fleet's PostgreSQL); no SQL lives anywhere else.
+//! - [`media`]: where uploads and results live (a directory, or S3-compatible object storage).
 //! - [`jobs`]: the `Engine`/`Generator` interfaces, the registry and the worker pool.
 //! - [`webhooks`]: signing, URL rules, the outbox dispatcher and the retry schedule.
 //! - [`cli`]: offline commands (analyze, master, transcribe, separate) with progress bars.
@@ -35,6 +36,7 @@ pub mod http;
 pub mod ids;
 pub mod instances;
 pub mod jobs;
+pub mod media;
 pub mod models;
 pub mod remote;
 pub mod store;

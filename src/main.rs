@@ -447,7 +447,10 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
             "soundcheck {} worker: {} workers on the shared database, media in {}",
             env!("CARGO_PKG_VERSION"),
             config.workers,
-            config.media_dir.display()
+            config
+                .media_url
+                .clone()
+                .unwrap_or_else(|| config.media_dir.display().to_string())
         );
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
@@ -498,6 +501,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         println!("dashboard: {base}/");
         println!("data directory: {}", config.data_dir.display());
+        if let Some(url) = &config.media_url {
+            println!("media: {url}");
+        } else if config.media_dir != config.data_dir {
+            println!("media: {}", config.media_dir.display());
+        }
         print!("{}", secrets.env_lines());
         for (endpoint, engine) in registry.describe() {
             println!("engine: {endpoint} -> {engine}");

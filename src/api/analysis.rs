@@ -208,11 +208,16 @@ async fn source(state: &AppState, req: Request) -> ApiResult<Source> {
     if content_type.starts_with("application/json") {
         let JsonBody(body) = JsonBody::from_request(req, state).await?;
         let url = parse_url_body(&body)?;
-        let path = resolve_media_url(state, &url).await?;
-        return Ok(Source {
-            path,
-            temporary: false,
-        });
+        let location = resolve_media_url(state, &url).await?;
+        // A result in object storage is analysed from a scratch copy.
+        let temporary = crate::media::is_object(&location);
+        let path = state
+            .media
+            .local_copy(&location)
+            .await
+            .map_err(|e| ApiError::new(crate::error::Code::ServiceUnavailable, e))?
+            .detach();
+        return Ok(Source { path, temporary });
     }
     Err(ApiError::invalid(
         "Send the audio as multipart/form-data (field `audio`) or JSON {\"url\": …} naming a \
@@ -238,9 +243,9 @@ fn parse_url_body(body: &Value) -> ApiResult<String> {
     }
 }
 
-/// Maps `…/media/{token}/{filename}` to the file it serves. Any host is accepted (the server may
+/// Maps `…/media/{token}/{filename}` to the location of the file it serves. Any host is accepted (the server may
 /// sit behind `--public-url`), but only the media path shape, a live token and its own filename.
-async fn resolve_media_url(state: &AppState, url: &str) -> ApiResult<PathBuf> {
+async fn resolve_media_url(state: &AppState, url: &str) -> ApiResult<String> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| ApiError::invalid(format!("`url` is not a valid URL: {e}.")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -261,7 +266,7 @@ async fn resolve_media_url(state: &AppState, url: &str) -> ApiResult<PathBuf> {
     if media.expires_at < crate::store::now_ms() {
         return Err(ApiError::not_found("This link has expired."));
     }
-    Ok(PathBuf::from(media.path))
+    Ok(media.path)
 }
 
 /// `(token, filename)` of a `/media/{token}/{filename}` path, nothing before or after.

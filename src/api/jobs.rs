@@ -157,10 +157,19 @@ async fn jobs_submit(
         ))
     })?;
     let sub = receive(&state, multipart).await?;
+    // Where the upload was received; with object storage, a scratch file put to the bucket below.
     let path = PathBuf::from(&sub.upload.path);
+    let mut stored: Option<String> = None;
     let outcome = async {
         probe_audio(&sub.upload).await?;
         let params = engine.params(&sub.fields).map_err(ApiError::invalid)?;
+        let mut upload = sub.upload.clone();
+        let location = state
+            .media
+            .store_upload(&upload.id, &path, upload.data.is_none())
+            .await?;
+        upload.path = location.clone();
+        stored = Some(location);
         let fault = fault.map(|f| f.as_string());
         let hash = request_hash(kind, &params, &sub.upload.sha256, fault.as_deref());
         let now = chrono::Utc::now();
@@ -175,7 +184,6 @@ async fn jobs_submit(
             estimated_completion: (now + chrono::Duration::seconds(typical_secs(kind)))
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
-        let upload = sub.upload.clone();
         state
             .store
             .write(move |tx| submit::admit(tx, &upload, &job, idem_key.as_deref(), &hash))
@@ -183,16 +191,17 @@ async fn jobs_submit(
             .map_err(refusal)
     }
     .await;
-    let admitted = match outcome {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(e);
-        }
-    };
-    if admitted.replayed {
+    // Nothing of a refused or replayed submission is kept; an admitted one's scratch file goes
+    // once it is in the bucket.
+    let keep = matches!(&outcome, Ok(a) if !a.replayed);
+    if let (false, Some(location)) = (keep, &stored) {
+        state.media.discard(location).await;
+    }
+    if !keep || stored.as_deref() != Some(&*path.to_string_lossy()) {
         let _ = tokio::fs::remove_file(&path).await;
-    } else {
+    }
+    let admitted = outcome?;
+    if !admitted.replayed {
         state.work.notify_one();
     }
     let body = SubmitBody {
@@ -305,11 +314,11 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                     return Err(ApiError::invalid("Send exactly one `audio` file."));
                 }
                 let id = crate::ids::new_id("upl");
-                // Sharded by the id's random tail: concurrent creates in one directory contend
-                // on its lock (the kernel's, not ours).
-                let shard = id[id.len() - 2..].to_ascii_lowercase();
-                let dir = state.config.media_dir.join("uploads").join(shard);
-                let path = dir.join(&id);
+                let path = state.media.upload_path(&id);
+                let dir = path
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default();
                 let filename = field.file_name().map(str::to_string);
                 upload = Some(NewUpload {
                     id,

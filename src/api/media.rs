@@ -50,8 +50,7 @@ async fn media_get(
     if media.expires_at < crate::store::now_ms() {
         return Err(ApiError::not_found("This link has expired."));
     }
-    let resp = serve_file(&media.path, req).await?;
-    Ok(resp.into_response())
+    state.media.serve(&media.path, req).await
 }
 
 /// Serves a file with `ServeFile` after [`range_preconditions`].

@@ -185,12 +185,7 @@ async fn dashboard_job_input(
                 .into_response());
         }
     }
-    if !std::path::Path::new(&job.upload_path).is_file() {
-        return Err(ApiError::not_found(
-            "This job's upload is no longer on disk.",
-        ));
-    }
-    let mut resp = crate::api::media::serve_file(&job.upload_path, req).await?;
+    let mut resp = state.media.serve(&job.upload_path, req).await?;
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)

@@ -2,13 +2,15 @@
 //! does not fill its disk. Result files go when their links expire (`--result-ttl-hours`); an
 //! upload goes once its job has been finished for as long. It runs shortly after start and then
 //! every [`EVERY`], a bounded batch at a time, the database first (so a link never points at a file
-//! that is gone without also being gone itself).
+//! that is gone without also being gone itself). Files on disk are deleted only under the media
+//! directory, objects only under the bucket prefix this node was given.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::media::{self, Media};
 use crate::store::{self, Store};
 
 /// How often the janitor looks.
@@ -26,7 +28,13 @@ pub struct Swept {
 }
 
 /// Sweeps every [`EVERY`] until shutdown.
-pub async fn run(store: Store, media_dir: PathBuf, ttl: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    store: Store,
+    media: Media,
+    media_dir: PathBuf,
+    ttl: Duration,
+    shutdown: CancellationToken,
+) {
     let mut wait = FIRST_AFTER;
     loop {
         tokio::select! {
@@ -34,7 +42,7 @@ pub async fn run(store: Store, media_dir: PathBuf, ttl: Duration, shutdown: Canc
             _ = tokio::time::sleep(wait) => {}
         }
         wait = EVERY;
-        match sweep(&store, &media_dir, ttl, store::now_ms()).await {
+        match sweep(&store, &media, &media_dir, ttl, store::now_ms()).await {
             Ok(s) if s.results + s.uploads > 0 => {
                 tracing::info!(
                     results = s.results,
@@ -49,9 +57,10 @@ pub async fn run(store: Store, media_dir: PathBuf, ttl: Duration, shutdown: Canc
 }
 
 /// Deletes result files whose links expired before `now_ms`, and uploads of jobs finished more
-/// than `ttl` before it.
+/// than `ttl` before it. `media_dir` bounds what may be deleted on disk.
 pub async fn sweep(
     store: &Store,
+    media: &Media,
     media_dir: &Path,
     ttl: Duration,
     now_ms: i64,
@@ -77,7 +86,7 @@ pub async fn sweep(
         }
         swept.results += expired.len();
         let results_root = media_dir.join("results");
-        let paths: Vec<PathBuf> = expired.into_iter().map(|(_, p)| PathBuf::from(p)).collect();
+        let paths = remove_objects(media, expired.into_iter().map(|(_, p)| p)).await;
         tokio::task::spawn_blocking(move || {
             for path in paths {
                 remove_file(&path, &results_root, true);
@@ -105,7 +114,7 @@ pub async fn sweep(
         }
         swept.uploads += stale.len();
         let uploads_root = media_dir.join("uploads");
-        let paths: Vec<PathBuf> = stale.into_iter().map(|(_, p)| PathBuf::from(p)).collect();
+        let paths = remove_objects(media, stale.into_iter().map(|(_, p)| p)).await;
         tokio::task::spawn_blocking(move || {
             for path in paths {
                 remove_file(&path, &uploads_root, false);
@@ -115,6 +124,21 @@ pub async fn sweep(
         .map_err(|e| store::Error::Join(e.to_string()))?;
     }
     Ok(swept)
+}
+
+/// Deletes the objects among `locations`; returns the others, paths for [`remove_file`].
+async fn remove_objects(media: &Media, locations: impl Iterator<Item = String>) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    for location in locations {
+        if media::is_object(&location) {
+            if !media.remove_object(&location).await {
+                tracing::warn!(%location, "janitor: not deleted (not in this node's bucket, or it failed)");
+            }
+        } else {
+            paths.push(PathBuf::from(location));
+        }
+    }
+    paths
 }
 
 /// Removes a file (already gone is fine), never anything outside `root`; with `parent`, also its

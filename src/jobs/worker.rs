@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,7 +53,8 @@ pub struct Workers {
     pub wake: Arc<Notify>,
     /// Serialises device-bound engines (one GPU, one model at a time).
     pub device: Arc<tokio::sync::Mutex<()>>,
-    pub media_dir: PathBuf,
+    /// Where inputs come from and results go (a directory, or object storage).
+    pub media: crate::media::Media,
     pub public_url: String,
     pub result_ttl: Duration,
     pub generation_timeout: Duration,
@@ -330,26 +331,38 @@ impl Workers {
         };
         // Each run writes in a directory of its own: a stalled run whose job was claimed again
         // elsewhere can never overwrite or clear the files the job's final run published.
-        let out_dir = self
-            .media_dir
-            .join("results")
-            .join(&job.id)
-            .join(format!("run{}", job.runs));
-        if let Err(e) = reset_dir(&out_dir) {
+        let out_dir = self.media.run_dir(&job.id, job.runs);
+        let ended = self.run_job_in(&job, engine, &out_dir).await;
+        self.media.run_over(&out_dir).await;
+        ended
+    }
+
+    async fn run_job_in(
+        &self,
+        job: &Job,
+        engine: Arc<dyn crate::jobs::Engine>,
+        out_dir: &Path,
+    ) -> store::Result<()> {
+        if let Err(e) = reset_dir(out_dir) {
             return self
-                .finish_job(&job, Err(EngineError::Internal(e.to_string())))
+                .finish_job(job, Err(EngineError::Internal(e.to_string())))
                 .await;
         }
         if job.upload_inline {
-            if let Err(e) = self.materialize_upload(&job).await {
-                return self.finish_job(&job, Err(EngineError::Internal(e))).await;
+            if let Err(e) = self.materialize_upload(job).await {
+                return self.finish_job(job, Err(EngineError::Internal(e))).await;
             }
         }
+        // With object storage, a scratch copy that goes when this returns.
+        let local = match self.media.local_copy(&job.upload_path).await {
+            Ok(local) => local,
+            Err(e) => return self.finish_job(job, Err(EngineError::Internal(e))).await,
+        };
         let fault = self.run_fault(job.fault.as_deref());
         let (input, params, dir) = (
-            PathBuf::from(&job.upload_path),
+            local.path.clone(),
             job.params.clone(),
-            out_dir.clone(),
+            out_dir.to_path_buf(),
         );
         let timeout = (fault == Some(Fault::Timeout)).then_some(Duration::from_secs(1));
         let outcome = self
@@ -372,10 +385,12 @@ impl Workers {
             .await;
         match outcome {
             Outcome::Done(output) => {
-                let published = self.publish(&job.id, output.result, &out_dir);
-                self.finish_job(&job, published).await
+                let published = self
+                    .publish(&job.id, job.runs, output.result, out_dir)
+                    .await;
+                self.finish_job(job, published).await
             }
-            Outcome::Failed(e) => self.finish_job(&job, Err(e)).await,
+            Outcome::Failed(e) => self.finish_job(job, Err(e)).await,
             Outcome::Requeue => {
                 let (id, run) = (job.id.clone(), job.runs);
                 self.store
@@ -385,7 +400,7 @@ impl Workers {
         }
     }
 
-    /// Writes an upload kept in the database to its path, then forgets the bytes. Run again
+    /// Writes an upload kept in the database to its location, then forgets the bytes. Run again
     /// after a crash between the two steps, it rewrites the same file.
     async fn materialize_upload(&self, job: &Job) -> Result<(), String> {
         let id = job.id.clone();
@@ -395,11 +410,10 @@ impl Workers {
             .await
             .map_err(|e| e.to_string())?;
         if let Some(bytes) = bytes {
-            let path = PathBuf::from(&job.upload_path);
-            tokio::task::spawn_blocking(move || store::jobs::write_upload(&path, &bytes))
+            self.media
+                .write(&job.upload_path, bytes::Bytes::from(bytes))
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("could not write the upload to disk: {e}"))?;
+                .map_err(|e| format!("could not store the upload: {e}"))?;
         }
         let id = job.id.clone();
         self.store
@@ -409,10 +423,12 @@ impl Workers {
     }
 
     /// Replaces every `{"$file": name}` in a result with an absolute, expiring media URL and adds
-    /// `expires_at`; returns the result and the media rows to insert.
-    fn publish(
+    /// `expires_at`; stores the files (object storage) and returns the result and the media rows
+    /// to insert.
+    async fn publish(
         &self,
         owner: &str,
+        run: i64,
         mut result: Value,
         out_dir: &Path,
     ) -> Result<(Value, Vec<MediaRow>), EngineError> {
@@ -444,6 +460,13 @@ impl Workers {
         });
         if let Some(e) = error {
             return Err(EngineError::Internal(e));
+        }
+        for row in &mut rows {
+            row.path = self
+                .media
+                .publish(owner, run, Path::new(&row.path))
+                .await
+                .map_err(EngineError::Internal)?;
         }
         if let (false, Value::Object(map)) = (rows.is_empty(), &mut result) {
             map.entry("expires_at").or_insert_with(|| {
@@ -556,56 +579,60 @@ impl Workers {
             seed: params.seed,
         };
         let fault = self.run_fault(g.fault.as_deref());
-        let dir = self
-            .media_dir
-            .join("results")
-            .join(&g.id)
-            .join(format!("run{}", g.runs));
-        if let Err(e) = reset_dir(&dir) {
-            return self.finish_generation(&g, Err(e.to_string())).await;
-        }
-        let file = dir.join(format!("{}.mp3", g.id));
-        let file_in = file.clone();
-        let resource = generator.resource();
-        let outcome = self
-            .execute(
-                &g.id,
-                resource,
-                fault,
-                Some(self.generation_timeout),
-                move |progress, cancelled| {
-                    let audio = generator.generate(&req, &|p| progress(p * 0.9), cancelled)?;
-                    let seconds = write_mp3_atomically(&audio, &file_in)?;
-                    progress(1.0);
-                    Ok(seconds)
-                },
-            )
-            .await;
-        match outcome {
-            Outcome::Done(seconds) => {
-                let name = file.file_name().unwrap().to_string_lossy().into_owned();
-                match self.publish(&g.id, json!({ "$file": name }), &dir) {
-                    Ok((Value::String(url), media)) => {
-                        self.finish_generation(&g, Ok((url, seconds, media))).await
+        let dir = self.media.run_dir(&g.id, g.runs);
+        let ended = async {
+            if let Err(e) = reset_dir(&dir) {
+                return self.finish_generation(&g, Err(e.to_string())).await;
+            }
+            let file = dir.join(format!("{}.mp3", g.id));
+            let file_in = file.clone();
+            let resource = generator.resource();
+            let outcome = self
+                .execute(
+                    &g.id,
+                    resource,
+                    fault,
+                    Some(self.generation_timeout),
+                    move |progress, cancelled| {
+                        let audio = generator.generate(&req, &|p| progress(p * 0.9), cancelled)?;
+                        let seconds = write_mp3_atomically(&audio, &file_in)?;
+                        progress(1.0);
+                        Ok(seconds)
+                    },
+                )
+                .await;
+            match outcome {
+                Outcome::Done(seconds) => {
+                    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+                    match self
+                        .publish(&g.id, g.runs, json!({ "$file": name }), &dir)
+                        .await
+                    {
+                        Ok((Value::String(url), media)) => {
+                            self.finish_generation(&g, Ok((url, seconds, media))).await
+                        }
+                        Ok(_) => {
+                            self.finish_generation(&g, Err("publishing failed".into()))
+                                .await
+                        }
+                        Err(e) => self.finish_generation(&g, Err(e.to_string())).await,
                     }
-                    Ok(_) => {
-                        self.finish_generation(&g, Err("publishing failed".into()))
-                            .await
-                    }
-                    Err(e) => self.finish_generation(&g, Err(e.to_string())).await,
+                }
+                Outcome::Failed(e) => {
+                    let _ = std::fs::remove_file(&file);
+                    self.finish_generation(&g, Err(e.to_string())).await
+                }
+                Outcome::Requeue => {
+                    let (id, run) = (g.id.clone(), g.runs);
+                    self.store
+                        .write(move |tx| store::generations::requeue(tx, &id, run))
+                        .await
                 }
             }
-            Outcome::Failed(e) => {
-                let _ = std::fs::remove_file(&file);
-                self.finish_generation(&g, Err(e.to_string())).await
-            }
-            Outcome::Requeue => {
-                let (id, run) = (g.id.clone(), g.runs);
-                self.store
-                    .write(move |tx| store::generations::requeue(tx, &id, run))
-                    .await
-            }
         }
+        .await;
+        self.media.run_over(&dir).await;
+        ended
     }
 
     async fn finish_generation(

@@ -9,133 +9,28 @@
 //! when `SOUNDCHECK_REQUIRE_POSTGRES` is unset.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use crate::util::{form, test_database, wav_bytes, TestReceiver};
+use crate::util::{fleet_database, form, free_port, wav_bytes, Node, TestReceiver};
 
-/// A node process and what its banner said.
-struct Node {
-    child: Child,
-    /// API nodes: their URL and jobs key.
-    base: String,
-    tl_key: String,
-}
-
-impl Node {
-    async fn start(kind: &str, db: &str, media: &Path, data: &Path, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
-            .arg(kind)
-            .args([
-                "--database",
-                db,
-                "--lease-secs",
-                "3",
-                "--time-scale",
-                "0.05",
-            ])
-            .arg("--media-dir")
-            .arg(media)
-            .arg("--data-dir")
-            .arg(data)
-            .args(extra)
-            .env("SOUNDCHECK_LOG", "warn")
-            .env("XDG_RUNTIME_DIR", data.join("run"))
-            .env("XDG_STATE_HOME", data.join("state"))
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut base, mut tl_key) = (String::new(), String::new());
-        while let Some(line) = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the node starts within a minute")
-            .unwrap()
-        {
-            if let Some(url) = line.split("listening on ").nth(1) {
-                base = url.trim().to_string();
-            }
-            if let Some(k) = line.strip_prefix("SOUNDCHECK_TL_KEY=") {
-                tl_key = k.to_string();
-            }
-            if line.starts_with("next:") || line.contains(" worker: ") {
-                break;
-            }
-        }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Node {
-            child,
-            base,
-            tl_key,
-        }
-    }
-
-    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.tl_key)
-    }
-
-    /// One poll; a `429` (this node saw a poll of the job within the last second) waits it out.
-    async fn job(&self, id: &str) -> Value {
-        loop {
-            let r = self
-                .req(Method::GET, &format!("/v1/jobs/{id}"))
-                .send()
-                .await
-                .unwrap();
-            if r.status() == 429 {
-                tokio::time::sleep(Duration::from_millis(1050)).await;
-                continue;
-            }
-            assert_eq!(r.status(), 200);
-            return r.json().await.unwrap();
-        }
-    }
-
-    /// Polls (once a second, the contract's limit) until the job's status is one of `want`.
-    async fn wait_status(&self, id: &str, want: &[&str], secs: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let job = self.job(id).await;
-            if want.contains(&job["status"].as_str().unwrap_or("")) {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} not {want:?} within {secs} s: {job}"
-            );
-            tokio::time::sleep(Duration::from_millis(1050)).await;
-        }
-    }
-}
-
-/// A fresh database on the test PostgreSQL server; `None` (after saying so) when the suite runs
-/// without one, which `SOUNDCHECK_REQUIRE_POSTGRES` (CI) turns into a failure.
-async fn fleet_database() -> Option<String> {
-    let db = test_database().await;
-    if db.is_none() {
-        assert!(
-            std::env::var_os("SOUNDCHECK_REQUIRE_POSTGRES").is_none(),
-            "SOUNDCHECK_REQUIRE_POSTGRES is set but SOUNDCHECK_TEST_DATABASE is not"
-        );
-        eprintln!("fleet test not run: set SOUNDCHECK_TEST_DATABASE to a PostgreSQL admin URL");
-    }
-    db
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `soundcheck <kind>` on the fleet's database and media directory, with a 3 s lease.
+async fn fleet_node(kind: &str, db: &str, media: &Path, data: &Path, extra: &[&str]) -> Node {
+    let media = media.to_string_lossy();
+    let mut args = vec![
+        "--database",
+        db,
+        "--lease-secs",
+        "3",
+        "--time-scale",
+        "0.05",
+        "--media-dir",
+        &media,
+    ];
+    args.extend_from_slice(extra);
+    Node::spawn(kind, data, &args, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +45,7 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
     let addr_a = format!("127.0.0.1:{port}");
-    let a = Node::start(
+    let a = fleet_node(
         "serve",
         &db,
         media.path(),
@@ -167,7 +62,7 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
         ],
     )
     .await;
-    let b = Node::start(
+    let b = fleet_node(
         "serve",
         &db,
         media.path(),
@@ -190,7 +85,7 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
         a.base, b.base,
         "two API nodes, each polled at its own address"
     );
-    let mut w1 = Node::start(
+    let mut w1 = fleet_node(
         "worker",
         &db,
         media.path(),
@@ -247,7 +142,7 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
     w1.child.start_kill().unwrap();
     w1.child.wait().await.unwrap();
     let killed = Instant::now();
-    let _w2 = Node::start(
+    let _w2 = fleet_node(
         "worker",
         &db,
         media.path(),

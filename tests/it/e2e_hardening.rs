@@ -494,16 +494,28 @@ async fn media_ranges_follow_rfc_9110_and_the_janitor_deletes_expired_files() {
     let files = |dir: &str| crate::util::files_under(&s.data_dir.path().join(dir)).len();
     let ttl = Duration::from_secs(3600);
     let now = soundcheck::store::now_ms();
-    let swept = soundcheck::jobs::janitor::sweep(&s.store, s.data_dir.path(), ttl, now)
-        .await
-        .unwrap();
+    let swept = soundcheck::jobs::janitor::sweep(
+        &s.store,
+        &soundcheck::media::Media::Dir(s.data_dir.path().to_path_buf()),
+        s.data_dir.path(),
+        ttl,
+        now,
+    )
+    .await
+    .unwrap();
     assert_eq!((swept.results, swept.uploads), (0, 0));
     assert!(files("results") > 0 && files("uploads") > 0);
     // Eight days later: result links expired (7-day TTL) and the upload is a TTL old.
     let later = now + 8 * 24 * 3600 * 1000;
-    let swept = soundcheck::jobs::janitor::sweep(&s.store, s.data_dir.path(), ttl, later)
-        .await
-        .unwrap();
+    let swept = soundcheck::jobs::janitor::sweep(
+        &s.store,
+        &soundcheck::media::Media::Dir(s.data_dir.path().to_path_buf()),
+        s.data_dir.path(),
+        ttl,
+        later,
+    )
+    .await
+    .unwrap();
     assert!(swept.results > 0 && swept.uploads == 1, "{swept:?}");
     assert_eq!(files("results"), 0);
     assert_eq!(files("uploads"), 0);

@@ -18,6 +18,7 @@ mod e2e_listen;
 mod e2e_logs;
 mod e2e_openapi;
 mod e2e_restart;
+mod e2e_s3;
 mod e2e_seed_clients;
 mod e2e_webhooks;
 mod generate;

@@ -1,16 +1,22 @@
 //! Test helpers: a real server on an ephemeral port with a temp data dir, and a webhook receiver
 //! whose response status can be switched.
 
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::Router;
+use reqwest::Method;
+use serde_json::Value;
 use soundcheck::app::Secrets;
 use soundcheck::config::{Config, DataArgs};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 /// A running in-process server.
@@ -440,4 +446,121 @@ pub fn soundcheck() -> std::process::Command {
 /// [`soundcheck`] for tokio (to await its output or read its lines).
 pub fn soundcheck_async() -> tokio::process::Command {
     tokio::process::Command::from(soundcheck())
+}
+
+/// A node process and what its banner said.
+pub struct Node {
+    pub child: Child,
+    /// API nodes: their URL and keys.
+    pub base: String,
+    pub tl_key: String,
+    pub ft_key: String,
+}
+
+impl Node {
+    /// Starts `soundcheck <kind> --data-dir <data> <args>` with `env` added, and reads its banner
+    /// (up to the `next:` line of `serve`, or a worker's first line).
+    pub async fn spawn(kind: &str, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+            .arg(kind)
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("SOUNDCHECK_LOG", "warn")
+            .env("XDG_RUNTIME_DIR", data.join("run"))
+            .env("XDG_STATE_HOME", data.join("state"))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut base, mut tl_key, mut ft_key) = (String::new(), String::new(), String::new());
+        while let Some(line) = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the node starts within a minute")
+            .unwrap()
+        {
+            if let Some(url) = line.split("listening on ").nth(1) {
+                base = url.trim().to_string();
+            }
+            if let Some(k) = line.strip_prefix("SOUNDCHECK_TL_KEY=") {
+                tl_key = k.to_string();
+            }
+            if let Some(k) = line.strip_prefix("SOUNDCHECK_FT_KEY=") {
+                ft_key = k.to_string();
+            }
+            if line.starts_with("next:") || line.contains(" worker: ") {
+                break;
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Node {
+            child,
+            base,
+            tl_key,
+            ft_key,
+        }
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.tl_key)
+    }
+
+    /// One poll; a `429` (this node saw a poll of the job within the last second) waits it out.
+    pub async fn job(&self, id: &str) -> Value {
+        loop {
+            let r = self
+                .req(Method::GET, &format!("/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 429 {
+                tokio::time::sleep(Duration::from_millis(1050)).await;
+                continue;
+            }
+            assert_eq!(r.status(), 200);
+            return r.json().await.unwrap();
+        }
+    }
+
+    /// Polls (once a second, the contract's limit) until the job's status is one of `want`.
+    pub async fn wait_status(&self, id: &str, want: &[&str], secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let job = self.job(id).await;
+            if want.contains(&job["status"].as_str().unwrap_or("")) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} not {want:?} within {secs} s: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(1050)).await;
+        }
+    }
+}
+
+/// A fresh database on the test PostgreSQL server; `None` (after saying so) when the suite runs
+/// without one, which `SOUNDCHECK_REQUIRE_POSTGRES` (CI) turns into a failure.
+pub async fn fleet_database() -> Option<String> {
+    let db = test_database().await;
+    if db.is_none() {
+        assert!(
+            std::env::var_os("SOUNDCHECK_REQUIRE_POSTGRES").is_none(),
+            "SOUNDCHECK_REQUIRE_POSTGRES is set but SOUNDCHECK_TEST_DATABASE is not"
+        );
+        eprintln!("fleet test not run: set SOUNDCHECK_TEST_DATABASE to a PostgreSQL admin URL");
+    }
+    db
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -1,0 +1,580 @@
+//! Where uploads and results live: a directory (the data directory, or `--media-dir`, a
+//! filesystem every node of a fleet mounts) or S3-compatible object storage (`--media
+//! s3://bucket/prefix`).
+//!
+//! Engines read and write local files, so with object storage each node works in a scratch
+//! directory of its own (`<data dir>/scratch/`) and moves files at the edges:
+//!
+//! * an upload goes to the bucket *before* its job is admitted, since any worker may claim it;
+//!   small uploads still wait in the database and are put by the worker that claims them;
+//! * a worker fetches its input into scratch before running, and puts the result files it
+//!   publishes after;
+//! * any node serves a result from the bucket, `Range` requests included.
+//!
+//! A file's *location*, what the database stores, is its absolute path or `s3://bucket/key` for
+//! an object. Rows written before a switch from one to the other are still served from where they
+//! are (a path from disk, an object from the bucket if this node has it configured).
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{ApiError, ApiResult, Code};
+
+/// The media storage of one node.
+#[derive(Clone, Debug)]
+pub enum Media {
+    /// A directory: uploads under `uploads/`, results under `results/`.
+    Dir(PathBuf),
+    /// A bucket (and key prefix) in S3-compatible object storage.
+    S3(Arc<Bucket>),
+}
+
+/// An S3 bucket as this node uses it.
+#[derive(Debug)]
+pub struct Bucket {
+    store: AmazonS3,
+    /// `s3://bucket/prefix` as given, without a trailing slash.
+    url: String,
+    bucket: String,
+    /// The key prefix, without leading or trailing slashes; may be empty.
+    prefix: String,
+    /// This node's own working directory for files on their way in or out.
+    scratch: PathBuf,
+}
+
+/// A local copy of an input, removed when dropped if it was fetched for the occasion.
+#[derive(Debug)]
+pub struct LocalFile {
+    pub path: PathBuf,
+    temporary: bool,
+}
+
+impl LocalFile {
+    /// The path, no longer removed on drop: the caller deletes it (if it was a scratch copy).
+    pub fn detach(mut self) -> PathBuf {
+        self.temporary = false;
+        std::mem::take(&mut self.path)
+    }
+}
+
+impl Drop for LocalFile {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Splits `s3://bucket/prefix` into the bucket's name and the prefix (without outer slashes).
+pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("{url:?} is not an s3://bucket/prefix URL"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid_bucket {
+        return Err(format!(
+            "{bucket:?} is not an S3 bucket name (3-63 lowercase letters, digits, '-' and '.')"
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+        && !prefix.is_empty()
+    {
+        return Err(format!(
+            "the key prefix {prefix:?} has an empty, '.' or '..' part"
+        ));
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
+}
+
+impl Media {
+    /// The media storage `--media` / `--media-dir` describe. An S3 URL takes its endpoint and
+    /// credentials from the usual `AWS_*` variables (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP` for a plain-HTTP endpoint).
+    pub fn new(url: Option<&str>, dir: &Path, scratch: &Path) -> anyhow::Result<Media> {
+        match url {
+            None => Ok(Media::Dir(dir.to_path_buf())),
+            Some(url) => Media::s3(url, scratch, &[]),
+        }
+    }
+
+    /// A bucket, configured from the `AWS_*` environment and then `settings`: object_store's
+    /// S3 configuration keys and values (e.g. `("aws_endpoint", "http://127.0.0.1:9000")`).
+    pub fn s3(url: &str, scratch: &Path, settings: &[(&str, &str)]) -> anyhow::Result<Media> {
+        let (bucket, prefix) = parse_s3_url(url).map_err(|e| anyhow::anyhow!("--media: {e}"))?;
+        let retry = object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&bucket)
+            .with_retry(retry);
+        for (key, value) in settings {
+            let key = key
+                .parse()
+                .map_err(|e| anyhow::anyhow!("S3 setting {key}: {e}"))?;
+            builder = builder.with_config(key, *value);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("--media {url}: {e}"))?;
+        Ok(Media::S3(Arc::new(Bucket {
+            store,
+            url: url.trim_end_matches('/').to_string(),
+            bucket,
+            prefix,
+            scratch: scratch.join("scratch"),
+        })))
+    }
+
+    /// Fails early, with the reason, when the bucket cannot be written, read and deleted from.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        let Media::S3(b) = self else {
+            return Ok(());
+        };
+        let key = b.key(&format!(".soundcheck/probe-{}", crate::ids::new_id("node")));
+        let fail = |what: &str, e: object_store::Error| {
+            anyhow::anyhow!(
+                "--media {}: could not {what} an object ({e}); check the bucket exists and the \
+                 AWS_ENDPOINT / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION settings",
+                b.url
+            )
+        };
+        b.store
+            .put(&key, PutPayload::from_static(b"soundcheck"))
+            .await
+            .map_err(|e| fail("write", e))?;
+        b.store.head(&key).await.map_err(|e| fail("read", e))?;
+        b.store.delete(&key).await.map_err(|e| fail("delete", e))?;
+        Ok(())
+    }
+
+    /// For banners and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Media::Dir(dir) => dir.display().to_string(),
+            Media::S3(b) => b.url.clone(),
+        }
+    }
+
+    /// The local file an upload is received into: its final place in a directory; a scratch file
+    /// for a bucket (put by [`Media::store_upload`]).
+    pub fn upload_path(&self, id: &str) -> PathBuf {
+        match self {
+            // Sharded by the id's random tail: concurrent creates in one directory contend on
+            // its lock (the kernel's, not ours).
+            Media::Dir(dir) => dir.join("uploads").join(shard(id)).join(id),
+            Media::S3(b) => b.scratch.join("uploads").join(id),
+        }
+    }
+
+    /// Makes a received upload reachable by every worker before its job is admitted, and returns
+    /// its location. `on_disk` says whether it is at `local` (else its bytes wait in the
+    /// database, and the claiming worker puts them with [`Media::write`]).
+    pub async fn store_upload(&self, id: &str, local: &Path, on_disk: bool) -> ApiResult<String> {
+        match self {
+            Media::Dir(_) => Ok(local.to_string_lossy().into_owned()),
+            Media::S3(b) => {
+                let key = b.key(&format!("uploads/{}/{id}", shard(id)));
+                if on_disk {
+                    b.put_file(&key, local).await.map_err(storage_error)?;
+                }
+                Ok(b.location(&key))
+            }
+        }
+    }
+
+    /// Removes what [`Media::store_upload`] stored, after a refused or replayed submission.
+    pub async fn discard(&self, location: &str) {
+        match self.object(location) {
+            Some((b, key)) => {
+                let _ = b.store.delete(&key).await;
+            }
+            None if !is_object(location) => {
+                let _ = tokio::fs::remove_file(location).await;
+            }
+            None => {}
+        }
+    }
+
+    /// Writes bytes at a location (an upload that waited in the database).
+    pub async fn write(&self, location: &str, bytes: bytes::Bytes) -> Result<(), String> {
+        match self.object(location) {
+            Some((b, key)) => b
+                .store
+                .put(&key, PutPayload::from(bytes))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None if is_object(location) => Err(not_configured(location)),
+            None => {
+                let path = PathBuf::from(location);
+                tokio::task::spawn_blocking(move || crate::store::jobs::write_upload(&path, &bytes))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// A local file with the content at `location`: the file itself, or a scratch copy of the
+    /// object that goes when the returned value is dropped.
+    pub async fn local_copy(&self, location: &str) -> Result<LocalFile, String> {
+        match self.object(location) {
+            Some((b, key)) => {
+                let path = b.scratch.join("inputs").join(crate::ids::new_id("in"));
+                let file = LocalFile {
+                    path,
+                    temporary: true,
+                };
+                b.get_file(&key, &file.path)
+                    .await
+                    .map_err(|e| format!("could not fetch {location}: {e}"))?;
+                Ok(file)
+            }
+            None if is_object(location) => Err(not_configured(location)),
+            None => Ok(LocalFile {
+                path: PathBuf::from(location),
+                temporary: false,
+            }),
+        }
+    }
+
+    /// The local directory a run of `id` writes its files in. A directory per run: a stalled run
+    /// whose work was claimed again elsewhere can never overwrite the files the final run
+    /// published.
+    pub fn run_dir(&self, id: &str, run: i64) -> PathBuf {
+        let root = match self {
+            Media::Dir(dir) => dir.clone(),
+            Media::S3(b) => b.scratch.clone(),
+        };
+        root.join("results").join(id).join(format!("run{run}"))
+    }
+
+    /// Publishes a file a run wrote in its [`Media::run_dir`]: returns the location to serve it
+    /// from (the file itself, or the object it was put to).
+    pub async fn publish(&self, id: &str, run: i64, file: &Path) -> Result<String, String> {
+        match self {
+            Media::Dir(_) => Ok(file.to_string_lossy().into_owned()),
+            Media::S3(b) => {
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let key = b.key(&format!("results/{id}/run{run}/{name}"));
+                b.put_file(&key, file)
+                    .await
+                    .map_err(|e| format!("could not store the result {name}: {e}"))?;
+                Ok(b.location(&key))
+            }
+        }
+    }
+
+    /// Called when a run is over: a bucket's scratch run directory goes (its files were put or
+    /// are not wanted); a directory's stays (it is where the results are served from).
+    pub async fn run_over(&self, run_dir: &Path) {
+        if let Media::S3(_) = self {
+            let _ = tokio::fs::remove_dir_all(run_dir).await;
+        }
+    }
+
+    /// Deletes an object the janitor found expired (already gone is fine); `false` if it is not
+    /// in this node's bucket and prefix, or the delete failed.
+    pub async fn remove_object(&self, location: &str) -> bool {
+        match self.object(location) {
+            Some((b, key)) => match b.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => true,
+                Err(e) => {
+                    tracing::warn!("could not delete {location}: {e}");
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+
+    /// Serves what is at `location` (a result, or an upload for the dashboard), with `Range`.
+    pub async fn serve(&self, location: &str, req: Request) -> ApiResult<Response> {
+        if !is_object(location) {
+            let is_file = tokio::fs::metadata(location)
+                .await
+                .is_ok_and(|m| m.is_file());
+            if !is_file {
+                return Err(ApiError::not_found("This file is no longer stored."));
+            }
+            return crate::api::media::serve_file(location, req).await;
+        }
+        let (b, key) = self
+            .object(location)
+            .ok_or_else(|| ApiError::new(Code::ServiceUnavailable, not_configured(location)))?;
+        b.serve(&key, req).await
+    }
+
+    fn object(&self, location: &str) -> Option<(&Bucket, ObjectPath)> {
+        match self {
+            Media::S3(b) => b.key_of(location).map(|k| (b.as_ref(), k)),
+            Media::Dir(_) => None,
+        }
+    }
+}
+
+/// Whether a stored location names an object rather than a path.
+pub fn is_object(location: &str) -> bool {
+    location.starts_with("s3://")
+}
+
+fn shard(id: &str) -> String {
+    id[id.len().saturating_sub(2)..].to_ascii_lowercase()
+}
+
+fn not_configured(location: &str) -> String {
+    format!("{location} is in object storage this node is not configured for (--media)")
+}
+
+fn storage_error(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!("object storage: {e}");
+    ApiError::new(
+        Code::ServiceUnavailable,
+        "The media storage did not answer; try again shortly.",
+    )
+}
+
+impl Bucket {
+    fn key(&self, rest: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(rest)
+        } else {
+            ObjectPath::from(format!("{}/{rest}", self.prefix))
+        }
+    }
+
+    fn location(&self, key: &ObjectPath) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    /// The key of a location in this bucket under this prefix; `None` for anything else.
+    fn key_of(&self, location: &str) -> Option<ObjectPath> {
+        let key = location
+            .strip_prefix("s3://")?
+            .strip_prefix(self.bucket.as_str())?
+            .strip_prefix('/')?;
+        let inside = self.prefix.is_empty()
+            || key
+                .strip_prefix(self.prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/'));
+        let path = ObjectPath::parse(key).ok()?;
+        inside.then_some(path)
+    }
+
+    /// Puts a local file, streaming it (multipart above a few MB).
+    async fn put_file(&self, key: &ObjectPath, file: &Path) -> std::io::Result<()> {
+        let store: Arc<dyn ObjectStore> = Arc::new(self.store.clone());
+        let mut writer = object_store::buffered::BufWriter::new(store, key.clone());
+        let mut input = tokio::fs::File::open(file).await?;
+        match tokio::io::copy(&mut input, &mut writer).await {
+            Ok(_) => writer.shutdown().await,
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Gets an object into a local file (written whole, then renamed into place).
+    async fn get_file(&self, key: &ObjectPath, file: &Path) -> std::io::Result<()> {
+        if let Some(dir) = file.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let partial = file.with_extension("partial");
+        let result = async {
+            let got = self.store.get(key).await.map_err(std::io::Error::other)?;
+            let mut out = tokio::fs::File::create(&partial).await?;
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.next().await {
+                out.write_all(&chunk.map_err(std::io::Error::other)?)
+                    .await?;
+            }
+            out.flush().await?;
+            tokio::fs::rename(&partial, file).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&partial).await;
+        }
+        result
+    }
+
+    /// Serves an object: `200` whole, `206` for one satisfiable byte range, `416` otherwise, with
+    /// the same `Range`/`If-Range` rules as files on disk.
+    async fn serve(&self, key: &ObjectPath, mut req: Request) -> ApiResult<Response> {
+        let meta = match self.store.head(key).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(ApiError::not_found("This file is no longer stored."))
+            }
+            Err(e) => return Err(storage_error(e)),
+        };
+        let modified = SystemTime::from(meta.last_modified);
+        crate::api::media::range_preconditions(req.headers_mut(), Some(modified));
+        let size = meta.size;
+        let range = req
+            .headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| byte_range(v, size));
+        let name = key.filename().unwrap_or_default();
+        let mime = mime_guess::from_path(name).first_or_octet_stream();
+        let mut builder = Response::builder()
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::CONTENT_TYPE, mime.as_ref())
+            .header(header::LAST_MODIFIED, httpdate::fmt_http_date(modified));
+        let span = match range {
+            None => 0..size,
+            Some(Some(ref r)) => r.clone(),
+            Some(None) => {
+                return Ok((
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+                )
+                    .into_response())
+            }
+        };
+        builder = match range {
+            Some(_) => builder.status(StatusCode::PARTIAL_CONTENT).header(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{size}", span.start, span.end - 1),
+            ),
+            None => builder.status(StatusCode::OK),
+        };
+        builder = builder.header(header::CONTENT_LENGTH, span.end - span.start);
+        let body = if req.method() == Method::HEAD || span.is_empty() {
+            Body::empty()
+        } else {
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(span.clone())),
+                // The object the head described, not one replaced since.
+                if_match: meta.e_tag.clone(),
+                ..Default::default()
+            };
+            let got = self
+                .store
+                .get_opts(key, options)
+                .await
+                .map_err(storage_error)?;
+            Body::from_stream(got.into_stream())
+        };
+        let mut resp = builder.body(body).map_err(ApiError::internal)?;
+        resp.headers_mut()
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("private, max-age=3600"));
+        Ok(resp)
+    }
+}
+
+/// The byte span a single `bytes=` range asks of an object of `size` bytes; `None` when it is
+/// unsatisfiable or unreadable (`416`). Only what `range_preconditions` lets through gets here.
+fn byte_range(value: &str, size: u64) -> Option<Range<u64>> {
+    let set = value.strip_prefix("bytes=")?.trim();
+    let (first, last) = set.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let span = if first.is_empty() {
+        let n: u64 = last.parse().ok()?;
+        (n > 0).then(|| size.saturating_sub(n)..size)?
+    } else {
+        let start: u64 = first.parse().ok()?;
+        let end = if last.is_empty() {
+            size
+        } else {
+            let last: u64 = last.parse().ok()?;
+            if last < start {
+                return None;
+            }
+            last.saturating_add(1).min(size)
+        };
+        start..end
+    };
+    (span.start < size && !span.is_empty()).then_some(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls_are_a_bucket_and_a_clean_prefix() {
+        assert_eq!(
+            parse_s3_url("s3://media-bucket/soundcheck/prod/").unwrap(),
+            ("media-bucket".into(), "soundcheck/prod".into())
+        );
+        assert_eq!(
+            parse_s3_url("s3://media").unwrap(),
+            ("media".into(), "".into())
+        );
+        assert!(parse_s3_url("https://media/x").is_err());
+        assert!(parse_s3_url("s3://Upper/x").is_err());
+        assert!(parse_s3_url("s3://ab").is_err());
+        assert!(parse_s3_url("s3://media/a/../b").is_err());
+        assert!(parse_s3_url("s3://media/a//b").is_err());
+    }
+
+    #[test]
+    fn byte_ranges_follow_rfc_9110() {
+        assert_eq!(byte_range("bytes=0-99", 1000), Some(0..100));
+        assert_eq!(byte_range("bytes=990-2000", 1000), Some(990..1000));
+        assert_eq!(byte_range("bytes=500-", 1000), Some(500..1000));
+        assert_eq!(byte_range("bytes=-100", 1000), Some(900..1000));
+        assert_eq!(byte_range("bytes=-5000", 1000), Some(0..1000));
+        assert_eq!(byte_range("bytes=1000-", 1000), None);
+        assert_eq!(byte_range("bytes=-0", 1000), None);
+        assert_eq!(byte_range("bytes=5-4", 1000), None);
+        assert_eq!(byte_range("bytes=x-4", 1000), None);
+        assert_eq!(byte_range("bytes=0-0", 0), None);
+    }
+
+    #[test]
+    fn only_locations_under_the_prefix_are_ours() {
+        let media = Media::S3(Arc::new(Bucket {
+            store: AmazonS3Builder::new()
+                .with_bucket_name("media")
+                .with_region("us-east-1")
+                .build()
+                .unwrap(),
+            url: "s3://media/sc".into(),
+            bucket: "media".into(),
+            prefix: "sc".into(),
+            scratch: PathBuf::from("/tmp/x"),
+        }));
+        let Media::S3(b) = &media else { unreachable!() };
+        let key = b.key("results/job_1/run1/a.wav");
+        assert_eq!(key.as_ref(), "sc/results/job_1/run1/a.wav");
+        assert_eq!(b.location(&key), "s3://media/sc/results/job_1/run1/a.wav");
+        assert_eq!(b.key_of(&b.location(&key)), Some(key));
+        assert_eq!(b.key_of("s3://media/scx/a.wav"), None);
+        assert_eq!(b.key_of("s3://other/sc/a.wav"), None);
+        assert_eq!(b.key_of("/data/results/a.wav"), None);
+        assert!(is_object("s3://media/sc/a") && !is_object("/data/a"));
+        assert_eq!(
+            media.run_dir("job_1", 2),
+            PathBuf::from("/tmp/x/results/job_1/run2")
+        );
+    }
+}
