@@ -405,3 +405,63 @@ fn downbeats(beat_frames: &[usize], low_onset: &[f32], harmony_change: &[f32]) -
         .unwrap_or(0);
     (phase..beat_frames.len()).step_by(4).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FPS: f64 = 22_050.0 / 256.0;
+
+    /// An onset envelope of `secs` seconds at `bpm`: `pattern` gives the strength of each eighth
+    /// note over one 4/4 bar (8 values), each onset two frames long.
+    fn envelope(bpm: f64, pattern: [f32; 8], secs: f64) -> Vec<f32> {
+        let n = (secs * FPS) as usize;
+        let mut x = vec![0.0f32; n];
+        let eighth = 60.0 / bpm / 2.0;
+        let mut i = 0usize;
+        while (i as f64) * eighth < secs - 0.01 {
+            let f = ((i as f64) * eighth * FPS).round() as usize;
+            if f < n {
+                x[f] += pattern[i % 8];
+            }
+            if f + 1 < n {
+                x[f + 1] += 0.5 * pattern[i % 8];
+            }
+            i += 1;
+        }
+        x
+    }
+
+    #[test]
+    fn generalised_autocorrelation_peaks_at_the_period() {
+        let x = envelope(120.0, [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0], 20.0);
+        let ac = autocorrelation(&x);
+        let period = (60.0 / 120.0 * FPS).round() as usize;
+        assert!(ac[0] > 0.0 && ac.iter().all(|&v| v <= ac[0] + 1e-9));
+        let around = |l: usize| ac[l - 2..=l + 2].iter().cloned().fold(f64::MIN, f64::max);
+        // The beat lag stands well above the half-beat lag, where nothing repeats.
+        assert!(
+            around(period) > 3.0 * around(period / 2).max(0.0),
+            "{}",
+            around(period)
+        );
+    }
+
+    #[test]
+    fn a_ballad_bar_is_read_at_its_beat_and_a_rock_bar_at_its_tempo() {
+        // Kick on 1 and 3, snare on 2 and 4, quiet eighths between: the beat is the quarter.
+        let ballad = [1.0, 0.3, 0.8, 0.3, 0.7, 0.3, 0.8, 0.3];
+        let r = estimate(&envelope(80.0, ballad, 30.0), &[], &[], FPS);
+        assert!((r.bpm / 80.0 - 1.0).abs() < 0.02, "{}", r.bpm);
+        let rock = [1.0, 0.5, 0.9, 0.5, 1.0, 0.5, 0.9, 0.5];
+        let r = estimate(&envelope(128.0, rock, 30.0), &[], &[], FPS);
+        assert!((r.bpm / 128.0 - 1.0).abs() < 0.02, "{}", r.bpm);
+        assert!(
+            r.confidence > 0.5 && r.confidence <= 1.0,
+            "{}",
+            r.confidence
+        );
+        assert!(!r.beats.is_empty());
+        assert_eq!(estimate(&[0.0; 10], &[], &[], FPS).bpm, 0.0);
+    }
+}
