@@ -17,7 +17,13 @@ Experiments (tune part, excerpts within 2% / with key exact):
   3. a learned octave choice among x1/2, x2/3, x1, x3/2, x2 of the best candidate (conditional
      logit over 8 features), scored by 5-fold cross-validation grouped by piece;
   4. key: a bass-register (40-260 Hz) chroma correlated with tonic/fifth-weighted profiles,
-     added to the Temperley score, swept.
+     added to the Temperley score, swept;
+  5. the autocorrelation's spectral exponent (2 = ordinary, 1 = the analyser's generalised
+     autocorrelation since dcd3c52) x the comb's multiples and weights, with the subdivision rule,
+     per half of the part split by piece;
+  6. key: published key profiles x chroma aggregations x minor bonus.
+Experiments 1-3 use the rule as it stood before dcd3c52 (8 multiples weighted 1/k, power
+autocorrelation, no subdivision rule), so their baseline is 173.
 """
 import argparse
 import csv
@@ -49,19 +55,21 @@ def detrend(x, win):
     return np.maximum(x - (p[hi] - p[lo]) / (hi - lo), 0)
 
 
-def autocorr(env):
+def autocorr(env, exponent=2.0):
     sd = env.std()
     env = env / sd if sd > 1e-12 else env
     n = len(env)
     size = 1 << int(np.ceil(np.log2(2 * n)))
     s = np.fft.rfft(env, size)
-    ac = np.fft.irfft(np.abs(s) ** 2, size)[:n]
+    ac = np.fft.irfft(np.abs(s) ** exponent, size)[:n]
     return ac / ac[0]
 
 
-def comb_curve(onset, multiples=8):
+def comb_curve(onset, multiples=8, exponent=2.0, wpow=1.0):
+    """Comb score per candidate over multiples 1..`multiples` weighted 1/k**wpow (the analyser
+    before dcd3c52: 8, 2.0, 1.0; since: 4, 1.0, 0.0)."""
     n = len(onset)
-    ac = autocorr(detrend(onset, int(FPS)))
+    ac = autocorr(detrend(onset, int(FPS)), exponent)
     lags = np.arange(60 * FPS / 300, min(60 * FPS / 30, n // 2) + 1e-9, 0.125)
     comb, w = np.zeros_like(lags), np.zeros_like(lags)
     for k in range(1, multiples + 1):
@@ -70,9 +78,29 @@ def comb_curve(onset, multiples=8):
         i = np.minimum(np.floor(l).astype(int), n - 2)
         f = l - np.floor(l)
         v = np.where(ok, ac[i] * (1 - f) + ac[i + 1] * f, 0)
-        comb += np.where(ok, np.maximum(v, 0) / k, 0)
-        w += np.where(ok, 1 / k, 0)
+        comb += np.where(ok, np.maximum(v, 0) / k ** wpow, 0)
+        w += np.where(ok, 1 / k ** wpow, 0)
     return 60 * FPS / lags, comb / np.maximum(w, 1e-12), ac
+
+
+def select_subdivided(b, s, ac, margin=1.1, sub_margin=1.3, share=0.5):
+    """The analyser's choice since the subdivision rule: a faster level (x2, x3/2) wins with
+    `sub_margin` when its own period is subdivided, else with `margin`."""
+    def acpk(l):
+        lo, hi = int(np.floor(l * 0.97)), int(np.ceil(l * 1.03))
+        return max(ac[lo:hi + 1].max(), 0) if lo >= 1 and hi < len(ac) else 0.0
+    sc = s * np.exp(-0.5 * np.log2(b / 120) ** 2)
+    i = int(np.argmax(sc))
+    pick = (sc[i], b[i])
+    for f in (2.0, 1.5):
+        j = best_near(b, sc, b[i] * f)
+        if j is None:
+            continue
+        lag = 60 * FPS / b[j]
+        m = sub_margin if max(acpk(lag / 2), acpk(lag / 3)) > share * max(acpk(lag), 1e-6) else margin
+        if sc[j] * m > pick[0]:
+            pick = (sc[j] * m, b[j])
+    return pick[1]
 
 
 def best_near(b, s, x):
@@ -249,6 +277,64 @@ def main():
         c = Counter(key_class(parse_key(key_of(prof[r["id"]], bass[r["id"]], beta)), parse_key(r["key"])) for r in kr)
         print(f"   beta {beta}: exact {c['exact']}/{len(kr)}  fifth {c['fifth']} relative {c['relative']} "
               f"parallel {c['parallel']} other {c['other']}")
+
+    print("\n5. autocorrelation exponent x comb (multiples, 1/k**wpow), subdivision rule; total, halves:")
+    half = {r["id"]: int(hashlib.sha1(r["piece"].encode()).hexdigest(), 16) % 2 for r in rows}
+    onsets = {r["id"]: load(r, "onset") for r in rows}
+    for exponent in (0.5, 1.0, 1.5, 2.0):
+        for mult in (3, 4, 5, 8):
+            for wpow in (0.0, 1.0):
+                h, a2 = [0, 0], 0
+                for r in rows:
+                    b, s, ac = comb_curve(onsets[r["id"]], mult, exponent, wpow)
+                    c = tempo_class(select_subdivided(b, s, ac), float(r["bpm"]))
+                    h[half[r["id"]]] += c == "exact"
+                    a2 += c in ("exact", "double", "half")
+                tag = "  <- analyser now" if (exponent, mult, wpow) == (1.0, 4, 0.0) else \
+                    ("  <- before dcd3c52" if (exponent, mult, wpow) == (2.0, 8, 1.0) else "")
+                print(f"   exponent {exponent} multiples {mult} wpow {wpow}: {sum(h)} / {a2}  halves {h}{tag}")
+
+    print("\n6. key: profile x chroma aggregation x minor bonus (exact of %d):" % len(kr))
+    frames = {}
+    for r in kr:
+        c = load(r, "chroma").reshape(-1, 12).astype(np.float64)
+        m = c.max(1)
+        frames[r["id"]] = c[(m > 1e-6) & (m >= m.max() * 1e-3)]
+    aggs = {"energy": lambda c: c.sum(0), "max-normalised": lambda c: (c / c.max(1, keepdims=True)).sum(0),
+            "sqrt": lambda c: np.sqrt(c).sum(0), "log": lambda c: np.log1p(c / (c.max() * 1e-2)).sum(0)}
+    for name, (maj, mnr) in PROFILES.items():
+        best = max((sum(key_class(parse_key(key_with(aggs[a](frames[r["id"]]), maj, mnr, bonus)),
+                                  parse_key(r["key"])) == "exact" for r in kr), a, bonus)
+                   for a in aggs for bonus in (0.0, 0.03, 0.06, 0.1))
+        print(f"   {name}: best {best[0]} ({best[1]}, minor bonus {best[2]})")
+
+
+PROFILES = {
+    "temperley (analyser)": (T_MAJ, T_MIN),
+    "krumhansl-kessler": ([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88],
+                          [6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17]),
+    "temperley-kostka-payne": ([0.748, 0.060, 0.488, 0.082, 0.670, 0.460, 0.096, 0.715, 0.104, 0.366, 0.057, 0.400],
+                               [0.712, 0.084, 0.474, 0.618, 0.049, 0.460, 0.105, 0.747, 0.404, 0.067, 0.133, 0.330]),
+    "albrecht-shanahan": ([0.238, 0.006, 0.111, 0.006, 0.137, 0.094, 0.016, 0.214, 0.009, 0.080, 0.008, 0.081],
+                          [0.220, 0.006, 0.104, 0.123, 0.019, 0.103, 0.012, 0.214, 0.062, 0.022, 0.061, 0.052]),
+    "aarden-essen": ([17.7661, 0.145624, 14.9265, 0.160186, 19.8049, 11.3587, 0.291248, 22.062, 0.145624, 8.15494,
+                      0.232998, 4.95122],
+                     [18.2648, 0.737619, 14.0499, 16.8599, 0.702494, 14.4362, 0.702494, 18.6161, 4.56621, 1.93186,
+                      7.37619, 1.75623]),
+    "bellman-budge": ([16.80, 0.86, 12.95, 1.41, 13.49, 11.93, 1.25, 20.28, 1.80, 8.04, 0.62, 10.57],
+                      [18.16, 0.69, 12.99, 13.34, 1.07, 11.15, 1.38, 21.07, 7.49, 1.53, 0.92, 10.21]),
+}
+
+
+def key_with(profile, maj, mnr, bonus):
+    names = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
+    best = None
+    for t in range(12):
+        for mode, prof in (("major", np.array(maj, float)), ("minor", np.array(mnr, float))):
+            s = pearson(profile, np.roll(prof, t)) + (bonus if mode == "minor" else 0)
+            if best is None or s > best[0]:
+                best = (s, f"{names[t]} {mode}")
+    return best[1]
 
 
 if __name__ == "__main__":
