@@ -148,19 +148,39 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Store, Secrets)> {
 pub fn read_secrets(data_dir: &std::path::Path) -> anyhow::Result<Secrets> {
     let path = data_dir.join(crate::datadir::DATABASE_FILE);
     let conn = store::open_read_only(&path)?;
-    let get = |key: &str| -> anyhow::Result<String> {
-        store::settings::get(&conn, key)?.ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} has no {key} yet: start `soundcheck serve --data-dir {}` once",
-                path.display(),
-                data_dir.display()
+    let start = format!(
+        "start `soundcheck serve --data-dir {}` once",
+        data_dir.display()
+    );
+    secrets_in(&conn, &path.display().to_string(), &start)
+}
+
+/// The keys and secret a fleet's database holds (`keys --database`): read, never created.
+pub async fn read_fleet_secrets(url: &str) -> anyhow::Result<Secrets> {
+    let store = Store::connect(url).await?;
+    let name = "the --database".to_string();
+    store
+        .read(move |c| {
+            Ok(secrets_in(
+                c,
+                &name,
+                "start a node of the fleet (`soundcheck serve --database …`) once",
             )
+            .map_err(|e| e.to_string()))
         })
+        .await?
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn secrets_in(conn: &dyn crate::store::Tx, origin: &str, start: &str) -> anyhow::Result<Secrets> {
+    let get = |key: &str| -> anyhow::Result<String> {
+        store::settings::get(conn, key)?
+            .ok_or_else(|| anyhow::anyhow!("{origin} has no {key} yet: {start}"))
     };
     Ok(Secrets {
         ft_key: get("ft_key")?,
         tl_key: get("tl_key")?,
-        webhook_secret: store::webhooks::endpoint_get(&conn)?.secret,
+        webhook_secret: store::webhooks::endpoint_get(conn)?.secret,
     })
 }
 

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// `serve` prints (e.g. `htdemucs,musicgen-small`); default: every one installed here.
     #[arg(long, env = "SOUNDCHECK_ENGINES", value_delimiter = ',')]
     pub engines: Option<Vec<String>>,
+    /// Where models run: `auto` (the first CUDA GPU if this build has CUDA and one opens, else
+    /// the CPU), `cpu`, or `cuda:N` (that GPU, or an error at start).
+    #[arg(long, env = "SOUNDCHECK_DEVICE", default_value = "auto")]
+    pub device: crate::engines::DeviceChoice,
 
     /// Generations API key to accept (X-API-Key); stored and reused.
     #[arg(long, env = "SOUNDCHECK_FT_KEY")]
@@ -201,6 +205,8 @@ pub struct Config {
     pub lease: Duration,
     /// `--engines`: in a fleet, the engine and generator names this node's workers claim.
     pub engines: Option<Vec<String>>,
+    /// `--device`: where models run.
+    pub device: crate::engines::DeviceChoice,
     /// Overrides for the stored keys/secret, applied at start.
     pub ft_key: Option<String>,
     pub tl_key: Option<String>,
@@ -277,6 +283,7 @@ impl Config {
             media_url: args.media.clone(),
             lease: Duration::from_secs(args.lease_secs),
             engines: args.engines.clone(),
+            device: args.device,
             ft_key: args.ft_key.clone(),
             tl_key: args.tl_key.clone(),
             webhook_secret: args.webhook_secret.clone(),

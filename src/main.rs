@@ -42,6 +42,9 @@ enum Command {
         json: bool,
         #[command(flatten)]
         data: DataArgs,
+        /// A fleet's database (`postgres://…`): print the keys every node of it uses.
+        #[arg(long, env = "SOUNDCHECK_DATABASE", conflicts_with = "data_dir")]
+        database: Option<String>,
     },
     /// List the soundcheck servers running on this machine (URL, pid, data directory).
     Servers {
@@ -229,6 +232,9 @@ enum CreditsAction {
         json: bool,
         #[command(flatten)]
         data: DataArgs,
+        /// A fleet's database (`postgres://…`): its balance, shared by every node.
+        #[arg(long, env = "SOUNDCHECK_DATABASE", conflicts_with = "data_dir")]
+        database: Option<String>,
     },
     /// Add N credits.
     Add {
@@ -239,6 +245,9 @@ enum CreditsAction {
         json: bool,
         #[command(flatten)]
         data: DataArgs,
+        /// A fleet's database (`postgres://…`): added to the balance every node shares.
+        #[arg(long, env = "SOUNDCHECK_DATABASE", conflicts_with = "data_dir")]
+        database: Option<String>,
     },
 }
 
@@ -260,8 +269,19 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args),
         Command::Worker(args) => worker(args),
-        Command::Keys { json, data } => {
-            let secrets = soundcheck::app::read_secrets(&data.for_client()?)?;
+        Command::Keys {
+            json,
+            data,
+            database,
+        } => {
+            let secrets = match database {
+                Some(url) => {
+                    fleet_url(&url)?;
+                    tokio::runtime::Runtime::new()?
+                        .block_on(soundcheck::app::read_fleet_secrets(&url))?
+                }
+                None => soundcheck::app::read_secrets(&data.for_client()?)?,
+            };
             if json {
                 let keys = serde_json::json!({
                     "ft_key": secrets.ft_key,
@@ -375,10 +395,24 @@ fn run(command: Command) -> anyhow::Result<()> {
         ),
         Command::Remote(cmd) => soundcheck::remote::run(cmd),
         Command::Credits { action } => {
-            let (data, amount, json) = match action {
-                CreditsAction::Show { json, data } => (data, None, json),
-                CreditsAction::Add { amount, json, data } => (data, Some(amount), json),
+            let (data, amount, json, database) = match action {
+                CreditsAction::Show {
+                    json,
+                    data,
+                    database,
+                } => (data, None, json, database),
+                CreditsAction::Add {
+                    amount,
+                    json,
+                    data,
+                    database,
+                } => (data, Some(amount), json, database),
             };
+            if let Some(url) = database {
+                let balance = fleet_credits(&url, amount)?;
+                print_balance(balance, json);
+                return Ok(());
+            }
             let dir = data.for_client()?;
             let balance = match amount {
                 None => {
@@ -410,11 +444,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                     })?
                 }
             };
-            if json {
-                println!("{}", serde_json::json!({ "balance": balance }));
-            } else {
-                println!("{balance}");
-            }
+            print_balance(balance, json);
             Ok(())
         }
     }
@@ -422,6 +452,53 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 fn offline_config(data: &DataArgs) -> anyhow::Result<Config> {
     Config::for_data_dir(data)
+}
+
+fn print_balance(balance: i64, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "balance": balance }));
+    } else {
+        println!("{balance}");
+    }
+}
+
+/// A client command's `--database` must name a fleet's PostgreSQL (a lone server's SQLite file is
+/// found through its data directory).
+fn fleet_url(url: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        soundcheck::store::postgres::is_url(url),
+        "--database must be a postgres:// URL (a fleet's database); for a single server, use \
+         --data-dir"
+    );
+    Ok(())
+}
+
+/// `credits show|add --database`: the fleet's shared ledger, read or added to in one
+/// transaction (the same write lock the nodes take, so it never races them).
+fn fleet_credits(url: &str, amount: Option<i64>) -> anyhow::Result<i64> {
+    fleet_url(url)?;
+    if let Some(n) = amount {
+        anyhow::ensure!(n > 0, "amount must be a positive integer");
+    }
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let store = soundcheck::store::Store::connect(url).await?;
+        let balance = match amount {
+            None => store.read(soundcheck::store::credits::balance).await?,
+            Some(n) => {
+                store
+                    .write(move |tx| {
+                        soundcheck::store::credits::record(
+                            tx,
+                            None,
+                            soundcheck::store::states::LedgerKind::Grant,
+                            n,
+                        )
+                    })
+                    .await?
+            }
+        };
+        Ok(balance)
+    })
 }
 
 /// `soundcheck worker`: a node that only runs work, on the fleet's shared database.
@@ -444,9 +521,10 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
         lock.record(None)?;
         println!(
-            "soundcheck {} worker: {} workers on the shared database, media in {}",
+            "soundcheck {} worker: {} workers on the shared database, models on {}, media in {}",
             env!("CARGO_PKG_VERSION"),
             config.workers,
+            soundcheck::engines::device_name(&soundcheck::engines::default_device()),
             config
                 .media_url
                 .clone()
@@ -513,6 +591,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(g) = registry.default_generator() {
             println!("default generator: {}", g.name());
         }
+        println!(
+            "models run on: {}",
+            soundcheck::engines::device_name(&soundcheck::engines::default_device())
+        );
         for hint in soundcheck::engines::hints(&registry) {
             println!("hint: {hint}");
         }

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::store::generations::Generation;
 use crate::store::jobs::Job;
-use crate::store::states::{GenerationStatus, JobStatus};
+use crate::store::states::{FailCode, GenerationStatus, JobStatus};
 
 /// `parameters` of a generation: everything needed to reproduce it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -135,10 +135,7 @@ impl JobBody {
 
 fn job_error(j: &Job) -> Option<JobErrorBody> {
     (j.status == JobStatus::Failed).then(|| JobErrorBody {
-        code: j
-            .error_code
-            .clone()
-            .unwrap_or_else(|| "internal_error".into()),
+        code: j.error_code.unwrap_or(FailCode::InternalError).to_string(),
         message: j.error_message.clone().unwrap_or_default(),
     })
 }

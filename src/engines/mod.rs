@@ -36,7 +36,7 @@ pub fn registry(config: &Config) -> Registry {
 pub fn try_registry(config: &Config) -> anyhow::Result<Registry> {
     // The device is chosen (and a GPU's context created) now, at start-up, not by the first job
     // that asks on an async worker thread.
-    let _ = default_device();
+    choose_device(config.device)?;
     let mut r = Registry::default();
     r.add_generator(Arc::new(compose::Procedural::new()));
     r.add_engine(Arc::new(analyze::AnalyzeEngine));
@@ -110,12 +110,89 @@ pub fn hints(registry: &Registry) -> Vec<String> {
     out
 }
 
-/// The device models run on: the first CUDA GPU when built with `cuda` and one can be opened,
-/// else the CPU. Decided once per process; a `cuda` build that falls back to the CPU says so, and
-/// why, in the log (engines then count as CPU work: see [`crate::jobs::Resource`]).
+/// Which device models run on (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The first CUDA GPU when the build has `cuda` and one opens, else the CPU.
+    Auto,
+    Cpu,
+    /// This CUDA GPU, or an error at start (never a silent fall back to the CPU).
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("{s:?}: expected auto, cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+static DEVICE: OnceLock<candle_core::Device> = OnceLock::new();
+
+/// The device models run on: the one [`choose_device`] chose, else as [`DeviceChoice::Auto`].
+/// Decided once per process; a `cuda` build that falls back to the CPU says so, and why, in the
+/// log (engines then count as CPU work: see [`crate::jobs::Resource`]).
 pub fn default_device() -> candle_core::Device {
-    static DEVICE: OnceLock<candle_core::Device> = OnceLock::new();
     DEVICE.get_or_init(pick_device).clone()
+}
+
+/// Opens the device `choice` names for this process, once. A CUDA GPU that cannot be opened, or a
+/// build without CUDA, is an error; asking for another device than the one already in use too.
+pub fn choose_device(choice: DeviceChoice) -> anyhow::Result<candle_core::Device> {
+    use candle_core::DeviceLocation;
+    if let Some(device) = DEVICE.get() {
+        let same = match (choice, device.location()) {
+            (DeviceChoice::Auto, _) => true,
+            (DeviceChoice::Cpu, DeviceLocation::Cpu) => true,
+            (DeviceChoice::Cuda(n), DeviceLocation::Cuda { gpu_id }) => n == gpu_id,
+            _ => false,
+        };
+        anyhow::ensure!(
+            same,
+            "--device {choice:?}: this process already runs models on {:?}",
+            device.location()
+        );
+        return Ok(device.clone());
+    }
+    let device = match choice {
+        DeviceChoice::Auto => pick_device(),
+        DeviceChoice::Cpu => candle_core::Device::Cpu,
+        DeviceChoice::Cuda(n) => open_cuda(n)?,
+    };
+    Ok(DEVICE.get_or_init(|| device).clone())
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(n: usize) -> anyhow::Result<candle_core::Device> {
+    candle_core::Device::new_cuda(n)
+        .map_err(|e| anyhow::anyhow!("--device cuda:{n}: the GPU could not be opened ({e})"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(n: usize) -> anyhow::Result<candle_core::Device> {
+    anyhow::bail!(
+        "--device cuda:{n}: this binary was built without CUDA (build it with \
+         `cargo build --release --features cuda`), or use --device cpu"
+    )
+}
+
+/// `cpu` or `cuda:N`, for banners.
+pub fn device_name(device: &candle_core::Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+    }
 }
 
 fn pick_device() -> candle_core::Device {
@@ -142,4 +219,30 @@ pub fn decode_mono(path: &Path, rate: u32) -> Result<Vec<f32>, EngineError> {
     Ok(audio::resample(&mono, rate, audio::Quality::High)?
         .channels
         .remove(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_choices_parse_and_a_missing_gpu_is_an_error() {
+        assert_eq!("auto".parse(), Ok(DeviceChoice::Auto));
+        assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
+        assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(DeviceChoice::Cuda(3)));
+        assert!("gpu".parse::<DeviceChoice>().is_err());
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+        // Without CUDA, the CPU is chosen (again, however often) and a GPU is refused.
+        if !cfg!(feature = "cuda") {
+            assert_eq!(
+                device_name(&choose_device(DeviceChoice::Cpu).unwrap()),
+                "cpu"
+            );
+            let err = choose_device(DeviceChoice::Cuda(7))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--device"), "{err}");
+        }
+    }
 }

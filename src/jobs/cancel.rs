@@ -8,8 +8,9 @@
 
 use super::worker::{finish_generation_tx, finish_job_tx, End};
 use crate::store;
+use crate::store::states::FailCode;
 
-/// The job error code (and generation `errorMessage`) of a cancelled item.
+/// The `errorMessage` of a cancelled generation (a job's `error.code` is [`FailCode::Cancelled`]).
 pub const CANCELLED: &str = "cancelled";
 
 /// What a cancel found.
@@ -31,7 +32,7 @@ pub fn job_tx(tx: &dyn crate::store::Tx, id: &str) -> store::Result<Cancel<store
         return Ok(Cancel::AlreadyFinal(job));
     }
     let end = End::Failed {
-        code: CANCELLED,
+        code: FailCode::Cancelled,
         message: "Cancelled at the client's request (DELETE /v1/jobs/{job_id}); the reserved \
                   credits were refunded."
             .into(),
@@ -53,7 +54,7 @@ pub fn generation_tx(
         return Ok(Cancel::AlreadyFinal(g));
     }
     let end = End::Failed {
-        code: CANCELLED,
+        code: FailCode::Cancelled,
         message: CANCELLED.into(),
     };
     finish_generation_tx(tx, id, end, None)?;

@@ -10,6 +10,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::store::states::FailCode;
+
 /// Which endpoint of the jobs API an engine serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobKind {
@@ -85,14 +87,13 @@ pub enum EngineError {
 
 impl EngineError {
     /// The contract's error code for this failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> FailCode {
         match self {
-            EngineError::UnsupportedAudio(_) => "unsupported_audio",
-            EngineError::CorruptAudio(_) => "corrupt_audio",
-            EngineError::InvalidInput(_) => "invalid_request",
-            EngineError::Internal(_) => "internal_error",
-            EngineError::Unavailable(_) => "service_unavailable",
-            EngineError::Cancelled => "service_unavailable",
+            EngineError::UnsupportedAudio(_) => FailCode::UnsupportedAudio,
+            EngineError::CorruptAudio(_) => FailCode::CorruptAudio,
+            EngineError::InvalidInput(_) => FailCode::InvalidRequest,
+            EngineError::Internal(_) => FailCode::InternalError,
+            EngineError::Unavailable(_) | EngineError::Cancelled => FailCode::ServiceUnavailable,
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::audio::Audio;
 use crate::faults::{Fault, Faults};
 use crate::store::generations::Generation;
 use crate::store::jobs::Job;
-use crate::store::states::LedgerKind;
+use crate::store::states::{FailCode, LedgerKind};
 use crate::store::{self, credits, Store};
 use crate::views::GenerationParameters;
 use crate::webhooks::dispatch::Dispatcher;
@@ -484,7 +484,7 @@ impl Workers {
     ) -> store::Result<()> {
         match &outcome {
             Ok(_) => tracing::info!(job = %job.id, "job completed"),
-            Err(e) => tracing::warn!(job = %job.id, code = e.code(), "job failed: {e}"),
+            Err(e) => tracing::warn!(job = %job.id, code = %e.code(), "job failed: {e}"),
         }
         let end = match outcome {
             Ok((result, media)) => End::Completed(result, media),
@@ -529,7 +529,7 @@ impl Workers {
                 && !matches!(
                     end,
                     End::Failed {
-                        code: "internal_error",
+                        code: FailCode::InternalError,
                         ..
                     }
                 )
@@ -539,7 +539,7 @@ impl Workers {
                     "could not record the end of the run ({error}); failing it"
                 );
                 end = End::Failed {
-                    code: "internal_error",
+                    code: FailCode::InternalError,
                     message: format!("the result could not be stored: {error}"),
                 };
                 continue;
@@ -647,7 +647,7 @@ impl Workers {
         let end = match outcome {
             Ok((url, seconds, media)) => End::Generated(url, seconds, media),
             Err(message) => End::Failed {
-                code: "internal_error",
+                code: FailCode::InternalError,
                 message,
             },
         };
@@ -727,7 +727,7 @@ pub(super) enum End {
     /// A generation's audio URL, length in seconds and media row.
     Generated(String, f64, Vec<MediaRow>),
     /// Either kind failed with this contract code.
-    Failed { code: &'static str, message: String },
+    Failed { code: FailCode, message: String },
 }
 
 /// What start-up recovery did with the work a crash interrupted.
@@ -747,7 +747,7 @@ pub struct Recovered {
 pub fn recover(tx: &dyn crate::store::Tx, now: i64) -> store::Result<Recovered> {
     let mut done = Recovered::default();
     let poison = |runs: i64| End::Failed {
-        code: "internal_error",
+        code: FailCode::InternalError,
         message: format!(
             "The server stopped during each of this request's {runs} runs; it is not run again \
              in case its input is what stops it."
@@ -796,7 +796,7 @@ pub(super) fn finish_job_tx(
         End::Generated(..) => unreachable!("a job does not end as a generation"),
         End::Failed { code, message } => {
             // Our failures and cancels are refunded; a bad input is charged.
-            let ours = matches!(code, "internal_error" | "service_unavailable" | "cancelled");
+            let ours = code.refunded();
             let used = if ours { 0 } else { price };
             store::jobs::fail(tx, job_id, code, &message, used)?;
             let kind = if ours {
@@ -958,7 +958,7 @@ mod tests {
             .unwrap();
     }
 
-    fn status(store: &Store, id: &str) -> (JobStatus, i64, Option<String>) {
+    fn status(store: &Store, id: &str) -> (JobStatus, i64, Option<FailCode>) {
         store
             .write_blocking(|tx| {
                 let j = store::jobs::get(tx, id)?.unwrap();
@@ -1011,7 +1011,7 @@ mod tests {
         );
         assert_eq!(
             status(&store, "job_a"),
-            (JobStatus::Failed, MAX_RUNS, Some("internal_error".into()))
+            (JobStatus::Failed, MAX_RUNS, Some(FailCode::InternalError))
         );
         let (balance, kinds, events): (i64, Vec<String>, i64) = store
             .write_blocking(|tx| {
@@ -1088,7 +1088,7 @@ mod tests {
             .write_blocking(|tx| store::jobs::renew_lease(tx, "job_a", first.runs, t0 + 9_000))
             .unwrap());
         let stale = End::Failed {
-            code: "internal_error",
+            code: FailCode::InternalError,
             message: "late".into(),
         };
         store

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::db::{claim_sql, notify, Row, ToValue, Tx, Wake};
 use crate::params;
 
-use super::states::JobStatus;
+use super::states::{FailCode, JobStatus};
 use super::{now_rfc3339, Result};
 
 /// A job as stored.
@@ -20,7 +20,7 @@ pub struct Job {
     pub fault: Option<String>,
     pub upload_path: String,
     pub result: Option<Value>,
-    pub error_code: Option<String>,
+    pub error_code: Option<FailCode>,
     pub error_message: Option<String>,
     pub trace_id: String,
     pub credits_reserved: i64,
@@ -227,7 +227,13 @@ pub fn complete(conn: &dyn Tx, id: &str, result: &Value, credits_used: i64) -> R
 }
 
 /// Marks a job failed with the contract's error code.
-pub fn fail(conn: &dyn Tx, id: &str, code: &str, message: &str, credits_used: i64) -> Result<()> {
+pub fn fail(
+    conn: &dyn Tx,
+    id: &str,
+    code: FailCode,
+    message: &str,
+    credits_used: i64,
+) -> Result<()> {
     conn.execute(
         "UPDATE jobs SET status = ?6, error_code = ?2, error_message = ?3, credits_used = ?4,
                          finished_at = ?5

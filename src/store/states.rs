@@ -123,6 +123,33 @@ stored_words! {
     }
 }
 
+stored_words! {
+    /// Why a job failed: its `error.code` (the jobs API's codes for a failed job, and
+    /// soundcheck's `cancelled`).
+    pub enum FailCode {
+        /// The parameters were refused when the engine read them.
+        InvalidRequest = "invalid_request",
+        UnsupportedAudio = "unsupported_audio",
+        CorruptAudio = "corrupt_audio",
+        InternalError = "internal_error",
+        /// The engine could not run (not installed any more, or shut down).
+        ServiceUnavailable = "service_unavailable",
+        /// `DELETE /v1/jobs/{job_id}`.
+        Cancelled = "cancelled",
+    }
+}
+
+impl FailCode {
+    /// Whether the job's reservation comes back: the failure was the server's (or the client
+    /// cancelled), not the upload's or the parameters'.
+    pub fn refunded(self) -> bool {
+        matches!(
+            self,
+            FailCode::InternalError | FailCode::ServiceUnavailable | FailCode::Cancelled
+        )
+    }
+}
+
 impl JobStatus {
     /// True once the job can change no more.
     pub fn is_final(self) -> bool {

@@ -500,3 +500,30 @@ fn offline_verbs_take_several_files_or_a_directory() {
     );
     assert!(err.contains("1 of 3 files failed"), "{err}");
 }
+
+#[test]
+fn device_flag_names_what_it_takes_and_refuses_a_gpu_this_build_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |device: &str| {
+        crate::util::soundcheck()
+            .args(["serve", "--addr", "127.0.0.1:0", "--device", device])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = serve("gpu");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected auto, cpu, cuda or cuda:N"), "{err}");
+    if !cfg!(feature = "cuda") {
+        let out = serve("cuda:0");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--device cuda:0: this binary was built without CUDA"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

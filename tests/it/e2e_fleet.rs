@@ -85,6 +85,31 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
         a.base, b.base,
         "two API nodes, each polled at its own address"
     );
+    // Client commands read the fleet's database directly: its keys, its one shared balance.
+    let cli = |args: &[&str]| {
+        let out = crate::util::soundcheck()
+            .args(args)
+            .args(["--database", &db])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(cli(&["keys", "--json"])["tl_key"], a.tl_key.as_str());
+    let before = cli(&["credits", "show", "--json"])["balance"]
+        .as_i64()
+        .unwrap();
+    let after = cli(&["credits", "add", "7", "--json"])["balance"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(after, before + 7);
+    let r = b.req(Method::GET, "/v1/credits").send().await.unwrap();
+    let seen: Value = r.json().await.unwrap();
+    assert_eq!(seen["balance"].as_i64(), Some(after), "{seen}");
     let mut w1 = fleet_node(
         "worker",
         &db,

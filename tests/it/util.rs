@@ -16,7 +16,7 @@ use serde_json::Value;
 use soundcheck::app::Secrets;
 use soundcheck::config::{Config, DataArgs};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 /// A running in-process server.
@@ -461,7 +461,7 @@ impl Node {
     /// Starts `soundcheck <kind> --data-dir <data> <args>` with `env` added, and reads its banner
     /// (up to the `next:` line of `serve`, or a worker's first line).
     pub async fn spawn(kind: &str, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+        let mut child = soundcheck_async()
             .arg(kind)
             .arg("--data-dir")
             .arg(data)

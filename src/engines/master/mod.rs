@@ -655,9 +655,9 @@ mod tests {
                 cancelled: &|| false,
             };
             let err = MasterEngine.run(&ctx).unwrap_err();
+            let got = err.code().as_str();
             assert!(
-                err.code() == code
-                    || (code == "unsupported_audio" && err.code() == "corrupt_audio"),
+                got == code || (code == "unsupported_audio" && got == "corrupt_audio"),
                 "{}: {err}",
                 err.code()
             );
