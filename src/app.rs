@@ -157,7 +157,7 @@ pub fn read_secrets(data_dir: &std::path::Path) -> anyhow::Result<Secrets> {
 
 /// The keys and secret a fleet's database holds (`keys --database`): read, never created.
 pub async fn read_fleet_secrets(url: &str) -> anyhow::Result<Secrets> {
-    let store = Store::connect(url).await?;
+    let store = Store::connect_existing(url).await?;
     let name = "the --database".to_string();
     store
         .read(move |c| {
@@ -294,6 +294,20 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
 }
 
+/// The node's media storage (`--media-dir` / `--media`). Object storage is checked (an object
+/// written, read and deleted), so a node that cannot use its bucket stops at start with the
+/// reason; its scratch directory, this node's own (the data directory is locked), is emptied of
+/// what a killed run left there.
+pub async fn open_media(config: &Config) -> anyhow::Result<crate::media::Media> {
+    let media = crate::media::Media::new(
+        config.media_url.as_deref(),
+        &config.media_dir,
+        &config.data_dir,
+    )?;
+    media.check().await?;
+    Ok(media)
+}
+
 /// Runs the server on `listener` until `shutdown` fires; returns after draining.
 pub async fn run(
     config: Config,
@@ -354,19 +368,14 @@ async fn run_node(
             crate::jobs::worker::recover(tx, horizon)
         })
         .await?;
-    if recovered.requeued + recovered.failed > 0 {
+    if !recovered.is_empty() {
         tracing::info!(
-            requeued = recovered.requeued,
-            failed = recovered.failed,
+            requeued = %recovered.requeued.join(","),
+            failed = %recovered.failed.join(","),
             "recovered work interrupted by the last shutdown"
         );
     }
-    let media = crate::media::Media::new(
-        config.media_url.as_deref(),
-        &config.media_dir,
-        &config.data_dir,
-    )?;
-    media.check().await?;
+    let media = open_media(&config).await?;
     let public_url: Arc<str> = config
         .public_url
         .clone()

@@ -481,7 +481,7 @@ fn fleet_credits(url: &str, amount: Option<i64>) -> anyhow::Result<i64> {
         anyhow::ensure!(n > 0, "amount must be a positive integer");
     }
     tokio::runtime::Runtime::new()?.block_on(async {
-        let store = soundcheck::store::Store::connect(url).await?;
+        let store = soundcheck::store::Store::connect_existing(url).await?;
         let balance = match amount {
             None => store.read(soundcheck::store::credits::balance).await?,
             Some(n) => {
@@ -519,6 +519,7 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let registry = soundcheck::engines::try_registry(&config)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
+        soundcheck::app::open_media(&config).await?;
         lock.record(None)?;
         println!(
             "soundcheck {} worker: {} workers on the shared database, models on {}, media in {}",
@@ -558,6 +559,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(|e| bind_error(config.addr, e))?;
         let registry = soundcheck::engines::try_registry(&config)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
+        // Checked before the banner: a node that cannot use its bucket says why and stops.
+        soundcheck::app::open_media(&config).await?;
         let addr = listener.local_addr()?;
         let base = config
             .public_url
@@ -591,10 +594,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(g) = registry.default_generator() {
             println!("default generator: {}", g.name());
         }
-        println!(
-            "models run on: {}",
-            soundcheck::engines::device_name(&soundcheck::engines::default_device())
-        );
+        if config.workers == 0 {
+            println!("workers: none (an API node: the fleet's workers run its jobs)");
+        } else {
+            println!(
+                "workers: {}, models run on: {}",
+                config.workers,
+                soundcheck::engines::device_name(&soundcheck::engines::default_device())
+            );
+        }
         for hint in soundcheck::engines::hints(&registry) {
             println!("hint: {hint}");
         }

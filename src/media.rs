@@ -52,6 +52,8 @@ pub struct Bucket {
     prefix: String,
     /// This node's own working directory for files on their way in or out.
     scratch: PathBuf,
+    /// What looks wrong in the configuration, said if the bucket cannot be used.
+    hints: Vec<String>,
 }
 
 /// A local copy of an input, removed when dropped if it was fetched for the occasion.
@@ -102,6 +104,15 @@ pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
             "the key prefix {prefix:?} has an empty, '.' or '..' part"
         ));
     }
+    // Keys are written as given: characters an object path would have to escape are refused.
+    if let Some(c) = prefix
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')))
+    {
+        return Err(format!(
+            "the key prefix {prefix:?} has {c:?}: use letters, digits, '-', '_', '.' and '/'"
+        ));
+    }
     Ok((bucket.to_string(), prefix.to_string()))
 }
 
@@ -137,12 +148,37 @@ impl Media {
         let store = builder
             .build()
             .map_err(|e| anyhow::anyhow!("--media {url}: {e}"))?;
+        let set = |key: &str| {
+            std::env::var_os(key.to_ascii_uppercase()).is_some_and(|v| !v.is_empty())
+                || settings.iter().any(|(k, _)| k.eq_ignore_ascii_case(key))
+        };
+        let mut hints = Vec::new();
+        if !set("aws_access_key_id") || !set("aws_secret_access_key") {
+            hints.push(
+                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (without them \
+                 the client asks a cloud instance's metadata service, 169.254.169.254)"
+                    .to_string(),
+            );
+        }
+        let endpoint = std::env::var("AWS_ENDPOINT")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .unwrap_or_default();
+        let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true")
+            || settings
+                .iter()
+                .any(|(k, v)| *k == "aws_allow_http" && *v == "true");
+        if endpoint.starts_with("http://") && !allow_http {
+            hints.push(format!(
+                "AWS_ENDPOINT {endpoint} is plain HTTP: set AWS_ALLOW_HTTP=true to allow it"
+            ));
+        }
         Ok(Media::S3(Arc::new(Bucket {
             store,
             url: url.trim_end_matches('/').to_string(),
             bucket,
             prefix,
             scratch: scratch.join("scratch"),
+            hints,
         })))
     }
 
@@ -151,11 +187,19 @@ impl Media {
         let Media::S3(b) = self else {
             return Ok(());
         };
+        // What a killed run left in transit here: this node's own (its data directory is locked).
+        let _ = tokio::fs::remove_dir_all(&b.scratch).await;
         let key = b.key(&format!(".soundcheck/probe-{}", crate::ids::new_id("node")));
         let fail = |what: &str, e: object_store::Error| {
+            let hints = if b.hints.is_empty() {
+                "check the bucket exists and the AWS_ENDPOINT / AWS_ACCESS_KEY_ID / \
+                 AWS_SECRET_ACCESS_KEY / AWS_REGION settings"
+                    .to_string()
+            } else {
+                b.hints.join("; ")
+            };
             anyhow::anyhow!(
-                "--media {}: could not {what} an object ({e}); check the bucket exists and the \
-                 AWS_ENDPOINT / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION settings",
+                "--media {}: could not {what} an object: {hints} ({e})",
                 b.url
             )
         };
@@ -290,10 +334,28 @@ impl Media {
     }
 
     /// Called when a run is over: a bucket's scratch run directory goes (its files were put or
-    /// are not wanted); a directory's stays (it is where the results are served from).
+    /// are not wanted); a directory's stays (it is where the results are served from), but the
+    /// directories of the item's earlier runs go: runs cut off by a crash, a shutdown or a lost
+    /// lease, whose files no link names.
     pub async fn run_over(&self, run_dir: &Path) {
+        if let Media::Dir(_) = self {
+            let run = run_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("run"))
+                .and_then(|n| n.parse::<i64>().ok());
+            if let (Some(item), Some(run)) = (run_dir.parent(), run) {
+                for earlier in 1..run {
+                    let _ = tokio::fs::remove_dir_all(item.join(format!("run{earlier}"))).await;
+                }
+            }
+        }
         if let Media::S3(_) = self {
             let _ = tokio::fs::remove_dir_all(run_dir).await;
+            // The item's directory too, once its last run's is gone (fails while another runs).
+            if let Some(item) = run_dir.parent() {
+                let _ = tokio::fs::remove_dir(item).await;
+            }
         }
     }
 
@@ -534,6 +596,10 @@ mod tests {
         assert!(parse_s3_url("s3://ab").is_err());
         assert!(parse_s3_url("s3://media/a/../b").is_err());
         assert!(parse_s3_url("s3://media/a//b").is_err());
+        for odd in ["team~1", "a%20b", "x#y", "q?", "s p", "a*b", "é"] {
+            assert!(parse_s3_url(&format!("s3://media/{odd}")).is_err(), "{odd}");
+        }
+        assert!(parse_s3_url("s3://media/Team_1/v2.0-a").is_ok());
     }
 
     #[test]
@@ -562,6 +628,7 @@ mod tests {
             bucket: "media".into(),
             prefix: "sc".into(),
             scratch: PathBuf::from("/tmp/x"),
+            hints: Vec::new(),
         }));
         let Media::S3(b) = &media else { unreachable!() };
         let key = b.key("results/job_1/run1/a.wav");

@@ -135,7 +135,10 @@ impl JobBody {
 
 fn job_error(j: &Job) -> Option<JobErrorBody> {
     (j.status == JobStatus::Failed).then(|| JobErrorBody {
-        code: j.error_code.unwrap_or(FailCode::InternalError).to_string(),
+        code: j
+            .error_code
+            .clone()
+            .unwrap_or_else(|| FailCode::InternalError.to_string()),
         message: j.error_message.clone().unwrap_or_default(),
     })
 }

@@ -133,6 +133,7 @@ impl Workers {
             .await?
         {
             self.wake.notify_one(); // there may be more: let a sibling look
+            tracing::info!(generation = %g.id, run = g.runs, pid = std::process::id(), "generation claimed");
             let _lease = self.keep_lease(Leased::Generation {
                 id: g.id.clone(),
                 run: g.runs,
@@ -150,6 +151,8 @@ impl Workers {
             .await?
         {
             self.wake.notify_one();
+            // Which process runs what: in a fleet, the pid tells the nodes on one machine apart.
+            tracing::info!(job = %j.id, run = j.runs, pid = std::process::id(), "job claimed");
             let _lease = self.keep_lease(Leased::Job {
                 id: j.id.clone(),
                 run: j.runs,
@@ -674,11 +677,11 @@ pub async fn sweep_expired_leases(workers: Workers) {
             .write(|tx| recover(tx, store::db::now_ms(tx)?))
             .await;
         match swept {
-            Ok(r) if r.requeued + r.failed > 0 => {
+            Ok(r) if !r.is_empty() => {
                 tracing::warn!(
-                    requeued = r.requeued,
-                    failed = r.failed,
-                    "recovered work whose worker stopped renewing its lease"
+                    requeued = %r.requeued.join(","),
+                    failed = %r.failed.join(","),
+                    "lease sweep: work whose worker stopped renewing its lease was recovered"
                 );
                 workers.wake.notify_waiters();
                 workers.dispatcher.wake();
@@ -731,12 +734,18 @@ pub(super) enum End {
 }
 
 /// What start-up recovery did with the work a crash interrupted.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovered {
-    /// Jobs and generations queued again.
-    pub requeued: usize,
+    /// Jobs and generations queued again (their ids).
+    pub requeued: Vec<String>,
     /// Jobs and generations failed because [`MAX_RUNS`] runs were all cut off.
-    pub failed: usize,
+    pub failed: Vec<String>,
+}
+
+impl Recovered {
+    pub fn is_empty(&self) -> bool {
+        self.requeued.is_empty() && self.failed.is_empty()
+    }
 }
 
 /// In one transaction, the work whose worker stopped renewing its lease before `now` (it
@@ -756,14 +765,15 @@ pub fn recover(tx: &dyn crate::store::Tx, now: i64) -> store::Result<Recovered> 
     for job in store::jobs::interrupted_too_often(tx, MAX_RUNS, now)? {
         tracing::error!(job = %job.id, runs = job.runs, "failing a job that every run crashed");
         finish_job_tx(tx, &job.id, job.credits_reserved, poison(job.runs), None)?;
-        done.failed += 1;
+        done.failed.push(job.id);
     }
     for id in store::generations::interrupted_too_often(tx, MAX_RUNS, now)? {
         tracing::error!(generation = %id, "failing a generation that every run crashed");
         finish_generation_tx(tx, &id, poison(MAX_RUNS), None)?;
-        done.failed += 1;
+        done.failed.push(id);
     }
-    done.requeued = store::jobs::recover(tx, now)? + store::generations::recover(tx, now)?;
+    done.requeued = store::jobs::recover(tx, now)?;
+    done.requeued.extend(store::generations::recover(tx, now)?);
     Ok(done)
 }
 
@@ -958,7 +968,7 @@ mod tests {
             .unwrap();
     }
 
-    fn status(store: &Store, id: &str) -> (JobStatus, i64, Option<FailCode>) {
+    fn status(store: &Store, id: &str) -> (JobStatus, i64, Option<String>) {
         store
             .write_blocking(|tx| {
                 let j = store::jobs::get(tx, id)?.unwrap();
@@ -994,8 +1004,8 @@ mod tests {
         assert_eq!(
             r,
             Recovered {
-                requeued: 1,
-                failed: 0
+                requeued: vec!["job_a".into()],
+                failed: vec![]
             }
         );
         assert_eq!(status(&store, "job_a").0, JobStatus::Queued);
@@ -1005,13 +1015,13 @@ mod tests {
         assert_eq!(
             r,
             Recovered {
-                requeued: 0,
-                failed: 1
+                requeued: vec![],
+                failed: vec!["job_a".into()]
             }
         );
         assert_eq!(
             status(&store, "job_a"),
-            (JobStatus::Failed, MAX_RUNS, Some(FailCode::InternalError))
+            (JobStatus::Failed, MAX_RUNS, Some("internal_error".into()))
         );
         let (balance, kinds, events): (i64, Vec<String>, i64) = store
             .write_blocking(|tx| {
@@ -1077,7 +1087,7 @@ mod tests {
             .write_blocking(|tx| store::jobs::renew_lease(tx, "job_a", first.runs, t0 + 2_000))
             .unwrap());
         let expired = store.write_blocking(|tx| recover(tx, t0 + 2_001)).unwrap();
-        assert_eq!(expired.requeued, 1);
+        assert_eq!(expired.requeued, vec!["job_a".to_string()]);
         let second = store
             .write_blocking(|tx| store::jobs::claim_next(tx, t0 + 60_000, None))
             .unwrap()

@@ -192,15 +192,17 @@ pub fn interrupted_too_often(conn: &dyn Tx, max_runs: i64, now: i64) -> Result<V
 }
 
 /// Every other generation whose worker's lease ran out before `now` is queued again. Returns
-/// how many.
-pub fn recover(conn: &dyn Tx, now: i64) -> Result<usize> {
-    let n = conn.execute(
+/// their ids.
+pub fn recover(conn: &dyn Tx, now: i64) -> Result<Vec<String>> {
+    let ids = conn.query_map(
         "UPDATE generations SET status = ?1, started_at = NULL, lease_until = NULL
-         WHERE status = ?2 AND (lease_until IS NULL OR lease_until < ?3)",
+         WHERE status = ?2 AND (lease_until IS NULL OR lease_until < ?3)
+         RETURNING id",
         params![GenerationStatus::Queued, GenerationStatus::Processing, now],
+        |r| r.get(0),
     )?;
-    if n > 0 {
+    if !ids.is_empty() {
         notify(conn, Wake::Work)?;
     }
-    Ok(n)
+    Ok(ids)
 }

@@ -20,7 +20,9 @@ pub struct Job {
     pub fault: Option<String>,
     pub upload_path: String,
     pub result: Option<Value>,
-    pub error_code: Option<FailCode>,
+    /// As stored: written as a [`FailCode`], read as text so that a code this build does not
+    /// know (a newer node's, an operator's fix) is shown rather than failing the read.
+    pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub trace_id: String,
     pub credits_reserved: i64,
@@ -279,17 +281,19 @@ pub fn interrupted_too_often(conn: &dyn Tx, max_runs: i64, now: i64) -> Result<V
     )
 }
 
-/// Every other job whose worker's lease ran out before `now` is queued again. Returns how many.
-pub fn recover(conn: &dyn Tx, now: i64) -> Result<usize> {
-    let n = conn.execute(
+/// Every other job whose worker's lease ran out before `now` is queued again. Returns their ids.
+pub fn recover(conn: &dyn Tx, now: i64) -> Result<Vec<String>> {
+    let ids = conn.query_map(
         "UPDATE jobs SET status = ?1, started_at = NULL, lease_until = NULL
-         WHERE status = ?2 AND (lease_until IS NULL OR lease_until < ?3)",
+         WHERE status = ?2 AND (lease_until IS NULL OR lease_until < ?3)
+         RETURNING id",
         params![JobStatus::Queued, JobStatus::Running, now],
+        |r| r.get(0),
     )?;
-    if n > 0 {
+    if !ids.is_empty() {
         notify(conn, Wake::Work)?;
     }
-    Ok(n)
+    Ok(ids)
 }
 
 /// How many jobs wait or run (to estimate completion times).

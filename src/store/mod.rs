@@ -117,6 +117,13 @@ impl Store {
         })
     }
 
+    /// A fleet's existing PostgreSQL database, its schema left as it is (for client commands).
+    pub async fn connect_existing(url: &str) -> Result<Store> {
+        Ok(Store {
+            backend: Backend::Postgres(postgres::Postgres::connect_existing(url).await?),
+        })
+    }
+
     /// `postgres://…` or `postgresql://…` connects to PostgreSQL; anything else is a SQLite path
     /// (a `sqlite://` prefix is allowed).
     pub async fn open_url(url: &str) -> Result<Store> {

@@ -100,6 +100,42 @@ pub struct Postgres {
 impl Postgres {
     /// Connects, checks the server answers, and runs pending migrations.
     pub async fn connect(url: &str) -> Result<Postgres> {
+        let pg = Postgres::pool(url)?;
+        pg.migrate().await?;
+        Ok(pg)
+    }
+
+    /// Connects to a fleet's existing database without changing its schema (client commands):
+    /// a database without soundcheck's tables, or with another schema version, is refused.
+    pub async fn connect_existing(url: &str) -> Result<Postgres> {
+        let pg = Postgres::pool(url)?;
+        let client = pg.pool.get().await.map_err(pool_error)?;
+        let version: i64 = match client
+            .query_one("SELECT version FROM soundcheck_schema", &[])
+            .await
+        {
+            Ok(row) => row.get(0),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                return Err(Error::Config(
+                    "this database holds no soundcheck fleet (no soundcheck_schema table): \
+                     check --database, or start a node on it once"
+                        .into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if version != MIGRATIONS.len() as i64 {
+            return Err(Error::Config(format!(
+                "the fleet's schema is version {version}, this soundcheck expects {}: use the \
+                 fleet's version of soundcheck",
+                MIGRATIONS.len()
+            )));
+        }
+        drop(client);
+        Ok(pg)
+    }
+
+    fn pool(url: &str) -> Result<Postgres> {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| Error::Config(format!("the database URL is not valid: {e}")))?;
@@ -114,13 +150,11 @@ impl Postgres {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
-        let pg = Postgres {
+        Ok(Postgres {
             pool,
             config: Arc::new(config),
             disk_full: Arc::default(),
-        };
-        pg.migrate().await?;
-        Ok(pg)
+        })
     }
 
     async fn migrate(&self) -> Result<()> {

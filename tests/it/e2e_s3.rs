@@ -300,6 +300,34 @@ async fn uploads_and_results_live_in_the_bucket_and_are_served_with_ranges() {
         err.contains("--media s3://no-such-bucket/x: could not write"),
         "{err}"
     );
+    // A plain-HTTP endpoint without AWS_ALLOW_HTTP: the message names the missing setting.
+    let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--media",
+            "s3://soundcheck-media/y",
+        ])
+        .arg("--data-dir")
+        .arg(other.path())
+        .envs(
+            env.iter()
+                .filter(|(k, _)| *k != "AWS_ALLOW_HTTP")
+                .map(|(k, v)| (*k, v.as_str())),
+        )
+        .env_remove("AWS_ALLOW_HTTP")
+        .env("XDG_RUNTIME_DIR", other.path().join("run"))
+        .env("XDG_STATE_HOME", other.path().join("state"))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("set AWS_ALLOW_HTTP=true"), "{err}");
+    // Neither printed a banner first: the bucket is checked before the server says it listens.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
 }
 
 /// The janitor deletes expired results and old uploads from the bucket, and nothing outside its
