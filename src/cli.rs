@@ -403,16 +403,15 @@ pub struct GenerateArgs<'a> {
 }
 
 pub fn generate(config: &crate::config::Config, a: &GenerateArgs<'_>) -> anyhow::Result<()> {
-    use crate::api::generations::{parse_keyscale, resolve_parameters};
-    let range = |name: &str, v: Option<u64>, lo: u64, hi: u64| match v {
-        Some(x) if !(lo..=hi).contains(&x) => Err(anyhow!("--{name} must be {lo} to {hi}")),
-        _ => Ok(()),
-    };
-    range("duration", a.duration.map(u64::from), 1, 600)?;
-    range("bpm", a.bpm.map(u64::from), 30, 300)?;
-    range("timesignature", a.timesignature.map(u64::from), 2, 12)?;
-    range("seed", a.seed, 0, u32::MAX as u64)?;
-    anyhow::ensure!(!a.tags.trim().is_empty(), "tags must not be empty");
+    use crate::api::generations::GenerationRequest;
+    // Read as the API reads a request body, so the ranges and messages are the API's.
+    let body = serde_json::json!({
+        "tags": a.tags, "duration": a.duration, "bpm": a.bpm, "keyscale": a.key,
+        "timesignature": a.timesignature, "seed": a.seed,
+    });
+    let r = crate::api::JsonBody::<GenerationRequest>::from_value(body)
+        .map_err(|e| anyhow!(e.message))?
+        .body;
     // The file's format is its extension's, checked before anything is generated.
     let ext = a
         .output
@@ -429,12 +428,7 @@ pub fn generate(config: &crate::config::Config, a: &GenerateArgs<'_>) -> anyhow:
             a.output.display()
         ),
     };
-    let key = a
-        .key
-        .map(parse_keyscale)
-        .transpose()
-        .map_err(|e| anyhow!(e))?;
-    let p = resolve_parameters(a.tags, a.duration, a.bpm, key, a.timesignature, a.seed);
+    let p = r.resolve();
     let mut cfg = config.clone();
     cfg.generator = a.model.to_string();
     let registry = crate::engines::try_registry(&cfg)?;

@@ -162,7 +162,7 @@ async fn generations_create(
             )
         })?,
     };
-    let params = resolve_defaults(&req);
+    let params = req.resolve();
     let new = NewGeneration {
         id: crate::ids::new_id("gen"),
         prompt: req.tags.clone(),
@@ -309,45 +309,32 @@ pub fn parse_keyscale(s: &str) -> Result<String, String> {
     Ok(format!("{letter}{accidental} {mode}"))
 }
 
-/// Fills every omitted parameter of a request.
-fn resolve_defaults(req: &GenerationRequest) -> GenerationParameters {
-    resolve_parameters(
-        &req.tags,
-        req.duration,
-        req.bpm,
-        req.keyscale.clone(),
-        req.timesignature,
-        req.seed,
-    )
-}
-
-/// Fills every omitted parameter (the API and `soundcheck generate` share it). The seed is drawn
-/// first; the key is then derived from it, so a request that fixes only the seed is reproducible.
-/// `keyscale`, when given, must already be validated by [`parse_keyscale`].
-pub fn resolve_parameters(
-    tags: &str,
-    duration: Option<u32>,
-    bpm: Option<u32>,
-    keyscale: Option<String>,
-    timesignature: Option<u32>,
-    seed: Option<u64>,
-) -> GenerationParameters {
-    let seed = seed.unwrap_or_else(|| rand::thread_rng().gen_range(0..=u32::MAX as u64));
-    let keyscale = keyscale.unwrap_or_else(|| {
-        const TONICS: [&str; 12] = [
-            "C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B",
-        ];
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let tonic = TONICS[rng.gen_range(0..12)];
-        let mode = if rng.gen_bool(0.5) { "major" } else { "minor" };
-        format!("{tonic} {mode}")
-    });
-    GenerationParameters {
-        bpm: bpm.unwrap_or_else(|| crate::engines::compose::default_bpm_for_tags(tags)),
-        duration: duration.unwrap_or(30),
-        keyscale,
-        timesignature: timesignature.unwrap_or(4),
-        seed,
+impl GenerationRequest {
+    /// Fills every omitted parameter (the API and `soundcheck generate` share it). The seed is
+    /// drawn first; the key is then derived from it, so a request that fixes only the seed is
+    /// reproducible.
+    pub fn resolve(&self) -> GenerationParameters {
+        let seed = self
+            .seed
+            .unwrap_or_else(|| rand::thread_rng().gen_range(0..=u32::MAX as u64));
+        let keyscale = self.keyscale.clone().unwrap_or_else(|| {
+            const TONICS: [&str; 12] = [
+                "C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B",
+            ];
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let tonic = TONICS[rng.gen_range(0..12)];
+            let mode = if rng.gen_bool(0.5) { "major" } else { "minor" };
+            format!("{tonic} {mode}")
+        });
+        GenerationParameters {
+            bpm: self
+                .bpm
+                .unwrap_or_else(|| crate::engines::compose::default_bpm_for_tags(&self.tags)),
+            duration: self.duration.unwrap_or(30),
+            keyscale,
+            timesignature: self.timesignature.unwrap_or(4),
+            seed,
+        }
     }
 }
 
@@ -471,8 +458,8 @@ mod tests {
             webhook: None,
             model: None,
         };
-        let a = resolve_defaults(&req);
-        assert_eq!(a, resolve_defaults(&req));
+        let a = req.resolve();
+        assert_eq!(a, req.resolve());
         assert_eq!((a.duration, a.timesignature, a.seed), (30, 4, 42));
         assert_eq!(
             a.bpm,
