@@ -119,7 +119,7 @@ pub enum ErrorCode {
 /// - no field is nullable: a form part is text or absent, never null;
 /// - the form is closed (`additionalProperties: false`), so generated clients and fuzzers send
 ///   only what counts, although the job endpoints ignore other text fields (clients of the hosted
-///   service may send their own).
+///   service may send their own; the synchronous analyses refuse them).
 pub struct Upload<P>(PhantomData<P>);
 
 impl<P: ToSchema> PartialSchema for Upload<P> {
