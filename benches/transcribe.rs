@@ -4,7 +4,7 @@
 //! `scripts/basic_pitch/bench_reference.py` in the same session (see BENCHMARKS.md).
 
 use soundcheck::engines::default_device;
-use soundcheck::engines::transcribe::{BasicPitch, TranscribeOptions};
+use soundcheck::engines::transcribe::{BasicPitch, TranscribeParams};
 
 fn main() {
     let secs: usize = std::env::var("BENCH_SECONDS")
@@ -25,7 +25,7 @@ fn main() {
     let model = BasicPitch::load(&device).unwrap();
     let t0 = std::time::Instant::now();
     let out = model
-        .transcribe(&audio, &TranscribeOptions::default(), &|_| {}, &|| false)
+        .transcribe(&audio, &TranscribeParams::default(), &|_| {}, &|| false)
         .unwrap();
     let total = t0.elapsed().as_secs_f64();
     println!(

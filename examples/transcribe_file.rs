@@ -7,7 +7,7 @@
 //! Python reference so they read the same samples. Default options; the JSON is
 //! `Transcription::notes_json` (`start`, `end`, `pitch`, `velocity`, `amplitude`, `pitch_bends`).
 
-use soundcheck::engines::transcribe::{transcribe, TranscribeOptions};
+use soundcheck::engines::transcribe::{transcribe, TranscribeParams};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (f, b) => return Err(format!("{input}: unsupported sample format {f:?} {b}-bit").into()),
     };
     let t0 = std::time::Instant::now();
-    let t = transcribe(&samples, &TranscribeOptions::default(), &|_| {})?;
+    let t = transcribe(&samples, &TranscribeParams::default(), &|_| {})?;
     eprintln!(
         "{input}: {:.1} s of audio, {} notes in {:.2} s",
         samples.len() as f64 / 22_050.0,

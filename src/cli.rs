@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::audio;
-use crate::engines::{analyze, decode_mono, master, separate, transcribe};
+use crate::engines::{analyze, decode_mono, master, separate, transcribe, JobParams};
 
 /// A progress bar over `0.0..=1.0` that the engines' `progress` callbacks drive.
 fn bar(label: &str) -> ProgressBar {
@@ -186,16 +186,17 @@ pub fn master(
         };
         fields.insert("format".into(), format.into());
     }
-    let params = master::parse_params(&fields).map_err(|e| anyhow!(e))?;
+    let params = master::MasterParams::from_fields(&fields).map_err(|e| anyhow!(e))?;
+    let format = params.format();
     anyhow::ensure!(
-        params.format.extension() == ext,
+        format.extension() == ext,
         "--format {} writes a .{} file, but {} ends in .{ext}",
-        params.format.name(),
-        params.format.extension(),
+        format.name(),
+        format.extension(),
         out.display()
     );
     let pb = bar("mastering");
-    let report = master::master_file(file, out, params.format, &params.settings, &|p| set(&pb, p))?;
+    let report = master::master_file(file, out, format, &params.settings(), &|p| set(&pb, p))?;
     pb.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -217,12 +218,13 @@ pub fn master_files(
         return master(&paths[0], out, fields, json);
     };
     // Checked once, before anything runs.
-    let params = master::parse_params(&fields).map_err(|e| anyhow!(e))?;
+    let params = master::MasterParams::from_fields(&fields).map_err(|e| anyhow!(e))?;
+    let (format, settings) = (params.format(), params.settings());
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let ext = format!(".{}", params.format.extension());
+    let ext = format!(".{}", format.extension());
     batch("mastering", &files, json, &|file, progress| {
         let dest = output_for(out, file, &ext);
-        let report = master::master_file(file, &dest, params.format, &params.settings, progress)?;
+        let report = master::master_file(file, &dest, format, &settings, progress)?;
         let summary = format!(
             "-> {}  {:.1} -> {:.1} LUFS",
             dest.display(),
@@ -260,7 +262,7 @@ pub fn transcribe_files(
 }
 
 /// The transcription options from `-p name=value`, names checked against the API's.
-fn transcribe_options(options: &[String]) -> anyhow::Result<transcribe::TranscribeOptions> {
+fn transcribe_options(options: &[String]) -> anyhow::Result<transcribe::TranscribeParams> {
     // Names the API does not take are refused (listing the ones it does), not ignored.
     let (_, doc) = crate::api::router().split_for_parts();
     crate::remote::check_params(&serde_json::to_value(&doc)?, "/v1/transcribe", options)?;
@@ -271,7 +273,7 @@ fn transcribe_options(options: &[String]) -> anyhow::Result<transcribe::Transcri
             .ok_or_else(|| anyhow!("option {o:?} is not name=value"))?;
         fields.insert(k.to_string(), v.to_string());
     }
-    transcribe::TranscribeOptions::from_fields(&fields).map_err(|e| anyhow!(e))
+    transcribe::TranscribeParams::from_fields(&fields).map_err(|e| anyhow!(e))
 }
 
 /// `soundcheck transcribe FILE -o out.mid [-p name=value …]` with the job's option names.
@@ -401,16 +403,15 @@ pub struct GenerateArgs<'a> {
 }
 
 pub fn generate(config: &crate::config::Config, a: &GenerateArgs<'_>) -> anyhow::Result<()> {
-    use crate::api::generations::{parse_keyscale, resolve_parameters};
-    let range = |name: &str, v: Option<u64>, lo: u64, hi: u64| match v {
-        Some(x) if !(lo..=hi).contains(&x) => Err(anyhow!("--{name} must be {lo} to {hi}")),
-        _ => Ok(()),
-    };
-    range("duration", a.duration.map(u64::from), 1, 600)?;
-    range("bpm", a.bpm.map(u64::from), 30, 300)?;
-    range("timesignature", a.timesignature.map(u64::from), 2, 12)?;
-    range("seed", a.seed, 0, u32::MAX as u64)?;
-    anyhow::ensure!(!a.tags.trim().is_empty(), "tags must not be empty");
+    use crate::api::generations::GenerationRequest;
+    // Read as the API reads a request body, so the ranges and messages are the API's.
+    let body = serde_json::json!({
+        "tags": a.tags, "duration": a.duration, "bpm": a.bpm, "keyscale": a.key,
+        "timesignature": a.timesignature, "seed": a.seed,
+    });
+    let r = crate::api::JsonBody::<GenerationRequest>::from_value(body)
+        .map_err(|e| anyhow!(e.message))?
+        .body;
     // The file's format is its extension's, checked before anything is generated.
     let ext = a
         .output
@@ -427,12 +428,7 @@ pub fn generate(config: &crate::config::Config, a: &GenerateArgs<'_>) -> anyhow:
             a.output.display()
         ),
     };
-    let key = a
-        .key
-        .map(parse_keyscale)
-        .transpose()
-        .map_err(|e| anyhow!(e))?;
-    let p = resolve_parameters(a.tags, a.duration, a.bpm, key, a.timesignature, a.seed);
+    let p = r.resolve();
     let mut cfg = config.clone();
     cfg.generator = a.model.to_string();
     let registry = crate::engines::try_registry(&cfg)?;

@@ -1,6 +1,7 @@
 //! The public JSON shapes of both contracts, field for field and in the seeds' order: the
 //! generation body (GET response and webhook payload), the job submit and status bodies, and the
-//! jobs webhook event envelope. Handlers and workers both render through these.
+//! jobs webhook event envelope. Handlers and workers both render through these, and the developer
+//! tools (`remote`) read the server's answers back into them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,7 +22,7 @@ pub struct GenerationParameters {
 }
 
 /// `GET /v1/generations/:id`, the `POST` answer and the webhook payload (seed 000).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationBody {
     pub id: String,
@@ -60,7 +61,7 @@ impl GenerationBody {
 }
 
 /// `_meta` of a job submission.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SubmitMeta {
     pub credits_reserved: i64,
     pub credits_remaining: i64,
@@ -68,7 +69,7 @@ pub struct SubmitMeta {
 }
 
 /// The `202 Accepted` body of an async endpoint (seed 003).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SubmitBody {
     pub job_id: String,
     pub status: String,
@@ -79,14 +80,14 @@ pub struct SubmitBody {
 }
 
 /// `error` of a failed job.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobErrorBody {
     pub code: String,
     pub message: String,
 }
 
 /// `GET /v1/jobs/{job_id}`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobBody {
     pub job_id: String,
     pub status: String,
@@ -144,7 +145,7 @@ fn job_error(j: &Job) -> Option<JobErrorBody> {
 }
 
 /// `data` of a jobs webhook event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventData {
     pub job_id: String,
     pub endpoint: String,
@@ -158,7 +159,7 @@ pub struct EventData {
 }
 
 /// The jobs webhook envelope: `{"type", "created", "data"}` (seed 003).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobEvent {
     #[serde(rename = "type")]
     pub event_type: String,

@@ -218,13 +218,29 @@ class Receiver:
 # The server under test
 
 
+def isolated_env(home):
+    """This environment with HOME and the XDG directories under `home`, and no soundcheck
+    settings: `serve` records itself in the runtime directory, and nothing of a run may touch
+    the user's real home (or find their running servers)."""
+    env = dict(os.environ, HOME=home)
+    for var, sub in (("XDG_RUNTIME_DIR", "run"), ("XDG_STATE_HOME", "state"),
+                     ("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config")):
+        env[var] = os.path.join(home, sub)
+        os.makedirs(env[var], mode=0o700, exist_ok=True)
+    for k in ("SOUNDCHECK_FT_KEY", "SOUNDCHECK_TL_KEY", "SOUNDCHECK_WEBHOOK_SECRET",
+              "SOUNDCHECK_WEBHOOK_URL", "SOUNDCHECK_DATA_DIR", "SOUNDCHECK_ADDR", "SOUNDCHECK_URL"):
+        env.pop(k, None)
+    return env
+
+
 class Server:
     """One `soundcheck serve` incarnation after another on the same data directory."""
 
-    def __init__(self, binary, data_dir, log_dir, args):
+    def __init__(self, binary, data_dir, log_dir, home, args):
         self.binary = binary
         self.data_dir = data_dir
         self.log_dir = log_dir
+        self.home = home
         self.args = args
         self.proc: subprocess.Popen | None = None
         self.incarnation = 0
@@ -242,10 +258,8 @@ class Server:
     def spawn(self, label):
         path = os.path.join(self.log_dir, f"serve-{label}.log")
         f = open(path, "wb")
-        env = dict(os.environ, SOUNDCHECK_LOG=os.environ.get("SOUNDCHECK_LOG", "info"))
-        for k in ("SOUNDCHECK_FT_KEY", "SOUNDCHECK_TL_KEY", "SOUNDCHECK_WEBHOOK_SECRET",
-                  "SOUNDCHECK_WEBHOOK_URL", "SOUNDCHECK_DATA_DIR", "SOUNDCHECK_ADDR"):
-            env.pop(k, None)
+        env = isolated_env(self.home)
+        env["SOUNDCHECK_LOG"] = os.environ.get("SOUNDCHECK_LOG", "info")
         p = subprocess.Popen(self.cmd(), stdout=f, stderr=subprocess.STDOUT, env=env,
                              stdin=subprocess.DEVNULL)
         f.close()
@@ -402,6 +416,7 @@ class Chaos:
         self.work = tempfile.mkdtemp(prefix="soundcheck-chaos-")
         self.log_dir = os.path.join(self.work, "logs")
         self.data_dir = os.path.join(self.work, "data")
+        self.home = os.path.join(self.work, "home")
         os.makedirs(self.log_dir)
         os.makedirs(self.data_dir)
         self.mounted = False
@@ -418,7 +433,7 @@ class Chaos:
             self.mounted = True
         self.receiver = Receiver(a.seed * 7919 + 1, a.webhook_fail)
         self.receiver.start()
-        self.server = Server(a.bin, self.data_dir, self.log_dir, [])
+        self.server = Server(a.bin, self.data_dir, self.log_dir, self.home, [])
         self.wavs = make_wavs(random.Random(a.seed * 31 + 7), 6)
         log(f"work dir {self.work}; data dir {self.data_dir} "
             f"({'tmpfs ' + str(a.tmpfs_mb) + ' MB' if self.mounted else 'no tmpfs'}); "
@@ -1056,7 +1071,8 @@ class Chaos:
         if took is None:
             self.violate("server_stays_up", "the final SIGTERM did not stop the server within 30 s")
         cli = subprocess.run([a.bin, "credits", "show", "--data-dir", self.data_dir],
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=60,
+                             env=isolated_env(self.home))
         cli_balance = None
         if cli.returncode == 0 and cli.stdout.strip().lstrip("-").isdigit():
             cli_balance = int(cli.stdout.strip())

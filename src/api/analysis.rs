@@ -8,35 +8,30 @@
 //! a generation). Other URLs are refused: the server never fetches from the network on a client's
 //! behalf, so there is nothing for a hostile URL to reach.
 
-use std::path::PathBuf;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::docs::{
-    AudioForm, ErrorEnvelope, FeaturesBody, MediaUrl, MetadataBody, TempoKeyBody, ANALYSIS,
-};
-use super::jobs::{audio_error, receive, spill};
-use super::{JobsKey, JsonBody};
+use super::body::{self, JsonBody, JsonRequest};
+use super::docs::{object_schema, ErrorEnvelope, ANALYSIS};
+use super::jobs::{audio_error, receive, spill, AnalyzeForm};
+use super::JobsKey;
 use crate::app::AppState;
-use crate::engines::analyze;
+use crate::engines::analyze::{self, FeaturesReport, MetadataReport, TempoKeyReport};
 use crate::error::{current_trace_id, ApiError, ApiResult};
 
 /// Longest a synchronous analysis waits for a free slot before answering `503`.
 const SYNC_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Which synchronous analysis a route runs.
-#[derive(Debug, Clone, Copy)]
-enum Analysis {
-    TempoKey,
-    Features,
-    Metadata,
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -49,7 +44,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Tempo and key, answered in the same response (free).
 #[utoipa::path(post, path = "/v1/analyze", tag = ANALYSIS, security(("bearer" = [])),
-    request_body(content((AudioForm = "multipart/form-data"), (MediaUrl = "application/json"))),
+    request_body(content((AnalyzeForm = "multipart/form-data"), (MediaUrl = "application/json"))),
     responses(
         (status = 200, description = "The report", body = TempoKeyBody),
         (status = 400, description = "invalid_request: neither an upload nor a media URL of this server", body = ErrorEnvelope),
@@ -61,13 +56,22 @@ async fn analyze_post(
     state: State<AppState>,
     key: JobsKey,
     req: Request,
-) -> ApiResult<Json<Value>> {
-    analysis_post(Analysis::TempoKey, state, key, req).await
+) -> ApiResult<Json<AnalysisBody<TempoKeyReport>>> {
+    analysis_post(
+        |path| {
+            let audio = crate::audio::decode(path).map_err(audio_error)?;
+            analyze::tempo_key(&audio).map_err(audio_error)
+        },
+        state,
+        key,
+        req,
+    )
+    .await
 }
 
 /// Level, spectral, chroma and mel descriptors, answered in the same response (free).
 #[utoipa::path(post, path = "/v1/features", tag = ANALYSIS, security(("bearer" = [])),
-    request_body(content((AudioForm = "multipart/form-data"), (MediaUrl = "application/json"))),
+    request_body(content((AnalyzeForm = "multipart/form-data"), (MediaUrl = "application/json"))),
     responses(
         (status = 200, description = "The report", body = FeaturesBody),
         (status = 400, description = "invalid_request: neither an upload nor a media URL of this server", body = ErrorEnvelope),
@@ -79,13 +83,22 @@ async fn features_post(
     state: State<AppState>,
     key: JobsKey,
     req: Request,
-) -> ApiResult<Json<Value>> {
-    analysis_post(Analysis::Features, state, key, req).await
+) -> ApiResult<Json<AnalysisBody<FeaturesReport>>> {
+    analysis_post(
+        |path| {
+            let audio = crate::audio::decode(path).map_err(audio_error)?;
+            analyze::features(&audio).map_err(audio_error)
+        },
+        state,
+        key,
+        req,
+    )
+    .await
 }
 
 /// Container, codec, bit rate and tags, answered in the same response (free).
 #[utoipa::path(post, path = "/v1/metadata", tag = ANALYSIS, security(("bearer" = [])),
-    request_body(content((AudioForm = "multipart/form-data"), (MediaUrl = "application/json"))),
+    request_body(content((AnalyzeForm = "multipart/form-data"), (MediaUrl = "application/json"))),
     responses(
         (status = 200, description = "The report", body = MetadataBody),
         (status = 400, description = "invalid_request: neither an upload nor a media URL of this server", body = ErrorEnvelope),
@@ -97,22 +110,94 @@ async fn metadata_post(
     state: State<AppState>,
     key: JobsKey,
     req: Request,
-) -> ApiResult<Json<Value>> {
-    analysis_post(Analysis::Metadata, state, key, req).await
+) -> ApiResult<Json<AnalysisBody<MetadataReport>>> {
+    analysis_post(
+        |path| analyze::metadata(path).map_err(audio_error),
+        state,
+        key,
+        req,
+    )
+    .await
 }
 
-/// The answer: the report's fields, then `_meta` as on every jobs-API response.
-#[derive(Serialize)]
-struct AnalysisBody<T: Serialize> {
+/// JSON body of the synchronous analysis endpoints: a file this server serves. Nothing else may
+/// be in it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MediaUrl {
+    /// `…/media/{token}/{filename}` (a job result or a generation's `audioUrl`).
+    #[serde(deserialize_with = "read_url")]
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,20}){0,3}(:[1-9][0-9]{0,3})?/media/[A-Za-z0-9]+/[A-Za-z0-9._-]+$"
+    )]
+    pub url: String,
+}
+
+impl JsonRequest for MediaUrl {
+    fn not_an_object() -> String {
+        "The JSON body must be an object.".into()
+    }
+
+    fn missing(field: &str) -> String {
+        format!("`{field}` is required.")
+    }
+}
+
+fn read_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::de::Error;
+    match body::any(d)? {
+        Value::String(s) if !s.is_empty() && s.len() <= 2048 => Ok(s),
+        Value::String(_) => Err(D::Error::custom("`url` must be 1 to 2048 characters.")),
+        _ => Err(D::Error::custom("`url` must be a string.")),
+    }
+}
+
+/// The answer: the report's own fields, then `_meta` as on every jobs-API response.
+#[derive(Debug, Serialize)]
+pub struct AnalysisBody<T> {
     #[serde(flatten)]
-    report: T,
+    pub report: T,
     #[serde(rename = "_meta")]
-    meta: Meta,
+    pub meta: TraceMeta,
 }
 
-#[derive(Serialize)]
-struct Meta {
-    trace_id: String,
+// The three answers. (Named, because the OpenAPI macros take a generic type only as a type they
+// can compose themselves.)
+type TempoKeyBody = AnalysisBody<TempoKeyReport>;
+type FeaturesBody = AnalysisBody<FeaturesReport>;
+type MetadataBody = AnalysisBody<MetadataReport>;
+
+/// `_meta` of a synchronous analysis.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TraceMeta {
+    pub trace_id: String,
+}
+
+/// The report's schema with `_meta` added: one object, as the answer is (composing the two with
+/// `allOf` would describe each part as a whole answer with fields missing).
+impl<T: ToSchema> PartialSchema for AnalysisBody<T> {
+    fn schema() -> RefOr<Schema> {
+        let mut object = object_schema::<T>();
+        object.properties.insert(
+            "_meta".into(),
+            Ref::from_schema_name(TraceMeta::name()).into(),
+        );
+        object.required.push("_meta".into());
+        RefOr::T(Schema::Object(object))
+    }
+}
+
+impl<T: ToSchema> ToSchema for AnalysisBody<T> {
+    /// `TempoKeyReport` → `TempoKeyBody`.
+    fn name() -> Cow<'static, str> {
+        Cow::Owned(format!("{}Body", T::name().trim_end_matches("Report")))
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        T::schemas(schemas);
+        schemas.push((TraceMeta::name().into(), TraceMeta::schema()));
+    }
 }
 
 /// Where the audio to analyse lives, and whether it is ours to delete afterwards.
@@ -121,16 +206,18 @@ struct Source {
     temporary: bool,
 }
 
-async fn analysis_post(
-    what: Analysis,
+/// Reads the audio, waits for a slot, and runs `analyse` on it (on a blocking thread); the
+/// report comes back with `_meta`.
+async fn analysis_post<T: Serialize + Send + 'static>(
+    analyse: fn(&Path) -> ApiResult<T>,
     State(state): State<AppState>,
     _key: JobsKey,
     req: Request,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AnalysisBody<T>>> {
     let source = source(&state, req).await?;
     let path = source.path.clone();
     // The trace id is task-local: read it here, not on the blocking thread.
-    let meta = Meta {
+    let meta = TraceMeta {
         trace_id: current_trace_id(),
     };
     // Wait for a free slot (bounded memory: each analysis holds its decoded file), but not
@@ -148,35 +235,14 @@ async fn analysis_post(
     };
     let result = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        run(what, &path, meta)
+        analyse(&path)
     })
     .await;
     if source.temporary {
         let _ = tokio::fs::remove_file(&source.path).await;
     }
     let report = result.map_err(ApiError::internal)??;
-    Ok(Json(report))
-}
-
-/// Decodes and analyses; the report with `_meta` appended.
-fn run(what: Analysis, path: &std::path::Path, meta: Meta) -> ApiResult<Value> {
-    let value = match what {
-        Analysis::Metadata => {
-            let report = analyze::metadata(path).map_err(audio_error)?;
-            serde_json::to_value(AnalysisBody { report, meta })
-        }
-        Analysis::TempoKey => {
-            let audio = crate::audio::decode(path).map_err(audio_error)?;
-            let report = analyze::tempo_key(&audio).map_err(audio_error)?;
-            serde_json::to_value(AnalysisBody { report, meta })
-        }
-        Analysis::Features => {
-            let audio = crate::audio::decode(path).map_err(audio_error)?;
-            let report = analyze::features(&audio).map_err(audio_error)?;
-            serde_json::to_value(AnalysisBody { report, meta })
-        }
-    };
-    value.map_err(ApiError::internal)
+    Ok(Json(AnalysisBody { report, meta }))
 }
 
 /// Reads the request: a multipart upload streamed to a temporary file, or a JSON `url` resolved
@@ -206,7 +272,7 @@ async fn source(state: &AppState, req: Request) -> ApiResult<Source> {
         });
     }
     if content_type.starts_with("application/json") {
-        let JsonBody(body) = JsonBody::from_request(req, state).await?;
+        let body = body::read_json(req).await?;
         let url = parse_url_body(&body)?;
         let location = resolve_media_url(state, &url).await?;
         // A result in object storage is analysed from a scratch copy.
@@ -225,22 +291,9 @@ async fn source(state: &AppState, req: Request) -> ApiResult<Source> {
     ))
 }
 
-/// The `url` of a JSON body; nothing else is allowed in it.
+/// The `url` of a JSON body ([`MediaUrl`]); nothing else is allowed in it.
 fn parse_url_body(body: &Value) -> ApiResult<String> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("The JSON body must be an object."))?;
-    if let Some(other) = obj.keys().find(|k| *k != "url") {
-        return Err(ApiError::invalid(format!(
-            "Unknown field `{other}`: the JSON body takes only `url`."
-        )));
-    }
-    match obj.get("url") {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 2048 => Ok(s.clone()),
-        Some(Value::String(_)) => Err(ApiError::invalid("`url` must be 1 to 2048 characters.")),
-        Some(_) => Err(ApiError::invalid("`url` must be a string.")),
-        None => Err(ApiError::invalid("`url` is required.")),
-    }
+    Ok(JsonBody::<MediaUrl>::from_value(body.clone())?.body.url)
 }
 
 /// Maps `…/media/{token}/{filename}` to the location of the file it serves. Any host is accepted (the server may
@@ -300,10 +353,23 @@ mod tests {
             parse_url_body(&json!({"url": "http://h/media/t/f.wav"})).unwrap(),
             "http://h/media/t/f.wav"
         );
-        assert!(parse_url_body(&json!({"url": 5})).is_err());
-        assert!(parse_url_body(&json!({})).is_err());
-        assert!(parse_url_body(&json!({"url": "x", "extra": 1})).is_err());
-        assert!(parse_url_body(&json!(["url"])).is_err());
-        assert!(parse_url_body(&json!({"url": "x".repeat(2049)})).is_err());
+        for (body, message) in [
+            (json!({"url": 5}), "`url` must be a string."),
+            (json!({"url": null}), "`url` must be a string."),
+            (json!({}), "`url` is required."),
+            (
+                json!({"url": "x", "extra": 1}),
+                "Unknown field `extra`: the JSON body takes only `url`.",
+            ),
+            (json!(["url"]), "The JSON body must be an object."),
+            (
+                json!({"url": "x".repeat(2049)}),
+                "`url` must be 1 to 2048 characters.",
+            ),
+            (json!({"url": ""}), "`url` must be 1 to 2048 characters."),
+        ] {
+            let err = parse_url_body(&body).unwrap_err();
+            assert_eq!(err.message, message, "{body}");
+        }
     }
 }

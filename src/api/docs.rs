@@ -1,16 +1,24 @@
 //! The OpenAPI 3.1 document served at `GET /openapi.json`. Paths come from the `#[utoipa::path]`
 //! attribute on each handler, registered through `utoipa_axum::routes!`, so a route cannot exist
 //! without its documentation (or the other way round); schemas come from the types the handlers
-//! serialise (`views.rs`, the store's rows) where they exist, and from the request shapes below.
-//! [`finish`] adds what every operation shares: the error envelope for `401` and `500`, and the
-//! `X-Soundcheck-Fault` header on the submit endpoints.
+//! serialise (`views.rs`, the store's rows, the engines' reports), and request bodies from the
+//! types the handlers parse them into (each handler's module for JSON bodies, the engines'
+//! parameter types for the multipart forms, through [`Upload`]). [`finish`] adds what every
+//! operation shares: the error envelope for `401` and `500`, and the `X-Soundcheck-Fault` header
+//! on the submit endpoints.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::marker::PhantomData;
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, SchemaType,
+    Type,
+};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::openapi::RefOr;
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 /// Tag of the generations API (seed 000).
 pub const GENERATIONS: &str = "generations";
@@ -104,194 +112,88 @@ pub enum ErrorCode {
     Conflict,
 }
 
-/// `POST /v1/generations` body. Unknown fields are ignored and named in
-/// `X-Soundcheck-Ignored-Fields`.
-#[derive(Serialize, ToSchema)]
-pub struct GenerationRequest {
-    /// Genre, mood and instrument words.
-    #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
-    pub tags: String,
-    /// Seconds.
-    #[schema(minimum = 1, maximum = 600)]
-    pub duration: Option<u32>,
-    #[schema(minimum = 30, maximum = 300)]
-    pub bpm: Option<u32>,
-    /// `"A minor"`, `"F# major"`, `"Bb minor"`.
-    #[schema(pattern = "^[A-G](#|b)? (major|minor)$")]
-    pub keyscale: Option<String>,
-    /// Beats per bar.
-    #[schema(minimum = 2, maximum = 12)]
-    pub timesignature: Option<u32>,
-    #[schema(minimum = 0, maximum = 4294967295.0)]
-    pub seed: Option<u64>,
-    /// Fire-once webhook URL (http or https; loopback allowed unless `serve --strict`).
-    #[schema(
-        max_length = 2048,
-        pattern = "^https?://[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,20}){0,3}(/[A-Za-z0-9._~-]{0,20}){0,4}$"
-    )]
-    pub webhook: Option<String>,
-    /// An installed generator (the document lists this server's).
-    pub model: Option<String>,
+/// A multipart upload: the `audio` file, and `P`'s fields as text parts (a job's parameters, see
+/// `engines::JobParams`). Its schema is built from `P`'s rather than written, so the form cannot
+/// drift from what the engine reads:
+/// - `audio` comes first and is the only required part: every field has a default;
+/// - no field is nullable: a form part is text or absent, never null;
+/// - the form is closed (`additionalProperties: false`), so generated clients and fuzzers send
+///   only what counts, although the job endpoints ignore other text fields (clients of the hosted
+///   service may send their own; the synchronous analyses refuse them).
+pub struct Upload<P>(PhantomData<P>);
+
+impl<P: ToSchema> PartialSchema for Upload<P> {
+    fn schema() -> RefOr<Schema> {
+        let mut fields = object_schema::<P>();
+        let audio = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .description(Some("The audio file (any format the decoder reads)."))
+            .build();
+        let mut form = ObjectBuilder::new()
+            .property("audio", audio)
+            .required("audio")
+            .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
+            .build();
+        form.description = fields.description.take();
+        for (name, field) in std::mem::take(&mut fields.properties) {
+            form.properties.insert(name, form_field(field));
+        }
+        RefOr::T(Schema::Object(form))
+    }
 }
 
-/// Multipart body of `POST /v1/separate`.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct SeparateForm {
-    /// The audio file (any format the decoder reads).
-    #[schema(value_type = String, format = Binary)]
-    pub audio: Vec<u8>,
-    #[schema(pattern = "^[24]$")]
-    pub stems: Option<String>,
-    #[schema(pattern = "^(wav16|wav24|float)$")]
-    pub format: Option<String>,
+/// A parameter's schema as a form field: one plain schema (an inline enum with its own
+/// description comes wrapped in a one-item `oneOf`), never null, with no null default.
+fn form_field(field: RefOr<Schema>) -> RefOr<Schema> {
+    let mut field = match field {
+        RefOr::T(Schema::OneOf(mut one)) if one.items.len() == 1 => match one.items.pop() {
+            Some(RefOr::T(Schema::Object(mut o))) => {
+                o.description = one.description.or(o.description);
+                o.default = one.default.or(o.default);
+                RefOr::T(Schema::Object(o))
+            }
+            Some(item) => item,
+            None => unreachable!("one item"),
+        },
+        other => other,
+    };
+    if let RefOr::T(Schema::Object(o)) = &mut field {
+        if let SchemaType::Array(types) = &o.schema_type {
+            let types: Vec<Type> = types
+                .iter()
+                .filter(|t| **t != Type::Null)
+                .cloned()
+                .collect();
+            o.schema_type = match types.as_slice() {
+                [one] => SchemaType::Type(one.clone()),
+                _ => SchemaType::Array(types),
+            };
+        }
+        if o.default == Some(Value::Null) {
+            o.default = None;
+        }
+    }
+    field
 }
 
-/// Multipart body of `POST /v1/transcribe` (numbers and booleans as text fields).
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct TranscribeForm {
-    #[schema(value_type = String, format = Binary)]
-    pub audio: Vec<u8>,
-    #[schema(pattern = "^(0(\\.[0-9]{1,3})?|1)$")]
-    pub onset_threshold: Option<String>,
-    #[schema(pattern = "^(0(\\.[0-9]{1,3})?|1)$")]
-    pub frame_threshold: Option<String>,
-    #[schema(pattern = "^[0-9]{1,4}(\\.[0-9])?$")]
-    pub min_note_ms: Option<String>,
-    #[schema(pattern = "^(true|false)$")]
-    pub melodia_trick: Option<String>,
-    #[schema(pattern = "^(true|false)$")]
-    pub pitch_bends: Option<String>,
-    #[schema(pattern = "^(true|false)$")]
-    pub multiple_pitch_bends: Option<String>,
-    #[schema(pattern = "^[1-9][0-9]{1,2}$")]
-    pub midi_tempo: Option<String>,
+impl<P: ToSchema> ToSchema for Upload<P> {
+    /// `SeparateParams` → `SeparateForm`.
+    fn name() -> Cow<'static, str> {
+        Cow::Owned(format!("{}Form", P::name().trim_end_matches("Params")))
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        P::schemas(schemas);
+    }
 }
 
-/// Multipart body of `POST /v1/master`.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct MasterForm {
-    #[schema(value_type = String, format = Binary)]
-    pub audio: Vec<u8>,
-    /// −30 … −6.
-    #[schema(pattern = "^-(6|[7-9]|[12][0-9]|30)$")]
-    pub target_lufs: Option<String>,
-    /// −9 … 0.
-    #[schema(pattern = "^(0|-[1-9])$")]
-    pub true_peak_db: Option<String>,
-    #[schema(pattern = "^(wav16|wav24|float|flac|flac24)$")]
-    pub format: Option<String>,
-    #[schema(pattern = "^(true|false)$")]
-    pub eq: Option<String>,
-    #[schema(pattern = "^(true|false)$")]
-    pub compress: Option<String>,
-}
-
-/// Multipart body of `POST /v1/analyze/upload`, and of the synchronous analysis endpoints.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct AudioForm {
-    #[schema(value_type = String, format = Binary)]
-    pub audio: Vec<u8>,
-}
-
-/// JSON body of the synchronous analysis endpoints: a file this server serves.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct MediaUrl {
-    /// `…/media/{token}/{filename}` (a job result or a generation's `audioUrl`).
-    #[schema(
-        max_length = 2048,
-        pattern = "^https?://[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,20}){0,3}(:[1-9][0-9]{0,3})?/media/[A-Za-z0-9]+/[A-Za-z0-9._-]+$"
-    )]
-    pub url: String,
-}
-
-/// `_meta` of a synchronous analysis.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct TraceMeta {
-    pub trace_id: String,
-}
-
-/// `POST /v1/analyze`.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct TempoKeyBody {
-    pub bpm: f64,
-    pub bpm_confidence: f64,
-    /// `"A minor"` / `"F# major"`; null when nothing pitched was heard.
-    pub key: Option<String>,
-    pub key_confidence: f64,
-    pub tuning_cents: f64,
-    pub duration_secs: f64,
-    #[serde(rename = "_meta")]
-    pub meta: TraceMeta,
-}
-
-/// Mean and standard deviation of a per-frame descriptor.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct Stat {
-    pub mean: f64,
-    pub std: f64,
-}
-
-/// Per-band statistics of the log-mel spectrogram.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct MelSummary {
-    pub bands: u32,
-    pub fmin_hz: f64,
-    pub fmax_hz: f64,
-    pub mean_db: Vec<f64>,
-    pub std_db: Vec<f64>,
-}
-
-/// `POST /v1/features`.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct FeaturesBody {
-    pub duration_secs: f64,
-    pub sample_rate: u32,
-    pub channels: u32,
-    pub rms_dbfs: f64,
-    pub peak_dbfs: f64,
-    pub spectral_centroid_hz: Stat,
-    pub spectral_rolloff_hz: Stat,
-    pub spectral_flatness: Stat,
-    pub zero_crossing_rate: f64,
-    pub onset_rate_per_sec: f64,
-    /// Pitch class (`C` … `B`) → mean energy, the largest 1.
-    pub chroma: BTreeMap<String, f64>,
-    pub mel: MelSummary,
-    #[serde(rename = "_meta")]
-    pub meta: TraceMeta,
-}
-
-/// `POST /v1/metadata`.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct MetadataBody {
-    pub container: String,
-    pub codec: String,
-    pub sample_rate: u32,
-    pub channels: u32,
-    pub bits_per_sample: Option<u32>,
-    pub frames: Option<u64>,
-    pub duration_secs: Option<f64>,
-    pub bit_rate_kbps: Option<f64>,
-    pub file_size: u64,
-    pub tags: BTreeMap<String, String>,
-    #[serde(rename = "_meta")]
-    pub meta: TraceMeta,
+/// The object schema `T` derives, to build another on (an empty object if `T`'s is not one).
+pub fn object_schema<T: ToSchema>() -> Object {
+    match T::schema() {
+        RefOr::T(Schema::Object(o)) => o,
+        _ => Object::new(),
+    }
 }
 
 /// `X-Soundcheck-Fault` values the document lists as examples of the grammar the description
@@ -393,4 +295,106 @@ pub fn finish(doc: utoipa::openapi::OpenApi, generators: &[String], base_url: &s
         model.insert("enum".into(), Value::Array(values));
     }
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::engines::analyze::AnalyzeParams;
+    use crate::engines::master::MasterParams;
+    use crate::engines::separate::SeparateParams;
+    use crate::engines::transcribe::TranscribeParams;
+    use crate::engines::JobParams;
+
+    /// Checks a form's schema against the parser of its fields: only `audio` is required and the
+    /// form is closed; every documented bound and enumerated value is accepted, and a step past
+    /// a bound is refused. Returns the fields checked.
+    fn check_form<P: JobParams>() -> Vec<String> {
+        let form = serde_json::to_value(Upload::<P>::schema()).unwrap();
+        assert_eq!(form["required"], json!(["audio"]), "{form}");
+        assert_eq!(form["additionalProperties"], false, "{form}");
+        assert_eq!(form["properties"]["audio"]["format"], "binary");
+        let parse = |name: &str, value: &str| {
+            let mut fields = BTreeMap::from([(name.to_string(), value.to_string())]);
+            // `bitrate` is documented as going with `format=mp3`.
+            if name == "bitrate" {
+                fields.insert("format".into(), "mp3".into());
+            }
+            P::from_fields(&fields)
+        };
+        let mut checked = Vec::new();
+        for (name, field) in form["properties"].as_object().unwrap() {
+            if name == "audio" {
+                continue;
+            }
+            assert!(
+                !field["type"].is_array() && field.get("default") != Some(&Value::Null),
+                "{name}: a form field is never null: {field}"
+            );
+            assert!(
+                field["type"].is_string(),
+                "{name}: a form field is one plain schema: {field}"
+            );
+            if let (Some(min), Some(max)) = (field["minimum"].as_f64(), field["maximum"].as_f64()) {
+                for ok in [min, max] {
+                    assert!(parse(name, &ok.to_string()).is_ok(), "{name} = {ok}");
+                }
+                for bad in [min - 1.0, max + 1.0] {
+                    assert!(parse(name, &bad.to_string()).is_err(), "{name} = {bad}");
+                }
+            }
+            for value in field["enum"].as_array().into_iter().flatten() {
+                let text = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_string);
+                assert!(parse(name, &text).is_ok(), "{name} = {text}");
+            }
+            if field["enum"].is_array() {
+                assert!(parse(name, "nonsense").is_err(), "{name} = nonsense");
+            }
+            if field["type"] == "boolean" {
+                for ok in ["true", "false"] {
+                    assert!(parse(name, ok).is_ok(), "{name} = {ok}");
+                }
+                assert!(parse(name, "maybe").is_err(), "{name} = maybe");
+            }
+            checked.push(name.clone());
+        }
+        checked
+    }
+
+    #[test]
+    fn every_form_documents_what_its_engine_reads() {
+        assert_eq!(check_form::<SeparateParams>(), ["stems", "format"]);
+        assert_eq!(
+            check_form::<MasterParams>(),
+            [
+                "target_lufs",
+                "true_peak_db",
+                "format",
+                "eq",
+                "compress",
+                "bitrate"
+            ]
+        );
+        assert_eq!(
+            check_form::<TranscribeParams>(),
+            [
+                "onset_threshold",
+                "frame_threshold",
+                "min_note_ms",
+                "min_hz",
+                "max_hz",
+                "melodia_trick",
+                "pitch_bends",
+                "multiple_pitch_bends",
+                "midi_tempo"
+            ]
+        );
+        assert!(check_form::<AnalyzeParams>().is_empty());
+        assert_eq!(Upload::<SeparateParams>::name(), "SeparateForm");
+        assert_eq!(Upload::<AnalyzeParams>::name(), "AnalyzeForm");
+    }
 }

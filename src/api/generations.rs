@@ -7,16 +7,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::docs::{ErrorEnvelope, GenerationRequest, GENERATIONS};
-use super::{fault_header, GenerationsKey, JsonBody};
+use super::body::{self, JsonBody, JsonRequest};
+use super::docs::{ErrorEnvelope, GENERATIONS};
+use super::{fault_header, GenerationsKey};
 use crate::app::AppState;
 use crate::error::{current_trace_id, ApiError, ApiResult, Code};
+use crate::jobs::registry::Registry;
 use crate::store::generations::{self as gens, NewGeneration};
 use crate::store::webhooks::{self as wh, AttemptFilter};
 use crate::views::{GenerationBody, GenerationParameters};
@@ -24,17 +25,6 @@ use crate::webhooks::guard;
 
 /// Longest accepted `tags` text.
 const MAX_TAGS_LEN: usize = 2_000;
-/// Fields of the request body; anything else is ignored and named in `X-Soundcheck-Ignored-Fields`.
-const FIELDS: [&str; 8] = [
-    "tags",
-    "duration",
-    "bpm",
-    "keyscale",
-    "timesignature",
-    "seed",
-    "webhook",
-    "model",
-];
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -49,27 +39,109 @@ pub struct GenerationList {
     pub data: Vec<GenerationBody>,
 }
 
+/// `POST /v1/generations` body. Unknown fields are ignored and named in
+/// `X-Soundcheck-Ignored-Fields`.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+pub struct GenerationRequest {
+    /// Genre, mood and instrument words.
+    #[serde(deserialize_with = "read_tags")]
+    #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
+    pub tags: String,
+    /// Seconds.
+    #[serde(default, deserialize_with = "read_duration")]
+    #[schema(minimum = 1, maximum = 600)]
+    pub duration: Option<u32>,
+    #[serde(default, deserialize_with = "read_bpm")]
+    #[schema(minimum = 30, maximum = 300)]
+    pub bpm: Option<u32>,
+    /// `"A minor"`, `"F# major"`, `"Bb minor"`.
+    #[serde(default, deserialize_with = "read_keyscale")]
+    #[schema(pattern = "^[A-G](#|b)? (major|minor)$")]
+    pub keyscale: Option<String>,
+    /// Beats per bar.
+    #[serde(default, deserialize_with = "read_timesignature")]
+    #[schema(minimum = 2, maximum = 12)]
+    pub timesignature: Option<u32>,
+    #[serde(default, deserialize_with = "read_seed")]
+    #[schema(minimum = 0, maximum = 4294967295.0)]
+    pub seed: Option<u64>,
+    /// Fire-once webhook URL (http or https; loopback allowed unless `serve --strict`).
+    #[serde(default, deserialize_with = "read_webhook")]
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,20}){0,3}(/[A-Za-z0-9._~-]{0,20}){0,4}$"
+    )]
+    pub webhook: Option<String>,
+    /// An installed generator (the document lists this server's).
+    #[serde(default, deserialize_with = "read_model")]
+    pub model: Option<String>,
+}
+
+impl JsonRequest for GenerationRequest {}
+
+// The readers of `GenerationRequest`'s fields (see `api::body`): each refusal names its field,
+// with the range the schema attribute beside the field documents.
+
+fn read_tags<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::de::Error;
+    match body::string(d, "tags")? {
+        None => Err(D::Error::custom("tags is required.")),
+        Some(s) if s.trim().is_empty() => Err(D::Error::custom("tags must not be empty.")),
+        Some(s) if s.chars().count() > MAX_TAGS_LEN => Err(D::Error::custom(format!(
+            "tags must be at most {MAX_TAGS_LEN} characters."
+        ))),
+        Some(s) => Ok(s),
+    }
+}
+
+fn read_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Ok(body::int(d, "duration", 1, 600)?.map(|v| v as u32))
+}
+
+fn read_bpm<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Ok(body::int(d, "bpm", 30, 300)?.map(|v| v as u32))
+}
+
+/// A key, returned in its canonical spelling ([`parse_keyscale`]).
+fn read_keyscale<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    body::string(d, "keyscale")?
+        .map(|k| parse_keyscale(&k).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+fn read_timesignature<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Ok(body::int(d, "timesignature", 2, 12)?.map(|v| v as u32))
+}
+
+fn read_seed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    body::int(d, "seed", 0, u32::MAX as u64)
+}
+
+fn read_webhook<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    body::string(d, "webhook")
+}
+
+fn read_model<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    body::string(d, "model")
+}
+
 /// Queues a generation: validates, resolves every default, answers `202` with the body `GET`
 /// returns.
 #[utoipa::path(post, path = "/v1/generations", tag = GENERATIONS, security(("api_key" = [])),
     request_body = GenerationRequest,
     responses(
         (status = 202, description = "Queued", body = GenerationBody),
-        (status = 400, description = "invalid_request: malformed JSON, wrong types, out of range, bad webhook URL, bad fault", body = ErrorEnvelope),
+        (status = 400, description = "invalid_request: malformed JSON, wrong types, out of range, bad webhook URL, bad fault, a `model` soundcheck does not know (the message lists the known ones)", body = ErrorEnvelope),
         (status = 413, description = "payload_too_large: body over 2 MB", body = ErrorEnvelope),
-        (status = 501, description = "engine_unavailable: that generator is not installed", body = ErrorEnvelope),
+        (status = 501, description = "engine_unavailable: a known generator that is not installed here (the message has the `soundcheck models pull` command)", body = ErrorEnvelope),
     ))]
 async fn generations_create(
     State(state): State<AppState>,
     _key: GenerationsKey,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    JsonBody { body: req, ignored }: JsonBody<GenerationRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let fault = fault_header(&headers)?;
-    let Value::Object(body) = body else {
-        return Err(ApiError::invalid("Request body must be a JSON object."));
-    };
-    let req = parse_request(&body)?;
     let webhook = match &req.webhook {
         Some(url) => Some(
             guard::check_url(url, state.config.strict)
@@ -79,12 +151,10 @@ async fn generations_create(
         None => None,
     };
     let generator = match &req.model {
-        Some(name) => state.registry.generator(name).ok_or_else(|| {
-            ApiError::new(
-                Code::EngineUnavailable,
-                format!("Generator {name:?} is not installed."),
-            )
-        })?,
+        Some(name) => state
+            .registry
+            .generator(name)
+            .ok_or_else(|| model_refusal(&state.registry, name))?,
         None => state.registry.default_generator().ok_or_else(|| {
             ApiError::new(
                 Code::EngineUnavailable,
@@ -92,7 +162,7 @@ async fn generations_create(
             )
         })?,
     };
-    let params = resolve_defaults(&req);
+    let params = req.resolve();
     let new = NewGeneration {
         id: crate::ids::new_id("gen"),
         prompt: req.tags.clone(),
@@ -106,15 +176,48 @@ async fn generations_create(
     let row = state.store.write(move |tx| gens::insert(tx, &new)).await?;
     state.work.notify_one();
     let mut resp = (StatusCode::ACCEPTED, Json(GenerationBody::from_row(&row))).into_response();
-    let ignored: Vec<&str> = body
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !FIELDS.contains(k))
-        .collect();
     if let (false, Ok(v)) = (ignored.is_empty(), ignored.join(", ").parse()) {
         resp.headers_mut().insert("x-soundcheck-ignored-fields", v);
     }
     Ok(resp)
+}
+
+/// Why `model` names no installed generator: a name soundcheck does not know is the client's
+/// mistake (`400`, listing the names it knows); a catalog model that is not installed here is
+/// `501`, with the command that installs it.
+fn model_refusal(registry: &Registry, name: &str) -> ApiError {
+    let catalog = crate::models::CATALOG
+        .iter()
+        .filter(|e| e.family == crate::models::Family::MusicGen)
+        .map(|e| e.id.to_string());
+    if catalog.clone().any(|id| id == name) {
+        return ApiError::new(
+            Code::EngineUnavailable,
+            format!(
+                "Generator {name:?} is not installed in this server; install it with \
+                 `soundcheck models pull {name}` and restart the server."
+            ),
+        );
+    }
+    let installed: Vec<String> = registry
+        .describe()
+        .into_iter()
+        .filter(|(endpoint, _)| endpoint == "/v1/generations")
+        .map(|(_, generator)| generator)
+        .collect();
+    let installable: Vec<String> = catalog.filter(|id| !installed.contains(id)).collect();
+    let mut message = format!(
+        "model {name:?} is not a generator soundcheck knows; installed here: {}",
+        installed.join(", ")
+    );
+    if !installable.is_empty() {
+        message.push_str(&format!(
+            "; installable with `soundcheck models pull`: {}",
+            installable.join(", ")
+        ));
+    }
+    message.push('.');
+    ApiError::invalid(message)
 }
 
 /// One generation.
@@ -174,86 +277,6 @@ async fn generations_deliveries(
     Ok(Json(super::webhook::DeliveryList { data: attempts }))
 }
 
-/// A validated request, before defaults.
-#[derive(Debug, Clone, PartialEq)]
-struct CreateRequest {
-    tags: String,
-    duration: Option<u32>,
-    bpm: Option<u32>,
-    keyscale: Option<String>,
-    timesignature: Option<u32>,
-    seed: Option<u64>,
-    webhook: Option<String>,
-    model: Option<String>,
-}
-
-fn parse_request(body: &Map<String, Value>) -> Result<CreateRequest, ApiError> {
-    let tags = match body.get("tags") {
-        None | Some(Value::Null) => return Err(ApiError::invalid("tags is required.")),
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            return Err(ApiError::invalid("tags must not be empty."))
-        }
-        Some(Value::String(s)) if s.chars().count() > MAX_TAGS_LEN => {
-            return Err(ApiError::invalid(format!(
-                "tags must be at most {MAX_TAGS_LEN} characters."
-            )))
-        }
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(ApiError::invalid("tags must be a string.")),
-    };
-    let keyscale = match optional_string(body, "keyscale")? {
-        Some(k) => Some(parse_keyscale(&k).map_err(ApiError::invalid)?),
-        None => None,
-    };
-    Ok(CreateRequest {
-        tags,
-        duration: optional_int(body, "duration", 1, 600)?.map(|v| v as u32),
-        bpm: optional_int(body, "bpm", 30, 300)?.map(|v| v as u32),
-        keyscale,
-        timesignature: optional_int(body, "timesignature", 2, 12)?.map(|v| v as u32),
-        seed: optional_int(body, "seed", 0, u32::MAX as u64)?,
-        webhook: optional_string(body, "webhook")?,
-        model: optional_string(body, "model")?,
-    })
-}
-
-/// An optional integer field within `min..=max` (JSON numbers with no fractional part).
-fn optional_int(
-    body: &Map<String, Value>,
-    name: &str,
-    min: u64,
-    max: u64,
-) -> Result<Option<u64>, ApiError> {
-    let range_msg = || format!("{name} must be an integer from {min} to {max}.");
-    match body.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            let v = n
-                .as_u64()
-                .or_else(|| {
-                    n.as_f64()
-                        .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                        .map(|f| f as u64)
-                })
-                .ok_or_else(|| ApiError::invalid(range_msg()))?;
-            if (min..=max).contains(&v) {
-                Ok(Some(v))
-            } else {
-                Err(ApiError::invalid(range_msg()))
-            }
-        }
-        Some(_) => Err(ApiError::invalid(format!("{name} must be a number."))),
-    }
-}
-
-fn optional_string(body: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
-    match body.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::invalid(format!("{name} must be a string."))),
-    }
-}
-
 /// Parses a key as the contract writes it — a letter A–G, an optional `#` or `b`, then `major` or
 /// `minor` — and returns its canonical spelling (`"f# Minor"` → `"F# minor"`).
 pub fn parse_keyscale(s: &str) -> Result<String, String> {
@@ -286,51 +309,125 @@ pub fn parse_keyscale(s: &str) -> Result<String, String> {
     Ok(format!("{letter}{accidental} {mode}"))
 }
 
-/// Fills every omitted parameter of a request.
-fn resolve_defaults(req: &CreateRequest) -> GenerationParameters {
-    resolve_parameters(
-        &req.tags,
-        req.duration,
-        req.bpm,
-        req.keyscale.clone(),
-        req.timesignature,
-        req.seed,
-    )
-}
-
-/// Fills every omitted parameter (the API and `soundcheck generate` share it). The seed is drawn
-/// first; the key is then derived from it, so a request that fixes only the seed is reproducible.
-/// `keyscale`, when given, must already be validated by [`parse_keyscale`].
-pub fn resolve_parameters(
-    tags: &str,
-    duration: Option<u32>,
-    bpm: Option<u32>,
-    keyscale: Option<String>,
-    timesignature: Option<u32>,
-    seed: Option<u64>,
-) -> GenerationParameters {
-    let seed = seed.unwrap_or_else(|| rand::thread_rng().gen_range(0..=u32::MAX as u64));
-    let keyscale = keyscale.unwrap_or_else(|| {
-        const TONICS: [&str; 12] = [
-            "C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B",
-        ];
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let tonic = TONICS[rng.gen_range(0..12)];
-        let mode = if rng.gen_bool(0.5) { "major" } else { "minor" };
-        format!("{tonic} {mode}")
-    });
-    GenerationParameters {
-        bpm: bpm.unwrap_or_else(|| crate::engines::compose::default_bpm_for_tags(tags)),
-        duration: duration.unwrap_or(30),
-        keyscale,
-        timesignature: timesignature.unwrap_or(4),
-        seed,
+impl GenerationRequest {
+    /// Fills every omitted parameter (the API and `soundcheck generate` share it). The seed is
+    /// drawn first; the key is then derived from it, so a request that fixes only the seed is
+    /// reproducible.
+    pub fn resolve(&self) -> GenerationParameters {
+        let seed = self
+            .seed
+            .unwrap_or_else(|| rand::thread_rng().gen_range(0..=u32::MAX as u64));
+        let keyscale = self.keyscale.clone().unwrap_or_else(|| {
+            const TONICS: [&str; 12] = [
+                "C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B",
+            ];
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let tonic = TONICS[rng.gen_range(0..12)];
+            let mode = if rng.gen_bool(0.5) { "major" } else { "minor" };
+            format!("{tonic} {mode}")
+        });
+        GenerationParameters {
+            bpm: self
+                .bpm
+                .unwrap_or_else(|| crate::engines::compose::default_bpm_for_tags(&self.tags)),
+            duration: self.duration.unwrap_or(30),
+            keyscale,
+            timesignature: self.timesignature.unwrap_or(4),
+            seed,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+    use utoipa::PartialSchema;
+
+    fn read(body: Value) -> Result<JsonBody<GenerationRequest>, String> {
+        JsonBody::<GenerationRequest>::from_value(body).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn requests_are_refused_in_the_contracts_words() {
+        for (body, message) in [
+            (json!({}), "tags is required."),
+            (json!({"tags": null}), "tags is required."),
+            (json!({"tags": " "}), "tags must not be empty."),
+            (json!({"tags": 5}), "tags must be a string."),
+            (
+                json!({"tags": "x".repeat(2001)}),
+                "tags must be at most 2000 characters.",
+            ),
+            (
+                json!({"tags": "lofi", "duration": 12.5}),
+                "duration must be an integer from 1 to 600.",
+            ),
+            (
+                json!({"tags": "lofi", "duration": "90"}),
+                "duration must be a number.",
+            ),
+            (
+                json!({"tags": "lofi", "seed": -1}),
+                "seed must be an integer from 0 to 4294967295.",
+            ),
+            (
+                json!({"tags": "lofi", "keyscale": 3}),
+                "keyscale must be a string.",
+            ),
+            (
+                json!({"tags": "lofi", "model": []}),
+                "model must be a string.",
+            ),
+            (json!(["tags"]), "Request body must be a JSON object."),
+        ] {
+            assert_eq!(read(body.clone()).err().as_deref(), Some(message), "{body}");
+        }
+        let err = read(json!({"tags": "lofi", "keyscale": "H minor"}))
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with("keyscale \"H minor\" is not a key"),
+            "{err}"
+        );
+        // Whole numbers may be written as floats; keys come back canonical; nulls are absent.
+        let ok = read(
+            json!({"tags": "lofi", "duration": 25.0, "keyscale": "f# Minor",
+                             "bpm": null, "colour": "blue", "mood": 1}),
+        )
+        .unwrap();
+        assert_eq!(ok.body.duration, Some(25));
+        assert_eq!(ok.body.keyscale.as_deref(), Some("F# minor"));
+        assert_eq!(ok.body.bpm, None);
+        assert_eq!(ok.ignored, ["colour", "mood"]);
+    }
+
+    /// The ranges the document gives are the ones the readers enforce, field by field.
+    #[test]
+    fn the_documented_ranges_are_the_ones_enforced() {
+        let schema = serde_json::to_value(GenerationRequest::schema()).unwrap();
+        let mut checked = Vec::new();
+        for (name, field) in schema["properties"].as_object().unwrap() {
+            let bound = |b: &str| field[b].as_f64().map(|v| v as i64);
+            let (Some(min), Some(max)) = (bound("minimum"), bound("maximum")) else {
+                continue;
+            };
+            let with = |v: i64| json!({"tags": "lofi", name.as_str(): v});
+            assert!(read(with(min)).is_ok(), "{name} = {min}");
+            assert!(read(with(max)).is_ok(), "{name} = {max}");
+            assert!(read(with(min - 1)).is_err(), "{name} = {}", min - 1);
+            assert!(read(with(max + 1)).is_err(), "{name} = {}", max + 1);
+            checked.push(name.clone());
+        }
+        assert_eq!(checked, ["duration", "bpm", "timesignature", "seed"]);
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(required, ["tags"]);
+    }
 
     #[test]
     fn keyscale_parses_the_contract_spelling() {
@@ -351,7 +448,7 @@ mod tests {
 
     #[test]
     fn defaults_are_reproducible_from_the_seed() {
-        let req = CreateRequest {
+        let req = GenerationRequest {
             tags: "lofi chill".into(),
             duration: None,
             bpm: None,
@@ -361,8 +458,8 @@ mod tests {
             webhook: None,
             model: None,
         };
-        let a = resolve_defaults(&req);
-        assert_eq!(a, resolve_defaults(&req));
+        let a = req.resolve();
+        assert_eq!(a, req.resolve());
         assert_eq!((a.duration, a.timesignature, a.seed), (30, 4, 42));
         assert_eq!(
             a.bpm,

@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -18,9 +18,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::docs::{AudioForm, ErrorEnvelope, MasterForm, SeparateForm, TranscribeForm, JOBS};
+use super::docs::{ErrorEnvelope, Upload, JOBS};
 use super::{fault_header, JobsKey};
 use crate::app::AppState;
+use crate::engines::analyze::AnalyzeParams;
+use crate::engines::master::MasterParams;
+use crate::engines::separate::SeparateParams;
+use crate::engines::transcribe::TranscribeParams;
 use crate::error::{current_trace_id, ApiError, ApiResult, Code};
 use crate::jobs::submit;
 use crate::jobs::JobKind;
@@ -81,6 +85,14 @@ macro_rules! submit_handler {
     };
 }
 
+// Each submit form is its endpoint's parameter type (the one its engine validates, stores and
+// reads) beside the `audio` file. (Named, because the OpenAPI macros take a generic type only as
+// a type they can compose themselves.)
+type SeparateForm = Upload<SeparateParams>;
+type TranscribeForm = Upload<TranscribeParams>;
+type MasterForm = Upload<MasterParams>;
+pub(super) type AnalyzeForm = Upload<AnalyzeParams>;
+
 submit_handler!(
     separate_submit,
     "/v1/separate",
@@ -106,12 +118,12 @@ submit_handler!(
     analyze_submit,
     "/v1/analyze/upload",
     JobKind::Analyze,
-    AudioForm,
+    AnalyzeForm,
     "Full analysis (2 credits)."
 );
 
 /// The 50 most recent jobs, newest first.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobList {
     pub data: Vec<JobBody>,
 }

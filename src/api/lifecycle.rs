@@ -36,9 +36,9 @@ const PROGRESS_STEP: f32 = 0.01;
 const KEEP_ALIVE_MAX: Duration = Duration::from_secs(15);
 
 /// One event of an `/events` stream as the stream frames it (what the document describes for
-/// `text/event-stream`): its name and its `data` line, which is JSON text.
+/// `text/event-stream`): its name and its `data` line, which is JSON text. Every event a stream
+/// sends is made as one of these.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-#[allow(dead_code)]
 pub struct StreamEvent {
     /// `status`, `progress` or `done`.
     #[schema(pattern = "^(status|progress|done)$")]
@@ -316,5 +316,15 @@ impl Follower {
 }
 
 fn event(name: &str, data: &Value) -> Event {
-    Event::default().event(name).data(data.to_string())
+    StreamEvent {
+        event: name.to_string(),
+        data: data.to_string(),
+    }
+    .into()
+}
+
+impl From<StreamEvent> for Event {
+    fn from(e: StreamEvent) -> Event {
+        Event::default().event(e.event).data(e.data)
+    }
 }

@@ -1,9 +1,10 @@
 //! The HTTP API, one file per resource. Handlers are free `async fn`s named `resource_verb` that
 //! destructure extractors, validate, and call the store or a service; they hold no SQL and no DSP.
-//! The extractors here turn every bad request into the contract's error envelope.
+//! The extractors here and in [`body`] turn every bad request into the contract's error envelope.
 
 pub mod admin;
 pub mod analysis;
+pub mod body;
 pub mod docs;
 pub mod generations;
 pub mod jobs;
@@ -11,12 +12,12 @@ pub mod lifecycle;
 pub mod media;
 pub mod webhook;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use serde_json::Value;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
+
+pub use body::{JsonBody, JsonRequest, MAX_JSON_BODY};
 
 use crate::app::AppState;
 use crate::error::{ApiError, Code};
@@ -32,85 +33,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(webhook::router())
         .merge(admin::router())
         .merge(media::router())
-}
-
-/// Largest JSON request body on any route (every JSON body of both APIs is a few hundred bytes).
-pub const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
-
-/// A JSON request body whose rejections (bad syntax, wrong content type, too large) come back in
-/// the error envelope instead of axum's plain text. Capped at [`MAX_JSON_BODY`] whatever the
-/// route's own body limit (upload routes lift theirs): a declared length over the cap is refused
-/// before a byte is read, an undeclared one as soon as it passes the cap.
-pub struct JsonBody(pub Value);
-
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let too_large = || {
-            ApiError::new(
-                Code::PayloadTooLarge,
-                format!(
-                    "JSON bodies are limited to {} MB.",
-                    MAX_JSON_BODY / (1024 * 1024)
-                ),
-            )
-        };
-        let headers = req.headers();
-        let json_type = headers
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|m| m.trim().to_ascii_lowercase())
-            .is_some_and(|m| {
-                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-            });
-        if !json_type {
-            return Err(ApiError::invalid("Content-Type must be application/json."));
-        }
-        let declared = headers
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_JSON_BODY as u64) {
-            return Err(too_large());
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BODY)
-            .await
-            .map_err(|e| {
-                let length_limit = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                if length_limit || e.to_string().contains("length limit") {
-                    too_large()
-                } else {
-                    ApiError::invalid(format!("Could not read the request body: {e}"))
-                }
-            })?;
-        match axum::Json::<Value>::from_bytes(&bytes) {
-            Ok(axum::Json(v)) => Ok(JsonBody(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
-    }
-}
-
-fn json_rejection(r: JsonRejection) -> ApiError {
-    match r {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::invalid("Content-Type must be application/json.")
-        }
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::invalid(format!("Malformed JSON: {}", e.body_text()))
-        }
-        JsonRejection::JsonDataError(e) => {
-            ApiError::invalid(format!("Invalid JSON: {}", e.body_text()))
-        }
-        JsonRejection::BytesRejection(e)
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-        {
-            ApiError::new(Code::PayloadTooLarge, "Request body is too large.")
-        }
-        other => ApiError::invalid(other.body_text()),
-    }
 }
 
 /// Proof that the request carried the generations API key (`X-API-Key`).

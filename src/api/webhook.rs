@@ -3,14 +3,14 @@
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::body::{self, JsonBody, JsonRequest};
 use super::docs::{ErrorEnvelope, WEBHOOK};
-use super::{JobsKey, JsonBody};
+use super::JobsKey;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::store::{self, webhooks as wh};
@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The endpoint as the admin API shows it (the secret included: this is the owner's view).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EndpointBody {
     /// Where job events go; null: none configured (events are recorded as `skipped`).
     pub url: Option<String>,
@@ -60,17 +60,30 @@ async fn endpoint_body(state: &AppState) -> ApiResult<EndpointBody> {
     })
 }
 
-/// `PUT /v1/webhook` body; either field may be left out.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
+/// `PUT /v1/webhook` body; either field may be left out. Other fields are ignored.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct EndpointUpdate {
     /// http or https URL (public https only under `serve --strict`), or null to clear it.
+    // Left out: `None` (unchanged); null: `Some(None)` (cleared).
+    #[serde(default, deserialize_with = "read_url")]
     #[schema(
+        value_type = Option<String>,
         max_length = 2048,
         pattern = "^https?://[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,20}){0,3}(/[A-Za-z0-9._~-]{0,20}){0,4}$"
     )]
-    pub url: Option<String>,
+    pub url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "read_enabled")]
     pub enabled: Option<bool>,
+}
+
+impl JsonRequest for EndpointUpdate {}
+
+fn read_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    body::nullable_string(d, "url")
+}
+
+fn read_enabled<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    body::boolean(d, "enabled")
 }
 
 /// The 20 (or `limit`) most recent delivery attempts.
@@ -100,27 +113,14 @@ async fn webhook_get(
 async fn webhook_put(
     State(state): State<AppState>,
     _key: JobsKey,
-    JsonBody(body): JsonBody,
+    JsonBody { body, .. }: JsonBody<EndpointUpdate>,
 ) -> ApiResult<Json<EndpointBody>> {
-    let Value::Object(body) = body else {
-        return Err(ApiError::invalid("Request body must be a JSON object."));
-    };
-    let url = match body.get("url") {
-        None => None,
-        Some(Value::Null) => Some(None),
-        Some(Value::String(s)) => {
-            guard::check_url(s, state.config.strict)
-                .await
-                .map_err(ApiError::invalid)?;
-            Some(Some(s.clone()))
-        }
-        Some(_) => return Err(ApiError::invalid("url must be a string or null.")),
-    };
-    let enabled = match body.get("enabled") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(_) => return Err(ApiError::invalid("enabled must be a boolean.")),
-    };
+    let EndpointUpdate { url, enabled } = body;
+    if let Some(Some(url)) = &url {
+        guard::check_url(url, state.config.strict)
+            .await
+            .map_err(ApiError::invalid)?;
+    }
     state
         .store
         .write(move |tx| {
@@ -274,5 +274,29 @@ async fn deliveries_resend(
             "No webhook endpoint URL is configured; set one with PUT /v1/webhook.",
         )),
         Err(ResendError::Store(e)) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_update_tells_a_cleared_url_from_a_left_out_one() {
+        let read = |v| JsonBody::<EndpointUpdate>::from_value(v).map(|b| b.body);
+        let u = read(json!({"url": null})).unwrap();
+        assert_eq!((u.url, u.enabled), (Some(None), None));
+        let u = read(json!({"enabled": false})).unwrap();
+        assert_eq!((u.url, u.enabled), (None, Some(false)));
+        let u = read(json!({"url": "http://h/x", "enabled": null})).unwrap();
+        assert_eq!((u.url, u.enabled), (Some(Some("http://h/x".into())), None));
+        for (body, message) in [
+            (json!({"url": 5}), "url must be a string or null."),
+            (json!({"enabled": "yes"}), "enabled must be a boolean."),
+            (json!("x"), "Request body must be a JSON object."),
+        ] {
+            assert_eq!(read(body.clone()).unwrap_err().message, message, "{body}");
+        }
     }
 }

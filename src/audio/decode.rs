@@ -42,8 +42,10 @@ const MAX_PREALLOCATED_FRAMES: u64 = 1 << 22;
 /// packets in a long MP3 are normal, hundreds in a row mean garbage.
 const MAX_CONSECUTIVE_ERRORS: usize = 64;
 
-/// What [`probe`] learns from a file's headers and first packet, without decoding it all.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// `POST /v1/metadata`: what a file's headers and first packet say, without decoding it all.
+// What `probe` learns; named `MetadataReport` in the OpenAPI document.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = MetadataReport)]
 pub struct ProbeInfo {
     /// Container, sniffed from the magic bytes: `wav`, `aiff`, `flac`, `mp3`, `ogg`, `mp4`,
     /// `adts`, `caf`, `mkv`, or `unknown`.
@@ -54,7 +56,7 @@ pub struct ProbeInfo {
     pub sample_rate: u32,
     /// Channel count of the audio track.
     pub channels: usize,
-    /// Bits per sample for PCM-like codecs; `None` for lossy codecs.
+    /// Bits per sample for PCM-like codecs; null for lossy codecs.
     pub bits_per_sample: Option<u32>,
     /// Length in sample frames when the container declares it.
     pub frames: Option<u64>,

@@ -8,14 +8,51 @@ pub mod musicgen;
 pub mod separate;
 pub mod transcribe;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::audio;
 use crate::config::Config;
 use crate::jobs::registry::Registry;
 use crate::jobs::EngineError;
 use crate::models::{self, Family};
+
+/// A job endpoint's parameters: one type per endpoint, used four ways. The submit handler reads
+/// them from the form's text fields with [`from_fields`](JobParams::from_fields), the endpoint's
+/// validation; they are stored with the job as JSON (`Serialize`, [`store`](JobParams::store));
+/// the engine reads them back with [`stored`](JobParams::stored); and the OpenAPI document shows
+/// them as the form's fields beside `audio` (`ToSchema`, through `api::docs::Upload`).
+pub trait JobParams: Serialize + DeserializeOwned + ToSchema + Sized {
+    /// Parses the multipart text fields of a submission (all but the `audio` file): absent or
+    /// empty fields take their defaults, fields the endpoint does not take are ignored. `Err` is
+    /// the message of a `400 invalid_request`.
+    fn from_fields(fields: &BTreeMap<String, String>) -> Result<Self, String>;
+
+    /// Checks what a type cannot say: ranges, and rules between fields.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Validates the text fields into the JSON stored with the job (what `Engine::params`
+    /// returns).
+    fn store(fields: &BTreeMap<String, String>) -> Result<Value, String> {
+        serde_json::to_value(Self::from_fields(fields)?).map_err(|e| e.to_string())
+    }
+
+    /// The stored parameters, read back and checked again by the engine that runs the job.
+    fn stored(params: &Value) -> Result<Self, EngineError> {
+        let bad = |e: String| EngineError::InvalidInput(format!("bad stored parameters: {e}"));
+        let p: Self = serde_json::from_value(params.clone()).map_err(|e| bad(e.to_string()))?;
+        p.validate().map_err(bad)?;
+        Ok(p)
+    }
+}
 
 /// The engines this build installs, given the configuration and the models under
 /// `<data dir>/models/`. A `--generator` that is not installed falls back to `procedural` with a

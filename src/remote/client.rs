@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::RemoteArgs;
@@ -147,6 +148,22 @@ impl Client {
         self.tl_send("GET", path, None).await
     }
 
+    /// [`tl_get`](Client::tl_get) read into the shape the server renders (`views`, the API's
+    /// bodies).
+    pub(super) async fn tl_get_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        decode(self.tl_get(path).await?, path)
+    }
+
+    /// [`tl_send`](Client::tl_send) read into the shape the server renders.
+    pub(super) async fn tl_send_as<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<T> {
+        decode(self.tl_send(method, path, body).await?, path)
+    }
+
     /// A jobs-API request; a non-2xx answer becomes an error carrying the envelope's message.
     pub(super) async fn tl_send(
         &self,
@@ -234,6 +251,14 @@ pub(super) fn unreachable(url: &str) -> Option<String> {
         }
     }
     last
+}
+
+/// Reads an answer into the shape the server renders; one that does not fit is a server of
+/// another version, and is named as such.
+pub(super) fn decode<T: DeserializeOwned>(v: Value, path: &str) -> anyhow::Result<T> {
+    serde_json::from_value(v).map_err(|e| {
+        anyhow!("the answer of {path} is not what this soundcheck expects ({e}); is the server another version?")
+    })
 }
 
 /// Which of the two keys a request carried (for the `401` message).

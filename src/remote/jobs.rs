@@ -1,44 +1,69 @@
 //! `jobs list` and `jobs tail`: the job list, and each job's live event stream printed change by
-//! change with its time.
+//! change with its time (with `--json`, one JSON object per line).
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::json;
 
-use super::client::{Client, Key};
+use super::client::{decode, Client, Key};
 use super::print::job_line;
+use crate::api::jobs::JobList;
+use crate::views::JobBody;
 
 pub(super) async fn jobs_list(c: &Client, json: bool) -> anyhow::Result<()> {
-    let list = c.tl_get("/v1/jobs").await?;
     if json {
+        let list = c.tl_get("/v1/jobs").await?;
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
+    let list: JobList = c.tl_get_as("/v1/jobs").await?;
     println!(
         "{:<30} {:<20} {:<10} {:>4}  CREATED",
         "ID", "ENDPOINT", "STATUS", "PROG"
     );
-    for j in list["data"].as_array().into_iter().flatten() {
+    for j in &list.data {
         println!("{}", job_line(j));
     }
     Ok(())
 }
 
-/// Prints a job's line at each event of its live stream until it ends; returns the final job.
-pub(super) async fn follow_job(c: &Client, id: &str) -> anyhow::Result<Value> {
-    let mut last = Value::Null;
-    c.follow(
-        &format!("/v1/jobs/{id}/events"),
-        Key::Jobs,
-        |event, data| {
-            match event {
-                "progress" => last["progress"] = data["progress"].clone(),
-                _ => last = data.clone(),
+/// Prints a job at each event of its live stream until it ends (a line of text, or with `json`
+/// one object: `{"time", "event", "job"}`); returns the final job.
+pub(super) async fn follow_job(c: &Client, id: &str, json: bool) -> anyhow::Result<JobBody> {
+    let path = format!("/v1/jobs/{id}/events");
+    let mut last: Option<JobBody> = None;
+    let done = c
+        .follow(&path, Key::Jobs, |event, data| {
+            match (event, last.as_mut()) {
+                // A progress event carries only the fraction.
+                ("progress", Some(job)) => {
+                    job.progress = data["progress"].as_f64().map(|p| p as f32)
+                }
+                ("progress", None) => return,
+                _ => match serde_json::from_value::<JobBody>(data.clone()) {
+                    Ok(job) => last = Some(job),
+                    Err(e) => {
+                        eprintln!("{id}: an event that is not a job ({e}): {data}");
+                        return;
+                    }
+                },
             }
-            println!("{}  {}", clock(), job_line(&last));
-        },
-    )
-    .await
+            if let Some(job) = &last {
+                print_change(event, job, json);
+            }
+        })
+        .await?;
+    decode(done, &path)
+}
+
+/// One change of a followed job, as `jobs tail` prints it.
+fn print_change(event: &str, job: &JobBody, json: bool) {
+    if json {
+        let line = json!({ "time": timestamp(), "event": event, "job": job });
+        println!("{line}");
+    } else {
+        println!("{}  {}", clock(), job_line(job));
+    }
 }
 
 /// The local time of a change `jobs tail` prints (to the millisecond: changes come fast).
@@ -46,32 +71,34 @@ pub(super) fn clock() -> String {
     chrono::Local::now().format("%H:%M:%S%.3f").to_string()
 }
 
+/// The same instant for `--json`: RFC 3339 with the local offset, to the millisecond.
+pub(super) fn timestamp() -> String {
+    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
 /// Looks for new jobs every half second (the list is not rate limited) and follows each one
 /// that has not ended through its live event stream, printing every change.
-pub(super) async fn jobs_tail(c: &Client) -> anyhow::Result<()> {
+pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
     let mut seen: std::collections::HashSet<String> = Default::default();
     let mut first = true;
     loop {
-        let list = c.tl_get("/v1/jobs").await?;
-        let mut jobs: Vec<Value> = list["data"].as_array().cloned().unwrap_or_default();
-        jobs.reverse(); // oldest first, so lines come out in order
-        for j in jobs {
-            let id = j["job_id"].as_str().unwrap_or("").to_string();
-            if !seen.insert(id.clone()) {
+        let list: JobList = c.tl_get_as("/v1/jobs").await?;
+        // Oldest first, so lines come out in order.
+        for j in list.data.into_iter().rev() {
+            if !seen.insert(j.job_id.clone()) {
                 continue;
             }
-            let ended = j["status"] == "completed" || j["status"] == "failed";
-            if ended {
+            if j.status == "completed" || j.status == "failed" {
                 // Began and ended between two looks: its final line only.
                 if !first {
-                    println!("{}  {}", clock(), job_line(&j));
+                    print_change("done", &j, json);
                 }
                 continue;
             }
             let c = c.clone();
             tokio::spawn(async move {
-                if let Err(e) = follow_job(&c, &id).await {
-                    eprintln!("{id}: {e:#}");
+                if let Err(e) = follow_job(&c, &j.job_id, json).await {
+                    eprintln!("{}: {e:#}", j.job_id);
                 }
             });
         }
@@ -80,5 +107,23 @@ pub(super) async fn jobs_tail(c: &Client) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+    }
+}
+
+/// The final job of a stream as `jobs wait` and `jobs cancel` print it.
+pub(super) fn print_job(job: &JobBody, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(job)?);
+    } else {
+        println!("{}", job_line(job));
+    }
+    Ok(())
+}
+
+/// `error.code: error.message` of a failed job (`?` if the server gave none).
+pub(super) fn job_error(job: &JobBody) -> String {
+    match &job.error {
+        Some(e) => format!("{}: {}", e.code, e.message),
+        None => "?".into(),
     }
 }

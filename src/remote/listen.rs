@@ -1,6 +1,7 @@
 //! `listen`: a local webhook inbox that becomes the jobs endpoint, prints each event (with its
 //! signature check), relays job and generation events to their own `--forward…` URLs with the
-//! app's answer passed back, and puts the previous endpoint URL back on exit.
+//! app's answer passed back, and puts the previous endpoint URL back on exit. With `--json`, each
+//! event is one JSON object per line on stdout, and the notes around them go to stderr.
 
 use std::time::{Duration, Instant};
 
@@ -10,56 +11,74 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
 use super::client::Client;
+use crate::api::webhook::EndpointBody;
+use crate::views::{GenerationBody, JobEvent};
+
+/// Where `listen` relays events, by kind.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Forward {
+    /// Job events (`--forward-to`).
+    pub jobs: Option<String>,
+    /// Generation events (`--forward-generations-to`).
+    pub generations: Option<String>,
+}
 
 /// What `listen` needs in its handler.
 #[derive(Clone)]
 pub(super) struct Inbox {
     server: std::sync::Arc<Client>,
-    /// Where job events are relayed (`--forward-to`).
-    forward_to: Option<String>,
-    /// Where generation events are relayed (`--forward-generations-to`).
-    forward_generations_to: Option<String>,
+    forward: Forward,
+    /// One JSON object per event on stdout.
+    json: bool,
     http: reqwest::Client,
+}
+
+/// A note for the person watching: on stdout, or on stderr when stdout carries JSON lines.
+macro_rules! note {
+    ($json:expr, $($arg:tt)*) => {
+        if $json { eprintln!($($arg)*) } else { println!($($arg)*) }
+    };
 }
 
 pub(super) async fn listen(
     c: &Client,
-    forward_to: Option<String>,
-    forward_generations_to: Option<String>,
+    forward: Forward,
     port: u16,
+    json: bool,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let url = format!("http://{}/webhook", listener.local_addr()?);
     // Put back on exit, so a stopped `listen` never leaves the endpoint on a dead port.
-    let previous = c.tl_get("/v1/webhook").await?["url"]
-        .as_str()
-        .map(str::to_string);
-    let ep = c
-        .tl_send("PUT", "/v1/webhook", Some(json!({ "url": url })))
+    let previous = c.tl_get_as::<EndpointBody>("/v1/webhook").await?.url;
+    let ep: EndpointBody = c
+        .tl_send_as("PUT", "/v1/webhook", Some(json!({ "url": url })))
         .await?;
-    println!(
+    note!(
+        json,
         "Ready! soundcheck at {} now sends job events to {url}",
         c.base
     );
-    if let Some(f) = &forward_to {
-        println!("Forwarding job events to {f}");
+    if let Some(f) = &forward.jobs {
+        note!(json, "Forwarding job events to {f}");
     }
-    if let Some(f) = &forward_generations_to {
-        println!("Forwarding generation events to {f}");
+    if let Some(f) = &forward.generations {
+        note!(json, "Forwarding generation events to {f}");
     }
-    if ep["enabled"] == false {
-        println!(
+    if !ep.enabled {
+        note!(
+            json,
             "Note: the endpoint is disabled; run `soundcheck webhook enable` to receive events."
         );
     }
-    println!(
+    note!(
+        json,
         "(Ctrl-C to stop; the endpoint URL then goes back to {}.)",
         previous.as_deref().unwrap_or("none")
     );
     let inbox = Inbox {
         server: std::sync::Arc::new(c.clone()),
-        forward_to,
-        forward_generations_to,
+        forward,
+        json,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?,
@@ -70,26 +89,30 @@ pub(super) async fn listen(
     axum::serve(listener, app)
         .with_graceful_shutdown(crate::app::shutdown_signal())
         .await?;
-    restore_endpoint(c, &url, previous).await;
+    restore_endpoint(c, &url, previous, json).await;
     Ok(())
 }
 
 /// Sets the endpoint URL back to `previous`, unless someone changed it from `ours` meanwhile.
-pub(super) async fn restore_endpoint(c: &Client, ours: &str, previous: Option<String>) {
-    let now = match c.tl_get("/v1/webhook").await {
-        Ok(ep) => ep["url"].as_str().map(str::to_string),
+pub(super) async fn restore_endpoint(c: &Client, ours: &str, previous: Option<String>, json: bool) {
+    let now = match c.tl_get_as::<EndpointBody>("/v1/webhook").await {
+        Ok(ep) => ep.url,
         Err(e) => {
             eprintln!("could not restore the endpoint URL: {e:#}");
             return;
         }
     };
     if now.as_deref() != Some(ours) {
-        println!("The endpoint URL was changed while listening; left as it is.");
+        note!(
+            json,
+            "The endpoint URL was changed while listening; left as it is."
+        );
         return;
     }
     let body = json!({ "url": previous });
     match c.tl_send("PUT", "/v1/webhook", Some(body)).await {
-        Ok(_) => println!(
+        Ok(_) => note!(
+            json,
             "Restored the endpoint URL to {}.",
             previous.as_deref().unwrap_or("none")
         ),
@@ -97,6 +120,26 @@ pub(super) async fn restore_endpoint(c: &Client, ours: &str, previous: Option<St
             "could not restore the endpoint URL ({e:#}); set it with `soundcheck webhook set-url`"
         ),
     }
+}
+
+/// What became of one event, as `--json` prints it.
+#[derive(Debug, serde::Serialize)]
+struct Received {
+    /// Local time of arrival, RFC 3339 to the millisecond.
+    time: String,
+    /// `job.completed`, `job.failed`, `generation.completed`, `generation.failed`.
+    #[serde(rename = "type")]
+    event_type: String,
+    /// The job or generation id.
+    subject: String,
+    /// `X-Tunelab-Event-Id` (job events).
+    event_id: Option<String>,
+    /// `verified`, `invalid`, `unsigned` (generation events), or why it was not checked.
+    signature: String,
+    /// Where it was relayed and what the app answered; null when it was not relayed.
+    forwarded: Option<Value>,
+    /// The event's body as sent.
+    payload: Value,
 }
 
 /// Prints one event and, with a forward URL for its kind, relays it; answers with the app's
@@ -113,41 +156,69 @@ pub(super) async fn inbox_receive(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // Job events name their type in a header (and are signed); generation events are the
+    // generation itself.
     let (kind, subject, target) = match header("x-tunelab-event") {
-        Some(t) => (
-            t,
-            payload["data"]["job_id"]
-                .as_str()
-                .unwrap_or("?")
-                .to_string(),
-            &inbox.forward_to,
-        ),
-        None => (
-            format!("generation.{}", payload["status"].as_str().unwrap_or("?")),
-            payload["id"].as_str().unwrap_or("?").to_string(),
-            &inbox.forward_generations_to,
-        ),
+        Some(t) => {
+            let event = serde_json::from_slice::<JobEvent>(&body).ok();
+            let subject = event.map_or_else(|| "?".into(), |e| e.data.job_id);
+            (t, subject, &inbox.forward.jobs)
+        }
+        None => {
+            let generation = serde_json::from_slice::<GenerationBody>(&body).ok();
+            let (status, id) =
+                generation.map_or_else(|| ("?".to_string(), "?".to_string()), |g| (g.status, g.id));
+            (
+                format!("generation.{status}"),
+                id,
+                &inbox.forward.generations,
+            )
+        }
     };
     let signature = match header("x-tunelab-signature") {
         None => "unsigned".to_string(),
-        Some(sig) => match inbox.server.tl_get("/v1/webhook").await {
+        Some(sig) => match inbox.server.tl_get_as::<EndpointBody>("/v1/webhook").await {
             Ok(ep) => {
-                let secret = ep["secret"].as_str().unwrap_or_default();
                 let now = chrono::Utc::now().timestamp();
-                if crate::webhooks::sign::verify(secret, &sig, &body, now, 300) {
-                    "signature verified".to_string()
+                if crate::webhooks::sign::verify(&ep.secret, &sig, &body, now, 300) {
+                    "verified".to_string()
                 } else {
-                    "signature INVALID".to_string()
+                    "invalid".to_string()
                 }
             }
-            Err(e) => format!("signature not checked ({e})"),
+            Err(e) => format!("not checked ({e})"),
         },
     };
-    let time = chrono::Local::now().format("%H:%M:%S");
-    let event_id = header("x-tunelab-event-id").unwrap_or_default();
-    println!("{time}  --> {kind:<22} {subject}  [{signature}] {event_id}");
+    let now = chrono::Local::now();
+    let time = now.format("%H:%M:%S");
+    let event_id = header("x-tunelab-event-id");
+    let mut received = Received {
+        time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+        event_type: kind,
+        subject,
+        event_id,
+        signature,
+        forwarded: None,
+        payload: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    };
+    if !inbox.json {
+        let signature = match received.signature.as_str() {
+            "verified" => "signature verified".to_string(),
+            "invalid" => "signature INVALID".to_string(),
+            "unsigned" => "unsigned".to_string(),
+            other => format!("signature {other}"),
+        };
+        println!(
+            "{time}  --> {:<22} {}  [{signature}] {}",
+            received.event_type,
+            received.subject,
+            received.event_id.as_deref().unwrap_or_default()
+        );
+    }
     let Some(target) = target else {
+        if inbox.json {
+            println!("{}", json!(received));
+        }
         return StatusCode::OK.into_response();
     };
     let mut req = inbox.http.post(target).body(body.clone());
@@ -157,16 +228,15 @@ pub(super) async fn inbox_receive(
         }
     }
     let started = Instant::now();
-    match req.send().await {
+    let (response, forwarded) = match req.send().await {
         Ok(resp) => {
             let status = resp.status();
             let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).cloned();
             let answer = resp.bytes().await.unwrap_or_default();
-            println!(
-                "{time}  <-- [{}] POST {target} ({} ms)",
-                status.as_u16(),
-                started.elapsed().as_millis()
-            );
+            let ms = started.elapsed().as_millis();
+            if !inbox.json {
+                println!("{time}  <-- [{}] POST {target} ({ms} ms)", status.as_u16());
+            }
             let mut out = (
                 StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
                 answer,
@@ -176,15 +246,24 @@ pub(super) async fn inbox_receive(
                 out.headers_mut()
                     .insert(axum::http::header::CONTENT_TYPE, ct);
             }
-            out
+            let said = json!({ "url": target, "status": status.as_u16(), "ms": ms });
+            (out, said)
         }
         Err(e) => {
-            println!("{time}  <-- [ERR] POST {target}: {e}");
-            (
+            if !inbox.json {
+                println!("{time}  <-- [ERR] POST {target}: {e}");
+            }
+            let out = (
                 StatusCode::BAD_GATEWAY,
                 format!("listen could not reach {target}: {e}"),
             )
-                .into_response()
+                .into_response();
+            (out, json!({ "url": target, "error": e.to_string() }))
         }
+    };
+    if inbox.json {
+        received.forwarded = Some(forwarded);
+        println!("{}", json!(received));
     }
+    response
 }

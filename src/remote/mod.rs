@@ -16,16 +16,19 @@ mod listen;
 mod print;
 mod trigger;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+use crate::api::admin::BalanceBody;
+use crate::api::webhook::EndpointBody;
 use crate::config::DataArgs;
-use client::{Client, Key};
+use crate::views::JobBody;
+use client::{decode, Client, Key};
 use deliveries::{parse_since, resend_failed_since};
-use jobs::{follow_job, jobs_list, jobs_tail};
+use jobs::{follow_job, job_error, jobs_list, jobs_tail, print_job};
 use listen::listen;
-use print::{job_line, print_deliveries, print_endpoint};
+use print::{print_deliveries, print_endpoint};
 pub(crate) use trigger::check_params;
 use trigger::trigger;
 
@@ -68,6 +71,10 @@ pub enum RemoteCommand {
         /// Port of the local inbox (default: any free port).
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Print each event as one JSON object per line (type, subject, signature check, your
+        /// app's answer, the payload); the other notes go to stderr.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -83,6 +90,10 @@ pub enum RemoteCommand {
         /// the generation), checked against the server's OpenAPI document before anything runs.
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
         params: Vec<String>,
+        /// Print the outcome as one JSON object: the event, the final job or generation as the
+        /// API answers it, and where its webhook went.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -128,6 +139,9 @@ pub enum JobsAction {
     Tail {
         /// Follow only this job, and stop when it ends.
         id: Option<String>,
+        /// Print each change as one JSON object per line: `{"time", "event", "job"}`.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -211,7 +225,9 @@ pub enum WebhookAction {
     RotateSecret(RemoteArgs),
 }
 
-/// Runs a command to completion (or until Ctrl-C for `listen` and `jobs tail`).
+/// Runs a command to completion (or until Ctrl-C for `listen` and `jobs tail`). With `--json`,
+/// a command prints the API's answer, or for a stream (`listen`, `jobs tail`) one JSON object per
+/// line, and nothing else on stdout.
 pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -221,22 +237,32 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 forward_generations_to,
                 print_secret,
                 port,
+                json,
                 remote,
             } => {
                 let c = Client::new(&remote)?;
                 if print_secret {
-                    let ep = c.tl_get("/v1/webhook").await?;
-                    println!("{}", ep["secret"].as_str().unwrap_or_default());
+                    let ep: EndpointBody = c.tl_get_as("/v1/webhook").await?;
+                    if json {
+                        println!("{}", serde_json::json!({ "secret": ep.secret }));
+                    } else {
+                        println!("{}", ep.secret);
+                    }
                     return Ok(());
                 }
-                listen(&c, forward_to, forward_generations_to, port).await
+                let forward = listen::Forward {
+                    jobs: forward_to,
+                    generations: forward_generations_to,
+                };
+                listen(&c, forward, port, json).await
             }
             RemoteCommand::Trigger {
                 event,
                 endpoint,
                 params,
+                json,
                 remote,
-            } => trigger(&Client::new(&remote)?, &event, &endpoint, &params).await,
+            } => trigger(&Client::new(&remote)?, &event, &endpoint, &params, json).await,
             RemoteCommand::Jobs { action } => match action {
                 JobsAction::List { json, remote } => jobs_list(&Client::new(&remote)?, json).await,
                 JobsAction::Show { id, remote } => {
@@ -248,37 +274,31 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 }
                 JobsAction::Tail {
                     id: Some(id),
+                    json,
                     remote,
                 } => {
                     let c = Client::new(&remote)?;
-                    follow_job(&c, &id).await.map(|_| ())
+                    follow_job(&c, &id, json).await.map(|_| ())
                 }
-                JobsAction::Tail { id: None, remote } => jobs_tail(&Client::new(&remote)?).await,
+                JobsAction::Tail {
+                    id: None,
+                    json,
+                    remote,
+                } => jobs_tail(&Client::new(&remote)?, json).await,
                 JobsAction::Cancel { id, json, remote } => {
                     let c = Client::new(&remote)?;
-                    let job = c.tl_send("DELETE", &format!("/v1/jobs/{id}"), None).await?;
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&job)?);
-                    } else {
-                        println!("{}", job_line(&job));
-                    }
-                    Ok(())
+                    let job: JobBody = c
+                        .tl_send_as("DELETE", &format!("/v1/jobs/{id}"), None)
+                        .await?;
+                    print_job(&job, json)
                 }
                 JobsAction::Wait { id, json, remote } => {
                     let c = Client::new(&remote)?;
                     let path = format!("/v1/jobs/{id}/events");
-                    let job = c.follow(&path, Key::Jobs, |_, _| {}).await?;
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&job)?);
-                    } else {
-                        println!("{}", job_line(&job));
-                    }
-                    if job["status"] == "failed" {
-                        bail!(
-                            "job {id} failed: {}: {}",
-                            job["error"]["code"].as_str().unwrap_or("?"),
-                            job["error"]["message"].as_str().unwrap_or("")
-                        );
+                    let job: JobBody = decode(c.follow(&path, Key::Jobs, |_, _| {}).await?, &path)?;
+                    print_job(&job, json)?;
+                    if job.status == "failed" {
+                        bail!("job {id} failed: {}", job_error(&job));
                     }
                     Ok(())
                 }
@@ -347,7 +367,7 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                         (r, "POST", "/v1/webhook/rotate-secret", None)
                     }
                 };
-                let ep = Client::new(&remote)?.tl_send(method, path, body).await?;
+                let ep: EndpointBody = Client::new(&remote)?.tl_send_as(method, path, body).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&ep)?);
                 } else {
@@ -372,8 +392,7 @@ pub fn credits_add(data_dir: &std::path::Path, amount: i64) -> anyhow::Result<i6
     };
     let c = Client::new(&remote)?;
     let rt = tokio::runtime::Runtime::new()?;
-    let body = rt.block_on(c.tl_send("POST", "/v1/credits", Some(json!({ "amount": amount }))))?;
-    body["balance"]
-        .as_i64()
-        .ok_or_else(|| anyhow!("no balance in {body}"))
+    let body: BalanceBody =
+        rt.block_on(c.tl_send_as("POST", "/v1/credits", Some(json!({ "amount": amount }))))?;
+    Ok(body.balance)
 }

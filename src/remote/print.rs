@@ -3,15 +3,18 @@
 
 use serde_json::Value;
 
-pub(super) fn print_endpoint(ep: &Value) {
-    println!("url:      {}", ep["url"].as_str().unwrap_or("(none)"));
-    println!("enabled:  {}", ep["enabled"]);
-    println!("secret:   {}", ep["secret"].as_str().unwrap_or(""));
-    println!("failures: {}", ep["consecutive_failures"]);
-    if let Some(reason) = ep["disabled_reason"].as_str() {
+use crate::api::webhook::EndpointBody;
+use crate::views::JobBody;
+
+pub(super) fn print_endpoint(ep: &EndpointBody) {
+    println!("url:      {}", ep.url.as_deref().unwrap_or("(none)"));
+    println!("enabled:  {}", ep.enabled);
+    println!("secret:   {}", ep.secret);
+    println!("failures: {}", ep.consecutive_failures);
+    if let Some(reason) = &ep.disabled_reason {
         println!("disabled: {reason}");
     }
-    if let Some(n) = ep["released_events"].as_u64() {
+    if let Some(n) = ep.released_events {
         println!("released: {n} held event(s)");
     }
 }
@@ -91,22 +94,18 @@ pub(super) fn print_deliveries(list: &Value) {
     }
 }
 
-pub(super) fn job_line(j: &Value) -> String {
-    let progress = j["progress"]
-        .as_f64()
+pub(super) fn job_line(j: &JobBody) -> String {
+    let progress = j
+        .progress
         .map(|p| format!("{:>3.0}%", p * 100.0))
         .unwrap_or_else(|| "   -".into());
-    let error = j["error"]["code"]
-        .as_str()
-        .map(|c| format!("  {c}: {}", j["error"]["message"].as_str().unwrap_or("")))
+    let error = j
+        .error
+        .as_ref()
+        .map(|e| format!("  {}: {}", e.code, e.message))
         .unwrap_or_default();
     format!(
         "{:<30} {:<20} {:<10} {}  {}{}",
-        j["job_id"].as_str().unwrap_or(""),
-        j["endpoint"].as_str().unwrap_or(""),
-        j["status"].as_str().unwrap_or(""),
-        progress,
-        j["created_at"].as_str().unwrap_or(""),
-        error
+        j.job_id, j.endpoint, j.status, progress, j.created_at, error
     )
 }

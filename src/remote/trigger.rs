@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 use serde_json::{json, Value};
 
-use super::client::{answer, Client, Key};
+use super::client::{answer, decode, Client, Key};
 use super::print::job_line;
+use crate::api::webhook::EndpointBody;
+use crate::views::{GenerationBody, JobBody, SubmitBody};
 
 /// Checks `name=value` pairs against the request body `path`'s POST takes in the server's
 /// OpenAPI document: the name must be one of its fields (the audio file aside), and a value must
@@ -129,11 +131,20 @@ pub(super) fn builtin_wav() -> Vec<u8> {
     cursor.into_inner()
 }
 
+/// Notes while `trigger` waits: on stdout, or with `--json` (where stdout is the one object) not
+/// at all.
+macro_rules! say {
+    ($json:expr, $($arg:tt)*) => {
+        if !$json { println!($($arg)*) }
+    };
+}
+
 pub(super) async fn trigger(
     c: &Client,
     event: &str,
     endpoint: &str,
     raw_params: &[String],
+    json: bool,
 ) -> anyhow::Result<()> {
     let fault = match event {
         "job.completed" | "generation.completed" => None,
@@ -158,7 +169,10 @@ pub(super) async fn trigger(
         };
         check_params(&doc, path, raw_params)?
     };
-    if event.starts_with("job.") {
+    // Generation webhooks go to the URL given at submit: the jobs endpoint's, if any (so
+    // `listen` sees them too); job events go to the jobs endpoint.
+    let webhook_url = c.tl_get_as::<EndpointBody>("/v1/webhook").await?.url;
+    let outcome = if event.starts_with("job.") {
         let mut form = reqwest::multipart::Form::new().part(
             "audio",
             reqwest::multipart::Part::bytes(builtin_wav()).file_name("soundcheck-trigger.wav"),
@@ -178,16 +192,14 @@ pub(super) async fn trigger(
         if let Some(f) = fault {
             req = req.header(crate::faults::HEADER, f);
         }
-        let sub = c.answer(c.send(req).await?, Key::Jobs).await?;
-        let id = sub["job_id"]
-            .as_str()
-            .ok_or_else(|| anyhow!("no job_id in {sub}"))?;
-        println!("submitted {id} to {endpoint}");
+        let sub: SubmitBody = decode(c.answer(c.send(req).await?, Key::Jobs).await?, endpoint)?;
+        let id = sub.job_id;
+        say!(json, "submitted {id} to {endpoint}");
         let deadline = Instant::now() + Duration::from_secs(300);
         let job = loop {
             tokio::time::sleep(Duration::from_millis(1100)).await;
-            let j = c.tl_get(&format!("/v1/jobs/{id}")).await?;
-            if j["status"] == "completed" || j["status"] == "failed" {
+            let j: JobBody = c.tl_get_as(&format!("/v1/jobs/{id}")).await?;
+            if j.status == "completed" || j.status == "failed" {
                 break j;
             }
             anyhow::ensure!(
@@ -195,24 +207,19 @@ pub(super) async fn trigger(
                 "job {id} did not finish in 300 s"
             );
         };
-        println!("{}", job_line(&job));
-        let ep = c.tl_get("/v1/webhook").await?;
-        match ep["url"].as_str() {
-            Some(url) => println!(
-                "job.{} event queued for {url}",
-                job["status"].as_str().unwrap_or("")
-            ),
-            None => println!(
+        say!(json, "{}", job_line(&job));
+        match &webhook_url {
+            Some(url) => say!(json, "job.{} event queued for {url}", job.status),
+            None => say!(
+                json,
                 "no webhook endpoint is set, so the event was recorded as skipped \
                  (run `soundcheck listen` or `soundcheck webhook set-url URL`)"
             ),
         }
+        json!({ "event": format!("job.{}", job.status), "job": job, "webhook_url": webhook_url })
     } else {
-        // Generation webhooks go to the URL given at submit: the jobs endpoint's, if any (so
-        // `listen` sees them too).
-        let ep = c.tl_get("/v1/webhook").await?;
         let mut body = json!({"tags": "soundcheck trigger, lofi piano", "duration": 2});
-        if let Some(url) = ep["url"].as_str() {
+        if let Some(url) = &webhook_url {
             body["webhook"] = json!(url);
         }
         for (name, value) in params {
@@ -226,18 +233,22 @@ pub(super) async fn trigger(
         if let Some(f) = fault {
             req = req.header(crate::faults::HEADER, f);
         }
-        let g = c.answer(c.send(req).await?, Key::Generations).await?;
-        let id = g["id"].as_str().ok_or_else(|| anyhow!("no id in {g}"))?;
-        println!("submitted generation {id}");
+        let path = "/v1/generations";
+        let g: GenerationBody =
+            decode(c.answer(c.send(req).await?, Key::Generations).await?, path)?;
+        let id = g.id;
+        say!(json, "submitted generation {id}");
         let deadline = Instant::now() + Duration::from_secs(300);
+        let path = format!("/v1/generations/{id}");
         let done = loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
             let req = c
                 .http
-                .get(format!("{}/v1/generations/{id}", c.base))
+                .get(format!("{}{path}", c.base))
                 .header("X-API-Key", &c.ft_key);
-            let g = c.answer(c.send(req).await?, Key::Generations).await?;
-            if g["status"] == "completed" || g["status"] == "failed" {
+            let g: GenerationBody =
+                decode(c.answer(c.send(req).await?, Key::Generations).await?, &path)?;
+            if g.status == "completed" || g.status == "failed" {
                 break g;
             }
             anyhow::ensure!(
@@ -245,23 +256,27 @@ pub(super) async fn trigger(
                 "generation {id} did not finish in 300 s"
             );
         };
-        println!(
-            "{id} {}{}",
-            done["status"].as_str().unwrap_or(""),
-            done["errorMessage"]
-                .as_str()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_else(|| format!(" {}", done["audioUrl"].as_str().unwrap_or("")))
-        );
-        match body["webhook"].as_str() {
-            Some(url) => println!(
-                "generation.{} webhook sent to {url}",
-                done["status"].as_str().unwrap_or("")
-            ),
-            None => println!(
+        let detail = match (&done.error_message, &done.audio_url) {
+            (Some(m), _) => format!(": {m}"),
+            (None, url) => format!(" {}", url.as_deref().unwrap_or("")),
+        };
+        say!(json, "{id} {}{detail}", done.status);
+        let sent_to = body["webhook"].as_str().map(str::to_string);
+        match &sent_to {
+            Some(url) => say!(json, "generation.{} webhook sent to {url}", done.status),
+            None => say!(
+                json,
                 "no webhook URL: set one with `soundcheck listen` or `soundcheck webhook set-url`"
             ),
         }
+        json!({
+            "event": format!("generation.{}", done.status),
+            "generation": done,
+            "webhook_url": sent_to,
+        })
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
     }
     Ok(())
 }
@@ -280,7 +295,18 @@ mod tests {
     fn trigger_params_are_checked_against_the_document() {
         let doc = document();
         let ok = check_params(&doc, "/v1/transcribe", &["min_note_ms=80".into()]).unwrap();
-        assert_eq!(ok, vec![("min_note_ms".to_string(), json!("80"))]);
+        assert_eq!(ok, vec![("min_note_ms".to_string(), json!(80.0))]);
+        // A form's fields are typed and bounded as the engine reads them.
+        let msg = check_params(&doc, "/v1/master", &["target_lufs=-40".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("-30 to -6"), "{msg}");
+        let msg = check_params(&doc, "/v1/separate", &["format=mp3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("wav16, wav24, float"), "{msg}");
+        let ok = check_params(&doc, "/v1/separate", &["stems=2".into()]).unwrap();
+        assert_eq!(ok, vec![("stems".to_string(), json!(2))]);
         let err = check_params(&doc, "/v1/transcribe", &["bogus=1".into()]).unwrap_err();
         let msg = err.to_string();
         assert!(

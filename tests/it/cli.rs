@@ -319,6 +319,30 @@ fn transcribe_refuses_unknown_options_and_generate_writes_what_its_extension_say
             data.as_os_str(),
         ])
     };
+    // The API's ranges and messages, read by the API's request type.
+    for (option, value, message) in [
+        (
+            "--duration",
+            "0",
+            "duration must be an integer from 1 to 600.",
+        ),
+        ("--bpm", "301", "bpm must be an integer from 30 to 300."),
+        ("--key", "H minor", "keyscale \"H minor\" is not a key"),
+    ] {
+        let out = dir.path().join("bad.mp3");
+        let (ok, err) = run(&[
+            os("generate"),
+            os("lofi"),
+            os(option),
+            os(value),
+            os("-o"),
+            out.as_os_str(),
+            os("--data-dir"),
+            data.as_os_str(),
+        ]);
+        assert!(!ok && err.contains(message), "{option} {value}: {err}");
+        assert!(!out.exists());
+    }
     let ogg = dir.path().join("g.ogg");
     let (ok, err) = gen(&ogg);
     assert!(!ok);

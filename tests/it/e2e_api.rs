@@ -143,6 +143,56 @@ async fn generation_requests_are_validated_and_store_nothing_when_bad() {
     s.stop().await;
 }
 
+/// A `model` soundcheck does not know is the client's mistake (`400`, naming the generators it
+/// knows); a known one that is not installed is `501` with the command that installs it.
+#[tokio::test]
+async fn an_unknown_model_is_a_400_and_a_missing_one_names_its_pull_command() {
+    let s = TestServer::start(Options::default()).await;
+    for typo in ["musicgen-smal", "htdemucs", "procedural "] {
+        let r = s
+            .ft(Method::POST, "/v1/generations")
+            .json(&json!({"tags": "lofi", "model": typo}))
+            .send()
+            .await
+            .unwrap();
+        let err = assert_error(r, 400, "invalid_request").await;
+        let msg = err["error"]["message"].as_str().unwrap();
+        for name in ["procedural", "musicgen-small", "musicgen-medium"] {
+            assert!(msg.contains(name), "{typo}: {msg}");
+        }
+    }
+    let r = s
+        .ft(Method::POST, "/v1/generations")
+        .json(&json!({"tags": "lofi", "model": "musicgen-medium"}))
+        .send()
+        .await
+        .unwrap();
+    let err = assert_error(r, 501, "engine_unavailable").await;
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("soundcheck models pull musicgen-medium"),
+        "{msg}"
+    );
+    // Nothing was queued; the installed generator still answers by name.
+    let list: Value = s
+        .ft(Method::GET, "/v1/generations")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    let r = s
+        .ft(Method::POST, "/v1/generations")
+        .json(&json!({"tags": "lofi", "duration": 1, "model": "procedural"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn strict_mode_refuses_http_and_private_webhooks() {
     let s = TestServer::start(Options {

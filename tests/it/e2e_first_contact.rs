@@ -514,3 +514,140 @@ async fn data_commands_print_json() {
     assert_eq!(resent[0]["manual"], true, "{resent}");
     s.terminate().await;
 }
+
+/// The next line a running command prints (it must print one within a minute).
+async fn next<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut tokio::io::Lines<R>) -> String {
+    tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("a line within 60 s")
+        .unwrap()
+        .expect("the command is still running")
+}
+
+/// The streaming commands print one JSON object per line with `--json`, and nothing else on
+/// stdout: `listen` one per event (with its signature check and payload), `jobs tail` one per
+/// change; `trigger --json` prints its outcome as one object.
+#[tokio::test]
+async fn streaming_commands_print_one_json_object_per_line() {
+    let home = Home::new();
+    let s = Served::start(&home, &home.path("d"), &[]).await;
+    let json = |line: &str| -> serde_json::Value {
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"))
+    };
+    let secret = json(&home.ok(&["listen", "--print-secret", "--json"]).await);
+    assert_eq!(
+        secret["secret"],
+        s.line("SOUNDCHECK_WEBHOOK_SECRET=").as_str()
+    );
+
+    // listen --json: its notes on stderr, the events on stdout.
+    let mut listen = home
+        .cmd()
+        .args(["listen", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut events = BufReader::new(listen.stdout.take().unwrap()).lines();
+    let mut notes = BufReader::new(listen.stderr.take().unwrap()).lines();
+    loop {
+        let note = next(&mut notes).await;
+        if note.starts_with("Ready!") {
+            break;
+        }
+    }
+    let mut tail = home
+        .cmd()
+        .args(["jobs", "tail", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut changes = BufReader::new(tail.stdout.take().unwrap()).lines();
+    // Let `jobs tail` take its first look before the job exists.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let outcome = json(&home.ok(&["trigger", "job.completed", "--json"]).await);
+    assert_eq!(outcome["event"], "job.completed", "{outcome}");
+    assert_eq!(outcome["job"]["status"], "completed", "{outcome}");
+    let id = outcome["job"]["job_id"].as_str().unwrap().to_string();
+    let inbox = outcome["webhook_url"].as_str().unwrap().to_string();
+    assert!(inbox.starts_with("http://127.0.0.1:"), "{outcome}");
+
+    let event = json(&next(&mut events).await);
+    assert_eq!(event["type"], "job.completed", "{event}");
+    assert_eq!(event["subject"], id.as_str(), "{event}");
+    assert_eq!(event["signature"], "verified", "{event}");
+    assert_eq!(event["payload"]["data"]["job_id"], id.as_str(), "{event}");
+    assert!(event["event_id"].as_str().unwrap().starts_with("evt_"));
+    assert!(event["forwarded"].is_null(), "{event}");
+    assert!(chrono::DateTime::parse_from_rfc3339(event["time"].as_str().unwrap()).is_ok());
+
+    loop {
+        let change = json(&next(&mut changes).await);
+        assert!(
+            change["time"].is_string() && change["event"].is_string(),
+            "{change}"
+        );
+        if change["job"]["job_id"] == id.as_str() && change["job"]["status"] == "completed" {
+            break;
+        }
+    }
+
+    // A generation's event: unsigned, and named by its status.
+    let outcome = json(&home.ok(&["trigger", "generation.failed", "--json"]).await);
+    assert_eq!(outcome["event"], "generation.failed", "{outcome}");
+    assert_eq!(outcome["generation"]["status"], "failed", "{outcome}");
+    assert_eq!(outcome["webhook_url"], inbox.as_str(), "{outcome}");
+    let event = json(&next(&mut events).await);
+    assert_eq!(event["type"], "generation.failed", "{event}");
+    assert_eq!(event["subject"], outcome["generation"]["id"], "{event}");
+    assert_eq!(event["signature"], "unsigned", "{event}");
+
+    // One job followed by id: each change a line, the last `done`, then the command ends.
+    let tl_key = s.line("SOUNDCHECK_TL_KEY=");
+    let form = reqwest::multipart::Form::new().part(
+        "audio",
+        reqwest::multipart::Part::bytes(crate::util::wav_bytes(0.5)).file_name("a.wav"),
+    );
+    let sub: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/analyze/upload", s.base))
+        .bearer_auth(&tl_key)
+        .header("X-Soundcheck-Fault", "delay=1000")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let one = sub["job_id"].as_str().unwrap();
+    let out = home.ok(&["jobs", "tail", one, "--json"]).await;
+    let lines: Vec<serde_json::Value> = out.lines().map(json).collect();
+    let last = lines.last().expect("at least the final line");
+    assert_eq!(last["event"], "done", "{out}");
+    assert_eq!(last["job"]["status"], "completed", "{out}");
+    assert!(lines.iter().all(|l| l["job"]["job_id"] == one), "{out}");
+
+    // Stopped, listen restores the endpoint URL (none) and says so on stderr only.
+    let pid = listen.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), listen.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // The job followed by id sent its event here too; whatever is left is events only.
+    while let Some(line) = events.next_line().await.unwrap() {
+        assert!(
+            json(&line)["type"].is_string(),
+            "stdout carries only events: {line}"
+        );
+    }
+    let ep = json(&home.ok(&["webhook", "show", "--json"]).await);
+    assert!(ep["url"].is_null(), "{ep}");
+    tail.kill().await.unwrap();
+    s.terminate().await;
+}

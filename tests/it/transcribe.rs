@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use serde_json::Value;
 use soundcheck::engines::default_device;
 use soundcheck::engines::transcribe::{
-    midi, notes_from_output, BasicPitch, Config, ModelOutput, Note, TranscribeOptions,
+    midi, notes_from_output, BasicPitch, Config, ModelOutput, Note, TranscribeParams,
 };
 
 const CLIPS: [&str; 3] = ["chords", "sweep", "piano"];
@@ -57,8 +57,8 @@ fn reference_notes(clip: &str) -> Value {
     serde_json::from_slice(&std::fs::read(fixture(&format!("{clip}.notes.json"))).unwrap()).unwrap()
 }
 
-fn options_of(variant: &Value) -> TranscribeOptions {
-    TranscribeOptions {
+fn options_of(variant: &Value) -> TranscribeParams {
+    TranscribeParams {
         onset_threshold: variant["onset_threshold"].as_f64().unwrap(),
         frame_threshold: variant["frame_threshold"].as_f64().unwrap(),
         min_note_ms: variant["min_note_ms"].as_f64().unwrap(),

@@ -14,15 +14,17 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
+use super::JobParams;
 use crate::audio::{self, loudness, Audio, Loudness, Measure, ProbeInfo};
 use crate::jobs::engine::{Engine, EngineError, JobContext, JobKind, JobOutput};
 use frontend::{Frontend, N_MELS, SR};
 
 /// `POST /v1/analyze`: tempo and key.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TempoKeyReport {
     /// Tempo, beats per minute, one decimal.
     pub bpm: f64,
@@ -42,15 +44,16 @@ pub struct TempoKeyReport {
 }
 
 /// Mean and standard deviation of a per-frame descriptor.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 pub struct Stat {
     pub mean: f64,
     pub std: f64,
 }
 
 /// `POST /v1/features`: level and spectral descriptors, chroma and mel summaries. (Loudness per
-/// BS.1770 is in [`FullReport`]; its K-weighting pass would cost a third of the sync budget.)
-#[derive(Debug, Clone, Serialize)]
+/// BS.1770 is in the full report of `/v1/analyze/upload`; its K-weighting pass would cost a third
+/// of the sync budget.)
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FeaturesReport {
     /// Length, seconds.
     pub duration_secs: f64,
@@ -79,7 +82,7 @@ pub struct FeaturesReport {
 }
 
 /// Per-band statistics of the log-mel spectrogram.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MelSummary {
     /// Band count.
     pub bands: usize,
@@ -649,10 +652,16 @@ pub fn full_table(r: &FullReport) -> String {
     s
 }
 
-/// Validates the multipart text fields of `/v1/analyze/upload`. The job takes no options;
-/// every field is ignored, so the stored parameters are `{}`.
-pub fn parse_params(_fields: &BTreeMap<String, String>) -> Result<Value, String> {
-    Ok(json!({}))
+/// The analyses take the `audio` file alone, with no options.
+// `/v1/analyze/upload`'s parameters (see `JobParams`): none. The job ignores every text field
+// and stores `{}`; the synchronous analyses refuse text fields.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct AnalyzeParams {}
+
+impl JobParams for AnalyzeParams {
+    fn from_fields(_fields: &BTreeMap<String, String>) -> Result<Self, String> {
+        Ok(AnalyzeParams {})
+    }
 }
 
 /// The `/v1/analyze/upload` job engine.
@@ -667,8 +676,9 @@ impl Engine for AnalyzeEngine {
         "dsp"
     }
 
+    /// See [`AnalyzeParams`].
     fn params(&self, fields: &BTreeMap<String, String>) -> Result<Value, String> {
-        parse_params(fields)
+        AnalyzeParams::store(fields)
     }
 
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, EngineError> {

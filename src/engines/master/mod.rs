@@ -19,9 +19,11 @@ pub mod dsp;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
+use super::JobParams;
 use crate::audio::{self, encode::Format, loudness, Audio, Loudness, Measure};
 use crate::jobs::engine::{file_ref, Engine, EngineError, JobContext, JobKind, JobOutput};
 use dsp::{Biquad, CompressorSettings, LimiterSettings};
@@ -381,112 +383,187 @@ pub fn report_table(r: &MasterReport) -> String {
     s
 }
 
-/// Parameters of a master job, as validated from the multipart fields.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MasterParams {
-    /// Loudness targets and chain switches.
-    pub settings: MasterSettings,
-    /// Output format.
-    pub format: Format,
+/// Output format; default `wav16`. An `mp3` is encoded at `bitrate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MasterFormat {
+    #[default]
+    Wav16,
+    Wav24,
+    Float,
+    Mp3,
+    Flac,
+    Flac24,
 }
 
-/// Validates the multipart text fields of `POST /v1/master`:
-/// - `target_lufs`: number, −30 … −6, default −14;
-/// - `true_peak_db`: number, −9 … 0, default −1;
-/// - `format`: `wav16` (default) | `wav24` | `float` | `mp3` | `flac` | `flac24`;
-/// - `bitrate`: MP3 kbit/s, one of 8 … 320 LAME rates, default 320 (only with `format=mp3`);
-/// - `eq`, `compress`: `true` | `false`, default `true`.
-///
-/// Other fields are ignored (the API may pass its own, e.g. a webhook URL).
-pub fn parse_params(fields: &BTreeMap<String, String>) -> Result<MasterParams, String> {
-    let num = |name: &str, default: f64, (lo, hi): (f64, f64)| -> Result<f64, String> {
-        match fields.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
-            None => Ok(default),
-            Some(v) => match v.parse::<f64>() {
-                Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
-                _ => Err(format!(
-                    "{name} must be a number from {lo} to {hi}, got {v:?}"
-                )),
-            },
-        }
-    };
-    let flag = |name: &str| -> Result<bool, String> {
-        match fields.get(name).map(|s| s.trim().to_ascii_lowercase()) {
-            None => Ok(true),
-            Some(v) if v.is_empty() || v == "true" || v == "1" => Ok(true),
-            Some(v) if v == "false" || v == "0" => Ok(false),
-            Some(v) => Err(format!("{name} must be true or false, got {v:?}")),
-        }
-    };
-    let target_lufs = num("target_lufs", -14.0, TARGET_LUFS_RANGE)?;
-    let true_peak_db = num("true_peak_db", -1.0, TRUE_PEAK_RANGE)?;
-    let format_name = fields
-        .get("format")
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("wav16");
-    let kbps = match fields
-        .get("bitrate")
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-    {
-        None => None,
-        Some(v) => match v.parse::<u32>() {
-            Ok(k) if audio::encode::MP3_BITRATES.contains(&k) => Some(k),
-            _ => {
-                return Err(format!(
-                    "bitrate must be one of {:?} kbit/s, got {v:?}",
-                    audio::encode::MP3_BITRATES
-                ))
-            }
-        },
-    };
-    let format = Format::parse(format_name, kbps).ok_or_else(|| {
-        format!("format must be wav16, wav24, float, mp3, flac or flac24, got {format_name:?}")
-    })?;
-    if kbps.is_some() && !matches!(format, Format::Mp3 { .. }) {
-        return Err("bitrate applies only to format=mp3".into());
+impl MasterFormat {
+    /// A name [`Format::parse`] reads (aliases and any case, as the API always took them).
+    pub fn parse(name: &str) -> Option<MasterFormat> {
+        Some(match Format::parse(name, None)? {
+            Format::Wav16 => MasterFormat::Wav16,
+            Format::Wav24 => MasterFormat::Wav24,
+            Format::WavFloat => MasterFormat::Float,
+            Format::Mp3 { .. } => MasterFormat::Mp3,
+            Format::Flac16 => MasterFormat::Flac,
+            Format::Flac24 => MasterFormat::Flac24,
+        })
     }
-    Ok(MasterParams {
-        settings: MasterSettings {
-            target_lufs,
-            true_peak_db,
-            eq: flag("eq")?,
-            compress: flag("compress")?,
-        },
-        format,
-    })
+}
+
+impl<'de> Deserialize<'de> for MasterFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        MasterFormat::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown format {name:?}")))
+    }
+}
+
+/// The fields of `POST /v1/master` beside the `audio` file; each may be left out.
+// The type every use of master parameters shares: see `JobParams`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct MasterParams {
+    /// Integrated loudness to reach, LUFS; default −14.
+    #[schema(minimum = -30, maximum = -6)]
+    pub target_lufs: f64,
+    /// True-peak ceiling, dBTP; default −1.
+    #[schema(minimum = -9, maximum = 0)]
+    pub true_peak_db: f64,
+    #[schema(inline)]
+    pub format: MasterFormat,
+    /// Apply the tilt EQ; default true.
+    pub eq: bool,
+    /// Apply the glue compressor; default true.
+    pub compress: bool,
+    /// MP3 kbit/s, one of LAME's rates (8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192,
+    /// 224, 256, 320); only with `format=mp3`, default 320.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 8, maximum = 320)]
+    pub bitrate: Option<u32>,
 }
 
 impl MasterParams {
-    /// The stored JSON form (what `Engine::params` returns).
-    pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "target_lufs": self.settings.target_lufs,
-            "true_peak_db": self.settings.true_peak_db,
-            "format": self.format.name(),
-            "eq": self.settings.eq,
-            "compress": self.settings.compress,
-        });
-        if let Format::Mp3 { kbps } = self.format {
-            v["bitrate"] = json!(kbps);
+    /// Loudness targets and chain switches.
+    pub fn settings(&self) -> MasterSettings {
+        MasterSettings {
+            target_lufs: self.target_lufs,
+            true_peak_db: self.true_peak_db,
+            eq: self.eq,
+            compress: self.compress,
         }
-        v
     }
 
-    /// Reads the stored JSON form back.
-    pub fn from_json(v: &Value) -> Result<MasterParams, String> {
-        let mut fields = BTreeMap::new();
-        if let Some(obj) = v.as_object() {
-            for (k, val) in obj {
-                let s = match val {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                fields.insert(k.clone(), s);
-            }
+    /// The encoder's format.
+    pub fn format(&self) -> Format {
+        match self.format {
+            MasterFormat::Wav16 => Format::Wav16,
+            MasterFormat::Wav24 => Format::Wav24,
+            MasterFormat::Float => Format::WavFloat,
+            MasterFormat::Mp3 => Format::Mp3 {
+                kbps: self.bitrate.unwrap_or(320),
+            },
+            MasterFormat::Flac => Format::Flac16,
+            MasterFormat::Flac24 => Format::Flac24,
         }
-        parse_params(&fields)
+    }
+}
+
+impl Default for MasterParams {
+    fn default() -> Self {
+        let s = MasterSettings::default();
+        MasterParams {
+            target_lufs: s.target_lufs,
+            true_peak_db: s.true_peak_db,
+            format: MasterFormat::Wav16,
+            eq: s.eq,
+            compress: s.compress,
+            bitrate: None,
+        }
+    }
+}
+
+impl JobParams for MasterParams {
+    /// The multipart text fields of `POST /v1/master`: numbers as text, `true`/`false` (or
+    /// `1`/`0`) for the switches. Other fields are ignored (the API may pass its own, e.g. a
+    /// webhook URL).
+    fn from_fields(fields: &BTreeMap<String, String>) -> Result<MasterParams, String> {
+        let get = |name: &str| fields.get(name).map(|s| s.trim()).filter(|s| !s.is_empty());
+        let num = |name: &str, default: f64, (lo, hi): (f64, f64)| -> Result<f64, String> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => match v.parse::<f64>() {
+                    Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
+                    _ => Err(format!(
+                        "{name} must be a number from {lo} to {hi}, got {v:?}"
+                    )),
+                },
+            }
+        };
+        let flag = |name: &str| -> Result<bool, String> {
+            match fields.get(name).map(|s| s.trim().to_ascii_lowercase()) {
+                None => Ok(true),
+                Some(v) if v.is_empty() || v == "true" || v == "1" => Ok(true),
+                Some(v) if v == "false" || v == "0" => Ok(false),
+                Some(v) => Err(format!("{name} must be true or false, got {v:?}")),
+            }
+        };
+        let d = MasterParams::default();
+        let target_lufs = num("target_lufs", d.target_lufs, TARGET_LUFS_RANGE)?;
+        let true_peak_db = num("true_peak_db", d.true_peak_db, TRUE_PEAK_RANGE)?;
+        let format_name = get("format").unwrap_or("wav16");
+        let bitrate = match get("bitrate") {
+            None => None,
+            Some(v) => match v.parse::<u32>() {
+                Ok(k) if audio::encode::MP3_BITRATES.contains(&k) => Some(k),
+                _ => {
+                    return Err(format!(
+                        "bitrate must be one of {:?} kbit/s, got {v:?}",
+                        audio::encode::MP3_BITRATES
+                    ))
+                }
+            },
+        };
+        let format = MasterFormat::parse(format_name).ok_or_else(|| {
+            format!("format must be wav16, wav24, float, mp3, flac or flac24, got {format_name:?}")
+        })?;
+        if bitrate.is_some() && format != MasterFormat::Mp3 {
+            return Err("bitrate applies only to format=mp3".into());
+        }
+        Ok(MasterParams {
+            target_lufs,
+            true_peak_db,
+            format,
+            eq: flag("eq")?,
+            compress: flag("compress")?,
+            // MP3's rate is always stored, so the job says what it was encoded at.
+            bitrate: (format == MasterFormat::Mp3).then(|| bitrate.unwrap_or(320)),
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let in_range = |x: f64, (lo, hi): (f64, f64)| x.is_finite() && (lo..=hi).contains(&x);
+        if !in_range(self.target_lufs, TARGET_LUFS_RANGE) {
+            return Err(format!(
+                "target_lufs must be a number from {} to {}",
+                TARGET_LUFS_RANGE.0, TARGET_LUFS_RANGE.1
+            ));
+        }
+        if !in_range(self.true_peak_db, TRUE_PEAK_RANGE) {
+            return Err(format!(
+                "true_peak_db must be a number from {} to {}",
+                TRUE_PEAK_RANGE.0, TRUE_PEAK_RANGE.1
+            ));
+        }
+        match (self.format, self.bitrate) {
+            (MasterFormat::Mp3, Some(k)) if !audio::encode::MP3_BITRATES.contains(&k) => {
+                Err(format!(
+                    "bitrate must be one of {:?} kbit/s",
+                    audio::encode::MP3_BITRATES
+                ))
+            }
+            (MasterFormat::Mp3, _) | (_, None) => Ok(()),
+            (_, Some(_)) => Err("bitrate applies only to format=mp3".into()),
+        }
     }
 }
 
@@ -502,19 +579,21 @@ impl Engine for MasterEngine {
         "dsp"
     }
 
+    /// See [`MasterParams`].
     fn params(&self, fields: &BTreeMap<String, String>) -> Result<Value, String> {
-        Ok(parse_params(fields)?.to_json())
+        MasterParams::store(fields)
     }
 
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, EngineError> {
-        let params = MasterParams::from_json(ctx.params).map_err(EngineError::InvalidInput)?;
+        let params = MasterParams::stored(ctx.params)?;
+        let format = params.format();
         let audio = audio::decode_with_progress(ctx.input, &|p| (ctx.progress)(p * 0.15))?;
         if (ctx.cancelled)() {
             return Err(EngineError::Cancelled);
         }
-        let name = format!("mastered.{}", params.format.extension());
+        let name = format!("mastered.{}", format.extension());
         let out = ctx.out_dir.join(&name);
-        let report = master_audio_to_file(&audio, &out, params.format, &params.settings, &|p| {
+        let report = master_audio_to_file(&audio, &out, format, &params.settings(), &|p| {
             (ctx.progress)(0.15 + p * 0.85)
         })?;
         if (ctx.cancelled)() {
@@ -525,7 +604,7 @@ impl Engine for MasterEngine {
         Ok(JobOutput {
             result: json!({
                 "mastered": file_ref(&name),
-                "format": params.format.name(),
+                "format": format.name(),
                 "report": report_json,
             }),
         })
@@ -545,9 +624,10 @@ mod tests {
 
     #[test]
     fn params_have_documented_defaults_and_ranges() {
+        let parse_params = MasterParams::from_fields;
         let p = parse_params(&fields(&[])).unwrap();
-        assert_eq!(p.settings, MasterSettings::default());
-        assert_eq!(p.format, Format::Wav16);
+        assert_eq!(p.settings(), MasterSettings::default());
+        assert_eq!(p.format(), Format::Wav16);
         let p = parse_params(&fields(&[
             ("target_lufs", "-9.5"),
             ("true_peak_db", "-0.3"),
@@ -557,10 +637,22 @@ mod tests {
             ("webhook_url", "ignored"),
         ]))
         .unwrap();
-        assert_eq!(p.settings.target_lufs, -9.5);
-        assert!(!p.settings.eq && p.settings.compress);
-        assert_eq!(p.format, Format::Mp3 { kbps: 192 });
-        assert_eq!(MasterParams::from_json(&p.to_json()).unwrap(), p);
+        assert_eq!(p.settings().target_lufs, -9.5);
+        assert!(!p.eq && p.compress);
+        assert_eq!(p.format(), Format::Mp3 { kbps: 192 });
+        let stored = serde_json::to_value(&p).unwrap();
+        assert_eq!(MasterParams::stored(&stored).unwrap(), p);
+        // The stored form clients have always seen: MP3's rate included, no bitrate otherwise.
+        assert_eq!(
+            serde_json::to_value(parse_params(&fields(&[("format", "MP3")])).unwrap()).unwrap(),
+            json!({"target_lufs": -14.0, "true_peak_db": -1.0, "format": "mp3", "eq": true,
+                   "compress": true, "bitrate": 320})
+        );
+        assert_eq!(
+            serde_json::to_value(parse_params(&fields(&[("format", "flac16")])).unwrap()).unwrap(),
+            json!({"target_lufs": -14.0, "true_peak_db": -1.0, "format": "flac", "eq": true,
+                   "compress": true})
+        );
         for bad in [
             ("target_lufs", "-3"),
             ("target_lufs", "loud"),

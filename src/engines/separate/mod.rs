@@ -6,7 +6,7 @@
 //! - [`htdemucs`]: Demucs v4 "HTDemucs" ported to candle, loaded from an installed bag of converted
 //!   official checkpoints ([`HtdemucsSeparateEngine`], reported as `"model": "<bag id>"`).
 //!
-//! Both engines take the same job fields ([`separate_params`]) and write their stems the same way.
+//! Both engines take the same job fields ([`SeparateParams`]) and write their stems the same way.
 
 pub mod dsp;
 pub mod htdemucs;
@@ -15,42 +15,101 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::Device;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
+use super::JobParams;
 use crate::audio::{self, Audio, Format};
 use crate::jobs::engine::{
     file_ref, Engine, EngineError, JobContext, JobKind, JobOutput, Resource,
 };
 use htdemucs::{BagOfModels, SeparateOptions};
 
-/// The `/v1/separate` job fields: `stems`: `2` or `4` (default 4); `format`: `wav16` (default),
-/// `wav24` or `float`.
-pub fn separate_params(fields: &BTreeMap<String, String>) -> Result<Value, String> {
-    let stems = match fields.get("stems").map(|s| s.trim()) {
-        None | Some("") | Some("4") => 4,
-        Some("2") => 2,
-        Some(other) => return Err(format!("stems must be 2 or 4, not {other:?}")),
-    };
-    let format = fields.get("format").map_or("wav16", |s| s.trim());
-    match Format::parse(format, None) {
-        Some(Format::Wav16 | Format::Wav24 | Format::WavFloat) => {}
-        _ => {
-            return Err(format!(
-                "format must be wav16, wav24 or float, not {format:?}"
-            ))
-        }
-    }
-    Ok(json!({ "stems": stems, "format": format }))
+/// WAV encoding of the stems; default `wav16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WavFormat {
+    /// 16-bit PCM.
+    #[default]
+    Wav16,
+    /// 24-bit PCM.
+    Wav24,
+    /// 32-bit float.
+    Float,
 }
 
-/// The stored parameters [`separate_params`] returned: two stems?, and the WAV format.
-fn stored_params(params: &Value) -> (bool, Format) {
-    let two = params["stems"] == 2;
-    let format = params["format"]
-        .as_str()
-        .and_then(|f| Format::parse(f, None))
-        .unwrap_or(Format::Wav16);
-    (two, format)
+impl WavFormat {
+    /// A name [`Format::parse`] reads as a WAV format (aliases and any case, as the API always
+    /// took them).
+    pub fn parse(name: &str) -> Option<WavFormat> {
+        match Format::parse(name, None)? {
+            Format::Wav16 => Some(WavFormat::Wav16),
+            Format::Wav24 => Some(WavFormat::Wav24),
+            Format::WavFloat => Some(WavFormat::Float),
+            _ => None,
+        }
+    }
+
+    /// The encoder's format.
+    pub fn format(self) -> Format {
+        match self {
+            WavFormat::Wav16 => Format::Wav16,
+            WavFormat::Wav24 => Format::Wav24,
+            WavFormat::Float => Format::WavFloat,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WavFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        WavFormat::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown WAV format {name:?}")))
+    }
+}
+
+/// The fields of `POST /v1/separate` beside the `audio` file; each may be left out.
+// The type every use of separation parameters shares (see `JobParams`), the same for every
+// separator.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct SeparateParams {
+    /// `2` (`vocals`, `accompaniment`) or `4` (`vocals`, `drums`, `bass`, `other`); default 4.
+    #[schema(minimum = 2, maximum = 4, multiple_of = 2)]
+    pub stems: u8,
+    #[schema(inline)]
+    pub format: WavFormat,
+}
+
+impl Default for SeparateParams {
+    fn default() -> Self {
+        SeparateParams {
+            stems: 4,
+            format: WavFormat::Wav16,
+        }
+    }
+}
+
+impl JobParams for SeparateParams {
+    fn from_fields(fields: &BTreeMap<String, String>) -> Result<Self, String> {
+        let stems = match fields.get("stems").map(|s| s.trim()) {
+            None | Some("") | Some("4") => 4,
+            Some("2") => 2,
+            Some(other) => return Err(format!("stems must be 2 or 4, not {other:?}")),
+        };
+        let name = fields.get("format").map_or("wav16", |s| s.trim());
+        let format = WavFormat::parse(name)
+            .ok_or_else(|| format!("format must be wav16, wav24 or float, not {name:?}"))?;
+        Ok(SeparateParams { stems, format })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match self.stems {
+            2 | 4 => Ok(()),
+            n => Err(format!("stems must be 2 or 4, not {n}")),
+        }
+    }
 }
 
 /// Writes each stem as `<name>.wav` in `out_dir` and returns `{name: {"$file": "<name>.wav"}}`.
@@ -80,13 +139,14 @@ impl Engine for DspSeparateEngine {
         "dsp"
     }
 
-    /// See [`separate_params`].
+    /// See [`SeparateParams`].
     fn params(&self, fields: &BTreeMap<String, String>) -> Result<Value, String> {
-        separate_params(fields)
+        SeparateParams::store(fields)
     }
 
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, EngineError> {
-        let (two, format) = stored_params(ctx.params);
+        let params = SeparateParams::stored(ctx.params)?;
+        let (two, format) = (params.stems == 2, params.format.format());
         let input = audio::decode_with_progress(ctx.input, &|p| (ctx.progress)(0.1 * p))?;
         let stems = dsp::separate(
             &input,
@@ -104,7 +164,7 @@ impl Engine for DspSeparateEngine {
             result: json!({
                 "stems": urls,
                 "model": "dsp",
-                "format": ctx.params["format"],
+                "format": params.format,
                 "sample_rate": input.sample_rate,
                 "duration": input.duration_secs(),
             }),
@@ -214,13 +274,14 @@ impl Engine for HtdemucsSeparateEngine {
         Resource::Device
     }
 
-    /// See [`separate_params`].
+    /// See [`SeparateParams`].
     fn params(&self, fields: &BTreeMap<String, String>) -> Result<Value, String> {
-        separate_params(fields)
+        SeparateParams::store(fields)
     }
 
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, EngineError> {
-        let (two, format) = stored_params(ctx.params);
+        let params = SeparateParams::stored(ctx.params)?;
+        let (two, format) = (params.stems == 2, params.format.format());
         let input = audio::decode_with_progress(ctx.input, &|p| (ctx.progress)(0.05 * p))?;
         if input.frames() == 0 || input.channels.is_empty() {
             return Err(EngineError::InvalidInput("the audio has no samples".into()));
@@ -286,7 +347,7 @@ impl Engine for HtdemucsSeparateEngine {
             result: json!({
                 "stems": urls,
                 "model": self.id,
-                "format": ctx.params["format"],
+                "format": params.format,
                 "sample_rate": rate,
                 "duration": duration,
             }),

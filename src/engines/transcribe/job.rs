@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{shared_model, Error, TranscribeOptions};
+use super::{shared_model, Error, TranscribeParams};
+use crate::engines::JobParams;
 use crate::jobs::engine::file_ref;
 use crate::jobs::{Engine, EngineError, JobContext, JobKind, JobOutput, Resource};
 
@@ -27,12 +28,6 @@ impl From<Error> for EngineError {
     }
 }
 
-/// Validates the multipart text fields into the parameters stored with the job.
-pub fn params(fields: &BTreeMap<String, String>) -> Result<Value, String> {
-    let opts = TranscribeOptions::from_fields(fields)?;
-    serde_json::to_value(opts).map_err(|e| e.to_string())
-}
-
 /// Transcribes decoded samples with the stored parameters, writes the three files into `out_dir` and
 /// returns the job result (`{"$file": …}` marks files the worker publishes as URLs).
 pub fn run(
@@ -42,8 +37,7 @@ pub fn run(
     progress: &(dyn Fn(f32) + Sync),
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<JobOutput, EngineError> {
-    let opts: TranscribeOptions = serde_json::from_value(params.clone())
-        .map_err(|e| EngineError::InvalidInput(format!("bad stored parameters: {e}")))?;
+    let opts = TranscribeParams::stored(params)?;
     let model = shared_model()?;
     let t = model.transcribe(samples_22050, &opts, progress, cancelled)?;
     let write = |name: &str, bytes: &[u8]| {
@@ -107,8 +101,9 @@ impl Engine for TranscribeEngine {
         }
     }
 
+    /// See [`TranscribeParams`].
     fn params(&self, fields: &BTreeMap<String, String>) -> Result<Value, String> {
-        params(fields)
+        TranscribeParams::store(fields)
     }
 
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, EngineError> {

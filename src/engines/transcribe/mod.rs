@@ -25,8 +25,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::{json, Value};
 
+use crate::engines::JobParams;
+
 pub use model::{BasicPitchModel, Config};
-pub use options::TranscribeOptions;
+pub use options::TranscribeParams;
 
 /// The converted ICASSP 2022 checkpoint, built into the binary.
 pub static WEIGHTS: &[u8] = include_bytes!(concat!(
@@ -279,7 +281,7 @@ impl BasicPitch {
     pub fn transcribe(
         &self,
         samples_22050: &[f32],
-        opts: &TranscribeOptions,
+        opts: &TranscribeParams,
         progress: &dyn Fn(f32),
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Transcription, Error> {
@@ -292,11 +294,7 @@ impl BasicPitch {
 }
 
 /// Notes from model outputs (`model_output_to_notes` without the MIDI part).
-pub fn notes_from_output(
-    output: &ModelOutput,
-    opts: &TranscribeOptions,
-    cfg: &Config,
-) -> Vec<Note> {
+pub fn notes_from_output(output: &ModelOutput, opts: &TranscribeParams, cfg: &Config) -> Vec<Note> {
     let frame_notes = notes::output_to_notes_polyphonic(
         output.note.clone(),
         output.onset.clone(),
@@ -333,7 +331,7 @@ pub fn shared_model() -> Result<&'static BasicPitch, Error> {
 /// notes; `progress` receives `0.0..=1.0` as windows complete.
 pub fn transcribe(
     samples_22050: &[f32],
-    opts: &TranscribeOptions,
+    opts: &TranscribeParams,
     progress: &dyn Fn(f32),
 ) -> Result<Transcription, Error> {
     shared_model()?.transcribe(samples_22050, opts, progress, &|| false)
@@ -352,7 +350,7 @@ mod tests {
 
     #[test]
     fn empty_and_short_audio_give_no_notes() {
-        let opts = TranscribeOptions::default();
+        let opts = TranscribeParams::default();
         for n in [0usize, 1, 100, 256, 2000] {
             let t = transcribe(&vec![0.1; n], &opts, &|_| {}).unwrap();
             assert!(t.notes.is_empty(), "{n} samples");
@@ -366,7 +364,7 @@ mod tests {
     fn non_finite_samples_are_rejected() {
         let mut x = sine(440.0, 0.5);
         x[100] = f32::NAN;
-        let err = transcribe(&x, &TranscribeOptions::default(), &|_| {}).unwrap_err();
+        let err = transcribe(&x, &TranscribeParams::default(), &|_| {}).unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err}");
     }
 
@@ -374,7 +372,7 @@ mod tests {
     fn a_sine_becomes_one_note_at_its_pitch() {
         let x = sine(440.0, 1.0);
         let last = std::sync::Mutex::new(0f32);
-        let t = transcribe(&x, &TranscribeOptions::default(), &|p| {
+        let t = transcribe(&x, &TranscribeParams::default(), &|p| {
             *last.lock().unwrap() = p;
         })
         .unwrap();
@@ -398,7 +396,7 @@ mod tests {
         let err = m
             .transcribe(
                 &sine(440.0, 1.0),
-                &TranscribeOptions::default(),
+                &TranscribeParams::default(),
                 &|_| {},
                 &|| true,
             )

@@ -23,7 +23,7 @@ const SAMPLE_RATE: usize = 22_050;
 const ANNOT_N_FRAMES: usize = 172;
 const AUDIO_N_SAMPLES: usize = 43_844;
 
-/// Note-extraction parameters in model units (see `TranscribeOptions` for the user-facing ones).
+/// Note-extraction parameters in model units (see `TranscribeParams` for the user-facing ones).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoteParams {
     /// Minimum onset activation for a note to start.

@@ -1,28 +1,37 @@
 //! `/v1/transcribe` parameters: defaults from `basic_pitch.inference.predict`, parsed from multipart text
-//! fields, validated, and stored with the job as JSON.
+//! fields, validated, and stored with the job as JSON (see [`JobParams`]).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::notes::{self, NoteParams};
+use crate::engines::JobParams;
 
 /// Nyquist frequency of the model's 22,050 Hz input: no note can lie above it.
 const MAX_HZ: f64 = 11_025.0;
 
-/// Options of one transcription (names are the multipart field names).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The fields of `POST /v1/transcribe` beside the `audio` file: basic-pitch's options, each of
+/// which may be left out.
+// The type every use of transcription options shares: see `JobParams`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(default)]
-pub struct TranscribeOptions {
+pub struct TranscribeParams {
     /// Minimum onset activation for a note to start (`0..=1`; reference 0.5).
+    #[schema(minimum = 0, maximum = 1)]
     pub onset_threshold: f64,
     /// Minimum note activation for a note to continue (`0..=1`; reference 0.3).
+    #[schema(minimum = 0, maximum = 1)]
     pub frame_threshold: f64,
     /// Notes shorter than this are dropped (ms; reference 127.70, i.e. 11 frames).
+    #[schema(minimum = 0, maximum = 60000)]
     pub min_note_ms: f64,
-    /// Ignore pitches below this frequency (Hz).
+    /// Ignore pitches below this frequency (Hz; below `max_hz`).
+    #[schema(minimum = 1, maximum = 11025)]
     pub min_hz: Option<f64>,
-    /// Ignore pitches at or above this frequency (Hz).
+    /// Ignore pitches at or above this frequency (Hz; above `min_hz`).
+    #[schema(minimum = 1, maximum = 11025)]
     pub max_hz: Option<f64>,
     /// Also recover notes without a detected onset from the remaining activations (reference on).
     pub melodia_trick: bool,
@@ -32,10 +41,11 @@ pub struct TranscribeOptions {
     /// off: bends of overlapping notes are dropped from the MIDI file).
     pub multiple_pitch_bends: bool,
     /// Tempo written to the MIDI file (BPM; reference 120). Note times are in seconds regardless.
+    #[schema(minimum = 4, maximum = 1000)]
     pub midi_tempo: f64,
 }
 
-impl Default for TranscribeOptions {
+impl Default for TranscribeParams {
     fn default() -> Self {
         Self {
             onset_threshold: 0.5,
@@ -70,23 +80,10 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, String> {
     }
 }
 
-impl TranscribeOptions {
-    /// Field names this engine reads; other fields of the form are left to the caller.
-    pub const FIELDS: [&'static str; 9] = [
-        "onset_threshold",
-        "frame_threshold",
-        "min_note_ms",
-        "min_hz",
-        "max_hz",
-        "melodia_trick",
-        "pitch_bends",
-        "multiple_pitch_bends",
-        "midi_tempo",
-    ];
-
+impl JobParams for TranscribeParams {
     /// Parses the multipart text fields; absent or empty fields keep their defaults, unknown fields are
     /// ignored. `Err` is a message for a `400 invalid_request`.
-    pub fn from_fields(fields: &BTreeMap<String, String>) -> Result<Self, String> {
+    fn from_fields(fields: &BTreeMap<String, String>) -> Result<Self, String> {
         let mut o = Self::default();
         let get = |k: &str| {
             fields
@@ -127,7 +124,7 @@ impl TranscribeOptions {
     }
 
     /// Checks values set programmatically or read back from JSON.
-    pub fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), String> {
         let in_range = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
         if !in_range(self.onset_threshold, 0.0, 1.0) {
             return Err("`onset_threshold` must be between 0 and 1".into());
@@ -155,7 +152,9 @@ impl TranscribeOptions {
         }
         Ok(())
     }
+}
 
+impl TranscribeParams {
     /// The note-extraction parameters these options mean.
     pub fn note_params(&self) -> NoteParams {
         NoteParams {
@@ -182,8 +181,8 @@ mod tests {
 
     #[test]
     fn defaults_are_the_reference_ones() {
-        let o = TranscribeOptions::from_fields(&fields(&[("webhook_url", "http://x")])).unwrap();
-        assert_eq!(o, TranscribeOptions::default());
+        let o = TranscribeParams::from_fields(&fields(&[("webhook_url", "http://x")])).unwrap();
+        assert_eq!(o, TranscribeParams::default());
         assert_eq!(o.onset_threshold, 0.5);
         assert_eq!(o.frame_threshold, 0.3);
         assert_eq!(o.min_note_ms, 127.7);
@@ -194,7 +193,7 @@ mod tests {
 
     #[test]
     fn values_are_parsed() {
-        let o = TranscribeOptions::from_fields(&fields(&[
+        let o = TranscribeParams::from_fields(&fields(&[
             ("onset_threshold", "0.6"),
             ("frame_threshold", " 0.25 "),
             ("min_note_ms", "58"),
@@ -214,7 +213,7 @@ mod tests {
         assert!(!o.melodia_trick && !o.pitch_bends && o.multiple_pitch_bends);
         assert_eq!(o.midi_tempo, 90.0);
         let json = serde_json::to_value(&o).unwrap();
-        let back: TranscribeOptions = serde_json::from_value(json).unwrap();
+        let back: TranscribeParams = serde_json::from_value(json).unwrap();
         assert_eq!(back, o);
     }
 
@@ -232,10 +231,10 @@ mod tests {
             ("midi_tempo", "0"),
             ("midi_tempo", "inf"),
         ] {
-            let err = TranscribeOptions::from_fields(&fields(&[(k, v)])).unwrap_err();
+            let err = TranscribeParams::from_fields(&fields(&[(k, v)])).unwrap_err();
             assert!(err.contains(k), "{k}={v}: {err}");
         }
-        let err = TranscribeOptions::from_fields(&fields(&[("min_hz", "500"), ("max_hz", "400")]))
+        let err = TranscribeParams::from_fields(&fields(&[("min_hz", "500"), ("max_hz", "400")]))
             .unwrap_err();
         assert!(err.contains("min_hz"), "{err}");
     }
