@@ -11,8 +11,15 @@ right) and key exact. --check exits 1 when tempo is below --tempo-target or key 
 --key-target (both default 95%, issue 16's targets; CI passes the level measured when the gate
 was set while the tempo target is open, so the step catches regressions).
 
+--also soundcheck,librosa adds two more readers of the same files, reported beside essentia and
+never gated: soundcheck's own analyser (`soundcheck analyze FILE --json`: tempo and key) and
+librosa's tempo (`feature.tempo` with `beat.beat_track`'s defaults, the tempo beat_track reports;
+tempo only; `pip install librosa`). A composer
+that only one analyser reads correctly is fitted to that analyser, not made unambiguous.
+
 Usage:
   python3 scripts/analysis_eval/generations.py --bin target/debug/soundcheck [--check] [--json F]
+      [--also soundcheck,librosa]
 """
 import argparse
 import json
@@ -61,6 +68,37 @@ def essentia_one(path):
     return {"bpm": bpm, "key": f"{k} {scale}"}
 
 
+def soundcheck_one(binary, path):
+    r = subprocess.run([binary, "analyze", path, "--json"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"soundcheck analyze {path} failed: {r.stderr[-500:]}")
+    j = json.loads(r.stdout)
+    return {"bpm": float(j["rhythm"]["bpm"]), "key": j["key"]["name"]}
+
+
+def librosa_one(path):
+    # The tempo `beat.beat_track` reports (it calls this estimator with these defaults), without
+    # the beat tracker itself, whose numba kernels crash with some numba/llvmlite builds.
+    import librosa
+    y, sr = librosa.load(path, sr=22050, mono=True)
+    onset = librosa.onset.onset_strength(y=y, sr=sr)
+    return {"bpm": float(librosa.feature.tempo(onset_envelope=onset, sr=sr, start_bpm=120)[0]), "key": None}
+
+
+def summary(name, reqs, est):
+    n = len(reqs)
+    t = {c: 0 for c in ("exact", "double", "half", "x3/2", "x2/3", "other")}
+    k = 0
+    for r, e in zip(reqs, est):
+        t[tempo_class(e["bpm"], r["bpm"])] += 1
+        k += e["key"] is not None and key_class(parse_key(e["key"]), parse_key(r["key"])) == "exact"
+    line = (f"{name}: tempo within 2% {t['exact']}/{n} ({100 * t['exact'] / n:.1f}%); exact / x2 / x1/2 / x3/2 / "
+            f"x2/3 / other: " + " / ".join(str(t[c]) for c in ("exact", "double", "half", "x3/2", "x2/3", "other")))
+    if any(e["key"] is not None for e in est):
+        line += f"; key exact {k}/{n} ({100 * k / n:.1f}%)"
+    return line
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", required=True, help="soundcheck binary")
@@ -70,6 +108,7 @@ def main():
     ap.add_argument("--key-target", type=float, default=0.95, help="share exact that --check needs")
     ap.add_argument("--json", help="write per-request results here")
     ap.add_argument("--check", action="store_true", help="exit 1 when tempo or key is below its target")
+    ap.add_argument("--also", default="", help="more readers, reported only: soundcheck, librosa (comma-separated)")
     args = ap.parse_args()
     binary = os.path.abspath(args.bin)
     reqs = grid()
@@ -79,6 +118,16 @@ def main():
             list(ex.map(lambda rp: generate(binary, rp[0], rp[1], args.duration), zip(reqs, paths)))
         with ProcessPoolExecutor(args.jobs) as ex:
             est = list(ex.map(essentia_one, paths))
+        also = {}
+        for name in [a for a in args.also.split(",") if a]:
+            if name == "soundcheck":
+                with ThreadPoolExecutor(args.jobs) as ex:
+                    also[name] = list(ex.map(lambda p: soundcheck_one(binary, p), paths))
+            elif name == "librosa":
+                with ProcessPoolExecutor(args.jobs) as ex:
+                    also[name] = list(ex.map(librosa_one, paths))
+            else:
+                sys.exit(f"--also: unknown reader {name!r}")
     n = len(reqs)
     counts = {"exact": 0, "double": 0, "half": 0, "x3/2": 0, "x2/3": 0, "other": 0}
     keys = {"exact": 0, "fifth": 0, "relative": 0, "parallel": 0, "other": 0, "none": 0}
@@ -97,6 +146,12 @@ def main():
           + " / ".join(str(counts[c]) for c in ("exact", "double", "half", "x3/2", "x2/3", "other")))
     print(f"key exact: {keys['exact']}/{n} ({100 * k_acc:.1f}%); fifth {keys['fifth']}, relative {keys['relative']}, "
           f"parallel {keys['parallel']}, other {keys['other'] + keys['none']}")
+    for name, e in also.items():
+        print(summary(name, reqs, e))
+        for r, x in zip(reqs, e):
+            r[f"{name}_bpm"] = round(x["bpm"], 2)
+            if x["key"] is not None:
+                r[f"{name}_key"] = x["key"]
     if lines:
         print("\n| tags | bpm | meter | key | essentia bpm | essentia key |\n|---|---|---|---|---|---|")
         print("\n".join(lines))

@@ -34,6 +34,7 @@ impl Arranger<'_> {
         let hs = self.style.humanize * 0.5;
         let ids = self.ids;
         let changes = next.root != chord.root;
+        let slow = self.grid.slow();
         let pattern = if full {
             pattern
         } else {
@@ -75,7 +76,7 @@ impl Arranger<'_> {
                             nt.glide = rng.pick(&[-5.0, 5.0, 7.0, -12.0]).to_owned();
                         }
                     }
-                    if legato && full && sec.pickup && last && len >= 2 {
+                    if legato && full && sec.pickup && last && len >= 2 && !slow {
                         self.note(
                             ids.bass,
                             bar,
@@ -90,15 +91,23 @@ impl Arranger<'_> {
                 }
             }
             BassPattern::Eighths | BassPattern::Octaves => {
+                // Slow: one note per beat (the octave on every other beat), not eighths.
+                let per_beat = if slow { 1 } else { 2 };
                 for i in 0..n {
-                    for k in 0..2 {
+                    for k in 0..per_beat {
                         let pos = i as f64 + 0.5 * k as f64;
-                        let mut p = if pattern == BassPattern::Octaves && k == 1 {
+                        let up = if slow { i % 2 == 1 } else { k == 1 };
+                        let mut p = if pattern == BassPattern::Octaves && up {
                             root + 12
                         } else {
                             root
                         };
-                        if changes && i + 1 == n && k == 1 && pattern == BassPattern::Eighths {
+                        let last = if slow {
+                            i + 1 == n
+                        } else {
+                            i + 1 == n && k == 1
+                        };
+                        if changes && last && pattern == BassPattern::Eighths {
                             p = fifth;
                         }
                         let v = if k == 0 {
@@ -110,14 +119,19 @@ impl Arranger<'_> {
                         } else {
                             0.68
                         };
-                        self.note(ids.bass, bar, pos, 0.45, p, v, hs);
+                        let dur = if slow { 0.9 } else { 0.45 };
+                        self.note(ids.bass, bar, pos, dur, p, v, hs);
                     }
                 }
             }
             BassPattern::Offbeat => {
                 let trance = self.style.genre == Genre::Trance;
                 for i in 0..n {
-                    if trance {
+                    if slow {
+                        // Slow: the pumping root moves onto the beat.
+                        let v = if i == 0 { 0.9 } else { 0.8 };
+                        self.note(ids.bass, bar, i as f64, 0.6, root, v, 0.0);
+                    } else if trance {
                         for k in 1..4 {
                             self.note(
                                 ids.bass,
@@ -222,7 +236,7 @@ pub(super) struct BassSection {
 }
 
 impl BassSection {
-    /// `on_beats`: only whole-beat slots (see `Arranger::quick_triple`).
+    /// `on_beats`: only whole-beat slots (see `Arranger::quick_triple`, `Grid::slow`).
     pub(super) fn new(on_beats: bool, rng: &mut Rng) -> BassSection {
         let mut cell = vec![(0, 0)];
         let slots: &[u32] = if on_beats { &[4] } else { &[3, 4, 6, 7] };

@@ -46,6 +46,7 @@ impl Arranger<'_> {
         let n = self.beats.len();
         let ids = self.ids;
         let hs = self.style.humanize * 0.5;
+        let slow = self.grid.slow();
         match pattern {
             ChordPattern::Sustain => {
                 if self.chord_starts(bar) {
@@ -71,13 +72,16 @@ impl Arranger<'_> {
                     spots.push(0.0);
                 }
                 for i in 0..n {
-                    if rng.chance(0.3) {
-                        spots.push(i as f64 + 0.5);
+                    // Slow: comping on the beats, not the off-beats.
+                    if rng.chance(0.3) && !(slow && i == 0) {
+                        spots.push(i as f64 + if slow { 0.0 } else { 0.5 });
                     }
                 }
                 if spots.is_empty() {
                     spots.push(if rng.chance(0.5) {
                         0.0
+                    } else if slow {
+                        1.0
                     } else {
                         1.5f64.min(n as f64 - 0.5)
                     });
@@ -91,8 +95,14 @@ impl Arranger<'_> {
             }
             ChordPattern::Offbeat => {
                 for i in 0..n {
+                    // Slow: the stabs move onto the beats.
+                    let (pos, len) = if slow {
+                        (i as f64, 0.45)
+                    } else {
+                        (i as f64 + 0.5, 0.3)
+                    };
                     for &p in &v {
-                        self.note(ids.chords, bar, i as f64 + 0.5, 0.3, p, 0.6, 0.0);
+                        self.note(ids.chords, bar, pos, len, p, 0.6, 0.0);
                     }
                 }
             }
@@ -131,15 +141,17 @@ impl Arranger<'_> {
                 // Root, fifth, octave, and the third on top so the mode is never in doubt.
                 let shape = [root, root + 7, root + 12, root + 12 + chord.tones[1]];
                 let chug = kind != SectionKind::Chorus;
+                // Slow: the chugs fall on the beats, not in eighths.
+                let per_beat = if slow { 1 } else { 2 };
                 for i in 0..n {
                     if chug {
-                        for k in 0..2 {
+                        for k in 0..per_beat {
                             for &p in &shape {
                                 self.note(
                                     ids.chords,
                                     bar,
                                     i as f64 + 0.5 * k as f64,
-                                    0.4,
+                                    if per_beat == 1 { 0.8 } else { 0.4 },
                                     p,
                                     if k == 0 { 0.8 } else { 0.65 },
                                     hs,
@@ -174,7 +186,7 @@ impl Arranger<'_> {
                 let high = self.voiced(&chord, 67);
                 for i in 0..n {
                     for (k, &on) in sec.chop.iter().enumerate() {
-                        if on {
+                        if on && !(slow && k > 0) {
                             let vel = if k == 0 { 0.7 } else { 0.5 };
                             for &p in &high {
                                 self.note(
@@ -251,6 +263,8 @@ impl Arranger<'_> {
         match pattern {
             CounterPattern::Arp => {
                 let div = match self.style.genre {
+                    // Slow: one tone per beat.
+                    _ if self.grid.slow() => 1,
                     Genre::Techno | Genre::Trance => 4,
                     Genre::Synthwave if self.grid.spb > 0.45 => 4,
                     Genre::Ambient => 1,
@@ -325,7 +339,8 @@ impl ChordSection {
             &[true, false, true, true, false, true, true, true],
             &[true, true],
         ];
-        let strum = if a.grid.spb < 0.4 {
+        // Quick or slow: down-strokes on the beats only.
+        let strum = if a.grid.spb < 0.4 || a.grid.slow() {
             vec![true, false]
         } else {
             rng.pick(&patterns).to_vec()

@@ -69,6 +69,10 @@ mod vel {
     /// Per-section extra kicks (on a beat in quick triple meters, else off it) and snare ghosts.
     pub const EXTRA_KICK_ON_BEAT: f32 = 0.6;
     pub const EXTRA_KICK: f32 = 0.7;
+    /// Quick tempos: the snare on the beats between the backbeats.
+    pub const QUICK_SNARE: f32 = 0.6;
+    /// Slow tempos: the waltz after-beats' share of `AFTERBEAT`, so the downbeat leads the bar.
+    pub const SLOW_AFTERBEAT: f32 = 0.5;
     pub const GHOST: f32 = 0.2;
 }
 
@@ -158,13 +162,14 @@ impl Arranger<'_> {
         if crash && (self.style.crash || pattern == DrumPattern::Cinematic) {
             self.hit(ids.crash, bar, 0.0, vel::CRASH);
         }
-        let hat_div = if self.quick_triple() {
+        // Slow beats: the parts move on the beats (see `grid::SLOW_SPB`).
+        let slow = self.grid.slow();
+        let quick = self.grid.quick();
+        let hat_div = if self.quick_triple() || slow {
             1
         } else {
             self.style.hat_div.max(1)
         };
-        // At slow tempos the off-beat hats step back, so the beat (not its eighths) leads.
-        let slow = if self.grid.spb >= 0.75 { 0.6 } else { 1.0 };
         let hats = |a: &mut Self, beat: usize, vel_scale: f32| {
             for k in 0..hat_div {
                 let pos = beat as f64 + k as f64 / hat_div as f64;
@@ -173,9 +178,9 @@ impl Arranger<'_> {
                 }
                 let v = match (hat_div, k) {
                     (_, 0) => vel::HAT_ON_BEAT,
-                    (4, 2) => vel::HAT_MID_BEAT * slow,
-                    (2, 1) => vel::HAT_OFF_EIGHTH * slow,
-                    _ => vel::HAT_SIXTEENTH * slow,
+                    (4, 2) => vel::HAT_MID_BEAT,
+                    (2, 1) => vel::HAT_OFF_EIGHTH,
+                    _ => vel::HAT_SIXTEENTH,
                 };
                 a.hit(ids.hat, bar, pos, v * vel_scale * en);
             }
@@ -206,7 +211,7 @@ impl Arranger<'_> {
                         ),
                         Beat::S | Beat::Ss if full => {
                             let v = if b.role == Beat::Ss {
-                                vel::AFTERBEAT
+                                vel::AFTERBEAT * if slow { vel::SLOW_AFTERBEAT } else { 1.0 }
                             } else {
                                 vel::BACKBEAT
                             };
@@ -218,6 +223,11 @@ impl Arranger<'_> {
                         // Light sections keep a soft pulse on the backbeats.
                         Beat::S | Beat::Ss => self.hit(ids.kick, bar, pos, vel::LIGHT_PULSE * en),
                         Beat::H => {}
+                    }
+                    // Quick: the snare on every beat, the backbeats accented (four on the snare),
+                    // so the beats sound alike and the pulse is not heard in half notes.
+                    if quick && full && !matches!(b.role, Beat::S | Beat::Ss) {
+                        self.hit(ids.snare, bar, pos, vel::QUICK_SNARE * en);
                     }
                 }
                 if full {
@@ -231,7 +241,7 @@ impl Arranger<'_> {
                             self.hit(ids.snare, bar, pos, vel);
                         }
                     }
-                    if self.style.energy >= 0.95 && pattern == DrumPattern::Backbeat {
+                    if self.style.energy >= 0.95 && pattern == DrumPattern::Backbeat && !slow {
                         // Metal: double kick on the off-beats.
                         for i in 0..n {
                             if before_fill(i as f64 + 0.5) {
@@ -243,7 +253,7 @@ impl Arranger<'_> {
                 for i in 0..n {
                     hats(self, i, if full { 1.0 } else { 0.8 });
                 }
-                if pattern == DrumPattern::Trap && full {
+                if pattern == DrumPattern::Trap && full && !slow {
                     for i in 0..n {
                         if rng.chance(0.15) && before_fill(i as f64 + 0.5) {
                             // A hi-hat roll: 32nd notes across the second half of the beat.
@@ -255,7 +265,7 @@ impl Arranger<'_> {
                         }
                     }
                 }
-                if full && rng.chance(sec.open_hat_p) {
+                if full && rng.chance(sec.open_hat_p) && !slow {
                     let pos = n as f64 - 0.5;
                     if before_fill(pos) {
                         self.hit(ids.open_hat, bar, pos, vel::OPEN_HAT * en);
@@ -274,7 +284,10 @@ impl Arranger<'_> {
                     if full && matches!(b.role, Beat::S | Beat::Ss) {
                         self.hit(ids.clap.or(ids.snare), bar, pos, vel::FLOOR_CLAP * en);
                     }
-                    if full {
+                    if slow {
+                        // Slow: the hat joins the kick on the beat instead of the off-beat.
+                        self.hit(ids.hat, bar, pos, vel::FLOOR_LIGHT_HAT * en);
+                    } else if full {
                         self.hit(ids.open_hat, bar, pos + 0.5, vel::OPEN_HAT * en);
                     } else {
                         self.hit(ids.hat, bar, pos + 0.5, vel::FLOOR_LIGHT_HAT * en);
@@ -295,13 +308,13 @@ impl Arranger<'_> {
                             self.hit(ids.kick, bar, g0, en);
                         } else {
                             self.hit(ids.kick, bar, g0, 0.45 * en);
-                            if full {
+                            if full && !slow {
                                 self.hit(ids.kick, bar, g0 + 0.5, 0.9 * en);
                             }
                         }
                         if full {
                             self.hit(ids.snare, bar, g0 + 1.0, vel::BREAK_SNARE * en);
-                            if rng.chance(0.4) {
+                            if rng.chance(0.4) && !slow {
                                 self.hit(ids.snare, bar, g0 + 1.75, vel::GHOST_DRAG);
                             }
                         } else {
@@ -392,7 +405,7 @@ impl Arranger<'_> {
                         self.hit(ids.kick, bar, pos, vel::HEARTBEAT);
                     }
                     self.hit(ids.shaker, bar, pos, vel::SHAKER_BEAT);
-                    if self.style.energy > 0.35 {
+                    if self.style.energy > 0.35 && !slow {
                         self.hit(ids.shaker, bar, pos + 0.5, vel::SHAKER_OFF);
                     }
                 }
@@ -412,7 +425,7 @@ impl Arranger<'_> {
                         } else {
                             vel::TRAIN_OFF
                         };
-                        if full || back {
+                        if (full || back) && !(slow && k == 1) {
                             self.hit(ids.snare, bar, pos + k as f64 * 0.5, v * en);
                         }
                     }
@@ -428,10 +441,10 @@ impl Arranger<'_> {
                         vel::BOSSA_BEAT
                     };
                     self.hit(ids.kick, bar, pos, v);
-                    if full && !b.group_start {
+                    if full && !b.group_start && !slow {
                         self.hit(ids.kick, bar, pos - 0.25, vel::BOSSA_PICKUP);
                     }
-                    for k in 0..4 {
+                    for k in 0..if slow { 1 } else { 4 } {
                         self.hit(
                             ids.shaker,
                             bar,
@@ -454,7 +467,7 @@ impl Arranger<'_> {
                     } else {
                         &[]
                     };
-                    if clave.is_empty() {
+                    if clave.is_empty() && !slow {
                         for (i, b) in beats.iter().enumerate() {
                             if !b.group_start {
                                 self.hit(ids.snare, bar, i as f64 + 0.5, vel::RIM_OFF);
@@ -469,7 +482,11 @@ impl Arranger<'_> {
         }
         if let Some(from) = fill_from {
             // Fill: 16ths (8ths when fast) over the last group, toms falling, louder to the end.
-            let step = if self.grid.spb < 0.35 { 0.5 } else { 0.25 };
+            let step = if self.grid.spb < 0.35 || slow {
+                0.5
+            } else {
+                0.25
+            };
             let count = ((n as f64 - from) / step) as usize;
             for k in 0..count {
                 let pos = from + k as f64 * step;
@@ -511,7 +528,7 @@ impl DrumSection {
             Some(DrumPattern::Backbeat) => (0.12, 0.0),
             _ => (0.0, 0.0),
         };
-        let on_beats = a.quick_triple();
+        let on_beats = a.quick_triple() || a.grid.slow();
         for i in 0..n {
             if on_beats {
                 if a.beats[i].role == Beat::H && rng.chance(kick_p) {

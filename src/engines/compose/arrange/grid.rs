@@ -96,7 +96,25 @@ pub(super) struct Grid {
     pub(super) pair: f64,
 }
 
+/// From this many seconds per beat (80 bpm and slower) the beat is slow: the parts then move on
+/// the beats (hats, extra kicks, bass, chord stabs, strums and arpeggios on quarter notes, fewer
+/// eighths in the melody, softer waltz after-beats under a downbeat that leads), as slow music
+/// does, so its eighths are not heard as the beat at twice the tempo.
+pub(super) const SLOW_SPB: f64 = 0.75;
+/// Below this many seconds per beat (over 150 bpm) the beat is quick: the snare then sounds on
+/// every beat (accented on the backbeats), so the beats sound alike and the pulse is not heard
+/// in half notes (at half the tempo).
+pub(super) const QUICK_SPB: f64 = 0.4;
+
 impl Grid {
+    pub(super) fn slow(&self) -> bool {
+        self.spb >= SLOW_SPB
+    }
+
+    pub(super) fn quick(&self) -> bool {
+        self.spb < QUICK_SPB
+    }
+
     pub(super) fn time(&self, bar: u32, beat: f64) -> f64 {
         let abs = bar as f64 * self.bpb as f64 + beat;
         let pairs = (abs / self.pair).floor();

@@ -164,9 +164,16 @@ pub(super) fn rhythm(
         // Cells: quarter, two eighths, dotted eighth + sixteenth, four sixteenths, rest.
         let w = [
             0.35,
-            if fast { 0.12 } else { 0.25 + 0.3 * density },
+            if fast {
+                0.12
+            } else if a.grid.slow() {
+                // Slow: fewer eighth pairs (they would sound like beats at twice the tempo).
+                0.1 + 0.1 * density
+            } else {
+                0.25 + 0.3 * density
+            },
             0.06 + 0.1 * density,
-            if fast || a.grid.spb < 0.45 {
+            if fast || a.grid.spb < 0.45 || a.grid.slow() {
                 0.0
             } else {
                 0.06 * density

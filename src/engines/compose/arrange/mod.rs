@@ -156,7 +156,7 @@ pub fn arrange(key: Key, style: &Style, bpm: u32, beats: u32, duration: f64, see
         let mut brng = Rng::stream(seed, "bass").fork(&format!("section{si}"));
         let mut crng = Rng::stream(seed, "chords").fork(&format!("section{si}"));
         let dsec = DrumSection::new(&a, &mut drng);
-        let bsec = BassSection::new(a.quick_triple(), &mut brng);
+        let bsec = BassSection::new(a.quick_triple() || a.grid.slow(), &mut brng);
         let csec = ChordSection::new(&a, &mut crng);
         let first_section = si == 0;
         for b in s.start_bar..(s.start_bar + s.bars).min(total_bars) {
