@@ -64,10 +64,36 @@ pub struct LocalFile {
 }
 
 impl LocalFile {
-    /// The path, no longer removed on drop: the caller deletes it (if it was a scratch copy).
-    pub fn detach(mut self) -> PathBuf {
+    /// A file removed when this is dropped (however the code holding it ends).
+    pub fn temporary(path: PathBuf) -> LocalFile {
+        LocalFile {
+            path,
+            temporary: true,
+        }
+    }
+
+    /// Keeps the file: it is not removed on drop.
+    pub fn keep(mut self) -> PathBuf {
         self.temporary = false;
         std::mem::take(&mut self.path)
+    }
+}
+
+/// Why [`Media::local_copy`] has no copy to give.
+#[derive(Debug)]
+pub enum CopyError {
+    /// The object (or file) is not there any more.
+    Gone,
+    /// The storage did not answer, or the copy could not be written; the detail is logged.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for CopyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CopyError::Gone => f.write_str("the input is no longer stored"),
+            CopyError::Unavailable(why) => f.write_str(why),
+        }
     }
 }
 
@@ -131,9 +157,11 @@ impl Media {
     /// S3 configuration keys and values (e.g. `("aws_endpoint", "http://127.0.0.1:9000")`).
     pub fn s3(url: &str, scratch: &Path, settings: &[(&str, &str)]) -> anyhow::Result<Media> {
         let (bucket, prefix) = parse_s3_url(url).map_err(|e| anyhow::anyhow!("--media: {e}"))?;
+        // Rides out a storage outage of up to about 45 s (backing off to 15 s between tries);
+        // longer, and the request fails: a submit with 503, a run as `internal_error`, refunded.
         let retry = object_store::RetryConfig {
-            max_retries: 3,
-            retry_timeout: Duration::from_secs(30),
+            max_retries: 8,
+            retry_timeout: Duration::from_secs(45),
             ..Default::default()
         };
         let mut builder = AmazonS3Builder::from_env()
@@ -268,7 +296,10 @@ impl Media {
                 .put(&key, PutPayload::from(bytes))
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| {
+                    tracing::warn!(%key, "could not store an upload: {e}");
+                    "the media storage did not take it (see the server log)".to_string()
+                }),
             None if is_object(location) => Err(not_configured(location)),
             None => {
                 let path = PathBuf::from(location);
@@ -282,7 +313,7 @@ impl Media {
 
     /// A local file with the content at `location`: the file itself, or a scratch copy of the
     /// object that goes when the returned value is dropped.
-    pub async fn local_copy(&self, location: &str) -> Result<LocalFile, String> {
+    pub async fn local_copy(&self, location: &str) -> Result<LocalFile, CopyError> {
         match self.object(location) {
             Some((b, key)) => {
                 let path = b.scratch.join("inputs").join(crate::ids::new_id("in"));
@@ -290,12 +321,21 @@ impl Media {
                     path,
                     temporary: true,
                 };
-                b.get_file(&key, &file.path)
-                    .await
-                    .map_err(|e| format!("could not fetch {location}: {e}"))?;
-                Ok(file)
+                match b.get_file(&key, &file.path).await {
+                    Ok(()) => Ok(file),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CopyError::Gone),
+                    Err(e) => {
+                        // The endpoint and key stay in the log, not in what clients see.
+                        tracing::warn!(%location, "could not fetch from the media storage: {e}");
+                        Err(CopyError::Unavailable(
+                            "could not fetch the input from the media storage (see the server \
+                             log)"
+                                .into(),
+                        ))
+                    }
+                }
             }
-            None if is_object(location) => Err(not_configured(location)),
+            None if is_object(location) => Err(CopyError::Unavailable(not_configured(location))),
             None => Ok(LocalFile {
                 path: PathBuf::from(location),
                 temporary: false,
@@ -325,9 +365,10 @@ impl Media {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let key = b.key(&format!("results/{id}/run{run}/{name}"));
-                b.put_file(&key, file)
-                    .await
-                    .map_err(|e| format!("could not store the result {name}: {e}"))?;
+                b.put_file(&key, file).await.map_err(|e| {
+                    tracing::warn!(%key, "could not store a result: {e}");
+                    format!("could not store the result {name} in the media storage (see the server log)")
+                })?;
                 Ok(b.location(&key))
             }
         }
@@ -468,7 +509,12 @@ impl Bucket {
         }
         let partial = file.with_extension("partial");
         let result = async {
-            let got = self.store.get(key).await.map_err(std::io::Error::other)?;
+            let got = self.store.get(key).await.map_err(|e| match e {
+                object_store::Error::NotFound { .. } => {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, e)
+                }
+                e => std::io::Error::other(e),
+            })?;
             let mut out = tokio::fs::File::create(&partial).await?;
             let mut stream = got.into_stream();
             while let Some(chunk) = stream.next().await {

@@ -200,10 +200,11 @@ impl<T: ToSchema> ToSchema for AnalysisBody<T> {
     }
 }
 
-/// Where the audio to analyse lives, and whether it is ours to delete afterwards.
+/// Where the audio to analyse lives; a temporary copy (an upload, an object fetched from the
+/// bucket) is removed when this is dropped, even if the client hangs up halfway.
 struct Source {
     path: PathBuf,
-    temporary: bool,
+    _temporary: Option<crate::media::LocalFile>,
 }
 
 /// Reads the audio, waits for a slot, and runs `analyse` on it (on a blocking thread); the
@@ -225,9 +226,6 @@ async fn analysis_post<T: Serialize + Send + 'static>(
     let permit =
         tokio::time::timeout(SYNC_SLOT_WAIT, state.sync_analyses.clone().acquire_owned()).await;
     let Ok(Ok(permit)) = permit else {
-        if source.temporary {
-            let _ = tokio::fs::remove_file(&source.path).await;
-        }
         return Err(ApiError::new(
             crate::error::Code::ServiceUnavailable,
             "Every synchronous analysis slot is busy; try again shortly, or use /v1/analyze/upload.",
@@ -238,9 +236,7 @@ async fn analysis_post<T: Serialize + Send + 'static>(
         analyse(&path)
     })
     .await;
-    if source.temporary {
-        let _ = tokio::fs::remove_file(&source.path).await;
-    }
+    drop(source);
     let report = result.map_err(ApiError::internal)??;
     Ok(Json(AnalysisBody { report, meta }))
 }
@@ -259,8 +255,8 @@ async fn source(state: &AppState, req: Request) -> ApiResult<Source> {
             ApiError::invalid(format!("Malformed multipart body: {}", e.body_text()))
         })?;
         let mut sub = receive(state, multipart).await?;
+        let guard = crate::media::LocalFile::temporary(PathBuf::from(&sub.upload.path));
         if let Some(name) = sub.fields.keys().next() {
-            let _ = tokio::fs::remove_file(&sub.upload.path).await;
             return Err(ApiError::invalid(format!(
                 "Unknown field `{name}`: this endpoint takes only the `audio` file."
             )));
@@ -268,7 +264,7 @@ async fn source(state: &AppState, req: Request) -> ApiResult<Source> {
         spill(&mut sub.upload).await?;
         return Ok(Source {
             path: PathBuf::from(sub.upload.path),
-            temporary: true,
+            _temporary: Some(guard),
         });
     }
     if content_type.starts_with("application/json") {
@@ -276,14 +272,23 @@ async fn source(state: &AppState, req: Request) -> ApiResult<Source> {
         let url = parse_url_body(&body)?;
         let location = resolve_media_url(state, &url).await?;
         // A result in object storage is analysed from a scratch copy.
-        let temporary = crate::media::is_object(&location);
-        let path = state
+        let copy = state
             .media
             .local_copy(&location)
             .await
-            .map_err(|e| ApiError::new(crate::error::Code::ServiceUnavailable, e))?
-            .detach();
-        return Ok(Source { path, temporary });
+            .map_err(|e| match e {
+                crate::media::CopyError::Gone => {
+                    ApiError::not_found("This file is no longer stored.")
+                }
+                crate::media::CopyError::Unavailable(_) => ApiError::new(
+                    crate::error::Code::ServiceUnavailable,
+                    "The media storage did not answer; try again shortly.",
+                ),
+            })?;
+        return Ok(Source {
+            path: copy.path.clone(),
+            _temporary: Some(copy),
+        });
     }
     Err(ApiError::invalid(
         "Send the audio as multipart/form-data (field `audio`) or JSON {\"url\": …} naming a \

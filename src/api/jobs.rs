@@ -171,6 +171,9 @@ async fn jobs_submit(
     let sub = receive(&state, multipart).await?;
     // Where the upload was received; with object storage, a scratch file put to the bucket below.
     let path = PathBuf::from(&sub.upload.path);
+    // Removed if the client hangs up before the end of this handler (kept below when it is the
+    // upload's final place).
+    let received = crate::media::LocalFile::temporary(path.clone());
     let mut stored: Option<String> = None;
     let outcome = async {
         probe_audio(&sub.upload).await?;
@@ -209,8 +212,8 @@ async fn jobs_submit(
     if let (false, Some(location)) = (keep, &stored) {
         state.media.discard(location).await;
     }
-    if !keep || stored.as_deref() != Some(&*path.to_string_lossy()) {
-        let _ = tokio::fs::remove_file(&path).await;
+    if keep && stored.as_deref() == Some(&*path.to_string_lossy()) {
+        received.keep();
     }
     let admitted = outcome?;
     if !admitted.replayed {

@@ -359,7 +359,11 @@ impl Workers {
         // With object storage, a scratch copy that goes when this returns.
         let local = match self.media.local_copy(&job.upload_path).await {
             Ok(local) => local,
-            Err(e) => return self.finish_job(job, Err(EngineError::Internal(e))).await,
+            Err(e) => {
+                return self
+                    .finish_job(job, Err(EngineError::Internal(e.to_string())))
+                    .await
+            }
         };
         let fault = self.run_fault(job.fault.as_deref());
         let (input, params, dir) = (

@@ -273,6 +273,16 @@ async fn uploads_and_results_live_in_the_bucket_and_are_served_with_ranges() {
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found", "{body}");
+    // Analysed by URL, the same: 404, and nothing about the storage's address in the message.
+    let r = node
+        .req(Method::POST, "/v1/analyze")
+        .json(&json!({ "url": urls[1] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body = r.text().await.unwrap();
+    assert!(!body.contains(&s3.endpoint), "{body}");
 
     // A bucket that does not exist stops the server at start, with the reason.
     let other = tempfile::tempdir().unwrap();
@@ -300,6 +310,22 @@ async fn uploads_and_results_live_in_the_bucket_and_are_served_with_ranges() {
         err.contains("--media s3://no-such-bucket/x: could not write"),
         "{err}"
     );
+    // A key prefix an object path would escape is refused before anything starts.
+    let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--media",
+            "s3://soundcheck-media/team~1",
+        ])
+        .arg("--data-dir")
+        .arg(other.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has '~'"));
     // A plain-HTTP endpoint without AWS_ALLOW_HTTP: the message names the missing setting.
     let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
         .args([
