@@ -177,6 +177,15 @@ impl DataArgs {
     /// `--data-dir` is an error naming the path, never a new empty database with other keys.
     pub fn existing(&self) -> anyhow::Result<PathBuf> {
         let dir = self.path();
+        if !dir.join(crate::datadir::DATABASE_FILE).is_file() && crate::datadir::is_held(&dir) {
+            // A fleet node's data directory: its keys are in the fleet's PostgreSQL.
+            anyhow::bail!(
+                "{} belongs to a running fleet node, whose keys are in the fleet's database: \
+                 use --database URL (keys, credits), or pass the keys (--api-key, --ft-key) that \
+                 `soundcheck keys --database URL` prints",
+                dir.display()
+            );
+        }
         if !dir.join(crate::datadir::DATABASE_FILE).is_file() {
             anyhow::bail!(
                 "no soundcheck database in {}: check --data-dir (or SOUNDCHECK_DATA_DIR), or run \

@@ -71,6 +71,25 @@ impl Client {
                 flag("--api-key", "SOUNDCHECK_TL_KEY"),
                 flag("--ft-key", "SOUNDCHECK_FT_KEY"),
             ),
+            // One key given and no data directory to read the other from (a fleet node's, say):
+            // go on with the one given; a request needing the other answers 401, naming it.
+            (tl, ft) if (tl.is_some() || ft.is_some()) && from_dir().is_err() => {
+                let missing = "not given: pass --api-key / --ft-key (or SOUNDCHECK_TL_KEY / \
+                               SOUNDCHECK_FT_KEY)"
+                    .to_string();
+                (
+                    tl.clone().unwrap_or_default(),
+                    ft.clone().unwrap_or_default(),
+                    match tl {
+                        Some(_) => flag("--api-key", "SOUNDCHECK_TL_KEY"),
+                        None => missing.clone(),
+                    },
+                    match ft {
+                        Some(_) => flag("--ft-key", "SOUNDCHECK_FT_KEY"),
+                        None => missing,
+                    },
+                )
+            }
             (tl, ft) => {
                 let secrets = from_dir()?;
                 (
