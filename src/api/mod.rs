@@ -50,7 +50,11 @@ where
         let key = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok());
         match key {
             Some(k) if constant_time_eq(k, &state.secrets.ft_key) => Ok(GenerationsKey),
-            Some(_) => Err(ApiError::new(Code::Unauthorized, "Invalid API key.")),
+            Some(_) => Err(ApiError::new(
+                Code::Unauthorized,
+                "Invalid API key: send the generations key (ft_test_…) that `soundcheck serve` \
+                 printed, or that `soundcheck keys` prints.",
+            )),
             None => Err(ApiError::new(
                 Code::Unauthorized,
                 "Missing X-API-Key header.",
@@ -85,7 +89,17 @@ where
                 Code::Unauthorized,
                 "Missing Authorization: Bearer header.",
             )),
-            _ => Err(ApiError::new(Code::Unauthorized, "Invalid API key.")),
+            // `Bearer $UNSET_VARIABLE`: HTTP trims the trailing space, leaving `Bearer`.
+            (Some(h), _) if h.trim().eq_ignore_ascii_case("bearer") => Err(ApiError::new(
+                Code::Unauthorized,
+                "The Bearer token is empty: send the jobs key (tl_test_…) that `soundcheck serve` \
+                 printed, or that `soundcheck keys` prints.",
+            )),
+            _ => Err(ApiError::new(
+                Code::Unauthorized,
+                "Invalid API key: send the jobs key (tl_test_…) that `soundcheck serve` printed, \
+                 or that `soundcheck keys` prints.",
+            )),
         }
     }
 }

@@ -39,7 +39,20 @@ async fn keys_follow_the_contract_and_each_api_refuses_the_others_key() {
         .send()
         .await
         .unwrap();
-    assert_error(r, 401, "unauthorized").await;
+    let body = assert_error(r, 401, "unauthorized").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`soundcheck keys`"), "{message}");
+    // An unset shell variable sends `Bearer ` with nothing after it: said as such.
+    let r = s
+        .client
+        .get(s.url("/v1/jobs/job_x"))
+        .header("Authorization", "Bearer ")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(r, 401, "unauthorized").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Bearer token is empty"), "{message}");
     // Right keys, unknown ids.
     let r = s
         .ft(Method::GET, "/v1/generations/gen_x")
