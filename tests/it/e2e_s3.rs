@@ -287,73 +287,47 @@ async fn uploads_and_results_live_in_the_bucket_and_are_served_with_ranges() {
     // A bucket that does not exist stops the server at start, with the reason.
     let other = tempfile::tempdir().unwrap();
     let env = aws_env(&s3.endpoint);
-    let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--media",
-            "s3://no-such-bucket/x",
-        ])
-        .arg("--data-dir")
-        .arg(other.path())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("XDG_RUNTIME_DIR", other.path().join("run"))
-        .env("XDG_STATE_HOME", other.path().join("state"))
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (err, _) = serve_refused("s3://no-such-bucket/x", other.path(), &env).await;
     assert!(
         err.contains("--media s3://no-such-bucket/x: could not write"),
         "{err}"
     );
     // A key prefix an object path would escape is refused before anything starts.
-    let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--media",
-            "s3://soundcheck-media/team~1",
-        ])
-        .arg("--data-dir")
-        .arg(other.path())
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("has '~'"));
+    let (err, _) = serve_refused("s3://soundcheck-media/team~1", other.path(), &[]).await;
+    assert!(err.contains("has '~'"), "{err}");
     // A plain-HTTP endpoint without AWS_ALLOW_HTTP: the message names the missing setting.
+    let no_http: Vec<_> = env
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "AWS_ALLOW_HTTP")
+        .collect();
+    let (err, out) = serve_refused("s3://soundcheck-media/y", other.path(), &no_http).await;
+    assert!(err.contains("set AWS_ALLOW_HTTP=true"), "{err}");
+    // Neither printed a banner first: the bucket is checked before the server says it listens.
+    assert!(!out.contains("listening"));
+}
+
+/// `serve --media MEDIA` with `env` (and no AWS_ALLOW_HTTP unless given), which must fail:
+/// its stderr and stdout.
+async fn serve_refused(media: &str, data: &Path, env: &[(&str, &str)]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_soundcheck"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--media",
-            "s3://soundcheck-media/y",
-        ])
+        .args(["serve", "--addr", "127.0.0.1:0", "--media", media])
         .arg("--data-dir")
-        .arg(other.path())
-        .envs(
-            env.iter()
-                .filter(|(k, _)| *k != "AWS_ALLOW_HTTP")
-                .map(|(k, v)| (*k, v.as_str())),
-        )
+        .arg(data)
         .env_remove("AWS_ALLOW_HTTP")
-        .env("XDG_RUNTIME_DIR", other.path().join("run"))
-        .env("XDG_STATE_HOME", other.path().join("state"))
+        .envs(env.iter().copied())
+        .env("XDG_RUNTIME_DIR", data.join("run"))
+        .env("XDG_STATE_HOME", data.join("state"))
         .stdin(Stdio::null())
         .output()
         .await
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("set AWS_ALLOW_HTTP=true"), "{err}");
-    // Neither printed a banner first: the bucket is checked before the server says it listens.
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+    assert!(!out.status.success(), "serve --media {media} started");
+    (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 /// The janitor deletes expired results and old uploads from the bucket, and nothing outside its
