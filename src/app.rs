@@ -157,16 +157,24 @@ pub fn read_secrets(data_dir: &std::path::Path) -> anyhow::Result<Secrets> {
 
 /// The keys and secret a fleet's database holds (`keys --database`): read, never created.
 pub async fn read_fleet_secrets(url: &str) -> anyhow::Result<Secrets> {
+    Ok(read_fleet_client(url).await?.0)
+}
+
+/// What a client command given a fleet's `--database` needs: the keys, and the public URL of
+/// the API node that started last (none before one has).
+pub async fn read_fleet_client(url: &str) -> anyhow::Result<(Secrets, Option<String>)> {
     let store = Store::connect_existing(url).await?;
     let name = "the --database".to_string();
     store
         .read(move |c| {
-            Ok(secrets_in(
+            let secrets = secrets_in(
                 c,
                 &name,
                 "start a node of the fleet (`soundcheck serve --database …`) once",
             )
-            .map_err(|e| e.to_string()))
+            .map_err(|e| e.to_string());
+            let api_url = store::settings::get(c, API_URL_SETTING)?;
+            Ok(secrets.map(|s| (s, api_url)))
         })
         .await?
         .map_err(|e| anyhow::anyhow!(e))
@@ -298,14 +306,69 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// written, read and deleted), so a node that cannot use its bucket stops at start with the
 /// reason; its scratch directory, this node's own (the data directory is locked), is emptied of
 /// what a killed run left there.
-pub async fn open_media(config: &Config) -> anyhow::Result<crate::media::Media> {
+///
+/// On a fleet's database it must also be the fleet's storage (see [`check_fleet_media`]).
+pub async fn open_media(config: &Config, store: &Store) -> anyhow::Result<crate::media::Media> {
     let media = crate::media::Media::new(
         config.media_url.as_deref(),
         &config.media_dir,
         &config.data_dir,
     )?;
     media.check().await?;
+    if store.dialect() == crate::store::db::Dialect::Postgres {
+        check_fleet_media(store, &media, config.claim_media).await?;
+    }
     Ok(media)
+}
+
+/// The setting holding the public URL of the fleet's most recently started API node.
+pub const API_URL_SETTING: &str = "api_url";
+
+/// A fleet's nodes must share one media storage: a job's upload is put where the node that took
+/// it keeps media and read where the claiming worker does. The first node writes the fleet's id
+/// (kept in the database) into its storage; a node whose storage lacks it, or names another
+/// fleet, stops here with the reason instead of claiming jobs it would fail. `claim` (from
+/// `--claim-media`) makes this node's storage the fleet's.
+async fn check_fleet_media(
+    store: &Store,
+    media: &crate::media::Media,
+    claim: bool,
+) -> anyhow::Result<()> {
+    let (fleet_id, marked) = store
+        .write(|tx| {
+            let id =
+                store::settings::get_or_insert(tx, "fleet_id", || crate::ids::new_id("fleet"))?;
+            let marked = store::settings::get(tx, "fleet_media_marked")?.is_some();
+            Ok((id, marked))
+        })
+        .await?;
+    let found = media.read_marker().await?;
+    let storage = media.describe();
+    let fix = "give every node the same --media-dir (one shared mount) or --media; to move the \
+               fleet to this storage, start one node once with --claim-media (docs/fleet.md)";
+    match found {
+        Some(id) if id == fleet_id => return Ok(()),
+        Some(other) if !claim => anyhow::bail!(
+            "{storage} is another fleet's media storage ({} names {other}; this database's \
+             fleet is {fleet_id}): {fix}",
+            media.marker_location()
+        ),
+        None if marked && !claim => anyhow::bail!(
+            "{storage} is not this fleet's media storage: the fleet's other nodes keep uploads \
+             and results elsewhere (this storage lacks the marker {} they share), so jobs taken \
+             by one node could not be run by another: {fix}",
+            media.marker_location()
+        ),
+        _ => {}
+    }
+    media.write_marker(&fleet_id).await?;
+    store
+        .write(|tx| store::settings::set(tx, "fleet_media_marked", "1"))
+        .await?;
+    if claim {
+        tracing::warn!(%storage, "--claim-media: this storage is now the fleet's media storage");
+    }
+    Ok(())
 }
 
 /// Runs the server on `listener` until `shutdown` fires; returns after draining.
@@ -375,7 +438,7 @@ async fn run_node(
             "recovered work interrupted by the last shutdown"
         );
     }
-    let media = open_media(&config).await?;
+    let media = open_media(&config, &store).await?;
     let public_url: Arc<str> = config
         .public_url
         .clone()
@@ -383,6 +446,13 @@ async fn run_node(
         .unwrap_or_default()
         .trim_end_matches('/')
         .into();
+    if fleet && listener.is_some() {
+        // Where client commands given only `--database` send their requests.
+        let url = public_url.to_string();
+        store
+            .write(move |tx| crate::store::settings::set(tx, API_URL_SETTING, &url))
+            .await?;
+    }
     let dispatcher = Dispatcher::new(
         store.clone(),
         DispatchConfig {

@@ -33,6 +33,11 @@ pub struct ServeArgs {
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (and `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint).
     #[arg(long, env = "SOUNDCHECK_MEDIA", conflicts_with = "media_dir")]
     pub media: Option<String>,
+    /// In a fleet, make this node's media storage the fleet's, although the database says the
+    /// fleet keeps its media elsewhere (after moving it; see docs/fleet.md). Without it, a node
+    /// whose storage is not the fleet's refuses to start.
+    #[arg(long, requires = "database")]
+    pub claim_media: bool,
     /// Seconds a worker's claim on a job holds without renewal (renewed every third of it); a
     /// job whose worker died is run again by another worker after this.
     #[arg(long, env = "SOUNDCHECK_LEASE_SECS", default_value_t = 30,
@@ -210,6 +215,8 @@ pub struct Config {
     /// `--media`: an `s3://bucket/prefix` URL; uploads and results live there instead (each node
     /// keeps its files in transit under `data_dir`).
     pub media_url: Option<String>,
+    /// `--claim-media`: this node's storage becomes the fleet's.
+    pub claim_media: bool,
     /// `--lease-secs`: how long a worker's claim on a run holds without renewal.
     pub lease: Duration,
     /// `--engines`: in a fleet, the engine and generator names this node's workers claim.
@@ -290,6 +297,7 @@ impl Config {
             database: args.database.clone(),
             media_dir,
             media_url: args.media.clone(),
+            claim_media: args.claim_media,
             lease: Duration::from_secs(args.lease_secs),
             engines: args.engines.clone(),
             device: args.device,

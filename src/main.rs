@@ -519,7 +519,7 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let registry = soundcheck::engines::try_registry(&config)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
-        soundcheck::app::open_media(&config).await?;
+        soundcheck::app::open_media(&config, &store).await?;
         lock.record(None)?;
         println!(
             "soundcheck {} worker: {} workers on the shared database, models on {}, media in {}",
@@ -560,7 +560,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let registry = soundcheck::engines::try_registry(&config)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
         // Checked before the banner: a node that cannot use its bucket says why and stops.
-        soundcheck::app::open_media(&config).await?;
+        soundcheck::app::open_media(&config, &store).await?;
         let addr = listener.local_addr()?;
         let base = config
             .public_url

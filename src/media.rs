@@ -32,6 +32,11 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{ApiError, ApiResult, Code};
 
+/// The file in a media directory naming the fleet whose storage it is.
+const MARKER_FILE: &str = ".soundcheck-fleet";
+/// The same, as a key under a bucket's prefix.
+const MARKER_KEY: &str = ".soundcheck/fleet";
+
 /// The media storage of one node.
 #[derive(Clone, Debug)]
 pub enum Media {
@@ -412,6 +417,56 @@ impl Media {
                 }
             },
             None => false,
+        }
+    }
+
+    /// The fleet id written in this storage by [`Media::write_marker`], if any: how a fleet's
+    /// nodes tell that they share one storage, whatever path or URL each was given.
+    pub async fn read_marker(&self) -> anyhow::Result<Option<String>> {
+        let text = match self {
+            Media::Dir(dir) => match tokio::fs::read_to_string(dir.join(MARKER_FILE)).await {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => anyhow::bail!("reading {}: {e}", dir.join(MARKER_FILE).display()),
+            },
+            Media::S3(b) => match b.store.get(&b.key(MARKER_KEY)).await {
+                Ok(got) => {
+                    let bytes = got.bytes().await?;
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => anyhow::bail!("--media {}: reading {MARKER_KEY}: {e}", b.url),
+            },
+        };
+        Ok(Some(text.trim().to_string()))
+    }
+
+    /// Marks this storage as the fleet `fleet_id`'s.
+    pub async fn write_marker(&self, fleet_id: &str) -> anyhow::Result<()> {
+        let text = format!("{fleet_id}\n");
+        match self {
+            Media::Dir(dir) => {
+                tokio::fs::create_dir_all(dir).await?;
+                let path = dir.join(MARKER_FILE);
+                tokio::fs::write(&path, text)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+            }
+            Media::S3(b) => {
+                b.store
+                    .put(&b.key(MARKER_KEY), PutPayload::from(text.into_bytes()))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--media {}: writing {MARKER_KEY}: {e}", b.url))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Where the marker is, for messages.
+    pub fn marker_location(&self) -> String {
+        match self {
+            Media::Dir(dir) => dir.join(MARKER_FILE).display().to_string(),
+            Media::S3(b) => b.location(&b.key(MARKER_KEY)),
         }
     }
 

@@ -23,7 +23,10 @@ pub(super) struct Client {
 }
 
 impl Client {
-    pub(super) fn new(args: &RemoteArgs) -> anyhow::Result<Client> {
+    pub(super) async fn new(args: &RemoteArgs) -> anyhow::Result<Client> {
+        if let Some(url) = &args.database {
+            return Client::for_fleet(args, url).await;
+        }
         let target = crate::instances::resolve(
             args.url.as_deref(),
             args.data.data_dir.as_deref(),
@@ -112,6 +115,41 @@ impl Client {
             ft_key,
             tl_source,
             ft_source,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// A client of a fleet given its `--database`: the keys stored there, and `--url` or else the
+    /// public URL of the API node that started last.
+    async fn for_fleet(args: &RemoteArgs, database: &str) -> anyhow::Result<Client> {
+        anyhow::ensure!(
+            crate::store::postgres::is_url(database),
+            "--database must be a postgres:// URL (a fleet's database); for a single server, use \
+             --data-dir or --url"
+        );
+        let (secrets, api_url) = crate::app::read_fleet_client(database).await?;
+        let base = match (&args.url, api_url) {
+            (Some(url), _) => url.trim_end_matches('/').to_string(),
+            (None, Some(url)) if !url.is_empty() => url,
+            _ => bail!(
+                "no API node of this fleet has started yet (the --database records the public \
+                 URL of each that starts): start one with `soundcheck serve --database …`, or \
+                 pass --url"
+            ),
+        };
+        let source = |name: &str, env: &str, given: bool| {
+            if given {
+                format!("{name} / {env}")
+            } else {
+                "the fleet's --database".to_string()
+            }
+        };
+        Ok(Client {
+            base,
+            tl_source: source("--api-key", "SOUNDCHECK_TL_KEY", args.api_key.is_some()),
+            ft_source: source("--ft-key", "SOUNDCHECK_FT_KEY", args.ft_key.is_some()),
+            tl_key: args.api_key.clone().unwrap_or(secrets.tl_key),
+            ft_key: args.ft_key.clone().unwrap_or(secrets.ft_key),
             http: reqwest::Client::new(),
         })
     }

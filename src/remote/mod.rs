@@ -48,6 +48,10 @@ pub struct RemoteArgs {
     pub ft_key: Option<String>,
     #[command(flatten)]
     pub data: DataArgs,
+    /// A fleet's database (`postgres://…`): its keys, and the public URL of the API node that
+    /// started last (unless --url names one).
+    #[arg(long, env = "SOUNDCHECK_DATABASE", conflicts_with = "data_dir")]
+    pub database: Option<String>,
 }
 
 /// The commands, flattened into the binary's command list.
@@ -240,7 +244,7 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 json,
                 remote,
             } => {
-                let c = Client::new(&remote)?;
+                let c = Client::new(&remote).await?;
                 if print_secret {
                     let ep: EndpointBody = c.tl_get_as("/v1/webhook").await?;
                     if json {
@@ -262,11 +266,23 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 params,
                 json,
                 remote,
-            } => trigger(&Client::new(&remote)?, &event, &endpoint, &params, json).await,
+            } => {
+                trigger(
+                    &Client::new(&remote).await?,
+                    &event,
+                    &endpoint,
+                    &params,
+                    json,
+                )
+                .await
+            }
             RemoteCommand::Jobs { action } => match action {
-                JobsAction::List { json, remote } => jobs_list(&Client::new(&remote)?, json).await,
+                JobsAction::List { json, remote } => {
+                    jobs_list(&Client::new(&remote).await?, json).await
+                }
                 JobsAction::Show { id, remote } => {
-                    let job = Client::new(&remote)?
+                    let job = Client::new(&remote)
+                        .await?
                         .tl_get(&format!("/v1/jobs/{id}"))
                         .await?;
                     println!("{}", serde_json::to_string_pretty(&job)?);
@@ -277,23 +293,23 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     json,
                     remote,
                 } => {
-                    let c = Client::new(&remote)?;
+                    let c = Client::new(&remote).await?;
                     follow_job(&c, &id, json).await.map(|_| ())
                 }
                 JobsAction::Tail {
                     id: None,
                     json,
                     remote,
-                } => jobs_tail(&Client::new(&remote)?, json).await,
+                } => jobs_tail(&Client::new(&remote).await?, json).await,
                 JobsAction::Cancel { id, json, remote } => {
-                    let c = Client::new(&remote)?;
+                    let c = Client::new(&remote).await?;
                     let job: JobBody = c
                         .tl_send_as("DELETE", &format!("/v1/jobs/{id}"), None)
                         .await?;
                     print_job(&job, json)
                 }
                 JobsAction::Wait { id, json, remote } => {
-                    let c = Client::new(&remote)?;
+                    let c = Client::new(&remote).await?;
                     let path = format!("/v1/jobs/{id}/events");
                     let job: JobBody = decode(c.follow(&path, Key::Jobs, |_, _| {}).await?, &path)?;
                     print_job(&job, json)?;
@@ -314,7 +330,7 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     if let Some(of) = of {
                         path.push_str(&format!("&of={of}"));
                     }
-                    let list = Client::new(&remote)?.tl_get(&path).await?;
+                    let list = Client::new(&remote).await?.tl_get(&path).await?;
                     if json {
                         println!("{}", serde_json::to_string_pretty(&list)?);
                     } else {
@@ -329,7 +345,10 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     ..
                 } => {
                     let path = format!("/v1/webhook/deliveries/{id}/resend");
-                    let a = Client::new(&remote)?.tl_send("POST", &path, None).await?;
+                    let a = Client::new(&remote)
+                        .await?
+                        .tl_send("POST", &path, None)
+                        .await?;
                     if json {
                         println!("{}", serde_json::to_string_pretty(&json!([a]))?);
                     } else {
@@ -347,7 +366,7 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     let raw = failed_since.unwrap_or_default();
                     // Checked before anything is sent.
                     let since = parse_since(&raw, chrono::Utc::now())?;
-                    resend_failed_since(&Client::new(&remote)?, since, &of, json).await
+                    resend_failed_since(&Client::new(&remote).await?, since, &of, json).await
                 }
             },
             RemoteCommand::Webhook { json, action } => {
@@ -367,7 +386,10 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                         (r, "POST", "/v1/webhook/rotate-secret", None)
                     }
                 };
-                let ep: EndpointBody = Client::new(&remote)?.tl_send_as(method, path, body).await?;
+                let ep: EndpointBody = Client::new(&remote)
+                    .await?
+                    .tl_send_as(method, path, body)
+                    .await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&ep)?);
                 } else {
@@ -389,10 +411,13 @@ pub fn credits_add(data_dir: &std::path::Path, amount: i64) -> anyhow::Result<i6
         data: DataArgs {
             data_dir: Some(data_dir.to_path_buf()),
         },
+        database: None,
     };
-    let c = Client::new(&remote)?;
     let rt = tokio::runtime::Runtime::new()?;
-    let body: BalanceBody =
-        rt.block_on(c.tl_send_as("POST", "/v1/credits", Some(json!({ "amount": amount }))))?;
+    let body: BalanceBody = rt.block_on(async {
+        let c = Client::new(&remote).await?;
+        c.tl_send_as("POST", "/v1/credits", Some(json!({ "amount": amount })))
+            .await
+    })?;
     Ok(body.balance)
 }

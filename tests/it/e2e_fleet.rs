@@ -192,6 +192,54 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
         assert_eq!(sent[0].json()["type"], "job.completed");
     }
     eprintln!("fleet failover after kill -9: {took:?}");
+
+    // Client commands given only the fleet's database find an API node (B started last) and
+    // use the keys stored there: the job, and its webhook in the delivery log.
+    let shown = cli(&["jobs", "show", &slow_id]);
+    assert_eq!(shown["status"], "completed", "{shown}");
+    let log = cli(&["deliveries", "list", "--of", &slow_id, "--json"]);
+    let attempts = log["data"].as_array().expect("a list of attempts");
+    assert!(
+        attempts.iter().any(|d| d["succeeded"] == true),
+        "the delivery log of {slow_id}: {log}"
+    );
+
+    // A node whose media storage is not the fleet's (its own data directory here) refuses to
+    // start, saying why, instead of claiming jobs whose uploads it cannot read.
+    let stray = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+            .args(["worker", "--database", &db, "--public-url", &public])
+            .arg("--data-dir")
+            .arg(stray.path())
+            .env("XDG_RUNTIME_DIR", stray.path().join("run"))
+            .env("XDG_STATE_HOME", stray.path().join("state"))
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("a worker on other media started instead of refusing")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is not this fleet's media storage") && stderr.contains("--claim-media"),
+        "{stderr}"
+    );
+    // `--claim-media` (after moving the fleet's media) makes it the fleet's: it starts, and the
+    // storage is marked with the same fleet id as the shared one.
+    let mut claimed = Node::spawn(
+        "worker",
+        stray.path(),
+        &["--database", &db, "--public-url", &public, "--claim-media"],
+        &[],
+    )
+    .await;
+    let marker = |dir: &Path| std::fs::read_to_string(dir.join(".soundcheck-fleet")).unwrap();
+    assert!(marker(media.path()).starts_with("fleet_"));
+    assert_eq!(marker(stray.path()), marker(media.path()));
+    claimed.child.start_kill().unwrap();
 }
 
 /// The submit rule under contention from two nodes (two independent connection pools to one
