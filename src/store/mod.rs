@@ -19,6 +19,7 @@ pub mod db;
 pub mod generations;
 pub mod jobs;
 pub mod media;
+mod pg_tls;
 pub mod postgres;
 pub mod settings;
 pub mod sqlite;
@@ -42,8 +43,9 @@ pub enum Error {
     Join(String),
     #[error("the write was rolled back: the group's commit failed: {0}")]
     Commit(String),
+    /// Its message already carries the driver's cause, so it is not chained again as a source.
     #[error("postgres: {}", postgres::describe(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(tokio_postgres::Error),
     #[error("postgres pool: {0}")]
     Pool(String),
     #[error("a stored value has the wrong type: {0}")]
@@ -53,6 +55,12 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Error {
+        Error::Postgres(e)
+    }
+}
 
 impl Error {
     /// True when the same write may succeed later: the disk is full, an I/O error, the database

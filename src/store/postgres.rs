@@ -30,7 +30,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::runtime::Handle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use tokio_postgres::{IsolationLevel, NoTls};
+use tokio_postgres::IsolationLevel;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use futures_util::StreamExt;
 use tokio_postgres::AsyncMessage;
@@ -60,7 +61,8 @@ const MIGRATION_LOCK: i64 = 0x5C_0DEC_4EC4;
 /// must be allowed to create databases) and returns its URL: the tests' and benchmarks' scratch
 /// databases, one per server they start.
 pub async fn create_scratch_database(admin_url: &str) -> Result<String> {
-    let (client, conn) = tokio_postgres::connect(admin_url, NoTls).await?;
+    let (config, tls) = super::pg_tls::parse(admin_url).map_err(Error::Config)?;
+    let (client, conn) = config.connect(tls).await?;
     let driver = tokio::spawn(conn);
     let name = format!("sc_{}", ulid::Ulid::new().to_string().to_lowercase());
     client
@@ -91,8 +93,9 @@ pub fn is_url(url: &str) -> bool {
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
-    /// Where to open the `LISTEN` connection ([`Postgres::listen`]).
+    /// Where to open the `LISTEN` connection ([`Postgres::listen`]), and with which TLS.
     config: Arc<tokio_postgres::Config>,
+    tls: MakeRustlsConnect,
     /// While set, every write fails as a full disk makes it fail ([`Postgres::simulate_disk_full`]).
     disk_full: Arc<AtomicBool>,
 }
@@ -136,12 +139,10 @@ impl Postgres {
     }
 
     fn pool(url: &str) -> Result<Postgres> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| Error::Config(format!("the database URL is not valid: {e}")))?;
+        let (config, tls) = super::pg_tls::parse(url).map_err(Error::Config)?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -153,6 +154,7 @@ impl Postgres {
         Ok(Postgres {
             pool,
             config: Arc::new(config),
+            tls,
             disk_full: Arc::default(),
         })
     }
@@ -200,7 +202,7 @@ impl Postgres {
     /// delays work by at most one polling interval.
     pub async fn listen(&self, on: impl Fn(Wake) + Send, shutdown: CancellationToken) {
         loop {
-            match self.config.connect(NoTls).await {
+            match self.config.connect(self.tls.clone()).await {
                 Ok((client, mut connection)) => {
                     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                     // The connection must be polled for the client's queries to run; its

@@ -417,3 +417,80 @@ async fn another_nodes_listener_hears_new_work_and_due_events() {
     stop.cancel();
     listener.await.unwrap();
 }
+
+/// TLS to PostgreSQL as libpq chooses it from the URL: `disable` is plain, `prefer` (the
+/// default) and `require` encrypt, `verify-ca` checks the chain against `sslrootcert`, and
+/// `verify-full` also the host name — the test cluster's certificate names `localhost`, not
+/// 127.0.0.1, and its CA is not one the system trusts. Needs `SOUNDCHECK_TEST_DATABASE_CA` (the
+/// CA `scripts/pg/cluster.sh` makes); CI sets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_postgres_use_tls_as_the_url_asks() {
+    use soundcheck::params;
+    use soundcheck::store::Store;
+
+    let Some(db) = fleet_database().await else {
+        return;
+    };
+    let Some(ca) = std::env::var("SOUNDCHECK_TEST_DATABASE_CA")
+        .ok()
+        .filter(|c| !c.is_empty())
+    else {
+        assert!(
+            std::env::var_os("SOUNDCHECK_REQUIRE_POSTGRES").is_none(),
+            "SOUNDCHECK_REQUIRE_POSTGRES is set but SOUNDCHECK_TEST_DATABASE_CA is not"
+        );
+        eprintln!("TLS test not run: set SOUNDCHECK_TEST_DATABASE_CA to the cluster's CA file");
+        return;
+    };
+    // Whether this session's connection is encrypted, as the server sees it.
+    let encrypted = |url: String| async move {
+        let store = Store::connect(&url).await.map_err(|e| e.to_string())?;
+        store
+            .read(|c| {
+                c.query_opt(
+                    "SELECT CASE WHEN ssl THEN 1 ELSE 0 END FROM pg_stat_ssl
+                     WHERE pid = pg_backend_pid()",
+                    params![],
+                    |r| r.get::<i64>(0),
+                )
+            })
+            .await
+            .map(|v| v == Some(1))
+            .map_err(|e| e.to_string())
+    };
+    let with = |query: &str| format!("{db}?{query}");
+    let by_name = db.replacen("@127.0.0.1:", "@localhost:", 1);
+    assert_ne!(by_name, db, "the test cluster's URL names 127.0.0.1: {db}");
+
+    assert_eq!(
+        encrypted(db.clone()).await,
+        Ok(true),
+        "prefer (the default)"
+    );
+    assert_eq!(encrypted(with("sslmode=require")).await, Ok(true));
+    assert_eq!(encrypted(with("sslmode=disable")).await, Ok(false));
+    assert_eq!(
+        encrypted(with(&format!("sslmode=verify-ca&sslrootcert={ca}"))).await,
+        Ok(true),
+        "verify-ca accepts the chain whatever the name"
+    );
+    assert_eq!(
+        encrypted(format!("{by_name}?sslmode=verify-full&sslrootcert={ca}")).await,
+        Ok(true),
+        "verify-full by the certificate's name"
+    );
+    let wrong_name = encrypted(with(&format!("sslmode=verify-full&sslrootcert={ca}")))
+        .await
+        .expect_err("verify-full to 127.0.0.1 with a certificate for localhost");
+    assert!(
+        wrong_name.to_lowercase().contains("certificate"),
+        "{wrong_name}"
+    );
+    let untrusted = encrypted(format!("{by_name}?sslmode=verify-full&sslrootcert=system"))
+        .await
+        .expect_err("verify-full against the system's roots, which lack the test CA");
+    assert!(
+        untrusted.to_lowercase().contains("certificate"),
+        "{untrusted}"
+    );
+}
