@@ -3,7 +3,8 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 tokio::task_local! {
     /// The current request's trace id, set by the tracing middleware for the handler's lifetime.
@@ -17,8 +18,31 @@ pub fn current_trace_id() -> String {
         .unwrap_or_else(|_| crate::ids::trace_id())
 }
 
-/// The error codes of both APIs (docs/errors.md), each with its HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// One type for the envelope: every failure renders it, the OpenAPI document declares it and the
+// client commands read it (doc comments below are the document's descriptions).
+
+/// The one error envelope of both APIs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorDetail,
+}
+
+/// `error` of the envelope.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: Code,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// Also in the `X-Trace-Id` header and the server's log line of the request.
+    pub trace_id: String,
+}
+
+// The error codes of both APIs (docs/errors.md), each with its HTTP status (`Code::status`).
+
+/// The contract's error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = ErrorCode)]
 pub enum Code {
     InvalidRequest,
     Unauthorized,
@@ -155,7 +179,14 @@ impl From<std::io::Error> for ApiError {
 
 /// The envelope body for a code and message (also used by the panic handler and fallbacks).
 pub fn envelope(code: Code, message: &str, trace_id: &str) -> serde_json::Value {
-    json!({ "error": { "code": code.as_str(), "message": message, "trace_id": trace_id } })
+    let body = ErrorEnvelope {
+        error: ErrorDetail {
+            code,
+            message: message.to_string(),
+            trace_id: trace_id.to_string(),
+        },
+    };
+    serde_json::to_value(body).expect("the envelope is plain JSON")
 }
 
 impl IntoResponse for ApiError {
@@ -171,3 +202,39 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_codes_text_is_its_serialised_name_and_the_envelope_reads_back() {
+        use Code::*;
+        let all = [
+            InvalidRequest,
+            Unauthorized,
+            NotFound,
+            RateLimitExceeded,
+            InsufficientCredits,
+            IdempotencyConflict,
+            UnsupportedAudio,
+            CorruptAudio,
+            PayloadTooLarge,
+            EngineUnavailable,
+            InternalError,
+            ServiceUnavailable,
+            Conflict,
+        ];
+        for code in all {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            let body = envelope(code, "why", "trace");
+            assert_eq!(body["error"]["code"], code.as_str());
+            let back: ErrorEnvelope = serde_json::from_value(body).unwrap();
+            assert_eq!(back.error.code, code);
+            assert_eq!(
+                (back.error.message.as_str(), back.error.trace_id.as_str()),
+                ("why", "trace")
+            );
+        }
+    }
+}

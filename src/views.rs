@@ -194,3 +194,14 @@ pub fn ms_as_rfc3339<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::
         None => s.serialize_none(),
     }
 }
+
+/// Reads back what [`ms_as_rfc3339`] writes (the client commands decode the API's answers).
+pub fn rfc3339_as_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(d)?;
+    text.map(|t| {
+        chrono::DateTime::parse_from_rfc3339(&t)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| serde::de::Error::custom(format!("{t:?}: {e}")))
+    })
+    .transpose()
+}

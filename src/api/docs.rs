@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 use std::marker::PhantomData;
 
-use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::openapi::schema::{
     AdditionalProperties, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, SchemaType,
@@ -19,6 +18,8 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+pub use crate::error::{Code, ErrorDetail, ErrorEnvelope};
 
 /// Tag of the generations API (seed 000).
 pub const GENERATIONS: &str = "generations";
@@ -47,7 +48,7 @@ const LICENCE: &str = "MIT OR Apache-2.0";
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&SecuritySchemes),
-    components(schemas(ErrorEnvelope, ErrorDetail, ErrorCode)),
+    components(schemas(ErrorEnvelope, ErrorDetail, Code)),
     tags(
         (name = "generations", description = "Text-to-music generations (seed 000), X-API-Key."),
         (name = "jobs", description = "Async jobs (seed 003), Bearer key, credits, webhooks."),
@@ -74,42 +75,6 @@ impl Modify for SecuritySchemes {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
-}
-
-/// The one error envelope of both APIs.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorEnvelope {
-    pub error: ErrorDetail,
-}
-
-/// `error` of the envelope.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    pub code: ErrorCode,
-    /// What went wrong, for a person.
-    pub message: String,
-    /// Also in the `X-Trace-Id` header and the server's log line of the request.
-    pub trace_id: String,
-}
-
-/// The contract's error codes.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    InvalidRequest,
-    Unauthorized,
-    NotFound,
-    RateLimitExceeded,
-    InsufficientCredits,
-    IdempotencyConflict,
-    UnsupportedAudio,
-    CorruptAudio,
-    PayloadTooLarge,
-    EngineUnavailable,
-    InternalError,
-    ServiceUnavailable,
-    /// Extension: the item has already ended (cancel of a final job or generation).
-    Conflict,
 }
 
 /// A multipart upload: the `audio` file, and `P`'s fields as text parts (a job's parameters, see

@@ -87,7 +87,7 @@ fn read_enabled<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Erro
 }
 
 /// The 20 (or `limit`) most recent delivery attempts.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct DeliveryList {
     pub data: Vec<wh::Attempt>,
 }

@@ -330,13 +330,20 @@ pub(super) async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if status.is_success() {
-        Ok(body)
-    } else {
-        bail!(
+        return Ok(body);
+    }
+    match serde_json::from_value::<crate::error::ErrorEnvelope>(body.clone()) {
+        Ok(e) => bail!(
             "{} {}: {}",
             status.as_u16(),
-            body["error"]["code"].as_str().unwrap_or("error"),
-            body["error"]["message"].as_str().unwrap_or("")
-        )
+            e.error.code.as_str(),
+            e.error.message
+        ),
+        // Not the envelope (a proxy's page, or a code this build does not know): as it came.
+        Err(_) => bail!(
+            "{} {}: {body}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("error")
+        ),
     }
 }

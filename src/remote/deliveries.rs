@@ -1,10 +1,11 @@
 //! `deliveries resend --failed-since`: bulk replay of the events whose latest attempt failed.
 
 use anyhow::anyhow;
-use serde_json::Value;
 
 use super::client::Client;
 use super::print::print_deliveries;
+use crate::api::webhook::DeliveryList;
+use crate::store::webhooks::Attempt;
 
 /// `--failed-since`: an RFC 3339 time, or an age before `now` (`90s`, `30m`, `2h`, `1d`).
 pub(super) fn parse_since(
@@ -42,22 +43,19 @@ pub(super) async fn resend_failed_since(
     of: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let list = c
-        .tl_get(&format!("/v1/webhook/deliveries?of={of}&limit=100"))
+    let list: DeliveryList = c
+        .tl_get_as(&format!("/v1/webhook/deliveries?of={of}&limit=100"))
         .await?;
     let mut latest_seen = std::collections::HashSet::new();
     let mut failed = Vec::new();
     // Newest first: the first attempt seen of an event is its latest.
-    for a in list["data"].as_array().into_iter().flatten() {
-        let event = a["event_id"].as_str().unwrap_or_default().to_string();
-        if !latest_seen.insert(event.clone()) || a["succeeded"] == true {
+    for a in list.data {
+        if !latest_seen.insert(a.event_id.clone()) || a.succeeded {
             continue;
         }
-        let at = a["created_at"]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let at = chrono::DateTime::parse_from_rfc3339(&a.created_at).ok();
         if at.is_some_and(|t| t >= since) {
-            failed.push(event);
+            failed.push(a.event_id);
         }
     }
     if failed.is_empty() && json {
@@ -71,15 +69,15 @@ pub(super) async fn resend_failed_since(
         );
         return Ok(());
     }
-    let mut sent = Vec::new();
+    let mut sent: Vec<Attempt> = Vec::new();
     for event in failed.iter().rev() {
         let path = format!("/v1/webhook/deliveries/{event}/resend");
-        sent.push(c.tl_send("POST", &path, None).await?);
+        sent.push(c.tl_send_as("POST", &path, None).await?);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&sent)?);
     } else {
-        print_deliveries(&Value::Array(sent));
+        print_deliveries(&sent);
     }
     Ok(())
 }

@@ -21,8 +21,9 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::api::admin::BalanceBody;
-use crate::api::webhook::EndpointBody;
+use crate::api::webhook::{DeliveryList, EndpointBody};
 use crate::config::DataArgs;
+use crate::store::webhooks::Attempt;
 use crate::views::JobBody;
 use client::{decode, Client, Key};
 use deliveries::{parse_since, resend_failed_since};
@@ -330,11 +331,11 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     if let Some(of) = of {
                         path.push_str(&format!("&of={of}"));
                     }
-                    let list = Client::new(&remote).await?.tl_get(&path).await?;
+                    let list: DeliveryList = Client::new(&remote).await?.tl_get_as(&path).await?;
                     if json {
                         println!("{}", serde_json::to_string_pretty(&list)?);
                     } else {
-                        print_deliveries(&list["data"]);
+                        print_deliveries(&list.data);
                     }
                     Ok(())
                 }
@@ -345,14 +346,14 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     ..
                 } => {
                     let path = format!("/v1/webhook/deliveries/{id}/resend");
-                    let a = Client::new(&remote)
+                    let a: Attempt = Client::new(&remote)
                         .await?
-                        .tl_send("POST", &path, None)
+                        .tl_send_as("POST", &path, None)
                         .await?;
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&json!([a]))?);
+                        println!("{}", serde_json::to_string_pretty(&[&a])?);
                     } else {
-                        print_deliveries(&json!([a]));
+                        print_deliveries(&[a]);
                     }
                     Ok(())
                 }

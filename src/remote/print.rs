@@ -1,9 +1,8 @@
 //! How the developer tools print what the API answers: the endpoint, the delivery log as an
 //! aligned table, one line per job.
 
-use serde_json::Value;
-
 use crate::api::webhook::EndpointBody;
+use crate::store::webhooks::Attempt;
 use crate::views::JobBody;
 
 pub(super) fn print_endpoint(ep: &EndpointBody) {
@@ -21,37 +20,33 @@ pub(super) fn print_endpoint(ep: &EndpointBody) {
 
 /// The delivery log as a table whose columns line up whatever the values' widths (numbers are
 /// formatted as numbers: a JSON value ignores width and alignment).
-pub(super) fn print_deliveries(list: &Value) {
+pub(super) fn print_deliveries(list: &[Attempt]) {
     let rows: Vec<[String; 8]> = list
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|a| {
-            let result = match (a["succeeded"].as_bool(), a["response_status"].as_i64()) {
-                (Some(true), Some(s)) => format!("ok {s}"),
+            let result = match (a.succeeded, a.response_status) {
+                (true, Some(s)) => format!("ok {s}"),
                 (_, Some(s)) => format!("fail {s}"),
                 _ => "fail".to_string(),
             };
-            let num = |v: &Value| v.as_i64().map(|n| n.to_string()).unwrap_or_default();
-            let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-            let mut attempt = num(&a["attempt"]);
-            if a["manual"] == true {
+            let mut attempt = a.attempt.to_string();
+            if a.manual {
                 attempt.push_str(" (resend)");
             }
-            let error = a["error"].as_str().map(|e| format!("  ({e})"));
+            let next = a
+                .next_attempt_at
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map_or_else(|| "-".to_string(), crate::store::rfc3339);
+            let error = a.error.as_ref().map(|e| format!("  ({e})"));
             [
-                s(&a["id"]),
-                s(&a["event_type"]),
-                s(&a["subject_id"]),
+                a.id.clone(),
+                a.event_type.clone(),
+                a.subject_id.clone(),
                 attempt,
                 result,
-                num(&a["duration_ms"]),
-                s(&a["created_at"]),
-                format!(
-                    "{}{}",
-                    a["next_attempt_at"].as_str().unwrap_or("-"),
-                    error.unwrap_or_default()
-                ),
+                a.duration_ms.to_string(),
+                a.created_at.clone(),
+                format!("{next}{}", error.unwrap_or_default()),
             ]
         })
         .collect();

@@ -249,8 +249,9 @@ pub fn event_update(
     Ok(())
 }
 
+// The client commands read it back from the API with the same type.
 /// One delivery attempt, as the delivery log shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub id: String,
     pub event_id: String,
@@ -272,7 +273,11 @@ pub struct Attempt {
     pub succeeded: bool,
     pub manual: bool,
     /// When the next automatic retry is due (RFC 3339), while one is scheduled.
-    #[serde(serialize_with = "crate::views::ms_as_rfc3339")]
+    #[serde(
+        serialize_with = "crate::views::ms_as_rfc3339",
+        deserialize_with = "crate::views::rfc3339_as_ms",
+        default
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub next_attempt_at: Option<i64>,
     pub created_at: String,
