@@ -61,6 +61,16 @@ pub struct Bucket {
     hints: Vec<String>,
 }
 
+/// What became of an object the janitor deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Deleted,
+    /// Not in this node's bucket and prefix: left alone, for good.
+    NotOurs,
+    /// The storage refused or did not answer: worth another try.
+    Failed,
+}
+
 /// A local copy of an input, removed when dropped if it was fetched for the occasion.
 #[derive(Debug)]
 pub struct LocalFile {
@@ -405,18 +415,17 @@ impl Media {
         }
     }
 
-    /// Deletes an object the janitor found expired (already gone is fine); `false` if it is not
-    /// in this node's bucket and prefix, or the delete failed.
-    pub async fn remove_object(&self, location: &str) -> bool {
+    /// Deletes an object the janitor found expired (already gone counts as deleted).
+    pub async fn remove_object(&self, location: &str) -> Removal {
         match self.object(location) {
             Some((b, key)) => match b.store.delete(&key).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => true,
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Removal::Deleted,
                 Err(e) => {
                     tracing::warn!("could not delete {location}: {e}");
-                    false
+                    Removal::Failed
                 }
             },
-            None => false,
+            None => Removal::NotOurs,
         }
     }
 

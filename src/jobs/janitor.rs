@@ -86,7 +86,8 @@ pub async fn sweep(
         }
         swept.results += expired.len();
         let results_root = media_dir.join("results");
-        let paths = remove_objects(media, expired.into_iter().map(|(_, p)| p)).await;
+        let (paths, failed) = remove_objects(media, expired.into_iter().map(|(_, p)| p)).await;
+        retry_later(store, failed, now_ms).await?;
         tokio::task::spawn_blocking(move || {
             for path in paths {
                 remove_file(&path, &results_root, true);
@@ -114,7 +115,8 @@ pub async fn sweep(
         }
         swept.uploads += stale.len();
         let uploads_root = media_dir.join("uploads");
-        let paths = remove_objects(media, stale.into_iter().map(|(_, p)| p)).await;
+        let (paths, failed) = remove_objects(media, stale.into_iter().map(|(_, p)| p)).await;
+        retry_later(store, failed, now_ms).await?;
         tokio::task::spawn_blocking(move || {
             for path in paths {
                 remove_file(&path, &uploads_root, false);
@@ -126,19 +128,48 @@ pub async fn sweep(
     Ok(swept)
 }
 
-/// Deletes the objects among `locations`; returns the others, paths for [`remove_file`].
-async fn remove_objects(media: &Media, locations: impl Iterator<Item = String>) -> Vec<PathBuf> {
-    let mut paths = Vec::new();
+/// Deletes the objects among `locations`; returns the others (paths for [`remove_file`]) and the
+/// objects whose delete failed.
+async fn remove_objects(
+    media: &Media,
+    locations: impl Iterator<Item = String>,
+) -> (Vec<PathBuf>, Vec<String>) {
+    let (mut paths, mut failed) = (Vec::new(), Vec::new());
     for location in locations {
         if media::is_object(&location) {
-            if !media.remove_object(&location).await {
-                tracing::warn!(%location, "janitor: not deleted (not in this node's bucket, or it failed)");
+            match media.remove_object(&location).await {
+                media::Removal::Deleted => {}
+                media::Removal::NotOurs => {
+                    tracing::warn!(%location, "janitor: not in this node's bucket and prefix; left alone")
+                }
+                media::Removal::Failed => {
+                    tracing::warn!(%location, "janitor: not deleted; tried again at the next sweep");
+                    failed.push(location);
+                }
             }
         } else {
             paths.push(PathBuf::from(location));
         }
     }
-    paths
+    (paths, failed)
+}
+
+/// Objects whose delete failed (the storage was down, or another node's bucket) go back into the
+/// expired media rows under a fresh token nobody holds, so the next sweep tries them again;
+/// expiring at `now_ms`, they are not picked up again by this one.
+async fn retry_later(store: &Store, failed: Vec<String>, now_ms: i64) -> store::Result<()> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    store
+        .write(move |tx| {
+            for location in &failed {
+                let token = crate::ids::new_id("retry");
+                store::media::insert(tx, &token, location, "", "janitor", now_ms)?;
+            }
+            Ok(())
+        })
+        .await
 }
 
 /// Removes a file (already gone is fine), never anything outside `root`; with `parent`, also its

@@ -397,6 +397,63 @@ async fn the_janitor_deletes_expired_objects_under_its_prefix_only() {
         ],
         "only the object under mine/ goes"
     );
+
+    // A delete the storage refuses is tried again at the next sweep, not forgotten: a node whose
+    // endpoint answers 403 to everything sweeps first, then one that reaches the bucket.
+    assert!(put("mine/results/job_2/run1/d.wav")
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    store
+        .write(|tx| {
+            let location = "s3://janitor-media/mine/results/job_2/run1/d.wav";
+            store::media::insert(tx, "t4", location, "d.wav", "job_2", 20_000)
+        })
+        .await
+        .unwrap();
+    let refusing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refusing_url = format!("http://{}", refusing.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = refusing.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {
+                    let answer = "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n";
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let mut down = settings.clone();
+    down[0] = ("aws_endpoint", &refusing_url);
+    let refused = Media::s3("s3://janitor-media/mine", data.path(), &down).unwrap();
+    let sweep = |media: Media, now: i64| {
+        let store = store.clone();
+        let dir = data.path().to_path_buf();
+        async move {
+            soundcheck::jobs::janitor::sweep(&store, &media, &dir, Duration::from_secs(3600), now)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(sweep(refused, 30_000).await.results, 1);
+    assert!(
+        s3.keys("janitor-media", "mine/")
+            .await
+            .contains(&"mine/results/job_2/run1/d.wav".to_string()),
+        "the refused delete left the object"
+    );
+    assert_eq!(sweep(media.clone(), 40_000).await.results, 1, "tried again");
+    assert!(s3.keys("janitor-media", "mine/").await.is_empty());
+    assert_eq!(
+        sweep(media, 50_000).await.results,
+        0,
+        "and then nothing is left to do"
+    );
 }
 
 /// A fleet whose nodes share only PostgreSQL and the bucket: each has its own data directory.
