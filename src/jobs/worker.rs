@@ -313,7 +313,14 @@ impl Workers {
             },
             None => task.await,
         };
-        self.progress.lock().unwrap().remove(id);
+        // A finished engine's run shows 1.0 while its results are stored (an upload to object
+        // storage can take a while); `commit_end` clears it with the end.
+        match &joined {
+            Ok(Ok(_)) => Workers::set_progress(&self.progress, id, 1.0),
+            _ => {
+                self.progress.lock().unwrap().remove(id);
+            }
+        }
         match joined {
             Ok(Ok(v)) => Outcome::Done(v),
             Ok(Err(EngineError::Cancelled)) => Outcome::Requeue,
@@ -517,6 +524,7 @@ impl Workers {
         end: End,
         write: impl Fn(&dyn crate::store::Tx, End) -> store::Result<()> + Clone + Send + 'static,
     ) -> store::Result<()> {
+        let _clear = ClearProgress(&self.progress, id);
         let mut end = end;
         let mut delay = FINISH_RETRY_FIRST;
         loop {
@@ -663,6 +671,18 @@ impl Workers {
             finish_generation_tx(tx, &id, end, Some(run))
         })
         .await
+    }
+}
+
+/// Forgets a run's live progress when dropped: its end is committed (or left to recovery).
+struct ClearProgress<'a>(&'a ProgressMap, &'a str);
+
+impl Drop for ClearProgress<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(self.1);
     }
 }
 
