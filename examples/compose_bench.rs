@@ -11,17 +11,19 @@
 use std::time::Instant;
 
 use soundcheck::engines::compose::{compose, parse_tags};
-use soundcheck::jobs::generator::GenerationRequest;
+use soundcheck::jobs::generator::GenerationInput;
 
 fn main() {
-    let mut req = GenerationRequest {
-        tags: "lofi chill, piano, vinyl crackle".into(),
-        duration: 90,
-        bpm: 80,
-        keyscale: "A minor".into(),
-        timesignature: 4,
-        seed: 1_729_384_756,
-    };
+    let mut req = GenerationInput::new(
+        "lofi chill, piano, vinyl crackle",
+        soundcheck::views::GenerationParameters {
+            duration: 90,
+            bpm: 80,
+            keyscale: "A minor".into(),
+            timesignature: 4,
+            seed: 1_729_384_756,
+        },
+    );
     let mut runs = 5;
     let mut out: Option<String> = None;
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,11 +32,11 @@ fn main() {
         let v = args[i + 1].clone();
         match args[i].as_str() {
             "--tags" => req.tags = v,
-            "--bpm" => req.bpm = v.parse().expect("bpm"),
-            "--key" => req.keyscale = v,
-            "--beats" => req.timesignature = v.parse().expect("beats"),
-            "--duration" => req.duration = v.parse().expect("duration"),
-            "--seed" => req.seed = v.parse().expect("seed"),
+            "--bpm" => req.parameters.bpm = v.parse().expect("bpm"),
+            "--key" => req.parameters.keyscale = v,
+            "--beats" => req.parameters.timesignature = v.parse().expect("beats"),
+            "--duration" => req.parameters.duration = v.parse().expect("duration"),
+            "--seed" => req.parameters.seed = v.parse().expect("seed"),
             "--runs" => runs = v.parse().expect("runs"),
             "--out" => out = Some(v),
             other => panic!("unknown flag {other}"),
@@ -53,7 +55,7 @@ fn main() {
         audio = Some(a);
     }
     let cpu = (cpu_seconds() - cpu0) / times.len() as f64;
-    report("render", req.duration, &mut times, cpu);
+    report("render", req.parameters.duration, &mut times, cpu);
 
     // The whole generation: render, then the MP3 the server publishes (192 kbit/s, 44.1 kHz stereo).
     let dir = std::env::temp_dir().join(format!("compose-bench-{}", std::process::id()));
@@ -68,7 +70,7 @@ fn main() {
         whole.push(t.elapsed().as_secs_f64());
     }
     let cpu = (cpu_seconds() - cpu0) / whole.len() as f64;
-    report("render + MP3", req.duration, &mut whole, cpu);
+    report("render + MP3", req.parameters.duration, &mut whole, cpu);
     let _ = std::fs::remove_dir_all(&dir);
     if let (Some(path), Some(a)) = (out, audio) {
         let spec = hound::WavSpec {

@@ -435,23 +435,17 @@ pub fn generate(config: &crate::config::Config, a: &GenerateArgs<'_>) -> anyhow:
     let generator = registry
         .default_generator()
         .ok_or_else(|| anyhow!("no generator installed"))?;
-    let req = crate::jobs::generator::GenerationRequest {
-        tags: a.tags.to_string(),
-        duration: p.duration,
-        bpm: p.bpm,
-        keyscale: p.keyscale.clone(),
-        timesignature: p.timesignature,
-        seed: p.seed,
-    };
+    let req = crate::jobs::generator::GenerationInput::new(a.tags, p);
+    let p = &req.parameters;
     eprintln!(
         "{}: \"{}\" {} s, {} bpm, {}, timesignature {}, seed {}",
         generator.name(),
         req.tags,
-        req.duration,
-        req.bpm,
-        req.keyscale,
-        req.timesignature,
-        req.seed
+        p.duration,
+        p.bpm,
+        p.keyscale,
+        p.timesignature,
+        p.seed
     );
     let pb = bar("generating");
     let audio = generator
@@ -470,11 +464,11 @@ pub fn generate(config: &crate::config::Config, a: &GenerateArgs<'_>) -> anyhow:
         let said = serde_json::json!({
             "model": generator.name(),
             "tags": req.tags,
-            "duration": req.duration,
-            "bpm": req.bpm,
-            "keyscale": req.keyscale,
-            "timesignature": req.timesignature,
-            "seed": req.seed,
+            "duration": p.duration,
+            "bpm": p.bpm,
+            "keyscale": p.keyscale,
+            "timesignature": p.timesignature,
+            "seed": p.seed,
             "output": a.output,
             "seconds": secs,
         });

@@ -5,22 +5,25 @@
 
 use crate::audio::Audio;
 use crate::jobs::engine::{EngineError, Resource};
+use crate::views::GenerationParameters;
 
-/// A generation request with every parameter resolved, exactly as reported in `parameters`.
+/// What a generator renders: the prompt's `tags` (genre, instruments, mood, texture) and the
+/// resolved `parameters`, the same type the API reports and the store keeps (duration 1–600 s,
+/// bpm 30–300, keyscale as the contract writes it — `"A minor"`, `"F# major"` —, beats per bar
+/// 2–12, and the seed of every random choice: same input, same audio).
 #[derive(Debug, Clone, PartialEq)]
-pub struct GenerationRequest {
-    /// The `tags` text: genre, instruments, mood, texture.
+pub struct GenerationInput {
     pub tags: String,
-    /// Requested length in seconds (1–600).
-    pub duration: u32,
-    /// Tempo in beats per minute (30–300).
-    pub bpm: u32,
-    /// Key and mode as the contract writes it: `"A minor"`, `"F# major"`, `"Bb minor"`.
-    pub keyscale: String,
-    /// Beats per bar (2–12).
-    pub timesignature: u32,
-    /// Seed for every random choice (0–2^32-1): same request and seed, same audio.
-    pub seed: u64,
+    pub parameters: GenerationParameters,
+}
+
+impl GenerationInput {
+    pub fn new(tags: impl Into<String>, parameters: GenerationParameters) -> GenerationInput {
+        GenerationInput {
+            tags: tags.into(),
+            parameters,
+        }
+    }
 }
 
 /// A text-to-music engine.
@@ -35,7 +38,7 @@ pub trait Generator: Send + Sync {
     /// `cancelled` turns true on shutdown (return `EngineError::Cancelled`).
     fn generate(
         &self,
-        req: &GenerationRequest,
+        req: &GenerationInput,
         progress: &(dyn Fn(f32) + Sync),
         cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<Audio, EngineError>;

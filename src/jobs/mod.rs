@@ -6,7 +6,7 @@ pub mod generator;
 pub mod janitor;
 
 pub use engine::{Engine, EngineError, JobContext, JobKind, JobOutput, Resource};
-pub use generator::{GenerationRequest, Generator};
+pub use generator::{GenerationInput, Generator};
 pub mod registry;
 pub mod submit;
 pub mod worker;

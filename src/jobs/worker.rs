@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{JobContext, JobKind, Resource};
 use super::registry::Registry;
-use super::{EngineError, GenerationRequest};
+use super::{EngineError, GenerationInput};
 use crate::audio::Audio;
 use crate::faults::{Fault, Faults};
 use crate::store::generations::Generation;
@@ -585,14 +585,7 @@ impl Workers {
                     .await
             }
         };
-        let req = GenerationRequest {
-            tags: g.prompt.clone(),
-            duration: params.duration,
-            bpm: params.bpm,
-            keyscale: params.keyscale,
-            timesignature: params.timesignature,
-            seed: params.seed,
-        };
+        let req = GenerationInput::new(g.prompt.clone(), params);
         let fault = self.run_fault(g.fault.as_deref());
         let dir = self.media.run_dir(&g.id, g.runs);
         let ended = async {

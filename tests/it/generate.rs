@@ -6,7 +6,8 @@
 
 use soundcheck::engines::analyze::{self, key::Key};
 use soundcheck::engines::compose::{self, Mode};
-use soundcheck::jobs::generator::GenerationRequest;
+use soundcheck::jobs::generator::GenerationInput;
+use soundcheck::views::GenerationParameters;
 
 const GENRES: [&str; 12] = [
     "pop",
@@ -50,14 +51,16 @@ fn a_grid_of_48_requests_is_heard_at_its_tempo_and_key() {
             Mode::Minor
         };
         let keyscale = key_name(tonic, mode);
-        let req = GenerationRequest {
-            tags: GENRES[i % GENRES.len()].into(),
-            duration: 30,
-            bpm,
-            keyscale: keyscale.clone(),
-            timesignature: METERS[i % METERS.len()],
-            seed: 1000 + i as u64,
-        };
+        let req = GenerationInput::new(
+            GENRES[i % GENRES.len()],
+            GenerationParameters {
+                duration: 30,
+                bpm,
+                keyscale: keyscale.clone(),
+                timesignature: METERS[i % METERS.len()],
+                seed: 1000 + i as u64,
+            },
+        );
         let audio = compose::compose(&req, &|_| {}, &|| false).unwrap();
         assert!((audio.duration_secs() - 30.0).abs() < 0.5);
         let r = analyze::tempo_key(&audio).unwrap();
@@ -79,7 +82,7 @@ fn a_grid_of_48_requests_is_heard_at_its_tempo_and_key() {
         if tempo != "ok" || !key_ok {
             misses.push(format!(
                 "{:<20} {bpm:>3} bpm {}/x {:<9} → {:>6.1} bpm ({tempo}), {:?}",
-                req.tags, req.timesignature, keyscale, r.bpm, r.key
+                req.tags, req.parameters.timesignature, keyscale, r.bpm, r.key
             ));
         }
     }

@@ -17,7 +17,8 @@ use soundcheck::engines::musicgen::generate::{
 };
 use soundcheck::engines::musicgen::{Error, MusicGen, Sampling};
 use soundcheck::jobs::engine::EngineError;
-use soundcheck::jobs::generator::{GenerationRequest, Generator};
+use soundcheck::jobs::generator::{GenerationInput, Generator};
+use soundcheck::views::GenerationParameters;
 
 /// Largest |candle − PyTorch| allowed. Measured on x86-64 (2-core VM): text states 8.9e-7, projected 1.2e-6,
 /// logits 2.9e-6 (logits reach ~10), guided logits (3.0) 8.1e-6, EnCodec audio 1.2e-7, greedy audio
@@ -305,15 +306,17 @@ fn opts_frames(o: &GenerateOptions, frames: usize) -> GenerateOptions {
     o
 }
 
-fn request(duration: u32, seed: u64) -> GenerationRequest {
-    GenerationRequest {
-        tags: "lofi chill, piano".into(),
-        duration,
-        bpm: 80,
-        keyscale: "A minor".into(),
-        timesignature: 4,
-        seed,
-    }
+fn request(duration: u32, seed: u64) -> GenerationInput {
+    GenerationInput::new(
+        "lofi chill, piano",
+        GenerationParameters {
+            duration,
+            bpm: 80,
+            keyscale: "A minor".into(),
+            timesignature: 4,
+            seed,
+        },
+    )
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub use theory::{parse_keyscale, Key, Mode};
 
 use crate::audio::Audio;
 use crate::jobs::engine::EngineError;
-use crate::jobs::generator::{GenerationRequest, Generator};
+use crate::jobs::generator::{GenerationInput, Generator};
 
 /// Sample rate of every procedural render (the MP3's rate).
 pub const SAMPLE_RATE: u32 = 44_100;
@@ -46,7 +46,7 @@ impl Generator for Procedural {
 
     fn generate(
         &self,
-        req: &GenerationRequest,
+        req: &GenerationInput,
         progress: &(dyn Fn(f32) + Sync),
         cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<Audio, EngineError> {
@@ -57,37 +57,38 @@ impl Generator for Procedural {
 /// Renders `req` to exactly `duration` seconds of 44.1 kHz stereo. Out-of-range parameters and an
 /// unparsable `keyscale` are `InvalidInput`; a raised `cancelled` flag is `Cancelled`.
 pub fn compose(
-    req: &GenerationRequest,
+    req: &GenerationInput,
     progress: &(dyn Fn(f32) + Sync),
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Audio, EngineError> {
     let invalid = |m: String| Err(EngineError::InvalidInput(m));
-    if !(1..=600).contains(&req.duration) {
+    let p = &req.parameters;
+    if !(1..=600).contains(&p.duration) {
         return invalid(format!(
             "duration must be 1-600 seconds, got {}",
-            req.duration
+            p.duration
         ));
     }
-    if !(30..=300).contains(&req.bpm) {
-        return invalid(format!("bpm must be 30-300, got {}", req.bpm));
+    if !(30..=300).contains(&p.bpm) {
+        return invalid(format!("bpm must be 30-300, got {}", p.bpm));
     }
-    if !(2..=12).contains(&req.timesignature) {
+    if !(2..=12).contains(&p.timesignature) {
         return invalid(format!(
             "timesignature must be 2-12, got {}",
-            req.timesignature
+            p.timesignature
         ));
     }
-    if req.seed >= 1 << 32 {
-        return invalid(format!("seed must be below 2^32, got {}", req.seed));
+    if p.seed >= 1 << 32 {
+        return invalid(format!("seed must be below 2^32, got {}", p.seed));
     }
-    let key = parse_keyscale(&req.keyscale).map_err(EngineError::InvalidInput)?;
+    let key = parse_keyscale(&p.keyscale).map_err(EngineError::InvalidInput)?;
     let reading = parse_tags(&req.tags);
-    let style = style::style_for(&reading, &mut dmath::Rng::stream(req.seed, "style"));
-    let duration = req.duration as f64;
-    let score = arrange::arrange(key, &style, req.bpm, req.timesignature, duration, req.seed);
+    let style = style::style_for(&reading, &mut dmath::Rng::stream(p.seed, "style"));
+    let duration = p.duration as f64;
+    let score = arrange::arrange(key, &style, p.bpm, p.timesignature, duration, p.seed);
     progress(0.02);
-    let frames = req.duration as usize * SAMPLE_RATE as usize;
-    let [l, r] = mix::render(&score, &style, frames, req.seed, progress, cancelled)
+    let frames = p.duration as usize * SAMPLE_RATE as usize;
+    let [l, r] = mix::render(&score, &style, frames, p.seed, progress, cancelled)
         .map_err(|_| EngineError::Cancelled)?;
     Ok(Audio {
         sample_rate: SAMPLE_RATE,
@@ -98,6 +99,7 @@ pub fn compose(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::views::GenerationParameters;
     use realfft::RealFftPlanner;
 
     fn req(
@@ -107,18 +109,30 @@ mod tests {
         key: &str,
         beats: u32,
         seed: u64,
-    ) -> GenerationRequest {
-        GenerationRequest {
-            tags: tags.into(),
-            duration,
-            bpm,
-            keyscale: key.into(),
-            timesignature: beats,
-            seed,
-        }
+    ) -> GenerationInput {
+        GenerationInput::new(
+            tags,
+            GenerationParameters {
+                duration,
+                bpm,
+                keyscale: key.into(),
+                timesignature: beats,
+                seed,
+            },
+        )
     }
 
-    fn run(r: &GenerationRequest) -> Audio {
+    /// `r` with one parameter changed.
+    fn with(
+        r: &GenerationInput,
+        change: impl FnOnce(&mut GenerationParameters),
+    ) -> GenerationInput {
+        let mut r = r.clone();
+        change(&mut r.parameters);
+        r
+    }
+
+    fn run(r: &GenerationInput) -> Audio {
         compose(r, &|_| {}, &|| false).expect("render")
     }
 
@@ -143,10 +157,7 @@ mod tests {
         let a = run(&r);
         let b = run(&r);
         assert_eq!(a, b);
-        let c = run(&GenerationRequest {
-            seed: 7,
-            ..r.clone()
-        });
+        let c = run(&with(&r, |p| p.seed = 7));
         assert_ne!(a.channels[0], c.channels[0]);
     }
 
@@ -185,30 +196,12 @@ mod tests {
     fn rejects_bad_parameters() {
         let ok = req("pop", 5, 120, "A minor", 4, 1);
         let cases = [
-            GenerationRequest {
-                keyscale: "H minor".into(),
-                ..ok.clone()
-            },
-            GenerationRequest {
-                duration: 0,
-                ..ok.clone()
-            },
-            GenerationRequest {
-                duration: 601,
-                ..ok.clone()
-            },
-            GenerationRequest {
-                bpm: 29,
-                ..ok.clone()
-            },
-            GenerationRequest {
-                timesignature: 13,
-                ..ok.clone()
-            },
-            GenerationRequest {
-                seed: 1 << 32,
-                ..ok.clone()
-            },
+            with(&ok, |p| p.keyscale = "H minor".into()),
+            with(&ok, |p| p.duration = 0),
+            with(&ok, |p| p.duration = 601),
+            with(&ok, |p| p.bpm = 29),
+            with(&ok, |p| p.timesignature = 13),
+            with(&ok, |p| p.seed = 1 << 32),
         ];
         for c in cases {
             assert!(

@@ -28,7 +28,7 @@ use tokenizers::Tokenizer;
 
 use crate::audio::Audio;
 use crate::jobs::engine::{EngineError, Resource};
-use crate::jobs::generator::{GenerationRequest, Generator};
+use crate::jobs::generator::{GenerationInput, Generator};
 
 pub use config::{Config, GenerationConfig};
 pub use generate::GenerateOptions;
@@ -89,15 +89,15 @@ impl From<Error> for EngineError {
 
 /// The text MusicGen is conditioned on: the tags, then tempo and key as users write them
 /// ("lofi chill, piano, 80 bpm, A minor").
-pub fn prompt_text(req: &GenerationRequest) -> String {
+pub fn prompt_text(req: &GenerationInput) -> String {
     let mut parts: Vec<String> = Vec::new();
     let tags = req.tags.split_whitespace().collect::<Vec<_>>().join(" ");
     let tags = tags.trim_matches(|c: char| c == ',' || c.is_whitespace());
     if !tags.is_empty() {
         parts.push(tags.to_string());
     }
-    parts.push(format!("{} bpm", req.bpm));
-    let key = req.keyscale.trim();
+    parts.push(format!("{} bpm", req.parameters.bpm));
+    let key = req.parameters.keyscale.trim();
     if !key.is_empty() {
         parts.push(key.to_string());
     }
@@ -290,17 +290,18 @@ impl Generator for MusicGen {
 
     fn generate(
         &self,
-        req: &GenerationRequest,
+        req: &GenerationInput,
         progress: &(dyn Fn(f32) + Sync),
         cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<Audio, EngineError> {
-        if req.duration == 0 {
+        let p = &req.parameters;
+        if p.duration == 0 {
             return Err(EngineError::InvalidInput(
                 "duration must be positive".into(),
             ));
         }
         let text = prompt_text(req);
-        let opts = self.options(req.duration as f64, req.seed);
+        let opts = self.options(p.duration as f64, p.seed);
         tracing::info!(engine = %self.name, prompt = %text, frames = opts.frames, "musicgen generation");
         Ok(self.generate_audio(&text, &opts, progress, cancelled)?)
     }
@@ -354,7 +355,7 @@ impl Generator for LazyMusicGen {
 
     fn generate(
         &self,
-        req: &GenerationRequest,
+        req: &GenerationInput,
         progress: &(dyn Fn(f32) + Sync),
         cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<Audio, EngineError> {
@@ -365,16 +366,19 @@ impl Generator for LazyMusicGen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::views::GenerationParameters;
 
-    fn req(tags: &str, bpm: u32, key: &str) -> GenerationRequest {
-        GenerationRequest {
-            tags: tags.into(),
-            duration: 10,
-            bpm,
-            keyscale: key.into(),
-            timesignature: 4,
-            seed: 1,
-        }
+    fn req(tags: &str, bpm: u32, key: &str) -> GenerationInput {
+        GenerationInput::new(
+            tags,
+            GenerationParameters {
+                duration: 10,
+                bpm,
+                keyscale: key.into(),
+                timesignature: 4,
+                seed: 1,
+            },
+        )
     }
 
     #[test]
