@@ -327,49 +327,103 @@ pub const API_URL_SETTING: &str = "api_url";
 /// A fleet's nodes must share one media storage: a job's upload is put where the node that took
 /// it keeps media and read where the claiming worker does. The first node writes the fleet's id
 /// (kept in the database) into its storage; a node whose storage lacks it, or names another
-/// fleet, stops here with the reason instead of claiming jobs it would fail. `claim` (from
-/// `--claim-media`) makes this node's storage the fleet's.
+/// fleet, stops here with the reason instead of claiming jobs it would fail.
+///
+/// The decision is taken in one write transaction (serialised fleet-wide), so of several nodes
+/// starting at once on a fresh database exactly one marks its storage; the others wait a little
+/// for that marker to appear in theirs (the same storage) before refusing (another one).
+/// `claim` (`--claim-media`) gives the fleet a new id written into this node's storage, so a
+/// node left on the old storage is refused from then on.
 async fn check_fleet_media(
     store: &Store,
     media: &crate::media::Media,
     claim: bool,
 ) -> anyhow::Result<()> {
-    let (fleet_id, marked) = store
-        .write(|tx| {
-            let id =
-                store::settings::get_or_insert(tx, "fleet_id", || crate::ids::new_id("fleet"))?;
-            let marked = store::settings::get(tx, "fleet_media_marked")?.is_some();
-            Ok((id, marked))
-        })
-        .await?;
-    let found = media.read_marker().await?;
+    use crate::media::Marker;
     let storage = media.describe();
-    let fix = "give every node the same --media-dir (one shared mount) or --media; to move the \
-               fleet to this storage, start one node once with --claim-media (docs/fleet.md)";
-    match found {
-        Some(id) if id == fleet_id => return Ok(()),
-        Some(other) if !claim => anyhow::bail!(
-            "{storage} is another fleet's media storage ({} names {other}; this database's \
-             fleet is {fleet_id}): {fix}",
-            media.marker_location()
-        ),
-        None if marked && !claim => anyhow::bail!(
-            "{storage} is not this fleet's media storage: the fleet's other nodes keep uploads \
-             and results elsewhere (this storage lacks the marker {} they share), so jobs taken \
-             by one node could not be run by another: {fix}",
-            media.marker_location()
-        ),
-        _ => {}
-    }
-    media.write_marker(&fleet_id).await?;
-    store
-        .write(|tx| store::settings::set(tx, "fleet_media_marked", "1"))
-        .await?;
+    let marker = media.marker_location();
     if claim {
-        tracing::warn!(%storage, "--claim-media: this storage is now the fleet's media storage");
+        let id = crate::ids::new_id("fleet");
+        media.write_marker(&id).await?;
+        let (id_in, storage_in) = (id.clone(), storage.clone());
+        store
+            .write(move |tx| {
+                store::settings::set(tx, "fleet_id", &id_in)?;
+                store::settings::set(tx, "fleet_media_marked", "1")?;
+                store::settings::set(tx, "fleet_media", &storage_in)
+            })
+            .await?;
+        tracing::warn!(%storage, fleet = %id, "--claim-media: this storage is now the fleet's media storage; nodes on any other are refused at start");
+        return Ok(());
     }
-    Ok(())
+    enum Verdict {
+        Ours,
+        Mark(String),
+        /// Marked by the fleet elsewhere (named, when recorded); `found` is what is here.
+        Elsewhere {
+            fleet: String,
+            at: Option<String>,
+            found: Marker,
+        },
+    }
+    let fix = "give every node the same --media-dir (one shared mount, at the same path) or \
+               --media; if this storage replaced the fleet's (a restored volume, a new bucket), \
+               start one node on it once with --claim-media (docs/fleet.md)";
+    let patience = std::time::Instant::now() + MARKER_WAIT;
+    loop {
+        let found = media.read_marker().await?;
+        let (seen, storage_in) = (found.clone(), storage.clone());
+        let verdict = store
+            .write(move |tx| {
+                let id =
+                    store::settings::get_or_insert(tx, "fleet_id", || crate::ids::new_id("fleet"))?;
+                let marked = store::settings::get(tx, "fleet_media_marked")?.is_some();
+                Ok(match seen.clone() {
+                    Marker::Fleet(x) if x == id => Verdict::Ours,
+                    Marker::Absent if !marked => {
+                        store::settings::set(tx, "fleet_media_marked", "1")?;
+                        store::settings::set(tx, "fleet_media", &storage_in)?;
+                        Verdict::Mark(id)
+                    }
+                    found => Verdict::Elsewhere {
+                        fleet: id,
+                        at: store::settings::get(tx, "fleet_media")?,
+                        found,
+                    },
+                })
+            })
+            .await?;
+        match verdict {
+            Verdict::Ours => return Ok(()),
+            Verdict::Mark(id) => return media.write_marker(&id).await,
+            // A node that marked the fleet a moment ago may still be writing its marker here.
+            Verdict::Elsewhere {
+                found: Marker::Absent,
+                ..
+            } if std::time::Instant::now() < patience => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Verdict::Elsewhere { fleet, at, found } => {
+                let there = at.map_or_else(String::new, |at| format!(" (the fleet's is {at})"));
+                let why = match found {
+                    Marker::Absent => format!(
+                        "the fleet's other nodes keep uploads and results elsewhere{there}: \
+                         this storage lacks the marker {marker} they share, so jobs taken by one \
+                         node could not be run by another"
+                    ),
+                    Marker::Fleet(other) => format!(
+                        "{marker} names fleet {other}, this database's fleet is {fleet}{there}"
+                    ),
+                    Marker::Invalid(what) => format!("its marker {marker} is {what}{there}"),
+                };
+                anyhow::bail!("{storage} is not this fleet's media storage: {why}: {fix}");
+            }
+        }
+    }
 }
+
+/// How long a node waits for the marker of a node that marked the fleet just before it.
+const MARKER_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs the server on `listener` until `shutdown` fires; returns after draining.
 pub async fn run(

@@ -512,7 +512,7 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
         args.workers != Some(0),
         "a worker node needs --workers of at least 1"
     );
-    let config = Config::from_args(&args)?;
+    let mut config = Config::from_args(&args)?;
     let lock = soundcheck::datadir::DataDirLock::acquire(&config.data_dir)?;
     soundcheck::audio::limits::set_max_duration_secs(config.max_duration_secs);
     let runtime = tokio::runtime::Runtime::new()?;
@@ -520,6 +520,8 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
         let registry = soundcheck::engines::try_registry(&config)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
         soundcheck::app::open_media(&config, &store).await?;
+        // Claimed once, here; the node's own start must not claim again under yet another id.
+        config.claim_media = false;
         lock.record(None)?;
         println!(
             "soundcheck {} worker: {} workers on the shared database, models on {}, media in {}",
@@ -543,7 +545,7 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::from_args(&args)?;
+    let mut config = Config::from_args(&args)?;
     // First, before anything reads or re-queues work: is this data directory ours?
     let lock = soundcheck::datadir::DataDirLock::acquire(&config.data_dir)?;
     soundcheck::audio::limits::set_max_duration_secs(config.max_duration_secs);
@@ -561,6 +563,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
         // Checked before the banner: a node that cannot use its bucket says why and stops.
         soundcheck::app::open_media(&config, &store).await?;
+        // Claimed once, here; the node's own start must not claim again under yet another id.
+        config.claim_media = false;
         let addr = listener.local_addr()?;
         let base = config
             .public_url

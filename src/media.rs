@@ -37,6 +37,42 @@ const MARKER_FILE: &str = ".soundcheck-fleet";
 /// The same, as a key under a bucket's prefix.
 const MARKER_KEY: &str = ".soundcheck/fleet";
 
+/// The most of a marker read: a fleet id is ~32 bytes.
+const MARKER_MAX: u64 = 1024;
+
+/// What a storage's fleet marker says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marker {
+    Absent,
+    /// The id of the fleet whose storage it is.
+    Fleet(String),
+    /// Something that is not a fleet id (empty, binary, too long), described.
+    Invalid(String),
+}
+
+impl Marker {
+    fn parse(bytes: &[u8]) -> Marker {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return Marker::Invalid("not text".into());
+        };
+        let id = text.trim();
+        let valid = id.len() <= 64
+            && id.strip_prefix("fleet_").is_some_and(|rest| {
+                !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric())
+            });
+        if valid {
+            Marker::Fleet(id.to_string())
+        } else if id.is_empty() {
+            Marker::Invalid("empty".into())
+        } else {
+            Marker::Invalid(format!(
+                "{:?} is not a fleet id",
+                id.chars().take(40).collect::<String>()
+            ))
+        }
+    }
+}
+
 /// The media storage of one node.
 #[derive(Clone, Debug)]
 pub enum Media {
@@ -429,35 +465,56 @@ impl Media {
         }
     }
 
-    /// The fleet id written in this storage by [`Media::write_marker`], if any: how a fleet's
-    /// nodes tell that they share one storage, whatever path or URL each was given.
-    pub async fn read_marker(&self) -> anyhow::Result<Option<String>> {
-        let text = match self {
-            Media::Dir(dir) => match tokio::fs::read_to_string(dir.join(MARKER_FILE)).await {
-                Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => anyhow::bail!("reading {}: {e}", dir.join(MARKER_FILE).display()),
-            },
-            Media::S3(b) => match b.store.get(&b.key(MARKER_KEY)).await {
-                Ok(got) => {
-                    let bytes = got.bytes().await?;
-                    String::from_utf8_lossy(&bytes).into_owned()
+    /// What this storage's marker says (see [`Marker`]): how a fleet's nodes tell that they
+    /// share one storage, whatever path or URL each was given. At most 1 KiB is read.
+    pub async fn read_marker(&self) -> anyhow::Result<Marker> {
+        use tokio::io::AsyncReadExt;
+        let bytes = match self {
+            Media::Dir(dir) => {
+                let path = dir.join(MARKER_FILE);
+                let file = match tokio::fs::File::open(&path).await {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Ok(Marker::Absent)
+                    }
+                    Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
+                };
+                let mut bytes = Vec::new();
+                if let Err(e) = file.take(MARKER_MAX).read_to_end(&mut bytes).await {
+                    return Ok(Marker::Invalid(format!("unreadable ({e})")));
                 }
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(e) => anyhow::bail!("--media {}: reading {MARKER_KEY}: {e}", b.url),
-            },
+                bytes
+            }
+            Media::S3(b) => {
+                let key = b.key(MARKER_KEY);
+                let options = GetOptions {
+                    range: Some(GetRange::Bounded(0..MARKER_MAX)),
+                    ..Default::default()
+                };
+                match b.store.get_opts(&key, options).await {
+                    Ok(got) => got.bytes().await?.to_vec(),
+                    Err(object_store::Error::NotFound { .. }) => return Ok(Marker::Absent),
+                    Err(e) => anyhow::bail!("--media {}: reading {MARKER_KEY}: {e}", b.url),
+                }
+            }
         };
-        Ok(Some(text.trim().to_string()))
+        Ok(Marker::parse(&bytes))
     }
 
-    /// Marks this storage as the fleet `fleet_id`'s.
+    /// Marks this storage as the fleet `fleet_id`'s (a file is written whole, then renamed
+    /// into place, so a kill never leaves half a marker).
     pub async fn write_marker(&self, fleet_id: &str) -> anyhow::Result<()> {
         let text = format!("{fleet_id}\n");
         match self {
             Media::Dir(dir) => {
-                tokio::fs::create_dir_all(dir).await?;
                 let path = dir.join(MARKER_FILE);
-                tokio::fs::write(&path, text)
+                let partial = dir.join(format!("{MARKER_FILE}.partial"));
+                let write = async {
+                    tokio::fs::create_dir_all(dir).await?;
+                    tokio::fs::write(&partial, text).await?;
+                    tokio::fs::rename(&partial, &path).await
+                };
+                write
                     .await
                     .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
             }

@@ -206,29 +206,40 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
 
     // A node whose media storage is not the fleet's (its own data directory here) refuses to
     // start, saying why, instead of claiming jobs whose uploads it cannot read.
-    let stray = tempfile::tempdir().unwrap();
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
-            .args(["worker", "--database", &db, "--public-url", &public])
+    let refused = |data: &Path, media: Option<&Path>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"));
+        cmd.args(["worker", "--database", &db, "--public-url", &public])
             .arg("--data-dir")
-            .arg(stray.path())
-            .env("XDG_RUNTIME_DIR", stray.path().join("run"))
-            .env("XDG_STATE_HOME", stray.path().join("state"))
-            .stdin(std::process::Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("a worker on other media started instead of refusing")
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+            .arg(data)
+            .env("XDG_RUNTIME_DIR", data.join("run"))
+            .env("XDG_STATE_HOME", data.join("state"))
+            .stdin(std::process::Stdio::null());
+        if let Some(dir) = media {
+            cmd.arg("--media-dir").arg(dir);
+        }
+        async move {
+            let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+                .await
+                .expect("a worker on other media started instead of refusing")
+                .unwrap();
+            assert!(!out.status.success());
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        }
+    };
+    let stray = tempfile::tempdir().unwrap();
+    let stderr = refused(stray.path(), None).await;
     assert!(
-        stderr.contains("is not this fleet's media storage") && stderr.contains("--claim-media"),
-        "{stderr}"
+        stderr.contains("is not this fleet's media storage")
+            && stderr.contains("lacks the marker")
+            && stderr.contains(&*media.path().to_string_lossy())
+            && stderr.contains("--claim-media"),
+        "it names the fleet's storage and the way out: {stderr}"
     );
-    // `--claim-media` (after moving the fleet's media) makes it the fleet's: it starts, and the
-    // storage is marked with the same fleet id as the shared one.
+    // `--claim-media` (the fleet's storage was replaced) makes it the fleet's under a new fleet
+    // id, so a node still on the old storage is refused from then on.
+    let marker = |dir: &Path| std::fs::read_to_string(dir.join(".soundcheck-fleet")).unwrap();
+    let before = marker(media.path());
+    assert!(before.starts_with("fleet_"), "{before}");
     let mut claimed = Node::spawn(
         "worker",
         stray.path(),
@@ -236,9 +247,14 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
         &[],
     )
     .await;
-    let marker = |dir: &Path| std::fs::read_to_string(dir.join(".soundcheck-fleet")).unwrap();
-    assert!(marker(media.path()).starts_with("fleet_"));
-    assert_eq!(marker(stray.path()), marker(media.path()));
+    let after = marker(stray.path());
+    assert!(
+        after.starts_with("fleet_") && after != before,
+        "{before} {after}"
+    );
+    let late = tempfile::tempdir().unwrap();
+    let stderr = refused(late.path(), Some(media.path())).await;
+    assert!(stderr.contains("names fleet"), "{stderr}");
     claimed.child.start_kill().unwrap();
 }
 
@@ -492,5 +508,63 @@ async fn connections_to_postgres_use_tls_as_the_url_asks() {
     assert!(
         untrusted.to_lowercase().contains("certificate"),
         "{untrusted}"
+    );
+}
+
+/// Two workers started at the same moment on a fresh database, each with its own media
+/// directory: the check is one serialised decision, so exactly one marks its storage and runs;
+/// the other (after waiting for a marker that never comes to its storage) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_nodes_starting_at_once_on_different_media_one_is_refused() {
+    let Some(db) = fleet_database().await else {
+        return;
+    };
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |data: &Path, media: &Path| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"))
+            .args([
+                "worker",
+                "--database",
+                &db,
+                "--public-url",
+                "http://127.0.0.1:9",
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--media-dir")
+            .arg(media)
+            .env("XDG_RUNTIME_DIR", data.join("run"))
+            .env("XDG_STATE_HOME", data.join("state"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut a = start(dirs[0].path(), dirs[2].path());
+    let mut b = start(dirs[1].path(), dirs[3].path());
+    // The loser gives up 10 s after the winner marked its storage.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline {
+        let done = [a.try_wait().unwrap(), b.try_wait().unwrap()];
+        if done.iter().any(Option::is_some) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let exited = [a.try_wait().unwrap(), b.try_wait().unwrap()];
+    let refused: Vec<_> = exited.iter().flatten().collect();
+    assert_eq!(refused.len(), 1, "exactly one is refused: {exited:?}");
+    assert!(!refused[0].success());
+    let marked: Vec<bool> = [&dirs[2], &dirs[3]]
+        .iter()
+        .map(|d| d.path().join(".soundcheck-fleet").exists())
+        .collect();
+    assert_eq!(
+        marked,
+        [exited[0].is_none(), exited[1].is_none()],
+        "the running one's storage, and only it, is marked"
     );
 }
