@@ -25,13 +25,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::pg_tls::PgTls;
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::runtime::Handle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::IsolationLevel;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use futures_util::StreamExt;
 use tokio_postgres::AsyncMessage;
@@ -95,7 +95,7 @@ pub struct Postgres {
     pool: Pool,
     /// Where to open the `LISTEN` connection ([`Postgres::listen`]), and with which TLS.
     config: Arc<tokio_postgres::Config>,
-    tls: MakeRustlsConnect,
+    tls: PgTls,
     /// While set, every write fails as a full disk makes it fail ([`Postgres::simulate_disk_full`]).
     disk_full: Arc<AtomicBool>,
 }
@@ -395,10 +395,18 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return format!("{} ({})", db.message(), db.code().code());
     }
-    match std::error::Error::source(e) {
+    let text = match std::error::Error::source(e) {
         Some(cause) => format!("{e}: {cause}"),
         None => e.to_string(),
+    };
+    if text.contains("UnknownIssuer") {
+        // The chain was checked and no trusted root signed it.
+        return format!(
+            "{text} (the server's certificate is not signed by a root this node trusts: name its \
+             CA with sslrootcert=/path/ca.pem in the URL, or put it in ~/.postgresql/root.crt)"
+        );
     }
+    text
 }
 
 /// True when the server reported a full disk (SQLSTATE 53100).

@@ -506,8 +506,22 @@ async fn connections_to_postgres_use_tls_as_the_url_asks() {
         .await
         .expect_err("verify-full against the system's roots, which lack the test CA");
     assert!(
-        untrusted.to_lowercase().contains("certificate"),
-        "{untrusted}"
+        untrusted.contains("sslrootcert="),
+        "says what to do: {untrusted}"
+    );
+    // The cluster's Unix socket (in the directory holding its CA): plain, whatever the mode.
+    let socket_dir = Path::new(&ca)
+        .parent()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let (rest, name) = db.rsplit_once('/').unwrap();
+    let port = rest.rsplit_once(':').unwrap().1;
+    let unix = format!("postgres://postgres@/{name}?host={socket_dir}&port={port}");
+    assert_eq!(encrypted(unix.clone()).await, Ok(false), "{unix}");
+    assert_eq!(
+        encrypted(format!("{unix}&sslmode=require")).await,
+        Ok(false)
     );
 }
 
