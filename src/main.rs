@@ -43,7 +43,7 @@ enum Command {
         #[command(flatten)]
         data: DataArgs,
         /// A fleet's database (`postgres://…`): print the keys every node of it uses.
-        #[arg(long, env = "SOUNDCHECK_DATABASE", conflicts_with = "data_dir")]
+        #[arg(long, env = "SOUNDCHECK_DATABASE")]
         database: Option<String>,
     },
     /// List the soundcheck servers running on this machine (URL, pid, data directory).
@@ -233,7 +233,7 @@ enum CreditsAction {
         #[command(flatten)]
         data: DataArgs,
         /// A fleet's database (`postgres://…`): its balance, shared by every node.
-        #[arg(long, env = "SOUNDCHECK_DATABASE", conflicts_with = "data_dir")]
+        #[arg(long, env = "SOUNDCHECK_DATABASE")]
         database: Option<String>,
     },
     /// Add N credits.
@@ -246,7 +246,7 @@ enum CreditsAction {
         #[command(flatten)]
         data: DataArgs,
         /// A fleet's database (`postgres://…`): added to the balance every node shares.
-        #[arg(long, env = "SOUNDCHECK_DATABASE", conflicts_with = "data_dir")]
+        #[arg(long, env = "SOUNDCHECK_DATABASE")]
         database: Option<String>,
     },
 }
@@ -274,7 +274,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             data,
             database,
         } => {
-            let secrets = match database {
+            let secrets = match fleet_database(database, &data) {
                 Some(url) => {
                     fleet_url(&url)?;
                     tokio::runtime::Runtime::new()?
@@ -408,7 +408,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                     database,
                 } => (data, Some(amount), json, database),
             };
-            if let Some(url) = database {
+            if let Some(url) = fleet_database(database, &data) {
                 let balance = fleet_credits(&url, amount)?;
                 print_balance(balance, json);
                 return Ok(());
@@ -460,6 +460,12 @@ fn print_balance(balance: i64, json: bool) {
     } else {
         println!("{balance}");
     }
+}
+
+/// The fleet database a client command uses: `--database` (or `SOUNDCHECK_DATABASE`, empty
+/// counting as unset), unless a data directory is given, which wins.
+fn fleet_database(database: Option<String>, data: &DataArgs) -> Option<String> {
+    database.filter(|u| !u.is_empty() && data.data_dir.is_none())
 }
 
 /// A client command's `--database` must name a fleet's PostgreSQL (a lone server's SQLite file is

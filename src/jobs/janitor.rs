@@ -20,11 +20,13 @@ const FIRST_AFTER: Duration = Duration::from_secs(5);
 /// Rows handled per transaction.
 const BATCH: usize = 500;
 
-/// What one sweep deleted.
+/// What one sweep handled: expired result links and old uploads (their files deleted), and
+/// objects whose delete failed, left for the next sweep.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
     pub results: usize,
     pub uploads: usize,
+    pub retry_later: usize,
 }
 
 /// Sweeps every [`EVERY`] until shutdown.
@@ -47,7 +49,8 @@ pub async fn run(
                 tracing::info!(
                     results = s.results,
                     uploads = s.uploads,
-                    "janitor deleted expired files"
+                    not_deleted_yet = s.retry_later,
+                    "janitor swept expired results and old uploads"
                 )
             }
             Ok(_) => {}
@@ -87,7 +90,6 @@ pub async fn sweep(
         swept.results += expired.len();
         let results_root = media_dir.join("results");
         let (paths, failed) = remove_objects(media, expired.into_iter().map(|(_, p)| p)).await;
-        retry_later(store, failed, now_ms).await?;
         tokio::task::spawn_blocking(move || {
             for path in paths {
                 remove_file(&path, &results_root, true);
@@ -95,6 +97,8 @@ pub async fn sweep(
         })
         .await
         .map_err(|e| store::Error::Join(e.to_string()))?;
+        swept.retry_later += failed.len();
+        retry_later(store, failed, now_ms).await?;
     }
     let cutoff = store::rfc3339(
         chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default()
@@ -116,7 +120,6 @@ pub async fn sweep(
         swept.uploads += stale.len();
         let uploads_root = media_dir.join("uploads");
         let (paths, failed) = remove_objects(media, stale.into_iter().map(|(_, p)| p)).await;
-        retry_later(store, failed, now_ms).await?;
         tokio::task::spawn_blocking(move || {
             for path in paths {
                 remove_file(&path, &uploads_root, false);
@@ -124,6 +127,8 @@ pub async fn sweep(
         })
         .await
         .map_err(|e| store::Error::Join(e.to_string()))?;
+        swept.retry_later += failed.len();
+        retry_later(store, failed, now_ms).await?;
     }
     Ok(swept)
 }

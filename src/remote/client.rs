@@ -24,8 +24,11 @@ pub(super) struct Client {
 
 impl Client {
     pub(super) async fn new(args: &RemoteArgs) -> anyhow::Result<Client> {
-        if let Some(url) = &args.database {
-            return Client::for_fleet(args, url).await;
+        // A data directory given wins over a database (which may come from the environment).
+        if let Some(url) = args.database.as_deref().filter(|u| !u.is_empty()) {
+            if args.data.data_dir.is_none() {
+                return Client::for_fleet(args, url).await;
+            }
         }
         let target = crate::instances::resolve(
             args.url.as_deref(),
@@ -115,7 +118,7 @@ impl Client {
             ft_key,
             tl_source,
             ft_source,
-            http: reqwest::Client::new(),
+            http: http_client()?,
         })
     }
 
@@ -141,7 +144,7 @@ impl Client {
             if given {
                 format!("{name} / {env}")
             } else {
-                "the fleet's --database".to_string()
+                "the fleet's database (--database / SOUNDCHECK_DATABASE)".to_string()
             }
         };
         Ok(Client {
@@ -150,7 +153,7 @@ impl Client {
             ft_source: source("--ft-key", "SOUNDCHECK_FT_KEY", args.ft_key.is_some()),
             tl_key: args.api_key.clone().unwrap_or(secrets.tl_key),
             ft_key: args.ft_key.clone().unwrap_or(secrets.ft_key),
-            http: reqwest::Client::new(),
+            http: http_client()?,
         })
     }
 
@@ -323,6 +326,16 @@ pub(super) fn decode<T: DeserializeOwned>(v: Value, path: &str) -> anyhow::Resul
 pub(super) enum Key {
     Jobs,
     Generations,
+}
+
+/// The developer tools' HTTP client: a server that does not accept the connection within 10 s,
+/// or goes silent for 60 s mid-answer, is an error, never a hang (event streams carry
+/// keep-alive comments well within that).
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .build()?)
 }
 
 /// The JSON of a 2xx answer, or an error naming the envelope's code and message.

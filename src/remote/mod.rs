@@ -50,8 +50,8 @@ pub struct RemoteArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// A fleet's database (`postgres://…`): its keys, and the public URL of the API node that
-    /// started last (unless --url names one).
-    #[arg(long, env = "SOUNDCHECK_DATABASE", conflicts_with = "data_dir")]
+    /// started last (unless --url names one). --data-dir, when given, wins.
+    #[arg(long, env = "SOUNDCHECK_DATABASE")]
     pub database: Option<String>,
 }
 
