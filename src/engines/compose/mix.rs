@@ -239,7 +239,7 @@ pub fn render(
         mut rev,
         dly,
     } = bus;
-    let beats = if score.spb < 0.6 { 0.75 } else { 0.5 };
+    let beats = echo_beats(score.spb);
     echo(
         &dly,
         &mut l,
@@ -265,6 +265,23 @@ pub fn render(
     master(&mut l, &mut r, style.lofi);
     progress(1.0);
     Ok([l, r])
+}
+
+/// From this many seconds per beat (80 bpm and slower, the arranger's slow beat) the echo repeats
+/// once a beat instead of on the half-beat: at a slow tempo an eighth-note echo fills every
+/// half-beat with repeats, which makes the eighths sound like the beat at twice the tempo.
+const SLOW_ECHO_SPB: f64 = 0.75;
+
+/// The echo's repeat time in beats: a dotted eighth at quick tempos, an eighth at moderate ones,
+/// a beat at slow ones.
+fn echo_beats(spb: f64) -> f64 {
+    if spb < 0.6 {
+        0.75
+    } else if spb < SLOW_ECHO_SPB {
+        0.5
+    } else {
+        1.0
+    }
 }
 
 /// Stereo ping-pong echo of the mono send `input`, `delay` samples per repeat.
@@ -532,6 +549,14 @@ mod tests {
         assert_eq!(l[0], 0.0);
         assert!(l[44_099].abs() < 1e-6);
         assert!(l[22_050] == 0.5);
+    }
+
+    #[test]
+    fn the_echo_repeats_on_the_beat_at_slow_tempos() {
+        assert_eq!(echo_beats(60.0 / 128.0), 0.75);
+        assert_eq!(echo_beats(60.0 / 90.0), 0.5);
+        assert_eq!(echo_beats(60.0 / 80.0), 1.0);
+        assert_eq!(echo_beats(60.0 / 65.0), 1.0);
     }
 
     #[test]

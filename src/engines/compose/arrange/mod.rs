@@ -22,6 +22,10 @@ use form::{layers, plan_sections};
 use grid::{beat_map, meter_groups, BeatInfo, Grid};
 use melody::Melody;
 
+/// The final hit lands at least this many seconds before the end of the track (the held tonic
+/// and the master's fade follow it).
+const ENDING_TAIL_S: f64 = 2.5;
+
 /// Indices of the mixer parts a style uses.
 #[derive(Debug, Default, Clone, Copy)]
 struct PartIds {
@@ -166,7 +170,21 @@ pub fn arrange(key: Key, style: &Style, bpm: u32, beats: u32, duration: f64, see
             let last_of_section = b + 1 == s.start_bar + s.bars && si + 1 < sections.len();
             let in_ending = a.ending.is_some_and(|e| b >= e);
             if in_ending {
-                a.ending_bar(b, b == a.ending.unwrap_or(0));
+                let first = b == a.ending.unwrap_or(0);
+                // In a long final bar the band keeps the beat up to the final hit.
+                let hit_beat = if first { a.final_hit_beat(b) } else { 0 };
+                if hit_beat > 0 {
+                    let cut = a.grid.time(b, hit_beat as f64);
+                    let from = a.notes.len();
+                    if l.drums > 0 {
+                        a.drum_bar(b, l.drums, &dsec, &mut drng, false, false);
+                    }
+                    if l.bass {
+                        a.bass_bar(b, &bsec, &mut brng, l.drums >= 2);
+                    }
+                    a.cut_from(from, cut);
+                }
+                a.ending_bar(b, first, hit_beat);
                 continue;
             }
             if l.drums > 0 {
@@ -338,23 +356,57 @@ impl Arranger<'_> {
         });
     }
 
-    /// The final bars: one last hit, then the tonic held to the end (the master fades it).
-    fn ending_bar(&mut self, bar: u32, first: bool) {
+    /// The beat of the final bar `bar` on which the final hit lands: the last group start at
+    /// least [`ENDING_TAIL_S`] before the end (0, the bar's downbeat, when none is). A slow or
+    /// long bar then keeps its pulse for its first groups instead of leaving a quarter of a short
+    /// track without a beat, which reads as no tempo (or as twice the tempo) to an analyser.
+    fn final_hit_beat(&self, bar: u32) -> u32 {
+        let mut start = 0;
+        let mut hit = 0;
+        for &g in &self.groups {
+            if start > 0 && self.grid.time(bar, start as f64) <= self.total_s - ENDING_TAIL_S {
+                hit = start;
+            }
+            start += g;
+        }
+        hit
+    }
+
+    /// Drops the notes from index `from` on that start at or after `cut` seconds and shortens the
+    /// rest to end there (with the kicks the ducking follows).
+    fn cut_from(&mut self, from: usize, cut: f64) {
+        let mut i = from;
+        while i < self.notes.len() {
+            let n = &mut self.notes[i];
+            if n.start >= cut - 1e-9 {
+                self.notes.swap_remove(i);
+                continue;
+            }
+            n.dur = n.dur.min(cut - n.start).max(0.01);
+            i += 1;
+        }
+        self.kicks.retain(|&k| k < cut - 1e-9);
+    }
+
+    /// The final bar: from `hit_beat` one last hit, then the tonic held to the end (the master
+    /// fades it); the chords, pad and melody land on the tonic at the bar's downbeat.
+    fn ending_bar(&mut self, bar: u32, first: bool, hit_beat: u32) {
         if !first {
             return;
         }
         let rest = (self.total_s - self.grid.time(bar, 0.0)) / self.grid.spb + 0.5;
+        let hb = hit_beat as f64;
         if self.style.drums.is_some() {
-            self.hit(self.ids.kick, bar, 0.0, 1.0);
-            self.hit(self.ids.crash, bar, 0.0, 0.8);
+            self.hit(self.ids.kick, bar, hb, 1.0);
+            self.hit(self.ids.crash, bar, hb, 0.8);
             if self.style.drums == Some(DrumPattern::Cinematic) {
-                self.hit(self.ids.tom, bar, 0.0, 1.0);
+                self.hit(self.ids.tom, bar, hb, 1.0);
             }
         }
         let chord = self.key.chord(0, false);
         let root = self.bass_root(&chord);
         if self.style.bass.is_some() {
-            self.note(self.ids.bass, bar, 0.0, rest, root, 0.8, 0.0);
+            self.note(self.ids.bass, bar, hb, rest - hb, root, 0.8, 0.0);
         }
         let semis: Vec<i32> = chord.semis().collect();
         let tonic_c = self.key.tonic as i32;
@@ -426,6 +478,35 @@ mod tests {
             assert_eq!(g.iter().sum::<u32>(), n);
             assert!(g.iter().all(|&x| x == 2 || x == 3));
         }
+    }
+
+    #[test]
+    fn a_long_final_bar_keeps_its_pulse_until_the_final_hit() {
+        // 65 bpm in 6/8: a bar lasts 5.5 s, so a final bar silent after its downbeat would leave
+        // the last 7.8 s of a 30 s track without a beat.
+        let s = score("house", 65, 6, 30.0, 1002);
+        let spb = 60.0 / 65.0;
+        let last = s.kicks.iter().cloned().fold(0.0f64, f64::max);
+        assert!(last > 30.0 - 6.0 * spb, "last kick at {last:.2} s");
+        assert!(
+            last <= 30.0 - ENDING_TAIL_S + 1e-9,
+            "last kick at {last:.2} s"
+        );
+        // The kicks before it stay on the beat, with no gap longer than a beat.
+        for w in s.kicks.windows(2) {
+            assert!(
+                w[1] - w[0] <= spb + 1e-6,
+                "gap {:.2} s at {:.2} s",
+                w[1] - w[0],
+                w[0]
+            );
+        }
+        assert!(s.kicks.len() > 20);
+        // A quick 4/4 bar is short: the final hit stays on its downbeat.
+        let q = score("rock", 150, 4, 30.0, 5);
+        let bar = 4.0 * 60.0 / 150.0;
+        let last = q.kicks.iter().cloned().fold(0.0f64, f64::max);
+        assert!(((last / bar).round() * bar - last).abs() < 1e-6, "{last}");
     }
 
     #[test]
