@@ -367,8 +367,8 @@ async fn check_fleet_media(
         },
     }
     let fix = "give every node the same --media-dir (one shared mount, at the same path) or \
-               --media; if this storage replaced the fleet's (a restored volume, a new bucket), \
-               start one node on it once with --claim-media (docs/fleet.md)";
+               --media; if this storage replaced the fleet's at the same path or bucket (a restored \
+               volume), start one node on it once with --claim-media (docs/fleet.md)";
     let patience = std::time::Instant::now() + MARKER_WAIT;
     loop {
         let found = media.read_marker().await?;

@@ -33,9 +33,9 @@ pub struct ServeArgs {
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (and `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint).
     #[arg(long, env = "SOUNDCHECK_MEDIA", conflicts_with = "media_dir")]
     pub media: Option<String>,
-    /// In a fleet, make this node's media storage the fleet's, although the database says the
-    /// fleet keeps its media elsewhere (after moving it; see docs/fleet.md). Without it, a node
-    /// whose storage is not the fleet's refuses to start.
+    /// In a fleet, make this node's media storage the fleet's after it was replaced at the same
+    /// path or bucket (a restored volume); nodes on any other storage are refused from then on.
+    /// Without it, a node whose storage is not the fleet's refuses to start.
     #[arg(long, requires = "database")]
     pub claim_media: bool,
     /// Seconds a worker's claim on a job holds without renewal (renewed every third of it); a

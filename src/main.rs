@@ -530,8 +530,9 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
         config.claim_media = false;
         lock.record(None)?;
         println!(
-            "soundcheck {} worker: {} workers on the shared database, models on {}, media in {}",
+            "soundcheck {} worker (pid {}): {} workers on the shared database, models on {}, media in {}",
             env!("CARGO_PKG_VERSION"),
+            std::process::id(),
             config.workers,
             soundcheck::engines::device_name(&soundcheck::engines::default_device()),
             config

@@ -126,7 +126,7 @@ def run(bin_, admin, workers, jobs, lease):
         t0 = time.monotonic()
         for w in range(workers):
             p, _ = start(bin_, ["worker", "--workers", "1"] + common,
-                         os.path.join(tmp, f"w{w}"), lambda l: " worker: " in l)
+                         os.path.join(tmp, f"w{w}"), lambda l: "workers on the shared database" in l)
             procs.append(p)
         while rx.count() < jobs:
             if time.monotonic() - t0 > 600:
@@ -144,7 +144,7 @@ def run(bin_, admin, workers, jobs, lease):
             procs[1].send_signal(signal.SIGKILL)
             killed = time.monotonic()
             p, _ = start(bin_, ["worker", "--workers", "1"] + common,
-                         os.path.join(tmp, "w-next"), lambda l: " worker: " in l)
+                         os.path.join(tmp, "w-next"), lambda l: "workers on the shared database" in l)
             procs.append(p)
             while job not in rx.done:
                 if time.monotonic() - killed > 120:

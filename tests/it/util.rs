@@ -490,7 +490,7 @@ impl Node {
             if let Some(k) = line.strip_prefix("SOUNDCHECK_FT_KEY=") {
                 ft_key = k.to_string();
             }
-            if line.starts_with("next:") || line.contains(" worker: ") {
+            if line.starts_with("next:") || line.contains("workers on the shared database") {
                 break;
             }
         }
