@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures_util::Stream;
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -281,8 +281,12 @@ impl Follower {
                 .last_progress
                 .is_none_or(|last| (p - last).abs() >= PROGRESS_STEP || (p >= 1.0 && last < 1.0));
             if moved {
-                self.queue
-                    .push_back(event("progress", &json!({ "id": self.id, "progress": p })));
+                let data = ProgressEvent {
+                    id: self.id.clone(),
+                    progress: p,
+                };
+                let data = serde_json::to_value(data).unwrap_or_default();
+                self.queue.push_back(event("progress", &data));
                 self.last_progress = Some(p);
             }
         }
@@ -313,6 +317,13 @@ impl Follower {
             }
         }
     }
+}
+
+/// The data of a `progress` event (the client commands read it with the same type).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ProgressEvent {
+    pub id: String,
+    pub progress: f32,
 }
 
 fn event(name: &str, data: &Value) -> Event {

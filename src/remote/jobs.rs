@@ -8,6 +8,7 @@ use serde_json::json;
 use super::client::{decode, Client, Key};
 use super::print::job_line;
 use crate::api::jobs::JobList;
+use crate::api::lifecycle::ProgressEvent;
 use crate::views::JobBody;
 
 pub(super) async fn jobs_list(c: &Client, json: bool) -> anyhow::Result<()> {
@@ -37,7 +38,9 @@ pub(super) async fn follow_job(c: &Client, id: &str, json: bool) -> anyhow::Resu
             match (event, last.as_mut()) {
                 // A progress event carries only the fraction.
                 ("progress", Some(job)) => {
-                    job.progress = data["progress"].as_f64().map(|p| p as f32)
+                    job.progress = serde_json::from_value::<ProgressEvent>(data.clone())
+                        .ok()
+                        .map(|e| e.progress)
                 }
                 ("progress", None) => return,
                 _ => match serde_json::from_value::<JobBody>(data.clone()) {
