@@ -325,9 +325,9 @@ async fn raw_postgres_inserts_per_sec(admin: &str, n: usize) -> f64 {
     let url = soundcheck::store::postgres::create_scratch_database(admin)
         .await
         .unwrap();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    // Connected as the server connects (the same TLS choice), so the ratio compares like with like.
+    let (config, tls) = soundcheck::store::pg_tls::parse(&url).unwrap();
+    let (client, conn) = config.connect(tls).await.unwrap();
     tokio::spawn(conn);
     client
         .batch_execute("CREATE TABLE t (id TEXT PRIMARY KEY, status TEXT NOT NULL, params TEXT NOT NULL, created_at TEXT NOT NULL)")

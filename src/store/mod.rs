@@ -19,7 +19,7 @@ pub mod db;
 pub mod generations;
 pub mod jobs;
 pub mod media;
-mod pg_tls;
+pub mod pg_tls;
 pub mod postgres;
 pub mod settings;
 pub mod sqlite;
