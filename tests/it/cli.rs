@@ -551,3 +551,27 @@ fn device_flag_names_what_it_takes_and_refuses_a_gpu_this_build_lacks() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// A fleet's `SOUNDCHECK_DATABASE` left in the environment does not stop client commands from
+/// taking `--data-dir` (the directory wins), nor does an empty one count as a database.
+#[test]
+fn a_data_dir_wins_over_a_database_from_the_environment() {
+    let missing = tempfile::tempdir().unwrap().path().join("nowhere");
+    for database in ["postgres://nobody@127.0.0.1:9/none", ""] {
+        for args in [vec!["keys"], vec!["credits", "show"], vec!["jobs", "list"]] {
+            let out = crate::util::soundcheck()
+                .args(&args)
+                .arg("--data-dir")
+                .arg(&missing)
+                .env("SOUNDCHECK_DATABASE", database)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?}");
+            assert!(
+                err.contains(&*missing.to_string_lossy()) && !err.contains("cannot be used with"),
+                "{args:?} with SOUNDCHECK_DATABASE={database:?}: {err}"
+            );
+        }
+    }
+}
