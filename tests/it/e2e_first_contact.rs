@@ -123,6 +123,21 @@ impl Served {
             .to_string()
     }
 
+    /// Submits a half-second analysis held `delay_ms` by a fault header; returns its job id.
+    pub async fn submit_held(&self, delay_ms: u32) -> String {
+        let sub: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/v1/analyze/upload", self.base))
+            .bearer_auth(self.line("SOUNDCHECK_TL_KEY="))
+            .header("X-Soundcheck-Fault", format!("delay={delay_ms}"))
+            .multipart(crate::util::form(crate::util::wav_bytes(0.5), &[]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        sub["job_id"].as_str().unwrap().to_string()
+    }
     /// SIGTERM, then wait for the exit.
     pub async fn terminate(mut self) {
         let pid = self.child.id().unwrap().to_string();
@@ -477,22 +492,8 @@ async fn data_commands_print_json() {
     );
 
     // A job held by a delay, cancelled: the job as the API answers it.
-    let form = reqwest::multipart::Form::new().part(
-        "audio",
-        reqwest::multipart::Part::bytes(crate::util::wav_bytes(0.5)).file_name("a.wav"),
-    );
-    let sub: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/v1/analyze/upload", s.base))
-        .bearer_auth(&tl_key)
-        .header("X-Soundcheck-Fault", "delay=30000")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = sub["job_id"].as_str().unwrap();
+    let id = s.submit_held(30_000).await;
+    let id = id.as_str();
     let job = json(home.ok(&["jobs", "cancel", id, "--json"]).await);
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "cancelled", "{job}");
@@ -604,23 +605,8 @@ async fn streaming_commands_print_one_json_object_per_line() {
     assert_eq!(event["signature"], "unsigned", "{event}");
 
     // One job followed by id: each change a line, the last `done`, then the command ends.
-    let tl_key = s.line("SOUNDCHECK_TL_KEY=");
-    let form = reqwest::multipart::Form::new().part(
-        "audio",
-        reqwest::multipart::Part::bytes(crate::util::wav_bytes(0.5)).file_name("a.wav"),
-    );
-    let sub: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/v1/analyze/upload", s.base))
-        .bearer_auth(&tl_key)
-        .header("X-Soundcheck-Fault", "delay=1000")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let one = sub["job_id"].as_str().unwrap();
+    let one = s.submit_held(1000).await;
+    let one = one.as_str();
     let out = home.ok(&["jobs", "tail", one, "--json"]).await;
     let lines: Vec<serde_json::Value> = out.lines().map(json).collect();
     let last = lines.last().expect("at least the final line");
