@@ -152,11 +152,13 @@ fn main() {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let registry = soundcheck::engines::registry(&config);
         let (store, secrets) = soundcheck::app::open_store(&config).await.unwrap();
+        let media = soundcheck::app::open_media(&config, &store).await.unwrap();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(soundcheck::app::run(
             config,
             store,
             secrets.clone(),
+            media,
             registry,
             listener,
             shutdown.clone(),

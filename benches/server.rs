@@ -275,11 +275,13 @@ async fn start(
         })
         .await
         .unwrap();
+    let media = soundcheck::app::open_media(&config, &store).await.unwrap();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(soundcheck::app::run(
         config,
         store,
         secrets.clone(),
+        media,
         registry,
         listener,
         shutdown.clone(),

@@ -739,11 +739,15 @@ impl Server {
         let (store, secrets) = rt
             .block_on(soundcheck::app::open_store(&config))
             .map_err(|e| e.to_string())?;
+        let media = rt
+            .block_on(soundcheck::app::open_media(&config, &store))
+            .map_err(|e| e.to_string())?;
         let shutdown = tokio_util::sync::CancellationToken::new();
         rt.spawn(soundcheck::app::run(
             config,
             store,
             secrets.clone(),
+            media,
             registry,
             listener,
             shutdown,

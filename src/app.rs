@@ -430,6 +430,7 @@ pub async fn run(
     config: Config,
     store: Store,
     secrets: Secrets,
+    media: crate::media::Media,
     registry: Registry,
     listener: TcpListener,
     shutdown: CancellationToken,
@@ -439,6 +440,7 @@ pub async fn run(
         config,
         store,
         secrets,
+        media,
         registry,
         Some((listener, addr)),
         shutdown,
@@ -452,6 +454,7 @@ pub async fn run_worker(
     config: Config,
     store: Store,
     secrets: Secrets,
+    media: crate::media::Media,
     registry: Registry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -460,7 +463,7 @@ pub async fn run_worker(
         "a worker needs --public-url: the address clients reach the fleet's API nodes at, \
          which result URLs start with"
     );
-    run_node(config, store, secrets, registry, None, shutdown).await
+    run_node(config, store, secrets, media, registry, None, shutdown).await
 }
 
 /// Every node's work: recovery, dispatcher, janitor, workers, and (API nodes) the HTTP server.
@@ -468,6 +471,7 @@ async fn run_node(
     config: Config,
     store: Store,
     secrets: Secrets,
+    media: crate::media::Media,
     registry: Registry,
     listener: Option<(TcpListener, SocketAddr)>,
     shutdown: CancellationToken,
@@ -492,7 +496,6 @@ async fn run_node(
             "recovered work interrupted by the last shutdown"
         );
     }
-    let media = open_media(&config, &store).await?;
     let public_url: Arc<str> = config
         .public_url
         .clone()

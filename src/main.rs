@@ -518,16 +518,14 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
         args.workers != Some(0),
         "a worker node needs --workers of at least 1"
     );
-    let mut config = Config::from_args(&args)?;
+    let config = Config::from_args(&args)?;
     let lock = soundcheck::datadir::DataDirLock::acquire(&config.data_dir)?;
     soundcheck::audio::limits::set_max_duration_secs(config.max_duration_secs);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let registry = soundcheck::engines::try_registry(&config)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
-        soundcheck::app::open_media(&config, &store).await?;
-        // Claimed once, here; the node's own start must not claim again under yet another id.
-        config.claim_media = false;
+        let media = soundcheck::app::open_media(&config, &store).await?;
         lock.record(None)?;
         println!(
             "soundcheck {} worker (pid {}): {} workers on the shared database, models on {}, media in {}",
@@ -547,12 +545,12 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("shutting down: finishing or re-queueing running work…");
             token.cancel();
         });
-        soundcheck::app::run_worker(config, store, secrets, registry, shutdown).await
+        soundcheck::app::run_worker(config, store, secrets, media, registry, shutdown).await
     })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = Config::from_args(&args)?;
+    let config = Config::from_args(&args)?;
     // First, before anything reads or re-queues work: is this data directory ours?
     let lock = soundcheck::datadir::DataDirLock::acquire(&config.data_dir)?;
     soundcheck::audio::limits::set_max_duration_secs(config.max_duration_secs);
@@ -569,9 +567,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let registry = soundcheck::engines::try_registry(&config)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
         // Checked before the banner: a node that cannot use its bucket says why and stops.
-        soundcheck::app::open_media(&config, &store).await?;
-        // Claimed once, here; the node's own start must not claim again under yet another id.
-        config.claim_media = false;
+        let media = soundcheck::app::open_media(&config, &store).await?;
         let addr = listener.local_addr()?;
         let base = config
             .public_url
@@ -628,7 +624,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("shutting down: finishing or re-queueing running work…");
             token.cancel();
         });
-        soundcheck::app::run(config, store, secrets, registry, listener, shutdown).await
+        soundcheck::app::run(config, store, secrets, media, registry, listener, shutdown).await
     })
 }
 

@@ -97,11 +97,13 @@ impl TestServer {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let registry = soundcheck::engines::registry(&config);
         let (store, secrets) = soundcheck::app::open_store(&config).await.unwrap();
+        let media = soundcheck::app::open_media(&config, &store).await.unwrap();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(soundcheck::app::run(
             config,
             store.clone(),
             secrets.clone(),
+            media,
             registry,
             listener,
             shutdown.clone(),
