@@ -255,9 +255,11 @@ pub fn short_time(mono: &[f32]) -> Frames {
     f
 }
 
-/// Long-window harmonic pitch-class profile with tuning compensation. Each FFT bin between 65 Hz
-/// and 4.2 kHz adds its magnitude to the pitch class it lies in (and to those it is an overtone
-/// of), weighted by how close it is to the semitone centre.
+/// Long-window harmonic pitch-class profile with tuning compensation. Each spectral peak between
+/// 65 Hz and 4.2 kHz adds its magnitude to the pitch class it lies in (and to those it is an
+/// overtone of), weighted by how close it is to the semitone centre. Peaks only, rather than every
+/// bin: on the tune part of `scripts/analysis_eval` key exact went from 103 to 105 of 114 (two
+/// excerpts gained, none lost); a median-floor subtraction instead gave 104, both together 105.
 pub fn chroma(mono: &[f32]) -> (Vec<[f32; 12]>, f32) {
     if mono.len() < CHROMA_FFT / 4 {
         return (Vec::new(), 0.0);
@@ -297,15 +299,19 @@ pub fn chroma(mono: &[f32]) -> (Vec<[f32; 12]>, f32) {
             break;
         }
         let m: Vec<f32> = spec[..=hi].iter().map(|c| c.norm()).collect();
+        // Only spectral peaks are kept (as HPCP does): a partial is one peak, while the
+        // broadband floor between partials (drums, noise, a window's skirts) is not pitch.
+        let mut peaks = vec![0.0f32; m.len()];
         for k in lo.max(1)..hi {
             if m[k] > m[k - 1] && m[k] >= m[k + 1] {
                 let dev = (pitch[k] - pitch[k].round()) as f64;
                 let ang = dev * 2.0 * std::f64::consts::PI;
                 tc += m[k] as f64 * ang.cos();
                 ts += m[k] as f64 * ang.sin();
+                peaks[k] = m[k];
             }
         }
-        mags.push(m);
+        mags.push(peaks);
     }
     let tuning = if tc == 0.0 && ts == 0.0 {
         0.0
