@@ -57,7 +57,10 @@ def h32(s):
 
 
 def part_of(piece):
-    """Deterministic split by piece id: about half tune, half heldout."""
+    """Deterministic split by piece id: about half tune, half heldout; the grooves added after
+    the held-out part was first read (TUNE_ONLY_GROOVES) are tune only."""
+    if piece.startswith("mma:") and piece[4:] in TUNE_ONLY_GROOVES:
+        return "tune"
     return "heldout" if h32("split:" + piece) % 2 else "tune"
 
 
@@ -123,6 +126,70 @@ GROOVES = {
     "Lullaby": ("ballad", 4, (60, 80)),
 }
 
+# More grooves, from MMA's other libraries (casio, yamaha, kara, pflib, alexis): different
+# patterns from the standard library's, none a variant of a GROOVES entry (names that exist in
+# both are left out). They were added on 2026-12-06, after the held-out part had been read, so
+# they all belong to the tune part: the held-out part stays exactly as it was.
+TUNE_ONLY_GROOVES = {
+    # rock / pop
+    "16Beat1": ("rock-pop", 4, (90, 120)), "16Beat2": ("rock-pop", 4, (90, 120)),
+    "16Beat3": ("rock-pop", 4, (90, 120)), "60sPop": ("rock-pop", 4, (110, 140)),
+    "60sSoul": ("rock-pop", 4, (100, 130)), "80sPop": ("rock-pop", 4, (100, 130)),
+    "8Beat2": ("rock-pop", 4, (100, 140)),
+    "8Beat3": ("rock-pop", 4, (100, 140)), "8BeatPop1": ("rock-pop", 4, (100, 130)),
+    "8BeatPop2": ("rock-pop", 4, (100, 130)), "8BeatPop3": ("rock-pop", 4, (100, 130)),
+    "DigitalRock": ("rock-pop", 4, (110, 140)), "ElectricPop": ("rock-pop", 4, (110, 130)),
+    "HeavyMetal": ("rock-pop", 4, (120, 160)), "PopRock1": ("rock-pop", 4, (100, 140)),
+    "PopRock2": ("rock-pop", 4, (100, 140)), "Rock1": ("rock-pop", 4, (100, 140)),
+    "Rock2": ("rock-pop", 4, (100, 140)), "ShuffleRock": ("rock-pop", 4, (100, 130)),
+    "Soul": ("rock-pop", 4, (90, 120)), "SoulPop": ("rock-pop", 4, (90, 120)),
+    "WorldPop": ("rock-pop", 4, (100, 130)), "PopShuffle1": ("rock-pop", 4, (90, 120)),
+    "PopShuffle2": ("rock-pop", 4, (90, 120)), "16Shuffle1": ("rock-pop", 4, (80, 110)),
+    "16Shuffle2": ("rock-pop", 4, (80, 110)), "Funk1": ("rock-pop", 4, (90, 115)),
+    "Funk2": ("rock-pop", 4, (90, 115)), "Fusion": ("rock-pop", 4, (100, 130)),
+    "MellowRB": ("rock-pop", 4, (70, 95)), "ModernR&B": ("rock-pop", 4, (80, 100)),
+    "Slow16Beat": ("rock-pop", 4, (70, 90)), "SlowRock": ("rock-pop", 4, (60, 80)),
+    "16beat1A": ("rock-pop", 4, (90, 120)), "16beat2A": ("rock-pop", 4, (90, 120)),
+    "8beat1A": ("rock-pop", 4, (100, 140)), "8beat2A": ("rock-pop", 4, (100, 140)),
+    "highfiveA": ("rock-pop", 4, (100, 130)), "metal1A": ("rock-pop", 4, (120, 160)),
+    "metal2A": ("rock-pop", 4, (120, 160)), "rock1A": ("rock-pop", 4, (100, 140)),
+    "slowrockA": ("rock-pop", 4, (60, 80)), "8beatmotownA": ("rock-pop", 4, (100, 130)),
+    "50s_RockA": ("rock-pop", 4, (130, 170)), "Kfunk1A": ("rock-pop", 4, (90, 115)),
+    "fasttwistA": ("rock-pop", 4, (150, 180)), "HappyshuffleA": ("rock-pop", 4, (110, 140)),
+    "TwiMainA": ("rock-pop", 4, (130, 160)), "W-RockMainA": ("rock-pop", 4, (100, 140)),
+    # ballad
+    "16BeatBallad1": ("ballad", 4, (60, 84)), "16BeatBallad2": ("ballad", 4, (60, 84)),
+    "16BeatBallad3": ("ballad", 4, (60, 84)), "8BeatBallad1": ("ballad", 4, (60, 84)),
+    "8BeatBallad2": ("ballad", 4, (60, 84)), "8BeatBallad3": ("ballad", 4, (60, 84)),
+    "OldieBallad": ("ballad", 4, (60, 84)), "Serenade": ("ballad", 4, (60, 84)),
+    "kwestballadA": ("ballad", 4, (65, 85)),
+    # electronic
+    "8BeatDance": ("electronic", 4, (115, 135)), "Dance1": ("electronic", 4, (120, 135)),
+    "Dance2": ("electronic", 4, (120, 135)), "DancePop1": ("electronic", 4, (115, 130)),
+    "DancePop2": ("electronic", 4, (115, 130)), "DancePop3": ("electronic", 4, (115, 130)),
+    "House": ("electronic", 4, (118, 130)), "LatinHouse": ("electronic", 4, (118, 130)),
+    "Rave": ("electronic", 4, (130, 150)), "Techno": ("electronic", 4, (125, 140)),
+    "TripHop": ("electronic", 4, (75, 95)), "Hip-Hop": ("electronic", 4, (85, 100)),
+    "HipHop": ("electronic", 4, (85, 100)), "TeamTechno": ("electronic", 4, (125, 140)),
+    # jazz / swing
+    "FastBigBand": ("jazz-swing", 4, (180, 220)), "MiddleBigBand": ("jazz-swing", 4, (120, 160)),
+    "SlowBigBand": ("jazz-swing", 4, (70, 100)), "SlowSwing": ("jazz-swing", 4, (70, 100)),
+    "JazzBasieA": ("jazz-swing", 4, (110, 150)), "JazzBouncyMainA": ("jazz-swing", 4, (120, 160)),
+    "JazzGrTrioMainA": ("jazz-swing", 4, (110, 160)), "JazzSwingMainA": ("jazz-swing", 4, (120, 170)),
+    "JazzTrioMainA": ("jazz-swing", 4, (110, 160)), "JazzCountryMainA": ("jazz-swing", 4, (120, 160)),
+    # latin
+    "LatinFusion": ("latin", 4, (100, 125)), "JazzBossaA": ("latin", 4, (120, 150)),
+    "MamboMainA": ("latin", 4, (90, 110)), "Salsa1MainA": ("latin", 4, (90, 110)),
+    "Salsa2MainA": ("latin", 4, (90, 110)), "QuandoGSMainA": ("latin", 4, (120, 140)),
+    "kbossaA": ("latin", 4, (120, 150)),
+    # blues, country / folk, march, waltz
+    "ShuffleBoogie": ("blues", 4, (120, 150)),
+    "PolkaFox": ("country-folk", 4, (110, 140)), "PopPolka": ("country-folk", 4, (110, 140)),
+    "WesternMainA": ("country-folk", 4, (100, 140)), "2beatpA": ("country-folk", 4, (100, 140)),
+    "GermanMarch": ("march", 4, (100, 126)),
+    "PopWaltz": ("waltz-3/4", 3, (90, 140)), "JazzWaltzMainA": ("waltz-3/4", 3, (110, 160)),
+}
+
 # Progressions: (semitones above the tonic, chord suffix) per bar.
 MAJOR_PROGS = [
     [(0, ""), (9, "m"), (5, ""), (7, "7")],
@@ -141,7 +208,8 @@ MINOR_PROGS = [
 
 def mma_pieces():
     out = []
-    for groove, (genre, beats, (lo, hi)) in sorted(GROOVES.items()):
+    table = [(g, v) for g, v in sorted(GROOVES.items())] + sorted(TUNE_ONLY_GROOVES.items())
+    for groove, (genre, beats, (lo, hi)) in table:
         h = h32("mma:" + groove)
         tonic = h % 12
         mode = "minor" if (h >> 4) % 5 < 2 else "major"
