@@ -8,6 +8,7 @@
 
 pub mod frontend;
 pub mod key;
+pub mod meter;
 pub mod tempo;
 
 use std::collections::BTreeMap;
@@ -128,7 +129,9 @@ pub struct Rhythm {
     pub confidence: f64,
     /// Beat times, seconds (three decimals).
     pub beats: Vec<f64>,
-    /// Bar starts (4/4 assumed), seconds.
+    /// Beats per bar (meter): 4 or 3.
+    pub beats_per_bar: usize,
+    /// Bar starts, seconds.
     pub downbeats: Vec<f64>,
 }
 
@@ -223,22 +226,27 @@ pub fn full(audio: &Audio, progress: &dyn Fn(f32)) -> Result<FullReport, audio::
 
 fn rhythm_and_key(fe: &Frontend) -> (Rhythm, KeyReport) {
     let fps = Frontend::frame_rate();
-    // Harmonic change per short frame: chroma flux at the covering chroma frame.
-    let flux = chroma_flux(&fe.chroma);
-    let per = frontend::CHROMA_HOP / frontend::HOP;
-    let harmony: Vec<f32> = (0..fe.frames.onset.len())
-        .map(|t| {
-            // Chroma frame i covers samples from i·CHROMA_HOP; centre offset half a window.
-            let i = (t + per / 2).saturating_sub(frontend::CHROMA_FFT / frontend::HOP / 2) / per;
-            flux.get(i).copied().unwrap_or(0.0)
-        })
-        .collect();
-    let t = tempo::estimate(&fe.frames.onset, &fe.frames.low_onset, &harmony, fps);
+    let t = tempo::estimate(&fe.frames.onset, fps);
+    // Chroma frame i covers CHROMA_FFT samples from i·CHROMA_HOP: its centre is half a window in.
+    let sr = frontend::SR as f64;
+    let bars = meter::bars(
+        &t.beats,
+        &fe.frames.low_onset,
+        fps,
+        &fe.chroma,
+        frontend::CHROMA_HOP as f64 / sr,
+        frontend::CHROMA_FFT as f64 / 2.0 / sr,
+    );
     let rhythm = Rhythm {
         bpm: round(t.bpm, 1),
         confidence: round(t.confidence, 3),
         beats: t.beats.iter().map(|&b| round(b, 3)).collect(),
-        downbeats: t.downbeats.iter().map(|&i| round(t.beats[i], 3)).collect(),
+        beats_per_bar: bars.beats_per_bar,
+        downbeats: bars
+            .downbeats
+            .iter()
+            .map(|&i| round(t.beats[i], 3))
+            .collect(),
     };
     let k = key::estimate(&fe.chroma);
     let key = KeyReport {
@@ -247,23 +255,6 @@ fn rhythm_and_key(fe: &Frontend) -> (Rhythm, KeyReport) {
         tuning_cents: round(fe.tuning as f64 * 100.0, 1),
     };
     (rhythm, key)
-}
-
-fn chroma_flux(chroma: &[[f32; 12]]) -> Vec<f32> {
-    let norm = |c: &[f32; 12]| {
-        let s: f32 = c.iter().map(|v| v * v).sum::<f32>().sqrt();
-        let mut o = *c;
-        if s > 0.0 {
-            o.iter_mut().for_each(|v| *v /= s);
-        }
-        o
-    };
-    let mut out = vec![0.0f32; chroma.len()];
-    for i in 1..chroma.len() {
-        let (a, b) = (norm(&chroma[i - 1]), norm(&chroma[i]));
-        out[i] = a.iter().zip(&b).map(|(x, y)| (y - x).max(0.0)).sum();
-    }
-    out
 }
 
 fn stat(x: &[f32]) -> Stat {

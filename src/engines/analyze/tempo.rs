@@ -1,4 +1,4 @@
-//! Tempo, beats and downbeats from the onset-strength envelope.
+//! Tempo and beats from the onset-strength envelope.
 //!
 //! 1. The envelope is detrended (minus a 1 s moving average) and its generalised autocorrelation
 //!    taken by FFT: the inverse transform of the magnitude spectrum rather than the power
@@ -17,8 +17,8 @@
 //! 3. Beats: dynamic programming over the envelope (Ellis 2007): each frame's best score is its
 //!    onset strength plus the best predecessor score minus a penalty on the log-ratio of the
 //!    interval to P; backtracking from the best final frame gives the beat frames.
-//! 4. Downbeats (4/4 assumed): the beat phase, modulo 4, with the most low-band onset and harmonic
-//!    change on it.
+//!
+//! Meter and downbeats are read from the beats by [`super::meter`].
 
 use realfft::RealFftPlanner;
 
@@ -33,8 +33,6 @@ pub struct TempoResult {
     pub confidence: f64,
     /// Beat times, seconds.
     pub beats: Vec<f64>,
-    /// Indices into `beats` that start a bar.
-    pub downbeats: Vec<usize>,
 }
 
 /// Tempo search range, BPM.
@@ -71,8 +69,7 @@ const CONF_A: f64 = -0.65;
 const CONF_B: f64 = 4.7;
 
 /// Estimates tempo and beats from an onset envelope sampled at `fps` frames per second.
-/// `low_onset` (same length) and `harmony_change` (per frame, may be empty) feed downbeats.
-pub fn estimate(onset: &[f32], low_onset: &[f32], harmony_change: &[f32], fps: f64) -> TempoResult {
+pub fn estimate(onset: &[f32], fps: f64) -> TempoResult {
     let n = onset.len();
     if n < (fps * 2.0) as usize {
         return TempoResult::default();
@@ -175,12 +172,10 @@ pub fn estimate(onset: &[f32], low_onset: &[f32], harmony_change: &[f32], fps: f
     let beat_frames = track_beats(&env, period);
     let beats: Vec<f64> = beat_frames.iter().map(|&f| f as f64 / fps).collect();
     let bpm = refine_bpm(&beats, 60.0 * fps / period);
-    let downbeats = downbeats(&beat_frames, low_onset, harmony_change);
     TempoResult {
         bpm,
         confidence,
         beats,
-        downbeats,
     }
 }
 
@@ -368,44 +363,6 @@ fn refine_bpm(beats: &[f64], coarse: f64) -> f64 {
     }
 }
 
-/// Picks the bar phase (of 4) whose beats carry the most low-band onset and harmonic change;
-/// returns the indices of the downbeats in `beat_frames`.
-fn downbeats(beat_frames: &[usize], low_onset: &[f32], harmony_change: &[f32]) -> Vec<usize> {
-    if beat_frames.len() < 8 {
-        return Vec::new();
-    }
-    let norm = |x: &[f32]| {
-        let m = x.iter().cloned().fold(0.0f32, f32::max);
-        if m > 0.0 {
-            1.0 / m
-        } else {
-            0.0
-        }
-    };
-    let (nl, nh) = (norm(low_onset), norm(harmony_change));
-    let near = |x: &[f32], f: usize| {
-        // Max in ±2 frames: beats land within a frame or two of the onset.
-        let lo = f.saturating_sub(2);
-        let hi = (f + 3).min(x.len());
-        x.get(lo..hi)
-            .map_or(0.0, |w| w.iter().cloned().fold(0.0f32, f32::max))
-    };
-    let mut score = [0.0f32; 4];
-    let mut count = [0usize; 4];
-    for (i, &f) in beat_frames.iter().enumerate() {
-        score[i % 4] += near(low_onset, f) * nl + near(harmony_change, f) * nh;
-        count[i % 4] += 1;
-    }
-    let phase = (0..4)
-        .max_by(|&a, &b| {
-            let sa = score[a] / count[a].max(1) as f32;
-            let sb = score[b] / count[b].max(1) as f32;
-            sa.total_cmp(&sb)
-        })
-        .unwrap_or(0);
-    (phase..beat_frames.len()).step_by(4).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,10 +408,10 @@ mod tests {
     fn a_ballad_bar_is_read_at_its_beat_and_a_rock_bar_at_its_tempo() {
         // Kick on 1 and 3, snare on 2 and 4, quiet eighths between: the beat is the quarter.
         let ballad = [1.0, 0.3, 0.8, 0.3, 0.7, 0.3, 0.8, 0.3];
-        let r = estimate(&envelope(80.0, ballad, 30.0), &[], &[], FPS);
+        let r = estimate(&envelope(80.0, ballad, 30.0), FPS);
         assert!((r.bpm / 80.0 - 1.0).abs() < 0.02, "{}", r.bpm);
         let rock = [1.0, 0.5, 0.9, 0.5, 1.0, 0.5, 0.9, 0.5];
-        let r = estimate(&envelope(128.0, rock, 30.0), &[], &[], FPS);
+        let r = estimate(&envelope(128.0, rock, 30.0), FPS);
         assert!((r.bpm / 128.0 - 1.0).abs() < 0.02, "{}", r.bpm);
         assert!(
             r.confidence > 0.5 && r.confidence <= 1.0,
@@ -462,6 +419,6 @@ mod tests {
             r.confidence
         );
         assert!(!r.beats.is_empty());
-        assert_eq!(estimate(&[0.0; 10], &[], &[], FPS).bpm, 0.0);
+        assert_eq!(estimate(&[0.0; 10], FPS).bpm, 0.0);
     }
 }
