@@ -16,11 +16,13 @@ Scores (mir_eval 0.8, 70 ms window, beats before 5 s left out as mir_eval.beat d
     (RhythmExtractor2013 "multifeature" ticks);
   * downbeats: F-measure against the true bar starts (soundcheck only: essentia 2.1 has no
     downbeat tracker), over all pieces and over those whose tempo soundcheck read within 2%;
-  * meter: soundcheck's `rhythm.beats_per_bar` against the truth (3 or 4 here).
+  * meter: soundcheck's `rhythm.beats_per_bar` against the truth. The analyser reports 3 or 4;
+    the set also has two 5/4 excerpts (Jazz54), listed in their own row and left out of the
+    meter share that --check reads.
 
 Usage:
   python3 scripts/analysis_eval/rhythm.py --bin target/debug/soundcheck [--part heldout|tune|all] \
-      [--check downbeat_f=0.6,meter=0.85]
+      [--check downbeat_f=0.6,meter=0.85,meter3=0.5]
 """
 import argparse
 import csv
@@ -98,8 +100,9 @@ def main():
     ap.add_argument("--part", choices=["tune", "heldout", "all"], default="heldout")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--check", default="",
-                    help="floors, e.g. downbeat_f=0.6,meter=0.85: exit 1 when the part's mean downbeat "
-                         "F-measure or share of meters right is below")
+                    help="floors, e.g. downbeat_f=0.6,meter=0.85,meter3=0.5: exit 1 when the part's mean "
+                         "downbeat F-measure, share of meters right (3/4 and 4/4 excerpts) or share of "
+                         "3/4 excerpts read in 3 is below (a constant 4 scores 0 on meter3)")
     args = ap.parse_args()
     import mir_eval
 
@@ -155,10 +158,14 @@ def main():
     if args.check:
         floors = {k: float(v) for k, v in (item.split("=") for item in args.check.split(","))}
         xs = groups["all"]
+        reportable = groups.get("3/4", []) + groups.get("4/4", [])
+        threes = groups.get("3/4", [])
         got = {"downbeat_f": float(np.mean([x["down_f"] for x in xs])),
-               "meter": sum(x["meter_ok"] for x in xs) / len(xs)}
+               "meter": sum(x["meter_ok"] for x in reportable) / max(len(reportable), 1),
+               "meter3": sum(x["meter_ok"] for x in threes) / max(len(threes), 1)}
         bad = [f"{k} {got[k]:.3f} < {v}" for k, v in floors.items() if got[k] < v]
-        print(f"\ncheck ({args.part}): downbeat F {got['downbeat_f']:.3f}, meter right {got['meter']:.3f}: "
+        print(f"\ncheck ({args.part}): downbeat F {got['downbeat_f']:.3f}, meter right {got['meter']:.3f} "
+              f"(3/4 read in 3: {got['meter3']:.3f}): "
               + ("FAIL: " + "; ".join(bad) if bad else "PASS"))
         sys.exit(1 if bad else 0)
 

@@ -129,8 +129,8 @@ pub struct Rhythm {
     pub confidence: f64,
     /// Beat times, seconds (three decimals).
     pub beats: Vec<f64>,
-    /// Beats per bar (meter): 4 or 3.
-    pub beats_per_bar: usize,
+    /// Beats per bar (meter): 4 or 3; `null` when there are too few beats to tell.
+    pub beats_per_bar: Option<usize>,
     /// Bar starts, seconds.
     pub downbeats: Vec<f64>,
 }
@@ -613,12 +613,15 @@ pub fn full_table(r: &FullReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<22}{:.1} BPM (confidence {:.2}), {} beats, {} bars",
+        "{:<22}{:.1} BPM (confidence {:.2}), {} beats, {} bars{}",
         "tempo",
         r.rhythm.bpm,
         r.rhythm.confidence,
         r.rhythm.beats.len(),
-        r.rhythm.downbeats.len()
+        r.rhythm.downbeats.len(),
+        r.rhythm
+            .beats_per_bar
+            .map_or(String::new(), |m| format!(" of {m} beats"))
     );
     let _ = writeln!(
         s,
