@@ -14,17 +14,17 @@ home="$data/home"
 mkdir -p -m 700 "$home/run" "$home/state" "$home/data" "$home/config"
 # soundcheck with HOME and the XDG directories under the temporary one, and no soundcheck
 # settings from outside (schemathesis itself keeps the real environment).
-sc() {
-    env -u SOUNDCHECK_URL -u SOUNDCHECK_DATA_DIR -u SOUNDCHECK_ADDR -u SOUNDCHECK_TL_KEY \
-        -u SOUNDCHECK_FT_KEY HOME="$home" XDG_RUNTIME_DIR="$home/run" \
-        XDG_STATE_HOME="$home/state" XDG_DATA_HOME="$home/data" XDG_CONFIG_HOME="$home/config" \
-        "$bin" "$@"
-}
+sc_env=(env -u SOUNDCHECK_URL -u SOUNDCHECK_DATA_DIR -u SOUNDCHECK_ADDR -u SOUNDCHECK_TL_KEY
+    -u SOUNDCHECK_FT_KEY HOME="$home" XDG_RUNTIME_DIR="$home/run"
+    XDG_STATE_HOME="$home/state" XDG_DATA_HOME="$home/data" XDG_CONFIG_HOME="$home/config")
+sc() { "${sc_env[@]}" "$bin" "$@"; }
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
 
-# One worker: generations that fuzzing queues run one at a time.
-SOUNDCHECK_LOG=warn sc serve --addr "127.0.0.1:$port" --data-dir "$data" --workers 1 \
+# One worker: generations that fuzzing queues run one at a time. Started without the function,
+# so that $! is the server itself (env execs it) and the trap below stops it, rather than a
+# subshell whose child would outlive the script.
+SOUNDCHECK_LOG=warn "${sc_env[@]}" "$bin" serve --addr "127.0.0.1:$port" --data-dir "$data" --workers 1 \
     >"$data/serve.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
