@@ -98,7 +98,11 @@ def _essentia_one(args):
     return path, {"bpm": float(bpm), "bpm_confidence": float(conf), "keys": keys}
 
 
-def run_essentia(paths, profiles, cache_path, jobs):
+def essentia_cached(paths, cache_path, jobs, worker, job_of=lambda p: p, stale=lambda entry: False,
+                    what="analyse"):
+    """Runs `worker(job_of(path)) -> (path, result)` in worker processes for the paths whose
+    result is not in the JSON cache at `cache_path` (or is `stale`), saves the cache, and returns
+    path -> result. Entries are keyed by file, size, mtime and essentia's version."""
     cache = {}
     if os.path.exists(cache_path):
         with open(cache_path) as fh:
@@ -110,17 +114,22 @@ def run_essentia(paths, profiles, cache_path, jobs):
         st = os.stat(p)
         return f"{p}|{st.st_size}|{int(st.st_mtime)}|{ver}"
 
-    todo = [p for p in paths if ck(p) not in cache or any(q not in cache[ck(p)]["keys"] for q in profiles)]
+    todo = [p for p in paths if ck(p) not in cache or stale(cache[ck(p)])]
     if todo:
-        print(f"essentia: {len(todo)} files to analyse", file=sys.stderr)
+        print(f"essentia: {len(todo)} files to {what}", file=sys.stderr)
         with ProcessPoolExecutor(jobs) as ex:
-            for i, (p, r) in enumerate(ex.map(_essentia_one, [(p, profiles) for p in todo], chunksize=4)):
+            for i, (p, r) in enumerate(ex.map(worker, [job_of(p) for p in todo], chunksize=4)):
                 cache[ck(p)] = r
                 if (i + 1) % 50 == 0:
                     print(f"  essentia {i + 1}/{len(todo)}", file=sys.stderr)
         with open(cache_path, "w") as fh:
             json.dump(cache, fh)
     return {p: cache[ck(p)] for p in paths}
+
+
+def run_essentia(paths, profiles, cache_path, jobs):
+    return essentia_cached(paths, cache_path, jobs, _essentia_one, job_of=lambda p: (p, profiles),
+                           stale=lambda entry: any(q not in entry["keys"] for q in profiles))
 
 
 # --------------------------------------------------------------------------------------------

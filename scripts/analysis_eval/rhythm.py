@@ -30,14 +30,14 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
-from evaluate import tempo_class  # noqa: E402
+from evaluate import essentia_cached, tempo_class  # noqa: E402
 
 WINDOW = 0.07
 
@@ -63,25 +63,8 @@ def _essentia_ticks(path):
 
 
 def essentia_ticks(paths, cache_path, jobs):
-    cache = {}
-    if os.path.exists(cache_path):
-        with open(cache_path) as fh:
-            cache = json.load(fh)
-    import essentia
-
-    def ck(p):
-        st = os.stat(p)
-        return f"{p}|{st.st_size}|{int(st.st_mtime)}|{essentia.__version__}"
-
-    todo = [p for p in paths if ck(p) not in cache]
-    if todo:
-        print(f"essentia: {len(todo)} files to track", file=sys.stderr)
-        with ProcessPoolExecutor(jobs) as ex:
-            for p, ticks in ex.map(_essentia_ticks, todo, chunksize=4):
-                cache[ck(p)] = ticks
-        with open(cache_path, "w") as fh:
-            json.dump(cache, fh)
-    return {p: np.array(cache[ck(p)]) for p in paths}
+    ticks = essentia_cached(paths, cache_path, jobs, _essentia_ticks, what="track")
+    return {p: np.array(t) for p, t in ticks.items()}
 
 
 def soundcheck_rhythm(binary, path):

@@ -228,14 +228,13 @@ fn rhythm_and_key(fe: &Frontend) -> (Rhythm, KeyReport) {
     let fps = Frontend::frame_rate();
     let t = tempo::estimate(&fe.frames.onset, fps);
     // Chroma frame i covers CHROMA_FFT samples from i·CHROMA_HOP: its centre is half a window in.
-    let sr = frontend::SR as f64;
     let bars = meter::bars(
         &t.beats,
         &fe.frames.low_onset,
         fps,
         &fe.chroma,
-        frontend::CHROMA_HOP as f64 / sr,
-        frontend::CHROMA_FFT as f64 / 2.0 / sr,
+        Frontend::chroma_period(),
+        frontend::CHROMA_FFT as f64 / 2.0 / frontend::SR as f64,
     );
     let rhythm = Rhythm {
         bpm: round(t.bpm, 1),
