@@ -1,6 +1,7 @@
 //! Dumps the analyser's front end for offline tuning on the tune part of
-//! `scripts/analysis_eval`: per WAV, the onset envelope, the low-band onset envelope and the
-//! chroma frames as little-endian f32 files (`NAME.onset`, `NAME.low`, `NAME.chroma`).
+//! `scripts/analysis_eval`: per WAV, the onset envelope, the low-band onset envelope, the log-mel
+//! frames (40 per frame, dB) and the chroma frames as little-endian f32 files (`NAME.onset`,
+//! `NAME.low`, `NAME.mel`, `NAME.chroma`).
 //!
 //! `cargo run --example analysis_dump -- OUT_DIR FILE.wav…`
 
@@ -33,6 +34,10 @@ fn main() {
         write(
             &out.join(format!("{stem}.low")),
             fe.frames.low_onset.iter().copied(),
+        );
+        write(
+            &out.join(format!("{stem}.mel")),
+            fe.frames.mel_db.iter().copied(),
         );
         write(
             &out.join(format!("{stem}.chroma")),
