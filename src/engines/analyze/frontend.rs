@@ -44,14 +44,7 @@ pub struct Frames {
     pub mel_db: Vec<f32>,
     /// Low-band (< 200 Hz) onset strength, for downbeats.
     pub low_onset: Vec<f32>,
-    /// Onset strength in three registers, for the tempo: the mean rise of the mel bands centred
-    /// below [`TEMPO_BANDS`]`[0]` Hz, between the two edges, and above `[1]` (kick and bass;
-    /// chords, voices and snare body; cymbals and attacks).
-    pub band_onsets: [Vec<f32>; 3],
 }
-
-/// Edges between the registers of [`Frames::band_onsets`], Hz.
-pub const TEMPO_BANDS: [f64; 2] = [200.0, 2000.0];
 
 /// Everything the estimators need, computed once per input.
 pub struct Frontend {
@@ -114,9 +107,9 @@ fn mel_to_hz(m: f64) -> f64 {
     700.0 * (10f64.powf(m / 2595.0) - 1.0)
 }
 
-/// Triangular mel filters over the `N_FFT/2+1` bins, as (first bin, weights, centre Hz) per
-/// band, area-normalised so bands of different widths are comparable.
-fn mel_filters() -> Vec<(usize, Vec<f32>, f64)> {
+/// Triangular mel filters over the `N_FFT/2+1` bins, as (first bin, weights) per band,
+/// area-normalised so bands of different widths are comparable.
+fn mel_filters() -> Vec<(usize, Vec<f32>)> {
     let bins = N_FFT / 2 + 1;
     let fmax = SR as f64 / 2.0;
     let (lo, hi) = (hz_to_mel(30.0), hz_to_mel(fmax));
@@ -143,7 +136,7 @@ fn mel_filters() -> Vec<(usize, Vec<f32>, f64)> {
                     (v * norm) as f32
                 })
                 .collect();
-            (first, w, c)
+            (first, w)
         })
         .collect()
 }
@@ -170,18 +163,9 @@ pub fn short_time(mono: &[f32]) -> Frames {
     let bin_hz = SR as f32 / N_FFT as f32;
     let low_bands = filters
         .iter()
-        .take_while(|(first, _, _)| (*first as f32 * bin_hz) < 200.0)
+        .take_while(|(first, _)| (*first as f32 * bin_hz) < 200.0)
         .count()
         .max(1);
-    // Register of each mel band for `band_onsets`, and how many bands each register holds.
-    let register: Vec<usize> = filters
-        .iter()
-        .map(|(_, _, c)| TEMPO_BANDS.iter().filter(|&&e| *c >= e).count())
-        .collect();
-    let mut per_register = [0usize; 3];
-    for &r in &register {
-        per_register[r] += 1;
-    }
     let mut power = vec![0.0f32; bins];
     let mut prev_log = [0.0f32; N_MELS];
     let mut log_mel = [0.0f32; N_MELS];
@@ -196,9 +180,6 @@ pub fn short_time(mono: &[f32]) -> Frames {
         key.reserve(n_frames);
     }
     f.mel_db.reserve(n_frames * N_MELS);
-    for band in &mut f.band_onsets {
-        band.reserve(n_frames);
-    }
     let half = N_FFT as isize / 2;
     for t in 0..n_frames {
         // Frames are centred: frame t covers samples around t·HOP.
@@ -253,8 +234,7 @@ pub fn short_time(mono: &[f32]) -> Frames {
         f.rolloff.push(roll);
         let mut flux = 0.0f32;
         let mut low_flux = 0.0f32;
-        let mut band_flux = [0.0f32; 3];
-        for (b, (first, w, _)) in filters.iter().enumerate() {
+        for (b, (first, w)) in filters.iter().enumerate() {
             let e: f32 = w.iter().zip(&power[*first..]).map(|(a, b)| a * b).sum();
             let l = 10.0 * (e + 1e-10).log10();
             log_mel[b] = l;
@@ -265,16 +245,12 @@ pub fn short_time(mono: &[f32]) -> Frames {
                 if b < low_bands {
                     low_flux += rise;
                 }
-                band_flux[register[b]] += rise;
             }
         }
         prev_log.copy_from_slice(&log_mel);
         f.mel_db.extend_from_slice(&log_mel);
         f.onset.push(flux / N_MELS as f32);
         f.low_onset.push(low_flux / low_bands as f32);
-        for ((out, flux), count) in f.band_onsets.iter_mut().zip(band_flux).zip(per_register) {
-            out.push(flux / count.max(1) as f32);
-        }
     }
     f
 }

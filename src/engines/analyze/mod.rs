@@ -226,8 +226,7 @@ pub fn full(audio: &Audio, progress: &dyn Fn(f32)) -> Result<FullReport, audio::
 
 fn rhythm_and_key(fe: &Frontend) -> (Rhythm, KeyReport) {
     let fps = Frontend::frame_rate();
-    let bands: Vec<&[f32]> = fe.frames.band_onsets.iter().map(Vec::as_slice).collect();
-    let t = tempo::estimate(&fe.frames.onset, &bands, fps);
+    let t = tempo::estimate(&fe.frames.onset, &fe.frames.low_onset, fps);
     // Chroma frame i covers CHROMA_FFT samples from i·CHROMA_HOP: its centre is half a window in.
     let bars = meter::bars(
         &t.beats,
