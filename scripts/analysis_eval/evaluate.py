@@ -4,7 +4,8 @@
 For each part (tune, heldout) it reports tempo accuracy within 2% ("acc1"), within 2% allowing
 x2 and x1/2 ("acc2"), and within 2% also allowing x3/2 and x2/3 ("acc2+3/2"); key exact, and
 key errors counted apart as relative, fifth (dominant/subdominant, same mode), parallel and
-other; the same per genre; and soundcheck's accuracy per confidence bucket.
+other; the same per genre; and soundcheck's accuracy per confidence bucket, with the
+confidences' AUC and Brier score.
 
 essentia: RhythmExtractor2013(method="multifeature") for BPM, KeyExtractor for key with the
 profile named by --key-profile (default "temperley": the best of essentia's profiles on the tune part,
@@ -209,7 +210,27 @@ def buckets(title, rows, sc):
         ke = sum(key_class(parse_key(sc[r["path"]]["key"]), parse_key(r["key"])) == "exact" for r in kr)
         f = lambda a, n: pct(a / n) if n else "    -"
         out.append(f"| {lo:.2f}-{min(hi, 1):.2f} | {len(tr)} | {f(t2, len(tr))} | {f(t1, len(tr))} | {len(kr)} | {f(ke, len(kr))} |")
+    tempo = [(sc[r["path"]]["bpm_confidence"], tempo_class(sc[r["path"]]["bpm"], float(r["bpm"])) == "exact")
+             for r in rows]
+    key = [(sc[r["path"]]["key_confidence"],
+            key_class(parse_key(sc[r["path"]]["key"]), parse_key(r["key"])) == "exact") for r in rows if r["key"]]
+    out.append("\nRanking and calibration (AUC: the chance that a right reading has a higher confidence than "
+               "a wrong one, 0.5 = blind; Brier: mean squared gap between confidence and 1/0 right):\n")
+    out.append(f"tempo (acc1): AUC {auc(tempo):.3f}, Brier {brier(tempo):.3f}; "
+               f"key (exact): AUC {auc(key):.3f}, Brier {brier(key):.3f}")
     return "\n".join(out)
+
+
+def auc(pairs):
+    right = [c for c, ok in pairs if ok]
+    wrong = [c for c, ok in pairs if not ok]
+    if not right or not wrong:
+        return float("nan")
+    return sum((a > b) + 0.5 * (a == b) for a in right for b in wrong) / (len(right) * len(wrong))
+
+
+def brier(pairs):
+    return sum((c - ok) ** 2 for c, ok in pairs) / len(pairs) if pairs else float("nan")
 
 
 def parse_margin(text):
