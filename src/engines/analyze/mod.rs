@@ -31,8 +31,9 @@ pub struct TempoKeyReport {
     pub bpm: f64,
     /// Estimated probability that `bpm` is within 2% of the tempo, 0…1 (a logistic fit on how far
     /// the tempo's periodicity stands above unrelated tempi and above its rival metrical levels,
-    /// ×2, ×½, ×3/2, ×2/3; fitted on the tune part of an independent set, `scripts/analysis_eval`,
-    /// where it ranks readings better than chance but is still overconfident about octaves).
+    /// ×2, ×½, ×3/2, ×2/3, and how strong it is; fitted on the tune part of an independent set,
+    /// `scripts/analysis_eval`, where it ranks readings better than chance but is still
+    /// overconfident about octaves).
     pub bpm_confidence: f64,
     /// Key as `"A minor"` / `"F# major"`; `null` when nothing pitched was heard.
     pub key: Option<String>,

@@ -23,10 +23,9 @@
 //!
 //! The tempo reported is the comb's period, sharpened from the autocorrelation's peaks
 //! ([`sharpen`], at most 1%). Until 2026-12 it was refined by a line through the longest regular
-//! run of beats, by up to 5%; on the tune part
-//! of `scripts/analysis_eval` that moved right readings off by 2–6% (a march with dotted
-//! rhythms, a piece with a ritardando) more often than it mended one (tune 346 → 347 of 400
-//! within 2% without it; held-out unchanged, 149 of 190).
+//! run of beats, by up to 5%; on the tune part of `scripts/analysis_eval` that moved right
+//! readings off (a march with dotted rhythms, a piece with a ritardando) more often than it
+//! mended one (tune 346 → 347 of 400 within 2% without it; held-out unchanged, 149 of 190).
 //!
 //! Meter and downbeats are read from the beats by [`super::meter`].
 
@@ -39,8 +38,9 @@ pub struct TempoResult {
     pub bpm: f64,
     /// Estimated probability that `bpm` is within 2% of the tempo, 0…1: a logistic function of
     /// how far the chosen tempo's score stands above the best tempo unrelated to it (not ×1, ×2,
-    /// ×½, ×3/2, ×2/3, ×3, ×⅓, ×4, ×¼) and of how close its best rival metrical level (×2, ×½,
-    /// ×3/2, ×2/3) comes to it, fitted on the tune part of `scripts/analysis_eval`.
+    /// ×½, ×3/2, ×2/3, ×3, ×⅓, ×4, ×¼), of how close its best rival metrical level (×2, ×½,
+    /// ×3/2, ×2/3) comes to it and of how periodic the envelope is at its period, fitted on the
+    /// tune part of `scripts/analysis_eval`.
     pub confidence: f64,
     /// Beat times, seconds.
     pub beats: Vec<f64>,
@@ -121,9 +121,7 @@ pub fn estimate(onset: &[f32], low: &[f32], fps: f64) -> TempoResult {
     let mut all: Vec<(f64, f64, f64)> = Vec::with_capacity(lags.len());
     for (&lag, &c) in lags.iter().zip(&comb) {
         let bpm = 60.0 * fps / lag;
-        let octaves = (bpm / 120.0).log2();
-        let prior = (-0.5 * octaves * octaves).exp();
-        let score = c * prior;
+        let score = c * prior(bpm);
         all.push((bpm, score, lag));
         if score > best.1 {
             best = (lag, score);
@@ -187,7 +185,8 @@ pub fn estimate(onset: &[f32], low: &[f32], fps: f64) -> TempoResult {
         .map(|(_, s, _)| s)
         .fold(0.0f64, f64::max);
     let rival = if pick.1 > 0.0 { rival / pick.1 } else { 0.0 };
-    let strength = comb[(((period - min_lag) / 0.125).round() as usize).min(comb.len() - 1)];
+    // The chosen period's comb score before the prior.
+    let strength = pick.1 / prior(chosen);
     let z = CONF_A + CONF_B * distinct + CONF_C * rival + CONF_D * strength.max(1e-6).ln();
     let confidence = 1.0 / (1.0 + (-z).exp());
     let mut beat_frames = track_beats(&env, period);
@@ -200,6 +199,12 @@ pub fn estimate(onset: &[f32], low: &[f32], fps: f64) -> TempoResult {
         confidence,
         beats,
     }
+}
+
+/// The log-normal tempo prior: centred on 120 BPM, one octave wide.
+fn prior(bpm: f64) -> f64 {
+    let octaves = (bpm / 120.0).log2();
+    (-0.5 * octaves * octaves).exp()
 }
 
 /// Onset envelope minus its moving average over `win` frames, half-wave rectified.
