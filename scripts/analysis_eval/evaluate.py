@@ -25,6 +25,7 @@ Usage:
 import argparse
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -196,6 +197,48 @@ def tempo_errors(title, rows, systems):
     return "\n".join(out)
 
 
+def sign_test(wins, losses):
+    """Two-sided exact binomial test of wins vs losses at even odds (McNemar's exact test when
+    the counts are discordant pairs)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired(title, rows, systems):
+    """soundcheck against essentia excerpt by excerpt: how many each reads right that the other
+    does not, and whether the difference is more than chance. Both renders of a piece are one
+    piece of music, so the excerpt-level test overstates the evidence; the piece-level sign test
+    counts a piece for the system right on more of its renders."""
+    (n1, b1, k1), (n2, b2, k2) = systems[0], systems[1]
+    right = {
+        "tempo acc1": lambda b, r: tempo_class(b[r["id"]], float(r["bpm"])) == "exact",
+        "tempo acc2": lambda b, r: tempo_class(b[r["id"]], float(r["bpm"])) in ("exact", "double", "half"),
+    }
+    out = [f"\n### {title}\n",
+           f"| figure | only {n1} right | only {n2} right | exact p (excerpts) | pieces {n1} ahead | pieces {n2} ahead | sign-test p (pieces) |",
+           "|---|---|---|---|---|---|---|"]
+    figures = [(name, rows, lambda r, f=f: (f(b1, r), f(b2, r))) for name, f in right.items()]
+    figures.append(("key exact", [r for r in rows if parse_key(r["key"]) is not None],
+                    lambda r: tuple(key_class(parse_key(k[r["id"]]), parse_key(r["key"])) == "exact"
+                                    for k in (k1, k2))))
+    for name, rs, ok in figures:
+        a = b = 0
+        per_piece = defaultdict(int)
+        for r in rs:
+            x, y = ok(r)
+            a += x and not y
+            b += y and not x
+            per_piece[r["piece"]] += int(x) - int(y)
+        pa = sum(v > 0 for v in per_piece.values())
+        pb = sum(v < 0 for v in per_piece.values())
+        out.append(f"| {name} | {a} | {b} | {sign_test(a, b):.2f} | {pa} | {pb} | {sign_test(pa, pb):.2f} |")
+    return "\n".join(out)
+
+
 BUCKETS = [(0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0001)]
 
 
@@ -296,6 +339,7 @@ def main():
         genres = sorted(set(r["genre"] for r in pr))
         report.append(table(f"{part}: overall", [("all", pr)], systems))
         report.append(tempo_errors(f"{part}: tempo readings", pr, systems))
+        report.append(paired(f"{part}: soundcheck against essentia, excerpt by excerpt", pr, systems))
         report.append(table(f"{part}: per genre", [(g, [r for r in pr if r["genre"] == g]) for g in genres], systems))
         report.append(table(f"{part}: per renderer", [(g, [r for r in pr if r["renderer"] == g])
                                                       for g in sorted(set(r["renderer"] for r in pr))], systems))
