@@ -202,14 +202,23 @@ pub fn short_time(mono: &[f32]) -> Frames {
         let mut weighted = 0.0f64;
         let mut mag_sum = 0.0f64;
         let mut log_sum = 0.0f64;
+        // The flatness's log-sum is taken over products of 16 bins (each factor is at least
+        // 1e-10, so a product stays far inside f64's range): one logarithm per 16 bins instead
+        // of one per bin, which was a tenth of the whole tempo/key analysis.
+        let mut product = 1.0f64;
         for (k, (p, c)) in power.iter_mut().zip(&spec).enumerate() {
             *p = c.norm_sqr();
             total += *p as f64;
             let mag = p.sqrt();
             mag_sum += mag as f64;
             weighted += (mag * k as f32 * bin_hz) as f64;
-            log_sum += (*p + 1e-10).ln() as f64;
+            product *= (*p + 1e-10) as f64;
+            if k % 16 == 15 {
+                log_sum += product.ln();
+                product = 1.0;
+            }
         }
+        log_sum += product.ln();
         let mean_power = total / bins as f64;
         f.energy.push(mean_power as f32);
         f.centroid.push(if mag_sum > 1e-9 {
