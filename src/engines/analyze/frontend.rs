@@ -202,9 +202,11 @@ pub fn short_time(mono: &[f32]) -> Frames {
         let mut weighted = 0.0f64;
         let mut mag_sum = 0.0f64;
         let mut log_sum = 0.0f64;
-        // The flatness's log-sum is taken over products of 16 bins (each factor is at least
-        // 1e-10, so a product stays far inside f64's range): one logarithm per 16 bins instead
-        // of one per bin, which was a tenth of the whole tempo/key analysis.
+        // The flatness's log-sum is taken over products of 16 bins: one logarithm per 16 bins
+        // instead of one per bin, which was a tenth of the whole tempo/key analysis. A product
+        // stays inside f64's range: each factor is at least 1e-10 (≥ 1e-160 for 16), and at
+        // most (1024 · 512)² ≈ 3e11 for samples within the decoder's ±1024 limit
+        // (`audio::limits::MAX_SAMPLE_MAGNITUDE`) under a Hann window summing to 512 (≤ 1e184).
         let mut product = 1.0f64;
         for (k, (p, c)) in power.iter_mut().zip(&spec).enumerate() {
             *p = c.norm_sqr();

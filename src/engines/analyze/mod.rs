@@ -229,7 +229,7 @@ pub fn full(audio: &Audio, progress: &dyn Fn(f32)) -> Result<FullReport, audio::
 fn rhythm_and_key(fe: &Frontend) -> (Rhythm, KeyReport) {
     let fps = Frontend::frame_rate();
     let mut t = tempo::estimate(&fe.frames.onset, &fe.frames.low_onset, fps);
-    t.beats = tempo::settle_phase_by_harmony(t.beats, &fe.mono, frontend::SR as f64);
+    t.beats = tempo::settle_phase_by_harmony(t.beats, &fe.mono, frontend::SR as f64, fe.tuning);
     // Chroma frame i covers CHROMA_FFT samples from i·CHROMA_HOP: its centre is half a window in.
     let bars = meter::bars(
         &t.beats,

@@ -1,4 +1,4 @@
-//! Tempo and beats from the onset-strength envelope.
+//! Tempo and beats from the onset-strength envelope, and the beats' phase from the harmony.
 //!
 //! 1. The envelope is detrended (minus a 1 s moving average) and its generalised autocorrelation
 //!    taken by FFT: the inverse transform of the magnitude spectrum rather than the power
@@ -19,9 +19,11 @@
 //!    interval to P; backtracking from the best final frame gives the beat frames. When the
 //!    lowest register's onsets are clearly stronger between the beats than on them, the beats
 //!    move to the midpoints ([`settle_phase`]): kick and bass tell the beat from a louder
-//!    off-beat. Then, from the signal itself, the same move when the harmony changes clearly
-//!    more at the midpoints than on the beats ([`settle_phase_by_harmony`]): chords change on
-//!    beats, and it catches straight-eighth grooves whose beats and off-beats sound alike.
+//!    off-beat. Then the caller (`analyze::rhythm_and_key`) hands the beats and the signal to
+//!    [`settle_phase_by_harmony`], which makes the same move when the harmony changes clearly
+//!    more at the midpoints than on the beats: chords change on beats, and it catches
+//!    straight-eighth grooves whose beats and off-beats sound alike. It reads the beats as the
+//!    kick left them and may move them back; each move drops one beat.
 //!
 //! The tempo reported is the comb's period, sharpened from the autocorrelation's peaks
 //! ([`sharpen`], at most 1%). Until 2026-12 it was refined by a line through the longest regular
@@ -105,18 +107,32 @@ const OFFBEAT_MARGIN: f64 = 1.4;
 /// neither the whole envelope nor the low register tells beat from off-beat), while the chord
 /// changes sat on the beats. Beat F-measure (`rhythm.py`, 278 excerpts) 0.849 → 0.883 / 0.880 /
 /// 0.885 / 0.877 / 0.870 for margins 1.1 / 1.2 / 1.3 / 1.4 / 1.5 (the mean change instead of the
-/// top quarter's: at most 0.874; the median's: at most 0.855); held-out (82, measured once)
-/// 0.866 unchanged: its phase errors are one groove (son) the rule does not reach.
+/// top quarter's: at most 0.874; the median's: at most 0.855) in the numpy model of
+/// `scripts/analysis_eval`; 1.2 is the middle of the plateau, and the binary reads 0.880 with it
+/// (essentia 0.882). Held-out (82, measured once) 0.866 unchanged: its phase errors are one groove
+/// (son) the rule does not reach.
 const HARMONY_MARGIN: f64 = 1.2;
+/// The largest quarter of the changes at the midpoints must also reach this (1 − cosine between
+/// unit pitch-class profiles): a held chord, a drone or a drum loop changes by noise alone, and a
+/// ratio of two noises is no evidence.
+const HARMONY_FLOOR: f64 = 0.05;
+/// Fewest beat/midpoint pairs read before the harmony may move the beats.
+const HARMONY_MIN_READINGS: usize = 16;
 /// Longest stretch of signal whose pitch classes [`settle_phase_by_harmony`] reads on either
-/// side of a beat or midpoint, samples (0.37 s at 22.05 kHz; also the FFT size: 2.7 Hz bins).
+/// side of a beat or midpoint, samples (0.37 s at 22.05 kHz), and the FFT size (bins 2.7 Hz
+/// apart). The stretch is a half-beat, so the true resolution is coarser: at 140 bpm (4,725
+/// samples) the Hann window's main lobe is about 19 Hz wide, and semitones below ~300 Hz blur
+/// into their neighbours, which is still enough to tell one chord from the next.
 const HARMONY_FFT: usize = 8192;
+/// Shortest half-beat read, samples (93 ms: tempi up to ~320 bpm); below it a profile means little.
+const HARMONY_MIN_SAMPLES: usize = 2048;
 /// Most beats [`settle_phase_by_harmony`] reads (evenly spread): bounds its cost on long tracks.
 const HARMONY_BEATS: usize = 64;
 
 /// Estimates tempo and beats from an onset envelope sampled at `fps` frames per second; `low`,
 /// the onset strength of the lowest register at the same rate, settles the beats' phase (step 3
-/// of the module notes; ignored unless it is as long as `onset`).
+/// of the module notes; ignored unless it is as long as `onset`). The beats are final only after
+/// [`settle_phase_by_harmony`], which needs the signal and is the caller's to run.
 pub fn estimate(onset: &[f32], low: &[f32], fps: f64) -> TempoResult {
     let n = onset.len();
     if n < (fps * 2.0) as usize {
@@ -377,12 +393,13 @@ fn settle_phase(beats: Vec<usize>, low: &[f32]) -> Vec<usize> {
 }
 
 /// Moves the beats (seconds) to the midpoints between them when the harmony of `mono` (sampled at
-/// `sr`) changes more there: the pitch-class profile of each half-beat either side of a beat and
-/// of a midpoint is compared (1 − cosine), and when the largest quarter of the changes at the
-/// midpoints averages more than [`HARMONY_MARGIN`] times the same at the beats, the midpoints
-/// are the beats. Chord changes are sparse (once a bar or two), hence the largest quarter rather
-/// than the mean.
-pub fn settle_phase_by_harmony(beats: Vec<f64>, mono: &[f32], sr: f64) -> Vec<f64> {
+/// `sr`, tuned `tuning` semitones from A440) changes more there: the pitch-class profile of each
+/// half-beat either side of a beat and of a midpoint is compared (1 − cosine), and when the
+/// largest quarter of the changes at the midpoints averages more than [`HARMONY_MARGIN`] times
+/// the same at the beats, and at least [`HARMONY_FLOOR`], the midpoints are the beats (one fewer:
+/// a beat added before the first or after the last could fall in silence). Chord changes are
+/// sparse (once a bar or two), hence the largest quarter rather than the mean.
+pub fn settle_phase_by_harmony(beats: Vec<f64>, mono: &[f32], sr: f64, tuning: f32) -> Vec<f64> {
     if beats.len() < 8 || sr <= 0.0 {
         return beats;
     }
@@ -393,16 +410,17 @@ pub fn settle_phase_by_harmony(beats: Vec<f64>, mono: &[f32], sr: f64) -> Vec<f6
     let fft = planner.plan_fft_forward(HARMONY_FFT);
     let mut input = fft.make_input_vec();
     let mut spec = fft.make_output_vec();
+    let mut scratch = fft.make_scratch_vec();
     let bin_hz = sr / HARMONY_FFT as f64;
     let lo = (65.0 / bin_hz).ceil() as usize;
     let hi = ((2100.0 / bin_hz) as usize).min(HARMONY_FFT / 2);
     let class: Vec<usize> = (0..=hi)
-        .map(|k| (12.0 * (k.max(1) as f64 * bin_hz / 440.0).log2()).round() as i64)
+        .map(|k| (12.0 * (k.max(1) as f64 * bin_hz / 440.0).log2() - tuning as f64).round() as i64)
         .map(|p| p.rem_euclid(12) as usize)
         .collect();
     // Each half-beat is read over its first `n` samples (at most HARMONY_FFT), Hann-windowed.
     let n = ((half * sr) as usize).min(HARMONY_FFT);
-    if n < 64 {
+    if n < HARMONY_MIN_SAMPLES {
         return beats;
     }
     let window: Vec<f32> = (0..n)
@@ -420,7 +438,8 @@ pub fn settle_phase_by_harmony(beats: Vec<f64>, mono: &[f32], sr: f64) -> Vec<f6
             *x = v * w;
         }
         input[n..].iter_mut().for_each(|x| *x = 0.0);
-        fft.process(&mut input, &mut spec).ok()?;
+        fft.process_with_scratch(&mut input, &mut spec, &mut scratch)
+            .ok()?;
         let mut c = [0.0f64; 12];
         for k in lo..=hi {
             c[class[k]] += spec[k].norm_sqr() as f64;
@@ -449,7 +468,11 @@ pub fn settle_phase_by_harmony(beats: Vec<f64>, mono: &[f32], sr: f64) -> Vec<f6
         let k = (v.len() / 4).max(1);
         v.iter().take(k).sum::<f64>() / k as f64
     };
-    if on.len() < 4 || top_quarter(off) <= HARMONY_MARGIN * top_quarter(on) {
+    if on.len() < HARMONY_MIN_READINGS {
+        return beats;
+    }
+    let (at_beats, at_midpoints) = (top_quarter(on), top_quarter(off));
+    if at_midpoints < HARMONY_FLOOR || at_midpoints <= HARMONY_MARGIN * at_beats {
         return beats;
     }
     beats.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect()
@@ -655,23 +678,49 @@ mod tests {
         };
         let music = chords(bpm, secs, true);
         // Beats on the "and" move onto the chord changes; beats already there stay.
-        let moved = settle_phase_by_harmony(off.clone(), &music, 22_050.0);
+        let moved = settle_phase_by_harmony(off.clone(), &music, 22_050.0, 0.0);
         assert_eq!(moved.len(), off.len() - 1);
         assert_eq!(near_beat(&moved), moved.len(), "{moved:?}");
-        assert_eq!(settle_phase_by_harmony(on.clone(), &music, 22_050.0), on);
-        // One chord throughout: nothing tells beat from off-beat, so nothing moves.
-        let held = chords(bpm, secs, false);
-        assert_eq!(settle_phase_by_harmony(off.clone(), &held, 22_050.0), off);
-        // Silence, too few beats, a signal shorter than the beats: unchanged, no panic.
         assert_eq!(
-            settle_phase_by_harmony(off.clone(), &vec![0.0; 1000], 22_050.0),
+            settle_phase_by_harmony(on.clone(), &music, 22_050.0, 0.0),
+            on
+        );
+        // A quarter-tone sharp (every pitch half a semitone up, the beats 3% sooner), read with
+        // that tuning: the same.
+        let ratio = 2f64.powf(0.5 / 12.0);
+        let sharp: Vec<f32> = (0..music.len())
+            .map(|i| music[((i as f64 * ratio) as usize).min(music.len() - 1)])
+            .collect();
+        let off_sharp: Vec<f64> = off.iter().map(|b| b / ratio).collect();
+        let moved = settle_phase_by_harmony(off_sharp.clone(), &sharp, 22_050.0, 0.5);
+        assert_eq!(moved.len(), off_sharp.len() - 1);
+        // One chord throughout: nothing tells beat from off-beat, so nothing moves; nor over ten
+        // beats.
+        let held = chords(bpm, secs, false);
+        assert_eq!(
+            settle_phase_by_harmony(off.clone(), &held, 22_050.0, 0.0),
             off
         );
+        let short = off[..10].to_vec();
         assert_eq!(
-            settle_phase_by_harmony(off[..5].to_vec(), &music, 22_050.0),
-            off[..5].to_vec()
+            settle_phase_by_harmony(short.clone(), &held, 22_050.0, 0.0),
+            short
         );
-        assert_eq!(settle_phase_by_harmony(off.clone(), &music, 0.0), off);
+        // Silence as long as the music, too few beats, a signal shorter than the beats, no
+        // sample rate, beats out of order: unchanged, no panic.
+        let silence = vec![0.0; music.len()];
+        for (beats, signal, sr) in [
+            (off.clone(), &silence[..], 22_050.0),
+            (off.clone(), &music[..1000], 22_050.0),
+            (off[..5].to_vec(), &music[..], 22_050.0),
+            (off.clone(), &music[..], 0.0),
+            (off.iter().rev().copied().collect(), &music[..], 22_050.0),
+        ] {
+            assert_eq!(
+                settle_phase_by_harmony(beats.clone(), signal, sr, 0.0),
+                beats
+            );
+        }
     }
 
     #[test]
