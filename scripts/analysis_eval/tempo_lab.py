@@ -32,20 +32,13 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 from build import TUNE_ONLY_GROOVES  # noqa: E402
 from evaluate import tempo_class  # noqa: E402
+from tune_lab import detrend, stem  # noqa: E402  (the same helpers as the older lab)
 
 FPS = 22050 / 256
 N_MELS = 40
 
 # ---------------------------------------------------------------------------------------------
 # The shipped tempo stage (src/engines/analyze/tempo.rs), tempo only.
-
-
-def detrend(x, win):
-    n = len(x)
-    p = np.concatenate([[0], np.cumsum(x.astype(np.float64))])
-    i = np.arange(n)
-    lo, hi = np.maximum(i - win // 2, 0), np.minimum(i + win // 2 + 1, n)
-    return np.maximum(x - (p[hi] - p[lo]) / (hi - lo), 0)
 
 
 def normalise(x):
@@ -304,10 +297,6 @@ def nearest_octave(bpm, judge):
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def stem(r):
-    return os.path.splitext(os.path.basename(r["file"]))[0]
 
 
 def load(args):

@@ -93,7 +93,8 @@ pub fn to_analysis_rate(audio: &Audio) -> Result<Vec<f32>, audio::Error> {
     Ok(out.pop().unwrap_or_default())
 }
 
-fn hann(n: usize) -> Vec<f32> {
+/// A periodic Hann window of `n` samples.
+pub(crate) fn hann(n: usize) -> Vec<f32> {
     (0..n)
         .map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / n as f32).cos())
         .collect()

@@ -423,9 +423,7 @@ pub fn settle_phase_by_harmony(beats: Vec<f64>, mono: &[f32], sr: f64, tuning: f
     if n < HARMONY_MIN_SAMPLES {
         return beats;
     }
-    let window: Vec<f32> = (0..n)
-        .map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32)
-        .collect();
+    let window = super::frontend::hann(n);
     // Unit pitch-class profile of the half-beat from `start` seconds; None when it is silent or
     // runs past the signal.
     let mut profile = |start: f64| -> Option<[f64; 12]> {
