@@ -66,44 +66,146 @@ pub fn resample_planar(
     if n_ch == 0 || frames == 0 {
         return Ok(vec![Vec::new(); n_ch]);
     }
-    let (chunk, sub_chunks) = match quality {
+    let (chunk, sub_chunks) = whole_units(from, to, quality);
+    let make =
+        || FftFixedIn::<f32>::new(from as usize, to as usize, chunk, sub_chunks, n_ch).map_err(enc);
+    let pieces = rayon::current_num_threads().min(frames / (chunk * MIN_CHUNKS_PER_PIECE));
+    drive(&make, channels, want, pieces.max(1))
+}
+
+/// Input chunk and sub-chunk count for `quality`. rubato filters in units (FFTs) of a whole
+/// number of `from / gcd(from, to)` frames, the smallest at least `chunk / sub_chunks` long; the
+/// chunk is rounded up to whole units, which leaves the filter as it was and means no input is
+/// carried over between chunks — so a piece of the input can start at any chunk.
+fn whole_units(from: u32, to: u32, quality: Quality) -> (usize, usize) {
+    let (chunk, sub_chunks): (usize, usize) = match quality {
         Quality::High => (8192, 1),
         Quality::Fast => (2048, 4),
     };
-    let r =
-        FftFixedIn::<f32>::new(from as usize, to as usize, chunk, sub_chunks, n_ch).map_err(enc)?;
-    drive(r, channels, want)
+    let step = (from / gcd(from, to)) as usize;
+    let unit = (chunk / sub_chunks).div_ceil(step) * step;
+    (unit * sub_chunks, sub_chunks)
 }
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// A piece of a parallel conversion is at least this many input chunks long (a few tenths of a
+/// second): shorter inputs are not worth a thread.
+const MIN_CHUNKS_PER_PIECE: usize = 16;
 
 fn enc(e: impl std::fmt::Display) -> Error {
     Error::Encode(format!("resampler: {e}"))
 }
 
-/// Feeds all input through `resampler`, then silence until the delayed output is flushed, and
-/// returns exactly `want` frames per channel starting at the first non-delay frame.
-fn drive<R: Resampler<f32>>(
-    mut resampler: R,
+/// Feeds all input through resamplers made by `make`, then silence until the delayed output is
+/// flushed, and returns exactly `want` frames per channel starting at the first non-delay frame.
+///
+/// The input is cut into `pieces` runs of whole chunks, converted in parallel. The FFT resampler
+/// is an overlap-add filter: a chunk's output is its own filtered block plus the tail of the
+/// chunk before it, and nothing older. So each piece after the first starts one chunk early, on a
+/// fresh resampler, and throws that chunk's output away: what it keeps is, to the bit, what one
+/// resampler running through the whole input would have produced there (tested below).
+fn drive(
+    make: &(dyn Fn() -> Result<FftFixedIn<f32>> + Sync),
     channels: &[Vec<f32>],
     want: usize,
+    pieces: usize,
 ) -> Result<Vec<Vec<f32>>> {
     let frames = channels[0].len();
-    let delay = resampler.output_delay();
+    let probe = make()?;
+    let (chunk_in, chunk_out, delay) = (
+        probe.input_frames_next(),
+        probe.output_frames_next(),
+        probe.output_delay(),
+    );
+    drop(probe);
+    let whole = frames / chunk_in;
+    // Piece i converts input chunks [bounds[i], bounds[i + 1]); the last one also the remainder
+    // and the flush.
+    let bounds: Vec<usize> = (0..pieces).map(|i| whole * i / pieces).collect();
+    let results: Vec<Result<Vec<Vec<f32>>>> = {
+        use rayon::prelude::*;
+        (0..pieces)
+            .into_par_iter()
+            .map(|i| {
+                let first = bounds[i];
+                if i + 1 < pieces {
+                    convert(make()?, channels, first, Some(bounds[i + 1]), chunk_in, 0)
+                } else {
+                    // Everything earlier pieces produce, then this one's share of the total.
+                    let before = first * chunk_out;
+                    convert(
+                        make()?,
+                        channels,
+                        first,
+                        None,
+                        chunk_in,
+                        (want + delay).saturating_sub(before),
+                    )
+                }
+            })
+            .collect()
+    };
     let mut out: Vec<Vec<f32>> = (0..channels.len())
-        .map(|_| Vec::with_capacity(want + delay + 2 * resampler.output_frames_max()))
+        .map(|_| Vec::with_capacity(want + delay + 2 * chunk_out))
         .collect();
-    let mut pos = 0;
+    for piece in results {
+        for (dst, src) in out.iter_mut().zip(piece?) {
+            dst.extend_from_slice(&src);
+        }
+    }
+    for ch in &mut out {
+        ch.drain(..delay.min(ch.len()));
+        ch.truncate(want);
+    }
+    Ok(out)
+}
+
+/// Runs `resampler` over input chunks `first..last` (`None`: to the end of the input, then
+/// silence until at least `at_least` frames are out). A piece that does not start at the input's
+/// beginning is primed with the chunk before it, whose output is dropped.
+fn convert(
+    mut resampler: FftFixedIn<f32>,
+    channels: &[Vec<f32>],
+    first: usize,
+    last: Option<usize>,
+    chunk_in: usize,
+    at_least: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let frames = channels[0].len();
+    let mut out: Vec<Vec<f32>> = vec![Vec::new(); channels.len()];
     let mut out_buf = resampler.output_buffer_allocate(true);
-    while out[0].len() < want + delay {
-        let need = resampler.input_frames_next();
-        let (_, written) = if pos + need <= frames {
-            let chunk: Vec<&[f32]> = channels.iter().map(|c| &c[pos..pos + need]).collect();
-            pos += need;
+    let mut pos = first.saturating_sub(1) * chunk_in;
+    if first > 0 {
+        let chunk: Vec<&[f32]> = channels.iter().map(|c| &c[pos..pos + chunk_in]).collect();
+        resampler
+            .process_into_buffer(&chunk, &mut out_buf, None)
+            .map_err(enc)?;
+        pos += chunk_in;
+    }
+    let end = last.map_or(frames, |l| l * chunk_in);
+    loop {
+        let done = match last {
+            Some(_) => pos >= end,
+            None => pos >= frames && out[0].len() >= at_least,
+        };
+        if done {
+            break;
+        }
+        let (_, written) = if pos + chunk_in <= end {
+            let chunk: Vec<&[f32]> = channels.iter().map(|c| &c[pos..pos + chunk_in]).collect();
+            pos += chunk_in;
             resampler
                 .process_into_buffer(&chunk, &mut out_buf, None)
                 .map_err(enc)?
-        } else if pos < frames {
+        } else if pos < end {
             let chunk: Vec<&[f32]> = channels.iter().map(|c| &c[pos..]).collect();
-            pos = frames;
+            pos = end;
             resampler
                 .process_partial_into_buffer(Some(&chunk), &mut out_buf, None)
                 .map_err(enc)?
@@ -115,10 +217,6 @@ fn drive<R: Resampler<f32>>(
         for (dst, src) in out.iter_mut().zip(&out_buf) {
             dst.extend_from_slice(&src[..written]);
         }
-    }
-    for ch in &mut out {
-        ch.drain(..delay);
-        ch.truncate(want);
     }
     Ok(out)
 }
@@ -165,6 +263,61 @@ mod tests {
                 // output sample (11 µs at 44.1 kHz), worth ~0.016 on a 440 Hz sine of 0.5.
                 let tol = if to > 4 * from { 0.02 } else { 0.001 };
                 assert!(err < tol, "{from}->{to} {quality:?}: max error {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn pieces_in_parallel_match_one_pass_to_the_bit() {
+        // Noise, so every output sample depends on its whole filter span; lengths that are and
+        // are not whole chunks; ratios integer and not.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut noise = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        for &(from, to) in &[
+            (44_100, 22_050),
+            (48_000, 22_050),
+            (22_050, 44_100),
+            (96_000, 44_100),
+        ] {
+            for quality in [Quality::High, Quality::Fast] {
+                for frames in [from as usize * 3 + 1234, 8192 * 40] {
+                    let channels = vec![noise(frames), noise(frames)];
+                    let want =
+                        ((frames as u128 * to as u128 + from as u128 / 2) / from as u128) as usize;
+                    // One pass with rubato's chunking as first written (input carried over
+                    // between chunks where units do not divide them).
+                    let (chunk, sub) = match quality {
+                        Quality::High => (8192, 1),
+                        Quality::Fast => (2048, 4),
+                    };
+                    let first = || {
+                        FftFixedIn::<f32>::new(from as usize, to as usize, chunk, sub, 2)
+                            .map_err(enc)
+                    };
+                    let one = drive(&first, &channels, want, 1).unwrap();
+                    assert_eq!(one[0].len(), want);
+                    let (chunk, sub) = whole_units(from, to, quality);
+                    let make = || {
+                        FftFixedIn::<f32>::new(from as usize, to as usize, chunk, sub, 2)
+                            .map_err(enc)
+                    };
+                    for pieces in [1, 2, 3, 4] {
+                        let many = drive(&make, &channels, want, pieces).unwrap();
+                        assert!(
+                            many == one,
+                            "{from}->{to} {quality:?} {frames} frames in {pieces} pieces differs"
+                        );
+                    }
+                }
             }
         }
     }

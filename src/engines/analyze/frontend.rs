@@ -7,6 +7,7 @@
 //! signal is downmixed and decimated before any FFT, spectra are never stored, only per-frame
 //! summaries.
 
+use rayon::prelude::*;
 use realfft::RealFftPlanner;
 
 use crate::audio::{self, resample::resample_planar, Audio, Quality};
@@ -72,8 +73,7 @@ impl Frontend {
     /// Runs the whole front end.
     pub fn new(audio: &Audio) -> Result<Frontend, audio::Error> {
         let mono = to_analysis_rate(audio)?;
-        let frames = short_time(&mono);
-        let (chroma, tuning) = chroma(&mono);
+        let (frames, (chroma, tuning)) = rayon::join(|| short_time(&mono), || chroma(&mono));
         Ok(Frontend {
             mono,
             frames,
@@ -142,19 +142,65 @@ fn mel_filters() -> Vec<(usize, Vec<f32>)> {
         .collect()
 }
 
-/// The short-time pass: one FFT per hop, reduced immediately to per-frame summaries.
+/// A piece of the short-time pass given to one thread is at least this many frames (about 6 s).
+const MIN_FRAMES_PER_PIECE: usize = 512;
+
+/// The short-time pass: one FFT per hop, reduced immediately to per-frame summaries. Frames are
+/// independent, so runs of them are computed in parallel; the onset envelope, which compares
+/// each frame with the one before, is taken afterwards from the mel energies.
 pub fn short_time(mono: &[f32]) -> Frames {
+    short_time_in(mono, rayon::current_num_threads())
+}
+
+fn short_time_in(mono: &[f32], pieces: usize) -> Frames {
     let n_frames = if mono.is_empty() {
         0
     } else {
         mono.len() / HOP + 1
     };
-    let mut f = Frames::default();
     if n_frames == 0 {
-        return f;
+        return Frames::default();
     }
     let win = hann(N_FFT);
     let filters = mel_filters();
+    let pieces = pieces.clamp(1, n_frames.div_ceil(MIN_FRAMES_PER_PIECE));
+    let parts: Vec<Frames> = (0..pieces)
+        .into_par_iter()
+        .map(|i| {
+            describe(
+                mono,
+                n_frames * i / pieces..n_frames * (i + 1) / pieces,
+                &win,
+                &filters,
+            )
+        })
+        .collect();
+    let mut f = Frames::default();
+    for part in parts {
+        f.centroid.extend(part.centroid);
+        f.rolloff.extend(part.rolloff);
+        f.flatness.extend(part.flatness);
+        f.energy.extend(part.energy);
+        f.mel_db.extend(part.mel_db);
+    }
+    let bin_hz = SR as f32 / N_FFT as f32;
+    let low_bands = filters
+        .iter()
+        .take_while(|(first, _)| (*first as f32 * bin_hz) < 200.0)
+        .count()
+        .max(1);
+    onset_strength(&mut f, low_bands);
+    f
+}
+
+/// Spectral descriptors and log-mel energies of frames `range` (all of [`Frames`] but the onset
+/// envelopes).
+fn describe(
+    mono: &[f32],
+    range: std::ops::Range<usize>,
+    win: &[f32],
+    filters: &[(usize, Vec<f32>)],
+) -> Frames {
     let mut planner = RealFftPlanner::<f32>::new();
     let fft = planner.plan_fft_forward(N_FFT);
     let mut input = fft.make_input_vec();
@@ -162,27 +208,18 @@ pub fn short_time(mono: &[f32]) -> Frames {
     let mut scratch = fft.make_scratch_vec();
     let bins = N_FFT / 2 + 1;
     let bin_hz = SR as f32 / N_FFT as f32;
-    let low_bands = filters
-        .iter()
-        .take_while(|(first, _)| (*first as f32 * bin_hz) < 200.0)
-        .count()
-        .max(1);
     let mut power = vec![0.0f32; bins];
-    let mut prev_log = [0.0f32; N_MELS];
-    let mut log_mel = [0.0f32; N_MELS];
-    for key in [
-        &mut f.onset,
-        &mut f.centroid,
-        &mut f.rolloff,
-        &mut f.flatness,
-        &mut f.energy,
-        &mut f.low_onset,
-    ] {
-        key.reserve(n_frames);
-    }
-    f.mel_db.reserve(n_frames * N_MELS);
+    let n = range.len();
+    let mut f = Frames {
+        centroid: Vec::with_capacity(n),
+        rolloff: Vec::with_capacity(n),
+        flatness: Vec::with_capacity(n),
+        energy: Vec::with_capacity(n),
+        mel_db: Vec::with_capacity(n * N_MELS),
+        ..Frames::default()
+    };
     let half = N_FFT as isize / 2;
-    for t in 0..n_frames {
+    for t in range {
         // Frames are centred: frame t covers samples around t·HOP.
         let start = (t * HOP) as isize - half;
         for (i, x) in input.iter_mut().enumerate() {
@@ -244,27 +281,38 @@ pub fn short_time(mono: &[f32]) -> Frames {
             }
         }
         f.rolloff.push(roll);
+        for (first, w) in filters {
+            let e: f32 = w.iter().zip(&power[*first..]).map(|(a, b)| a * b).sum();
+            f.mel_db.push(10.0 * (e + 1e-10).log10());
+        }
+    }
+    f
+}
+
+/// The onset envelopes from the log-mel energies: the rectified rise of each band from the frame
+/// before, averaged over all bands and over the lowest `low_bands` (below 200 Hz).
+fn onset_strength(f: &mut Frames, low_bands: usize) {
+    let n = f.mel_db.len() / N_MELS;
+    f.onset = Vec::with_capacity(n);
+    f.low_onset = Vec::with_capacity(n);
+    let mut prev: &[f32] = &[0.0; N_MELS];
+    for (t, mel) in f.mel_db.chunks_exact(N_MELS).enumerate() {
         let mut flux = 0.0f32;
         let mut low_flux = 0.0f32;
-        for (b, (first, w)) in filters.iter().enumerate() {
-            let e: f32 = w.iter().zip(&power[*first..]).map(|(a, b)| a * b).sum();
-            let l = 10.0 * (e + 1e-10).log10();
-            log_mel[b] = l;
-            // Compress the floor so near-silence does not produce onsets.
-            let rise = (l.max(-80.0) - prev_log[b].max(-80.0)).max(0.0);
-            if t > 0 {
+        if t > 0 {
+            for (b, (&l, &p)) in mel.iter().zip(prev).enumerate() {
+                // Compress the floor so near-silence does not produce onsets.
+                let rise = (l.max(-80.0) - p.max(-80.0)).max(0.0);
                 flux += rise;
                 if b < low_bands {
                     low_flux += rise;
                 }
             }
         }
-        prev_log.copy_from_slice(&log_mel);
-        f.mel_db.extend_from_slice(&log_mel);
         f.onset.push(flux / N_MELS as f32);
         f.low_onset.push(low_flux / low_bands as f32);
+        prev = mel;
     }
-    f
 }
 
 /// Long-window harmonic pitch-class profile with tuning compensation. Each spectral peak between
@@ -277,11 +325,6 @@ pub fn chroma(mono: &[f32]) -> (Vec<[f32; 12]>, f32) {
         return (Vec::new(), 0.0);
     }
     let win = hann(CHROMA_FFT);
-    let mut planner = RealFftPlanner::<f32>::new();
-    let fft = planner.plan_fft_forward(CHROMA_FFT);
-    let mut input = fft.make_input_vec();
-    let mut spec = fft.make_output_vec();
-    let mut scratch = fft.make_scratch_vec();
     let bin_hz = SR as f64 / CHROMA_FFT as f64;
     let lo = (65.0 / bin_hz).ceil() as usize;
     let hi = ((4200.0 / bin_hz) as usize).min(CHROMA_FFT / 2);
@@ -296,34 +339,53 @@ pub fn chroma(mono: &[f32]) -> (Vec<[f32; 12]>, f32) {
         })
         .collect();
     let n_frames = mono.len().saturating_sub(CHROMA_FFT) / CHROMA_HOP + 1;
-    let mut mags: Vec<Vec<f32>> = Vec::with_capacity(n_frames);
-    // Tuning: magnitude-weighted circular mean of spectral peaks' deviation from the 440 grid.
+    // Each frame's spectral peaks (magnitudes, zero elsewhere), frames in parallel. Only peaks are
+    // kept (as HPCP does): a partial is one peak, while the broadband floor between partials
+    // (drums, noise, a window's skirts) is not pitch.
+    let mags: Vec<Vec<f32>> = {
+        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(CHROMA_FFT);
+        (0..n_frames)
+            .into_par_iter()
+            .map_init(
+                || {
+                    (
+                        fft.make_input_vec(),
+                        fft.make_output_vec(),
+                        fft.make_scratch_vec(),
+                    )
+                },
+                |(input, spec, scratch), t| {
+                    let start = t * CHROMA_HOP;
+                    for (i, x) in input.iter_mut().enumerate() {
+                        *x = mono.get(start + i).copied().unwrap_or(0.0) * win[i];
+                    }
+                    let mut peaks = vec![0.0f32; hi + 1];
+                    if fft.process_with_scratch(input, spec, scratch).is_err() {
+                        return peaks;
+                    }
+                    let m: Vec<f32> = spec[..=hi].iter().map(|c| c.norm()).collect();
+                    for k in lo.max(1)..hi {
+                        if m[k] > m[k - 1] && m[k] >= m[k + 1] {
+                            peaks[k] = m[k];
+                        }
+                    }
+                    peaks
+                },
+            )
+            .collect()
+    };
+    // Tuning: magnitude-weighted circular mean of spectral peaks' deviation from the 440 grid
+    // (summed in frame order, so the result does not depend on the threads).
     let (mut tc, mut ts) = (0.0f64, 0.0f64);
-    for t in 0..n_frames {
-        let start = t * CHROMA_HOP;
-        for (i, x) in input.iter_mut().enumerate() {
-            *x = mono.get(start + i).copied().unwrap_or(0.0) * win[i];
-        }
-        if fft
-            .process_with_scratch(&mut input, &mut spec, &mut scratch)
-            .is_err()
-        {
-            break;
-        }
-        let m: Vec<f32> = spec[..=hi].iter().map(|c| c.norm()).collect();
-        // Only spectral peaks are kept (as HPCP does): a partial is one peak, while the
-        // broadband floor between partials (drums, noise, a window's skirts) is not pitch.
-        let mut peaks = vec![0.0f32; m.len()];
+    for peaks in &mags {
         for k in lo.max(1)..hi {
-            if m[k] > m[k - 1] && m[k] >= m[k + 1] {
+            if peaks[k] > 0.0 {
                 let dev = (pitch[k] - pitch[k].round()) as f64;
                 let ang = dev * 2.0 * std::f64::consts::PI;
-                tc += m[k] as f64 * ang.cos();
-                ts += m[k] as f64 * ang.sin();
-                peaks[k] = m[k];
+                tc += peaks[k] as f64 * ang.cos();
+                ts += peaks[k] as f64 * ang.sin();
             }
         }
-        mags.push(peaks);
     }
     let tuning = if tc == 0.0 && ts == 0.0 {
         0.0
@@ -351,7 +413,7 @@ pub fn chroma(mono: &[f32]) -> (Vec<[f32; 12]>, f32) {
         }
     }
     let chroma = mags
-        .iter()
+        .par_iter()
         .map(|m| {
             let mut c = [0.0f32; 12];
             for &(k, pc, w) in &votes {
@@ -361,4 +423,50 @@ pub fn chroma(mono: &[f32]) -> (Vec<[f32; 12]>, f32) {
         })
         .collect();
     (chroma, tuning)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Noise bursts over a tone: onsets, spectra and mel energies that change frame to frame.
+    fn signal(secs: f32) -> Vec<f32> {
+        let n = (SR as f32 * secs) as usize;
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let noise = (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                let burst = if (i / 5000) % 3 == 0 { noise } else { 0.0 };
+                0.3 * (i as f32 * 0.05).sin() + burst
+            })
+            .collect()
+    }
+
+    #[test]
+    fn short_time_in_pieces_is_the_one_pass_result() {
+        let mono = signal(30.0);
+        let one = short_time_in(&mono, 1);
+        assert_eq!(one.onset.len(), mono.len() / HOP + 1);
+        assert!(one.onset.iter().any(|&o| o > 1.0), "the bursts are onsets");
+        for pieces in [2, 3, 5] {
+            let many = short_time_in(&mono, pieces);
+            for (name, a, b) in [
+                ("onset", &one.onset, &many.onset),
+                ("low_onset", &one.low_onset, &many.low_onset),
+                ("centroid", &one.centroid, &many.centroid),
+                ("rolloff", &one.rolloff, &many.rolloff),
+                ("flatness", &one.flatness, &many.flatness),
+                ("energy", &one.energy, &many.energy),
+                ("mel_db", &one.mel_db, &many.mel_db),
+            ] {
+                assert!(a == b, "{name} differs in {pieces} pieces");
+            }
+        }
+        // Shorter than a piece, and empty: one piece, no panic.
+        assert_eq!(short_time_in(&mono[..1000], 4).onset.len(), 1000 / HOP + 1);
+        assert!(short_time_in(&[], 4).onset.is_empty());
+    }
 }
