@@ -40,13 +40,19 @@ fn track(secs: f64) -> Audio {
     track
 }
 
-/// On-CPU time of this thread (Linux schedstat), seconds: what the work costs even when a shared
-/// machine is busy and wall time includes waiting for a core.
+/// On-CPU time of this process's threads (Linux schedstat of each task), seconds: what the work
+/// costs even when a shared machine is busy and wall time includes waiting for a core. All threads,
+/// since decoding and analysis run on rayon's pool (whose threads live as long as the process).
 fn cpu_secs() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |ns| ns / 1e9)
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    let ns: f64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum();
+    ns / 1e9
 }
 
 /// Best of three: (wall, cpu) seconds.
