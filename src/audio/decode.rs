@@ -21,7 +21,7 @@ use symphonia::core::codecs::{
 };
 use symphonia::core::conv::IntoSample;
 use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::{FormatOptions, FormatReader, Track};
+use symphonia::core::formats::{FormatOptions, FormatReader, Packet, Track};
 use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::{MetadataOptions, StandardTagKey, Tag};
 use symphonia::core::probe::Hint;
@@ -440,18 +440,84 @@ const MIN_FRAMES_PER_RUN: u64 = 1 << 18;
 /// of 44.1 kHz stereo).
 const MAX_SAMPLES_IN_RUNS: u64 = 1 << 27;
 
-/// Packets decoded and thrown away before a run's first packet, so its decoder starts where one
-/// decoder running through the whole stream would be; `None` for codecs not decoded in runs. FLAC
-/// frames stand alone. An MP3 frame may take its data from up to 511 bytes of the frames before
-/// it (the bit reservoir: five frames at 32 kbit/s) and overlaps the granule before it; eight
-/// frames cover both. PCM is left to one pass: its decoding is a copy, and runs (which hold the
-/// packets first) measured slower.
-fn priming(track: &Track) -> Option<usize> {
+/// Fewest frames a packet holds on average for a stream to be decoded in runs (FLAC blocks are
+/// usually 4096, MP3 frames 576 or 1152).
+const MIN_PACKET_FRAMES: u64 = 128;
+
+/// How a run of packets is started part-way through a stream, for the codecs decoded in runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Priming {
+    /// Every packet stands alone (FLAC frames).
+    None,
+    /// MP3: decode from far enough back for the bit reservoir ([`mp3_run_start`]).
+    Mp3,
+}
+
+/// PCM is left to one pass: its decoding is a copy, and runs (which hold the packets first)
+/// measured slower.
+fn priming(track: &Track) -> Option<Priming> {
     match track.codec_params.codec {
-        CODEC_TYPE_FLAC => Some(0),
-        CODEC_TYPE_MP3 => Some(8),
+        CODEC_TYPE_FLAC => Some(Priming::None),
+        CODEC_TYPE_MP3 => Some(Priming::Mp3),
         _ => None,
     }
+}
+
+/// Furthest an MP3 run may start before its first packet; a stream that needs more (frames of a
+/// few bytes) goes to one pass.
+const MAX_MP3_PRIMING: usize = 400;
+
+/// An MP3 (layer III) frame's main data: how many bytes of it the frame carries, and how many
+/// bytes before them, in the frames before it, its data begins (`main_data_begin`, up to 511 in
+/// MPEG-1 and 255 in MPEG-2/2.5). `None` if `frame` is not a layer III frame with its side info.
+fn mp3_main_data(frame: &[u8]) -> Option<(usize, usize)> {
+    let h = u32::from_be_bytes(frame.get(..4)?.try_into().ok()?);
+    let version = (h >> 19) & 3; // 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+    if h >> 21 != 0x7ff || version == 1 || (h >> 17) & 3 != 1 {
+        return None;
+    }
+    let crc = if (h >> 16) & 1 == 0 { 2 } else { 0 };
+    let mono = (h >> 6) & 3 == 3;
+    let side = match (version == 3, mono) {
+        (true, true) => 17,
+        (true, false) => 32,
+        (false, true) => 9,
+        (false, false) => 17,
+    };
+    let at = 4 + crc;
+    let info = frame.get(at..at + side)?;
+    let begin = if version == 3 {
+        (info[0] as usize) << 1 | (info[1] as usize) >> 7
+    } else {
+        info[0] as usize
+    };
+    Some((frame.len() - at - side, begin))
+}
+
+/// The packet an MP3 run starting at packet `k` decodes from (dropping the output before `k`), so
+/// that its decoder is, at `k`, where one decoder running from the start would be. A frame's output
+/// depends on its own main data and, through the overlap of the IMDCT and the synthesis filter
+/// bank, on the frame before it (MPEG-1, two granules a frame) or the two before it (MPEG-2, one
+/// granule): frames k-2, k-1 and k must each find all their data, which may start up to 511 bytes
+/// back in the frames before them. The walk back adds up the main data the frames carry until it
+/// covers each of them, then takes two frames more. `None` when a frame cannot be read or the walk
+/// passes [`MAX_MP3_PRIMING`] packets.
+fn mp3_run_start(packets: &[Packet], k: usize) -> Option<usize> {
+    let mut start = k;
+    for m in k.saturating_sub(2)..=k {
+        let (_, begin) = mp3_main_data(&packets[m].data)?;
+        let (mut have, mut j) = (0, m);
+        // At the stream's start one pass has nothing earlier either.
+        while have < begin && j > 0 {
+            j -= 1;
+            if k - j > MAX_MP3_PRIMING {
+                return None;
+            }
+            have += mp3_main_data(&packets[j].data)?.0;
+        }
+        start = start.min(j);
+    }
+    Some(start.saturating_sub(2))
 }
 
 /// Decodes a well-formed stream in `runs` runs of packets on rayon's threads: the demuxer reads
@@ -463,11 +529,11 @@ fn priming(track: &Track) -> Option<usize> {
 /// short of the declared one.
 fn in_runs(source: Box<dyn MediaSource>, ext: Option<&str>, runs: usize) -> Result<Option<Audio>> {
     use rayon::prelude::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     let mut opened = open(source, ext)?;
     let params = opened.track.codec_params.clone();
-    let (Some(prime), Some(declared), Some(rate), Some(layout)) = (
+    let (Some(priming), Some(declared), Some(rate), Some(layout)) = (
         priming(&opened.track),
         params.n_frames,
         params.sample_rate,
@@ -483,13 +549,16 @@ fn in_runs(source: Box<dyn MediaSource>, ext: Option<&str>, runs: usize) -> Resu
     // Packets are held until decoded: a stream longer than it declares (by the truncation rule's
     // slack) goes to one pass, which streams, before it can fill memory with packets.
     let most = declared + 2048u64.max(declared / 1000) + MIN_FRAMES_PER_RUN;
+    // So are streams of very short packets (a FLAC of one-sample frames holds ~50 bytes per
+    // sample as packets): fewer than MIN_PACKET_FRAMES frames a packet on average.
+    let most_packets = declared / MIN_PACKET_FRAMES + 1024;
     let mut packets = Vec::new();
     let mut demuxed = 0u64;
     loop {
         match opened.format.next_packet() {
             Ok(p) if p.track_id() == opened.track.id => {
                 demuxed += p.dur().max(1);
-                if demuxed > most {
+                if demuxed > most || packets.len() as u64 >= most_packets {
                     return Ok(None);
                 }
                 packets.push(p)
@@ -499,49 +568,70 @@ fn in_runs(source: Box<dyn MediaSource>, ext: Option<&str>, runs: usize) -> Resu
             Err(_) => return Ok(None),
         }
     }
+    // Short of its declared length: one pass will call it truncated; no need to decode it twice.
+    if demuxed + 2048u64.max(declared / 1000) < declared {
+        return Ok(None);
+    }
     // The caps, shared by the runs so that together they never decode more than one pass would
     // accept: the duration cap, and MAX_SAMPLES.
     let cap = (limits::max_duration_secs().saturating_mul(rate as u64))
         .min((MAX_SAMPLES / n_ch.max(1)) as u64);
     let decoded = AtomicU64::new(0);
+    // Set by the first run that gives up, so the others stop too.
+    let failed = AtomicBool::new(false);
     let bounds: Vec<usize> = (0..=runs).map(|i| packets.len() * i / runs).collect();
+    let run = |i: usize| -> Option<Vec<Vec<f32>>> {
+        let mut decoder = symphonia::default::get_codecs()
+            .make(&params, &DecoderOptions::default())
+            .ok()?;
+        let first = match priming {
+            _ if i == 0 => 0,
+            Priming::None => bounds[i],
+            Priming::Mp3 => mp3_run_start(&packets, bounds[i])?,
+        };
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); n_ch];
+        for (j, packet) in packets[first..bounds[i + 1]].iter().enumerate() {
+            if failed.load(Ordering::Relaxed) {
+                return None;
+            }
+            let keep = first + j >= bounds[i];
+            match decoder.decode(packet) {
+                Ok(_) if !keep => {}
+                // A fresh decoder may lack what the frames before the priming held.
+                Err(_) if !keep => {}
+                Ok(buf) => {
+                    let spec = buf.spec();
+                    if spec.rate != rate || spec.channels.count() != n_ch {
+                        return None;
+                    }
+                    let before = out[0].len();
+                    append_planar(&buf, &mut out);
+                    let n = (out[0].len() - before) as u64;
+                    if decoded.fetch_add(n, Ordering::Relaxed) + n > cap
+                        || out
+                            .iter()
+                            .enumerate()
+                            .any(|(c, ch)| limits::check_finite(&ch[before..], c, 0).is_err())
+                    {
+                        return None;
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        Some(out)
+    };
     let parts: Vec<Option<Vec<Vec<f32>>>> = (0..runs)
         .into_par_iter()
         .map(|i| {
-            let mut decoder = symphonia::default::get_codecs()
-                .make(&params, &DecoderOptions::default())
-                .ok()?;
-            let first = bounds[i].saturating_sub(prime);
-            let mut out: Vec<Vec<f32>> = vec![Vec::new(); n_ch];
-            for (j, packet) in packets[first..bounds[i + 1]].iter().enumerate() {
-                let keep = first + j >= bounds[i];
-                match decoder.decode(packet) {
-                    Ok(_) if !keep => {}
-                    // A fresh decoder may lack what the frames before the priming held.
-                    Err(_) if !keep => {}
-                    Ok(buf) => {
-                        let spec = buf.spec();
-                        if spec.rate != rate || spec.channels.count() != n_ch {
-                            return None;
-                        }
-                        let before = out[0].len();
-                        append_planar(&buf, &mut out);
-                        let n = (out[0].len() - before) as u64;
-                        if decoded.fetch_add(n, Ordering::Relaxed) + n > cap
-                            || out
-                                .iter()
-                                .enumerate()
-                                .any(|(c, ch)| limits::check_finite(&ch[before..], c, 0).is_err())
-                        {
-                            return None;
-                        }
-                    }
-                    Err(_) => return None,
-                }
+            let part = run(i);
+            if part.is_none() {
+                failed.store(true, Ordering::Relaxed);
             }
-            Some(out)
+            part
         })
         .collect();
+    drop(packets);
     let Some(parts) = parts.into_iter().collect::<Option<Vec<_>>>() else {
         return Ok(None);
     };
@@ -868,6 +958,26 @@ mod tests {
         assert!(in_runs(Box::new(Cursor::new(bytes)), Some("wav"), 4)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn mp3_runs_reach_back_as_far_as_the_bit_reservoir() {
+        // Small frames whose data starts hundreds of bytes back (scripts/audio/
+        // make_reservoir_mp3.py): 8 frames of priming were too few for most run starts.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audio");
+        for name in ["reservoir_48k.mp3", "reservoir_24k.mp3"] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            let one = decode_bytes_in(bytes.clone(), Some("mp3"), 1).unwrap();
+            for runs in [2, 3, 4] {
+                let many = in_runs(Box::new(Cursor::new(bytes.clone())), Some("mp3"), runs)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{name}: not decoded in {runs} runs"));
+                assert!(
+                    many.channels == one.channels,
+                    "{name}: {runs} runs differ from one pass"
+                );
+            }
+        }
     }
 
     #[test]
