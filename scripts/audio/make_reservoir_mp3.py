@@ -29,8 +29,8 @@ def signal(rate: int, secs: int) -> np.ndarray:
 
 
 # 48 kHz MPEG-1 at LAME's lowest rate (32 kbit/s: 96-byte frames), 24 kHz MPEG-2 at 8 kbit/s
-# (24-byte frames): both long enough for two runs of 2^18 frames.
-for name, rate, secs in [("reservoir_48k.mp3", 48_000, 12), ("reservoir_24k.mp3", 24_000, 24)]:
+# (24-byte frames): both long enough for four runs of 2^18 frames.
+for name, rate, secs in [("reservoir_48k.mp3", 48_000, 22), ("reservoir_24k.mp3", 24_000, 44)]:
     sf.write(
         OUT / name,
         signal(rate, secs),

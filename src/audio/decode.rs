@@ -463,8 +463,9 @@ fn priming(track: &Track) -> Option<Priming> {
     }
 }
 
-/// Furthest an MP3 run may start before its first packet; a stream that needs more (frames of a
-/// few bytes) goes to one pass.
+/// Furthest an MP3 run may start before its first packet; a stream that needs more goes to one
+/// pass. A bound for safety: valid layer III needs at most 259 (MPEG-2 at 8 kbit/s, 24 kHz, stereo
+/// with CRC: one byte of main data a frame, data starting up to 255 bytes back, plus 4).
 const MAX_MP3_PRIMING: usize = 400;
 
 /// An MP3 (layer III) frame's main data: how many bytes of it the frame carries, and how many
@@ -616,6 +617,9 @@ fn in_runs(source: Box<dyn MediaSource>, ext: Option<&str>, runs: usize) -> Resu
                         return None;
                     }
                 }
+                // Giving up on any error in a kept packet is what keeps a run's bit reservoir the
+                // same as one pass's: one pass clears its reservoir on an error and goes on, which
+                // a run would not reproduce.
                 Err(_) => return None,
             }
         }
@@ -968,6 +972,8 @@ mod tests {
         for name in ["reservoir_48k.mp3", "reservoir_24k.mp3"] {
             let bytes = std::fs::read(dir.join(name)).unwrap();
             let one = decode_bytes_in(bytes.clone(), Some("mp3"), 1).unwrap();
+            // Long enough that four runs are four (a run is at least MIN_FRAMES_PER_RUN).
+            assert!(one.frames() as u64 >= 4 * MIN_FRAMES_PER_RUN, "{name}");
             for runs in [2, 3, 4] {
                 let many = in_runs(Box::new(Cursor::new(bytes.clone())), Some("mp3"), runs)
                     .unwrap()
