@@ -416,9 +416,7 @@ fn decode_inner(
     }
     let frames = channels[0].len() as u64;
     if let Some(n) = declared {
-        // Allow one MP3/AAC frame of slack for encoders that declare lengths loosely.
-        let slack = 2048u64.max(n / 1000);
-        if frames + slack < n {
+        if frames + truncation_slack(n) < n {
             return Err(Error::Corrupt(format!(
                 "truncated: decoded {frames} of {n} declared frames"
             )));
@@ -549,7 +547,7 @@ fn in_runs(source: Box<dyn MediaSource>, ext: Option<&str>, runs: usize) -> Resu
     }
     // Packets are held until decoded: a stream longer than it declares (by the truncation rule's
     // slack) goes to one pass, which streams, before it can fill memory with packets.
-    let most = declared + 2048u64.max(declared / 1000) + MIN_FRAMES_PER_RUN;
+    let most = declared + truncation_slack(declared) + MIN_FRAMES_PER_RUN;
     // So are streams of very short packets (a FLAC of one-sample frames holds ~50 bytes per
     // sample as packets): fewer than MIN_PACKET_FRAMES frames a packet on average.
     let most_packets = declared / MIN_PACKET_FRAMES + 1024;
@@ -570,7 +568,7 @@ fn in_runs(source: Box<dyn MediaSource>, ext: Option<&str>, runs: usize) -> Resu
         }
     }
     // Short of its declared length: one pass will call it truncated; no need to decode it twice.
-    if demuxed + 2048u64.max(declared / 1000) < declared {
+    if demuxed + truncation_slack(declared) < declared {
         return Ok(None);
     }
     // The caps, shared by the runs so that together they never decode more than one pass would
@@ -648,14 +646,20 @@ fn in_runs(source: Box<dyn MediaSource>, ext: Option<&str>, runs: usize) -> Resu
         }
     }
     let frames = channels[0].len() as u64;
-    // The one-pass rule for truncation (one MP3/AAC frame of slack).
-    if frames == 0 || frames + 2048u64.max(declared / 1000) < declared {
+    // The one-pass rule for truncation.
+    if frames == 0 || frames + truncation_slack(declared) < declared {
         return Ok(None);
     }
     Ok(Some(Audio {
         sample_rate: rate,
         channels,
     }))
+}
+
+/// How many frames short of its declared length a stream may decode and not be called truncated:
+/// one MP3/AAC frame and more, for encoders that declare lengths loosely.
+fn truncation_slack(declared: u64) -> u64 {
+    2048u64.max(declared / 1000)
 }
 
 /// Appends one decoded buffer, whatever its sample type, to the planar `f32` output.
