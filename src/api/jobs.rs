@@ -35,6 +35,8 @@ use crate::views::{JobBody, SubmitBody, SubmitMeta};
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Uploads up to this size are kept in the database until a worker needs them as a file.
 const INLINE_UPLOAD: usize = 1 << 20;
+/// Bytes gathered before each write of an upload streaming to disk.
+const SPILL_BUFFER: usize = 1 << 20;
 /// Longest accepted text field of a multipart submission.
 const MAX_FIELD_BYTES: usize = 16 * 1024;
 /// Most text fields in one multipart body (every endpoint takes fewer than a dozen).
@@ -346,7 +348,7 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                 // Small uploads stay in memory; a large one goes to disk as it streams, once it
                 // passes INLINE_UPLOAD.
                 let mut buffered: Vec<u8> = Vec::new();
-                let mut file: Option<tokio::fs::File> = None;
+                let mut file: Option<tokio::io::BufWriter<tokio::fs::File>> = None;
                 let mut hasher = Sha256::new();
                 let mut size: u64 = 0;
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
@@ -365,7 +367,12 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                         }
                         None => {
                             tokio::fs::create_dir_all(&dir).await?;
-                            let mut f = tokio::fs::File::create(&path).await?;
+                            // Each write to a tokio file is a trip to the blocking pool; the
+                            // body arrives in chunks of a few KB, so gather a MiB per trip.
+                            let mut f = tokio::io::BufWriter::with_capacity(
+                                SPILL_BUFFER,
+                                tokio::fs::File::create(&path).await?,
+                            );
                             f.write_all(&buffered).await?;
                             f.write_all(&chunk).await?;
                             buffered = Vec::new();

@@ -393,8 +393,10 @@ fn decode_inner(
         }
         let before = channels[0].len();
         append_planar(&buf, &mut channels);
-        for (c, ch) in channels.iter().enumerate() {
-            limits::check_finite(&ch[before..], c, before)?;
+        if is_float(&buf) {
+            for (c, ch) in channels.iter().enumerate() {
+                limits::check_finite(&ch[before..], c, before)?;
+            }
         }
         limits::check_length(channels[0].len() as u64, rate, false)?;
         if channels[0].len().saturating_mul(n_ch) > MAX_SAMPLES {
@@ -607,10 +609,11 @@ fn in_runs(source: Box<dyn MediaSource>, ext: Option<&str>, runs: usize) -> Resu
                     append_planar(&buf, &mut out);
                     let n = (out[0].len() - before) as u64;
                     if decoded.fetch_add(n, Ordering::Relaxed) + n > cap
-                        || out
-                            .iter()
-                            .enumerate()
-                            .any(|(c, ch)| limits::check_finite(&ch[before..], c, 0).is_err())
+                        || is_float(&buf)
+                            && out
+                                .iter()
+                                .enumerate()
+                                .any(|(c, ch)| limits::check_finite(&ch[before..], c, 0).is_err())
                     {
                         return None;
                     }
@@ -660,6 +663,12 @@ fn in_runs(source: Box<dyn MediaSource>, ext: Option<&str>, runs: usize) -> Resu
 /// one MP3/AAC frame and more, for encoders that declare lengths loosely.
 fn truncation_slack(declared: u64) -> u64 {
     2048u64.max(declared / 1000)
+}
+
+/// Whether a decoded buffer holds floating-point samples, the only kind that can be NaN or
+/// infinite (integer samples convert to finite `f32`s, so they are not scanned).
+fn is_float(buf: &AudioBufferRef<'_>) -> bool {
+    matches!(buf, AudioBufferRef::F32(_) | AudioBufferRef::F64(_))
 }
 
 /// Appends one decoded buffer, whatever its sample type, to the planar `f32` output.

@@ -443,3 +443,33 @@ async fn the_dashboard_serves_a_jobs_upload_to_loopback_clients_with_ranges() {
     crate::util::assert_error(missing, 404, "not_found").await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_large_upload_streamed_to_disk_is_stored_byte_for_byte() {
+    // Over the 1 MiB kept in the database, an upload streams to disk through a buffer of 1 MiB:
+    // 2.31 MiB ends part-way through the third buffer, so the last partial buffer must be written.
+    let s = TestServer::start(Options::default()).await;
+    let wav = wav_bytes(13.75);
+    assert!(
+        wav.len() > 2 << 20 && wav.len() % (1 << 20) != 0,
+        "{}",
+        wav.len()
+    );
+    let sub = s.submit("/v1/analyze/upload", form(wav.clone(), &[])).await;
+    let id = sub["job_id"].as_str().unwrap();
+    assert_eq!(s.wait_job(id, 60).await["status"], "completed");
+    let stored = s
+        .client
+        .get(s.url(&format!("/dashboard/jobs/{id}/input")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 200);
+    let stored = stored.bytes().await.unwrap();
+    assert_eq!(stored.len(), wav.len());
+    assert!(
+        stored.as_ref() == wav.as_slice(),
+        "the stored upload differs"
+    );
+    s.stop().await;
+}
