@@ -9,6 +9,7 @@ The held-out part is read only with --part heldout, once per finished alternativ
   python3 scripts/analysis_eval/tempo_lab.py agreement            # beat agreement across ODFs
   python3 scripts/analysis_eval/tempo_lab.py davies               # windowed periodicity
   python3 scripts/analysis_eval/tempo_lab.py unbiased             # unbiased autocorrelation
+  python3 scripts/analysis_eval/tempo_lab.py octave               # learned x1/2, x1, x2 choice
 
 Each prints tempo within 2% / within 2% of x1, x2 or x1/2 over the part, and over its original
 excerpts and the MMA grooves added to the tune part only (`build.TUNE_ONLY_GROOVES`), since a
@@ -299,6 +300,99 @@ def nearest_octave(bpm, judge):
 # ---------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------
+# A learned octave choice (2026-12-06, seventh session): a conditional logit over the shipped
+# reading and its half and double, 5-fold cross-validated by piece on the tune part.
+
+OCTAVE_FEATURES = ["log2(bpm/120)", "log2(bpm/120)^2", "log comb score under the prior", "subdivision",
+                   "periodicity at 2 periods", "low-register periodicity", "low-register subdivision",
+                   "high-register subdivision", "mid-register periodicity", "harmony change at 4 beats",
+                   "harmony change at 2 beats", "harmony change at 8 beats", "the shipped reading"]
+CHROMA_FPS = 22050 / 4096
+
+
+def octave_candidates(r, chroma):
+    """(bpm, features) for the shipped reading x1/2, x1, x2 (OCTAVE_FEATURES, in that order)."""
+    lags, bpms, c, ac = curve(r["onset"])
+    bpm0 = 60 * FPS / sharpen(ac, select(lags, bpms, c, ac))
+    acf, scored = ac / ac[0], c * prior(bpms)
+
+    def periodicity(x):
+        a = autocorr(normalise(detrend(x, int(FPS))))
+        return a / max(a[0], 1e-12)
+
+    def pk(a, lag):
+        lo, hi = int(np.floor(lag * 0.97)), int(np.ceil(lag * 1.03))
+        return max(a[lo:hi + 1].max(), 0.0) if lo >= 1 and hi + 1 < len(a) else 0.0
+
+    mel = r["mel"]
+
+    def rise(lo, hi):
+        return np.maximum(np.diff(mel[:, lo:hi], axis=0, prepend=mel[:1, lo:hi]), 0).sum(1)
+
+    low, mid, high = periodicity(rise(0, 8)), periodicity(rise(8, 24)), periodicity(rise(24, 40))
+    unit = chroma / (np.linalg.norm(chroma, axis=1, keepdims=True) + 1e-9)
+    change = periodicity(np.concatenate([[0.0], 1 - (unit[1:] * unit[:-1]).sum(1)]))
+    out = []
+    for f in (0.5, 1.0, 2.0):
+        bpm = bpm0 * f
+        if not 30 <= bpm <= 300:
+            continue
+        lag, beat = 60 * FPS / bpm, 60 * CHROMA_FPS / bpm
+        one = max(pk(acf, lag), 1e-6)
+        x = np.log2(bpm / 120)
+        j = int(np.argmin(np.abs(bpms - bpm)))
+        out.append((bpm, [x, x * x, np.log(max(scored[j], 1e-6) / scored.max()), pk(acf, lag / 2) / one,
+                          pk(acf, 2 * lag) / one, pk(low, lag), pk(low, lag / 2) / max(pk(low, lag), 1e-6),
+                          pk(high, lag / 2) / max(pk(high, lag), 1e-6), pk(mid, lag), pk(change, 4 * beat),
+                          pk(change, 2 * beat), pk(change, 8 * beat), float(f == 1.0)]))
+    return out
+
+
+def fit_choice(cands, truths, l2, iters=600, lr=0.2):
+    """Conditional logit: the candidate within 2% of the truth should score highest."""
+    feats = [np.array([f for _, f in c]) for c in cands]
+    right = [np.array([abs(b / t - 1) <= 0.02 for b, _ in c], float) for c, t in zip(cands, truths)]
+    every = np.vstack(feats)
+    mu, sd = every.mean(0), every.std(0) + 1e-9
+    feats = [(f - mu) / sd for f in feats]
+    w = np.zeros(every.shape[1])
+    for _ in range(iters):
+        g = l2 * w
+        for f, y in zip(feats, right):
+            if y.sum():
+                z = f @ w
+                p = np.exp(z - z.max())
+                g += f.T @ (p / p.sum() - y / y.sum())
+        w -= lr * g / len(feats)
+    return lambda c: c[int(np.argmax(((np.array([f for _, f in c]) - mu) / sd) @ w))][0]
+
+
+def octave_experiment(rows, args):
+    import hashlib
+
+    cands = {}
+    for r in rows:
+        chroma = np.fromfile(os.path.join(args.dump, stem(r) + ".chroma"), "<f4").reshape(-1, 12)
+        cands[r["id"]] = octave_candidates(r, chroma.astype(np.float64))
+    fold = {r["piece"]: int(hashlib.sha1(r["piece"].encode()).hexdigest(), 16) % 5 for r in rows}
+    print("features: " + "; ".join(f"{i} {n}" for i, n in enumerate(OCTAVE_FEATURES)))
+    for chosen in (None, list(range(12)), [0, 1, 2, 12], [0, 1, 2, 3, 4, 12], [0, 1, 2, 5, 6, 7, 8, 12],
+                   [0, 1, 2, 9, 10, 11, 12]):
+        def sub(c):
+            return [(b, [f[i] for i in chosen] if chosen else f) for b, f in c]
+        for l2 in (0.1, 1.0):
+            est = {}
+            for k in range(5):
+                train = [r for r in rows if fold[r["piece"]] != k]
+                pick = fit_choice([sub(cands[r["id"]]) for r in train], [r["bpm"] for r in train], l2)
+                for r in rows:
+                    if fold[r["piece"]] == k:
+                        est[r["id"]] = pick(sub(cands[r["id"]]))
+            names = "all" if chosen is None else ",".join(map(str, chosen))
+            report(f"learned, features {names}, l2 {l2}", rows, [est[r["id"]] for r in rows])
+
+
 def load(args):
     out = []
     for r in csv.DictReader(open(args.manifest)):
@@ -327,7 +421,7 @@ def report(name, rows, est):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["dump", "port", "agreement", "davies", "unbiased"])
+    ap.add_argument("what", choices=["dump", "port", "agreement", "davies", "unbiased", "octave"])
     ap.add_argument("--set", default=os.path.join(ROOT, "target", "analysis_eval"))
     ap.add_argument("--dump", default=os.path.join(ROOT, "target", "analysis_eval", "dump"))
     ap.add_argument("--dumper", default=os.path.join(ROOT, "target", "debug", "examples", "analysis_dump"))
@@ -382,6 +476,10 @@ def main():
             for m in ((1.05, 1.25), (1.1, 1.3), (1.15, 1.35)):
                 report(f"unbiased^{e}, margins {m}", rows,
                        [estimate(r["onset"], e, margin=m[0], sub_margin=m[1])[0] for r in rows])
+
+
+    if args.what == "octave":
+        octave_experiment(rows, args)
 
 
 if __name__ == "__main__":
