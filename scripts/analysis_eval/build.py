@@ -264,6 +264,13 @@ GAME_SOURCES = [
 FREEDOOM_WADS = ["/usr/share/games/doom/freedoom1.wad", "/usr/share/games/doom/freedoom2.wad"]
 
 
+def file_sha1(path):
+    """The file's SHA-1 (hex): the manifest names each composed MIDI file's content with it, so a
+    package that changes its music changes the manifest (CI compares it with the committed one)."""
+    with open(path, "rb") as fh:
+        return hashlib.sha1(fh.read()).hexdigest()
+
+
 def freedoom_midis(out_dir):
     """Writes the music lumps (D_*) of Freedoom's WADs that are MIDI files to out_dir as
     <wad>_<lump>.mid and returns their paths; a lump whose bytes repeat an earlier one (the
@@ -280,7 +287,7 @@ def freedoom_midis(out_dir):
         _, count, table = struct.unpack_from("<4sii", data, 0)
         for i in range(count):
             pos, size, name = struct.unpack_from("<ii8s", data, table + 16 * i)
-            name = name.rstrip(b"\0").decode("ascii", "replace")
+            name = name.split(b"\0", 1)[0].decode("ascii", "replace")
             lump = data[pos:pos + size]
             if not name.startswith("D_") or lump[:4] != b"MThd":
                 continue
@@ -655,7 +662,7 @@ def main():
         for g in game_pieces(mid_dir):
             items.append(dict(piece=g["piece"], package=g["package"], genre=g["genre"], midi=g["path"],
                               start=g["start"], dur=g["dur"], bpm=g["bpm"], key=g["key"],
-                              detail=os.path.basename(g["path"])))
+                              detail=f"{os.path.basename(g['path'])} sha1={file_sha1(g['path'])[:12]}"))
         jobs = []
         for it in items:
             safe = it["piece"].replace(":", "__").replace("/", "_").replace(" ", "_")

@@ -317,8 +317,8 @@ def octave_candidates(r, chroma):
     bpm0 = 60 * FPS / sharpen(ac, select(lags, bpms, c, ac))
     acf, scored = ac / ac[0], c * prior(bpms)
 
-    def periodicity(x):
-        a = autocorr(normalise(detrend(x, int(FPS))))
+    def periodicity(x, fps=FPS):
+        a = autocorr(normalise(detrend(x, int(fps))))
         return a / max(a[0], 1e-12)
 
     def pk(a, lag):
@@ -332,7 +332,7 @@ def octave_candidates(r, chroma):
 
     low, mid, high = periodicity(rise(0, 8)), periodicity(rise(8, 24)), periodicity(rise(24, 40))
     unit = chroma / (np.linalg.norm(chroma, axis=1, keepdims=True) + 1e-9)
-    change = periodicity(np.concatenate([[0.0], 1 - (unit[1:] * unit[:-1]).sum(1)]))
+    change = periodicity(np.concatenate([[0.0], 1 - (unit[1:] * unit[:-1]).sum(1)]), CHROMA_FPS)
     out = []
     for f in (0.5, 1.0, 2.0):
         bpm = bpm0 * f
@@ -375,7 +375,15 @@ def octave_experiment(rows, args):
     for r in rows:
         chroma = np.fromfile(os.path.join(args.dump, stem(r) + ".chroma"), "<f4").reshape(-1, 12)
         cands[r["id"]] = octave_candidates(r, chroma.astype(np.float64))
-    fold = {r["piece"]: int(hashlib.sha1(r["piece"].encode()).hexdigest(), 16) % 5 for r in rows}
+    # Folds by music, not by name: both renders of a piece, and two pieces that are the same
+    # notes (PianoBooster ships Clair de la Lune twice), must be on the same side. Two pieces of a
+    # package with the same tempo and the same excerpt start and length are taken as one (not
+    # MMA's: each is its own groove, and many share a tempo and a one-bar start).
+    music = {r["piece"]: r["piece"] if r["package"] == "mma" else
+             f'{r["package"]}|{r["bpm"]}|{r["start_s"]}|{r["dur_s"]}' for r in rows}
+    fold = {p: int(hashlib.sha1(m.encode()).hexdigest(), 16) % 5 for p, m in music.items()}
+    same = len(music) - len(set(music.values()))
+    print(f"{same} piece(s) sharing another's music, kept in its fold")
     print("features: " + "; ".join(f"{i} {n}" for i, n in enumerate(OCTAVE_FEATURES)))
     for chosen in (None, list(range(12)), [0, 1, 2, 12], [0, 1, 2, 3, 4, 12], [0, 1, 2, 5, 6, 7, 8, 12],
                    [0, 1, 2, 9, 10, 11, 12]):
