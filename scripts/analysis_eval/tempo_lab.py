@@ -33,7 +33,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 from build import TUNE_ONLY_GROOVES  # noqa: E402
 from evaluate import tempo_class  # noqa: E402
-from tune_lab import detrend, stem  # noqa: E402  (the same helpers as the older lab)
+from tune_lab import detrend, fit_logit, stem  # noqa: E402  (the same helpers as the older lab)
 
 FPS = 22050 / 256
 N_MELS = 40
@@ -349,25 +349,6 @@ def octave_candidates(r, chroma):
     return out
 
 
-def fit_choice(cands, truths, l2, iters=600, lr=0.2):
-    """Conditional logit: the candidate within 2% of the truth should score highest."""
-    feats = [np.array([f for _, f in c]) for c in cands]
-    right = [np.array([abs(b / t - 1) <= 0.02 for b, _ in c], float) for c, t in zip(cands, truths)]
-    every = np.vstack(feats)
-    mu, sd = every.mean(0), every.std(0) + 1e-9
-    feats = [(f - mu) / sd for f in feats]
-    w = np.zeros(every.shape[1])
-    for _ in range(iters):
-        g = l2 * w
-        for f, y in zip(feats, right):
-            if y.sum():
-                z = f @ w
-                p = np.exp(z - z.max())
-                g += f.T @ (p / p.sum() - y / y.sum())
-        w -= lr * g / len(feats)
-    return lambda c: c[int(np.argmax(((np.array([f for _, f in c]) - mu) / sd) @ w))][0]
-
-
 def octave_experiment(rows, args):
     import hashlib
 
@@ -393,7 +374,8 @@ def octave_experiment(rows, args):
             est = {}
             for k in range(5):
                 train = [r for r in rows if fold[r["piece"]] != k]
-                pick = fit_choice([sub(cands[r["id"]]) for r in train], [r["bpm"] for r in train], l2)
+                pick = fit_logit([sub(cands[r["id"]]) for r in train], [r["bpm"] for r in train],
+                                 l2=l2, iters=600, lr=0.2)
                 for r in rows:
                     if fold[r["piece"]] == k:
                         est[r["id"]] = pick(sub(cands[r["id"]]))
