@@ -7,8 +7,9 @@ m * beats_per_bar * 60/bpm (beats per bar from the manifest's `detail`, "Swing 4
 
 The composed game pieces are left out: their excerpts start anywhere in a bar and their meter
 comes from time-signature events that many files lack or leave at a sequencer's default.
-No section truth exists in the set (an MMA piece repeats one progression; the game files carry no
-section markers), so the section curve is not scored.
+The excerpts carry no section truth (an MMA piece repeats one progression; 30 s is too short for
+sections); the section curve is scored on whole pieces with a composer's rehearsal marks by
+sections.py.
 
 Scores (mir_eval 0.8, 70 ms window, beats before 5 s left out as mir_eval.beat does):
   * beats: F-measure, and the continuity measures CMLt (correct metrical level) and AMLt (any

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""The section curve against a composer's rehearsal marks, beside essentia and a blind baseline.
+
+`soundcheck analyze` splits a track into sections (`sections`: Foote's novelty over 1 s
+timbre + harmony vectors, sections at least 8 s long). The evaluation set's excerpts are 30 s
+and carry no section truth, but seven of Simutrans' MIDI files (`simutrans-data`, by the composer
+RykSeb) carry rehearsal marks as MIDI marker events: `introA introB mainA mainB sabi mainA2 …`,
+`A A2 B B2 C …`, `Night Night2 Day Day2 Night' …`, `1 2 3 …`. This script renders those pieces
+whole (FluidSynth + FluidR3_GM and TiMidity++ + TimGM6mb, as build.py does), reads the marks
+as truth at two levels, and scores the boundaries with mir_eval's hit rate (±3 s, the track's
+own start and end left out):
+
+  * sections -- where the mark's letter changes: its text without trailing digits and primes
+                (`mainA2` is `mainA`, `Night2'` is `Night`; a mark of digits alone is its own
+                label). The opening span before the first mark (title, credits) is the first
+                mark's section when that mark is a continuation (`A2`), else a section of its own;
+  * phrases  -- every mark.
+
+Marks in the first second (`Setup`, titles at 0.5 s) and marks with a space in them (titles,
+`by RykSeb`) are not boundaries. Files whose marks are chord names or drum-pattern names
+(others of Simutrans' files) are not used: only files whose every kept mark is a short word
+with optional digits and primes count.
+
+Beside soundcheck: MSAF (Nieto & Bello's Music Structure Analysis Framework, the reference
+toolkit for boundary detection) with its defaults, two of its algorithms: `sf` (Serrà et al.'s
+structural features, its best) and `foote` (Foote's novelty, soundcheck's own method, as a check
+of the implementation); and a blind baseline that splits the track evenly into as many sections
+as soundcheck found. MSAF 0.1.80 needs numpy < 2 and an older scipy, so it lives in a virtual
+environment of its own (requirements-msaf.txt), run as a subprocess; without `--msaf-python` its
+columns are left out. essentia has no comparable segmenter (its `SBic` with an 8 s minimum found
+about one boundary per track here). Not tuned on; nothing in the analyser was changed looking at
+this.
+
+    apt-get install -y simutrans-data fluidsynth fluid-soundfont-gm timidity timgm6mb-soundfont
+    pip install -r scripts/analysis_eval/requirements.txt
+    python3 -m venv /tmp/msaf && /tmp/msaf/bin/pip install -r scripts/analysis_eval/requirements-msaf.txt
+    python3 scripts/analysis_eval/sections.py --bin target/debug/soundcheck --msaf-python /tmp/msaf/bin/python
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import mido
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+from build import RENDERERS, SR, read_wav, render  # noqa: E402  (importing build patches mido)
+
+SIMUTRANS = "/usr/share/games/simutrans/music/*.mid"
+MARK = re.compile(r"^[A-Za-z]{1,8}\d*'*\d*$|^\d+$")
+WINDOW = 3.0
+
+
+def marks_of(path):
+    """(time s, text) of the kept marker events, or None when the file's marks are not
+    rehearsal marks; also the piece's length and first note-on time."""
+    m = mido.MidiFile(path)
+    t, marks, first_note = 0.0, [], None
+    for msg in m:
+        t += msg.time
+        if msg.is_meta and msg.type == "marker":
+            marks.append((t, msg.text.strip()))
+        elif msg.type == "note_on" and msg.velocity > 0 and first_note is None:
+            first_note = t
+    kept = [(t, s) for t, s in marks if t >= 1.0 and " " not in s]
+    if len(kept) < 3 or not all(MARK.match(s) for _, s in kept):
+        return None
+    return kept, m.length, first_note or 0.0
+
+
+def label(text):
+    stripped = re.sub(r"[\d']+$", "", text)
+    return stripped or text
+
+
+def truth(kept):
+    """(section boundaries, phrase boundaries), seconds, MIDI time."""
+    phrases = [t for t, _ in kept]
+    sections, prev = [], None
+    first = kept[0][1]
+    if label(first) != first and re.search(r"\d", first):
+        prev = label(first)  # `A2` first: the opening span was `A`
+    for t, s in kept:
+        if label(s) != prev:
+            sections.append(t)
+        prev = label(s)
+    return sections, phrases
+
+
+def first_sound(x, sr):
+    """Time of the first sample within 40 dB of the peak, seconds."""
+    peak = np.abs(x).max()
+    if peak <= 0:
+        return 0.0
+    return float(np.argmax(np.abs(x) > peak * 0.01)) / sr
+
+
+def intervals(bounds, end):
+    b = [0.0] + [t for t in sorted(bounds) if 0.0 < t < end] + [end]
+    return np.array([[b[i], b[i + 1]] for i in range(len(b) - 1)])
+
+
+def hit_rate(ref_bounds, est_bounds, end):
+    import warnings
+
+    import mir_eval
+    warnings.filterwarnings("ignore", message="Estimated intervals are empty")
+    p, r, f = mir_eval.segment.detection(intervals(ref_bounds, end), intervals(est_bounds, end),
+                                         window=WINDOW, trim=True)
+    return p, r, f
+
+
+MSAF_ALGORITHMS = ("sf", "foote")
+MSAF_SCRIPT = """
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+import msaf
+out = {}
+for alg in sys.argv[2:]:
+    bounds, _ = msaf.process(sys.argv[1], boundaries_id=alg, labels_id=None)
+    out[alg] = [float(b) for b in bounds]
+print(json.dumps(out))
+"""
+
+
+def msaf_bounds(python, wav, cache):
+    """MSAF's boundaries per algorithm (its first and last, the track's ends, dropped), cached."""
+    key = f"{os.path.basename(wav)}|{os.path.getsize(wav)}|{os.path.getmtime(wav)}"
+    if key not in cache:
+        r = subprocess.run([python, "-c", MSAF_SCRIPT, wav, *MSAF_ALGORITHMS], capture_output=True,
+                           text=True, check=True, cwd=tempfile.gettempdir())
+        cache[key] = json.loads(r.stdout.strip().splitlines()[-1])
+    return {a: sorted(set(b))[1:-1] for a, b in cache[key].items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "debug", "soundcheck"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "target", "analysis_eval", "sections"))
+    ap.add_argument("--msaf-python", help="python of a virtual environment with requirements-msaf.txt")
+    args = ap.parse_args()
+    cache_path = os.path.join(args.out, "msaf_cache.json")
+    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
+    os.makedirs(args.out, exist_ok=True)
+    pieces = []
+    for path in sorted(glob.glob(SIMUTRANS)):
+        try:
+            got = marks_of(path)
+        except (OSError, ValueError, EOFError) as e:
+            print(f"skip {os.path.basename(path)}: {e}", file=sys.stderr)
+            continue
+        if got:
+            pieces.append((path, *got))
+    if not pieces:
+        sys.exit("no marked pieces: apt-get install simutrans-data")
+    totals = {}
+    systems = ["soundcheck"] + ([f"MSAF {a}" for a in MSAF_ALGORITHMS] if args.msaf_python else []) + ["even split"]
+    print("| piece | renderer | length | sections (truth) | " + " | ".join(f"{s} P / R / F (n)" for s in systems) + " |")
+    print("|---|---|---:|---:|" + "---|" * len(systems))
+    for path, kept, length, first_note in pieces:
+        sections, phrases = truth(kept)
+        name = os.path.basename(path)[:-4]
+        for rend in RENDERERS:
+            wav = os.path.join(args.out, f"{name}__{rend}.wav")
+            if not os.path.exists(wav):
+                with tempfile.TemporaryDirectory() as tmp:
+                    render(path, wav + ".part.wav", rend, tmp, length)
+                os.replace(wav + ".part.wav", wav)
+            x, sr = read_wav(wav)
+            end = len(x) / sr
+            # The renderers start at MIDI time 0 but may trim or pad silence: align the truth by
+            # the first sound against the first note.
+            shift = first_sound(x, sr) - first_note
+            ref_s = [t + shift for t in sections]
+            ref_p = [t + shift for t in phrases]
+            r = subprocess.run([args.bin, "analyze", wav, "--json"], capture_output=True, text=True, check=True)
+            est = [s["start"] for s in json.loads(r.stdout)["sections"]][1:]
+            found = {"soundcheck": est, "even split": list(np.linspace(0, end, len(est) + 2)[1:-1])}
+            if args.msaf_python:
+                for a, b in msaf_bounds(args.msaf_python, wav, cache).items():
+                    found[f"MSAF {a}"] = b
+                with open(cache_path, "w") as fh:
+                    json.dump(cache, fh)
+            row = []
+            for system in systems:
+                b = found[system]
+                for level, ref in (("sections", ref_s), ("phrases", ref_p)):
+                    p, rr, f = hit_rate(ref, b, end)
+                    totals.setdefault((system, level), []).append((p, rr, f, len(b)))
+                p, rr, f = hit_rate(ref_s, b, end)
+                row.append(f"{p:.2f} / {rr:.2f} / {f:.2f} ({len(b)})")
+            print(f"| {name} | {rend} | {end:.0f} s | {len(ref_s)} | " + " | ".join(row) + " |")
+    print(f"\nMean over {len(pieces)} pieces x {len(RENDERERS)} renders, boundary hit rate within ±{WINDOW:.0f} s:")
+    for (system, level), v in totals.items():
+        a = np.array(v)
+        print(f"  {system:12s} {level:8s} P {a[:, 0].mean():.2f}  R {a[:, 1].mean():.2f}  F {a[:, 2].mean():.2f}"
+              f"  (boundaries per track {a[:, 3].mean():.1f})")
+
+
+if __name__ == "__main__":
+    main()
