@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The section curve against a composer's rehearsal marks, beside essentia and a blind baseline.
+"""The section curve against a composer's rehearsal marks, beside MSAF and a blind baseline.
 
 `soundcheck analyze` splits a track into sections (`sections`: Foote's novelty over 1 s
 timbre + harmony vectors, sections at least 8 s long). The evaluation set's excerpts are 30 s
@@ -7,8 +7,10 @@ and carry no section truth, but seven of Simutrans' MIDI files (`simutrans-data`
 RykSeb) carry rehearsal marks as MIDI marker events: `introA introB mainA mainB sabi mainA2 …`,
 `A A2 B B2 C …`, `Night Night2 Day Day2 Night' …`, `1 2 3 …`. This script renders those pieces
 whole (FluidSynth + FluidR3_GM and TiMidity++ + TimGM6mb, as build.py does), reads the marks
-as truth at two levels, and scores the boundaries with mir_eval's hit rate (±3 s, the track's
-own start and end left out):
+as truth at two levels, and scores the boundaries with mir_eval's hit rate (±3 s) over the
+sounding span (first sound to last sound at -60 dB, so FluidSynth's release tails do not count);
+every system's boundaries and the truth's within 3 s of either end of that span are left out,
+since the start and end of the music are not section changes:
 
   * sections -- where the mark's letter changes: its text without trailing digits and primes
                 (`mainA2` is `mainA`, `Night2'` is `Night`; a mark of digits alone is its own
@@ -102,17 +104,31 @@ def first_sound(x, sr):
     return float(np.argmax(np.abs(x) > peak * 0.01)) / sr
 
 
-def intervals(bounds, end):
-    b = [0.0] + [t for t in sorted(bounds) if 0.0 < t < end] + [end]
+def last_sound(x, sr):
+    """Time of the last sample within 60 dB of the peak, seconds."""
+    peak = np.abs(x).max()
+    if peak <= 0:
+        return len(x) / sr
+    return float(len(x) - np.argmax(np.abs(x[::-1]) > peak * 0.001)) / sr
+
+
+def inside(bounds, span):
+    """The boundaries more than WINDOW inside the sounding span."""
+    start, end = span
+    return [t for t in sorted(bounds) if start + WINDOW < t < end - WINDOW]
+
+
+def intervals(bounds, span):
+    b = [span[0]] + inside(bounds, span) + [span[1]]
     return np.array([[b[i], b[i + 1]] for i in range(len(b) - 1)])
 
 
-def hit_rate(ref_bounds, est_bounds, end):
+def hit_rate(ref_bounds, est_bounds, span):
     import warnings
 
     import mir_eval
     warnings.filterwarnings("ignore", message="Estimated intervals are empty")
-    p, r, f = mir_eval.segment.detection(intervals(ref_bounds, end), intervals(est_bounds, end),
+    p, r, f = mir_eval.segment.detection(intervals(ref_bounds, span), intervals(est_bounds, span),
                                          window=WINDOW, trim=True)
     return p, r, f
 
@@ -131,13 +147,14 @@ print(json.dumps(out))
 
 
 def msaf_bounds(python, wav, cache):
-    """MSAF's boundaries per algorithm (its first and last, the track's ends, dropped), cached."""
+    """MSAF's boundaries per algorithm, cached (its list starts at 0 and ends with the last frame
+    and the duration; `inside` drops those with the rest near the ends)."""
     key = f"{os.path.basename(wav)}|{os.path.getsize(wav)}|{os.path.getmtime(wav)}"
     if key not in cache:
         r = subprocess.run([python, "-c", MSAF_SCRIPT, wav, *MSAF_ALGORITHMS], capture_output=True,
                            text=True, check=True, cwd=tempfile.gettempdir())
         cache[key] = json.loads(r.stdout.strip().splitlines()[-1])
-    return {a: sorted(set(b))[1:-1] for a, b in cache[key].items()}
+    return {a: sorted(set(b)) for a, b in cache[key].items()}
 
 
 def main():
@@ -162,7 +179,7 @@ def main():
         sys.exit("no marked pieces: apt-get install simutrans-data")
     totals = {}
     systems = ["soundcheck"] + ([f"MSAF {a}" for a in MSAF_ALGORITHMS] if args.msaf_python else []) + ["even split"]
-    print("| piece | renderer | length | sections (truth) | " + " | ".join(f"{s} P / R / F (n)" for s in systems) + " |")
+    print("| piece | renderer | sounding | sections (truth) | " + " | ".join(f"{s} P / R / F (n)" for s in systems) + " |")
     print("|---|---|---:|---:|" + "---|" * len(systems))
     for path, kept, length, first_note in pieces:
         sections, phrases = truth(kept)
@@ -173,16 +190,18 @@ def main():
                 with tempfile.TemporaryDirectory() as tmp:
                     render(path, wav + ".part.wav", rend, tmp, length)
                 os.replace(wav + ".part.wav", wav)
+                if os.path.exists(wav + ".part.wav.cfg"):
+                    os.remove(wav + ".part.wav.cfg")  # TiMidity's soundfont config
             x, sr = read_wav(wav)
-            end = len(x) / sr
+            span = (first_sound(x, sr), last_sound(x, sr))
             # The renderers start at MIDI time 0 but may trim or pad silence: align the truth by
             # the first sound against the first note.
             shift = first_sound(x, sr) - first_note
             ref_s = [t + shift for t in sections]
             ref_p = [t + shift for t in phrases]
             r = subprocess.run([args.bin, "analyze", wav, "--json"], capture_output=True, text=True, check=True)
-            est = [s["start"] for s in json.loads(r.stdout)["sections"]][1:]
-            found = {"soundcheck": est, "even split": list(np.linspace(0, end, len(est) + 2)[1:-1])}
+            est = inside([s["start"] for s in json.loads(r.stdout)["sections"]], span)
+            found = {"soundcheck": est, "even split": list(np.linspace(*span, len(est) + 2)[1:-1])}
             if args.msaf_python:
                 for a, b in msaf_bounds(args.msaf_python, wav, cache).items():
                     found[f"MSAF {a}"] = b
@@ -191,12 +210,14 @@ def main():
             row = []
             for system in systems:
                 b = found[system]
+                n = len(inside(b, span))
                 for level, ref in (("sections", ref_s), ("phrases", ref_p)):
-                    p, rr, f = hit_rate(ref, b, end)
-                    totals.setdefault((system, level), []).append((p, rr, f, len(b)))
-                p, rr, f = hit_rate(ref_s, b, end)
-                row.append(f"{p:.2f} / {rr:.2f} / {f:.2f} ({len(b)})")
-            print(f"| {name} | {rend} | {end:.0f} s | {len(ref_s)} | " + " | ".join(row) + " |")
+                    p, rr, f = hit_rate(ref, b, span)
+                    totals.setdefault((system, level), []).append((p, rr, f, n))
+                p, rr, f = hit_rate(ref_s, b, span)
+                row.append(f"{p:.2f} / {rr:.2f} / {f:.2f} ({n})")
+            print(f"| {name} | {rend} | {span[1] - span[0]:.0f} s | {len(inside(ref_s, span))} | "
+                  + " | ".join(row) + " |")
     print(f"\nMean over {len(pieces)} pieces x {len(RENDERERS)} renders, boundary hit rate within ±{WINDOW:.0f} s:")
     for (system, level), v in totals.items():
         a = np.array(v)
