@@ -23,6 +23,13 @@ Marks in the first second (`Setup`, titles at 0.5 s) and marks with a space in t
 (others of Simutrans' files) are not used: only files whose every kept mark is a short word
 with optional digits and primes count.
 
+`--part tune` reads instead the tune part: MMA songs with sections by construction (each 4/4
+standard groove with a `Sus`, `Plus` or `1` variant playing intro, verse, chorus, verse, chorus,
+bridge, chorus, ending; the chorus on the variant and a second progression, the bridge a fourth
+up), 72 songs x 2 renderers, for trying changes to the section stage (sections_lab.py) before
+they meet the composer's marks. Its truth is of this script's making, and its sections are all
+16 or 8 bars: a change that fits that length and not music's is what the held-out marks catch.
+
 Beside soundcheck: MSAF (Nieto & Bello's Music Structure Analysis Framework, the reference
 toolkit for boundary detection) with its defaults, two of its algorithms: `sf` (Serrà et al.'s
 structural features, its best) and `foote` (Foote's novelty, soundcheck's own method, as a check
@@ -37,6 +44,7 @@ this.
     pip install -r scripts/analysis_eval/requirements.txt
     python3 -m venv /tmp/msaf && /tmp/msaf/bin/pip install -r scripts/analysis_eval/requirements-msaf.txt
     python3 scripts/analysis_eval/sections.py --bin target/debug/soundcheck --msaf-python /tmp/msaf/bin/python
+    python3 scripts/analysis_eval/sections.py --bin target/debug/soundcheck --part tune
 """
 import argparse
 import glob
@@ -53,11 +61,20 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
-from build import RENDERERS, SR, read_wav, render  # noqa: E402  (importing build patches mido)
+from build import (GROOVES, MAJOR_PROGS, MINOR_PROGS, MMA_MINOR_ROOT, MMA_ROOT, RENDERERS, SR,  # noqa: E402
+                   h32, read_wav, render)  # (importing build also patches mido)
 
 SIMUTRANS = "/usr/share/games/simutrans/music/*.mid"
 MARK = re.compile(r"^[A-Za-z]{1,8}\d*'*\d*$|^\d+$")
 WINDOW = 3.0
+
+
+def timed(midi):
+    """(time s, message) of a MIDI file's messages in playing order."""
+    t = 0.0
+    for msg in midi:
+        t += msg.time
+        yield t, msg
 
 
 def marks_of(path):
@@ -94,6 +111,66 @@ def truth(kept):
             sections.append(t)
         prev = label(s)
     return sections, phrases
+
+
+# ---------------------------------------------------------------------------------------------
+# The tune part: MMA songs with sections by construction. Each standard-library groove that has a
+# `Sus` or `Plus` variant plays intro, verse, chorus, verse, chorus, bridge, chorus, ending; the
+# chorus takes the variant (sustained strings or an added lead) and a second progression, the
+# bridge a third progression a fourth up; tempo, key and progressions are chosen by hashing the
+# groove's name, as build.py does. The section boundaries are the bars where a part starts.
+
+SONG = [("intro", 4), ("verse", 16), ("chorus", 16), ("verse", 16), ("chorus", 16), ("bridge", 8),
+        ("chorus", 16), ("end", 2)]
+
+
+def groove_names():
+    names = set()
+    for f in glob.glob("/usr/share/mma/lib/stdlib/*.mma"):
+        for line in open(f, errors="replace"):
+            if line.lower().startswith("defgroove "):
+                names.add(line.split()[1])
+    return names
+
+
+def mma_songs(out):
+    """(name, MIDI path, section boundaries in s) of the MMA songs, written under `out`."""
+    have = groove_names()
+    songs = []
+    for groove, (genre, beats, (lo, hi)) in sorted(GROOVES.items()):
+        variant = next((groove + v for v in ("Sus", "Plus", "1") if groove + v in have), None)
+        if variant is None or beats != 4:
+            continue
+        h = h32("sections:" + groove)
+        tonic, minor = h % 12, (h >> 4) % 5 < 2
+        progs = MINOR_PROGS if minor else MAJOR_PROGS
+        p1 = progs[(h >> 8) % len(progs)]
+        p2 = progs[((h >> 8) + 1 + (h >> 16) % (len(progs) - 1)) % len(progs)]
+        bpm = lo + (h >> 12) % (hi - lo + 1)
+        parts = {"intro": (groove + "Intro" if groove + "Intro" in have else groove, p1, 0),
+                 "verse": (groove, p1, 0), "chorus": (variant, p2, 0), "bridge": (groove, p1, 5),
+                 "end": (groove + "End" if groove + "End" in have else groove, p1, 0)}
+        root = MMA_MINOR_ROOT if minor else MMA_ROOT
+        lines = [f"Tempo {bpm}", f"KeySig {root[tonic]} {'Minor' if minor else 'Major'}"]
+        bar, bounds = 1, []
+        bar_s = 60.0 / bpm * beats
+        for k, (part, n) in enumerate(SONG):
+            g, prog, shift = parts[part]
+            if k:
+                bounds.append((bar - 1) * bar_s)
+            lines.append(f"Groove {g}")
+            for b in range(n):
+                iv, q = prog[b % len(prog)]
+                lines.append(f"{bar} {MMA_ROOT[(tonic + shift + iv) % 12]}{q}")
+                bar += 1
+        src = os.path.join(out, f"mma_{groove}.mma")
+        mid = src[:-4] + ".mid"
+        if not os.path.exists(mid):
+            with open(src, "w") as fh:
+                fh.write("\n".join(lines) + "\n")
+            subprocess.run(["mma", src, "-f", mid], capture_output=True, text=True, check=True)
+        songs.append((f"mma_{groove}", mid, bounds))
+    return songs
 
 
 def first_sound(x, sr):
@@ -162,33 +239,42 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "debug", "soundcheck"))
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "analysis_eval", "sections"))
     ap.add_argument("--msaf-python", help="python of a virtual environment with requirements-msaf.txt")
+    ap.add_argument("--part", choices=["heldout", "tune"], default="heldout",
+                    help="heldout: the Simutrans pieces' rehearsal marks; tune: the MMA songs")
     args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
     cache_path = os.path.join(args.out, "msaf_cache.json")
     cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
-    os.makedirs(args.out, exist_ok=True)
+    # (name, MIDI, section boundaries, phrase boundaries), boundaries in MIDI seconds.
     pieces = []
-    for path in sorted(glob.glob(SIMUTRANS)):
+    if args.part == "tune":
+        for name, mid, bounds in mma_songs(args.out):
+            pieces.append((name, mid, bounds, bounds))
+    for path in sorted(glob.glob(SIMUTRANS)) if args.part == "heldout" else []:
         try:
             got = marks_of(path)
         except (OSError, ValueError, EOFError) as e:
             print(f"skip {os.path.basename(path)}: {e}", file=sys.stderr)
             continue
         if got:
-            pieces.append((path, *got))
+            pieces.append((os.path.basename(path)[:-4], path, *truth(got[0])))
     if not pieces:
-        sys.exit("no marked pieces: apt-get install simutrans-data")
+        sys.exit("no pieces: apt-get install simutrans-data mma")
     totals = {}
     systems = ["soundcheck"] + ([f"MSAF {a}" for a in MSAF_ALGORITHMS] if args.msaf_python else []) + ["even split"]
     print("| piece | renderer | sounding | sections (truth) | " + " | ".join(f"{s} P / R / F (n)" for s in systems) + " |")
     print("|---|---|---:|---:|" + "---|" * len(systems))
-    for path, kept, length, first_note in pieces:
-        sections, phrases = truth(kept)
-        name = os.path.basename(path)[:-4]
+    for name, path, sections, phrases in pieces:
+        midi = mido.MidiFile(path)
+        length = midi.length
+        first_note = next((t for t, m in timed(midi) if m.type == "note_on" and m.velocity > 0), 0.0)
         for rend in RENDERERS:
             wav = os.path.join(args.out, f"{name}__{rend}.wav")
             if not os.path.exists(wav):
                 with tempfile.TemporaryDirectory() as tmp:
-                    render(path, wav + ".part.wav", rend, tmp, length)
+                    # build.render's timeout (20 s + 0.2 s per second of music) is sized for
+                    # 30 s excerpts; whole songs on a loaded machine need more.
+                    render(path, wav + ".part.wav", rend, tmp, 3 * length)
                 os.replace(wav + ".part.wav", wav)
                 if os.path.exists(wav + ".part.wav.cfg"):
                     os.remove(wav + ".part.wav.cfg")  # TiMidity's soundfont config
