@@ -79,19 +79,12 @@ def timed(midi):
 
 def marks_of(path):
     """(time s, text) of the kept marker events, or None when the file's marks are not
-    rehearsal marks; also the piece's length and first note-on time."""
-    m = mido.MidiFile(path)
-    t, marks, first_note = 0.0, [], None
-    for msg in m:
-        t += msg.time
-        if msg.is_meta and msg.type == "marker":
-            marks.append((t, msg.text.strip()))
-        elif msg.type == "note_on" and msg.velocity > 0 and first_note is None:
-            first_note = t
+    rehearsal marks."""
+    marks = [(t, m.text.strip()) for t, m in timed(mido.MidiFile(path)) if m.is_meta and m.type == "marker"]
     kept = [(t, s) for t, s in marks if t >= 1.0 and " " not in s]
     if len(kept) < 3 or not all(MARK.match(s) for _, s in kept):
         return None
-    return kept, m.length, first_note or 0.0
+    return kept
 
 
 def label(text):
@@ -257,7 +250,7 @@ def main():
             print(f"skip {os.path.basename(path)}: {e}", file=sys.stderr)
             continue
         if got:
-            pieces.append((os.path.basename(path)[:-4], path, *truth(got[0])))
+            pieces.append((os.path.basename(path)[:-4], path, *truth(got)))
     if not pieces:
         sys.exit("no pieces: apt-get install simutrans-data mma")
     totals = {}
@@ -282,7 +275,7 @@ def main():
             span = (first_sound(x, sr), last_sound(x, sr))
             # The renderers start at MIDI time 0 but may trim or pad silence: align the truth by
             # the first sound against the first note.
-            shift = first_sound(x, sr) - first_note
+            shift = span[0] - first_note
             ref_s = [t + shift for t in sections]
             ref_p = [t + shift for t in phrases]
             r = subprocess.run([args.bin, "analyze", wav, "--json"], capture_output=True, text=True, check=True)

@@ -102,7 +102,7 @@ def main():
         for path in sorted(glob.glob(S.SIMUTRANS)):
             got = S.marks_of(path)
             if got:
-                pieces.append((os.path.basename(path)[:-4], S.truth(got[0])[0]))
+                pieces.append((os.path.basename(path)[:-4], S.truth(got)[0]))
     tracks = []
     for name, bounds in pieces:
         for rend in S.RENDERERS:
