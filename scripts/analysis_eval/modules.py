@@ -40,13 +40,13 @@ import os
 import subprocess
 import sys
 
-import wave
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
+from build import write_wav  # noqa: E402
 from evaluate import run_essentia, run_soundcheck  # noqa: E402
 
 PACKAGES = ["pingus-data", "tecnoballz-data", "pekka-kana-2-data", "heroes-sound-tracks", "gl-117-data",
@@ -108,15 +108,6 @@ def longest_constant(states):
     return best
 
 
-def write_wav(path, x):
-    """16-bit mono WAV at SR."""
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes(np.round(np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
-
-
 def module_files():
     """(package, path) of every module file installed, and the packages missing."""
     out, missing = [], []
@@ -162,7 +153,7 @@ def excerpts(out, files):
         if peak <= 1e-4:
             continue
         if not os.path.exists(wav):
-            write_wav(wav + ".part", x * (10 ** (-3 / 20) / peak))
+            write_wav(wav + ".part", x, SR)  # peak normalised to -3 dBFS, as the MIDI set's
             os.replace(wav + ".part", wav)  # a killed run leaves no truncated excerpt behind
         rows.append(dict(id=name, package=pkg, file=wav, bpm=24.0 * tempo / (4 * speed), speed=speed, tempo=tempo))
     return rows
