@@ -61,7 +61,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
-from build import (GROOVES, MAJOR_PROGS, MINOR_PROGS, MMA_MINOR_ROOT, MMA_ROOT, RENDERERS, SR,  # noqa: E402
+from build import (GROOVES, MAJOR_PROGS, MINOR_PROGS, MMA_MINOR_ROOT, MMA_ROOT, RENDERERS,  # noqa: E402
                    h32, read_wav, render)  # (importing build also patches mido)
 
 SIMUTRANS = "/usr/share/games/simutrans/music/*.mid"
@@ -182,6 +182,34 @@ def last_sound(x, sr):
     return float(len(x) - np.argmax(np.abs(x[::-1]) > peak * 0.001)) / sr
 
 
+def pieces_of(part, out):
+    """(name, MIDI path, section boundaries, phrase boundaries) of every piece of a part,
+    boundaries in MIDI seconds: tune, the MMA songs (sections and phrases alike); heldout, the
+    Simutrans pieces with rehearsal marks."""
+    if part == "tune":
+        return [(name, mid, bounds, bounds) for name, mid, bounds in mma_songs(out)]
+    pieces = []
+    for path in sorted(glob.glob(SIMUTRANS)):
+        try:
+            got = marks_of(path)
+        except (OSError, ValueError, EOFError) as e:
+            print(f"skip {os.path.basename(path)}: {e}", file=sys.stderr)
+            continue
+        if got:
+            pieces.append((os.path.basename(path)[:-4], path, *truth(got)))
+    return pieces
+
+
+def alignment(wav, midi_path):
+    """(sounding span of the track, seconds to add to MIDI time). The renderers start at MIDI time
+    0 but may trim or pad silence: the truth is aligned by the first sound against the first note."""
+    x, sr = read_wav(wav)
+    span = (first_sound(x, sr), last_sound(x, sr))
+    first_note = next((t for t, m in timed(mido.MidiFile(midi_path)) if m.type == "note_on" and m.velocity > 0),
+                      0.0)
+    return span, span[0] - first_note
+
+
 def inside(bounds, span):
     """The boundaries more than WINDOW inside the sounding span."""
     start, end = span
@@ -238,19 +266,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     cache_path = os.path.join(args.out, "msaf_cache.json")
     cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
-    # (name, MIDI, section boundaries, phrase boundaries), boundaries in MIDI seconds.
-    pieces = []
-    if args.part == "tune":
-        for name, mid, bounds in mma_songs(args.out):
-            pieces.append((name, mid, bounds, bounds))
-    for path in sorted(glob.glob(SIMUTRANS)) if args.part == "heldout" else []:
-        try:
-            got = marks_of(path)
-        except (OSError, ValueError, EOFError) as e:
-            print(f"skip {os.path.basename(path)}: {e}", file=sys.stderr)
-            continue
-        if got:
-            pieces.append((os.path.basename(path)[:-4], path, *truth(got)))
+    pieces = pieces_of(args.part, args.out)
     if not pieces:
         sys.exit("no pieces: apt-get install simutrans-data mma")
     totals = {}
@@ -258,9 +274,7 @@ def main():
     print("| piece | renderer | sounding | sections (truth) | " + " | ".join(f"{s} P / R / F (n)" for s in systems) + " |")
     print("|---|---|---:|---:|" + "---|" * len(systems))
     for name, path, sections, phrases in pieces:
-        midi = mido.MidiFile(path)
-        length = midi.length
-        first_note = next((t for t, m in timed(midi) if m.type == "note_on" and m.velocity > 0), 0.0)
+        length = mido.MidiFile(path).length
         for rend in RENDERERS:
             wav = os.path.join(args.out, f"{name}__{rend}.wav")
             if not os.path.exists(wav):
@@ -271,11 +285,7 @@ def main():
                 os.replace(wav + ".part.wav", wav)
                 if os.path.exists(wav + ".part.wav.cfg"):
                     os.remove(wav + ".part.wav.cfg")  # TiMidity's soundfont config
-            x, sr = read_wav(wav)
-            span = (first_sound(x, sr), last_sound(x, sr))
-            # The renderers start at MIDI time 0 but may trim or pad silence: align the truth by
-            # the first sound against the first note.
-            shift = span[0] - first_note
+            span, shift = alignment(wav, path)
             ref_s = [t + shift for t in sections]
             ref_p = [t + shift for t in phrases]
             r = subprocess.run([args.bin, "analyze", wav, "--json"], capture_output=True, text=True, check=True)

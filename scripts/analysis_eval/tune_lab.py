@@ -27,7 +27,6 @@ autocorrelation, no subdivision rule), so their baseline is 173.
 """
 import argparse
 import csv
-import glob
 import hashlib
 import os
 import subprocess

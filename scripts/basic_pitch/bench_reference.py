@@ -12,7 +12,6 @@ peak RSS of the whole process is what `/usr/bin/time -v` reports ("Maximum resid
 onnxruntime uses every core by default, as soundcheck does.
 """
 import os
-import sys
 import tempfile
 import time
 

@@ -14,7 +14,6 @@ does, and stores:
 """
 import json
 import os
-import tempfile
 
 import numpy as np
 from scipy.io import wavfile

@@ -18,7 +18,6 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers

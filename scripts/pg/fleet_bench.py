@@ -20,7 +20,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -122,7 +121,8 @@ def run(bin_, admin, workers, jobs, lease):
 
     procs = [api]
     try:
-        ids = [submit() for _ in range(jobs)]
+        for _ in range(jobs):
+            submit()
         t0 = time.monotonic()
         for w in range(workers):
             p, _ = start(bin_, ["worker", "--workers", "1"] + common,
