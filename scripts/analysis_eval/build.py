@@ -584,40 +584,37 @@ def excerpt(full_wav, out_wav, start, dur):
     write_wav(out_wav, seg, sr)
 
 
-def trim_midi(src, dst, end_s):
-    """Copies a MIDI file, dropping every event after end_s + 3 s (so long pieces render fast)."""
-    m = mido.MidiFile(src)
-    tm = []
-    for tr in m.tracks:
-        t = 0
-        for msg in tr:
-            t += msg.time
-            if msg.type == "set_tempo":
-                tm.append((t, msg.tempo))
-    tm.sort()
-    if not tm or tm[0][0] > 0:
-        tm.insert(0, (0, 500000))
-    f, _ = tick_to_sec_fn(tm, m.ticks_per_beat)
+def rewrite_midi(m, dst, keep):
+    """Saves a copy of the MidiFile m holding only the events keep(msg, tick) accepts (tick: the
+    event's absolute time), delta times recomputed."""
     out = mido.MidiFile(type=m.type, ticks_per_beat=m.ticks_per_beat)
     for tr in m.tracks:
         nt = mido.MidiTrack()
-        t = 0
-        last = 0
+        t = last = 0
         for msg in tr:
             t += msg.time
-            if msg.type == "key_signature":
-                continue  # not needed to render, and some are malformed
-            # After the cut only note-offs (so nothing hangs: a synth renders until its voices
-            # are silent) and the end of the track are kept.
-            late = f(t) > end_s + 3
-            if late and not (msg.type == "note_off" or msg.type == "end_of_track"
-                             or (msg.type == "note_on" and msg.velocity == 0)
-                             or (msg.type == "control_change" and msg.control in (64, 120, 123))):
-                continue
-            nt.append(msg.copy(time=t - last))
-            last = t
+            if keep(msg, t):
+                nt.append(msg.copy(time=t - last))
+                last = t
         out.tracks.append(nt)
     out.save(dst)
+
+
+def trim_midi(src, dst, end_s):
+    """Copies a MIDI file, dropping every event after end_s + 3 s (so long pieces render fast)."""
+    m, tm, _keys, _notes = read_midi(src)
+    f, _ = tick_to_sec_fn(tm, m.ticks_per_beat)
+
+    def keep(msg, t):
+        if msg.type == "key_signature":
+            return False  # not needed to render, and some are malformed
+        # After the cut only note-offs (so nothing hangs: a synth renders until its voices are
+        # silent) and the end of the track are kept.
+        return f(t) <= end_s + 3 or (msg.type == "note_off" or msg.type == "end_of_track"
+                                     or (msg.type == "note_on" and msg.velocity == 0)
+                                     or (msg.type == "control_change" and msg.control in (64, 120, 123)))
+
+    rewrite_midi(m, dst, keep)
 
 
 def render_excerpt(it, rend, out_wav, tmp):

@@ -152,18 +152,8 @@ def split_midi(src, drums_path, rest_path):
     """Two copies of src: note events of channel 9 only, and all but those; other events kept."""
     m = mido.MidiFile(src)
     for path, keep_drums in ((drums_path, True), (rest_path, False)):
-        out = mido.MidiFile(type=m.type, ticks_per_beat=m.ticks_per_beat)
-        for tr in m.tracks:
-            nt = mido.MidiTrack()
-            t = last = 0
-            for msg in tr:
-                t += msg.time
-                if msg.type in ("note_on", "note_off", "polytouch") and (msg.channel == DRUM_CH) != keep_drums:
-                    continue
-                nt.append(msg.copy(time=t - last))
-                last = t
-            out.tracks.append(nt)
-        out.save(path)
+        build.rewrite_midi(m, path, lambda msg, _t, kd=keep_drums: not (
+            msg.type in ("note_on", "note_off", "polytouch") and (msg.channel == DRUM_CH) != kd))
 
 
 def oddities(path, start, end):
