@@ -12,6 +12,12 @@ The port follows src/engines/analyze/mod.rs `sections`: one vector a second (mea
 bands, and the sum of max-normalised chroma frames x 10), each dimension z-scored, vectors
 unit-normalised, Foote's checkerboard kernel (half-width HALF s, unweighted) over the cosine
 self-similarity, peaks over +-MIN_LEN/2 s above mean + K sd of the novelty, MIN_LEN s apart.
+
+`reference_foote` is MSAF's configuration of the same method (its `foote` defaults: beat-synchronous
+pitch-class vectors scaled to 0..1 per dimension, a 12-beat running median, similarity from the
+standardised Euclidean distance, a Gaussian-tapered checkerboard 66 beats wide, peaks of the
+novelty smoothed over 4 beats above its 64-beat running median), on soundcheck's own chroma and
+beats (`soundcheck analyze --json`, cached beside the renders).
 """
 import argparse
 import json
@@ -20,6 +26,8 @@ import subprocess
 import sys
 
 import numpy as np
+from scipy import ndimage, signal
+from scipy.spatial import distance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -85,6 +93,50 @@ def sections(mel, chroma, half=6, k=0.5, min_len=8, chroma_weight=10.0, smooth=0
     return peaks(novelty(features(mel, chroma, chroma_weight, smooth), half, gaussian), k, min_len)
 
 
+def beat_sync(chroma, beats):
+    """Mean max-normalised chroma over each stretch between beats (before the first beat and after
+    the last too), and the stretches' start times."""
+    unit = chroma / np.maximum(chroma.max(1, keepdims=True), 1e-9)
+    centres = (np.arange(len(unit)) + 1) / CHROMA_PER_SEC  # 8192-sample frames, hop 4096
+    edges = np.unique(np.concatenate([[0.0], beats, [centres[-1] + 1 / CHROMA_PER_SEC]]))
+    out = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        inside = (centres >= a) & (centres < b)
+        out.append(unit[inside].mean(0) if inside.any() else unit[min(np.searchsorted(centres, a), len(unit) - 1)])
+    return np.array(out), edges[:-1]
+
+
+def reference_foote(chroma, beats, width=66, median=12, smooth=4, window=64):
+    feats, starts = beat_sync(chroma, beats)
+    feats = feats - feats.min() + 0.001
+    feats = ndimage.median_filter(feats / feats.max(0), size=(median, 1))
+    d = distance.squareform(distance.pdist(feats, "seuclidean"))
+    sim = 1 - d / max(d.max(), 1e-12)
+    half = width // 2
+    g = signal.windows.gaussian(2 * half, 2 * half // 3)
+    kernel = np.outer(g, g)
+    kernel[half:, :half] *= -1
+    kernel[:half, half:] *= -1
+    n = len(feats)
+    nov = np.zeros(n)
+    for t in range(half, n - half + 1):
+        nov[t] = (sim[t - half:t + half, t - half:t + half] * kernel).sum()
+    nov = (nov - nov.min()) / max(nov.max() - nov.min(), 1e-12)
+    sm = ndimage.gaussian_filter1d(nov, smooth)
+    threshold = ndimage.median_filter(sm, size=window) + nov.mean() / 20
+    return [float(starts[t]) for t in range(1, n - 1) if sm[t - 1] < sm[t] > sm[t + 1] and sm[t] > threshold[t]]
+
+
+def beats_of(binary, wav, cache):
+    """soundcheck's beats for a track (cached by path, size and mtime)."""
+    st = os.stat(wav)
+    k = f"{os.path.basename(wav)}|{st.st_size}|{st.st_mtime}"
+    if k not in cache:
+        r = subprocess.run([binary, "analyze", wav, "--json"], capture_output=True, text=True, check=True)
+        cache[k] = json.loads(r.stdout)["rhythm"]["beats"]
+    return np.array(cache[k])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["tune", "heldout"], default="tune")
@@ -92,9 +144,13 @@ def main():
     ap.add_argument("--dump", default=os.path.join(ROOT, "target", "analysis_eval", "sections", "dump"))
     ap.add_argument("--dumper", default=os.path.join(ROOT, "target", "debug", "examples", "analysis_dump"))
     ap.add_argument("--check-port", metavar="BIN", help="compare the port's boundaries with the binary's")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "debug", "soundcheck"),
+                    help="the analyser whose beats reference_foote reads")
     args = ap.parse_args()
+    cache_path = os.path.join(args.out, "beats_cache.json")
+    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
     tracks = []
-    for name, midi, bounds, _ in S.pieces_of(args.part, args.out):
+    for name, midi, bounds, phrases in S.pieces_of(args.part, args.out):
         for rend in S.RENDERERS:
             wav = os.path.join(args.out, f"{name}__{rend}.wav")
             if not os.path.exists(wav):
@@ -106,7 +162,10 @@ def main():
             chroma = np.fromfile(stem + ".chroma", "<f4").reshape(-1, 12).astype(np.float64)
             span, shift = S.alignment(wav, midi)
             tracks.append(dict(name=name, wav=wav, mel=mel, chroma=chroma, span=span,
-                               ref=[t + shift for t in bounds]))
+                               ref=[t + shift for t in bounds], ref_phrases=[t + shift for t in phrases],
+                               beats=beats_of(args.bin, wav, cache)))
+    with open(cache_path, "w") as fh:
+        json.dump(cache, fh)
     if args.check_port:
         differ = 0
         for t in tracks:
@@ -119,20 +178,22 @@ def main():
                 print(f"port differs on {os.path.basename(t['wav'])}: binary {got}, port {mine}")
         print(f"port differs from the binary on {differ} of {len(tracks)} tracks")
 
-    def score(name, **kw):
+    def score(name, find=None, **kw):
         f = []
         for t in tracks:
-            est = sections(t["mel"], t["chroma"], **kw)
-            f.append(S.hit_rate(t["ref"], est, t["span"]) + (len(S.inside(est, t["span"])),))
+            est = find(t) if find else sections(t["mel"], t["chroma"], **kw)
+            f.append(S.hit_rate(t["ref"], est, t["span"]) + (len(S.inside(est, t["span"])),
+                                                              S.hit_rate(t["ref_phrases"], est, t["span"])[2]))
         a = np.array(f)
         half = len(a) // 2
         print(f"{name:44s} P {a[:, 0].mean():.3f} R {a[:, 1].mean():.3f} F {a[:, 2].mean():.3f} "
               f"(n {a[:, 3].mean():.1f}; F first/second half of the tracks {a[:half, 2].mean():.3f} / "
-              f"{a[half:, 2].mean():.3f})", flush=True)
+              f"{a[half:, 2].mean():.3f}; phrases F {a[:, 4].mean():.3f})", flush=True)
 
     print(f"{len(tracks)} tracks, part {args.part}")
     score("half 6 (shipped)", half=6)
     score("half 16 (best on tune; lost on the marks, never shipped)", half=16)
+    score("MSAF's foote configuration (not shipped)", lambda t: reference_foote(t["chroma"], t["beats"]))
     if args.part == "heldout":
         return
     for half in (4, 8, 10, 12, 16):
