@@ -7,6 +7,7 @@ Inputs: the front end's onset envelopes and chroma per excerpt, dumped by the an
 
   cargo build --example analysis_dump
   python3 scripts/analysis_eval/tune_lab.py --dump target/analysis_eval/dump   # dumps, then runs
+  python3 scripts/analysis_eval/tune_lab.py --only 6 7                          # some experiments
 
 The tempo stage is re-implemented here with numpy (detrended onset envelope, FFT autocorrelation,
 8-multiple comb, log-normal prior, the faster-level margin: src/engines/analyze/tempo.rs) and
@@ -21,7 +22,9 @@ Experiments (tune part, excerpts within 2% / with key exact):
   5. the autocorrelation's spectral exponent (2 = ordinary, 1 = the analyser's generalised
      autocorrelation since dcd3c52) x the comb's multiples and weights, with the subdivision rule,
      per half of the part split by piece;
-  6. key: published key profiles x chroma aggregations x minor bonus.
+  6. key: published key profiles x chroma aggregations x minor bonus;
+  7. key: essentia's polyphonic templates (each degree's harmonics, slope per harmonic; the
+     three main triads) and a threshold on the profile (2026-12-07: none beat the shipped rule).
 Experiments 1-3 use the rule as it stood before dcd3c52 (8 multiples weighted 1/k, power
 autocorrelation, no subdivision rule), so their baseline is 173.
 """
@@ -215,7 +218,9 @@ def main():
     ap.add_argument("--set", default=os.path.join(ROOT, "target", "analysis_eval"))
     ap.add_argument("--dump", default=os.path.join(ROOT, "target", "analysis_eval", "dump"))
     ap.add_argument("--dumper", default=os.path.join(ROOT, "target", "debug", "examples", "analysis_dump"))
+    ap.add_argument("--only", type=int, nargs="+", metavar="N", help="run these experiments only (default: all)")
     args = ap.parse_args()
+    want = lambda k: not args.only or k in args.only
     with open(os.path.join(HERE, "manifest.csv")) as fh:
         rows = [r for r in csv.DictReader(fh) if r["part"] == "tune"]
     wavs = [os.path.join(args.set, r["file"]) for r in rows]
@@ -231,81 +236,127 @@ def main():
     n = len(rows)
     base = {r["id"]: select(*curves[r["id"]][:2]) for r in rows}
     print(f"tune part: {n} excerpts; the analyser's rule re-implemented: {score(rows, base)} (within 2%, with x2/x1/2)")
-
-    print("\n1. prior centre / width / faster-level margin (top 5 of 150):")
-    res = []
-    for c in (90, 100, 110, 120, 130, 140):
-        for w in (0.6, 0.8, 1.0, 1.3, 1.6):
-            for m in (1.0, 1.05, 1.1, 1.2, 1.3):
-                est = {r["id"]: select(*curves[r["id"]][:2], centre=c, width=w, margin=m) for r in rows}
-                res.append(score(rows, est) + (c, w, m))
-    for x in sorted(res, reverse=True)[:5]:
-        print(f"   {x[0]:3} / {x[1]:3}  centre {x[2]} width {x[3]} margin {x[4]}")
-
-    print("\n2. low-band comb blended in (score = full/max + alpha * low/max):")
-    for alpha in (0.0, 0.25, 0.5, 1.0, 2.0):
-        est = {}
-        for r in rows:
-            b, s, sl, _ = curves[r["id"]]
-            est[r["id"]] = select(b, s / max(s.max(), 1e-9) + alpha * sl / max(sl.max(), 1e-9))
-        print(f"   alpha {alpha:4}: {score(rows, est)}")
-
-    print("\n3. learned octave choice, 5-fold CV grouped by piece:")
-    cands = {r["id"]: candidates(curves[r["id"]][0], curves[r["id"]][1], curves[r["id"]][2], curves[r["id"]][3])
-             for r in rows}
-    oracle = sum(any(abs(b / float(r["bpm"]) - 1) <= 0.02 for b, _ in cands[r["id"]]) for r in rows)
-    fold = {r["piece"]: int(hashlib.sha1(r["piece"].encode()).hexdigest(), 16) % 5 for r in rows}
-    est = {}
-    for k in range(5):
-        train = [r for r in rows if fold[r["piece"]] != k]
-        pick = fit_logit([cands[r["id"]] for r in train], [float(r["bpm"]) for r in train])
-        for r in rows:
-            if fold[r["piece"]] == k:
-                est[r["id"]] = pick(cands[r["id"]])
-    print(f"   cross-validated {score(rows, est)}; best candidate within 2% exists for {oracle}")
-
-    print("\n4. key: bass-register chroma term (beta) on the Temperley score:")
     kr = [r for r in rows if r["key"]]
-    prof = {}
-    for r in kr:
-        c = load(r, "chroma").reshape(-1, 12).astype(np.float64)
-        m = c.max(1)
-        prof[r["id"]] = c[(m > 1e-6) & (m >= m.max() * 1e-3)].sum(0)
-    bass = {r["id"]: bass_chroma(os.path.join(args.set, r["file"])) for r in kr}
-    for beta in (0.0, 0.1, 0.2, 0.3, 0.5):
-        c = Counter(key_class(parse_key(key_of(prof[r["id"]], bass[r["id"]], beta)), parse_key(r["key"])) for r in kr)
-        print(f"   beta {beta}: exact {c['exact']}/{len(kr)}  fifth {c['fifth']} relative {c['relative']} "
-              f"parallel {c['parallel']} other {c['other']}")
-
-    print("\n5. autocorrelation exponent x comb (multiples, 1/k**wpow), subdivision rule; total, halves:")
-    half = {r["id"]: int(hashlib.sha1(r["piece"].encode()).hexdigest(), 16) % 2 for r in rows}
-    onsets = {r["id"]: load(r, "onset") for r in rows}
-    for exponent in (0.5, 1.0, 1.5, 2.0):
-        for mult in (3, 4, 5, 8):
-            for wpow in (0.0, 1.0):
-                h, a2 = [0, 0], 0
-                for r in rows:
-                    b, s, ac = comb_curve(onsets[r["id"]], mult, exponent, wpow)
-                    c = tempo_class(select_subdivided(b, s, ac), float(r["bpm"]))
-                    h[half[r["id"]]] += c == "exact"
-                    a2 += c in ("exact", "double", "half")
-                tag = "  <- analyser now" if (exponent, mult, wpow) == (1.0, 4, 0.0) else \
-                    ("  <- before dcd3c52" if (exponent, mult, wpow) == (2.0, 8, 1.0) else "")
-                print(f"   exponent {exponent} multiples {mult} wpow {wpow}: {sum(h)} / {a2}  halves {h}{tag}")
-
-    print("\n6. key: profile x chroma aggregation x minor bonus (exact of %d):" % len(kr))
-    frames = {}
+    frames = {}  # each key excerpt's chroma frames, near-silent ones left out (as key::energy_profile)
     for r in kr:
         c = load(r, "chroma").reshape(-1, 12).astype(np.float64)
         m = c.max(1)
         frames[r["id"]] = c[(m > 1e-6) & (m >= m.max() * 1e-3)]
-    aggs = {"energy": lambda c: c.sum(0), "max-normalised": lambda c: (c / c.max(1, keepdims=True)).sum(0),
-            "sqrt": lambda c: np.sqrt(c).sum(0), "log": lambda c: np.log1p(c / (c.max() * 1e-2)).sum(0)}
-    for name, (maj, mnr) in PROFILES.items():
-        best = max((sum(key_class(parse_key(key_with(aggs[a](frames[r["id"]]), maj, mnr, bonus)),
-                                  parse_key(r["key"])) == "exact" for r in kr), a, bonus)
-                   for a in aggs for bonus in (0.0, 0.03, 0.06, 0.1))
-        print(f"   {name}: best {best[0]} ({best[1]}, minor bonus {best[2]})")
+
+    if want(1):
+        print("\n1. prior centre / width / faster-level margin (top 5 of 150):")
+        res = []
+        for c in (90, 100, 110, 120, 130, 140):
+            for w in (0.6, 0.8, 1.0, 1.3, 1.6):
+                for m in (1.0, 1.05, 1.1, 1.2, 1.3):
+                    est = {r["id"]: select(*curves[r["id"]][:2], centre=c, width=w, margin=m) for r in rows}
+                    res.append(score(rows, est) + (c, w, m))
+        for x in sorted(res, reverse=True)[:5]:
+            print(f"   {x[0]:3} / {x[1]:3}  centre {x[2]} width {x[3]} margin {x[4]}")
+
+    if want(2):
+        print("\n2. low-band comb blended in (score = full/max + alpha * low/max):")
+        for alpha in (0.0, 0.25, 0.5, 1.0, 2.0):
+            est = {}
+            for r in rows:
+                b, s, sl, _ = curves[r["id"]]
+                est[r["id"]] = select(b, s / max(s.max(), 1e-9) + alpha * sl / max(sl.max(), 1e-9))
+            print(f"   alpha {alpha:4}: {score(rows, est)}")
+
+    if want(3):
+        print("\n3. learned octave choice, 5-fold CV grouped by piece:")
+        cands = {r["id"]: candidates(curves[r["id"]][0], curves[r["id"]][1], curves[r["id"]][2], curves[r["id"]][3])
+                 for r in rows}
+        oracle = sum(any(abs(b / float(r["bpm"]) - 1) <= 0.02 for b, _ in cands[r["id"]]) for r in rows)
+        fold = {r["piece"]: int(hashlib.sha1(r["piece"].encode()).hexdigest(), 16) % 5 for r in rows}
+        est = {}
+        for k in range(5):
+            train = [r for r in rows if fold[r["piece"]] != k]
+            pick = fit_logit([cands[r["id"]] for r in train], [float(r["bpm"]) for r in train])
+            for r in rows:
+                if fold[r["piece"]] == k:
+                    est[r["id"]] = pick(cands[r["id"]])
+        print(f"   cross-validated {score(rows, est)}; best candidate within 2% exists for {oracle}")
+
+    if want(4):
+        print("\n4. key: bass-register chroma term (beta) on the Temperley score:")
+        prof = {i: f.sum(0) for i, f in frames.items()}
+        bass = {r["id"]: bass_chroma(os.path.join(args.set, r["file"])) for r in kr}
+        for beta in (0.0, 0.1, 0.2, 0.3, 0.5):
+            c = Counter(key_class(parse_key(key_of(prof[r["id"]], bass[r["id"]], beta)), parse_key(r["key"]))
+                        for r in kr)
+            print(f"   beta {beta}: exact {c['exact']}/{len(kr)}  fifth {c['fifth']} relative {c['relative']} "
+                  f"parallel {c['parallel']} other {c['other']}")
+
+    if want(5):
+        print("\n5. autocorrelation exponent x comb (multiples, 1/k**wpow), subdivision rule; total, halves:")
+        half = {r["id"]: int(hashlib.sha1(r["piece"].encode()).hexdigest(), 16) % 2 for r in rows}
+        onsets = {r["id"]: load(r, "onset") for r in rows}
+        for exponent in (0.5, 1.0, 1.5, 2.0):
+            for mult in (3, 4, 5, 8):
+                for wpow in (0.0, 1.0):
+                    h, a2 = [0, 0], 0
+                    for r in rows:
+                        b, s, ac = comb_curve(onsets[r["id"]], mult, exponent, wpow)
+                        c = tempo_class(select_subdivided(b, s, ac), float(r["bpm"]))
+                        h[half[r["id"]]] += c == "exact"
+                        a2 += c in ("exact", "double", "half")
+                    tag = "  <- analyser now" if (exponent, mult, wpow) == (1.0, 4, 0.0) else \
+                        ("  <- before dcd3c52" if (exponent, mult, wpow) == (2.0, 8, 1.0) else "")
+                    print(f"   exponent {exponent} multiples {mult} wpow {wpow}: {sum(h)} / {a2}  halves {h}{tag}")
+
+    if want(6):
+        print("\n6. key: profile x chroma aggregation x minor bonus (exact of %d):" % len(kr))
+        aggs = {"energy": lambda c: c.sum(0), "max-normalised": lambda c: (c / c.max(1, keepdims=True)).sum(0),
+                "sqrt": lambda c: np.sqrt(c).sum(0), "log": lambda c: np.log1p(c / (c.max() * 1e-2)).sum(0)}
+        for name, (maj, mnr) in PROFILES.items():
+            best = max((sum(key_class(parse_key(key_with(aggs[a](frames[r["id"]]), maj, mnr, bonus)),
+                                      parse_key(r["key"])) == "exact" for r in kr), a, bonus)
+                       for a in aggs for bonus in (0.0, 0.03, 0.06, 0.1))
+            print(f"   {name}: best {best[0]} ({best[1]}, minor bonus {best[2]})")
+
+    if want(7):
+        print("\n7. key: essentia's polyphonic templates and profile threshold on Temperley (exact of %d; "
+              "game = the composed pieces):" % len(kr))
+        energy = {r["id"]: frames[r["id"]].sum(0) for r in kr}
+
+        def harmonics(weights, h, slope):
+            """Each pitch class's weight spread over its first h harmonics' pitch classes."""
+            out = np.zeros(12)
+            for pc in range(12):
+                for k in range(1, h + 1):
+                    out[(pc + int(round(12 * np.log2(k)))) % 12] += weights[pc] * slope ** (k - 1)
+            return out
+
+        def triads(prof, minor, h, slope):
+            """The tonic, subdominant and dominant triads, weighted by the profile at their roots."""
+            notes = np.zeros(12)
+            for root, chord in ((0, (0, 3, 7) if minor else (0, 4, 7)), (5, (5, 8, 0) if minor else (5, 9, 0)),
+                                (7, (7, 11, 2))):
+                for pc in chord:
+                    notes[pc] += prof[root]
+            return harmonics(notes, h, slope)
+
+        def report(label, profile_of, maj, mnr, bonus):
+            c, g = Counter(), Counter()
+            for r in kr:
+                k = key_class(parse_key(key_with(profile_of(energy[r["id"]]), maj, mnr, bonus)), parse_key(r["key"]))
+                c[k] += 1
+                g[k] += r["package"] != "mma"
+            print(f"   {label:38s} exact {c['exact']} (game {g['exact']})  fifth {c['fifth']} relative "
+                  f"{c['relative']} parallel {c['parallel']} other {c['other']}")
+
+        same = lambda p: p
+        report("shipped (Temperley, bonus 0.15)", same, T_MAJ, T_MIN, 0.15)
+        for h, slope in ((3, 0.6), (4, 0.4), (4, 0.6), (4, 0.8)):
+            report(f"harmonics {h}, slope {slope}", same, harmonics(T_MAJ, h, slope), harmonics(T_MIN, h, slope), 0.15)
+        for h in (1, 4):
+            for bonus in (0.0, 0.1, 0.15):
+                report(f"three triads, harmonics {h}, bonus {bonus}", same, triads(T_MAJ, False, h, 0.6),
+                       triads(T_MIN, True, h, 0.6), bonus)
+        for t in (0.1, 0.2, 0.3):
+            report(f"profile below {t} of its peak set to 0", lambda p, t=t: np.where(p / p.max() < t, 0, p / p.max()),
+                   T_MAJ, T_MIN, 0.15)
 
 
 PROFILES = {
