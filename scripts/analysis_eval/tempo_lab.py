@@ -10,7 +10,7 @@ The held-out part is read only with --part heldout, once per finished alternativ
   python3 scripts/analysis_eval/tempo_lab.py davies               # windowed periodicity
   python3 scripts/analysis_eval/tempo_lab.py unbiased             # unbiased autocorrelation
   python3 scripts/analysis_eval/tempo_lab.py octave               # learned x1/2, x1, x2 choice
-  python3 scripts/analysis_eval/tempo_lab.py prior                # prior centre x width, by family
+  python3 scripts/analysis_eval/tempo_lab.py prior                # prior and margins, by family
 
 Each prints tempo within 2% / within 2% of x1, x2 or x1/2 over the part, and over its original
 excerpts and the MMA grooves added to the tune part only (`build.TUNE_ONLY_GROOVES`), since a
@@ -489,6 +489,11 @@ def main():
                       f"{sum(x for x, c in zip(right, composed) if not c)}, composed "
                       f"{sum(x for x, c in zip(right, composed) if c)} of {sum(composed)}", flush=True)
         prior = shipped
+        for m in ((1.0, 1.0), (1.0, 1.3), (1.1, 1.1), (1.1, 1.2), (1.2, 1.3), (1.1, 1.5)):
+            est = [estimate(r["onset"], margin=m[0], sub_margin=m[1])[0] for r in rows]
+            right = [tempo_class(e, r["bpm"]) == "exact" for r, e in zip(rows, est)]
+            print(f"margins {m[0]} / {m[1]} (shipped 1.1 / 1.3): within 2% {sum(right)} of {len(rows)}; composed "
+                  f"{sum(x for x, c in zip(right, composed) if c)} of {sum(composed)}", flush=True)
 
 
 if __name__ == "__main__":
