@@ -20,7 +20,7 @@ minus --margin (points; default 0, the issue's target: at or above essentia). CI
 measured when the gate was set, so the step catches regressions while the target is open.
 
 Usage:
-  python3 scripts/analysis_eval/evaluate.py --bin target-eval-bin [--part heldout] [--check]
+  python3 scripts/analysis_eval/evaluate.py [--bin target/debug/soundcheck] [--part heldout] [--check]
 """
 import argparse
 import csv
@@ -104,17 +104,23 @@ def essentia_cached(paths, cache_path, jobs, worker, job_of=lambda p: p, stale=l
                     what="analyse"):
     """Runs `worker(job_of(path)) -> (path, result)` in worker processes for the paths whose
     result is not in the JSON cache at `cache_path` (or is `stale`), saves the cache, and returns
-    path -> result. Entries are keyed by file, size, mtime and essentia's version."""
+    path -> result. Entries are keyed by the file's path relative to the cache's folder (so a set
+    copied or moved with its cache, times kept, is not analysed again), size, mtime and essentia's
+    version."""
+    home = os.path.dirname(os.path.abspath(cache_path))
     cache = {}
     if os.path.exists(cache_path):
         with open(cache_path) as fh:
             cache = json.load(fh)
+    # Caches written before 2026-12-07 keyed files by absolute path: read those as relative.
+    cache = {(os.path.relpath(k.split("|", 1)[0], home) + "|" + k.split("|", 1)[1]
+              if k.startswith(home + os.sep) else k): v for k, v in cache.items()}
     import essentia
     ver = essentia.__version__
 
     def ck(p):
         st = os.stat(p)
-        return f"{p}|{st.st_size}|{int(st.st_mtime)}|{ver}"
+        return f"{os.path.relpath(os.path.abspath(p), home)}|{st.st_size}|{int(st.st_mtime)}|{ver}"
 
     todo = [p for p in paths if ck(p) not in cache or stale(cache[ck(p)])]
     if todo:
@@ -292,7 +298,8 @@ def parse_margin(text):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default=os.path.join(ROOT, "target-eval-bin"), help="soundcheck binary")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "debug", "soundcheck"),
+                    help="soundcheck binary (default: the debug build)")
     ap.add_argument("--set", default=os.path.join(ROOT, "target", "analysis_eval"), help="built set directory")
     ap.add_argument("--manifest", default=os.path.join(HERE, "manifest.csv"))
     ap.add_argument("--part", choices=["tune", "heldout", "all"], default="all")
@@ -310,6 +317,8 @@ def main():
     margin = parse_margin(args.margin)
     if args.check:
         args.part = "heldout"
+    if not os.path.isfile(args.bin):
+        sys.exit(f"no soundcheck binary at {args.bin}: run `cargo build` or pass --bin")
     with open(args.manifest) as fh:
         rows = list(csv.DictReader(fh))
     if args.part != "all":
@@ -318,7 +327,9 @@ def main():
         r["path"] = os.path.join(args.set, r["file"])
     missing = [r["path"] for r in rows if not os.path.exists(r["path"])]
     if missing:
-        sys.exit(f"{len(missing)} excerpts missing (first: {missing[0]}): run scripts/analysis_eval/build.py")
+        hint = " (or pass --part heldout after `build.py --part heldout`)" if args.part == "all" else ""
+        sys.exit(f"{len(missing)} excerpts missing (first: {missing[0]}): run scripts/analysis_eval/build.py"
+                 + hint)
     paths = [r["path"] for r in rows]
     profiles = PROFILES if args.all_profiles else [args.key_profile]
     ess = run_essentia(paths, profiles, os.path.join(args.set, "essentia_cache.json"), args.jobs)

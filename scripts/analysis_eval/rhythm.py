@@ -23,7 +23,7 @@ Scores (mir_eval 0.8, 70 ms window, beats before 5 s left out as mir_eval.beat d
 
 Usage:
   python3 scripts/analysis_eval/rhythm.py --bin target/debug/soundcheck [--part heldout|tune|all] \
-      [--check downbeat_f=0.6,meter=0.85,meter3=0.5]
+      [--check downbeat_f=0.6,meter=0.9,meter3=0.4]
 """
 import argparse
 import csv
@@ -84,7 +84,7 @@ def main():
     ap.add_argument("--part", choices=["tune", "heldout", "all"], default="heldout")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--check", default="",
-                    help="floors, e.g. downbeat_f=0.6,meter=0.85,meter3=0.5: exit 1 when the part's mean "
+                    help="floors, e.g. downbeat_f=0.6,meter=0.9,meter3=0.4: exit 1 when the part's mean "
                          "downbeat F-measure, share of meters right (3/4 and 4/4 excerpts) or share of "
                          "3/4 excerpts read in 3 is below (a constant 4 scores 0 on meter3)")
     args = ap.parse_args()
