@@ -365,10 +365,15 @@ def read_midi(path):
                 st = on.get((msg.channel, msg.note))
                 if st:
                     notes.append((st.pop(0), t, msg.note, msg.channel))
-    tempos.sort()
+    return m, tempo_map(tempos), sorted(keys), sorted(notes)
+
+
+def tempo_map(tempos):
+    """(tick, µs per quarter) changes, sorted, from 120 bpm at tick 0 unless the file says
+    otherwise; of two at one tick the larger µs value; repeats of the tempo in force dropped."""
+    tempos = sorted(tempos)
     if not tempos or tempos[0][0] > 0:
         tempos.insert(0, (0, 500000))
-    # Collapse repeated identical tempos.
     tm = []
     for t, v in tempos:
         if tm and tm[-1][1] == v:
@@ -377,7 +382,7 @@ def read_midi(path):
             tm[-1] = (t, v)
         else:
             tm.append((t, v))
-    return m, tm, sorted(keys), sorted(notes)
+    return tm
 
 
 def tick_to_sec_fn(tm, tpb):
@@ -602,8 +607,17 @@ def rewrite_midi(m, dst, keep):
 
 def trim_midi(src, dst, end_s):
     """Copies a MIDI file, dropping every event after end_s + 3 s (so long pieces render fast)."""
-    m, tm, _keys, _notes = read_midi(src)
-    f, _ = tick_to_sec_fn(tm, m.ticks_per_beat)
+    # Not read_midi: this runs in render threads, and read_midi resets the malformed-key-signature
+    # flag that a parse on another thread may be setting.
+    m = mido.MidiFile(src)
+    tempos = []
+    for tr in m.tracks:
+        t = 0
+        for msg in tr:
+            t += msg.time
+            if msg.type == "set_tempo":
+                tempos.append((t, msg.tempo))
+    f, _ = tick_to_sec_fn(tempo_map(tempos), m.ticks_per_beat)
 
     def keep(msg, t):
         if msg.type == "key_signature":

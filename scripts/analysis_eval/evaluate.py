@@ -27,6 +27,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -112,9 +113,12 @@ def essentia_cached(paths, cache_path, jobs, worker, job_of=lambda p: p, stale=l
     if os.path.exists(cache_path):
         with open(cache_path) as fh:
             cache = json.load(fh)
-    # Caches written before 2026-12-07 keyed files by absolute path: read those as relative.
-    cache = {(os.path.relpath(k.split("|", 1)[0], home) + "|" + k.split("|", 1)[1]
-              if k.startswith(home + os.sep) else k): v for k, v in cache.items()}
+    # Caches written before 2026-12-07 keyed files by absolute path: rewritten as relative (and
+    # saved below, so that a copy of the set made afterwards finds them).
+    migrated = {(os.path.relpath(k.split("|", 1)[0], home) + "|" + k.split("|", 1)[1]
+                 if k.startswith(home + os.sep) else k): v for k, v in cache.items()}
+    changed = set(migrated) != set(cache)
+    cache = migrated
     import essentia
     ver = essentia.__version__
 
@@ -130,6 +134,7 @@ def essentia_cached(paths, cache_path, jobs, worker, job_of=lambda p: p, stale=l
                 cache[ck(p)] = r
                 if (i + 1) % 50 == 0:
                     print(f"  essentia {i + 1}/{len(todo)}", file=sys.stderr)
+    if todo or changed:
         with open(cache_path, "w") as fh:
             json.dump(cache, fh)
     return {p: cache[ck(p)] for p in paths}
@@ -298,8 +303,9 @@ def parse_margin(text):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "debug", "soundcheck"),
-                    help="soundcheck binary (default: the debug build)")
+    ap.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")),
+                                                  "debug", "soundcheck"),
+                    help="soundcheck binary, a path or a name on PATH (default: the debug build)")
     ap.add_argument("--set", default=os.path.join(ROOT, "target", "analysis_eval"), help="built set directory")
     ap.add_argument("--manifest", default=os.path.join(HERE, "manifest.csv"))
     ap.add_argument("--part", choices=["tune", "heldout", "all"], default="all")
@@ -317,8 +323,10 @@ def main():
     margin = parse_margin(args.margin)
     if args.check:
         args.part = "heldout"
-    if not os.path.isfile(args.bin):
+    found = args.bin if os.path.isfile(args.bin) else shutil.which(args.bin)
+    if not found:
         sys.exit(f"no soundcheck binary at {args.bin}: run `cargo build` or pass --bin")
+    args.bin = found
     with open(args.manifest) as fh:
         rows = list(csv.DictReader(fh))
     if args.part != "all":

@@ -14,10 +14,12 @@ unit-normalised, Foote's checkerboard kernel (half-width HALF s, unweighted) ove
 self-similarity, peaks over +-MIN_LEN/2 s above mean + K sd of the novelty, MIN_LEN s apart.
 
 `reference_foote` is MSAF's configuration of the same method (its `foote` defaults: beat-synchronous
-pitch-class vectors scaled to 0..1 per dimension, a 12-beat running median, similarity from the
-standardised Euclidean distance, a Gaussian-tapered checkerboard 66 beats wide, peaks of the
-novelty smoothed over 4 beats above its 64-beat running median), on soundcheck's own chroma and
-beats (`soundcheck analyze --json`, cached beside the renders).
+pitch-class vectors shifted to be positive and divided by each dimension's maximum, a 12-beat
+running median, similarity from the standardised Euclidean distance, a Gaussian-tapered
+checkerboard 66 beats wide (std 22), peaks of the novelty smoothed over 4 beats above its 64-beat
+running median plus a twentieth of its mean), on soundcheck's own chroma and beats (`soundcheck
+analyze --json`, cached beside the renders). One difference: the novelty is scaled by its min and
+max, where MSAF adds its minimum; the same where the novelty is never negative, as on the marks.
 """
 import argparse
 import json
@@ -128,9 +130,10 @@ def reference_foote(chroma, beats, width=66, median=12, smooth=4, window=64):
 
 
 def beats_of(binary, wav, cache):
-    """soundcheck's beats for a track (cached by path, size and mtime)."""
-    st = os.stat(wav)
-    k = f"{os.path.basename(wav)}|{st.st_size}|{st.st_mtime}"
+    """soundcheck's beats for a track, cached by the track's and the binary's name, size and
+    mtime (a rebuilt analyser reads the beats again)."""
+    st, sb = os.stat(wav), os.stat(binary)
+    k = f"{os.path.basename(wav)}|{st.st_size}|{st.st_mtime}|{os.path.abspath(binary)}|{sb.st_size}|{sb.st_mtime}"
     if k not in cache:
         r = subprocess.run([binary, "analyze", wav, "--json"], capture_output=True, text=True, check=True)
         cache[k] = json.loads(r.stdout)["rhythm"]["beats"]

@@ -480,15 +480,17 @@ def main():
         global prior
         shipped = prior
         composed = [r["package"] != "mma" for r in rows]
-        for centre in (100, 110, 120, 130):
-            for width in (0.7, 0.85, 1.0, 1.2, 1.5):
-                prior = lambda b, c=centre, w=width: np.exp(-0.5 * (np.log2(b / c) / w) ** 2)  # noqa: E731
-                est = [estimate(r["onset"])[0] for r in rows]
-                right = [tempo_class(e, r["bpm"]) == "exact" for r, e in zip(rows, est)]
-                print(f"prior centre {centre} width {width}: within 2% {sum(right)} of {len(rows)}; MMA "
-                      f"{sum(x for x, c in zip(right, composed) if not c)}, composed "
-                      f"{sum(x for x, c in zip(right, composed) if c)} of {sum(composed)}", flush=True)
-        prior = shipped
+        try:
+            for centre in (100, 110, 120, 130):
+                for width in (0.7, 0.85, 1.0, 1.2, 1.5):
+                    prior = lambda b, c=centre, w=width: np.exp(-0.5 * (np.log2(b / c) / w) ** 2)  # noqa: E731
+                    est = [estimate(r["onset"])[0] for r in rows]
+                    right = [tempo_class(e, r["bpm"]) == "exact" for r, e in zip(rows, est)]
+                    print(f"prior centre {centre} width {width}: within 2% {sum(right)} of {len(rows)}; MMA "
+                          f"{sum(x for x, c in zip(right, composed) if not c)}, composed "
+                          f"{sum(x for x, c in zip(right, composed) if c)} of {sum(composed)}", flush=True)
+        finally:
+            prior = shipped
         for m in ((1.0, 1.0), (1.0, 1.3), (1.1, 1.1), (1.1, 1.2), (1.2, 1.3), (1.1, 1.5)):
             est = [estimate(r["onset"], margin=m[0], sub_margin=m[1])[0] for r in rows]
             right = [tempo_class(e, r["bpm"]) == "exact" for r, e in zip(rows, est)]
