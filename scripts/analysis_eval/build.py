@@ -349,15 +349,13 @@ def read_midi(path):
     BAD_KEY_SIGNATURE[0] = False
     m = mido.MidiFile(path)
     bad_sig = BAD_KEY_SIGNATURE[0]
-    tempos, keys, notes = [], [], []
+    keys, notes = [], []
     for tr in m.tracks:
         t = 0
         on = {}
         for msg in tr:
             t += msg.time
-            if msg.type == "set_tempo":
-                tempos.append((t, msg.tempo))
-            elif msg.type == "key_signature" and not bad_sig:
+            if msg.type == "key_signature" and not bad_sig:
                 keys.append((t, msg.key))
             elif msg.type == "note_on" and msg.velocity > 0:
                 on.setdefault((msg.channel, msg.note), []).append(t)
@@ -365,13 +363,21 @@ def read_midi(path):
                 st = on.get((msg.channel, msg.note))
                 if st:
                     notes.append((st.pop(0), t, msg.note, msg.channel))
-    return m, tempo_map(tempos), sorted(keys), sorted(notes)
+    return m, tempo_map(m), sorted(keys), sorted(notes)
 
 
-def tempo_map(tempos):
-    """(tick, µs per quarter) changes, sorted, from 120 bpm at tick 0 unless the file says
-    otherwise; of two at one tick the larger µs value; repeats of the tempo in force dropped."""
-    tempos = sorted(tempos)
+def tempo_map(m):
+    """The MidiFile's (tick, µs per quarter) changes, sorted, from 120 bpm at tick 0 unless the
+    file says otherwise; of two at one tick the larger µs value; repeats of the tempo in force
+    dropped."""
+    tempos = []
+    for tr in m.tracks:
+        t = 0
+        for msg in tr:
+            t += msg.time
+            if msg.type == "set_tempo":
+                tempos.append((t, msg.tempo))
+    tempos.sort()
     if not tempos or tempos[0][0] > 0:
         tempos.insert(0, (0, 500000))
     tm = []
@@ -610,14 +616,7 @@ def trim_midi(src, dst, end_s):
     # Not read_midi: this runs in render threads, and read_midi resets the malformed-key-signature
     # flag that a parse on another thread may be setting.
     m = mido.MidiFile(src)
-    tempos = []
-    for tr in m.tracks:
-        t = 0
-        for msg in tr:
-            t += msg.time
-            if msg.type == "set_tempo":
-                tempos.append((t, msg.tempo))
-    f, _ = tick_to_sec_fn(tempo_map(tempos), m.ticks_per_beat)
+    f, _ = tick_to_sec_fn(tempo_map(m), m.ticks_per_beat)
 
     def keep(msg, t):
         if msg.type == "key_signature":

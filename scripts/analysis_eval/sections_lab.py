@@ -18,8 +18,9 @@ pitch-class vectors shifted to be positive and divided by each dimension's maxim
 running median, similarity from the standardised Euclidean distance, a Gaussian-tapered
 checkerboard 66 beats wide (std 22), peaks of the novelty smoothed over 4 beats above its 64-beat
 running median plus a twentieth of its mean), on soundcheck's own chroma and beats (`soundcheck
-analyze --json`, cached beside the renders). One difference: the novelty is scaled by its min and
-max, where MSAF adds its minimum; the same where the novelty is never negative, as on the marks.
+analyze --json`, cached beside the renders with the sections `--check-port` compares). One
+difference: the novelty is scaled by its min and max, where MSAF adds its minimum; the same where
+the novelty is never negative, as on the marks.
 """
 import argparse
 import json
@@ -129,15 +130,16 @@ def reference_foote(chroma, beats, width=66, median=12, smooth=4, window=64):
     return [float(starts[t]) for t in range(1, n - 1) if sm[t - 1] < sm[t] > sm[t + 1] and sm[t] > threshold[t]]
 
 
-def beats_of(binary, wav, cache):
-    """soundcheck's beats for a track, cached by the track's and the binary's name, size and
-    mtime (a rebuilt analyser reads the beats again)."""
+def analysis_of(binary, wav, cache):
+    """A soundcheck binary's beats and section starts for a track, cached by the track's and the
+    binary's name, size and mtime (a rebuilt analyser reads the track again)."""
     st, sb = os.stat(wav), os.stat(binary)
     k = f"{os.path.basename(wav)}|{st.st_size}|{st.st_mtime}|{os.path.abspath(binary)}|{sb.st_size}|{sb.st_mtime}"
     if k not in cache:
         r = subprocess.run([binary, "analyze", wav, "--json"], capture_output=True, text=True, check=True)
-        cache[k] = json.loads(r.stdout)["rhythm"]["beats"]
-    return np.array(cache[k])
+        d = json.loads(r.stdout)
+        cache[k] = {"beats": d["rhythm"]["beats"], "sections": [s["start"] for s in d["sections"]]}
+    return cache[k]
 
 
 def main():
@@ -150,7 +152,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "debug", "soundcheck"),
                     help="the analyser whose beats reference_foote reads")
     args = ap.parse_args()
-    cache_path = os.path.join(args.out, "beats_cache.json")
+    cache_path = os.path.join(args.out, "analyze_cache.json")
     cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
     tracks = []
     for name, midi, bounds, phrases in S.pieces_of(args.part, args.out):
@@ -166,20 +168,18 @@ def main():
             span, shift = S.alignment(wav, midi)
             tracks.append(dict(name=name, wav=wav, mel=mel, chroma=chroma, span=span,
                                ref=[t + shift for t in bounds], ref_phrases=[t + shift for t in phrases],
-                               beats=beats_of(args.bin, wav, cache)))
-    with open(cache_path, "w") as fh:
-        json.dump(cache, fh)
+                               beats=np.array(analysis_of(args.bin, wav, cache)["beats"])))
     if args.check_port:
         differ = 0
         for t in tracks:
-            r = subprocess.run([args.check_port, "analyze", t["wav"], "--json"], capture_output=True, text=True,
-                               check=True)
-            got = [round(s["start"]) for s in json.loads(r.stdout)["sections"]][1:]
+            got = [round(s) for s in analysis_of(args.check_port, t["wav"], cache)["sections"]][1:]
             mine = [round(b) for b in sections(t["mel"], t["chroma"])]
             differ += got != mine
             if got != mine:
                 print(f"port differs on {os.path.basename(t['wav'])}: binary {got}, port {mine}")
         print(f"port differs from the binary on {differ} of {len(tracks)} tracks")
+    with open(cache_path, "w") as fh:
+        json.dump(cache, fh)
 
     def score(name, find=None, **kw):
         f = []
