@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 import wave
 
@@ -308,7 +309,8 @@ def freedoom_midis(out_dir):
 
 def _patch_mido():
     """Some files carry a key signature with an invalid mode byte: read it as C major and flag the
-    file, whose key signatures read_midi() then ignores."""
+    file, whose key signatures read_midi() then ignores. The flag is per thread (mido decodes in
+    the thread that opens the file), so render threads reading MIDI at once do not share it."""
     from mido.midifiles import meta
 
     spec = meta.MetaSpec_key_signature
@@ -319,12 +321,12 @@ def _patch_mido():
             orig(self, message, data)
         except Exception:  # noqa: BLE001 - mido raises KeySignatureError
             message.key = "C"
-            BAD_KEY_SIGNATURE[0] = True
+            BAD_KEY_SIGNATURE.seen = True
 
     spec.decode = decode
 
 
-BAD_KEY_SIGNATURE = [False]
+BAD_KEY_SIGNATURE = threading.local()
 _patch_mido()
 
 SHARPS_MAJOR = {"C": 0, "G": 7, "D": 2, "A": 9, "E": 4, "B": 11, "F#": 6, "C#": 1, "F": 5,
@@ -346,9 +348,9 @@ def parse_sig(k):
 
 def read_midi(path):
     """Absolute-tick event lists: tempo map, key signatures, notes (tick_on, tick_off, pitch, ch)."""
-    BAD_KEY_SIGNATURE[0] = False
+    BAD_KEY_SIGNATURE.seen = False
     m = mido.MidiFile(path)
-    bad_sig = BAD_KEY_SIGNATURE[0]
+    bad_sig = BAD_KEY_SIGNATURE.seen
     keys, notes = [], []
     for tr in m.tracks:
         t = 0
