@@ -103,10 +103,19 @@ def curve(onset, unbiased=0.0):
     return lags, 60 * FPS / lags, comb(ac, lags), ac
 
 
+def peak(a, lag):
+    """The largest value of a within 3% of lag (0 when negative, or when the window leaves a)."""
+    lo, hi = int(np.floor(lag * 0.97)), int(np.ceil(lag * 1.03))
+    if lo < 1 or hi >= len(a):
+        return 0.0
+    return max(a[lo:hi + 1].max(), 0.0)
+
+
 def select(lags, bpms, c, ac, margin=1.1, sub_margin=1.3, share=0.5):
     """The comb's best period under the prior, or its x2 / x3/2 level within the margins."""
     sc = c * prior(bpms)
     b = int(np.argmax(sc))
+    acf = ac / ac[0]
 
     def near(bpm):
         m = np.abs(bpms / bpm - 1) < 0.03
@@ -115,19 +124,13 @@ def select(lags, bpms, c, ac, margin=1.1, sub_margin=1.3, share=0.5):
         j = np.flatnonzero(m)[np.argmax(sc[m])]
         return sc[j], lags[j]
 
-    def peak(lag):
-        lo, hi = int(np.floor(lag * 0.97)), int(np.ceil(lag * 1.03))
-        if lo < 1 or hi >= len(ac):
-            return 0.0
-        return max(ac[lo:hi + 1].max() / ac[0], 0.0)
-
     pick = (sc[b], lags[b])
     for f in (2.0, 1.5):
         r = near(bpms[b] * f)
         if r is None:
             continue
         s, lag = r
-        subdivided = max(peak(lag / 2), peak(lag / 3)) > share * max(peak(lag), 1e-6)
+        subdivided = max(peak(acf, lag / 2), peak(acf, lag / 3)) > share * max(peak(acf, lag), 1e-6)
         if s * (sub_margin if subdivided else margin) > pick[0]:
             pick = (s * (sub_margin if subdivided else margin), lag)
     return pick[1]
@@ -322,10 +325,6 @@ def octave_candidates(r, chroma):
         a = autocorr(normalise(detrend(x, int(fps))))
         return a / max(a[0], 1e-12)
 
-    def pk(a, lag):
-        lo, hi = int(np.floor(lag * 0.97)), int(np.ceil(lag * 1.03))
-        return max(a[lo:hi + 1].max(), 0.0) if lo >= 1 and hi + 1 < len(a) else 0.0
-
     mel = r["mel"]
 
     def rise(lo, hi):
@@ -340,13 +339,13 @@ def octave_candidates(r, chroma):
         if not 30 <= bpm <= 300:
             continue
         lag, beat = 60 * FPS / bpm, 60 * CHROMA_FPS / bpm
-        one = max(pk(acf, lag), 1e-6)
+        one = max(peak(acf, lag), 1e-6)
         x = np.log2(bpm / 120)
         j = int(np.argmin(np.abs(bpms - bpm)))
-        out.append((bpm, [x, x * x, np.log(max(scored[j], 1e-6) / scored.max()), pk(acf, lag / 2) / one,
-                          pk(acf, 2 * lag) / one, pk(low, lag), pk(low, lag / 2) / max(pk(low, lag), 1e-6),
-                          pk(high, lag / 2) / max(pk(high, lag), 1e-6), pk(mid, lag), pk(change, 4 * beat),
-                          pk(change, 2 * beat), pk(change, 8 * beat), float(f == 1.0)]))
+        out.append((bpm, [x, x * x, np.log(max(scored[j], 1e-6) / scored.max()), peak(acf, lag / 2) / one,
+                          peak(acf, 2 * lag) / one, peak(low, lag), peak(low, lag / 2) / max(peak(low, lag), 1e-6),
+                          peak(high, lag / 2) / max(peak(high, lag), 1e-6), peak(mid, lag), peak(change, 4 * beat),
+                          peak(change, 2 * beat), peak(change, 8 * beat), float(f == 1.0)]))
     return out
 
 
