@@ -16,8 +16,9 @@
 //!   GET of a real result file with those headers (`{LM}` becomes the file's Last-Modified).
 //!
 //! The server targets fail on any 5xx but 503, and on an error response that is not the
-//! `{"error":{"code","message","trace_id"}}` envelope; `range` on any status but 200/206/416 and on a
-//! 206 body that is not the bytes its `Content-Range` names.
+//! `{"error":{"code","message","trace_id"}}` envelope; `range` on any status but 200/206/416, on a
+//! 206 body that is not the bytes its `Content-Range` names, and on a 416 outside the envelope or
+//! without `Content-Range: bytes */<size>`.
 //!
 //! Every target fails on a panic that reaches the harness, on a case running over 10 s (a watchdog
 //! saves the input and exits 1) and on an allocation that would take live heap past the baseline
@@ -1107,7 +1108,16 @@ fn exec_range(srv: &Server, input: &[u8]) -> Result<String, String> {
                 return Err("206 although range_preconditions dropped the Range".into());
             }
         }
-        416 => {}
+        416 => {
+            // In the envelope, with the size the client needs to ask again.
+            check_response(&r)?;
+            let cr = r.headers.get("content-range").and_then(|v| v.to_str().ok());
+            if cr != Some(format!("bytes */{total}").as_str()) {
+                return Err(format!(
+                    "416 with Content-Range {cr:?} for a {total}-byte file"
+                ));
+            }
+        }
         s => {
             return Err(format!(
                 "status {s}: {}",

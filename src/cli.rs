@@ -123,8 +123,40 @@ pub fn batch(
 
 /// Where a batch writes one input's output: `dir/<file stem><suffix>`.
 fn output_for(dir: &Path, file: &Path, suffix: &str) -> PathBuf {
-    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("out");
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "out".into(), |s| s.to_string_lossy());
     dir.join(format!("{stem}{suffix}"))
+}
+
+/// Refuses, before anything runs, a batch in which two inputs would write the same output
+/// (`a.wav` and `a.flac` both make `a.mid`) or an output would replace its own input (`master
+/// DIR -o DIR`): either would silently lose a file.
+fn check_outputs(dir: &Path, files: &[PathBuf], suffix: &str) -> anyhow::Result<()> {
+    let canonical_dir = dir.canonicalize().ok();
+    let mut seen: std::collections::HashMap<PathBuf, &Path> = std::collections::HashMap::new();
+    for file in files {
+        let out = output_for(dir, file, suffix);
+        if let Some(first) = seen.insert(out.clone(), file) {
+            anyhow::bail!(
+                "{} and {} would both write {}: rename one, or run them apart",
+                first.display(),
+                file.display(),
+                out.display()
+            );
+        }
+        let name = out.file_name().unwrap_or_default();
+        let same = match (&canonical_dir, file.canonicalize()) {
+            (Some(d), Ok(input)) => d.join(name) == input,
+            _ => false,
+        };
+        anyhow::ensure!(
+            !same,
+            "{} would be written over its own input; give -o another directory",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// `soundcheck analyze FILE… [--json]`: one report, or with several files a batch.
@@ -222,6 +254,7 @@ pub fn master_files(
     let (format, settings) = (params.format(), params.settings());
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let ext = format!(".{}", format.extension());
+    check_outputs(out, &files, &ext)?;
     batch("mastering", &files, json, &|file, progress| {
         let dest = output_for(out, file, &ext);
         let report = master::master_file(file, &dest, format, &settings, progress)?;
@@ -249,6 +282,7 @@ pub fn transcribe_files(
     };
     let opts = transcribe_options(options)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    check_outputs(out, &files, ".mid")?;
     batch("transcribing", &files, json, &|file, progress| {
         let dest = output_for(out, file, ".mid");
         let samples = decode_mono(file, 22_050).map_err(|e| anyhow!("{e}"))?;
@@ -363,6 +397,7 @@ pub fn separate(
         anyhow::Ok((result, stems))
     };
     if let Some(files) = batch_files {
+        check_outputs(out_dir, &files, "")?;
         return batch("separating", &files, json, &|file, progress| {
             let dir = output_for(out_dir, file, "");
             let (result, stems) = run_one(file, &dir, progress)?;

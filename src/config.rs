@@ -74,12 +74,14 @@ pub struct ServeArgs {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub strict: bool,
 
-    /// Multiplies every webhook retry delay (0.001 turns 1 minute into 60 ms).
+    /// Multiplies every webhook retry delay (0.001 turns 1 minute into 60 ms; above 0, at most
+    /// 1000).
     #[arg(long, env = "SOUNDCHECK_TIME_SCALE", default_value_t = 1.0)]
     pub time_scale: f64,
 
-    /// Largest accepted upload, in megabytes.
-    #[arg(long, env = "SOUNDCHECK_MAX_UPLOAD_MB", default_value_t = 200)]
+    /// Largest accepted upload, in megabytes (1 to 102,400).
+    #[arg(long, env = "SOUNDCHECK_MAX_UPLOAD_MB", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..=102_400))]
     pub max_upload_mb: u64,
 
     /// Longest accepted audio, in seconds (uploads that declare or decode to more are refused
@@ -101,20 +103,24 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_timeout_secs: u64,
 
-    /// How long result URLs stay valid, in hours.
-    #[arg(long, env = "SOUNDCHECK_RESULT_TTL_HOURS", default_value_t = 168)]
+    /// How long result URLs stay valid, in hours (1 to 87,600: ten years).
+    #[arg(long, env = "SOUNDCHECK_RESULT_TTL_HOURS", default_value_t = 168,
+          value_parser = clap::value_parser!(u64).range(1..=87_600))]
     pub result_ttl_hours: u64,
 
-    /// Jobs and generations run at once on the CPU (default: the number of cores).
-    #[arg(long, env = "SOUNDCHECK_WORKERS")]
+    /// Jobs and generations run at once on the CPU (default: the number of cores; at most 1024).
+    #[arg(long, env = "SOUNDCHECK_WORKERS",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024))]
     pub workers: Option<usize>,
 
-    /// A generation still running after this many seconds fails.
-    #[arg(long, env = "SOUNDCHECK_GENERATION_TIMEOUT", default_value_t = 240)]
+    /// A generation still running after this many seconds fails (1 to 86,400).
+    #[arg(long, env = "SOUNDCHECK_GENERATION_TIMEOUT", default_value_t = 240,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub generation_timeout: u64,
 
-    /// Seconds a webhook receiver has to answer.
-    #[arg(long, env = "SOUNDCHECK_WEBHOOK_TIMEOUT", default_value_t = 10)]
+    /// Seconds a webhook receiver has to answer (1 to 3,600).
+    #[arg(long, env = "SOUNDCHECK_WEBHOOK_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub webhook_timeout: u64,
 
     /// Default text-to-music engine: `procedural` (instant, no weights), `musicgen-small`,
@@ -127,8 +133,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SOUNDCHECK_FAIL_RATE", default_value_t = 0.0)]
     pub fail_rate: f64,
 
-    /// Milliseconds added before every API response (fault injection).
-    #[arg(long, env = "SOUNDCHECK_LATENCY", default_value_t = 0)]
+    /// Milliseconds added before every API response (fault injection; at most 60,000).
+    #[arg(long, env = "SOUNDCHECK_LATENCY", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub latency: u64,
 }
 
@@ -250,12 +257,15 @@ pub struct Config {
     pub latency: Duration,
 }
 
+/// Largest `--time-scale`: the longest retry wait (4 h) stretched to under half a year.
+pub const MAX_TIME_SCALE: f64 = 1000.0;
+
 impl Config {
     /// Resolves `serve`'s flags into a configuration.
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Config> {
         anyhow::ensure!(
-            args.time_scale > 0.0 && args.time_scale.is_finite(),
-            "--time-scale must be a positive number"
+            args.time_scale > 0.0 && args.time_scale <= MAX_TIME_SCALE,
+            "--time-scale must be a number above 0 and at most {MAX_TIME_SCALE}"
         );
         anyhow::ensure!(
             (0.0..=1.0).contains(&args.fail_rate),

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
@@ -679,13 +679,7 @@ impl Bucket {
         let span = match range {
             None => 0..size,
             Some(Some(ref r)) => r.clone(),
-            Some(None) => {
-                return Ok((
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-                )
-                    .into_response())
-            }
+            Some(None) => return Ok(crate::api::media::not_satisfiable(size)),
         };
         builder = match range {
             Some(_) => builder.status(StatusCode::PARTIAL_CONTENT).header(
@@ -719,9 +713,11 @@ impl Bucket {
     }
 }
 
-/// The byte span a single `bytes=` range asks of an object of `size` bytes; `None` when it is
-/// unsatisfiable or unreadable (`416`). Only what `range_preconditions` lets through gets here.
-fn byte_range(value: &str, size: u64) -> Option<Range<u64>> {
+/// The byte span a single `bytes=` range asks of a body of `size` bytes (RFC 9110 §14.1.2: a
+/// suffix longer than the body is all of it, a last position past the end is the end); `None` when
+/// it is unsatisfiable or unreadable (`416`). Only what `range_preconditions` lets through gets
+/// here, for objects in a bucket and files on disk alike.
+pub(crate) fn byte_range(value: &str, size: u64) -> Option<Range<u64>> {
     let set = value.strip_prefix("bytes=")?.trim();
     let (first, last) = set.split_once('-')?;
     let (first, last) = (first.trim(), last.trim());

@@ -2,8 +2,8 @@
 //! by `X-API-Key`. Also `GET /v1/generations` (a listing) and `GET /v1/generations/:id/deliveries`
 //! (its webhook attempt), soundcheck extensions.
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use rand::{Rng, SeedableRng};
@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::body::{self, JsonBody, JsonRequest};
 use super::docs::{ErrorEnvelope, GENERATIONS};
-use super::{fault_header, GenerationsKey};
+use super::{fault_header, GenerationsKey, Path};
 use crate::app::AppState;
 use crate::error::{current_trace_id, ApiError, ApiResult, Code};
 use crate::jobs::registry::Registry;
@@ -176,10 +176,53 @@ async fn generations_create(
     let row = state.store.write(move |tx| gens::insert(tx, &new)).await?;
     state.work.notify_one();
     let mut resp = (StatusCode::ACCEPTED, Json(GenerationBody::from_row(&row))).into_response();
-    if let (false, Ok(v)) = (ignored.is_empty(), ignored.join(", ").parse()) {
+    if let Some(v) = ignored_fields_header(&ignored) {
         resp.headers_mut().insert("x-soundcheck-ignored-fields", v);
     }
     Ok(resp)
+}
+
+/// Most names `X-Soundcheck-Ignored-Fields` lists, and the longest name it prints whole: a body
+/// with thousands of unknown keys must not make a header that clients refuse to read (Python's
+/// `http.client` stops at 64 KB a line, curl at 100 KB).
+const IGNORED_FIELDS_SHOWN: usize = 20;
+const IGNORED_FIELD_CHARS: usize = 64;
+
+/// The ignored fields' names, comma-separated: the first [`IGNORED_FIELDS_SHOWN`], each cut to
+/// [`IGNORED_FIELD_CHARS`] characters with anything but printable ASCII shown as `?`, then
+/// `... (N more)`. `None` when nothing was ignored.
+fn ignored_fields_header(ignored: &[String]) -> Option<HeaderValue> {
+    if ignored.is_empty() {
+        return None;
+    }
+    let mut names: Vec<String> = ignored
+        .iter()
+        .take(IGNORED_FIELDS_SHOWN)
+        .map(|name| {
+            let mut shown: String = name
+                .chars()
+                .take(IGNORED_FIELD_CHARS)
+                .map(|c| {
+                    if c.is_ascii_graphic() || c == ' ' {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .collect();
+            if name.chars().count() > IGNORED_FIELD_CHARS {
+                shown.push_str("...");
+            }
+            shown
+        })
+        .collect();
+    if ignored.len() > IGNORED_FIELDS_SHOWN {
+        names.push(format!(
+            "... ({} more)",
+            ignored.len() - IGNORED_FIELDS_SHOWN
+        ));
+    }
+    HeaderValue::from_str(&names.join(", ")).ok()
 }
 
 /// Why `model` names no installed generator: a name soundcheck does not know is the client's
@@ -346,6 +389,23 @@ mod tests {
 
     fn read(body: Value) -> Result<JsonBody<GenerationRequest>, String> {
         JsonBody::<GenerationRequest>::from_value(body).map_err(|e| e.message)
+    }
+
+    /// 20,000 unknown keys once made a 360 KB header line that Python and curl refuse to read.
+    #[test]
+    fn the_ignored_fields_header_stays_short() {
+        assert!(ignored_fields_header(&[]).is_none());
+        let few = ignored_fields_header(&["mood".into(), "bpm ".into()]).unwrap();
+        assert_eq!(few, "mood, bpm ");
+        let many: Vec<String> = (0..20_000).map(|i| format!("field_{i:05}")).collect();
+        let v = ignored_fields_header(&many).unwrap();
+        let v = v.to_str().unwrap();
+        assert!(v.starts_with("field_00000, field_00001, "), "{v}");
+        assert!(v.ends_with(", field_00019, ... (19980 more)"), "{v}");
+        let odd = ignored_fields_header(&["é\n".into(), "k".repeat(5000)]).unwrap();
+        let odd = odd.to_str().unwrap();
+        assert!(odd.starts_with("??, kkkk"), "{odd}");
+        assert!(odd.len() < 100, "{odd}");
     }
 
     #[test]

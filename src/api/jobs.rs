@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::docs::{ErrorEnvelope, Upload, JOBS};
-use super::{fault_header, JobsKey};
+use super::{fault_header, JobsKey, Path};
 use crate::app::AppState;
 use crate::engines::analyze::AnalyzeParams;
 use crate::engines::master::MasterParams;

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures_util::Stream;
@@ -21,7 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::docs::{ErrorEnvelope, GENERATIONS, JOBS};
-use super::{GenerationsKey, JobsKey};
+use super::{GenerationsKey, JobsKey, Path};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::jobs::cancel::{self, Cancel};

@@ -3,12 +3,15 @@
 //!
 //! [`range_preconditions`] applies the two RFC 9110 rules `ServeFile` does not before it sees the
 //! request: a `Range` in a unit other than `bytes` is ignored (the whole file, `200`), and a
-//! `Range` under an `If-Range` whose validator does not match the file is ignored too.
+//! `Range` under an `If-Range` whose validator does not match the file is ignored too. The range
+//! left is then resolved against the file's size (a suffix longer than the file is the whole file,
+//! a last position past the end is the end), and one that starts past the end is a `416` in the
+//! error envelope.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
@@ -16,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::docs::{ErrorEnvelope, MEDIA};
+use super::Path;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -55,16 +59,48 @@ async fn media_get(
 
 /// Serves a file with `ServeFile` after [`range_preconditions`].
 pub(crate) async fn serve_file(path: &str, mut req: Request) -> ApiResult<Response> {
-    let modified = tokio::fs::metadata(path)
-        .await
-        .ok()
-        .and_then(|m| m.modified().ok());
+    let meta = tokio::fs::metadata(path).await.ok();
+    let modified = meta.as_ref().and_then(|m| m.modified().ok());
     range_preconditions(req.headers_mut(), modified);
+    // The one range left, resolved against the file's size by the same RFC 9110 rules as objects
+    // in a bucket (`ServeFile` refuses a suffix longer than the file, which §14.1.3 says means
+    // the whole file), and handed on as explicit first and last positions.
+    if let (Some(size), Some(value)) = (
+        meta.map(|m| m.len()),
+        req.headers().get(header::RANGE).cloned(),
+    ) {
+        match value
+            .to_str()
+            .ok()
+            .and_then(|v| crate::media::byte_range(v, size))
+        {
+            Some(span) => {
+                let explicit = format!("bytes={}-{}", span.start, span.end - 1);
+                let explicit = HeaderValue::from_str(&explicit).map_err(ApiError::internal)?;
+                req.headers_mut().insert(header::RANGE, explicit);
+            }
+            None => return Ok(not_satisfiable(size)),
+        }
+    }
     let resp = ServeFile::new(path)
         .oneshot(req)
         .await
         .map_err(ApiError::internal)?;
     Ok(resp.into_response())
+}
+
+/// `416` for a byte range that starts past the end of a `size`-byte file (or is malformed), with
+/// the error envelope and the `Content-Range: bytes */size` that RFC 9110 §15.5.17 asks for.
+pub(crate) fn not_satisfiable(size: u64) -> Response {
+    let mut resp = ApiError::invalid(format!(
+        "Range not satisfiable: the file is {size} bytes; ask for a range that starts inside it."
+    ))
+    .into_response();
+    *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        resp.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    resp
 }
 
 /// Drops a `Range` header that RFC 9110 says to ignore, and the `If-Range` that decided it:

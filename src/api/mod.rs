@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod media;
 pub mod webhook;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use utoipa::OpenApi;
@@ -33,6 +34,18 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(webhook::router())
         .merge(admin::router())
         .merge(media::router())
+}
+
+/// Path parameters, as axum's `Path` reads them, but refused in the error envelope: an id that is
+/// not UTF-8 (`/v1/jobs/%ff`) is `400 invalid_request`, not axum's plain-text rejection.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> ApiError {
+        ApiError::invalid(format!("Invalid path: {}", r.body_text()))
+    }
 }
 
 /// Proof that the request carried the generations API key (`X-API-Key`).

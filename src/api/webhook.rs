@@ -1,7 +1,7 @@
 //! The webhook admin API behind the dashboard the seed describes (Bearer auth): the endpoint URL,
 //! enable/disable, secret rotation, the delivery log and resend.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::body::{self, JsonBody, JsonRequest};
 use super::docs::{ErrorEnvelope, WEBHOOK};
-use super::JobsKey;
+use super::{JobsKey, Path};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::store::{self, webhooks as wh};

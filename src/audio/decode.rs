@@ -31,10 +31,8 @@ use super::limits;
 use super::prescan;
 use super::Audio;
 
-/// Most samples (all channels together) one decode may produce: about 3.4 hours of 44.1 kHz
-/// stereo, 4 GiB of `f32`. A memory bound beside [`limits`]' duration cap (many channels at a high
-/// rate reach it sooner).
-pub const MAX_SAMPLES: usize = 1 << 30;
+/// Most samples (all channels together) one decode may produce ([`limits::MAX_SAMPLES`]).
+pub const MAX_SAMPLES: usize = limits::MAX_SAMPLES as usize;
 
 /// Most frames per channel reserved up front from a declared length; past this the buffers grow as
 /// audio actually decodes, so a header that lies about its length allocates nothing.
@@ -307,7 +305,7 @@ fn check_declared(track: &Track) -> Result<()> {
         let channels = params.channels.map_or(1, |c| c.count());
         limits::check_format(rate, channels)?;
         if let Some(frames) = params.n_frames {
-            limits::check_length(frames, rate, true)?;
+            limits::check_length(frames, rate, channels, true)?;
         }
     }
     Ok(())
@@ -398,13 +396,7 @@ fn decode_inner(
                 limits::check_finite(&ch[before..], c, before)?;
             }
         }
-        limits::check_length(channels[0].len() as u64, rate, false)?;
-        if channels[0].len().saturating_mul(n_ch) > MAX_SAMPLES {
-            return Err(Error::Unsupported(format!(
-                "longer than {} samples",
-                MAX_SAMPLES
-            )));
-        }
+        limits::check_length(channels[0].len() as u64, rate, n_ch, false)?;
         if let Some(n) = declared.filter(|&n| n > 0) {
             let p = (channels[0].len() as f64 / n as f64).min(1.0) as f32;
             if p - last_report >= 0.01 {
@@ -1195,6 +1187,13 @@ mod tests {
         let wav = raw_wav(8_000, 1, 0x7FFF_0000, &[0u8; 100]);
         let e = probe_bytes(bytes::Bytes::from(wav.clone()), Some("wav")).unwrap_err();
         assert!(e.to_string().contains("duration"), "{e}");
+        assert!(decode_bytes(wav, Some("wav")).is_err());
+        // 1,000 s of 8-channel 192 kHz 16-bit: inside the hour, but 1.5 billion samples (a 1.6 MB
+        // FLAC of silence declaring this once took 4 GB before the decoder stopped it).
+        let wav = raw_wav(192_000, 8, 3_072_000_000, &[0u8; 160]);
+        let e = probe_bytes(bytes::Bytes::from(wav.clone()), Some("wav")).unwrap_err();
+        assert!(e.to_string().contains("samples: the file declares"), "{e}");
+        assert_eq!(e.code(), "unsupported_audio");
         assert!(decode_bytes(wav, Some("wav")).is_err());
     }
 

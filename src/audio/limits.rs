@@ -50,16 +50,29 @@ pub fn check_format(sample_rate: u32, channels: usize) -> Result<()> {
     Ok(())
 }
 
-/// Refuses audio of `frames` frames at `sample_rate` longer than the duration cap. `declared` says
-/// whether the length comes from the headers (refused before decoding) or from decoding.
-pub fn check_length(frames: u64, sample_rate: u32, declared: bool) -> Result<()> {
+/// Most samples (all channels together) one decode may produce: about 3.4 hours of 44.1 kHz
+/// stereo, 4 GiB of `f32`. A memory bound beside the duration cap (many channels at a high rate
+/// reach it sooner: 1,000 s of 8-channel 192 kHz is 1.5 billion samples).
+pub const MAX_SAMPLES: u64 = 1 << 30;
+
+/// Refuses audio of `frames` frames of `channels` channels at `sample_rate` that is longer than the
+/// duration cap or holds more than [`MAX_SAMPLES`]. `declared` says whether the length comes from
+/// the headers (refused before decoding) or from decoding.
+pub fn check_length(frames: u64, sample_rate: u32, channels: usize, declared: bool) -> Result<()> {
     let cap = max_duration_secs();
     let max_frames = cap.saturating_mul(sample_rate as u64);
+    let how = if declared { "declares" } else { "decodes to" };
     if frames > max_frames {
         let secs = frames as f64 / sample_rate.max(1) as f64;
-        let how = if declared { "declares" } else { "decodes to" };
         return Err(Error::Unsupported(format!(
             "duration: the file {how} {secs:.0} s, longer than the {cap} s limit (--max-duration-secs)"
+        )));
+    }
+    let samples = frames.saturating_mul(channels.max(1) as u64);
+    if samples > MAX_SAMPLES {
+        return Err(Error::Unsupported(format!(
+            "samples: the file {how} {samples} samples ({frames} frames x {channels} channels), \
+             more than the {MAX_SAMPLES} one decode may hold"
         )));
     }
     Ok(())
@@ -110,10 +123,21 @@ mod tests {
     #[test]
     fn length_cap_counts_seconds_at_the_file_rate() {
         let cap = max_duration_secs();
-        assert!(check_length(cap * 48_000, 48_000, true).is_ok());
-        let e = check_length(cap * 48_000 + 1, 48_000, true).unwrap_err();
+        assert!(check_length(cap * 48_000, 48_000, 2, true).is_ok());
+        let e = check_length(cap * 48_000 + 1, 48_000, 2, true).unwrap_err();
         assert!(e.to_string().contains("duration"), "{e}");
-        assert!(check_length(u64::MAX, 1_000, false).is_err());
+        assert!(check_length(u64::MAX, 1_000, 1, false).is_err());
+    }
+
+    #[test]
+    fn sample_cap_counts_every_channel() {
+        // 1,000 s of 8-channel 192 kHz: inside the hour, but 1.5 billion samples.
+        let frames = 1_000 * 192_000;
+        assert!(check_length(frames, 192_000, 2, true).is_ok());
+        let e = check_length(frames, 192_000, 8, true).unwrap_err();
+        assert!(e.to_string().contains("samples: the file declares"), "{e}");
+        assert!(check_length(MAX_SAMPLES / 4, 192_000, 4, false).is_ok());
+        assert!(check_length(MAX_SAMPLES / 4 + 1, 192_000, 4, false).is_err());
     }
 
     #[test]

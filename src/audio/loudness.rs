@@ -35,9 +35,39 @@ pub enum Measure {
     Full,
 }
 
+/// Lowest sample rate the meter is run at, Hz. BS.1770's K-weighting begins with a high shelf at
+/// about 1.7 kHz, which a filter at under twice that rate cannot place (the meter's filter turns
+/// unstable and every block reads as silence): audio below this rate is measured on a copy
+/// upsampled by a whole factor to at least this rate, which adds nothing above its own Nyquist.
+pub const MIN_METER_RATE: u32 = 8_000;
+
 /// Measures `audio`. Channels beyond the sixth are ignored per BS.1770's 5.1 weighting (the
-/// crate's default map: L, R, C, LFE (unweighted), Ls, Rs).
+/// crate's default map: L, R, C, LFE (unweighted), Ls, Rs). Audio below [`MIN_METER_RATE`] is
+/// metered on an upsampled copy; its sample peak is still read from its own samples.
 pub fn measure(audio: &Audio, what: Measure) -> Result<Loudness> {
+    if audio.sample_rate > 0 && audio.sample_rate < MIN_METER_RATE && !audio.channels.is_empty() {
+        let factor = MIN_METER_RATE.div_ceil(audio.sample_rate);
+        let up = super::resample::resample(
+            audio,
+            audio.sample_rate * factor,
+            super::resample::Quality::High,
+        )?;
+        let mut l = measure(&up, what)?;
+        let peak = audio
+            .channels
+            .iter()
+            .flat_map(|c| c.iter())
+            .fold(0.0f64, |m, &s| m.max((s as f64).abs()));
+        l.sample_peak_dbfs = amp_to_db(peak);
+        if what == Measure::Integrated {
+            l.true_peak_dbtp = l.sample_peak_dbfs;
+        }
+        return Ok(l);
+    }
+    measure_at_rate(audio, what)
+}
+
+fn measure_at_rate(audio: &Audio, what: Measure) -> Result<Loudness> {
     use ebur128::{EbuR128, Mode};
 
     let n_ch = audio.channels.len();
@@ -133,6 +163,42 @@ mod tests {
         assert!((l.true_peak_dbtp + 18.0).abs() < 0.2, "{l:?}");
         assert!((l.sample_peak_dbfs + 18.0).abs() < 0.05, "{l:?}");
         assert!(l.lra_lu < 0.5, "{l:?}");
+    }
+
+    /// Below about 3.4 kHz the meter's K-weighting cannot be built at the file's rate: a
+    /// -18 dBFS tone there once read as silence (-70 LUFS), and mastering refused it as silent.
+    /// Measured on the upsampled copy, a 300 Hz tone reads what it reads at 48 kHz.
+    #[test]
+    fn low_sample_rates_are_metered_on_an_upsampled_copy() {
+        // Faded in and out over 0.1 s: an abrupt start overshoots between samples, which a true
+        // peak rightly reads.
+        let tone = |rate: u32| {
+            let mut a = sine(rate, 300.0, db_to_amp(-18.0), 10.0, 1);
+            let fade = rate as usize / 10;
+            let n = a.channels[0].len();
+            for i in 0..fade {
+                let g = 0.5 - 0.5 * (std::f32::consts::PI * i as f32 / fade as f32).cos();
+                a.channels[0][i] *= g;
+                a.channels[0][n - 1 - i] *= g;
+            }
+            a
+        };
+        let reference = measure(&tone(48_000), Measure::Full)
+            .unwrap()
+            .integrated_lufs;
+        for rate in [1_000, 2_000, 3_000, 4_000, 7_999] {
+            let l = measure(&tone(rate), Measure::Full).unwrap();
+            // The shelf placed at 8 kHz instead of 48 kHz moves a 300 Hz tone by about 0.2 LU.
+            assert!(
+                (l.integrated_lufs - reference).abs() < 0.3,
+                "{rate} Hz: {l:?} vs {reference}"
+            );
+            assert!(
+                l.sample_peak_dbfs <= -17.99 && l.sample_peak_dbfs > -18.5,
+                "{rate}: {l:?}"
+            );
+            assert!((l.true_peak_dbtp + 18.0).abs() < 0.2, "{rate} Hz: {l:?}");
+        }
     }
 
     #[test]

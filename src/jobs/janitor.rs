@@ -100,9 +100,12 @@ pub async fn sweep(
         swept.retry_later += failed.len();
         retry_later(store, failed, now_ms).await?;
     }
+    let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
     let cutoff = store::rfc3339(
-        chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default()
-            - chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7)),
+        chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|ttl| now.checked_sub_signed(ttl))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
     );
     loop {
         let cutoff = cutoff.clone();

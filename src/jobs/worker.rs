@@ -446,8 +446,11 @@ impl Workers {
         mut result: Value,
         out_dir: &Path,
     ) -> Result<(Value, Vec<MediaRow>), EngineError> {
-        let expires_at = chrono::Utc::now()
-            + chrono::Duration::from_std(self.result_ttl).unwrap_or(chrono::Duration::days(7));
+        let now = chrono::Utc::now();
+        let expires_at = chrono::Duration::from_std(self.result_ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .unwrap_or_else(|| now + chrono::Duration::days(7));
         let mut rows = Vec::new();
         let mut error = None;
         replace_files(&mut result, &mut |name: &str| {

@@ -15,7 +15,9 @@ pub const DISABLE_AFTER: i64 = 5;
 /// The wait before attempt number `next` (1-based), scaled; `None` when no attempt is left.
 pub fn wait_before(next: i64, time_scale: f64) -> Option<Duration> {
     let secs = *WAITS_SECS.get(usize::try_from(next - 1).ok()?)?;
-    Some(Duration::from_secs_f64(secs as f64 * time_scale))
+    // `serve` bounds the scale; a scale from elsewhere that is not a usable number waits the
+    // longest rather than panicking.
+    Some(Duration::try_from_secs_f64(secs as f64 * time_scale).unwrap_or(Duration::MAX))
 }
 
 #[cfg(test)]
@@ -30,5 +32,6 @@ mod tests {
         assert_eq!(wait_before(7, 1.0), None);
         assert_eq!(wait_before(2, 0.001), Some(Duration::from_millis(60)));
         assert_eq!(wait_before(0, 1.0), None);
+        assert_eq!(wait_before(2, 1e308), Some(Duration::MAX));
     }
 }

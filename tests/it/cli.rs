@@ -523,6 +523,55 @@ fn offline_verbs_take_several_files_or_a_directory() {
         "{out}"
     );
     assert!(err.contains("1 of 3 files failed"), "{err}");
+
+    // Two inputs that would write the same output, or an output over its own input: refused
+    // before anything runs, nothing written.
+    std::fs::remove_file(&bad).unwrap();
+    std::fs::write(songs.join("a.flac"), b"fLaC").unwrap();
+    let clash = dir.path().join("clash");
+    let (ok, _, err) = run(&[
+        os("transcribe"),
+        songs.as_os_str(),
+        os("-o"),
+        clash.as_os_str(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("would both write"), "{err}");
+    assert!(std::fs::read_dir(&clash).unwrap().next().is_none());
+    std::fs::remove_file(songs.join("a.flac")).unwrap();
+    let (ok, _, err) = run(&[os("master"), songs.as_os_str(), os("-o"), songs.as_os_str()]);
+    assert!(!ok);
+    assert!(err.contains("over its own input"), "{err}");
+    assert_eq!(std::fs::read(songs.join("a.wav")).unwrap(), wav_bytes(1.0));
+}
+
+/// Out-of-range numbers for serve's flags are refused at start, naming the flag: unbounded, they
+/// once overflowed (a panic with a backtrace) or started a server whose every finished job
+/// panicked on its expiry date.
+#[test]
+fn serve_refuses_flag_values_out_of_range_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value) in [
+        ("--max-upload-mb", "17592186044417"),
+        ("--result-ttl-hours", "4000000000"),
+        ("--time-scale", "1e308"),
+        ("--time-scale", "NaN"),
+        ("--workers", "100000"),
+        ("--generation-timeout", "0"),
+        ("--webhook-timeout", "99999999999"),
+        ("--latency", "60001"),
+    ] {
+        let out = crate::util::soundcheck()
+            .args(["serve", "--addr", "127.0.0.1:0", flag, value])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value}");
+        assert!(err.contains(flag), "{flag} {value}: {err}");
+        assert!(!err.contains("panicked"), "{flag} {value}: {err}");
+    }
 }
 
 #[test]

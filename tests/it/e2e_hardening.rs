@@ -117,6 +117,20 @@ async fn absurd_headers_are_refused_at_submit_naming_the_field() {
             .contains("channel"),
         "{body}"
     );
+    // Under the hour, but more samples than one decode may hold (1,000 s of 8-channel 192 kHz:
+    // a 1.6 MB FLAC of silence declaring this once grew the server by 4 GB before the decoder
+    // stopped it, and the job route charged for it).
+    let wide = raw_wav(192_000, 8, 3_072_000_000, &[0u8; 160]);
+    for path in ["/v1/features", "/v1/analyze/upload", "/v1/separate"] {
+        let body = assert_error(
+            post_audio(&s, path, wide.clone()).await,
+            422,
+            "unsupported_audio",
+        )
+        .await;
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("samples: the file declares"), "{path}: {msg}");
+    }
     assert_eq!(s.balance().await, before, "nothing reserved or charged");
     let jobs: Value = s
         .tl(Method::GET, "/v1/jobs")
@@ -437,6 +451,28 @@ async fn wrong_methods_get_405_with_the_envelope_and_allow() {
     let r = s.tl(Method::PUT, "/v1/generations").send().await.unwrap();
     assert!(r.headers().contains_key("allow"));
     assert_error(r, 405, "invalid_request").await;
+    // A path id that is not UTF-8 is refused in the envelope too, not in axum's plain text.
+    for path in [
+        "/v1/jobs/%ff",
+        "/v1/jobs/%ff/events",
+        "/v1/generations/%ff",
+        "/media/%ff/x.wav",
+        "/dashboard/jobs/%ff/input",
+    ] {
+        let request = if path.starts_with("/v1/generations") {
+            s.ft(Method::GET, path)
+        } else {
+            s.tl(Method::GET, path)
+        };
+        let body = assert_error(request.send().await.unwrap(), 400, "invalid_request").await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Invalid path"),
+            "{path}: {body}"
+        );
+    }
     s.stop().await;
 }
 
@@ -468,8 +504,8 @@ async fn media_ranges_follow_rfc_9110_and_the_janitor_deletes_expired_files() {
         .unwrap()
         .to_string();
     let size = whole.bytes().await.unwrap().len();
-    let get = |range: &'static str, if_range: Option<String>| {
-        let mut r = s.client.get(&url).header("Range", range);
+    let get = |range: &str, if_range: Option<String>| {
+        let mut r = s.client.get(&url).header("Range", range.to_string());
         if let Some(v) = if_range {
             r = r.header("If-Range", v);
         }
@@ -489,6 +525,26 @@ async fn media_ranges_follow_rfc_9110_and_the_janitor_deletes_expired_files() {
     assert_eq!(r.bytes().await.unwrap().len(), 10);
     let r = get("bytes=0-9", None).await.unwrap();
     assert_eq!(r.status(), 206);
+    // A suffix longer than the file is the whole file, a last position past the end is the end
+    // (RFC 9110 §14.1.2); a range that starts past the end is a 416 in the error envelope.
+    let r = get(&format!("bytes=-{}", size * 10), None).await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 0-{}/{size}", size - 1).as_str()
+    );
+    assert_eq!(r.bytes().await.unwrap().len(), size);
+    let r = get(&format!("bytes=10-{}", size * 10), None).await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().len(), size - 10);
+    let r = get(&format!("bytes={size}-"), None).await.unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes */{size}").as_str()
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
 
     // Nothing has expired yet: the janitor leaves everything.
     let files = |dir: &str| crate::util::files_under(&s.data_dir.path().join(dir)).len();

@@ -205,6 +205,8 @@ async fn uploads_and_results_live_in_the_bucket_and_are_served_with_ranges() {
     let beyond = range(format!("bytes={n}-")).await.unwrap();
     assert_eq!(beyond.status(), 416);
     assert_eq!(beyond.headers()["content-range"], format!("bytes */{n}"));
+    let body: serde_json::Value = beyond.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
     // If-Range with the file's own date keeps the range; with another, the whole file.
     let kept = client
         .get(&urls[0])
