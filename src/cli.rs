@@ -122,11 +122,19 @@ pub fn batch(
 }
 
 /// Where a batch writes one input's output: `dir/<file stem><suffix>`.
+/// The stem keeps its bytes, so names that are not UTF-8 neither collide nor change.
 fn output_for(dir: &Path, file: &Path, suffix: &str) -> PathBuf {
-    let stem = file
+    let mut name = file
         .file_stem()
-        .map_or_else(|| "out".into(), |s| s.to_string_lossy());
-    dir.join(format!("{stem}{suffix}"))
+        .unwrap_or(std::ffi::OsStr::new("out"))
+        .to_os_string();
+    name.push(suffix);
+    dir.join(name)
+}
+
+/// Whether `a` and `b` name the same existing file (through links and `..`).
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
 /// Refuses, before anything runs, a batch in which two inputs would write the same output
@@ -218,6 +226,11 @@ pub fn master(
         };
         fields.insert("format".into(), format.into());
     }
+    anyhow::ensure!(
+        !same_file(file, out),
+        "{} is the input: write the master to another file",
+        out.display()
+    );
     let params = master::MasterParams::from_fields(&fields).map_err(|e| anyhow!(e))?;
     let format = params.format();
     anyhow::ensure!(

@@ -718,18 +718,24 @@ impl Bucket {
 /// it is unsatisfiable or unreadable (`416`). Only what `range_preconditions` lets through gets
 /// here, for objects in a bucket and files on disk alike.
 pub(crate) fn byte_range(value: &str, size: u64) -> Option<Range<u64>> {
+    // A position is digits; one too large for 64 bits is past any file, not an error (§14.1.1:
+    // "recipients … MUST anticipate potentially large decimal numerals").
+    let position = |digits: &str| -> Option<u64> {
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse().unwrap_or(u64::MAX))
+    };
     let set = value.strip_prefix("bytes=")?.trim();
     let (first, last) = set.split_once('-')?;
     let (first, last) = (first.trim(), last.trim());
     let span = if first.is_empty() {
-        let n: u64 = last.parse().ok()?;
+        let n = position(last)?;
         (n > 0).then(|| size.saturating_sub(n)..size)?
     } else {
-        let start: u64 = first.parse().ok()?;
+        let start = position(first)?;
         let end = if last.is_empty() {
             size
         } else {
-            let last: u64 = last.parse().ok()?;
+            let last = position(last)?;
             if last < start {
                 return None;
             }
@@ -777,6 +783,14 @@ mod tests {
         assert_eq!(byte_range("bytes=5-4", 1000), None);
         assert_eq!(byte_range("bytes=x-4", 1000), None);
         assert_eq!(byte_range("bytes=0-0", 0), None);
+        let huge = "99999999999999999999";
+        assert_eq!(byte_range(&format!("bytes=-{huge}"), 1000), Some(0..1000));
+        assert_eq!(
+            byte_range(&format!("bytes=10-{huge}"), 1000),
+            Some(10..1000)
+        );
+        assert_eq!(byte_range(&format!("bytes={huge}-"), 1000), None);
+        assert_eq!(byte_range("bytes=+5-9", 1000), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::path::Path;
 use serde::Serialize;
 use symphonia::core::audio::{AudioBufferRef, Signal};
 use symphonia::core::codecs::{
-    Decoder, DecoderOptions, CODEC_TYPE_FLAC, CODEC_TYPE_MP3, CODEC_TYPE_NULL,
+    CodecParameters, Decoder, DecoderOptions, CODEC_TYPE_FLAC, CODEC_TYPE_MP3, CODEC_TYPE_NULL,
 };
 use symphonia::core::conv::IntoSample;
 use symphonia::core::errors::Error as SymError;
@@ -198,6 +198,11 @@ fn probe_source(
                     info.sample_rate = spec.rate;
                     info.channels = spec.channels.count();
                     limits::check_format(spec.rate, info.channels)?;
+                    // Again with the channels the first packet has: a Matroska track with an
+                    // unusual count declares none.
+                    if let Some(frames) = opened.track.codec_params.n_frames {
+                        limits::check_length(frames, spec.rate, info.channels, true)?;
+                    }
                     let mut first = vec![Vec::new(); info.channels];
                     append_planar(&buf, &mut first);
                     for (c, ch) in first.iter().enumerate() {
@@ -271,7 +276,7 @@ fn open(source: Box<dyn MediaSource>, ext: Option<&str>) -> Result<Opened> {
     if let Some(rev) = format.metadata().current() {
         collect_tags(rev.tags(), &mut tags);
     }
-    let track = format
+    let mut track = format
         .default_track()
         .filter(|t| t.codec_params.codec != CODEC_TYPE_NULL)
         .or_else(|| {
@@ -282,6 +287,7 @@ fn open(source: Box<dyn MediaSource>, ext: Option<&str>) -> Result<Opened> {
         })
         .cloned()
         .ok_or_else(|| Error::Unsupported("no audio track".into()))?;
+    track.codec_params.n_frames = declared_frames(&track.codec_params);
     check_declared(&track)?;
     let decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
@@ -295,6 +301,22 @@ fn open(source: Box<dyn MediaSource>, ext: Option<&str>) -> Result<Opened> {
         track,
         tags,
     })
+}
+
+/// The declared length in frames at the sample rate. symphonia gives `n_frames` in the track's
+/// time base, which is the sample period for most containers but not for Matroska (its
+/// TimestampScale: milliseconds by default) or MP4 (the `mdhd` timescale); read as frames, a 3 s
+/// Matroska file with a microsecond scale was "truncated", and a long one passed the caps.
+fn declared_frames(params: &CodecParameters) -> Option<u64> {
+    let n = params.n_frames?;
+    match (params.time_base, params.sample_rate) {
+        (Some(tb), Some(rate)) if tb.denom != 0 && !(tb.numer == 1 && tb.denom == rate) => {
+            let (numer, denom) = (tb.numer as u128, tb.denom as u128);
+            let frames = (n as u128 * numer * rate as u128 + denom / 2) / denom;
+            Some(u64::try_from(frames).unwrap_or(u64::MAX))
+        }
+        _ => Some(n),
+    }
 }
 
 /// Refuses what the headers declare before a decoder or buffer is made from it: a sample rate or
@@ -379,6 +401,9 @@ fn decode_inner(
                 ));
             }
             limits::check_format(spec.rate, n_ch)?;
+            if let Some(frames) = declared {
+                limits::check_length(frames, spec.rate, n_ch, true)?;
+            }
             rate = spec.rate;
             if channels.len() != n_ch {
                 channels = vec![Vec::new(); n_ch];
@@ -390,13 +415,15 @@ fn decode_inner(
             ));
         }
         let before = channels[0].len();
+        // Checked before the packet is appended, so the buffers never grow past the caps (a
+        // vector that doubles on the packet that crosses them would hold twice the cap).
+        limits::check_length((before + buf.frames()) as u64, rate, n_ch, false)?;
         append_planar(&buf, &mut channels);
         if is_float(&buf) {
             for (c, ch) in channels.iter().enumerate() {
                 limits::check_finite(&ch[before..], c, before)?;
             }
         }
-        limits::check_length(channels[0].len() as u64, rate, n_ch, false)?;
         if let Some(n) = declared.filter(|&n| n > 0) {
             let p = (channels[0].len() as f64 / n as f64).min(1.0) as f32;
             if p - last_report >= 0.01 {
@@ -1173,6 +1200,35 @@ mod tests {
             }
         }
         assert!(decode_bytes(raw_wav(11_025, 1, 100, &data), Some("wav")).is_ok());
+    }
+
+    /// `n_frames` is in the track's time base: Matroska's TimestampScale (ms by default, here
+    /// also µs) and MP4's `mdhd` timescale are converted to frames at the sample rate.
+    #[test]
+    fn declared_lengths_are_read_in_their_time_base() {
+        use symphonia::core::units::TimeBase;
+        let params = |rate: u32, tb: TimeBase, n: u64| {
+            let mut p = CodecParameters::new();
+            p.with_sample_rate(rate).with_time_base(tb).with_n_frames(n);
+            p
+        };
+        // Frames already: unchanged.
+        let p = params(44_100, TimeBase::new(1, 44_100), 123_457);
+        assert_eq!(declared_frames(&p), Some(123_457));
+        // Matroska, 3 s at the default 1 ms scale and at a 1 µs scale.
+        let p = params(48_000, TimeBase::new(1_000_000, 1_000_000_000), 3_000);
+        assert_eq!(declared_frames(&p), Some(144_000));
+        let p = params(48_000, TimeBase::new(1_000, 1_000_000_000), 3_000_000);
+        assert_eq!(declared_frames(&p), Some(144_000));
+        // MP4, 2 s in a 90 kHz timescale at 44.1 kHz.
+        let p = params(44_100, TimeBase::new(1, 90_000), 180_000);
+        assert_eq!(declared_frames(&p), Some(88_200));
+        // No time base or no rate: taken as frames.
+        let mut p = CodecParameters::new();
+        p.with_n_frames(77);
+        assert_eq!(declared_frames(&p), Some(77));
+        let p = params(48_000, TimeBase::new(u32::MAX, 1), u64::MAX);
+        assert_eq!(declared_frames(&p), Some(u64::MAX));
     }
 
     #[test]

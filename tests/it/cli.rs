@@ -543,6 +543,11 @@ fn offline_verbs_take_several_files_or_a_directory() {
     assert!(!ok);
     assert!(err.contains("over its own input"), "{err}");
     assert_eq!(std::fs::read(songs.join("a.wav")).unwrap(), wav_bytes(1.0));
+    let a = songs.join("a.wav");
+    let (ok, _, err) = run(&[os("master"), a.as_os_str(), os("-o"), a.as_os_str()]);
+    assert!(!ok);
+    assert!(err.contains("is the input"), "{err}");
+    assert_eq!(std::fs::read(&a).unwrap(), wav_bytes(1.0));
 }
 
 /// Out-of-range numbers for serve's flags are refused at start, naming the flag: unbounded, they

@@ -315,15 +315,18 @@ pub fn limiter_gain(
         *h = dq.front().map_or(1.0, |&f| need[f]);
     }
     // smooth[i] = mean(held[i - look ..= i]); each window [j, j+look] with j in that range
-    // contains i, so the mean is ≤ need[i]. Frames before 0 count as gain 1.
+    // contains i, so the mean is ≤ need[i]. Frames before 0 count as held[0], the least of
+    // need[0 ..= look], so the bound holds from the first frame (counting them as gain 1 let a
+    // programme that starts loud through the first look-ahead at full gain).
+    let first = held.first().copied().unwrap_or(1.0) as f64;
     let mut out = vec![1.0f32; n];
-    let mut acc = (look + 1) as f64;
+    let mut acc = (look + 1) as f64 * first;
     for i in 0..n {
         acc += held[i] as f64;
         acc -= if i > look {
             held[i - look - 1] as f64
         } else {
-            1.0
+            first
         };
         out[i] = (acc / (look + 1) as f64) as f32;
     }
@@ -420,6 +423,27 @@ mod tests {
         // The ramp in is gradual, not a step: half-way through the look-ahead it is partway.
         let mid = g[10_000 - 44];
         assert!(mid < 0.99 && mid > 0.45, "{mid}");
+    }
+
+    /// A programme loud from its first frame: the look-ahead has nothing before frame 0 to ramp
+    /// down in, so the first frames must start reduced (they once passed at full gain, +22 dBTP
+    /// over a -1 dBTP ceiling).
+    #[test]
+    fn limiter_gain_holds_the_ceiling_from_the_first_frame() {
+        let rate = 48_000.0;
+        let peaks = vec![0.2f32; 4_800];
+        let s = LimiterSettings {
+            lookahead_s: 0.0015,
+            release_s: 0.06,
+        };
+        let g = limiter_gain(&peaks, 171.0, 0.89, rate, &s);
+        for (i, (&p, &gi)) in peaks.iter().zip(&g).enumerate() {
+            assert!(
+                p * 171.0 * gi <= 0.89 + 1e-4,
+                "frame {i}: {}",
+                p * 171.0 * gi
+            );
+        }
     }
 
     #[test]

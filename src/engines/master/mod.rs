@@ -242,14 +242,13 @@ impl Plan {
             comp_max_db = dsp::compress(&mut shaped, rate, &s).0;
         }
         progress(0.5);
-        let shaped_lufs = loudness::measure(
-            &Audio {
-                sample_rate: audio.sample_rate,
-                channels: shaped.clone(),
-            },
-            Measure::Integrated,
-        )?
-        .integrated_lufs;
+        // Measured in place (moved into an `Audio` and back), not on a copy.
+        let shaped_audio = Audio {
+            sample_rate: audio.sample_rate,
+            channels: shaped,
+        };
+        let shaped_lufs = loudness::measure(&shaped_audio, Measure::Integrated)?.integrated_lufs;
+        let shaped = shaped_audio.channels;
         let peaks = dsp::intersample_peaks(&shaped);
         progress(1.0);
         Ok(Plan {
@@ -280,26 +279,33 @@ impl Plan {
         let ceiling = loudness::db_to_amp(ceiling_db) as f32;
         let mut gain_db = aim_lufs - self.shaped_lufs;
         let mut prev: Option<(f64, f64)> = None; // (gain, measured)
-        let mut best: Option<(f64, Audio, f64, Vec<f32>)> = None;
-        for step in 0..8 {
+                                                 // The best try's loudness, gain and limiter curve; its audio is rendered again at the end
+                                                 // rather than kept beside each new try (one programme-sized buffer fewer at the peak).
+        let mut best: Option<(f64, f64, Vec<f32>)> = None;
+        let apply = |gain_db: f64, curve: &[f32]| {
             let g = loudness::db_to_amp(gain_db) as f32;
-            let curve = dsp::limiter_gain(&self.peaks, g, ceiling, self.rate, &lim);
-            let out = Audio {
+            Audio {
                 sample_rate: self.rate as u32,
                 channels: self
                     .shaped
                     .iter()
-                    .map(|c| c.iter().zip(&curve).map(|(&s, &k)| s * g * k).collect())
+                    .map(|c| c.iter().zip(curve).map(|(&s, &k)| s * g * k).collect())
                     .collect(),
-            };
+            }
+        };
+        for step in 0..8 {
+            let g = loudness::db_to_amp(gain_db) as f32;
+            let curve = dsp::limiter_gain(&self.peaks, g, ceiling, self.rate, &lim);
+            let out = apply(gain_db, &curve);
             let measured = loudness::measure(&out, Measure::Integrated)?.integrated_lufs;
+            drop(out);
             let miss = aim_lufs - measured;
             progress((step + 1) as f32 / 8.0);
             let better = best
                 .as_ref()
                 .is_none_or(|(m, ..)| (aim_lufs - m).abs() > miss.abs());
             if better {
-                best = Some((measured, out, gain_db, curve));
+                best = Some((measured, gain_db, curve));
             }
             if miss.abs() < 0.05 {
                 break;
@@ -314,8 +320,9 @@ impl Plan {
             prev = Some((gain_db, measured));
             gain_db += (miss / slope).clamp(-12.0, 12.0);
         }
-        let (_, out, gain_db, curve) =
+        let (_, gain_db, curve) =
             best.ok_or_else(|| audio::Error::Encode("gain search failed".into()))?;
+        let out = apply(gain_db, &curve);
         let min_gain = curve.iter().fold(1.0f32, |m, &g| m.min(g));
         let after = loudness::measure(&out, Measure::Full)?;
         let report = MasterReport {
