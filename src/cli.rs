@@ -100,12 +100,16 @@ pub fn batch(
     pb.finish_and_clear();
     let failed = outcomes.iter().filter(|o| o.is_err()).count();
     if json {
+        // Paths as displayed: a name that is not UTF-8 shows U+FFFD here (serde_json refuses
+        // such a path outright), while the file on disk keeps its bytes.
         let all: Vec<serde_json::Value> = files
             .iter()
             .zip(&outcomes)
             .map(|(f, o)| match o {
-                Ok((v, _)) => serde_json::json!({ "file": f, "result": v }),
-                Err(e) => serde_json::json!({ "file": f, "error": format!("{e:#}") }),
+                Ok((v, _)) => serde_json::json!({ "file": f.display().to_string(), "result": v }),
+                Err(e) => {
+                    serde_json::json!({ "file": f.display().to_string(), "error": format!("{e:#}") })
+                }
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
@@ -278,7 +282,7 @@ pub fn master_files(
             report.after.integrated_lufs
         );
         let mut v = serde_json::to_value(&report)?;
-        v["output"] = serde_json::json!(dest);
+        v["output"] = serde_json::json!(dest.display().to_string());
         Ok((v, summary))
     })
 }
@@ -303,7 +307,10 @@ pub fn transcribe_files(
         let t = transcribe::transcribe(&samples, &opts, &|p| progress(0.1 + 0.9 * p))?;
         let midi = t.to_midi_bytes(opts.midi_tempo, opts.multiple_pitch_bends)?;
         std::fs::write(&dest, midi).with_context(|| format!("writing {}", dest.display()))?;
-        let v = serde_json::json!({ "note_count": t.notes.len(), "output": dest });
+        let v = serde_json::json!({
+            "note_count": t.notes.len(),
+            "output": dest.display().to_string(),
+        });
         Ok((v, format!("-> {}  {} notes", dest.display(), t.notes.len())))
     })
 }

@@ -548,6 +548,33 @@ fn offline_verbs_take_several_files_or_a_directory() {
     assert!(!ok);
     assert!(err.contains("is the input"), "{err}");
     assert_eq!(std::fs::read(&a).unwrap(), wav_bytes(1.0));
+
+    // Names that are not UTF-8 keep their bytes: no false collision, no panic in --json.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = dir.path().join("odd");
+        std::fs::create_dir(&odd).unwrap();
+        for name in [b"b\xff.wav".as_slice(), b"b\xfe.wav"] {
+            std::fs::write(odd.join(std::ffi::OsStr::from_bytes(name)), wav_bytes(1.0)).unwrap();
+        }
+        let midi = dir.path().join("odd-midi");
+        let (ok, out, err) = run(&[
+            os("transcribe"),
+            odd.as_os_str(),
+            os("-o"),
+            midi.as_os_str(),
+            os("--json"),
+        ]);
+        assert!(ok, "{err}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&out).is_ok(),
+            "{out}"
+        );
+        for name in [b"b\xff.mid".as_slice(), b"b\xfe.mid"] {
+            assert!(midi.join(std::ffi::OsStr::from_bytes(name)).is_file());
+        }
+    }
 }
 
 /// Out-of-range numbers for serve's flags are refused at start, naming the flag: unbounded, they
