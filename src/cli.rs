@@ -145,7 +145,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// (`a.wav` and `a.flac` both make `a.mid`) or an output would replace its own input (`master
 /// DIR -o DIR`): either would silently lose a file.
 fn check_outputs(dir: &Path, files: &[PathBuf], suffix: &str) -> anyhow::Result<()> {
-    let canonical_dir = dir.canonicalize().ok();
     let mut seen: std::collections::HashMap<PathBuf, &Path> = std::collections::HashMap::new();
     for file in files {
         let out = output_for(dir, file, suffix);
@@ -157,13 +156,9 @@ fn check_outputs(dir: &Path, files: &[PathBuf], suffix: &str) -> anyhow::Result<
                 out.display()
             );
         }
-        let name = out.file_name().unwrap_or_default();
-        let same = match (&canonical_dir, file.canonicalize()) {
-            (Some(d), Ok(input)) => d.join(name) == input,
-            _ => false,
-        };
+        // An output that already exists and is the input (an output not written yet is not).
         anyhow::ensure!(
-            !same,
+            !same_file(&out, file),
             "{} would be written over its own input; give -o another directory",
             out.display()
         );
