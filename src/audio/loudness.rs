@@ -68,50 +68,112 @@ pub fn measure(audio: &Audio, what: Measure) -> Result<Loudness> {
 }
 
 fn measure_at_rate(audio: &Audio, what: Measure) -> Result<Loudness> {
-    use ebur128::{EbuR128, Mode};
-
-    let n_ch = audio.channels.len();
-    if n_ch == 0 || audio.sample_rate == 0 {
+    if audio.channels.is_empty() || audio.sample_rate == 0 {
         return Err(Error::Invalid("no channels or zero sample rate".into()));
     }
-    let mode = match what {
-        Measure::Integrated => Mode::I | Mode::SAMPLE_PEAK,
-        Measure::Full => Mode::I | Mode::LRA | Mode::TRUE_PEAK | Mode::SAMPLE_PEAK,
-    };
-    let err = |e: ebur128::Error| Error::Encode(format!("ebur128: {e:?}"));
-    let mut meter = EbuR128::new(n_ch as u32, audio.sample_rate, mode).map_err(err)?;
+    let mut meter = Meter::new(audio.channels.len(), audio.sample_rate, what)?;
     // Feed in blocks so the meter's internal buffers stay small.
-    const BLOCK: usize = 1 << 16;
     let frames = audio.frames();
     let mut pos = 0;
     while pos < frames {
         let end = (pos + BLOCK).min(frames);
         let planes: Vec<&[f32]> = audio.channels.iter().map(|c| &c[pos..end]).collect();
-        meter.add_frames_planar_f32(&planes).map_err(err)?;
+        meter.add(&planes)?;
         pos = end;
     }
-    let integrated = meter.loudness_global().map_err(err)?;
-    let lra = match what {
-        Measure::Full => meter.loudness_range().map_err(err)?,
-        Measure::Integrated => 0.0,
-    };
-    let mut sample_peak = 0.0f64;
-    let mut true_peak = 0.0f64;
-    for c in 0..n_ch as u32 {
-        sample_peak = sample_peak.max(meter.sample_peak(c).map_err(err)?);
-        if what == Measure::Full {
-            true_peak = true_peak.max(meter.true_peak(c).map_err(err)?);
+    meter.finish()
+}
+
+/// Frames a whole programme is fed to the meter in; callers that render blocks themselves use
+/// the same size, so the two paths read identical numbers.
+pub const BLOCK: usize = 1 << 16;
+
+/// A BS.1770 meter fed block by block, for a programme that is never held whole (mastering
+/// measures each gain it tries as it renders it). [`measure`] is this meter over a whole
+/// [`Audio`]. Below [`MIN_METER_RATE`] the blocks are kept and measured at the end through
+/// [`measure`]'s upsampled copy, so the reading is the same either way.
+pub struct Meter {
+    what: Measure,
+    inner: Inner,
+}
+
+enum Inner {
+    Direct(ebur128::EbuR128),
+    Kept(Audio),
+}
+
+impl Meter {
+    /// A meter for `channels` planes at `rate` Hz.
+    pub fn new(channels: usize, rate: u32, what: Measure) -> Result<Meter> {
+        use ebur128::{EbuR128, Mode};
+
+        if channels == 0 || rate == 0 {
+            return Err(Error::Invalid("no channels or zero sample rate".into()));
+        }
+        let inner = if rate < MIN_METER_RATE {
+            Inner::Kept(Audio {
+                sample_rate: rate,
+                channels: vec![Vec::new(); channels],
+            })
+        } else {
+            let mode = match what {
+                Measure::Integrated => Mode::I | Mode::SAMPLE_PEAK,
+                Measure::Full => Mode::I | Mode::LRA | Mode::TRUE_PEAK | Mode::SAMPLE_PEAK,
+            };
+            Inner::Direct(EbuR128::new(channels as u32, rate, mode).map_err(meter_err)?)
+        };
+        Ok(Meter { what, inner })
+    }
+
+    /// Adds one block: a slice per channel, all the same length.
+    pub fn add(&mut self, planes: &[&[f32]]) -> Result<()> {
+        match &mut self.inner {
+            Inner::Direct(meter) => meter.add_frames_planar_f32(planes).map_err(meter_err),
+            Inner::Kept(audio) => {
+                if planes.len() != audio.channels.len() {
+                    return Err(Error::Invalid("block has the wrong channel count".into()));
+                }
+                for (c, p) in audio.channels.iter_mut().zip(planes) {
+                    c.extend_from_slice(p);
+                }
+                Ok(())
+            }
         }
     }
-    if what == Measure::Integrated {
-        true_peak = sample_peak;
+
+    /// The programme's measurement.
+    pub fn finish(self) -> Result<Loudness> {
+        let meter = match self.inner {
+            Inner::Direct(meter) => meter,
+            Inner::Kept(audio) => return measure(&audio, self.what),
+        };
+        let integrated = meter.loudness_global().map_err(meter_err)?;
+        let lra = match self.what {
+            Measure::Full => meter.loudness_range().map_err(meter_err)?,
+            Measure::Integrated => 0.0,
+        };
+        let mut sample_peak = 0.0f64;
+        let mut true_peak = 0.0f64;
+        for c in 0..meter.channels() {
+            sample_peak = sample_peak.max(meter.sample_peak(c).map_err(meter_err)?);
+            if self.what == Measure::Full {
+                true_peak = true_peak.max(meter.true_peak(c).map_err(meter_err)?);
+            }
+        }
+        if self.what == Measure::Integrated {
+            true_peak = sample_peak;
+        }
+        Ok(Loudness {
+            integrated_lufs: finite_or(integrated, FLOOR_LUFS).max(FLOOR_LUFS),
+            lra_lu: finite_or(lra, 0.0),
+            true_peak_dbtp: amp_to_db(true_peak),
+            sample_peak_dbfs: amp_to_db(sample_peak),
+        })
     }
-    Ok(Loudness {
-        integrated_lufs: finite_or(integrated, FLOOR_LUFS).max(FLOOR_LUFS),
-        lra_lu: finite_or(lra, 0.0),
-        true_peak_dbtp: amp_to_db(true_peak),
-        sample_peak_dbfs: amp_to_db(sample_peak),
-    })
+}
+
+fn meter_err(e: ebur128::Error) -> Error {
+    Error::Encode(format!("ebur128: {e:?}"))
 }
 
 /// Linear amplitude to dB, floored at [`FLOOR_DB`].
@@ -163,6 +225,43 @@ mod tests {
         assert!((l.true_peak_dbtp + 18.0).abs() < 0.2, "{l:?}");
         assert!((l.sample_peak_dbfs + 18.0).abs() < 0.05, "{l:?}");
         assert!(l.lra_lu < 0.5, "{l:?}");
+    }
+
+    /// The meter fed in uneven blocks reads what [`measure`] reads on the whole programme, at
+    /// a normal rate (streamed) and at a low one (kept, then upsampled).
+    #[test]
+    fn meter_fed_in_blocks_reads_what_measure_reads() {
+        for rate in [2_000, 44_100] {
+            let mut a = sine(rate, 440.0, db_to_amp(-20.0), 3.0, 2);
+            // Louder second half, so the gate and the range have something to read.
+            let n = a.frames();
+            for c in a.channels.iter_mut() {
+                c[n / 2..].iter_mut().for_each(|s| *s *= 3.0);
+            }
+            for what in [Measure::Integrated, Measure::Full] {
+                let whole = measure(&a, what).unwrap();
+                let mut meter = Meter::new(2, rate, what).unwrap();
+                let mut pos = 0;
+                for len in [1, 999, 4_096, 70_000].iter().cycle() {
+                    if pos >= n {
+                        break;
+                    }
+                    let end = (pos + len).min(n);
+                    let planes: Vec<&[f32]> = a.channels.iter().map(|c| &c[pos..end]).collect();
+                    meter.add(&planes).unwrap();
+                    pos = end;
+                }
+                let blocks = meter.finish().unwrap();
+                assert!(
+                    (blocks.integrated_lufs - whole.integrated_lufs).abs() < 1e-9
+                        && (blocks.true_peak_dbtp - whole.true_peak_dbtp).abs() < 1e-9
+                        && (blocks.lra_lu - whole.lra_lu).abs() < 1e-9,
+                    "{rate} Hz {what:?}: {blocks:?} vs {whole:?}"
+                );
+                assert!(whole.integrated_lufs > -20.0, "{whole:?}");
+            }
+        }
+        assert!(Meter::new(0, 48_000, Measure::Full).is_err());
     }
 
     /// Below about 3.4 kHz the meter's K-weighting cannot be built at the file's rate: a

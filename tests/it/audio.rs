@@ -150,7 +150,8 @@ fn mastering_hits_target_and_ceiling_in_every_format() {
             true_peak_db: ceiling,
             ..Default::default()
         };
-        let r = master::master_audio_to_file(&mix, &path, format, &settings, &|_| {}).unwrap();
+        let r =
+            master::master_audio_to_file(mix.clone(), &path, format, &settings, &|_| {}).unwrap();
         // Independently of the report: decode what was written and measure it.
         let written = audio::decode(&path).unwrap();
         assert_eq!(written.frames(), mix.frames(), "{format:?} length");
@@ -272,7 +273,8 @@ fn masters_agree_with_pyloudnorm() {
                 true_peak_db: ceiling,
                 ..Default::default()
             };
-            let r = master::master_audio_to_file(a, &path, format, &settings, &|_| {}).unwrap();
+            let r =
+                master::master_audio_to_file(a.clone(), &path, format, &settings, &|_| {}).unwrap();
             // Hand pyloudnorm a WAV of exactly what a client would decode.
             let wav = path.with_extension(format!("{}.wav", format.extension()));
             audio::encode(&audio::decode(&path).unwrap(), Format::WavFloat, &wav).unwrap();

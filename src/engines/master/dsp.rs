@@ -101,7 +101,13 @@ impl Biquad {
 
     /// Filters `x` in place from a zero state.
     pub fn run(&self, x: &mut [f32]) {
-        let (mut z1, mut z2) = (0.0f64, 0.0f64);
+        self.run_from(&mut BiquadState::default(), x);
+    }
+
+    /// Filters `x` in place from `state` and leaves the state at its end, so that a signal
+    /// filtered block by block reads exactly as if it had been filtered whole.
+    pub fn run_from(&self, state: &mut BiquadState, x: &mut [f32]) {
+        let BiquadState { mut z1, mut z2 } = *state;
         for s in x.iter_mut() {
             let i = *s as f64;
             let o = self.b0 * i + z1;
@@ -109,6 +115,7 @@ impl Biquad {
             z2 = self.b2 * i - self.a2 * o;
             *s = o as f32;
         }
+        *state = BiquadState { z1, z2 };
     }
 
     /// Filters a copy of `x`.
@@ -117,6 +124,13 @@ impl Biquad {
         self.run(&mut y);
         y
     }
+}
+
+/// The two delay registers of a [`Biquad`] between blocks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BiquadState {
+    z1: f64,
+    z2: f64,
 }
 
 /// Compressor settings: a gentle glue compressor, not a loudness maximiser.
@@ -285,7 +299,11 @@ pub fn limiter_gain(
 ) -> Vec<f32> {
     let n = peaks.len();
     let look = ((s.lookahead_s * rate) as usize).max(1);
-    let need: Vec<f32> = peaks
+    // One buffer, rewritten in place by each stage: need → held → smoothed → released. Each
+    // stage reads only values at or after the one it writes (the deque keeps the values it
+    // compares, the smoother keeps its last `look + 1` inputs in a ring), so the curve costs
+    // one frame-length buffer however long the programme.
+    let mut out: Vec<f32> = peaks
         .iter()
         .map(|&p| {
             let p = p * gain;
@@ -296,39 +314,37 @@ pub fn limiter_gain(
             }
         })
         .collect();
-    // held[j] = min(need[j ..= j + look]) via a monotonic deque.
-    let mut held = vec![1.0f32; n];
-    let mut dq: VecDeque<usize> = VecDeque::new();
+    // held[j] = min(need[j ..= j + look]) via a monotonic deque of (frame, need).
+    let mut dq: VecDeque<(usize, f32)> = VecDeque::new();
     let mut next = 0;
-    for (j, h) in held.iter_mut().enumerate() {
+    for j in 0..n {
         let hi = (j + look).min(n - 1);
         while next <= hi {
-            while dq.back().is_some_and(|&b| need[b] >= need[next]) {
+            let v = out[next];
+            while dq.back().is_some_and(|&(_, b)| b >= v) {
                 dq.pop_back();
             }
-            dq.push_back(next);
+            dq.push_back((next, v));
             next += 1;
         }
-        while dq.front().is_some_and(|&f| f < j) {
+        while dq.front().is_some_and(|&(f, _)| f < j) {
             dq.pop_front();
         }
-        *h = dq.front().map_or(1.0, |&f| need[f]);
+        out[j] = dq.front().map_or(1.0, |&(_, v)| v);
     }
     // smooth[i] = mean(held[i - look ..= i]); each window [j, j+look] with j in that range
     // contains i, so the mean is ≤ need[i]. Frames before 0 count as held[0], the least of
     // need[0 ..= look], so the bound holds from the first frame (counting them as gain 1 let a
     // programme that starts loud through the first look-ahead at full gain).
-    let first = held.first().copied().unwrap_or(1.0) as f64;
-    let mut out = vec![1.0f32; n];
-    let mut acc = (look + 1) as f64 * first;
-    for i in 0..n {
-        acc += held[i] as f64;
-        acc -= if i > look {
-            held[i - look - 1] as f64
-        } else {
-            first
-        };
-        out[i] = (acc / (look + 1) as f64) as f32;
+    let first = out.first().copied().unwrap_or(1.0);
+    let mut ring = vec![first; look + 1];
+    let mut acc = (look + 1) as f64 * first as f64;
+    for (i, o) in out.iter_mut().enumerate() {
+        let slot = i % (look + 1);
+        acc += *o as f64;
+        acc -= ring[slot] as f64;
+        ring[slot] = *o;
+        *o = (acc / (look + 1) as f64) as f32;
     }
     // Release: never rise faster than the release constant allows, never exceed the ramp.
     let rel = (-1.0 / (s.release_s * rate)).exp() as f32;
@@ -444,6 +460,81 @@ mod tests {
                 p * 171.0 * gi
             );
         }
+    }
+
+    /// The curve is computed in one buffer rewritten in place; it must equal the definition
+    /// computed the plain way (a minimum and a mean over each window, then the release).
+    #[test]
+    fn limiter_gain_in_place_equals_its_definition() {
+        let rate = 8_000.0;
+        let s = LimiterSettings {
+            lookahead_s: 0.002,
+            release_s: 0.01,
+        };
+        let look = (s.lookahead_s * rate) as usize;
+        let mut seed = 7u64;
+        let peaks: Vec<f32> = (0..3_000)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed % 1000) as f32 / 500.0
+            })
+            .collect();
+        let (gain, ceiling) = (1.3f32, 0.8f32);
+        let n = peaks.len();
+        let need: Vec<f32> = peaks
+            .iter()
+            .map(|&p| {
+                if p * gain > ceiling {
+                    ceiling / (p * gain)
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let held: Vec<f32> = (0..n)
+            .map(|j| {
+                need[j..=(j + look).min(n - 1)]
+                    .iter()
+                    .fold(1.0f32, |m, &v| m.min(v))
+            })
+            .collect();
+        let mut g = 1.0f32;
+        let rel = (-1.0 / (s.release_s * rate)).exp() as f32;
+        let expected: Vec<f32> = (0..n)
+            .map(|i| {
+                let sum: f64 = (0..=look)
+                    .map(|k| if i >= k { held[i - k] } else { held[0] } as f64)
+                    .sum();
+                let smooth = (sum / (look + 1) as f64) as f32;
+                g = (1.0 - (1.0 - g) * rel).min(smooth);
+                g
+            })
+            .collect();
+        let got = limiter_gain(&peaks, gain, ceiling, rate, &s);
+        let worst = got
+            .iter()
+            .zip(&expected)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-5, "largest difference {worst}");
+        assert!(
+            expected.iter().any(|&v| v < 0.7),
+            "the test must limit something"
+        );
+    }
+
+    #[test]
+    fn a_biquad_run_in_blocks_equals_one_run() {
+        let x = sine(44_100.0, 3_000.0, 0.7, 10_000);
+        let f = Biquad::lowpass(44_100.0, 120.0);
+        let whole = f.apply(&x);
+        let mut blocks = x.clone();
+        let mut state = BiquadState::default();
+        for chunk in blocks.chunks_mut(777) {
+            f.run_from(&mut state, chunk);
+        }
+        assert_eq!(whole, blocks);
     }
 
     #[test]

@@ -88,25 +88,6 @@ pub struct MasterReport {
     pub duration_secs: f64,
 }
 
-/// Masters `audio` in memory and reports what it did; `after` is measured on the returned
-/// samples (use [`master_file`] for the file-level guarantee).
-pub fn master(
-    audio: &Audio,
-    settings: &MasterSettings,
-    progress: &dyn Fn(f32),
-) -> Result<(Audio, MasterReport), audio::Error> {
-    let before = loudness::measure(audio, Measure::Full)?;
-    let plan = Plan::new(audio, &before, settings, progress)?;
-    let (out, report) = plan.render(
-        settings.true_peak_db - 0.1,
-        settings.target_lufs,
-        settings,
-        &before,
-        progress,
-    )?;
-    Ok((out, report))
-}
-
 /// Decodes `input`, masters it, writes `output` in `format` and checks the written file: its
 /// integrated loudness within ±0.5 LU of the target and its true peak at or below the ceiling.
 pub fn master_file(
@@ -117,20 +98,22 @@ pub fn master_file(
     progress: &dyn Fn(f32),
 ) -> Result<MasterReport, audio::Error> {
     let audio = audio::decode_with_progress(input, &|p| progress(p * 0.15))?;
-    master_audio_to_file(&audio, output, format, settings, &|p| {
+    master_audio_to_file(audio, output, format, settings, &|p| {
         progress(0.15 + p * 0.85)
     })
 }
 
-/// [`master_file`] for audio already decoded.
+/// [`master_file`] for audio already decoded. It takes the audio to shape it in place: at its
+/// peak the chain holds two programme-sized buffers (the shaped programme and one rendered try or
+/// the decoded file), plus frame-length gain curves.
 pub fn master_audio_to_file(
-    audio: &Audio,
+    audio: Audio,
     output: &Path,
     format: Format,
     settings: &MasterSettings,
     progress: &dyn Fn(f32),
 ) -> Result<MasterReport, audio::Error> {
-    let before = loudness::measure(audio, Measure::Full)?;
+    let before = loudness::measure(&audio, Measure::Full)?;
     let plan = Plan::new(audio, &before, settings, &|p| progress(p * 0.4))?;
     // Lossy encoders add overshoot and lose a little loudness: after each attempt, lower the
     // limiter's ceiling by what the file measured over, and aim off the target by what it missed.
@@ -142,17 +125,31 @@ pub fn master_audio_to_file(
     let mut aim = settings.target_lufs;
     let mut last = None;
     for attempt in 0..5 {
-        let (mut out, mut report) = plan.render(ceiling, aim, settings, &before, &|_| {})?;
+        let (mut out, rendered) = plan.render(ceiling, aim, &|_| {})?;
         if let Some(bits) = format.bit_depth() {
             dsp::dither(&mut out.channels, bits);
         }
         progress(0.5 + 0.1 * attempt as f32);
         audio::encode::encode(&out, format, output)?;
+        drop(out);
         let written = audio::decode(output)?;
-        report.after = loudness::measure(&written, Measure::Full)?;
-        report.format = format.name().to_string();
-        report.sample_rate = written.sample_rate;
-        report.duration_secs = written.duration_secs();
+        let after = loudness::measure(&written, Measure::Full)?;
+        let report = MasterReport {
+            before,
+            after,
+            target_lufs: settings.target_lufs,
+            true_peak_ceiling_db: settings.true_peak_db,
+            eq_low_shelf_db: round2(plan.eq_low_db),
+            eq_high_shelf_db: round2(plan.eq_high_db),
+            compressor_max_reduction_db: round2(plan.comp_max_db),
+            gain_db: round2(rendered.gain_db),
+            limiter_max_reduction_db: round2(rendered.limiter_max_reduction_db),
+            format: format.name().to_string(),
+            sample_rate: written.sample_rate,
+            channels: written.channels.len(),
+            duration_secs: written.duration_secs(),
+        };
+        drop(written);
         let over = report.after.true_peak_dbtp - settings.true_peak_db;
         let miss = settings.target_lufs - report.after.integrated_lufs;
         last = Some(report);
@@ -184,6 +181,14 @@ struct Plan {
     comp_max_db: f64,
 }
 
+/// What one render chose.
+struct Rendered {
+    /// Gain before the limiter, dB.
+    gain_db: f64,
+    /// Largest limiter gain reduction, dB (positive).
+    limiter_max_reduction_db: f64,
+}
+
 /// Share of energy below 120 Hz and above 6 kHz, dB re total, that the tilt EQ aims for: a
 /// balance typical of finished pop/rock masters (bass-heavy, highs ~15 dB down).
 const REF_LOW_DB: f64 = -5.0;
@@ -192,8 +197,9 @@ const REF_HIGH_DB: f64 = -15.0;
 const MAX_SHELF_DB: f64 = 2.0;
 
 impl Plan {
+    /// Shapes `audio` in place (high-pass, tilt EQ, compressor) and finds its peaks.
     fn new(
-        audio: &Audio,
+        audio: Audio,
         before: &Loudness,
         settings: &MasterSettings,
         progress: &dyn Fn(f32),
@@ -205,21 +211,14 @@ impl Plan {
         }
         let rate = audio.sample_rate as f64;
         let hp = Biquad::highpass(rate, 20.0);
-        let mut shaped: Vec<Vec<f32>> = audio.channels.iter().map(|c| hp.apply(c)).collect();
+        let mut shaped = audio.channels;
+        for c in shaped.iter_mut() {
+            hp.run(c);
+        }
         progress(0.1);
         let (mut eq_low_db, mut eq_high_db) = (0.0, 0.0);
         if settings.eq && rate > 13_000.0 {
-            let mono = Audio {
-                sample_rate: audio.sample_rate,
-                channels: shaped.clone(),
-            }
-            .mono();
-            let energy = |x: &[f32]| x.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() + 1e-20;
-            let total = energy(&mono);
-            let low = energy(&Biquad::lowpass(rate, 120.0).apply(&mono));
-            let high = energy(&Biquad::highpass(rate, 6000.0).apply(&mono));
-            let low_db = 10.0 * (low / total).log10();
-            let high_db = 10.0 * (high / total).log10();
+            let (low_db, high_db) = band_shares(&shaped, rate);
             eq_low_db = ((REF_LOW_DB - low_db) * 0.5).clamp(-MAX_SHELF_DB, MAX_SHELF_DB);
             eq_high_db = ((REF_HIGH_DB - high_db) * 0.5).clamp(-MAX_SHELF_DB, MAX_SHELF_DB);
             let ls = Biquad::low_shelf(rate, 120.0, eq_low_db);
@@ -263,49 +262,26 @@ impl Plan {
     }
 
     /// Searches the pre-limiter gain that lands on `aim_lufs` after limiting to `ceiling_db`
-    /// and renders the result.
+    /// and renders the result. Each try is metered as it is rendered, block by block, so the
+    /// search holds no programme-sized buffer of its own; only the chosen gain is rendered whole.
     fn render(
         &self,
         ceiling_db: f64,
         aim_lufs: f64,
-        settings: &MasterSettings,
-        before: &Loudness,
         progress: &dyn Fn(f32),
-    ) -> Result<(Audio, MasterReport), audio::Error> {
-        let lim = LimiterSettings {
-            lookahead_s: 0.0015,
-            release_s: 0.060,
-        };
+    ) -> Result<(Audio, Rendered), audio::Error> {
         let ceiling = loudness::db_to_amp(ceiling_db) as f32;
         let mut gain_db = aim_lufs - self.shaped_lufs;
         let mut prev: Option<(f64, f64)> = None; // (gain, measured)
-                                                 // The best try's loudness, gain and limiter curve; its audio is rendered again at the end
-                                                 // rather than kept beside each new try (one programme-sized buffer fewer at the peak).
-        let mut best: Option<(f64, f64, Vec<f32>)> = None;
-        let apply = |gain_db: f64, curve: &[f32]| {
-            let g = loudness::db_to_amp(gain_db) as f32;
-            Audio {
-                sample_rate: self.rate as u32,
-                channels: self
-                    .shaped
-                    .iter()
-                    .map(|c| c.iter().zip(curve).map(|(&s, &k)| s * g * k).collect())
-                    .collect(),
-            }
-        };
+        let mut best: Option<(f64, f64)> = None; // (measured, gain)
         for step in 0..8 {
-            let g = loudness::db_to_amp(gain_db) as f32;
-            let curve = dsp::limiter_gain(&self.peaks, g, ceiling, self.rate, &lim);
-            let out = apply(gain_db, &curve);
-            let measured = loudness::measure(&out, Measure::Integrated)?.integrated_lufs;
-            drop(out);
+            let curve = self.limiter_curve(gain_db, ceiling);
+            let measured = self.meter(gain_db, &curve)?;
+            drop(curve);
             let miss = aim_lufs - measured;
             progress((step + 1) as f32 / 8.0);
-            let better = best
-                .as_ref()
-                .is_none_or(|(m, ..)| (aim_lufs - m).abs() > miss.abs());
-            if better {
-                best = Some((measured, gain_db, curve));
+            if best.is_none_or(|(m, _)| (aim_lufs - m).abs() > miss.abs()) {
+                best = Some((measured, gain_db));
             }
             if miss.abs() < 0.05 {
                 break;
@@ -320,28 +296,102 @@ impl Plan {
             prev = Some((gain_db, measured));
             gain_db += (miss / slope).clamp(-12.0, 12.0);
         }
-        let (_, gain_db, curve) =
-            best.ok_or_else(|| audio::Error::Encode("gain search failed".into()))?;
-        let out = apply(gain_db, &curve);
-        let min_gain = curve.iter().fold(1.0f32, |m, &g| m.min(g));
-        let after = loudness::measure(&out, Measure::Full)?;
-        let report = MasterReport {
-            before: *before,
-            after,
-            target_lufs: settings.target_lufs,
-            true_peak_ceiling_db: settings.true_peak_db,
-            eq_low_shelf_db: round2(self.eq_low_db),
-            eq_high_shelf_db: round2(self.eq_high_db),
-            compressor_max_reduction_db: round2(self.comp_max_db),
-            gain_db: round2(gain_db),
-            limiter_max_reduction_db: round2(-loudness::amp_to_db(min_gain as f64)),
-            format: "float".to_string(),
-            sample_rate: out.sample_rate,
-            channels: out.channels.len(),
-            duration_secs: out.duration_secs(),
+        let (_, gain_db) = best.ok_or_else(|| audio::Error::Encode("gain search failed".into()))?;
+        // The limiter is deterministic: the best try's curve is computed again, not kept.
+        let curve = self.limiter_curve(gain_db, ceiling);
+        let g = loudness::db_to_amp(gain_db) as f32;
+        let out = Audio {
+            sample_rate: self.rate as u32,
+            channels: self
+                .shaped
+                .iter()
+                .map(|c| c.iter().zip(&curve).map(|(&s, &k)| s * g * k).collect())
+                .collect(),
         };
-        Ok((out, report))
+        let min_gain = curve.iter().fold(1.0f32, |m, &k| m.min(k));
+        let rendered = Rendered {
+            gain_db,
+            // A curve that never moved reads 0, not -0.
+            limiter_max_reduction_db: if min_gain < 1.0 {
+                -loudness::amp_to_db(min_gain as f64)
+            } else {
+                0.0
+            },
+        };
+        Ok((out, rendered))
     }
+
+    /// The limiter's gain curve for the programme at `gain_db` under `ceiling` (linear).
+    fn limiter_curve(&self, gain_db: f64, ceiling: f32) -> Vec<f32> {
+        let lim = LimiterSettings {
+            lookahead_s: 0.0015,
+            release_s: 0.060,
+        };
+        let g = loudness::db_to_amp(gain_db) as f32;
+        dsp::limiter_gain(&self.peaks, g, ceiling, self.rate, &lim)
+    }
+
+    /// Integrated loudness of the programme at `gain_db` through `curve`, rendered and metered
+    /// one block at a time.
+    fn meter(&self, gain_db: f64, curve: &[f32]) -> Result<f64, audio::Error> {
+        let g = loudness::db_to_amp(gain_db) as f32;
+        let mut meter =
+            loudness::Meter::new(self.shaped.len(), self.rate as u32, Measure::Integrated)?;
+        let mut block: Vec<Vec<f32>> = vec![Vec::with_capacity(loudness::BLOCK); self.shaped.len()];
+        for start in (0..curve.len()).step_by(loudness::BLOCK) {
+            let end = (start + loudness::BLOCK).min(curve.len());
+            for (b, c) in block.iter_mut().zip(&self.shaped) {
+                b.clear();
+                b.extend(
+                    c[start..end]
+                        .iter()
+                        .zip(&curve[start..end])
+                        .map(|(&s, &k)| s * g * k),
+                );
+            }
+            let planes: Vec<&[f32]> = block.iter().map(Vec::as_slice).collect();
+            meter.add(&planes)?;
+        }
+        Ok(meter.finish()?.integrated_lufs)
+    }
+}
+
+/// Share of the programme's energy below 120 Hz and above 6 kHz, dB re total, read from its mono
+/// sum one block at a time (the filters carry their state across blocks).
+fn band_shares(channels: &[Vec<f32>], rate: f64) -> (f64, f64) {
+    let n = channels.first().map_or(0, Vec::len);
+    let scale = 1.0 / channels.len().max(1) as f32;
+    let (lp, hp) = (Biquad::lowpass(rate, 120.0), Biquad::highpass(rate, 6000.0));
+    let (mut lp_state, mut hp_state) = (dsp::BiquadState::default(), dsp::BiquadState::default());
+    let energy = |acc: f64, x: &[f32]| x.iter().fold(acc, |a, &s| a + (s as f64).powi(2));
+    let (mut total, mut low, mut high) = (0.0f64, 0.0f64, 0.0f64);
+    let mut mono = Vec::with_capacity(loudness::BLOCK);
+    let mut band = Vec::with_capacity(loudness::BLOCK);
+    for start in (0..n).step_by(loudness::BLOCK) {
+        let end = (start + loudness::BLOCK).min(n);
+        mono.clear();
+        mono.resize(end - start, 0.0f32);
+        if channels.len() == 1 {
+            mono.copy_from_slice(&channels[0][start..end]);
+        } else {
+            for c in channels {
+                for (m, &s) in mono.iter_mut().zip(&c[start..end]) {
+                    *m += s;
+                }
+            }
+            mono.iter_mut().for_each(|m| *m *= scale);
+        }
+        total = energy(total, &mono);
+        band.clear();
+        band.extend_from_slice(&mono);
+        lp.run_from(&mut lp_state, &mut band);
+        low = energy(low, &band);
+        band.copy_from_slice(&mono);
+        hp.run_from(&mut hp_state, &mut band);
+        high = energy(high, &band);
+    }
+    let share = |e: f64| 10.0 * ((e + 1e-20) / (total + 1e-20)).log10();
+    (share(low), share(high))
 }
 
 fn round2(x: f64) -> f64 {
@@ -600,7 +650,7 @@ impl Engine for MasterEngine {
         }
         let name = format!("mastered.{}", format.extension());
         let out = ctx.out_dir.join(&name);
-        let report = master_audio_to_file(&audio, &out, format, &params.settings(), &|p| {
+        let report = master_audio_to_file(audio, &out, format, &params.settings(), &|p| {
             (ctx.progress)(0.15 + p * 0.85)
         })?;
         if (ctx.cancelled)() {
@@ -728,6 +778,28 @@ mod tests {
                 .unwrap()
                 < -20.0
         );
+    }
+
+    /// A master that never needs the limiter says so with a plain 0 (it once wrote `-0.0`).
+    #[test]
+    fn an_unlimited_master_reports_zero_reduction() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("quiet.wav");
+        let settings = MasterSettings {
+            target_lufs: -28.0,
+            ..Default::default()
+        };
+        let r = master_audio_to_file(
+            song(44_100, 4.0),
+            &out,
+            Format::WavFloat,
+            &settings,
+            &|_| {},
+        )
+        .unwrap();
+        assert!((r.after.integrated_lufs + 28.0).abs() <= 0.5, "{r:?}");
+        assert_eq!(r.limiter_max_reduction_db, 0.0);
+        assert!(r.limiter_max_reduction_db.is_sign_positive());
     }
 
     #[test]
