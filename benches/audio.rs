@@ -143,6 +143,7 @@ fn main() {
                 Format::Wav16,
                 &MasterSettings::default(),
                 &|_| {},
+                &|| false,
             )
             .unwrap();
         }),

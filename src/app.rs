@@ -581,6 +581,7 @@ async fn run_node(
         lease: config.lease,
         only,
         shutdown: shutdown.clone(),
+        shutdown_grace: crate::jobs::worker::SHUTDOWN_GRACE,
     };
     for _ in 0..config.workers {
         tasks.spawn(workers.clone().run_one());
@@ -618,7 +619,8 @@ async fn run_node(
         }
         None => shutdown.cancelled().await,
     }
-    // Running engines see the token and give their work back; wait for them a while.
+    // Running engines see the token and give their work back (a worker gives its run back
+    // itself after `SHUTDOWN_GRACE`); wait for them a while.
     if tokio::time::timeout(Duration::from_secs(30), async {
         while tasks.join_next().await.is_some() {}
     })

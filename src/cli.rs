@@ -538,9 +538,9 @@ pub fn models_list(config: &crate::config::Config, json: bool) -> anyhow::Result
         return Ok(());
     }
     let registry = crate::engines::try_registry(config)?;
-    println!("{:<18}ENGINE (built in, or installed below)", "ENDPOINT");
+    println!("{:<20}  ENGINE (built in, or installed below)", "ENDPOINT");
     for (endpoint, engine) in registry.describe() {
-        println!("{endpoint:<18}{engine}");
+        println!("{endpoint:<20}  {engine}");
     }
     println!();
     print!("{}", crate::models::list_table(&config.data_dir));

@@ -263,6 +263,11 @@ pub const MAX_TIME_SCALE: f64 = 1000.0;
 impl Config {
     /// Resolves `serve`'s flags into a configuration.
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Config> {
+        Config::build(args, true)
+    }
+
+    /// [`Config::from_args`], creating the data directory or not.
+    fn build(args: &ServeArgs, create: bool) -> anyhow::Result<Config> {
         anyhow::ensure!(
             args.time_scale > 0.0 && args.time_scale <= MAX_TIME_SCALE,
             "--time-scale must be a number above 0 and at most {MAX_TIME_SCALE}"
@@ -272,7 +277,13 @@ impl Config {
             "--fail-rate must be from 0 to 1"
         );
         anyhow::ensure!(args.latency <= 60_000, "--latency must be at most 60000 ms");
-        let data_dir = args.data.resolve()?;
+        let data_dir = if create {
+            args.data.resolve().map_err(|e| {
+                anyhow::anyhow!("data directory {}: {e}", args.data.path().display())
+            })?
+        } else {
+            args.data.path()
+        };
         let media_dir = match &args.media_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
@@ -341,6 +352,22 @@ impl Config {
         let mut args = ServeArgs::parse_from(["serve"]);
         args.data = data.clone();
         Config::from_args(&args)
+    }
+
+    /// [`Config::for_data_dir`] for a command that only reads it (`models list`, `models
+    /// remove`): nothing is created. A `--data-dir` that does not exist is an error naming it; the
+    /// default one may be missing (nothing is installed yet).
+    pub fn for_reading_data_dir(data: &DataArgs) -> anyhow::Result<Config> {
+        if let Some(dir) = &data.data_dir {
+            anyhow::ensure!(
+                dir.is_dir(),
+                "no data directory at {} (`serve`, `models pull` and `models import` create one)",
+                dir.display()
+            );
+        }
+        let mut args = ServeArgs::parse_from(["serve"]);
+        args.data = data.clone();
+        Config::build(&args, false)
     }
 }
 

@@ -256,6 +256,21 @@ enum CreditsAction {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
+    // Rust ignores SIGPIPE, so printing to a closed pipe (`soundcheck jobs list | head -1`)
+    // panics. A client command gets the Unix default back and ends quietly, as `ls | head`
+    // does. The long-running ones keep ignoring it: a server must not die with its terminal,
+    // and `listen` notices the closed pipe itself and restores the endpoint URL before it exits.
+    let long_running = matches!(cli.command, Command::Serve(_) | Command::Worker(_))
+        || matches!(&cli.command, Command::Remote(r) if r.is_listen());
+    #[cfg(unix)]
+    if !long_running {
+        // SAFETY: called before any other thread exists; restores the default disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = long_running;
     match run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -347,7 +362,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Models { action } => match action {
             ModelsAction::List { json, data } => {
-                soundcheck::cli::models_list(&offline_config(&data)?, json)
+                soundcheck::cli::models_list(&Config::for_reading_data_dir(&data)?, json)
             }
             ModelsAction::Pull {
                 id,
@@ -363,7 +378,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 soundcheck::cli::models_import(&offline_config(&data)?, &path, id.as_deref())
             }
             ModelsAction::Remove { id, data } => {
-                soundcheck::models::remove(&offline_config(&data)?.data_dir, &id)?;
+                soundcheck::models::remove(&Config::for_reading_data_dir(&data)?.data_dir, &id)?;
                 println!("removed {id}");
                 Ok(())
             }
@@ -522,7 +537,7 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
     let lock = soundcheck::datadir::DataDirLock::acquire(&config.data_dir)?;
     soundcheck::audio::limits::set_max_duration_secs(config.max_duration_secs);
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let registry = soundcheck::engines::try_registry(&config)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
         let media = soundcheck::app::open_media(&config, &store).await?;
@@ -546,7 +561,9 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
             token.cancel();
         });
         soundcheck::app::run_worker(config, store, secrets, media, registry, shutdown).await
-    })
+    });
+    stop_runtime(runtime);
+    result
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -555,7 +572,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let lock = soundcheck::datadir::DataDirLock::acquire(&config.data_dir)?;
     soundcheck::audio::limits::set_max_duration_secs(config.max_duration_secs);
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         if let Some(url) = &config.webhook_url {
             soundcheck::webhooks::guard::check_url(url, config.strict)
                 .await
@@ -625,7 +642,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             token.cancel();
         });
         soundcheck::app::run(config, store, secrets, media, registry, listener, shutdown).await
-    })
+    });
+    stop_runtime(runtime);
+    result
+}
+
+/// Ends a server's runtime without waiting on engine threads: by now every run has ended or been
+/// given back (an engine still busy past the shutdown grace is abandoned, and its output is never
+/// read), and dropping the runtime would wait for those threads to return, holding the process
+/// (and its data directory lock) for as long as the engine needs.
+fn stop_runtime(runtime: tokio::runtime::Runtime) {
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
 }
 
 /// A bind failure that names the address and what to do; a port held by another soundcheck

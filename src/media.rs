@@ -299,6 +299,15 @@ impl Media {
         }
     }
 
+    /// The local directories this node writes uploads and run outputs under (the media
+    /// directory, or a bucket's scratch directory), for the janitor's sweep of what a crash left.
+    pub fn local_roots(&self) -> Vec<PathBuf> {
+        match self {
+            Media::Dir(dir) => vec![dir.clone()],
+            Media::S3(b) => vec![b.scratch.clone()],
+        }
+    }
+
     /// The local file an upload is received into: its final place in a directory; a scratch file
     /// for a bucket (put by [`Media::store_upload`]).
     pub fn upload_path(&self, id: &str) -> PathBuf {

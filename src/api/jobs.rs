@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -29,6 +29,7 @@ use crate::error::{current_trace_id, ApiError, ApiResult, Code};
 use crate::jobs::submit;
 use crate::jobs::JobKind;
 use crate::store::jobs::{self as jobs_store, NewJob, NewUpload};
+use crate::store::states::JobStatus;
 use crate::views::{JobBody, SubmitBody, SubmitMeta};
 
 /// Longest accepted `Idempotency-Key`.
@@ -124,10 +125,29 @@ submit_handler!(
     "Full analysis (2 credits)."
 );
 
-/// The 50 most recent jobs, newest first.
+/// Jobs, newest first: the 50 (or `limit`) most recent, or a page of older ones.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobList {
     pub data: Vec<JobBody>,
+    /// The `before` that reads the next (older) page; null on the last page.
+    #[serde(default)]
+    pub next_before: Option<String>,
+}
+
+/// `GET /v1/jobs`'s query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobsQuery {
+    /// How many jobs, newest first (default 50).
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<usize>,
+    /// Only jobs created before this one (a `job_id`; a page's `next_before`).
+    #[serde(default)]
+    before: Option<String>,
+    /// Only jobs in this state: `queued`, `running`, `completed` or `failed`.
+    #[serde(default)]
+    status: Option<String>,
 }
 
 /// Typical run time per endpoint (the seed's table), for `estimated_completion`.
@@ -497,15 +517,42 @@ async fn jobs_get(
 
 /// The 50 most recent jobs, newest first (extension; not rate limited).
 #[utoipa::path(get, path = "/v1/jobs", tag = JOBS, security(("bearer" = [])),
-    responses((status = 200, description = "Jobs", body = JobList)))]
-async fn jobs_list(State(state): State<AppState>, _key: JobsKey) -> ApiResult<Json<JobList>> {
-    let rows = state.store.read(|c| jobs_store::recent(c, 50)).await?;
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "Jobs, newest first", body = JobList),
+        (status = 400, description = "invalid_request: bad limit or status", body = ErrorEnvelope),
+    ))]
+async fn jobs_list(
+    State(state): State<AppState>,
+    _key: JobsKey,
+    query: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<JobList>> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit must be from 1 to 500."));
+    }
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            ApiError::invalid("status must be one of queued, running, completed, failed.")
+        })?),
+    };
+    let before = q.before;
+    // One more than asked for says whether there is a next page.
+    let mut rows = state
+        .store
+        .read(move |c| jobs_store::list(c, status, before.as_deref(), limit + 1))
+        .await?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
     let progress = state.progress.lock().unwrap().clone();
     let data: Vec<JobBody> = rows
         .iter()
         .map(|j| JobBody::from_row(j, progress.get(&j.id).copied()))
         .collect();
-    Ok(Json(JobList { data }))
+    let next_before = more.then(|| rows.last().map(|j| j.id.clone())).flatten();
+    Ok(Json(JobList { data, next_before }))
 }
 
 #[cfg(test)]

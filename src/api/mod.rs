@@ -127,15 +127,52 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 pub fn fault_header(
     headers: &axum::http::HeaderMap,
 ) -> Result<Option<crate::faults::Faults>, ApiError> {
-    match headers.get(crate::faults::HEADER) {
-        None => Ok(None),
-        Some(v) => {
-            let s = v
-                .to_str()
-                .map_err(|_| ApiError::invalid("X-Soundcheck-Fault is not text."))?;
-            crate::faults::Faults::parse(s)
-                .map(Some)
-                .map_err(ApiError::invalid)
+    // Several header lines mean the same as one comma-separated line (RFC 9110 §5.3), so a
+    // second line is read, and checked, like a second item.
+    let mut lines = Vec::new();
+    for v in headers.get_all(crate::faults::HEADER) {
+        lines.push(
+            v.to_str()
+                .map_err(|_| ApiError::invalid("X-Soundcheck-Fault is not text."))?,
+        );
+    }
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    crate::faults::Faults::parse(&lines.join(","))
+        .map(Some)
+        .map_err(ApiError::invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::{DeliveryFault, Fault};
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn lines(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(crate::faults::HEADER, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    /// Repeated `X-Soundcheck-Fault` lines are one list: each is read and checked (only the
+    /// first once was, so a second run fault or a typo passed silently).
+    #[test]
+    fn every_fault_header_line_is_read() {
+        assert!(fault_header(&lines(&[])).unwrap().is_none());
+        let both = fault_header(&lines(&["internal_error", "webhook_fail"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(both.run, Some(Fault::InternalError));
+        assert_eq!(both.delivery, Some(DeliveryFault::Fail));
+        for bad in [
+            &["internal_error", "service_unavailable"][..],
+            &["internal_error", "bogus_value"][..],
+        ] {
+            assert!(fault_header(&lines(bad)).is_err(), "{bad:?}");
         }
     }
 }

@@ -23,6 +23,9 @@ pub enum Error {
     /// An encoder or resampler failed on valid input; our side.
     #[error("audio encoder: {0}")]
     Encode(String),
+    /// The job was cancelled (or the server is stopping) while a long step ran; not a failure.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Error {
@@ -32,7 +35,7 @@ impl Error {
             Error::Unsupported(_) => "unsupported_audio",
             Error::Corrupt(_) => "corrupt_audio",
             Error::Invalid(_) => "invalid_request",
-            Error::Io(_) | Error::Encode(_) => "internal_error",
+            Error::Io(_) | Error::Encode(_) | Error::Cancelled => "internal_error",
         }
     }
 
@@ -52,6 +55,7 @@ impl From<Error> for EngineError {
             Error::Corrupt(m) => EngineError::CorruptAudio(m),
             Error::Invalid(m) => EngineError::InvalidInput(m),
             e @ (Error::Io(_) | Error::Encode(_)) => EngineError::Internal(e.to_string()),
+            Error::Cancelled => EngineError::Cancelled,
         }
     }
 }

@@ -19,14 +19,18 @@ pub const EVERY: Duration = Duration::from_secs(600);
 const FIRST_AFTER: Duration = Duration::from_secs(5);
 /// Rows handled per transaction.
 const BATCH: usize = 500;
+/// How long a file the database does not know of is left alone: an upload still arriving (its
+/// file is written as its bytes come, so it is never this old) or a run still writing.
+pub const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 
-/// What one sweep handled: expired result links and old uploads (their files deleted), and
-/// objects whose delete failed, left for the next sweep.
+/// What one sweep handled: expired result links and old uploads (their files deleted), objects
+/// whose delete failed, left for the next sweep, and files no row leads to (left by a crash).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
     pub results: usize,
     pub uploads: usize,
     pub retry_later: usize,
+    pub orphans: usize,
 }
 
 /// Sweeps every [`EVERY`] until shutdown.
@@ -45,12 +49,13 @@ pub async fn run(
         }
         wait = EVERY;
         match sweep(&store, &media, &media_dir, ttl, store::now_ms()).await {
-            Ok(s) if s.results + s.uploads > 0 => {
+            Ok(s) if s.results + s.uploads + s.orphans > 0 => {
                 tracing::info!(
                     results = s.results,
                     uploads = s.uploads,
+                    orphans = s.orphans,
                     not_deleted_yet = s.retry_later,
-                    "janitor swept expired results and old uploads"
+                    "janitor swept expired results, old uploads and files left by crashes"
                 )
             }
             Ok(_) => {}
@@ -133,7 +138,117 @@ pub async fn sweep(
         swept.retry_later += failed.len();
         retry_later(store, failed, now_ms).await?;
     }
+    for root in media.local_roots() {
+        swept.orphans += sweep_orphans(store, &root, now_ms).await?;
+    }
     Ok(swept)
+}
+
+/// Deletes, under a local media root, what a crash left and no row leads to, once it is
+/// [`ORPHAN_AGE`] old at `now_ms`:
+/// - `uploads/<shard>/<upl_id>` with no upload row (the server was killed while receiving it);
+/// - `results/<id>/run<N>` of a job or generation whose current run is not `N` (a run cut off by
+///   a crash, or a stale fleet run whose end was ignored), or that does not exist at all.
+///
+/// Files a row points at are never touched here, and the current run's directory is left alone
+/// however old it is (a long run may write early and finish late).
+async fn sweep_orphans(store: &Store, root: &Path, now_ms: i64) -> store::Result<usize> {
+    let root = root.to_path_buf();
+    let (uploads, runs) = tokio::task::spawn_blocking(move || orphan_candidates(&root, now_ms))
+        .await
+        .map_err(|e| store::Error::Join(e.to_string()))?;
+    let mut removed = 0;
+    for (id, path) in uploads {
+        let known = {
+            let id = id.clone();
+            store
+                .read(move |tx| store::jobs::upload_known(tx, &id))
+                .await?
+        };
+        if !known {
+            tracing::info!(path = %path.display(), "janitor: an upload no row knows of (left by a crash); deleted");
+            if std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    for (id, run, dir) in runs {
+        let owner = {
+            let id = id.clone();
+            store
+                .read(move |tx| {
+                    Ok(match id.split_once('_').map(|(prefix, _)| prefix) {
+                        Some("job") => store::jobs::get(tx, &id)?.map(|j| j.runs),
+                        Some("gen") => store::generations::get(tx, &id)?.map(|g| g.runs),
+                        // Not a job's or a generation's directory: left alone.
+                        _ => Some(run),
+                    })
+                })
+                .await?
+        };
+        if owner == Some(run) {
+            continue;
+        }
+        tracing::info!(dir = %dir.display(), "janitor: output of a run that can no longer finish; deleted");
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            removed += 1;
+        }
+        if let Some(parent) = dir.parent() {
+            // Fails (as it should) while the item has other runs.
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+    Ok(removed)
+}
+
+/// Uploads (id, path) and run directories (id, run, path) under `root` last modified
+/// [`ORPHAN_AGE`] or more before `now_ms`; the database decides which of them are orphans.
+#[allow(clippy::type_complexity)]
+fn orphan_candidates(
+    root: &Path,
+    now_ms: i64,
+) -> (Vec<(String, PathBuf)>, Vec<(String, i64, PathBuf)>) {
+    let cutoff = now_ms.saturating_sub(ORPHAN_AGE.as_millis() as i64);
+    let old = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .is_some_and(|t| (t.as_millis() as i64) <= cutoff)
+    };
+    let entries = |dir: &Path| -> Vec<(String, PathBuf)> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+            .collect()
+    };
+    // A directory's uploads are sharded (`uploads/<shard>/<id>`); a bucket's scratch files are
+    // not (`uploads/<id>`).
+    let mut uploads = Vec::new();
+    let mut consider = |name: String, path: PathBuf| {
+        if name.starts_with("upl_") && path.is_file() && old(&path) {
+            uploads.push((name, path));
+        }
+    };
+    for (name, path) in entries(&root.join("uploads")) {
+        if path.is_dir() {
+            entries(&path).into_iter().for_each(|(n, p)| consider(n, p));
+        } else {
+            consider(name, path);
+        }
+    }
+    let mut runs = Vec::new();
+    for (id, item) in entries(&root.join("results")) {
+        for (name, path) in entries(&item) {
+            let run = name.strip_prefix("run").and_then(|n| n.parse::<i64>().ok());
+            if let Some(run) = run.filter(|_| path.is_dir() && old(&path)) {
+                runs.push((id.clone(), run, path));
+            }
+        }
+    }
+    (uploads, runs)
 }
 
 /// Deletes the objects among `locations`; returns the others (paths for [`remove_file`]) and the

@@ -68,7 +68,14 @@ pub struct Workers {
     /// engine is gone is claimed and failed, never left queued).
     pub only: Option<Arc<[String]>>,
     pub shutdown: CancellationToken,
+    /// How long a running engine has, once shutdown begins, to give its run back by itself
+    /// ([`SHUTDOWN_GRACE`]); after it the worker gives the run back without it.
+    pub shutdown_grace: Duration,
 }
+
+/// How long a running engine has to notice a shutdown and stop (engines look at the token at
+/// least every few seconds); well inside the 30 s `serve` waits for its workers.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// What a lease is held on: a job or a generation, and which run of it.
 #[derive(Debug, Clone)]
@@ -301,17 +308,39 @@ impl Workers {
                 },
             )
         });
-        let joined = match timeout {
-            Some(limit) => match tokio::time::timeout(limit, task).await {
+        let limited = async {
+            match timeout {
+                Some(limit) => tokio::time::timeout(limit, task).await.map_err(|_| limit),
+                None => Ok(task.await),
+            }
+        };
+        // At shutdown an engine has `shutdown_grace` to see the token and give its run back.
+        // One that is still busy after that is given back here instead: a clean stop is not a
+        // crash, so the run must not count towards the job's `MAX_RUNS` (the process exits
+        // without waiting for the engine's thread, and its output is never read).
+        let given_up = async {
+            self.shutdown.cancelled().await;
+            tokio::time::sleep(self.shutdown_grace).await;
+        };
+        let joined = tokio::select! {
+            joined = limited => match joined {
                 Ok(joined) => joined,
-                Err(_) => {
+                Err(limit) => {
                     stop.cancel();
                     return Outcome::Failed(EngineError::Internal(timeout_message(
                         resource, limit,
                     )));
                 }
             },
-            None => task.await,
+            _ = given_up => {
+                self.progress.lock().unwrap().remove(id);
+                tracing::warn!(
+                    id,
+                    "still running {:?} after shutdown began; its run is given back",
+                    self.shutdown_grace
+                );
+                return Outcome::Requeue;
+            }
         };
         // A finished engine's run shows 1.0 while its results are stored (an upload to object
         // storage can take a while); `commit_end` clears it with the end.
@@ -500,8 +529,12 @@ impl Workers {
         outcome: Result<(Value, Vec<MediaRow>), EngineError>,
     ) -> store::Result<()> {
         match &outcome {
-            Ok(_) => tracing::info!(job = %job.id, "job completed"),
-            Err(e) => tracing::warn!(job = %job.id, code = %e.code(), "job failed: {e}"),
+            Ok(_) => {
+                tracing::info!(job = %job.id, run = job.runs, "run completed; recording the end")
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.id, run = job.runs, code = %e.code(), "run failed; recording the end: {e}")
+            }
         }
         let end = match outcome {
             Ok((result, media)) => End::Completed(result, media),
@@ -652,8 +685,12 @@ impl Workers {
         outcome: Result<(String, f64, Vec<MediaRow>), String>,
     ) -> store::Result<()> {
         match &outcome {
-            Ok(_) => tracing::info!(generation = %g.id, "generation completed"),
-            Err(e) => tracing::warn!(generation = %g.id, "generation failed: {e}"),
+            Ok(_) => {
+                tracing::info!(generation = %g.id, run = g.runs, "run completed; recording the end")
+            }
+            Err(e) => {
+                tracing::warn!(generation = %g.id, run = g.runs, "run failed; recording the end: {e}")
+            }
         }
         let end = match outcome {
             Ok((url, seconds, media)) => End::Generated(url, seconds, media),
@@ -995,6 +1032,63 @@ mod tests {
                 Ok((j.status, j.runs, j.error_code))
             })
             .unwrap()
+    }
+
+    /// An engine that does not look at the shutdown token is not waited on past the grace: its
+    /// run is given back (not counted as a crash), and the worker returns at once.
+    #[tokio::test]
+    async fn an_engine_that_ignores_shutdown_is_given_back_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            crate::webhooks::dispatch::DispatchConfig {
+                time_scale: 1.0,
+                timeout: Duration::from_secs(1),
+                strict: false,
+            },
+        );
+        let workers = Workers {
+            store,
+            registry: Arc::default(),
+            dispatcher,
+            progress: ProgressMap::default(),
+            stops: RunStops::default(),
+            wake: Arc::default(),
+            device: Arc::default(),
+            media: crate::media::Media::new(None, dir.path(), dir.path()).unwrap(),
+            public_url: "http://127.0.0.1:9".into(),
+            result_ttl: Duration::from_secs(3600),
+            generation_timeout: Duration::from_secs(3600),
+            fail_rate: 0.0,
+            lease: Duration::from_secs(30),
+            only: None,
+            shutdown: CancellationToken::new(),
+            shutdown_grace: Duration::from_millis(200),
+        };
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy_in = busy.clone();
+        let started = std::time::Instant::now();
+        let run = workers.execute("job_a", Resource::Cpu, None, None, move |_, _| {
+            busy_in.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Never looks at the token.
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(())
+        });
+        let stop = async {
+            while !busy.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            workers.shutdown.cancel();
+        };
+        let (outcome, ()) = tokio::join!(run, stop);
+        assert!(matches!(outcome, Outcome::Requeue));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(workers.progress.lock().unwrap().is_empty());
     }
 
     /// A job whose runs are all cut off by crashes (a poison input) is run at most MAX_RUNS times:

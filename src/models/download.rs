@@ -62,6 +62,10 @@ pub struct Remote {
     pub checksum: Checksum,
 }
 
+/// The most a file listed without a size may take (the largest weights file of a catalog model
+/// without a listed size is a few hundred MB).
+pub const MAX_UNLISTED_SIZE: u64 = 1 << 30;
+
 /// `<dest>.part`: where an unfinished download lives between attempts and runs.
 pub fn part_path(dest: &Path) -> PathBuf {
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
@@ -161,11 +165,27 @@ async fn fetch_once(
         .await
         .map_err(|e| Error::io(part, e))?;
     bar.set_position(if append { have } else { 0 });
+    // A mirror that sends more than the file can hold (endless zeros) is cut off before it fills
+    // the disk: at the listed size, or at `MAX_UNLISTED_SIZE` for a file listed without one.
+    let limit = remote.size.unwrap_or(MAX_UNLISTED_SIZE);
+    let mut written = if append { have } else { 0 };
     while let Some(chunk) = resp
         .chunk()
         .await
         .map_err(|e| Error::network(&remote.url, e))?
     {
+        written += chunk.len() as u64;
+        if written > limit {
+            drop(file);
+            let _ = std::fs::remove_file(part);
+            return Err(Error::Network {
+                url: remote.url.clone(),
+                message: format!(
+                    "the server sent more than the {limit} bytes this file can have; the partial \
+                     download was deleted"
+                ),
+            });
+        }
         file.write_all(&chunk)
             .await
             .map_err(|e| Error::io(part, e))?;
@@ -200,6 +220,49 @@ pub fn bar(name: &str) -> ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mirror that streams more than the file's listed size (no Content-Length, endless
+    /// zeros) is cut off at the size, its partial file deleted, and every retry ends the same.
+    #[tokio::test]
+    async fn a_mirror_that_sends_too_much_is_cut_off() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/model.th", listener.local_addr().unwrap());
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
+                    if sock.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let zeros = vec![0u8; 64 * 1024];
+                    while sock.write_all(&zeros).await.is_ok() {}
+                });
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("model.th");
+        let remote = Remote {
+            url,
+            size: Some(1_000_000),
+            checksum: Checksum::Sha256Prefix("00000000".into()),
+        };
+        let client = reqwest::Client::new();
+        let err = fetch(&client, &remote, &dest, &ProgressBar::hidden())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sent more than the 1000000 bytes"), "{err}");
+        assert!(!part_path(&dest).exists() && !dest.exists());
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), ATTEMPTS);
+    }
 
     #[test]
     fn checksums_of_each_kind() {

@@ -293,6 +293,9 @@ pub async fn pull(data_dir: &Path, id: &str, opts: &PullOptions) -> Result<Insta
     let client = reqwest::Client::builder()
         .user_agent(concat!("soundcheck/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(20))
+        // A mirror that accepts and then says nothing fails the attempt (and is retried) instead
+        // of holding the pull forever.
+        .read_timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let (source, revision) = match entry.family {

@@ -360,3 +360,21 @@ pub(super) async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
         ),
     }
 }
+
+/// An id from the command line as one path segment: percent-encoded, so that `/`, `?` or `#` in
+/// it cannot reach another route (`deliveries resend '../disable?'` once disabled the webhook).
+/// Ids made only of dots are refused: URL parsing resolves `.` and `..` even when encoded.
+pub(super) fn segment(id: &str) -> anyhow::Result<String> {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
+    if id.is_empty() || id.chars().all(|c| c == '.') {
+        anyhow::bail!("{id:?} is not an id (ids look like job_01J…, evt_01J…, gen_01J…)");
+    }
+    Ok(utf8_percent_encode(id, SEGMENT).to_string())
+}
+
+/// A value from the command line as a query parameter's value.
+pub(super) fn query(value: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()
+}

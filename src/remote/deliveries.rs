@@ -44,7 +44,10 @@ pub(super) async fn resend_failed_since(
     json: bool,
 ) -> anyhow::Result<()> {
     let list: DeliveryList = c
-        .tl_get_as(&format!("/v1/webhook/deliveries?of={of}&limit=100"))
+        .tl_get_as(&format!(
+            "/v1/webhook/deliveries?of={}&limit=100",
+            super::client::query(of)
+        ))
         .await?;
     let mut latest_seen = std::collections::HashSet::new();
     let mut failed = Vec::new();
@@ -71,7 +74,10 @@ pub(super) async fn resend_failed_since(
     }
     let mut sent: Vec<Attempt> = Vec::new();
     for event in failed.iter().rev() {
-        let path = format!("/v1/webhook/deliveries/{event}/resend");
+        let path = format!(
+            "/v1/webhook/deliveries/{}/resend",
+            super::client::segment(event)?
+        );
         sent.push(c.tl_send_as("POST", &path, None).await?);
     }
     if json {

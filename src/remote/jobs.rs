@@ -31,7 +31,7 @@ pub(super) async fn jobs_list(c: &Client, json: bool) -> anyhow::Result<()> {
 /// Prints a job at each event of its live stream until it ends (a line of text, or with `json`
 /// one object: `{"time", "event", "job"}`); returns the final job.
 pub(super) async fn follow_job(c: &Client, id: &str, json: bool) -> anyhow::Result<JobBody> {
-    let path = format!("/v1/jobs/{id}/events");
+    let path = format!("/v1/jobs/{}/events", super::client::segment(id)?);
     let mut last: Option<JobBody> = None;
     let done = c
         .follow(&path, Key::Jobs, |event, data| {

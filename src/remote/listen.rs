@@ -31,12 +31,39 @@ pub(super) struct Inbox {
     /// One JSON object per event on stdout.
     json: bool,
     http: reqwest::Client,
+    /// Cancelled when stdout is gone (`listen --json | head -1`): `listen` then stops as on
+    /// Ctrl-C, restoring the endpoint URL, instead of answering nothing.
+    closed: tokio_util::sync::CancellationToken,
+}
+
+impl Inbox {
+    /// Prints one line on stdout; a closed stdout stops `listen`.
+    fn say(&self, line: &str) {
+        if !out(line) {
+            self.closed.cancel();
+        }
+    }
+}
+
+/// Writes one line on stdout without panicking; false once stdout is closed.
+fn out(line: &str) -> bool {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .is_ok()
 }
 
 /// A note for the person watching: on stdout, or on stderr when stdout carries JSON lines.
+/// Never panics on a closed stream.
 macro_rules! note {
     ($json:expr, $($arg:tt)*) => {
-        if $json { eprintln!($($arg)*) } else { println!($($arg)*) }
+        if $json {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), $($arg)*);
+        } else {
+            let _ = out(&format!($($arg)*));
+        }
     };
 }
 
@@ -47,7 +74,16 @@ pub(super) async fn listen(
     json: bool,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    let url = format!("http://{}/webhook", listener.local_addr()?);
+    let ours = listener.local_addr()?;
+    for (flag, target) in [
+        ("--forward-to", &forward.jobs),
+        ("--forward-generations-to", &forward.generations),
+    ] {
+        if let Some(target) = target {
+            check_forward(flag, target, ours.port())?;
+        }
+    }
+    let url = format!("http://{ours}/webhook");
     // Put back on exit, so a stopped `listen` never leaves the endpoint on a dead port.
     let previous = c.tl_get_as::<EndpointBody>("/v1/webhook").await?.url;
     let ep: EndpointBody = c
@@ -82,14 +118,43 @@ pub(super) async fn listen(
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?,
+        closed: tokio_util::sync::CancellationToken::new(),
     };
+    let closed = inbox.closed.clone();
     let app = axum::Router::new()
         .fallback(axum::routing::post(inbox_receive))
         .with_state(inbox);
     axum::serve(listener, app)
-        .with_graceful_shutdown(crate::app::shutdown_signal())
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = crate::app::shutdown_signal() => {}
+                _ = closed.cancelled() => eprintln!("stdout was closed; stopping"),
+            }
+        })
         .await?;
     restore_endpoint(c, &url, previous, json).await;
+    Ok(())
+}
+
+/// A forward target must be an http(s) URL, and not this inbox itself (each event would be
+/// relayed back to it without end).
+fn check_forward(flag: &str, target: &str, own_port: u16) -> anyhow::Result<()> {
+    let url = reqwest::Url::parse(target)
+        .map_err(|e| anyhow::anyhow!("{flag} {target:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        anyhow::bail!("{flag} {target:?}: give an http:// or https:// URL with a host");
+    }
+    let local = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        None => false,
+    };
+    if local && url.port_or_known_default() == Some(own_port) {
+        anyhow::bail!(
+            "{flag} {target:?} is this inbox itself (port {own_port}); forward to your app's port"
+        );
+    }
     Ok(())
 }
 
@@ -208,16 +273,16 @@ pub(super) async fn inbox_receive(
             "unsigned" => "unsigned".to_string(),
             other => format!("signature {other}"),
         };
-        println!(
+        inbox.say(&format!(
             "{time}  --> {:<22} {}  [{signature}] {}",
             received.event_type,
             received.subject,
             received.event_id.as_deref().unwrap_or_default()
-        );
+        ));
     }
     let Some(target) = target else {
         if inbox.json {
-            println!("{}", json!(received));
+            inbox.say(&json!(received).to_string());
         }
         return StatusCode::OK.into_response();
     };
@@ -235,7 +300,10 @@ pub(super) async fn inbox_receive(
             let answer = resp.bytes().await.unwrap_or_default();
             let ms = started.elapsed().as_millis();
             if !inbox.json {
-                println!("{time}  <-- [{}] POST {target} ({ms} ms)", status.as_u16());
+                inbox.say(&format!(
+                    "{time}  <-- [{}] POST {target} ({ms} ms)",
+                    status.as_u16()
+                ));
             }
             let mut out = (
                 StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -251,7 +319,7 @@ pub(super) async fn inbox_receive(
         }
         Err(e) => {
             if !inbox.json {
-                println!("{time}  <-- [ERR] POST {target}: {e}");
+                inbox.say(&format!("{time}  <-- [ERR] POST {target}: {e}"));
             }
             let out = (
                 StatusCode::BAD_GATEWAY,
@@ -263,7 +331,7 @@ pub(super) async fn inbox_receive(
     };
     if inbox.json {
         received.forwarded = Some(forwarded);
-        println!("{}", json!(received));
+        inbox.say(&json!(received).to_string());
     }
     response
 }

@@ -25,7 +25,7 @@ use crate::api::webhook::{DeliveryList, EndpointBody};
 use crate::config::DataArgs;
 use crate::store::webhooks::Attempt;
 use crate::views::JobBody;
-use client::{decode, Client, Key};
+use client::{decode, query, segment, Client, Key};
 use deliveries::{parse_since, resend_failed_since};
 use jobs::{follow_job, job_error, jobs_list, jobs_tail, print_job};
 use listen::listen;
@@ -230,6 +230,13 @@ pub enum WebhookAction {
     RotateSecret(RemoteArgs),
 }
 
+impl RemoteCommand {
+    /// `listen`, which runs until stopped (see `main`'s SIGPIPE handling).
+    pub fn is_listen(&self) -> bool {
+        matches!(self, RemoteCommand::Listen { .. })
+    }
+}
+
 /// Runs a command to completion (or until Ctrl-C for `listen` and `jobs tail`). With `--json`,
 /// a command prints the API's answer, or for a stream (`listen`, `jobs tail`) one JSON object per
 /// line, and nothing else on stdout.
@@ -284,7 +291,7 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 JobsAction::Show { id, remote } => {
                     let job = Client::new(&remote)
                         .await?
-                        .tl_get(&format!("/v1/jobs/{id}"))
+                        .tl_get(&format!("/v1/jobs/{}", segment(&id)?))
                         .await?;
                     println!("{}", serde_json::to_string_pretty(&job)?);
                     Ok(())
@@ -305,13 +312,13 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 JobsAction::Cancel { id, json, remote } => {
                     let c = Client::new(&remote).await?;
                     let job: JobBody = c
-                        .tl_send_as("DELETE", &format!("/v1/jobs/{id}"), None)
+                        .tl_send_as("DELETE", &format!("/v1/jobs/{}", segment(&id)?), None)
                         .await?;
                     print_job(&job, json)
                 }
                 JobsAction::Wait { id, json, remote } => {
                     let c = Client::new(&remote).await?;
-                    let path = format!("/v1/jobs/{id}/events");
+                    let path = format!("/v1/jobs/{}/events", segment(&id)?);
                     let job: JobBody = decode(c.follow(&path, Key::Jobs, |_, _| {}).await?, &path)?;
                     print_job(&job, json)?;
                     if job.status == "failed" {
@@ -329,7 +336,7 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 } => {
                     let mut path = format!("/v1/webhook/deliveries?limit={limit}");
                     if let Some(of) = of {
-                        path.push_str(&format!("&of={of}"));
+                        path.push_str(&format!("&of={}", query(&of)));
                     }
                     let list: DeliveryList = Client::new(&remote).await?.tl_get_as(&path).await?;
                     if json {
@@ -345,7 +352,7 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     remote,
                     ..
                 } => {
-                    let path = format!("/v1/webhook/deliveries/{id}/resend");
+                    let path = format!("/v1/webhook/deliveries/{}/resend", segment(&id)?);
                     let a: Attempt = Client::new(&remote)
                         .await?
                         .tl_send_as("POST", &path, None)

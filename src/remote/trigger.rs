@@ -198,7 +198,9 @@ pub(super) async fn trigger(
         let deadline = Instant::now() + Duration::from_secs(300);
         let job = loop {
             tokio::time::sleep(Duration::from_millis(1100)).await;
-            let j: JobBody = c.tl_get_as(&format!("/v1/jobs/{id}")).await?;
+            let j: JobBody = c
+                .tl_get_as(&format!("/v1/jobs/{}", super::client::segment(&id)?))
+                .await?;
             if j.status == "completed" || j.status == "failed" {
                 break j;
             }
@@ -239,7 +241,7 @@ pub(super) async fn trigger(
         let id = g.id;
         say!(json, "submitted generation {id}");
         let deadline = Instant::now() + Duration::from_secs(300);
-        let path = format!("/v1/generations/{id}");
+        let path = format!("/v1/generations/{}", super::client::segment(&id)?);
         let done = loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
             let req = c

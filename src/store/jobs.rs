@@ -159,6 +159,18 @@ pub fn upload_written(conn: &dyn Tx, job_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether an upload row exists (in any state): a file under `uploads/` without one was left by
+/// a crash between receiving it and admitting its job.
+pub fn upload_known(conn: &dyn Tx, upload_id: &str) -> Result<bool> {
+    Ok(conn
+        .query_opt(
+            "SELECT 1 FROM uploads WHERE id = ?1",
+            params![upload_id],
+            |_| Ok(()),
+        )?
+        .is_some())
+}
+
 /// One job by id.
 pub fn get(conn: &dyn Tx, id: &str) -> Result<Option<Job>> {
     let sql = format!(
@@ -167,13 +179,34 @@ pub fn get(conn: &dyn Tx, id: &str) -> Result<Option<Job>> {
     conn.query_opt(&sql, params![id], job_from_row)
 }
 
-/// The most recent jobs, newest first (dashboard and CLI listings).
-pub fn recent(conn: &dyn Tx, limit: usize) -> Result<Vec<Job>> {
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs j JOIN uploads u ON u.id = j.upload_id
-         ORDER BY j.id DESC LIMIT ?1"
-    );
-    conn.query_map(&sql, params![limit], job_from_row)
+/// Up to `limit` jobs, newest first, older than the job `before` when given (ids sort by
+/// creation time), with `status` when given: `GET /v1/jobs`, its pages and its filter.
+pub fn list(
+    conn: &dyn Tx,
+    status: Option<JobStatus>,
+    before: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Job>> {
+    // Every id is `job_` and 26 Crockford base-32 characters whose first is 0-7: all sort below
+    // this one, in any collation, so "no cursor" needs no second statement.
+    const AFTER_EVERY_ID: &str = "job_ZZZZZZZZZZZZZZZZZZZZZZZZZZ";
+    let before = before.unwrap_or(AFTER_EVERY_ID);
+    match status {
+        Some(status) => {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs j JOIN uploads u ON u.id = j.upload_id
+                 WHERE j.id < ?1 AND j.status = ?2 ORDER BY j.id DESC LIMIT ?3"
+            );
+            conn.query_map(&sql, params![before, status.as_str(), limit], job_from_row)
+        }
+        None => {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs j JOIN uploads u ON u.id = j.upload_id
+                 WHERE j.id < ?1 ORDER BY j.id DESC LIMIT ?2"
+            );
+            conn.query_map(&sql, params![before, limit], job_from_row)
+        }
+    }
 }
 
 /// Claims the oldest queued job (of one of the `engines`, when given): marks it running, leased

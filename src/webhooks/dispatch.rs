@@ -388,10 +388,13 @@ impl Dispatcher {
             }
         };
         match posted {
-            Ok((status, resp_headers, body)) => {
-                outcome.status = Some(status);
-                outcome.response_headers = Some(resp_headers);
-                outcome.response_body = Some(body);
+            Ok(answer) => {
+                outcome.status = Some(answer.status);
+                outcome.response_headers = Some(answer.headers);
+                outcome.response_body = Some(answer.body);
+                // The status is the answer: a body that trickles past the timeout or is cut
+                // short is noted beside it, and a 2xx still counts as delivered.
+                outcome.error = answer.body_error;
             }
             Err(e) => outcome.error = Some(e),
         }
@@ -409,7 +412,7 @@ impl Dispatcher {
         url: &str,
         headers: &BTreeMap<String, String>,
         body: &str,
-    ) -> Result<(u16, BTreeMap<String, String>, String), String> {
+    ) -> Result<Answer, String> {
         let parsed = Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
         let client = if self.inner.cfg.strict {
             if parsed.scheme() != "https" {
@@ -444,19 +447,43 @@ impl Dispatcher {
             })
             .collect();
         let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(describe)? {
-            let room = MAX_RESPONSE_BODY.saturating_sub(bytes.len());
-            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if room <= chunk.len() {
-                break;
+        let mut body_error = None;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = MAX_RESPONSE_BODY.saturating_sub(bytes.len());
+                    bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if room <= chunk.len() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    body_error = Some(format!(
+                        "the receiver answered {status}, but its body could not be read: {}",
+                        describe(e)
+                    ));
+                    break;
+                }
             }
         }
-        Ok((
+        Ok(Answer {
             status,
-            resp_headers,
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ))
+            headers: resp_headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+            body_error,
+        })
     }
+}
+
+/// A receiver's answer: its status line and headers arrived; its body may not have.
+struct Answer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    /// As much of the body as was read, up to `MAX_RESPONSE_BODY`.
+    body: String,
+    /// Why the rest of the body could not be read (it timed out, or the connection closed early).
+    body_error: Option<String>,
 }
 
 fn describe(e: reqwest::Error) -> String {
@@ -594,6 +621,75 @@ mod tests {
             response_body: None,
             error: None,
             duration: Duration::from_millis(1),
+        }
+    }
+
+    /// A receiver that answers 2xx and then cuts its body short (or trickles it past the
+    /// timeout) has answered: the attempt is delivered, with the status kept and the body's
+    /// problem noted. A 500 answered the same way still fails.
+    #[tokio::test]
+    async fn a_2xx_whose_body_is_cut_short_is_delivered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let dispatcher = Dispatcher::new(
+            store,
+            DispatchConfig {
+                time_scale: 1.0,
+                timeout: Duration::from_millis(1500),
+                strict: false,
+            },
+        );
+        let event = Event {
+            id: "evt_a".into(),
+            kind: EventKind::Job,
+            event_type: "job.completed".into(),
+            subject_id: "job_a".into(),
+            url: None,
+            payload: "{}".into(),
+            state: EventState::Pending,
+            attempts: 0,
+            next_attempt_at: Some(0),
+            created_at: String::new(),
+        };
+        // (status line, what follows the headers, whether the connection then stays open)
+        let answers = [
+            ("200 OK", "Content-Length: 100\r\n\r\nok", false),
+            ("204 No Content", "Content-Length: 0\r\n\r\n", false),
+            ("200 OK", "Content-Length: 100\r\n\r\nslow", true),
+            (
+                "500 Internal Server Error",
+                "Content-Length: 100\r\n\r\nno",
+                false,
+            ),
+        ];
+        for (status, rest, hold) in answers {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/hook", listener.local_addr().unwrap());
+            let server = tokio::spawn(async move {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 8192];
+                let _ = sock.read(&mut buf).await;
+                let head = format!("HTTP/1.1 {status}\r\n{rest}");
+                sock.write_all(head.as_bytes()).await.unwrap();
+                if hold {
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                }
+            });
+            let o = dispatcher
+                .send(&event, &(url, Some("whsec_dGVzdA==".into())), None)
+                .await;
+            let code: u16 = status[..3].parse().unwrap();
+            assert_eq!(o.status, Some(code), "{status} {rest}: {:?}", o.error);
+            assert_eq!(o.succeeded(), code < 300, "{status} {rest}");
+            if code == 204 {
+                assert_eq!(o.error, None);
+            } else {
+                let note = o.error.clone().unwrap_or_default();
+                assert!(note.contains("body could not be read"), "{note}");
+            }
+            server.abort();
         }
     }
 

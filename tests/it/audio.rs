@@ -151,7 +151,8 @@ fn mastering_hits_target_and_ceiling_in_every_format() {
             ..Default::default()
         };
         let r =
-            master::master_audio_to_file(mix.clone(), &path, format, &settings, &|_| {}).unwrap();
+            master::master_audio_to_file(mix.clone(), &path, format, &settings, &|_| {}, &|| false)
+                .unwrap();
         // Independently of the report: decode what was written and measure it.
         let written = audio::decode(&path).unwrap();
         assert_eq!(written.frames(), mix.frames(), "{format:?} length");
@@ -274,7 +275,10 @@ fn masters_agree_with_pyloudnorm() {
                 ..Default::default()
             };
             let r =
-                master::master_audio_to_file(a.clone(), &path, format, &settings, &|_| {}).unwrap();
+                master::master_audio_to_file(a.clone(), &path, format, &settings, &|_| {}, &|| {
+                    false
+                })
+                .unwrap();
             // Hand pyloudnorm a WAV of exactly what a client would decode.
             let wav = path.with_extension(format!("{}.wav", format.extension()));
             audio::encode(&audio::decode(&path).unwrap(), Format::WavFloat, &wav).unwrap();

@@ -86,9 +86,42 @@ fn models_list_shows_built_in_engines_remove_explains_and_generate_echoes_its_op
             .output()
             .unwrap()
     };
+    // Reading commands create nothing: a --data-dir that does not exist is named, not made.
+    for args in [
+        &["models", "list"][..],
+        &["models", "remove", "htdemucs"][..],
+    ] {
+        let missing = sc(args);
+        let err = String::from_utf8_lossy(&missing.stderr);
+        assert!(!missing.status.success(), "{args:?}");
+        assert!(
+            err.contains("no data directory at") && err.contains(data.to_str().unwrap()),
+            "{err}"
+        );
+        assert!(!data.exists(), "{args:?} created the data directory");
+    }
+    // A data directory that is a file is named too.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let pulled = crate::util::soundcheck()
+        .args(["models", "pull", "htdemucs", "--data-dir"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&pulled.stderr);
+    assert!(!pulled.status.success());
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+    std::fs::create_dir(&data).unwrap();
+
     let list = sc(&["models", "list"]);
     assert!(list.status.success());
     let text = String::from_utf8_lossy(&list.stdout);
+    // The longest endpoint and its engine stay apart.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("/v1/analyze/upload ") && l.ends_with(" dsp")),
+        "{text}"
+    );
     for (endpoint, engine) in [
         ("/v1/separate", "dsp"),
         ("/v1/transcribe", "basic-pitch"),

@@ -274,6 +274,36 @@ async fn listen_trigger_forward_rotate_and_resend_work_end_to_end() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("404 not_found"));
+
+    // An id is one path segment: one that holds `/` or `?` cannot reach another route (this once
+    // disabled the webhook and printed the credit ledger as a job), and `..` is refused.
+    let hostile = [
+        (vec!["deliveries", "resend", "../disable?"], "404 not_found"),
+        (vec!["jobs", "show", "../credits"], "404 not_found"),
+        (vec!["jobs", "cancel", "../webhook"], "404 not_found"),
+        (vec!["jobs", "show", ".."], "is not an id"),
+        (vec!["jobs", "wait", "."], "is not an id"),
+    ];
+    for (args, said) in hostile {
+        let out = crate::util::soundcheck_async()
+            .args(&args)
+            .args(["--url", &base, "--api-key", &key, "--ft-key", "x"])
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(said), "{args:?}: {err}");
+    }
+    let endpoint: Value = s
+        .tl(Method::GET, "/v1/webhook")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(endpoint["enabled"], true, "{endpoint}");
     s.stop().await;
 }
 

@@ -753,3 +753,69 @@ fn offline_analyze_refuses_the_absurd_header() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sample_rate"), "{err}");
 }
+
+/// A server killed while receiving an upload, or during a run, leaves files no row leads to. The
+/// janitor deletes them once they are an hour old: uploads without a row, and run directories of
+/// runs that can no longer finish. The current run's output, known uploads, fresh files and
+/// directories that are not a job's or a generation's are left alone.
+#[tokio::test]
+async fn the_janitor_deletes_what_a_crash_left_behind() {
+    let s = TestServer::start(Options::default()).await;
+    let job = s
+        .submit("/v1/analyze/upload", form(wav_bytes(0.5), &[]))
+        .await;
+    let id = job["job_id"].as_str().unwrap().to_string();
+    assert_eq!(s.wait_job(&id, 30).await["status"], "completed");
+    let root = s.data_dir.path().to_path_buf();
+    let put = |rel: &str| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"left by a crash").unwrap();
+        path
+    };
+    let orphans = [
+        put("uploads/zz/upl_01KILLEDWHILERECEIVINGZZ"),
+        put("results/job_01NEVERADMITTED/run1/stems.wav"),
+        put(&format!("results/{id}/run7/partial.wav")),
+        put("results/gen_01NEVERADMITTED/run2/audio.wav"),
+    ];
+    let kept = [
+        put("results/notes/run1/readme.txt"),
+        put(&format!("results/{id}/run1/extra.wav")),
+    ];
+    let before = crate::util::files_under(&root.join("uploads")).len();
+    let sweep = |now: i64| {
+        let (store, root) = (s.store.clone(), root.clone());
+        async move {
+            soundcheck::jobs::janitor::sweep(
+                &store,
+                &soundcheck::media::Media::Dir(root.clone()),
+                &root,
+                Duration::from_secs(7 * 24 * 3600),
+                now,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // Fresh: nothing is touched (an upload may still be arriving, a run still writing).
+    let now = soundcheck::store::now_ms();
+    assert_eq!(sweep(now).await.orphans, 0);
+    assert!(orphans.iter().chain(&kept).all(|p| p.exists()));
+    // Two hours later: the four orphans go; the rest stays.
+    let swept = sweep(now + 2 * 3600 * 1000).await;
+    assert_eq!(swept.orphans, 4, "{swept:?}");
+    for p in &orphans {
+        assert!(!p.exists(), "{} should be gone", p.display());
+    }
+    for p in &kept {
+        assert!(p.exists(), "{} should stay", p.display());
+    }
+    // The job's own upload is known: kept.
+    assert_eq!(
+        crate::util::files_under(&root.join("uploads")).len(),
+        before - 1
+    );
+    assert_eq!(s.wait_job(&id, 5).await["status"], "completed");
+    s.stop().await;
+}

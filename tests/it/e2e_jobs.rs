@@ -370,3 +370,56 @@ async fn master_transcribe_and_two_stem_separate_return_served_files() {
     assert_eq!(s.balance().await, 1000 - 24);
     s.stop().await;
 }
+
+/// `GET /v1/jobs` pages back through every job (`limit`, `before`, `next_before`) and filters by
+/// `status`, so an old queued job can still be found and cancelled; bad values are a 400.
+#[tokio::test]
+async fn the_job_list_pages_and_filters() {
+    let s = TestServer::start(Options::default()).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let job = s
+            .submit("/v1/analyze/upload", form(wav_bytes(0.2), &[]))
+            .await;
+        ids.push(job["job_id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        assert_eq!(s.wait_job(id, 30).await["status"], "completed");
+    }
+    let list = |query: &str| {
+        let req = s.tl(Method::GET, &format!("/v1/jobs{query}"));
+        async move { req.send().await.unwrap() }
+    };
+    let ids_of = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first: Value = list("?limit=2").await.json().await.unwrap();
+    assert_eq!(
+        ids_of(&first),
+        vec![ids[2].clone(), ids[1].clone()],
+        "{first}"
+    );
+    assert_eq!(first["next_before"], ids[1].as_str());
+    let next: Value = list(&format!("?limit=2&before={}", ids[1]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&next), vec![ids[0].clone()], "{next}");
+    assert!(next["next_before"].is_null(), "{next}");
+    let all: Value = list("").await.json().await.unwrap();
+    assert_eq!(ids_of(&all).len(), 3);
+    let done: Value = list("?status=completed").await.json().await.unwrap();
+    assert_eq!(ids_of(&done).len(), 3);
+    let queued: Value = list("?status=queued").await.json().await.unwrap();
+    assert!(ids_of(&queued).is_empty(), "{queued}");
+    for bad in ["?limit=0", "?limit=501", "?limit=x", "?status=done"] {
+        assert_error(list(bad).await, 400, "invalid_request").await;
+    }
+    s.stop().await;
+}

@@ -193,3 +193,89 @@ async fn listen_relays_by_kind_keeps_bodies_restores_the_url_and_failed_events_a
     assert_eq!(api("/v1/webhook").await["url"], original);
     s.terminate().await;
 }
+
+/// A reader that goes away (`listen --json | head -1`, `jobs list | head -c10`) is not a crash:
+/// client commands end quietly, and `listen` stops as on Ctrl-C, putting the endpoint URL back.
+/// A forward target that is not an http(s) URL, or is the inbox itself, is refused at start.
+#[tokio::test]
+async fn a_closed_stdout_ends_commands_quietly_and_listen_restores_the_url() {
+    use tokio::io::AsyncReadExt;
+
+    let home = Home::new();
+    let s = Served::start(&home, &home.path("d"), &[]).await;
+    let original = "http://127.0.0.1:9/original";
+    home.ok(&["webhook", "set-url", original]).await;
+    for _ in 0..3 {
+        home.ok(&["trigger", "job.completed"]).await;
+    }
+
+    // A client command whose reader closes after ten bytes.
+    let mut jobs = home
+        .cmd()
+        .args(["jobs", "list", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = jobs.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).await.unwrap();
+    drop(stdout);
+    let done = tokio::time::timeout(Duration::from_secs(30), jobs.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(done.status.code(), Some(101), "{err}");
+
+    // `listen --json`: events on stdout; once its reader is gone it stops and restores the URL.
+    let mut listen = home
+        .cmd()
+        .args(["listen", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut notes = BufReader::new(listen.stderr.take().unwrap()).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), notes.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("listen said it was ready");
+        if line.contains("Ready!") {
+            break;
+        }
+    }
+    drop(listen.stdout.take());
+    home.ok(&["trigger", "job.completed"]).await;
+    let status = tokio::time::timeout(Duration::from_secs(30), listen.wait())
+        .await
+        .expect("listen stops once its stdout is gone")
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) = notes.next_line().await {
+        rest.push(line);
+    }
+    assert!(status.success(), "{rest:#?}");
+    assert!(rest.iter().all(|l| !l.contains("panicked")), "{rest:#?}");
+    let shown = home.ok(&["webhook", "show"]).await;
+    assert!(shown.contains(original), "{shown}");
+
+    // Forward targets are checked before the endpoint changes.
+    for (target, said) in [
+        ("notaurl", "is not a URL"),
+        ("ftp://127.0.0.1/x", "http:// or https://"),
+        ("http://127.0.0.1:18777/webhook", "is this inbox itself"),
+        ("http://localhost:18777/", "is this inbox itself"),
+    ] {
+        let (ok, _, err) = home
+            .run(&["listen", "--port", "18777", "--forward-to", target])
+            .await;
+        assert!(!ok && err.contains(said), "{target}: {err}");
+    }
+    let shown = home.ok(&["webhook", "show"]).await;
+    assert!(shown.contains(original), "{shown}");
+    drop(s);
+}

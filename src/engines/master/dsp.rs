@@ -206,8 +206,9 @@ const TAPS: usize = 32;
 
 /// Per-sample inter-sample peak: for each frame `n`, the largest absolute value over all
 /// channels of the signal band-limited-interpolated on `[n, n+1)` at 8 points. What the limiter
-/// must keep below its ceiling so that a true-peak meter agrees.
-pub fn intersample_peaks(channels: &[Vec<f32>]) -> Vec<f32> {
+/// must keep below its ceiling so that a true-peak meter agrees. `None` when `cancelled` said
+/// so (it is looked at every [`PEAK_CANCEL_EVERY`] frames).
+pub fn intersample_peaks(channels: &[Vec<f32>], cancelled: &dyn Fn() -> bool) -> Option<Vec<f32>> {
     let n = channels.first().map_or(0, Vec::len);
     let mut peaks = vec![0.0f32; n];
     let phases = polyphase();
@@ -217,6 +218,9 @@ pub fn intersample_peaks(channels: &[Vec<f32>]) -> Vec<f32> {
         let mut padded = vec![0.0f32; n + TAPS];
         padded[half..half + n].copy_from_slice(ch);
         for i in 0..n {
+            if i % PEAK_CANCEL_EVERY == 0 && cancelled() {
+                return None;
+            }
             let mut m = ch[i].abs();
             let window = &padded[i + 1..i + 1 + TAPS];
             for ph in &phases {
@@ -228,8 +232,12 @@ pub fn intersample_peaks(channels: &[Vec<f32>]) -> Vec<f32> {
             }
         }
     }
-    peaks
+    Some(peaks)
 }
+
+/// Frames of [`intersample_peaks`] between two looks at the cancel flag (about a tenth of a
+/// second of work).
+const PEAK_CANCEL_EVERY: usize = 1 << 18;
 
 /// The seven fractional-delay branches (1/8 … 7/8 of a sample) of a Kaiser-windowed sinc
 /// interpolator, each normalised to unity DC gain.
@@ -413,7 +421,7 @@ mod tests {
             .collect();
         let sample_peak = x.iter().fold(0.0f32, |m, s| m.max(s.abs()));
         assert!((sample_peak - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-3);
-        let p = intersample_peaks(&[x]);
+        let p = intersample_peaks(&[x], &|| false).unwrap();
         let true_peak = p[100..n - 100].iter().fold(0.0f32, |m, &s| m.max(s));
         assert!(true_peak > 0.97 && true_peak < 1.03, "{true_peak}");
     }

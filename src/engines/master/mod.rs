@@ -98,23 +98,39 @@ pub fn master_file(
     progress: &dyn Fn(f32),
 ) -> Result<MasterReport, audio::Error> {
     let audio = audio::decode_with_progress(input, &|p| progress(p * 0.15))?;
-    master_audio_to_file(audio, output, format, settings, &|p| {
-        progress(0.15 + p * 0.85)
-    })
+    master_audio_to_file(
+        audio,
+        output,
+        format,
+        settings,
+        &|p| progress(0.15 + p * 0.85),
+        &|| false,
+    )
 }
 
 /// [`master_file`] for audio already decoded. It takes the audio to shape it in place: at its
 /// peak the chain holds two programme-sized buffers (the shaped programme and one rendered try or
-/// the decoded file), plus frame-length gain curves.
+/// the decoded file), plus frame-length gain curves. `cancelled` is looked at between the
+/// chain's steps and gain tries (a second or so of work apart); it ends the master with
+/// [`audio::Error::Cancelled`].
 pub fn master_audio_to_file(
     audio: Audio,
     output: &Path,
     format: Format,
     settings: &MasterSettings,
     progress: &dyn Fn(f32),
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<MasterReport, audio::Error> {
+    let check = || {
+        if cancelled() {
+            Err(audio::Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    };
     let before = loudness::measure(&audio, Measure::Full)?;
-    let plan = Plan::new(audio, &before, settings, &|p| progress(p * 0.4))?;
+    check()?;
+    let plan = Plan::new(audio, &before, settings, &|p| progress(p * 0.4), &check)?;
     // Lossy encoders add overshoot and lose a little loudness: after each attempt, lower the
     // limiter's ceiling by what the file measured over, and aim off the target by what it missed.
     let mut ceiling = settings.true_peak_db
@@ -125,13 +141,14 @@ pub fn master_audio_to_file(
     let mut aim = settings.target_lufs;
     let mut last = None;
     for attempt in 0..5 {
-        let (mut out, rendered) = plan.render(ceiling, aim, &|_| {})?;
+        let (mut out, rendered) = plan.render(ceiling, aim, &check)?;
         if let Some(bits) = format.bit_depth() {
             dsp::dither(&mut out.channels, bits);
         }
         progress(0.5 + 0.1 * attempt as f32);
         audio::encode::encode(&out, format, output)?;
         drop(out);
+        check()?;
         let written = audio::decode(output)?;
         let after = loudness::measure(&written, Measure::Full)?;
         let report = MasterReport {
@@ -203,6 +220,7 @@ impl Plan {
         before: &Loudness,
         settings: &MasterSettings,
         progress: &dyn Fn(f32),
+        check: &dyn Fn() -> Result<(), audio::Error>,
     ) -> Result<Plan, audio::Error> {
         if before.integrated_lufs <= loudness::FLOOR_LUFS + 0.01 {
             return Err(audio::Error::Invalid(
@@ -216,6 +234,7 @@ impl Plan {
             hp.run(c);
         }
         progress(0.1);
+        check()?;
         let (mut eq_low_db, mut eq_high_db) = (0.0, 0.0);
         if settings.eq && rate > 13_000.0 {
             let (low_db, high_db) = band_shares(&shaped, rate);
@@ -229,6 +248,7 @@ impl Plan {
             }
         }
         progress(0.3);
+        check()?;
         let mut comp_max_db = 0.0;
         if settings.compress {
             let s = CompressorSettings {
@@ -241,6 +261,7 @@ impl Plan {
             comp_max_db = dsp::compress(&mut shaped, rate, &s).0;
         }
         progress(0.5);
+        check()?;
         // Measured in place (moved into an `Audio` and back), not on a copy.
         let shaped_audio = Audio {
             sample_rate: audio.sample_rate,
@@ -248,7 +269,8 @@ impl Plan {
         };
         let shaped_lufs = loudness::measure(&shaped_audio, Measure::Integrated)?.integrated_lufs;
         let shaped = shaped_audio.channels;
-        let peaks = dsp::intersample_peaks(&shaped);
+        let peaks =
+            dsp::intersample_peaks(&shaped, &|| check().is_err()).ok_or(audio::Error::Cancelled)?;
         progress(1.0);
         Ok(Plan {
             rate,
@@ -268,18 +290,18 @@ impl Plan {
         &self,
         ceiling_db: f64,
         aim_lufs: f64,
-        progress: &dyn Fn(f32),
+        check: &dyn Fn() -> Result<(), audio::Error>,
     ) -> Result<(Audio, Rendered), audio::Error> {
         let ceiling = loudness::db_to_amp(ceiling_db) as f32;
         let mut gain_db = aim_lufs - self.shaped_lufs;
         let mut prev: Option<(f64, f64)> = None; // (gain, measured)
         let mut best: Option<(f64, f64)> = None; // (measured, gain)
-        for step in 0..8 {
+        for _ in 0..8 {
+            check()?;
             let curve = self.limiter_curve(gain_db, ceiling);
             let measured = self.meter(gain_db, &curve)?;
             drop(curve);
             let miss = aim_lufs - measured;
-            progress((step + 1) as f32 / 8.0);
             if best.is_none_or(|(m, _)| (aim_lufs - m).abs() > miss.abs()) {
                 best = Some((measured, gain_db));
             }
@@ -297,6 +319,7 @@ impl Plan {
             gain_db += (miss / slope).clamp(-12.0, 12.0);
         }
         let (_, gain_db) = best.ok_or_else(|| audio::Error::Encode("gain search failed".into()))?;
+        check()?;
         // The limiter is deterministic: the best try's curve is computed again, not kept.
         let curve = self.limiter_curve(gain_db, ceiling);
         let g = loudness::db_to_amp(gain_db) as f32;
@@ -650,9 +673,14 @@ impl Engine for MasterEngine {
         }
         let name = format!("mastered.{}", format.extension());
         let out = ctx.out_dir.join(&name);
-        let report = master_audio_to_file(audio, &out, format, &params.settings(), &|p| {
-            (ctx.progress)(0.15 + p * 0.85)
-        })?;
+        let report = master_audio_to_file(
+            audio,
+            &out,
+            format,
+            &params.settings(),
+            &|p| (ctx.progress)(0.15 + p * 0.85),
+            ctx.cancelled,
+        )?;
         if (ctx.cancelled)() {
             return Err(EngineError::Cancelled);
         }
@@ -780,6 +808,51 @@ mod tests {
         );
     }
 
+    /// A cancel is seen between the chain's steps and between gain tries: raised at any look,
+    /// it ends the master there with `Cancelled` (the engine gives the run back).
+    #[test]
+    fn cancel_is_seen_between_steps_and_tries() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.wav");
+        let looks = std::cell::Cell::new(0usize);
+        let count = || {
+            looks.set(looks.get() + 1);
+            false
+        };
+        let settings = MasterSettings::default();
+        master_audio_to_file(
+            song(44_100, 4.0),
+            &out,
+            Format::Wav16,
+            &settings,
+            &|_| {},
+            &count,
+        )
+        .unwrap();
+        let total = looks.get();
+        assert!(total >= 8, "looked {total} times");
+        for stop_at in 1..=total {
+            let seen = std::cell::Cell::new(0usize);
+            let r = master_audio_to_file(
+                song(44_100, 4.0),
+                &out,
+                Format::Wav16,
+                &settings,
+                &|_| {},
+                &|| {
+                    seen.set(seen.get() + 1);
+                    seen.get() >= stop_at
+                },
+            );
+            assert!(
+                matches!(r, Err(audio::Error::Cancelled)),
+                "stop at look {stop_at}: {r:?}"
+            );
+        }
+        let err: EngineError = audio::Error::Cancelled.into();
+        assert!(matches!(err, EngineError::Cancelled));
+    }
+
     /// A master that never needs the limiter says so with a plain 0 (it once wrote `-0.0`).
     #[test]
     fn an_unlimited_master_reports_zero_reduction() {
@@ -795,6 +868,7 @@ mod tests {
             Format::WavFloat,
             &settings,
             &|_| {},
+            &|| false,
         )
         .unwrap();
         assert!((r.after.integrated_lufs + 28.0).abs() <= 0.5, "{r:?}");

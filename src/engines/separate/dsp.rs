@@ -64,23 +64,39 @@ pub fn separate(
     if frames == 0 || audio.channels.is_empty() {
         return Err(Error::Empty);
     }
+    // Cancellation (a DELETE, or shutdown) is looked at between channels, stems and every few
+    // thousand bins of the median filters: at most a second or so of work at a time.
+    let check = || {
+        if cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    };
     let stft = Stft::new(fft_size(audio.sample_rate));
-    let specs: Vec<Spectrogram> = audio.channels.iter().map(|c| stft.forward(c)).collect();
-    progress(0.2);
-    if cancelled() {
-        return Err(Error::Cancelled);
+    let mut specs: Vec<Spectrogram> = Vec::with_capacity(audio.channels.len());
+    for c in &audio.channels {
+        check()?;
+        specs.push(stft.forward(c));
     }
-    let masks = masks(&specs, audio.sample_rate, stft.n, cancelled)?;
+    progress(0.2);
+    check()?;
+    let masks = masks(
+        &specs,
+        audio.sample_rate,
+        stft.n,
+        &|p| progress(0.2 + 0.5 * p),
+        cancelled,
+    )?;
     progress(0.7);
     let mut stems: Vec<(&'static str, Audio)> = Vec::new();
-    let mut render = |name: &'static str, which: &[usize]| {
-        let channels = specs
-            .iter()
-            .map(|spec| {
-                let masked = spec.masked(|i| which.iter().map(|&m| masks[m][i]).sum());
-                stft.inverse(&masked, frames)
-            })
-            .collect();
+    let mut render = |name: &'static str, which: &[usize]| -> Result<(), Error> {
+        let mut channels = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            check()?;
+            let masked = spec.masked(|i| which.iter().map(|&m| masks[m][i]).sum());
+            channels.push(stft.inverse(&masked, frames));
+        }
         stems.push((
             name,
             Audio {
@@ -88,13 +104,14 @@ pub fn separate(
                 channels,
             },
         ));
+        Ok(())
     };
     if two_stems {
-        render("vocals", &[0]);
-        render("accompaniment", &[1, 2, 3]);
+        render("vocals", &[0])?;
+        render("accompaniment", &[1, 2, 3])?;
     } else {
         for (i, name) in FOUR_STEMS.iter().enumerate() {
-            render(name, &[i]);
+            render(name, &[i])?;
         }
     }
     progress(1.0);
@@ -224,6 +241,7 @@ fn masks(
     specs: &[Spectrogram],
     rate: u32,
     n: usize,
+    progress: &dyn Fn(f32),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<[Vec<f32>; 4], Error> {
     let (bins, frames) = (specs[0].bins, specs[0].frames());
@@ -232,23 +250,36 @@ fn masks(
         .collect();
     let hz = |b: usize| b as f32 * rate as f32 / n as f32;
     let bass_band = |b: usize| hz(b) < BASS_BAND_HZ;
-    let harmonic = median_filter(&mag, frames, bins, true, |b| {
-        if bass_band(b) {
-            MEDIAN_HALF
-        } else {
-            HARMONIC_HALF
+    let half_width = |wide: usize| {
+        move |b: usize| {
+            if bass_band(b) {
+                MEDIAN_HALF
+            } else {
+                wide
+            }
         }
-    });
+    };
+    let harmonic = median_filter(
+        &mag,
+        frames,
+        bins,
+        true,
+        half_width(HARMONIC_HALF),
+        cancelled,
+    )?;
+    progress(0.5);
+    let percussive = median_filter(
+        &mag,
+        frames,
+        bins,
+        false,
+        half_width(PERCUSSIVE_HALF),
+        cancelled,
+    )?;
+    progress(0.9);
     if cancelled() {
         return Err(Error::Cancelled);
     }
-    let percussive = median_filter(&mag, frames, bins, false, |b| {
-        if bass_band(b) {
-            MEDIAN_HALF
-        } else {
-            PERCUSSIVE_HALF
-        }
-    });
     let low: Vec<f32> = (0..bins)
         .map(|b| ramp_down(hz(b), 150.0, BASS_BAND_HZ))
         .collect();
@@ -300,14 +331,16 @@ fn ramp_up(x: f32, from: f32, to: f32) -> f32 {
 }
 
 /// Median over time (per bin) when `along_time`, else over frequency (per frame); the window at
-/// bin `b` spans `half(b)` frames or bins on each side.
+/// bin `b` spans `half(b)` frames or bins on each side. Looks at `cancelled` every
+/// [`CANCEL_EVERY`] rows.
 fn median_filter(
     mag: &[f32],
     frames: usize,
     bins: usize,
     along_time: bool,
     half: impl Fn(usize) -> usize,
-) -> Vec<f32> {
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<f32>, Error> {
     let mut out = vec![0f32; mag.len()];
     let mut window = Vec::new();
     let (outer, inner) = if along_time {
@@ -316,6 +349,9 @@ fn median_filter(
         (frames, bins)
     };
     for o in 0..outer {
+        if o % CANCEL_EVERY == 0 && cancelled() {
+            return Err(Error::Cancelled);
+        }
         for k in 0..inner {
             window.clear();
             let h = half(if along_time { o } else { k });
@@ -339,8 +375,11 @@ fn median_filter(
             out[idx] = *m;
         }
     }
-    out
+    Ok(out)
 }
+
+/// Rows (bins or frames) of a median filter between two looks at the cancel flag.
+const CANCEL_EVERY: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -421,6 +460,32 @@ mod tests {
         let at_clicks = |x: &[f32]| (0..8).map(|k| x[k * 11_025 + 10].abs()).sum::<f32>();
         assert!(at_clicks(&drums.channels[1]) > at_clicks(&bass.channels[1]));
         assert!(at_clicks(&drums.channels[1]) > at_clicks(&vocals.channels[1]));
+    }
+
+    /// A cancel (a DELETE, or shutdown) is seen throughout the work, not only between its
+    /// phases: on a two-second stereo mix the flag is looked at dozens of times, and a cancel
+    /// raised at any of those looks ends the separation there.
+    #[test]
+    fn cancel_is_seen_throughout_the_work() {
+        let audio = mix(44_100);
+        let looks = std::cell::Cell::new(0usize);
+        separate(&audio, false, &|_| {}, &|| {
+            looks.set(looks.get() + 1);
+            false
+        })
+        .unwrap();
+        let total = looks.get();
+        // Channels (2), filter rows (2,049 bins / 64 + 216 frames / 64), stems × channels (8).
+        assert!(total >= 40, "looked {total} times");
+        for stop_at in [1, total / 3, total / 2, total - 1] {
+            let seen = std::cell::Cell::new(0usize);
+            let r = separate(&audio, false, &|_| {}, &|| {
+                seen.set(seen.get() + 1);
+                seen.get() >= stop_at
+            });
+            assert!(matches!(r, Err(Error::Cancelled)), "stop at look {stop_at}");
+            assert_eq!(seen.get(), stop_at, "ended at the look that said so");
+        }
     }
 
     #[test]
