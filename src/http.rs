@@ -4,12 +4,13 @@
 //! sent (hyper's timer): a half-sent request line is closed, and so is a keep-alive connection that
 //! sends no next request. A connection that in one idle period writes nothing and reads fewer than
 //! [`MIN_READ`] bytes (a stalled or dripped request body) is asked to close once its request in
-//! flight is answered, and dropped if it stays idle another period. On shutdown every
-//! connection finishes its request in flight and closes.
+//! flight is answered, and dropped if it stays idle another period. Time the server spends on a
+//! request whose body it has finished reading is the server's, not the client's: it never counts
+//! as idle. On shutdown every connection finishes its request in flight and closes.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -91,9 +92,21 @@ async fn serve_connection(
     });
     let (mut window_start, mut window_read, mut window_written) = (Duration::ZERO, 0u64, 0u64);
     // Peer addresses let the dashboard hand its keys to loopback clients only.
+    let in_service = counts.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(req.map(axum::body::Body::new))
+        let turn = ServerTurn {
+            counts: in_service.clone(),
+            marked: Arc::new(AtomicBool::new(false)),
+        };
+        let response = app
+            .clone()
+            .oneshot(req.map(|b| axum::body::Body::new(TurnBody::new(b, turn.clone()))));
+        async move {
+            let r = response.await;
+            turn.end();
+            r
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -123,6 +136,12 @@ async fn serve_connection(
                     continue;
                 }
                 let (read, written) = (counts.read.load(Ordering::Relaxed), counts.written.load(Ordering::Relaxed));
+                if counts.serving.load(Ordering::Relaxed) > 0 {
+                    // The client has sent its request and waits on us (a slow analysis, a queue
+                    // for a slot, `--latency`): not idle.
+                    (window_start, window_read, window_written) = (now, read, written);
+                    continue;
+                }
                 let idle = written == window_written && read.saturating_sub(window_read) < MIN_READ;
                 (window_start, window_read, window_written) = (now, read, written);
                 if !idle {
@@ -148,11 +167,82 @@ async fn serve_connection(
 /// body dripped a byte every few seconds must not hold a connection forever.
 const MIN_READ: u64 = 1024;
 
-/// Bytes moved on a connection, for the idle timeout.
+/// Bytes moved on a connection, for the idle timeout, and how many of its requests the server
+/// is working on with their bodies read.
 #[derive(Default)]
 struct Counts {
     read: AtomicU64,
     written: AtomicU64,
+    serving: AtomicU64,
+}
+
+/// One request's turn: it becomes the server's once the handler has read the body to its end or
+/// let it go, and ends with the response. Counted in [`Counts::serving`] in between.
+#[derive(Clone)]
+struct ServerTurn {
+    counts: Arc<Counts>,
+    /// Set when the turn began, or when the response was made (whichever came first).
+    marked: Arc<AtomicBool>,
+}
+
+impl ServerTurn {
+    fn begin(&self) {
+        if !self.marked.swap(true, Ordering::AcqRel) {
+            self.counts.serving.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The response is made: the turn (if it began) ends, and a body let go later begins none.
+    fn end(&self) {
+        if self.marked.swap(true, Ordering::AcqRel) {
+            self.counts.serving.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A request body that begins the server's turn at its end, or when it is dropped unread.
+struct TurnBody {
+    inner: Incoming,
+    turn: ServerTurn,
+}
+
+impl TurnBody {
+    fn new(inner: Incoming, turn: ServerTurn) -> TurnBody {
+        if hyper::body::Body::is_end_stream(&inner) {
+            turn.begin();
+        }
+        TurnBody { inner, turn }
+    }
+}
+
+impl hyper::body::Body for TurnBody {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(poll, Poll::Ready(None)) || hyper::body::Body::is_end_stream(&self.inner) {
+            self.turn.begin();
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TurnBody {
+    fn drop(&mut self) {
+        self.turn.begin();
+    }
 }
 
 /// A TCP stream that counts the bytes it moves.

@@ -437,6 +437,30 @@ async fn half_sent_requests_and_idle_connections_are_closed() {
     s.stop().await;
 }
 
+/// Time the server takes over a request it has read whole is not the client's idleness: with
+/// responses held 5 s (`--latency`) and a 2 s idle timeout, a GET and a posted body are answered
+/// (both were once dropped with no response after two idle periods).
+#[tokio::test]
+async fn a_slow_answer_is_not_an_idle_client() {
+    let s = TestServer::start_with(Options::default(), |c| {
+        c.idle_timeout = Duration::from_secs(2);
+        c.latency = Duration::from_millis(5_000);
+    })
+    .await;
+    let credits = s.tl(Method::GET, "/v1/credits").send().await.unwrap();
+    assert_eq!(credits.status(), 200);
+    let listed = s.tl(Method::GET, "/v1/jobs?limit=1").send().await.unwrap();
+    assert_eq!(listed.status(), 200);
+    let job = s
+        .tl(Method::POST, "/v1/analyze/upload")
+        .multipart(form(wav_bytes(0.2), &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(job.status(), 202);
+    s.stop().await;
+}
+
 /// A wrong method gets `405` with the envelope and an `Allow` header.
 #[tokio::test]
 async fn wrong_methods_get_405_with_the_envelope_and_allow() {
