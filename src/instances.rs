@@ -77,6 +77,9 @@ pub fn register(url: &str, data_dir: &Path) -> std::io::Result<Registration> {
     Ok(Registration { path })
 }
 
+/// Largest server record read (a record is a few hundred bytes).
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
 /// The servers running now, oldest first. Stale entries (their pid no longer holds the data
 /// directory) are deleted on the way.
 pub fn running() -> Vec<Instance> {
@@ -89,8 +92,13 @@ pub fn running() -> Vec<Instance> {
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let parsed = std::fs::read(&path)
-            .ok()
+        // Only a small regular file is a record: a FIFO would block the read, a link to a device
+        // would never end (the directory is the user's; anything else there is deleted).
+        let record = std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.is_file() && m.len() <= MAX_RECORD_BYTES);
+        let parsed = record
+            .then(|| std::fs::read(&path).ok())
+            .flatten()
             .and_then(|b| serde_json::from_slice::<Instance>(&b).ok());
         match parsed {
             Some(i) if crate::datadir::holder_pid(&i.data_dir) == Some(i.pid) => found.push(i),

@@ -251,6 +251,7 @@ async fn source(state: &AppState, req: Request) -> ApiResult<Source> {
         .unwrap_or_default()
         .to_ascii_lowercase();
     if content_type.starts_with("multipart/form-data") {
+        super::jobs::check_declared_length(state, req.headers())?;
         let multipart = Multipart::from_request(req, state).await.map_err(|e| {
             ApiError::invalid(format!("Malformed multipart body: {}", e.body_text()))
         })?;

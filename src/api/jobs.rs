@@ -184,6 +184,7 @@ async fn jobs_submit(
     })?;
     let fault = fault_header(&headers)?;
     let idem_key = idempotency_key(&headers)?;
+    check_declared_length(&state, &headers)?;
     let multipart = multipart.map_err(|e| {
         ApiError::invalid(format!(
             "Expected a multipart/form-data body with an `audio` file: {}",
@@ -334,6 +335,28 @@ fn request_hash(kind: JobKind, params: &Value, audio_sha256: &str, fault: Option
         "endpoint": kind.endpoint(), "params": params, "audio": audio_sha256, "fault": fault,
     });
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// Room a multipart body may take beyond its audio file: boundaries, part headers and the text
+/// fields (each capped far below this).
+const MULTIPART_SLACK: u64 = 1024 * 1024;
+
+/// Refuses an upload whose declared `Content-Length` cannot fit the audio cap, before a byte of
+/// it is read: a client that sent `Expect: 100-continue` gets the `413` instead of a `100
+/// Continue` and never sends the body.
+pub(super) fn check_declared_length(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let max = state.config.max_upload_bytes;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max.saturating_add(MULTIPART_SLACK)) {
+        return Err(ApiError::new(
+            Code::PayloadTooLarge,
+            format!("The audio file is larger than {} MB.", max / (1024 * 1024)),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the multipart body: the `audio` file hashed and size-capped — kept in memory when it is

@@ -354,12 +354,19 @@ pub async fn pull(data_dir: &Path, id: &str, opts: &PullOptions) -> Result<Insta
 /// defaults to the directory or file name.
 pub fn import(data_dir: &Path, src: &Path, id: Option<&str>) -> Result<Installed, Error> {
     let meta = std::fs::metadata(src).map_err(|e| Error::io(src, e))?;
+    if !meta.is_dir() && !meta.is_file() {
+        // A FIFO or a device would block the copy, or never end it.
+        return Err(Error::Invalid(format!(
+            "{}: not a regular file or a directory",
+            src.display()
+        )));
+    }
     let th_files: Vec<PathBuf> = if meta.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(src)
             .map_err(|e| Error::io(src, e))?
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "th"))
+            .filter(|p| p.extension().is_some_and(|x| x == "th") && p.is_file())
             .collect();
         v.sort();
         v
@@ -376,24 +383,32 @@ pub fn import(data_dir: &Path, src: &Path, id: Option<&str>) -> Result<Installed
     let staging = models.join(".partial").join(&id);
     remove_dir_if_exists(&staging)?;
     std::fs::create_dir_all(staging.parent().unwrap()).map_err(|e| Error::io(&models, e))?;
-    let family = if meta.is_dir() && src.join(musicgen::loader::CONFIG_FILE).exists() {
-        copy_dir(src, &staging)?;
-        validate_musicgen(&staging)?;
-        Family::MusicGen
-    } else if th_files
-        .iter()
-        .any(|p| p.extension().is_some_and(|x| x == "th"))
-    {
-        htdemucs::install::install_th(&th_files, None, None, &staging)
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        Family::HtDemucs
-    } else {
-        return Err(Error::Invalid(format!(
-            "{}: expected a MusicGen directory (config.json, tokenizer.json, model.safetensors) \
-             or demucs .th checkpoints",
-            src.display()
-        )));
+    let staged = || {
+        if meta.is_dir() && src.join(musicgen::loader::CONFIG_FILE).exists() {
+            // Checked where it is before anything is copied, and again once copied.
+            validate_musicgen(src)?;
+            copy_dir(src, &staging)?;
+            validate_musicgen(&staging)?;
+            Ok(Family::MusicGen)
+        } else if th_files
+            .iter()
+            .any(|p| p.extension().is_some_and(|x| x == "th"))
+        {
+            htdemucs::install::install_th(&th_files, None, None, &staging)
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            Ok(Family::HtDemucs)
+        } else {
+            Err(Error::Invalid(format!(
+                "{}: expected a MusicGen directory (config.json, tokenizer.json, \
+                 model.safetensors) or demucs .th checkpoints",
+                src.display()
+            )))
+        }
     };
+    // A refused import leaves nothing behind (it once left a whole copy of the source).
+    let family = staged().inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&staging);
+    })?;
     let licence = catalog(&id).map(|e| e.licence);
     finish_install(
         data_dir,
@@ -488,10 +503,20 @@ fn copy_dir(src: &Path, dest: &Path) -> Result<(), Error> {
     {
         let from = entry.path();
         let to = dest.join(entry.file_name());
-        if from.is_dir() {
+        // Links to files are followed (a Hugging Face cache snapshot is made of them); links to
+        // directories are not (`self -> .` would copy forever), nor is anything but a file.
+        let linked_dir = entry.file_type().is_ok_and(|t| t.is_symlink()) && from.is_dir();
+        if linked_dir {
+            continue;
+        } else if from.is_dir() {
             copy_dir(&from, &to)?;
-        } else {
+        } else if from.is_file() {
             std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+        } else {
+            return Err(Error::Invalid(format!(
+                "{}: not a regular file; a model directory holds files",
+                from.display()
+            )));
         }
     }
     Ok(())
@@ -516,6 +541,42 @@ fn dir_size(dir: &Path) -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refused import leaves no copy behind, a FIFO is refused before it is read (it once
+    /// blocked forever), and a directory link is not followed when copying (`self -> .` once
+    /// made a tree 40 levels deep).
+    #[test]
+    fn refused_imports_leave_nothing_and_special_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let src = dir.path().join("proj");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("config.json"), br#"{"name":"my-node-app"}"#).unwrap();
+        std::fs::write(src.join("big.bin"), vec![0u8; 1 << 20]).unwrap();
+        assert!(import(&data, &src, None).is_err());
+        let partial = models_dir(&data).join(".partial").join("proj");
+        assert!(!partial.exists(), "{} was left behind", partial.display());
+
+        #[cfg(unix)]
+        {
+            let fifo = dir.path().join("fifo.th");
+            let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+            // SAFETY: a NUL-terminated path; mkfifo only creates the node.
+            assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+            let err = import(&data, &fifo, None).unwrap_err().to_string();
+            assert!(err.contains("not a regular file"), "{err}");
+            let tree = dir.path().join("tree");
+            std::fs::create_dir_all(tree.join("sub")).unwrap();
+            std::fs::write(tree.join("sub/w.bin"), b"w").unwrap();
+            std::os::unix::fs::symlink(".", tree.join("self")).unwrap();
+            std::os::unix::fs::symlink("sub/w.bin", tree.join("linked.bin")).unwrap();
+            let copy = dir.path().join("copy");
+            copy_dir(&tree, &copy).unwrap();
+            assert!(copy.join("sub/w.bin").is_file());
+            assert_eq!(std::fs::read(copy.join("linked.bin")).unwrap(), b"w");
+            assert!(!copy.join("self").exists());
+        }
+    }
 
     #[test]
     fn ids_stay_plain_directory_names() {

@@ -843,3 +843,30 @@ async fn the_janitor_deletes_what_a_crash_left_behind() {
     assert_eq!(s.wait_job(&id, 5).await["status"], "completed");
     s.stop().await;
 }
+
+/// An upload that declares more than the cap with `Expect: 100-continue` gets the 413 at once,
+/// not a `100 Continue` that invites gigabytes (a job route and a synchronous one).
+#[tokio::test]
+async fn an_oversized_declared_upload_is_refused_before_its_body() {
+    let s = TestServer::start(Options::default()).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    for path in ["/v1/analyze/upload", "/v1/analyze"] {
+        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 10000000000\r\n\
+             Expect: 100-continue\r\n\r\n",
+            s.secrets.tl_key
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+            .await
+            .expect("an answer without sending the body")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 413"), "{path}: {text}");
+        assert!(text.contains("payload_too_large"), "{path}: {text}");
+    }
+    s.stop().await;
+}
