@@ -104,7 +104,7 @@ pub async fn fetch(
                 break;
             }
             // The server's answer, not the network: retrying will not help.
-            Err(e @ Error::Http { .. }) => return Err(e),
+            Err(e @ (Error::Http { .. } | Error::TooLarge { .. })) => return Err(e),
             Err(e) => last_err = Some(e),
         }
     }
@@ -178,12 +178,9 @@ async fn fetch_once(
         if written > limit {
             drop(file);
             let _ = std::fs::remove_file(part);
-            return Err(Error::Network {
+            return Err(Error::TooLarge {
                 url: remote.url.clone(),
-                message: format!(
-                    "the server sent more than the {limit} bytes this file can have; the partial \
-                     download was deleted"
-                ),
+                limit,
             });
         }
         file.write_all(&chunk)
@@ -218,17 +215,17 @@ pub fn bar(name: &str) -> ProgressBar {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A mirror that streams more than the file's listed size (no Content-Length, endless
-    /// zeros) is cut off at the size, its partial file deleted, and every retry ends the same.
-    #[tokio::test]
-    async fn a_mirror_that_sends_too_much_is_cut_off() {
+    /// A server that answers every request `200` with endless zeros and no length; returns its
+    /// base URL and how many requests it took.
+    pub(crate) async fn endless_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>)
+    {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/model.th", listener.local_addr().unwrap());
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = served.clone();
         tokio::spawn(async move {
@@ -247,10 +244,18 @@ mod tests {
                 });
             }
         });
+        (base, served)
+    }
+
+    /// A mirror that streams more than the file's listed size (no Content-Length, endless
+    /// zeros) is cut off at the size, its partial file deleted, and not asked again.
+    #[tokio::test]
+    async fn a_mirror_that_sends_too_much_is_cut_off() {
+        let (base, served) = endless_server().await;
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("model.th");
         let remote = Remote {
-            url,
+            url: format!("{base}/model.th"),
             size: Some(1_000_000),
             checksum: Checksum::Sha256Prefix("00000000".into()),
         };
@@ -261,7 +266,8 @@ mod tests {
             .to_string();
         assert!(err.contains("sent more than the 1000000 bytes"), "{err}");
         assert!(!part_path(&dest).exists() && !dest.exists());
-        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), ATTEMPTS);
+        // The server's answer, not the network: not retried.
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

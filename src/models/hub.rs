@@ -46,6 +46,9 @@ fn wanted(name: &str) -> bool {
 }
 
 /// Downloads a MusicGen repository's files into `dir`; returns the commit they came from.
+/// The largest repository listing read (Hugging Face's are a few kB).
+const MAX_LISTING_BYTES: usize = 4 * 1024 * 1024;
+
 pub async fn download_musicgen(
     client: &reqwest::Client,
     base: &str,
@@ -66,9 +69,20 @@ pub async fn download_musicgen(
             status: resp.status().as_u16(),
         });
     }
-    let info: RepoInfo = resp
-        .json()
-        .await
+    // A listing is a few kB; one that goes on (a mirror streaming without end) is cut off
+    // instead of read into memory.
+    let mut resp = resp;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::network(&url, e))? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_LISTING_BYTES {
+            return Err(Error::TooLarge {
+                url,
+                limit: MAX_LISTING_BYTES as u64,
+            });
+        }
+    }
+    let info: RepoInfo = serde_json::from_slice(&body)
         .map_err(|e| Error::Invalid(format!("{url}: unexpected listing: {e}")))?;
     if !info.sha.chars().all(|c| c.is_ascii_hexdigit()) || info.sha.is_empty() {
         return Err(Error::Invalid(format!(

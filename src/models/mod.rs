@@ -38,6 +38,9 @@ pub enum Error {
     Http { url: String, status: u16 },
     #[error("{url}: {message}")]
     Network { url: String, message: String },
+    /// The server sent more than the file (or listing) can hold; not retried.
+    #[error("{url}: the server sent more than the {limit} bytes this file can have; the partial download was deleted")]
+    TooLarge { url: String, limit: u64 },
     #[error("{url}: the downloaded file does not match the publisher's checksum; it was deleted")]
     Checksum { url: String },
     #[error("{path}: {source}")]
@@ -58,9 +61,14 @@ impl Error {
     }
 
     pub fn network(url: &str, e: reqwest::Error) -> Self {
+        let message = if e.is_timeout() {
+            "timed out: the server sent nothing for 30 s".to_string()
+        } else {
+            e.to_string()
+        };
         Error::Network {
             url: url.to_string(),
-            message: e.to_string(),
+            message,
         }
     }
 }
@@ -541,6 +549,24 @@ fn dir_size(dir: &Path) -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mirror whose repository listing never ends is cut off at 4 MiB (it was read into memory
+    /// without limit: 7 GB in 20 s).
+    #[tokio::test]
+    async fn an_endless_listing_is_cut_off() {
+        let (base, served) = download::tests::endless_server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = PullOptions {
+            mirror: Some(base),
+            revision: None,
+        };
+        let err = pull(dir.path(), "musicgen-small", &opts)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sent more than the 4194304 bytes"), "{err}");
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     /// A refused import leaves no copy behind, a FIFO is refused before it is read (it once
     /// blocked forever), and a directory link is not followed when copying (`self -> .` once
