@@ -145,9 +145,31 @@ pub struct JobsQuery {
     /// Only jobs created before this one (a `job_id`; a page's `next_before`).
     #[serde(default)]
     before: Option<String>,
-    /// Only jobs in this state: `queued`, `running`, `completed` or `failed`.
+    /// Only jobs in this state.
     #[serde(default)]
-    status: Option<String>,
+    #[param(inline)]
+    status: Option<StatusFilter>,
+}
+
+/// A job state to list (`GET /v1/jobs?status=`).
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusFilter {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl From<StatusFilter> for JobStatus {
+    fn from(s: StatusFilter) -> JobStatus {
+        match s {
+            StatusFilter::Queued => JobStatus::Queued,
+            StatusFilter::Running => JobStatus::Running,
+            StatusFilter::Completed => JobStatus::Completed,
+            StatusFilter::Failed => JobStatus::Failed,
+        }
+    }
 }
 
 /// Typical run time per endpoint (the seed's table), for `estimated_completion`.
@@ -555,12 +577,7 @@ async fn jobs_list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit must be from 1 to 500."));
     }
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-            ApiError::invalid("status must be one of queued, running, completed, failed.")
-        })?),
-    };
+    let status = q.status.map(JobStatus::from);
     let before = q.before;
     // One more than asked for says whether there is a next page.
     let mut rows = state
