@@ -157,7 +157,9 @@ async fn sweep_orphans(store: &Store, root: &Path, now_ms: i64) -> store::Result
     let (uploads, runs) = tokio::task::spawn_blocking(move || orphan_candidates(&root, now_ms))
         .await
         .map_err(|e| store::Error::Join(e.to_string()))?;
-    let mut removed = 0;
+    // Decided against the database here; deleted on a blocking thread below, as the sweeps
+    // above delete theirs.
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
     for (id, path) in uploads {
         let known = {
             let id = id.clone();
@@ -167,9 +169,7 @@ async fn sweep_orphans(store: &Store, root: &Path, now_ms: i64) -> store::Result
         };
         if !known {
             tracing::info!(path = %path.display(), "janitor: an upload no row knows of (left by a crash); deleted");
-            if std::fs::remove_file(&path).is_ok() {
-                removed += 1;
-            }
+            files.push(path);
         }
     }
     for (id, run, dir) in runs {
@@ -190,15 +190,26 @@ async fn sweep_orphans(store: &Store, root: &Path, now_ms: i64) -> store::Result
             continue;
         }
         tracing::info!(dir = %dir.display(), "janitor: output of a run that can no longer finish; deleted");
-        if std::fs::remove_dir_all(&dir).is_ok() {
-            removed += 1;
-        }
-        if let Some(parent) = dir.parent() {
-            // Fails (as it should) while the item has other runs.
-            let _ = std::fs::remove_dir(parent);
-        }
+        dirs.push(dir);
     }
-    Ok(removed)
+    tokio::task::spawn_blocking(move || {
+        let mut removed = files
+            .iter()
+            .filter(|f| std::fs::remove_file(f).is_ok())
+            .count();
+        for dir in &dirs {
+            if std::fs::remove_dir_all(dir).is_ok() {
+                removed += 1;
+            }
+            if let Some(parent) = dir.parent() {
+                // Fails (as it should) while the item has other runs.
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+        removed
+    })
+    .await
+    .map_err(|e| store::Error::Join(e.to_string()))
 }
 
 /// Uploads (id, path) and run directories (id, run, path) under `root` last modified
