@@ -582,6 +582,12 @@ async fn run_node(
         only,
         shutdown: shutdown.clone(),
         shutdown_grace: crate::jobs::worker::SHUTDOWN_GRACE,
+        local_paths: crate::jobs::worker::LocalPaths::new(&[
+            (&crate::models::models_dir(&config.data_dir), "<models>"),
+            (&config.media_dir, "<media>"),
+            (&config.data_dir, "<data>"),
+            (&std::env::temp_dir(), "<tmp>"),
+        ]),
     };
     for _ in 0..config.workers {
         tasks.spawn(workers.clone().run_one());

@@ -71,6 +71,58 @@ pub struct Workers {
     /// How long a running engine has, once shutdown begins, to give its run back by itself
     /// ([`SHUTDOWN_GRACE`]); after it the worker gives the run back without it.
     pub shutdown_grace: Duration,
+    /// This machine's directories, named in failure messages by what they are instead.
+    pub local_paths: LocalPaths,
+}
+
+/// The local directories a failure message may name (the data, model and media directories, the
+/// temporary directory) and what a client reads in their place (`<data>`, `<models>`, …): the
+/// API's `error.message` and `errorMessage` say which file went wrong without showing a client
+/// this machine's file system. The server log keeps the full message.
+#[derive(Debug, Clone, Default)]
+pub struct LocalPaths(Arc<[(String, &'static str)]>);
+
+impl LocalPaths {
+    /// `dirs` as (directory, name); a directory is matched as given and as its canonical path.
+    pub fn new(dirs: &[(&std::path::Path, &'static str)]) -> LocalPaths {
+        let mut pairs: Vec<(String, &'static str)> = Vec::new();
+        for &(dir, name) in dirs {
+            let canonical = std::fs::canonicalize(dir).ok();
+            for path in [Some(dir.to_path_buf()), canonical].into_iter().flatten() {
+                let text = path.to_string_lossy().trim_end_matches('/').to_string();
+                // A root or relative directory would match inside unrelated text.
+                if path.is_absolute() && text.len() > 1 && !pairs.iter().any(|(p, _)| *p == text) {
+                    pairs.push((text, name));
+                }
+            }
+        }
+        // The most specific first: the models directory lies inside the data directory.
+        pairs.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        LocalPaths(pairs.into())
+    }
+
+    /// `message` with each local directory replaced by its name, where the path ends there or
+    /// goes on with `/` (`/srv/data` is not hidden inside `/srv/database`).
+    pub fn hide(&self, message: &str) -> String {
+        let mut out = message.to_string();
+        for (path, name) in self.0.iter() {
+            let mut rest = out.as_str();
+            let mut hidden = String::with_capacity(out.len());
+            while let Some(at) = rest.find(path.as_str()) {
+                let after = &rest[at + path.len()..];
+                let whole = after
+                    .chars()
+                    .next()
+                    .is_none_or(|c| c == '/' || !(c.is_alphanumeric() || "-_.".contains(c)));
+                hidden.push_str(&rest[..at]);
+                hidden.push_str(if whole { name } else { path });
+                rest = after;
+            }
+            hidden.push_str(rest);
+            out = hidden;
+        }
+        out
+    }
 }
 
 /// How long a running engine has to notice a shutdown and stop (engines look at the token at
@@ -561,7 +613,13 @@ impl Workers {
         write: impl Fn(&dyn crate::store::Tx, End) -> store::Result<()> + Clone + Send + 'static,
     ) -> store::Result<()> {
         let _clear = ClearProgress(&self.progress, id);
-        let mut end = end;
+        let mut end = match end {
+            End::Failed { code, message } => End::Failed {
+                code,
+                message: self.local_paths.hide(&message),
+            },
+            other => other,
+        };
         let mut delay = FINISH_RETRY_FIRST;
         loop {
             let (attempt, write_once) = (end.clone(), write.clone());
@@ -992,6 +1050,34 @@ mod tests {
     use crate::store::jobs::{NewJob, NewUpload};
     use crate::store::states::JobStatus;
 
+    #[test]
+    fn failure_messages_name_local_directories_by_what_they_are() {
+        let data = tempfile::tempdir().unwrap();
+        let models = data.path().join("models");
+        std::fs::create_dir_all(&models).unwrap();
+        let paths = LocalPaths::new(&[(&models, "<models>"), (data.path(), "<data>")]);
+        let d = data.path().display();
+        let msg = format!(
+            "musicgen-small: {d}/models/musicgen-small/config.json: EOF; writing {d}/out.mp3; \
+             {d}; {d}x/other; /elsewhere/file"
+        );
+        assert_eq!(
+            paths.hide(&msg),
+            "musicgen-small: <models>/musicgen-small/config.json: EOF; writing <data>/out.mp3; \
+             <data>; "
+                .to_string()
+                + &format!("{d}x/other; /elsewhere/file")
+        );
+        // The canonical spelling of a directory is hidden too (a data dir under a symlink).
+        let canonical = std::fs::canonicalize(data.path()).unwrap();
+        assert_eq!(
+            paths.hide(&format!("{}/a.wav", canonical.display())),
+            "<data>/a.wav"
+        );
+        // No directories: nothing changes.
+        assert_eq!(LocalPaths::default().hide(&msg), msg);
+    }
+
     fn queued_job(store: &Store, id: &str) {
         store
             .write_blocking(|tx| {
@@ -1065,6 +1151,7 @@ mod tests {
             only: None,
             shutdown: CancellationToken::new(),
             shutdown_grace: Duration::from_millis(200),
+            local_paths: LocalPaths::default(),
         };
         let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let busy_in = busy.clone();

@@ -298,6 +298,24 @@ pub async fn pull(data_dir: &Path, id: &str, opts: &PullOptions) -> Result<Insta
     let models = models_dir(data_dir);
     let staging = models.join(".partial").join(id);
     std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    let pulled = pull_into(data_dir, id, entry, &staging, opts).await;
+    if pulled.is_err() {
+        // Partial files stay for the next pull to resume; an attempt that got none leaves no
+        // empty directories behind (`remove_dir` removes only an empty one).
+        let _ = std::fs::remove_dir(&staging);
+        let _ = std::fs::remove_dir(models.join(".partial"));
+    }
+    pulled
+}
+
+async fn pull_into(
+    data_dir: &Path,
+    id: &str,
+    entry: &CatalogEntry,
+    staging: &Path,
+    opts: &PullOptions,
+) -> Result<Installed, Error> {
+    let staging = staging.to_path_buf();
     let client = reqwest::Client::builder()
         .user_agent(concat!("soundcheck/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(20))
@@ -392,6 +410,9 @@ pub fn import(data_dir: &Path, src: &Path, id: Option<&str>) -> Result<Installed
     remove_dir_if_exists(&staging)?;
     std::fs::create_dir_all(staging.parent().unwrap()).map_err(|e| Error::io(&models, e))?;
     let staged = || {
+        if meta.is_dir() {
+            refuse_special_files(src)?;
+        }
         if meta.is_dir() && src.join(musicgen::loader::CONFIG_FILE).exists() {
             // Checked where it is before anything is copied, and again once copied.
             validate_musicgen(src)?;
@@ -427,6 +448,27 @@ pub fn import(data_dir: &Path, src: &Path, id: Option<&str>) -> Result<Installed
         None,
         licence,
     )
+}
+
+/// Refuses a directory holding a FIFO, socket or device (directly, or through a link): reading
+/// one as `config.json` would block the import forever.
+fn refuse_special_files(dir: &Path) -> Result<(), Error> {
+    for entry in std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+    {
+        let path = entry.path();
+        // Followed through links; a dangling link is left to the checks that read it.
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if !meta.is_file() && !meta.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "{}: not a regular file or a directory (a FIFO, socket or device)",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deletes an installed model.
@@ -566,6 +608,9 @@ mod tests {
             .to_string();
         assert!(err.contains("sent more than the 4194304 bytes"), "{err}");
         assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Nothing was downloaded, so no empty staging directory is left for `models list` to
+        // skip and a user to wonder about.
+        assert!(!models_dir(dir.path()).join(".partial").exists());
     }
 
     /// A refused import leaves no copy behind, a FIFO is refused before it is read (it once
@@ -591,6 +636,15 @@ mod tests {
             assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
             let err = import(&data, &fifo, None).unwrap_err().to_string();
             assert!(err.contains("not a regular file"), "{err}");
+            // A FIFO inside a directory, where the import reads its configuration.
+            let inside = dir.path().join("musicgen-fifo");
+            std::fs::create_dir_all(&inside).unwrap();
+            let name =
+                std::ffi::CString::new(inside.join("config.json").to_str().unwrap()).unwrap();
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+            let err = import(&data, &inside, None).unwrap_err().to_string();
+            assert!(err.contains("config.json: not a regular file"), "{err}");
             let tree = dir.path().join("tree");
             std::fs::create_dir_all(tree.join("sub")).unwrap();
             std::fs::write(tree.join("sub/w.bin"), b"w").unwrap();

@@ -88,9 +88,10 @@ pub enum RemoteCommand {
     Trigger {
         /// job.completed, job.failed, generation.completed or generation.failed.
         event: String,
-        /// Job endpoint to run for job.* events.
-        #[arg(long, default_value = "/v1/analyze/upload")]
-        endpoint: String,
+        /// Job endpoint to run for job.* events: /v1/separate, /v1/transcribe, /v1/master or
+        /// /v1/analyze/upload (the default; `separate`, `analyze` … are accepted too).
+        #[arg(long)]
+        endpoint: Option<String>,
         /// A request field as name=value (a form field of the job endpoint, a JSON field of
         /// the generation), checked against the server's OpenAPI document before anything runs.
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
@@ -278,7 +279,7 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 trigger(
                     &Client::new(&remote).await?,
                     &event,
-                    &endpoint,
+                    endpoint.as_deref(),
                     &params,
                     json,
                 )

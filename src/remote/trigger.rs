@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::client::{answer, decode, Client, Key};
 use super::print::job_line;
 use crate::api::webhook::EndpointBody;
+use crate::jobs::engine::JobKind;
 use crate::views::{GenerationBody, JobBody, SubmitBody};
 
 /// Checks `name=value` pairs against the request body `path`'s POST takes in the server's
@@ -139,10 +140,35 @@ macro_rules! say {
     };
 }
 
+/// The job endpoint `--endpoint` names: a path as the API spells it (`/v1/separate`), or the
+/// same without its leading slash or `/v1/` (`separate`, `analyze`). Anything else is refused
+/// here, with the four paths, rather than sent and answered 404.
+pub(crate) fn job_endpoint(given: &str) -> anyhow::Result<&'static str> {
+    let bare = given.trim().trim_start_matches('/');
+    let bare = bare
+        .strip_prefix("v1/")
+        .unwrap_or(bare)
+        .trim_end_matches('/');
+    JobKind::ALL
+        .into_iter()
+        .map(JobKind::endpoint)
+        .find(|path| {
+            let short = path.trim_start_matches("/v1/");
+            short == bare || short.split('/').next() == Some(bare)
+        })
+        .ok_or_else(|| {
+            let paths: Vec<&str> = JobKind::ALL.into_iter().map(JobKind::endpoint).collect();
+            anyhow!(
+                "--endpoint {given:?} is not a job endpoint; use one of {}",
+                paths.join(", ")
+            )
+        })
+}
+
 pub(super) async fn trigger(
     c: &Client,
     event: &str,
-    endpoint: &str,
+    endpoint: Option<&str>,
     raw_params: &[String],
     json: bool,
 ) -> anyhow::Result<()> {
@@ -154,6 +180,14 @@ pub(super) async fn trigger(
              generation.failed"
         ),
     };
+    let endpoint = match (event.starts_with("job."), endpoint) {
+        (true, given) => job_endpoint(given.unwrap_or(JobKind::Analyze.endpoint()))?,
+        (false, None) => "/v1/generations",
+        (false, Some(given)) => bail!(
+            "--endpoint is for job.* events; {event} runs a generation (POST /v1/generations), \
+             not {given:?}"
+        ),
+    };
     // Every --param is checked against the server's own document before anything is sent.
     let params = if raw_params.is_empty() {
         Vec::new()
@@ -162,12 +196,7 @@ pub(super) async fn trigger(
             .send(c.http.get(format!("{}/openapi.json", c.base)))
             .await?;
         let doc = answer(resp).await?;
-        let path = if event.starts_with("job.") {
-            endpoint
-        } else {
-            "/v1/generations"
-        };
-        check_params(&doc, path, raw_params)?
+        check_params(&doc, endpoint, raw_params)?
     };
     // Generation webhooks go to the URL given at submit: the jobs endpoint's, if any (so
     // `listen` sees them too); job events go to the jobs endpoint.
@@ -291,6 +320,32 @@ mod tests {
     fn document() -> Value {
         let (_, doc) = crate::api::router().split_for_parts();
         crate::api::docs::finish(doc, &["procedural".to_string()], "http://127.0.0.1:1")
+    }
+
+    #[test]
+    fn trigger_endpoint_names_a_job_endpoint() {
+        assert_eq!(job_endpoint("/v1/separate").unwrap(), "/v1/separate");
+        assert_eq!(job_endpoint("v1/master").unwrap(), "/v1/master");
+        assert_eq!(job_endpoint("transcribe").unwrap(), "/v1/transcribe");
+        assert_eq!(job_endpoint("analyze").unwrap(), "/v1/analyze/upload");
+        assert_eq!(
+            job_endpoint("/v1/analyze/upload/").unwrap(),
+            "/v1/analyze/upload"
+        );
+        for wrong in [
+            "/v1/nope",
+            "/v1/generations",
+            "/v1/analyze/url",
+            "",
+            "/",
+            "../admin",
+        ] {
+            let msg = job_endpoint(wrong).unwrap_err().to_string();
+            assert!(
+                msg.contains("not a job endpoint") && msg.contains("/v1/separate"),
+                "{wrong}: {msg}"
+            );
+        }
     }
 
     #[test]
