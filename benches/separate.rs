@@ -18,16 +18,24 @@
 //! the runs (default `30s,600s`); `SEPBENCH_MIX` another input file in the directory for the `30s`
 //! run (for profiling), `SEPBENCH_PARALLEL` its segments computed at once (default: the engine's).
 //! Prints one JSON line per run.
+//!
+//! `SEPBENCH_RANDOM=1` needs no reference: the same configuration
+//! (`Config::htdemucs_official`) is built with random weights (`engines::random`) on the
+//! models' device (`engines::default_device()`: the GPU in a `cuda` build), and the `30s` input is
+//! this bench's own noise. Its speed is the real model's; its stems are noise, so nothing is
+//! compared. This is what the GPU check (`scripts/gpu/check.sh`) runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use serde_json::{json, Value};
 use soundcheck::audio;
 use soundcheck::engines::separate::htdemucs::install::{install_th, load_bag};
-use soundcheck::engines::separate::htdemucs::{apply_model, SeparateOptions};
+use soundcheck::engines::separate::htdemucs::{
+    apply_model, BagOfModels, Config, HTDemucs, SeparateOptions,
+};
 use soundcheck::engines::separate::HtdemucsSeparateEngine;
 use soundcheck::jobs::{Engine, JobContext};
 
@@ -81,6 +89,34 @@ fn installed(dir: &Path) -> PathBuf {
     out
 }
 
+/// `SEPBENCH_RANDOM=1`: the full-size model with random weights, not the reference's checkpoint.
+fn random() -> bool {
+    std::env::var("SEPBENCH_RANDOM").is_ok_and(|v| v == "1")
+}
+
+/// The engine the runs time: the reference's checkpoint through the production install path on
+/// the CPU, or (random) the same configuration with random weights on the models' device.
+fn engine(dir: &Path) -> HtdemucsSeparateEngine {
+    if random() {
+        let device = soundcheck::engines::default_device();
+        let vb = soundcheck::engines::random::random_weights(DType::F32, &device);
+        let model = HTDemucs::new(Config::htdemucs_official(), vb).unwrap();
+        let bag = BagOfModels::new(vec![model], None).unwrap();
+        HtdemucsSeparateEngine::from_bag("htdemucs", bag).unwrap()
+    } else {
+        HtdemucsSeparateEngine::from_bag(
+            "htdemucs",
+            load_bag(&installed(dir), &Device::Cpu).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+/// The device the runs' models are on, for the report.
+fn device_name(engine: &HtdemucsSeparateEngine) -> String {
+    format!("{:?}", engine.bag().models()[0].device().location())
+}
+
 /// `seconds` of stereo noise at 44.1 kHz, 16-bit, written once (a simple LCG, so no two
 /// channels or minutes repeat).
 fn long_mix(dir: &Path, seconds: usize) -> PathBuf {
@@ -114,13 +150,12 @@ fn long_mix(dir: &Path, seconds: usize) -> PathBuf {
 
 /// The child of run `30s`: what the reference times, then a comparison with its stems.
 fn run_apply(dir: &Path) -> Value {
-    let engine = HtdemucsSeparateEngine::from_bag(
-        "htdemucs",
-        load_bag(&installed(dir), &Device::Cpu).unwrap(),
-    )
-    .unwrap();
+    let engine = engine(dir);
     let model = &engine.bag().models()[0];
     let name = std::env::var("SEPBENCH_MIX").unwrap_or_else(|_| "mix_30s.wav".into());
+    if random() && name == "mix_30s.wav" {
+        long_mix(dir, 30);
+    }
     let mix = audio::decode(&dir.join(&name)).unwrap();
     let opts = SeparateOptions {
         shifts: 0,
@@ -137,17 +172,20 @@ fn run_apply(dir: &Path) -> Value {
     let mut report = json!({
         "impl": "soundcheck",
         "run": "30s",
+        "weights": if random() { "random" } else { "reference checkpoint" },
+        "device": device_name(&engine),
         "threads": candle_core::utils::get_num_threads(),
         "parallel_segments": opts.parallel,
         "audio_s": mix.duration_secs(),
         "wall_s": wall,
+        "x_realtime": mix.duration_secs() / wall,
         "cpu_s": cpu,
         "peak_rss_mb": peak,
     });
-    // PyTorch's stems for the same input, if the reference saved them.
+    // PyTorch's stems for the same input, if the reference saved them (same weights only).
     let stem = name.trim_start_matches("mix_").trim_end_matches(".wav");
     let npy = dir.join(format!("out_{stem}.npy"));
-    if npy.is_file() {
+    if npy.is_file() && !random() {
         let want = candle_core::Tensor::read_npy(&npy).unwrap();
         let want = want.to_vec3::<f32>().unwrap();
         let mut err = 0f32;
@@ -166,7 +204,7 @@ fn run_apply(dir: &Path) -> Value {
 /// The child of run `600s`: the server's separation job on a 10-minute upload.
 fn run_engine(dir: &Path) -> Value {
     let input = long_mix(dir, 600);
-    let engine = HtdemucsSeparateEngine::load(&installed(dir), "htdemucs", &Device::Cpu).unwrap();
+    let engine = engine(dir);
     let out = tempfile::tempdir().unwrap();
     let params = json!({"stems": 4, "format": "wav16"});
     let ctx = JobContext {
@@ -184,11 +222,14 @@ fn run_engine(dir: &Path) -> Value {
         "impl": "soundcheck",
         "run": "600s",
         "path": "engine (decode, separate, write 4 wav16 stems)",
+        "weights": if random() { "random" } else { "reference checkpoint" },
+        "device": device_name(&engine),
         "shifts": engine.options().shifts,
         "parallel_segments": engine.options().parallel,
         "threads": candle_core::utils::get_num_threads(),
         "audio_s": result["duration"],
         "wall_s": wall,
+        "x_realtime": result["duration"].as_f64().unwrap_or(0.0) / wall,
         "cpu_s": cpu,
         "peak_rss_mb": peak,
     })
@@ -205,7 +246,11 @@ fn main() {
         println!("{report}");
         return;
     }
-    installed(&dir);
+    if random() {
+        std::fs::create_dir_all(&dir).unwrap();
+    } else {
+        installed(&dir);
+    }
     let runs = std::env::var("SEPBENCH_RUNS").unwrap_or_else(|_| "30s,600s".into());
     for run in runs.split(',').map(str::trim).filter(|r| !r.is_empty()) {
         if run == "600s" {

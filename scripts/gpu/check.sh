@@ -7,7 +7,7 @@
 #   scripts/gpu/check.sh --cpu                 pack --cpu, then run --cpu: the dry run, here
 #
 # `pack` builds (with `--features cuda`, or without it under --cpu) the integration-test binary
-# `it` and the `musicgen` and `transcribe` benches, strips them and writes them with the build's
+# `it` and the `musicgen`, `transcribe` and `separate` benches, strips them and writes them with the build's
 # manifest dir into target/gpu-bundle/ as one .tar.xz (asserted <= 60 MB: what the device tool
 # carries). The cuda build needs nvcc: run scripts/cuda/check.sh once first (it installs NVIDIA's
 # compiler into .venv-cuda); `pack` takes the same environment from there.
@@ -18,15 +18,16 @@
 #      tests/it/{musicgen,separate,transcribe}.rs): `it musicgen:: separate:: transcribe::`;
 #   2. MusicGen-small, full size with random weights: decoder steps/s (BENCH_FRAMES, default 100);
 #   3. basic-pitch on BENCH_SECONDS (default 180) of audio: x realtime;
+#   4. HTDemucs, the official configuration (42.0 M parameters) with random weights, on 30 s of
+#      audio (`apply_model`) and on a 10-minute upload through the `/v1/separate` engine (decode,
+#      separate, write four stems): x realtime (under --cpu only the 30 s run: the 10 minutes
+#      take about 7 minutes on two cores);
 # sampling `nvidia-smi` every 0.2 s for each stage's peak GPU memory (skipped under --cpu). Each
 # stage has a time limit so the whole run stays under 8 minutes. A summary goes to
 # $OUT/gpu-check.txt when OUT is set (the device tool brings $OUT back), else to stdout only.
 #
-# Not covered yet: HTDemucs timings (30 s and 10 min) need the full-size checkpoint that
-# benches/separate.rs gets from PyTorch demucs (scripts/demucs/bench_reference.py, ~170 MB), too
-# big to carry; the tiny-checkpoint parity in stage 1 does run on the GPU.
-#
-# Env: STAGE_TIMEOUT (s per stage, default 150), BENCH_FRAMES, BENCH_SECONDS, OUT.
+# Env: STAGE_TIMEOUT (s per stage, default 150; SEP_TIMEOUT for stage 4, default 300),
+#      BENCH_FRAMES, BENCH_SECONDS, OUT.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -44,6 +45,39 @@ for a in "$@"; do
 done
 [ -n "$mode" ] || { [ "$cpu" = 1 ] && mode=dry; }
 [ -n "$mode" ] || { echo "usage: $0 pack|run [--cpu] [BUNDLE] | --cpu" >&2; exit 2; }
+
+# What a cuda build links against, on a machine with no GPU and no driver: cudarc (candle's CUDA
+# layer, `dynamic-linking`) links libcuda, libnvrtc, libcurand, libcublas and libcublasLt.
+# NVIDIA's CUDA 13 wheels give the last four (as libX.so.N: an unversioned link is made beside
+# each); libcuda is the driver's, never in a wheel, so a stub with the soname libcuda.so.1 is
+# generated from the driver functions cudarc's bindings declare (as the toolkit's lib/stubs is
+# made). At run time the GPU machine's own driver and CUDA 13 libraries are loaded (`run` puts the
+# latter on LD_LIBRARY_PATH).
+link_libraries() {
+    local venv=$1 cuda_root=$2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 nvidia-cuda-nvrtc==13.0.88
+    local lib=$cuda_root/lib name
+    for name in cublas cublasLt curand nvrtc; do
+        local so
+        so=$(find "$lib" -maxdepth 1 -name "lib$name.so.*" ! -name "*builtins*" | sort | head -n1)
+        [ -n "$so" ] || { echo "pack: no lib$name.so.* in $lib" >&2; exit 1; }
+        ln -sf "$(basename "$so")" "$lib/lib$name.so"
+    done
+    local cudarc
+    cudarc=$(cargo metadata --format-version 1 --features cuda 2>/dev/null | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] == "cudarc":
+        print(p["manifest_path"].rsplit("/", 1)[0]); break')
+    [ -f "$cudarc/src/driver/sys/mod.rs" ] || { echo "pack: cudarc's sources not found" >&2; exit 1; }
+    mkdir -p "$lib/stubs"
+    grep -oE '^pub unsafe fn cu[A-Za-z0-9_]+' "$cudarc/src/driver/sys/mod.rs" \
+        | awk '{print "void " $4 "(void) {}"}' | sort -u >"$lib/stubs/libcuda.c"
+    cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$lib/stubs/libcuda.so" "$lib/stubs/libcuda.c"
+    echo "link libraries: $(ls "$lib" | grep -c '\.so') in $lib, libcuda stub with" \
+        "$(wc -l <"$lib/stubs/libcuda.c") driver functions"
+}
 
 pack() {
     # CPU: the test and dev profiles this checkout already built (only the crate recompiles);
@@ -65,6 +99,7 @@ pack() {
             exit 1
         }
         local cuda_root="$site/nvidia/cu13"
+        link_libraries "$venv" "$cuda_root"
         export PATH="$cuda_root/bin:$PATH" CUDA_HOME="$cuda_root" CUDA_PATH="$cuda_root"
         export CUDA_ROOT="$cuda_root" NVCC="$cuda_root/bin/nvcc"
         export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" # H100/H200: Hopper
@@ -75,7 +110,7 @@ pack() {
     json=$(mktemp)
     cargo test "${test_args[@]}" "${features[@]}" --no-run --test it --message-format=json >"$json"
     cargo bench "${bench_args[@]}" "${features[@]}" --no-run --bench musicgen --bench transcribe \
-        --message-format=json >>"$json"
+        --bench separate --message-format=json >>"$json"
     exes=$(python3 - "$json" <<'EOF'
 import json, sys
 for line in open(sys.argv[1]):
@@ -84,7 +119,7 @@ for line in open(sys.argv[1]):
     except ValueError:
         continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") \
-            and m["target"]["name"] in ("it", "musicgen", "transcribe"):
+            and m["target"]["name"] in ("it", "musicgen", "transcribe", "separate"):
         print(m["target"]["name"], m["executable"])
 EOF
 )
@@ -94,7 +129,7 @@ EOF
         cp "$exe" "$bundle/stage/bin/$name"
         strip "$bundle/stage/bin/$name"
     done <<<"$exes"
-    for n in it musicgen transcribe; do
+    for n in it musicgen transcribe separate; do
         [ -x "$bundle/stage/bin/$n" ] || { echo "pack: no $n executable built" >&2; exit 1; }
     done
     # The tests find their fixtures under the manifest dir compiled into them.
@@ -147,6 +182,20 @@ run() {
     [ -d "$manifest/tests/fixtures/musicgen" ] || { echo "fixtures not found under $manifest" >&2; exit 1; }
     local out=${OUT:-$work}
     local report="$out/gpu-check.txt"
+    if [ "$cpu" = 0 ]; then
+        # The CUDA 13 libraries the build links (cuBLAS, cuRAND, NVRTC) from wherever this machine
+        # has them (on the lent machines: PyTorch's venv); libcuda is the driver's own.
+        local dirs
+        dirs=$(find /opt /usr /usr/local -xdev \( -name 'libcublas.so.13' -o -name 'libcublasLt.so.13' \
+            -o -name 'libcurand.so.10' -o -name 'libnvrtc.so.13' \) 2>/dev/null \
+            | xargs -r -n1 dirname | sort -u | paste -sd:)
+        export LD_LIBRARY_PATH="${dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        if ldd "$work/bin/it" | grep -q "not found"; then
+            echo "missing libraries (LD_LIBRARY_PATH=$LD_LIBRARY_PATH):" >&2
+            ldd "$work/bin/it" | grep "not found" >&2
+            exit 1
+        fi
+    fi
     {
         echo "# GPU check: bundle $built, $(date -u +%FT%TZ)"
         if [ "$cpu" = 0 ]; then
@@ -179,6 +228,10 @@ run() {
     export BENCH_FRAMES=${BENCH_FRAMES:-100} BENCH_SECONDS=${BENCH_SECONDS:-180}
     stage "musicgen-small steps/s (random full-size weights)" "$work/bin/musicgen"
     stage "basic-pitch x realtime" "$work/bin/transcribe"
+    local sep_runs=30s,600s
+    [ "$cpu" = 1 ] && sep_runs=30s
+    STAGE_TIMEOUT=${SEP_TIMEOUT:-300} SEPBENCH_RANDOM=1 SEPBENCH_RUNS=$sep_runs \
+        SEPBENCH_DIR="$work/sepbench" stage "htdemucs x realtime (random full-size weights; $sep_runs)" "$work/bin/separate"
     echo "total $((SECONDS - start)) s, $fails stage(s) failed" | tee -a "$report"
     rm -rf "$work"
     [ "$fails" = 0 ]

@@ -5,6 +5,7 @@ pub mod analyze;
 pub mod compose;
 pub mod master;
 pub mod musicgen;
+pub mod random;
 pub mod separate;
 pub mod transcribe;
 

@@ -6,9 +6,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Init, VarBuilder};
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
 use super::config::{Config, GenerationConfig};
@@ -117,51 +116,6 @@ pub fn load(dir: &Path, device: &Device) -> Result<MusicGen, Error> {
     MusicGen::from_parts(name, &cfg, gen_cfg, tokenizer, vb)
 }
 
-/// Serves every weight the model asks for as fresh random values: scaled normal matrices (std
-/// `1/sqrt(fan_in)`), unit norm scales and weight-norm gains, zero biases. For benchmarks and smoke tests
-/// of full-size shapes without a download; the output is noise, the speed is the real model's.
-struct RandomWeights;
-
-impl SimpleBackend for RandomWeights {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _h: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let dims = s.dims().to_vec();
-        let leaf = name.rsplit('.').next().unwrap_or(name);
-        let t = if leaf == "weight_g" || leaf == "original0" {
-            Tensor::ones(s, DType::F32, dev)?
-        } else if dims.len() >= 2 {
-            let fan_in: usize = dims[1..].iter().product();
-            Tensor::randn(0f32, 1.0 / (fan_in.max(1) as f32).sqrt(), s, dev)?
-        } else if leaf == "weight" {
-            Tensor::ones(s, DType::F32, dev)?
-        } else {
-            Tensor::zeros(s, DType::F32, dev)?
-        };
-        t.to_dtype(dtype)
-    }
-
-    fn get_unchecked(
-        &self,
-        name: &str,
-        _dtype: DType,
-        _dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        candle_core::bail!("random weights need a shape for {name}")
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        // answer for the published key names (weight-norm as `weight_g`, T5's `shared` embedding)
-        !name.contains("parametrizations")
-    }
-}
-
-/// A `VarBuilder` of random weights in `dtype` on `device` (see `RandomWeights`).
-pub fn random_weights(dtype: DType, device: &Device) -> VarBuilder<'static> {
-    VarBuilder::from_backend(Box::new(RandomWeights), dtype, device.clone())
-}
+/// A `VarBuilder` of random weights for MusicGen's published key names (weight-norm as
+/// `weight_g`, T5's `shared` embedding): see [`crate::engines::random`].
+pub use crate::engines::random::random_weights;

@@ -235,6 +235,22 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The configuration of the official `htdemucs` checkpoint (42.0 M parameters): its saved
+    /// kwargs over `HTDemucs`' defaults — 7.8 s segments, 512 bottom channels, both DConv
+    /// branches, 5 cross-transformer layers. With random weights it is the full-size model's
+    /// speed without a download (`benches/separate.rs`, the GPU check).
+    pub fn htdemucs_official() -> Config {
+        Config {
+            segment: Segment::Fraction { num: 39, den: 5 },
+            bottom_channels: 512,
+            dconv_mode: 3,
+            t_layers: 5,
+            ..Config::default()
+        }
+    }
+}
+
 /// Shapes of one encoder/decoder level, derived exactly as `HTDemucs.__init__` does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Level {

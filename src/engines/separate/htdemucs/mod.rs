@@ -428,6 +428,19 @@ fn normalize(x: &Tensor) -> Result<(Tensor, Tensor, Tensor), Error> {
 mod tests {
     use super::*;
 
+    /// The official configuration builds the full-size model: 42.0 M parameters, as demucs 4.0.1
+    /// counts for the same kwargs (`scripts/demucs/bench_reference.py`), whose checkpoint this
+    /// configuration loads; so the random-weights benchmark times the model users run.
+    #[test]
+    fn the_official_configuration_has_the_full_size_parameter_count() {
+        let vars = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+        let model = HTDemucs::new(Config::htdemucs_official(), vb).unwrap();
+        assert_eq!(model.config().training_length(), 343_980);
+        let params: usize = vars.all_vars().iter().map(|v| v.elem_count()).sum();
+        assert!((41_950_000..42_050_000).contains(&params), "{params}");
+    }
+
     /// Every stage of the fixture model (a reduced HTDemucs with random weights) through the CPU
     /// kernels against the tensor ops, on two different batch items at once.
     #[test]
