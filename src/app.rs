@@ -583,9 +583,11 @@ async fn run_node(
         shutdown: shutdown.clone(),
         shutdown_grace: crate::jobs::worker::SHUTDOWN_GRACE,
         local_paths: crate::jobs::worker::LocalPaths::new(&[
+            // The data directory first: by default the media directory is the same one, and
+            // a directory listed twice keeps its first name.
+            (&config.data_dir, "<data>"),
             (&crate::models::models_dir(&config.data_dir), "<models>"),
             (&config.media_dir, "<media>"),
-            (&config.data_dir, "<data>"),
             (&std::env::temp_dir(), "<tmp>"),
         ]),
     };

@@ -101,21 +101,29 @@ impl LocalPaths {
         LocalPaths(pairs.into())
     }
 
-    /// `message` with each local directory replaced by its name, where the path ends there or
-    /// goes on with `/` (`/srv/data` is not hidden inside `/srv/database`).
+    /// `message` with each local directory replaced by its name, where the directory stands
+    /// whole: not inside a longer path or URL (`/srv/data` is not hidden in `/srv/database`,
+    /// `/tmp` not in `/var/tmp` nor in `http://host/tmp/…`).
     pub fn hide(&self, message: &str) -> String {
+        // A character that continues a path: the directory does not end (or begin) there.
+        let in_name = |c: char| c.is_alphanumeric() || "-_~".contains(c);
         let mut out = message.to_string();
         for (path, name) in self.0.iter() {
             let mut rest = out.as_str();
             let mut hidden = String::with_capacity(out.len());
             while let Some(at) = rest.find(path.as_str()) {
+                let before = rest[..at].chars().last().or(hidden.chars().last());
                 let after = &rest[at + path.len()..];
-                let whole = after
-                    .chars()
-                    .next()
-                    .is_none_or(|c| c == '/' || !(c.is_alphanumeric() || "-_.".contains(c)));
+                let mut next = after.chars();
+                let ends = match next.next() {
+                    None | Some('/') => true,
+                    // A full stop ends a sentence, unless a name goes on after it (`/tmp.d`).
+                    Some('.') => !next.next().is_some_and(|c| in_name(c) || c == '.'),
+                    Some(c) => !in_name(c),
+                };
+                let begins = !before.is_some_and(|c| in_name(c) || "./:".contains(c));
                 hidden.push_str(&rest[..at]);
-                hidden.push_str(if whole { name } else { path });
+                hidden.push_str(if begins && ends { name } else { path });
                 rest = after;
             }
             hidden.push_str(rest);
@@ -649,7 +657,9 @@ impl Workers {
                 );
                 end = End::Failed {
                     code: FailCode::InternalError,
-                    message: format!("the result could not be stored: {error}"),
+                    message: self
+                        .local_paths
+                        .hide(&format!("the result could not be stored: {error}")),
                 };
                 continue;
             }
@@ -1076,6 +1086,22 @@ mod tests {
         );
         // No directories: nothing changes.
         assert_eq!(LocalPaths::default().hide(&msg), msg);
+        // Only a whole directory: not inside a longer path or a URL; a full stop ends it.
+        let tmp = LocalPaths::new(&[(std::path::Path::new("/tmp"), "<tmp>")]);
+        for kept in [
+            "/var/tmp/x.wav",
+            "http://h:8000/tmp/a.mp3",
+            "s3://bucket/tmp/x",
+            "/tmpfiles/a",
+            "/tmp.d/a",
+            "./tmp/a",
+        ] {
+            assert_eq!(tmp.hide(kept), kept);
+        }
+        assert_eq!(
+            tmp.hide("cannot write /tmp. (/tmp/a.wav, '/tmp/b')"),
+            "cannot write <tmp>. (<tmp>/a.wav, '<tmp>/b')"
+        );
     }
 
     fn queued_job(store: &Store, id: &str) {

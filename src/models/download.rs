@@ -156,6 +156,13 @@ async fn fetch_once(
             })
         }
     };
+    // Made again here: a failed pull of the same model beside this one removes its staging
+    // directory when it holds nothing yet.
+    if let Some(dir) = part.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| Error::io(dir, e))?;
+    }
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .write(true)

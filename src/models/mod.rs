@@ -299,12 +299,10 @@ pub async fn pull(data_dir: &Path, id: &str, opts: &PullOptions) -> Result<Insta
     let staging = models.join(".partial").join(id);
     std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     let pulled = pull_into(data_dir, id, entry, &staging, opts).await;
-    if pulled.is_err() {
-        // Partial files stay for the next pull to resume; an attempt that got none leaves no
-        // empty directories behind (`remove_dir` removes only an empty one).
-        let _ = std::fs::remove_dir(&staging);
-        let _ = std::fs::remove_dir(models.join(".partial"));
-    }
+    // Partial files stay for the next pull to resume; an attempt that got none, or a finished
+    // install, leaves no empty directories behind (`remove_dir` removes only an empty one).
+    let _ = std::fs::remove_dir(&staging);
+    let _ = std::fs::remove_dir(models.join(".partial"));
     pulled
 }
 
@@ -437,6 +435,7 @@ pub fn import(data_dir: &Path, src: &Path, id: Option<&str>) -> Result<Installed
     // A refused import leaves nothing behind (it once left a whole copy of the source).
     let family = staged().inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&staging);
+        let _ = std::fs::remove_dir(staging.parent().unwrap());
     })?;
     let licence = catalog(&id).map(|e| e.licence);
     finish_install(
@@ -625,7 +624,7 @@ mod tests {
         std::fs::write(src.join("config.json"), br#"{"name":"my-node-app"}"#).unwrap();
         std::fs::write(src.join("big.bin"), vec![0u8; 1 << 20]).unwrap();
         assert!(import(&data, &src, None).is_err());
-        let partial = models_dir(&data).join(".partial").join("proj");
+        let partial = models_dir(&data).join(".partial");
         assert!(!partial.exists(), "{} was left behind", partial.display());
 
         #[cfg(unix)]

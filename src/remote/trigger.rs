@@ -140,22 +140,25 @@ macro_rules! say {
     };
 }
 
-/// The job endpoint `--endpoint` names: a path as the API spells it (`/v1/separate`), or the
-/// same without its leading slash or `/v1/` (`separate`, `analyze`). Anything else is refused
-/// here, with the four paths, rather than sent and answered 404.
+/// The job endpoint `--endpoint` names: a path as the API spells it (`/v1/separate`), the same
+/// without its leading `/` or `/v1/` (`v1/separate`, `separate`, `analyze/upload`), or `analyze`
+/// for `/v1/analyze/upload`. Anything else (`/v1/analyze`, the synchronous analysis, among them)
+/// is refused here, with the four paths, rather than sent and answered 404 or 405.
 pub(crate) fn job_endpoint(given: &str) -> anyhow::Result<&'static str> {
-    let bare = given.trim().trim_start_matches('/');
-    let bare = bare
-        .strip_prefix("v1/")
-        .unwrap_or(bare)
-        .trim_end_matches('/');
+    let given_path = given.trim();
+    let given_path = given_path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(given_path);
     JobKind::ALL
         .into_iter()
-        .map(JobKind::endpoint)
-        .find(|path| {
+        .find(|kind| {
+            let path = kind.endpoint();
             let short = path.trim_start_matches("/v1/");
-            short == bare || short.split('/').next() == Some(bare)
+            [path, &path[1..], short].contains(&given_path)
+                || (*kind == JobKind::Analyze && given_path == "analyze")
         })
+        .map(JobKind::endpoint)
         .ok_or_else(|| {
             let paths: Vec<&str> = JobKind::ALL.into_iter().map(JobKind::endpoint).collect();
             anyhow!(
@@ -183,9 +186,12 @@ pub(super) async fn trigger(
     let endpoint = match (event.starts_with("job."), endpoint) {
         (true, given) => job_endpoint(given.unwrap_or(JobKind::Analyze.endpoint()))?,
         (false, None) => "/v1/generations",
+        (false, Some(given)) if given.trim().trim_end_matches('/') == "/v1/generations" => {
+            "/v1/generations"
+        }
         (false, Some(given)) => bail!(
-            "--endpoint is for job.* events; {event} runs a generation (POST /v1/generations), \
-             not {given:?}"
+            "--endpoint {given:?}: {event} always runs a generation (POST /v1/generations); \
+             --endpoint picks the job endpoint of job.* events"
         ),
     };
     // Every --param is checked against the server's own document before anything is sent.
@@ -329,12 +335,20 @@ mod tests {
         assert_eq!(job_endpoint("transcribe").unwrap(), "/v1/transcribe");
         assert_eq!(job_endpoint("analyze").unwrap(), "/v1/analyze/upload");
         assert_eq!(
+            job_endpoint("analyze/upload").unwrap(),
+            "/v1/analyze/upload"
+        );
+        assert_eq!(
             job_endpoint("/v1/analyze/upload/").unwrap(),
             "/v1/analyze/upload"
         );
+        // `/v1/analyze` is the synchronous analysis, not its job endpoint.
         for wrong in [
             "/v1/nope",
             "/v1/generations",
+            "/v1/analyze",
+            "v1/analyze",
+            "upload",
             "/v1/analyze/url",
             "",
             "/",
