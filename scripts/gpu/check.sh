@@ -48,9 +48,9 @@ done
 [ -n "$mode" ] || { echo "usage: $0 pack|run [--cpu] [BUNDLE] | --cpu" >&2; exit 2; }
 
 # What a cuda build links against, on a machine with no GPU and no driver: cudarc (candle's CUDA
-# layer, `dynamic-linking`) links libcuda, libnvrtc, libcurand, libcublas and libcublasLt.
-# NVIDIA's CUDA 13 wheels give the last four (as libX.so.N: an unversioned link is made beside
-# each); libcuda is the driver's, never in a wheel, so a stub with the soname libcuda.so.1 is
+# layer, `dynamic-linking`) links libcuda, libnvrtc, libcurand, libcublas and libcublasLt, and
+# candle-kernels' MoE library libcudart. NVIDIA's CUDA 13 wheels give all but libcuda (as
+# libX.so.N: an unversioned link is made beside each); libcuda is the driver's, never in a wheel, so a stub with the soname libcuda.so.1 is
 # generated from the driver functions cudarc's bindings declare (as the toolkit's lib/stubs is
 # made). At run time the GPU machine's own driver and CUDA 13 libraries are loaded (`run` puts the
 # latter on LD_LIBRARY_PATH).
@@ -59,7 +59,7 @@ link_libraries() {
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
         nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 nvidia-cuda-nvrtc==13.0.88
     local lib=$cuda_root/lib name
-    for name in cublas cublasLt curand nvrtc; do
+    for name in cublas cublasLt curand nvrtc cudart; do
         local so
         so=$(find "$lib" -maxdepth 1 -name "lib$name.so.*" ! -name "*builtins*" 2>/dev/null \
             | sort | head -n1) || true
@@ -191,17 +191,18 @@ run() {
     local out=${OUT:-$work}
     local report="$out/gpu-check.txt"
     if [ "$cpu" = 0 ]; then
-        # The CUDA 13 libraries the build links (cuBLAS, cuRAND, NVRTC) from wherever this machine
+        # The CUDA 13 libraries the build links (cuBLAS, cuRAND, NVRTC, the runtime) from wherever this machine
         # has them (on the lent machines: PyTorch's venv); libcuda is the driver's own.
         local dirs
         dirs=$(find /opt /usr /usr/local -xdev \( -name 'libcublas.so.13' -o -name 'libcublasLt.so.13' \
-            -o -name 'libcurand.so.10' -o -name 'libnvrtc.so.13' \) 2>/dev/null \
+            -o -name 'libcurand.so.10' -o -name 'libnvrtc.so.13' -o -name 'libcudart.so.13' \) \
+            2>/dev/null \
             | xargs -r -n1 dirname | sort -u | paste -sd:) || true
         if [ -n "$dirs" ]; then
             export LD_LIBRARY_PATH="${dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
         fi
         if ldd "$work/bin/it" | grep -q "not found"; then
-            echo "missing libraries (LD_LIBRARY_PATH=$LD_LIBRARY_PATH):" >&2
+            echo "missing libraries (LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}):" >&2
             ldd "$work/bin/it" | grep "not found" >&2
             exit 1
         fi
