@@ -266,14 +266,19 @@ async fn add_latency(latency: Duration, req: Request, next: Next) -> Response {
 /// the app's own requests.
 pub const DASHBOARD_POLL_HEADER: &str = "x-soundcheck-dashboard";
 
+/// The same mark on the client commands' watch loops (`jobs tail`, `trigger` waiting).
+pub const POLL_HEADER: &str = "x-soundcheck-poll";
+
 /// Gives each request a trace id (in the envelope, the `X-Trace-Id` header and the log line).
-/// The dashboard's successful polls (`GET` with [`DASHBOARD_POLL_HEADER`]) are logged at debug
-/// level: an open dashboard makes several a second, which would bury the app's requests.
+/// The dashboard's and the client commands' successful polls (`GET` with
+/// [`DASHBOARD_POLL_HEADER`] or [`POLL_HEADER`]) are logged at debug level: an open dashboard
+/// makes several a second, which would bury the app's requests.
 async fn trace_requests(req: Request, next: Next) -> Response {
     let trace_id = crate::ids::trace_id();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let poll =
-        method == axum::http::Method::GET && req.headers().contains_key(DASHBOARD_POLL_HEADER);
+    let poll = method == axum::http::Method::GET
+        && (req.headers().contains_key(DASHBOARD_POLL_HEADER)
+            || req.headers().contains_key(POLL_HEADER));
     let started = Instant::now();
     let mut resp = TRACE_ID.scope(trace_id.clone(), next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&trace_id) {
@@ -281,7 +286,8 @@ async fn trace_requests(req: Request, next: Next) -> Response {
     }
     let (status, latency_ms) = (
         resp.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1e3,
+        // To 0.01 ms: the log reads 0.63, not 0.6332409999999999.
+        (started.elapsed().as_secs_f64() * 1e5).round() / 100.0,
     );
     if poll && resp.status().is_success() {
         tracing::debug!(%method, %path, status, latency_ms, %trace_id, "request");
@@ -640,24 +646,37 @@ async fn run_node(
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or SIGTERM. The handlers are registered when this is called, not when the
+/// future is first polled: a signal that comes in between is not lost (nor does it kill the
+/// process, which is what an unregistered SIGTERM does).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(interrupt) => {},
+                _ = wait(terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

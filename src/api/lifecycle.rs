@@ -283,7 +283,9 @@ impl Follower {
             if moved {
                 let data = ProgressEvent {
                     id: self.id.clone(),
-                    progress: p,
+                    // As the object's `progress` reads (an f32 widened to JSON's f64 would read
+                    // 0.10000000149011612).
+                    progress: (f64::from(p) * 1e4).round() / 1e4,
                 };
                 let data = serde_json::to_value(data).unwrap_or_default();
                 self.queue.push_back(event("progress", &data));
@@ -323,7 +325,7 @@ impl Follower {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ProgressEvent {
     pub id: String,
-    pub progress: f32,
+    pub progress: f64,
 }
 
 fn event(name: &str, data: &Value) -> Event {

@@ -33,9 +33,10 @@ pub fn job_tx(tx: &dyn crate::store::Tx, id: &str) -> store::Result<Cancel<store
     }
     let end = End::Failed {
         code: FailCode::Cancelled,
-        message: "Cancelled at the client's request (DELETE /v1/jobs/{job_id}); the reserved \
-                  credits were refunded."
-            .into(),
+        message: format!(
+            "Cancelled at the client's request (DELETE /v1/jobs/{id}); the reserved credits \
+             were refunded."
+        ),
     };
     finish_job_tx(tx, id, job.credits_reserved, end, None)?;
     let ended = store::jobs::get(tx, id)?.expect("job exists");

@@ -214,6 +214,19 @@ impl Client {
         decode(self.tl_get(path).await?, path)
     }
 
+    /// [`tl_get_as`](Client::tl_get_as) for a watch loop's repeated look: marked as a poll
+    /// ([`crate::app::POLL_HEADER`]), so the server logs it at debug level, not beside the app's
+    /// own requests.
+    pub(super) async fn tl_poll_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.tl_key)
+            .header(crate::app::POLL_HEADER, "1");
+        let resp = self.send(req).await?;
+        decode(self.answer(resp, Key::Jobs).await?, path)
+    }
+
     /// [`tl_send`](Client::tl_send) read into the shape the server renders.
     pub(super) async fn tl_send_as<T: DeserializeOwned>(
         &self,

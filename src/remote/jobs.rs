@@ -40,7 +40,7 @@ pub(super) async fn follow_job(c: &Client, id: &str, json: bool) -> anyhow::Resu
                 ("progress", Some(job)) => {
                     job.progress = serde_json::from_value::<ProgressEvent>(data.clone())
                         .ok()
-                        .map(|e| e.progress)
+                        .map(|e| e.progress as f32)
                 }
                 ("progress", None) => return,
                 _ => match serde_json::from_value::<JobBody>(data.clone()) {
@@ -85,7 +85,7 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
     let mut seen: std::collections::HashSet<String> = Default::default();
     let mut first = true;
     loop {
-        let list: JobList = c.tl_get_as("/v1/jobs").await?;
+        let list: JobList = c.tl_poll_as("/v1/jobs").await?;
         // Oldest first, so lines come out in order.
         for j in list.data.into_iter().rev() {
             if !seen.insert(j.job_id.clone()) {

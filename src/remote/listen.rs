@@ -83,9 +83,23 @@ pub(super) async fn listen(
             check_forward(flag, target, ours.port())?;
         }
     }
+    // Listening for Ctrl-C and SIGTERM from before the endpoint changes: a stop from then on
+    // puts it back.
+    let stop = crate::app::shutdown_signal();
     let url = format!("http://{ours}/webhook");
     // Put back on exit, so a stopped `listen` never leaves the endpoint on a dead port.
     let previous = c.tl_get_as::<EndpointBody>("/v1/webhook").await?.url;
+    // Another `listen` may be the endpoint now: then this one goes back to it if it still runs
+    // at the end, else to what that one would have gone back to (stopped in either order,
+    // stacked `listen`s leave the URL they found).
+    let before_listen = match &previous {
+        Some(p) => another_listen(p).await,
+        None => None,
+    };
+    let restore = Restore {
+        previous: previous.clone(),
+        origin: before_listen.clone().unwrap_or_else(|| previous.clone()),
+    };
     let ep: EndpointBody = c
         .tl_send_as("PUT", "/v1/webhook", Some(json!({ "url": url })))
         .await?;
@@ -106,11 +120,20 @@ pub(super) async fn listen(
             "Note: the endpoint is disabled; run `soundcheck webhook enable` to receive events."
         );
     }
-    note!(
-        json,
-        "(Ctrl-C to stop; the endpoint URL then goes back to {}.)",
-        previous.as_deref().unwrap_or("none")
-    );
+    match (&previous, &before_listen) {
+        (Some(p), Some(origin)) => note!(
+            json,
+            "(Ctrl-C to stop. The endpoint was another `listen`'s inbox, {p}: the URL then goes \
+             back to it if it still runs, else to {}.)",
+            origin.as_deref().unwrap_or("none")
+        ),
+        _ => note!(
+            json,
+            "(Ctrl-C to stop; the endpoint URL then goes back to {}.)",
+            previous.as_deref().unwrap_or("none")
+        ),
+    }
+    let origin = restore.origin.clone();
     let inbox = Inbox {
         server: std::sync::Arc::new(c.clone()),
         forward,
@@ -121,19 +144,78 @@ pub(super) async fn listen(
         closed: tokio_util::sync::CancellationToken::new(),
     };
     let closed = inbox.closed.clone();
+    // A later `listen` asks this one what it would go back to (see `another_listen`).
     let app = axum::Router::new()
+        .route(
+            LISTEN_PATH,
+            axum::routing::get(move || async move { axum::Json(json!({ "origin": origin })) }),
+        )
         .fallback(axum::routing::post(inbox_receive))
         .with_state(inbox);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! {
-                _ = crate::app::shutdown_signal() => {}
+                _ = stop => {}
                 _ = closed.cancelled() => eprintln!("stdout was closed; stopping"),
             }
         })
         .await?;
-    restore_endpoint(c, &url, previous, json).await;
+    // The previous `listen` has stopped: go back to what it would have.
+    let back_to = match &before_listen {
+        Some(origin)
+            if another_listen(previous.as_deref().unwrap_or(""))
+                .await
+                .is_none() =>
+        {
+            origin.clone()
+        }
+        _ => restore.previous,
+    };
+    restore_endpoint(c, &url, back_to, json).await;
     Ok(())
+}
+
+/// Where a `listen` inbox answers what URL it would go back to.
+const LISTEN_PATH: &str = "/soundcheck-listen";
+
+/// What `listen` goes back to at the end: the URL it found, or, if that was another `listen` that
+/// has stopped since, the URL that one found (followed down a stack of them).
+struct Restore {
+    previous: Option<String>,
+    origin: Option<String>,
+}
+
+/// If `url` is a running `listen` inbox on this machine, the URL it would go back to
+/// (`Some(None)`: none); `None` if it is not one, or does not answer.
+async fn another_listen(url: &str) -> Option<Option<String>> {
+    let mut probe = reqwest::Url::parse(url).ok()?;
+    let local = match probe.host()? {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    if !local || probe.scheme() != "http" {
+        return None;
+    }
+    probe.set_path(LISTEN_PATH);
+    probe.set_query(None);
+    let answer = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?
+        .get(probe)
+        .send()
+        .await
+        .ok()?;
+    if !answer.status().is_success() {
+        return None;
+    }
+    let body: Value = answer.json().await.ok()?;
+    match body.get("origin")? {
+        Value::Null => Some(None),
+        Value::String(s) => Some(Some(s.clone())),
+        _ => None,
+    }
 }
 
 /// A forward target must be an http(s) URL, and not this inbox itself (each event would be

@@ -206,7 +206,8 @@ pub(super) async fn trigger(
     };
     // Generation webhooks go to the URL given at submit: the jobs endpoint's, if any (so
     // `listen` sees them too); job events go to the jobs endpoint.
-    let webhook_url = c.tl_get_as::<EndpointBody>("/v1/webhook").await?.url;
+    let jobs_endpoint = c.tl_get_as::<EndpointBody>("/v1/webhook").await?;
+    let webhook_url = jobs_endpoint.url.clone();
     let outcome = if event.starts_with("job.") {
         let mut form = reqwest::multipart::Form::new().part(
             "audio",
@@ -234,7 +235,7 @@ pub(super) async fn trigger(
         let job = loop {
             tokio::time::sleep(Duration::from_millis(1100)).await;
             let j: JobBody = c
-                .tl_get_as(&format!("/v1/jobs/{}", super::client::segment(&id)?))
+                .tl_poll_as(&format!("/v1/jobs/{}", super::client::segment(&id)?))
                 .await?;
             if j.status == "completed" || j.status == "failed" {
                 break j;
@@ -246,6 +247,13 @@ pub(super) async fn trigger(
         };
         say!(json, "{}", job_line(&job));
         match &webhook_url {
+            // A disabled endpoint holds job events until it is enabled again.
+            Some(url) if !jobs_endpoint.enabled => say!(
+                json,
+                "job.{} event held: the endpoint is disabled (`soundcheck webhook enable` sends \
+                 it to {url})",
+                job.status
+            ),
             Some(url) => say!(json, "job.{} event queued for {url}", job.status),
             None => say!(
                 json,
@@ -253,7 +261,12 @@ pub(super) async fn trigger(
                  (run `soundcheck listen` or `soundcheck webhook set-url URL`)"
             ),
         }
-        json!({ "event": format!("job.{}", job.status), "job": job, "webhook_url": webhook_url })
+        json!({
+            "event": format!("job.{}", job.status),
+            "job": job,
+            "webhook_url": webhook_url,
+            "held": webhook_url.is_some() && !jobs_endpoint.enabled,
+        })
     } else {
         let mut body = json!({"tags": "soundcheck trigger, lofi piano", "duration": 2});
         if let Some(url) = &webhook_url {
@@ -282,7 +295,8 @@ pub(super) async fn trigger(
             let req = c
                 .http
                 .get(format!("{}{path}", c.base))
-                .header("X-API-Key", &c.ft_key);
+                .header("X-API-Key", &c.ft_key)
+                .header(crate::app::POLL_HEADER, "1");
             let g: GenerationBody =
                 decode(c.answer(c.send(req).await?, Key::Generations).await?, &path)?;
             if g.status == "completed" || g.status == "failed" {

@@ -111,6 +111,11 @@ async fn cancelling_a_running_job_fails_it_once_refunds_and_sends_job_failed() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "failed");
     assert_eq!(body["error"]["code"], "cancelled");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("DELETE /v1/jobs/{b})")),
+        "{message}"
+    );
     assert_eq!(body["credits_used"], 0);
     // The running one: its run stops between steps, so the one worker is free at once.
     let started = Instant::now();

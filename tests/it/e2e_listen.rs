@@ -108,6 +108,14 @@ async fn listen_relays_by_kind_keeps_bodies_restores_the_url_and_failed_events_a
         jobs_app.received()[1].json()["data"]["job_id"],
         job_id.as_str()
     );
+    // Delivered by the resend: the first attempt's retry will not come, and no longer shows.
+    let log = api(&format!("/v1/webhook/deliveries?of={job_id}")).await;
+    let attempts = log["data"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{log}");
+    assert!(
+        attempts.iter().all(|a| a["next_attempt_at"].is_null()),
+        "{log}"
+    );
     // The lists as JSON: the API's own answers.
     let listed: Value =
         serde_json::from_str(&home.ok(&["deliveries", "list", "--json"]).await).unwrap();
@@ -277,5 +285,75 @@ async fn a_closed_stdout_ends_commands_quietly_and_listen_restores_the_url() {
     }
     let shown = home.ok(&["webhook", "show"]).await;
     assert!(shown.contains(original), "{shown}");
+    drop(s);
+}
+
+/// Two `listen`s stacked (the README's steps 2 and 3 without stopping the first): stopped in
+/// either order, the endpoint URL ends where it was before both. The second goes back to the
+/// first while it runs, and past it once it has stopped (it once went back to the dead inbox).
+#[tokio::test]
+async fn stacked_listens_stopped_in_either_order_leave_the_url_they_found() {
+    let home = Home::new();
+    let s = Served::start(&home, &home.path("d"), &[]).await;
+    let original = "http://127.0.0.1:9/original";
+    home.ok(&["webhook", "set-url", original]).await;
+    let start = || async {
+        let mut child = home
+            .cmd()
+            .arg("listen")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = line_with(&mut out, "Ready!").await;
+        let url = ready.split_whitespace().last().unwrap().to_string();
+        (child, out, url)
+    };
+    let stop = |child: &tokio::process::Child| {
+        let pid = child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let url_now = || async { home.ok(&["webhook", "show", "--json"]).await };
+
+    // The first stopped first: the second then goes past it, to the original.
+    let (mut a, mut a_out, a_url) = start().await;
+    let (mut b, mut b_out, b_url) = start().await;
+    line_with(&mut b_out, "another `listen`'s inbox").await;
+    stop(&a);
+    line_with(&mut a_out, "left as it is").await;
+    a.wait().await.unwrap();
+    assert!(url_now().await.contains(&b_url));
+    stop(&b);
+    line_with(
+        &mut b_out,
+        &format!("Restored the endpoint URL to {original}"),
+    )
+    .await;
+    b.wait().await.unwrap();
+    assert!(url_now().await.contains(original), "{}", url_now().await);
+
+    // The second stopped first: it goes back to the first, which then restores the original.
+    let (mut a, mut a_out, a_url2) = start().await;
+    let (mut b, mut b_out, _) = start().await;
+    stop(&b);
+    line_with(
+        &mut b_out,
+        &format!("Restored the endpoint URL to {a_url2}"),
+    )
+    .await;
+    b.wait().await.unwrap();
+    stop(&a);
+    line_with(
+        &mut a_out,
+        &format!("Restored the endpoint URL to {original}"),
+    )
+    .await;
+    a.wait().await.unwrap();
+    assert!(url_now().await.contains(original));
+    assert_ne!(a_url, b_url);
     drop(s);
 }
