@@ -105,25 +105,40 @@ pub(crate) fn check_params(
     Ok(out)
 }
 
-/// A one-second stereo WAV (a major triad) for `trigger`: small, and real audio.
+/// Four seconds of stereo WAV for `trigger`: a C major triad over a kick-like hit every half
+/// second, so the default job (`/v1/analyze/upload`) reads something (120 bpm, C major) rather
+/// than a tempo of 0. Small (350 KB) and real audio.
 pub(super) fn builtin_wav() -> Vec<u8> {
+    const RATE: u32 = 22_050;
     let spec = hound::WavSpec {
         channels: 2,
-        sample_rate: 22_050,
+        sample_rate: RATE,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
     let mut cursor = std::io::Cursor::new(Vec::new());
     {
         let mut w = hound::WavWriter::new(&mut cursor, spec).expect("in-memory WAV");
-        for i in 0..22_050 {
-            let t = i as f32 / 22_050.0;
-            let s: f32 = [261.63f32, 329.63, 392.0]
+        let beat = RATE as usize / 2;
+        let mut noise = 0x2545_f491u32;
+        for i in 0..4 * RATE as usize {
+            let t = i as f32 / RATE as f32;
+            let triad: f32 = [261.63f32, 329.63, 392.0]
                 .iter()
                 .map(|f| (2.0 * std::f32::consts::PI * f * t).sin())
                 .sum::<f32>()
-                * 0.2;
-            let v = (s * i16::MAX as f32) as i16;
+                * 0.15;
+            // The hit: a 90 Hz thump and a little noise, decaying over 80 ms.
+            let since = (i % beat) as f32 / RATE as f32;
+            noise = noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let hiss = (noise >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+            let hit = if since < 0.08 {
+                ((2.0 * std::f32::consts::PI * 90.0 * since).sin() * 0.6 + hiss * 0.6)
+                    * (-since / 0.015).exp()
+            } else {
+                0.0
+            };
+            let v = ((triad + hit).clamp(-1.0, 1.0) * i16::MAX as f32) as i16;
             w.write_sample(v).expect("in-memory WAV");
             w.write_sample(v).expect("in-memory WAV");
         }
@@ -340,6 +355,21 @@ mod tests {
     fn document() -> Value {
         let (_, doc) = crate::api::router().split_for_parts();
         crate::api::docs::finish(doc, &["procedural".to_string()], "http://127.0.0.1:1")
+    }
+
+    /// The built-in clip reads as what it is: 120 bpm, C major (it once read a tempo of 0).
+    #[test]
+    fn the_builtin_clip_has_a_tempo_and_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trigger.wav");
+        std::fs::write(&path, builtin_wav()).unwrap();
+        let audio = crate::audio::decode(&path).unwrap();
+        assert!((audio.duration_secs() - 4.0).abs() < 1e-3);
+        let report = crate::engines::analyze::full(&audio, &|_| {}).unwrap();
+        let text = serde_json::to_value(&report).unwrap();
+        let bpm = text["rhythm"]["bpm"].as_f64().unwrap();
+        assert!((bpm - 120.0).abs() < 2.0, "{text}");
+        assert_eq!(text["key"]["name"], "C major", "{text}");
     }
 
     #[test]
