@@ -555,8 +555,9 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
         );
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
+        let signalled = soundcheck::app::shutdown_signal();
         tokio::spawn(async move {
-            soundcheck::app::shutdown_signal().await;
+            signalled.await;
             eprintln!("shutting down: finishing or re-queueing running work…");
             token.cancel();
         });
@@ -636,8 +637,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
+        let signalled = soundcheck::app::shutdown_signal();
         tokio::spawn(async move {
-            soundcheck::app::shutdown_signal().await;
+            signalled.await;
             eprintln!("shutting down: finishing or re-queueing running work…");
             token.cancel();
         });

@@ -283,9 +283,9 @@ impl Follower {
             if moved {
                 let data = ProgressEvent {
                     id: self.id.clone(),
-                    // As the object's `progress` reads (an f32 widened to JSON's f64 would read
-                    // 0.10000000149011612).
-                    progress: (f64::from(p) * 1e4).round() / 1e4,
+                    // As the object's `progress` reads, the f32's shortest form (widened as is,
+                    // 0.1 would read 0.10000000149011612).
+                    progress: p.to_string().parse().unwrap_or(f64::from(p)),
                 };
                 let data = serde_json::to_value(data).unwrap_or_default();
                 self.queue.push_back(event("progress", &data));

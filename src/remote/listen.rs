@@ -86,19 +86,33 @@ pub(super) async fn listen(
     // Listening for Ctrl-C and SIGTERM from before the endpoint changes: a stop from then on
     // puts it back.
     let stop = crate::app::shutdown_signal();
+    // A closed terminal (SIGHUP) too: `listen` lives in one.
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let url = format!("http://{ours}/webhook");
-    // Put back on exit, so a stopped `listen` never leaves the endpoint on a dead port.
-    let previous = c.tl_get_as::<EndpointBody>("/v1/webhook").await?.url;
-    // Another `listen` may be the endpoint now: then this one goes back to it if it still runs
-    // at the end, else to what that one would have gone back to (stopped in either order,
-    // stacked `listen`s leave the URL they found).
-    let before_listen = match &previous {
-        Some(p) => another_listen(p).await,
-        None => None,
-    };
-    let restore = Restore {
-        previous: previous.clone(),
-        origin: before_listen.clone().unwrap_or_else(|| previous.clone()),
+    // Put back on exit, so a stopped `listen` never leaves the endpoint on a dead port. A URL
+    // that is this inbox's own (left by a `listen` on this port that was killed) is not one to
+    // go back to.
+    let previous = c
+        .tl_get_as::<EndpointBody>("/v1/webhook")
+        .await?
+        .url
+        .filter(|p| *p != url);
+    // Another `listen` may be the endpoint now (stacked `listen`s): this one then goes back, at
+    // the end, to the nearest of those below it that still runs, else to the URL the bottom one
+    // found; stopped in any order, the stack leaves the URL it found.
+    let stack = match &previous {
+        Some(p) => match another_listen(c, p).await {
+            Some(below) => Stack {
+                listens: std::iter::once(p.clone()).chain(below.listens).collect(),
+                origin: below.origin,
+            },
+            None => Stack {
+                listens: Vec::new(),
+                origin: previous.clone(),
+            },
+        },
+        None => Stack::default(),
     };
     let ep: EndpointBody = c
         .tl_send_as("PUT", "/v1/webhook", Some(json!({ "url": url })))
@@ -120,20 +134,20 @@ pub(super) async fn listen(
             "Note: the endpoint is disabled; run `soundcheck webhook enable` to receive events."
         );
     }
-    match (&previous, &before_listen) {
-        (Some(p), Some(origin)) => note!(
+    match stack.listens.first() {
+        Some(p) => note!(
             json,
             "(Ctrl-C to stop. The endpoint was another `listen`'s inbox, {p}: the URL then goes \
              back to it if it still runs, else to {}.)",
-            origin.as_deref().unwrap_or("none")
+            stack.origin.as_deref().unwrap_or("none")
         ),
-        _ => note!(
+        None => note!(
             json,
             "(Ctrl-C to stop; the endpoint URL then goes back to {}.)",
             previous.as_deref().unwrap_or("none")
         ),
     }
-    let origin = restore.origin.clone();
+    let answer = json!({ LISTEN_KEY: { "server": c.base, "listens": stack.listens, "origin": stack.origin } });
     let inbox = Inbox {
         server: std::sync::Arc::new(c.clone()),
         forward,
@@ -144,50 +158,66 @@ pub(super) async fn listen(
         closed: tokio_util::sync::CancellationToken::new(),
     };
     let closed = inbox.closed.clone();
-    // A later `listen` asks this one what it would go back to (see `another_listen`).
+    // A later `listen` asks this one what lies below it (see `another_listen`).
     let app = axum::Router::new()
         .route(
             LISTEN_PATH,
-            axum::routing::get(move || async move { axum::Json(json!({ "origin": origin })) }),
+            axum::routing::get(move || async move { axum::Json(answer) }),
         )
         .fallback(axum::routing::post(inbox_receive))
         .with_state(inbox);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
+            #[cfg(unix)]
+            let hung_up = async move {
+                match hangup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hung_up = std::future::pending::<()>();
             tokio::select! {
                 _ = stop => {}
+                _ = hung_up => {}
                 _ = closed.cancelled() => eprintln!("stdout was closed; stopping"),
             }
         })
         .await?;
-    // The previous `listen` has stopped: go back to what it would have.
-    let back_to = match &before_listen {
-        Some(origin)
-            if another_listen(previous.as_deref().unwrap_or(""))
-                .await
-                .is_none() =>
-        {
-            origin.clone()
+    // The nearest `listen` below that still runs, else the URL the stack found. One that stops
+    // just as this one puts the URL back to it is passed over too (checked after the PUT).
+    let mut back_to = stack.origin.clone();
+    for below in &stack.listens {
+        if another_listen(c, below).await.is_some() {
+            back_to = Some(below.clone());
+            break;
         }
-        _ => restore.previous,
-    };
-    restore_endpoint(c, &url, back_to, json).await;
+    }
+    restore_endpoint(c, &url, back_to.clone(), json).await;
+    if let Some(to) = back_to.filter(|to| stack.listens.contains(to)) {
+        if another_listen(c, &to).await.is_none() {
+            restore_endpoint(c, &to, stack.origin.clone(), json).await;
+        }
+    }
     Ok(())
 }
 
-/// Where a `listen` inbox answers what URL it would go back to.
+/// Where a `listen` inbox answers what lies below it, under [`LISTEN_KEY`].
 const LISTEN_PATH: &str = "/soundcheck-listen";
+const LISTEN_KEY: &str = "soundcheck_listen";
 
-/// What `listen` goes back to at the end: the URL it found, or, if that was another `listen` that
-/// has stopped since, the URL that one found (followed down a stack of them).
-struct Restore {
-    previous: Option<String>,
+/// The `listen`s below this one (nearest first) and the URL the bottom one found.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Stack {
+    listens: Vec<String>,
     origin: Option<String>,
 }
 
-/// If `url` is a running `listen` inbox on this machine, the URL it would go back to
-/// (`Some(None)`: none); `None` if it is not one, or does not answer.
-async fn another_listen(url: &str) -> Option<Option<String>> {
+/// If `url` is a running `listen` inbox on this machine, for the same server, what lies below it;
+/// `None` if it is not one, or does not answer within 2 s.
+async fn another_listen(c: &Client, url: &str) -> Option<Stack> {
     let mut probe = reqwest::Url::parse(url).ok()?;
     let local = match probe.host()? {
         url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
@@ -210,12 +240,12 @@ async fn another_listen(url: &str) -> Option<Option<String>> {
     if !answer.status().is_success() {
         return None;
     }
-    let body: Value = answer.json().await.ok()?;
-    match body.get("origin")? {
-        Value::Null => Some(None),
-        Value::String(s) => Some(Some(s.clone())),
-        _ => None,
+    let mut body: Value = answer.json().await.ok()?;
+    let mine = body.get_mut(LISTEN_KEY)?.take();
+    if mine.get("server").and_then(Value::as_str) != Some(c.base.as_str()) {
+        return None;
     }
+    serde_json::from_value(mine).ok()
 }
 
 /// A forward target must be an http(s) URL, and not this inbox itself (each event would be

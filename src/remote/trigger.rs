@@ -261,6 +261,10 @@ pub(super) async fn trigger(
             );
         };
         say!(json, "{}", job_line(&job));
+        // Read again: the event's fate was decided when the job ended, and the endpoint may
+        // have been disabled (five failing events) or enabled meanwhile.
+        let jobs_endpoint = c.tl_get_as::<EndpointBody>("/v1/webhook").await?;
+        let webhook_url = jobs_endpoint.url.clone();
         match &webhook_url {
             // A disabled endpoint holds job events until it is enabled again.
             Some(url) if !jobs_endpoint.enabled => say!(

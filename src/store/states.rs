@@ -170,6 +170,12 @@ mod tests {
 
     /// Every word reads back as the variant it was written from, through SQLite too, and a word
     /// the code does not know is an error, not a default.
+    /// The delivery log's query names the pending state by its word (`store::webhooks`).
+    #[test]
+    fn the_pending_word_is_the_one_the_delivery_log_reads() {
+        assert_eq!(EventState::Pending.as_str(), "pending");
+    }
+
     #[test]
     fn every_word_round_trips_through_sqlite_and_unknown_words_are_errors() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();

@@ -283,14 +283,16 @@ pub struct Attempt {
     pub created_at: String,
 }
 
-/// An attempt's `next_attempt_at` is read back only while that retry is still to come: its event
-/// still pending (`EventState::Pending`'s word) at the time this attempt scheduled. A retry that
-/// has run, a resend that delivered the event, or an endpoint disabled since, leaves it null.
+/// An attempt's `next_attempt_at` is the event's next automatic retry, read back on the event's
+/// newest attempt while the event is still pending (`EventState::Pending`'s word): a retry that has
+/// run, a resend that delivered the event, or an endpoint disabled since, leaves every attempt's
+/// null; released by a re-enable, the newest shows when it is due.
 const ATTEMPT_COLUMNS: &str = "a.id, a.event_id, e.type, e.subject_id, a.attempt, a.url,
     a.request_headers, a.request_body, a.response_status, a.response_headers, a.response_body,
     a.error, a.duration_ms, a.succeeded, a.manual,
-    CASE WHEN e.state = 'pending' AND e.next_attempt_at = a.next_attempt_at
-         THEN a.next_attempt_at END,
+    CASE WHEN e.state = 'pending' AND a.attempt =
+              (SELECT MAX(x.attempt) FROM webhook_attempts x WHERE x.event_id = a.event_id)
+         THEN e.next_attempt_at END,
     a.created_at";
 
 fn attempt_from_row(r: &Row) -> Result<Attempt> {

@@ -401,8 +401,7 @@ impl Dispatcher {
         outcome.duration = started.elapsed();
         tracing::info!(
             event = %event.id, kind = %event.kind, url = %url,
-            status = outcome.status.map_or_else(|| "none".to_string(), |s| s.to_string()),
-            error = outcome.error.as_deref().unwrap_or("none"),
+            status = outcome.status, error = outcome.error.as_deref(),
             ms = outcome.duration.as_millis() as u64, "webhook attempt"
         );
         outcome

@@ -288,9 +288,9 @@ async fn a_closed_stdout_ends_commands_quietly_and_listen_restores_the_url() {
     drop(s);
 }
 
-/// Two `listen`s stacked (the README's steps 2 and 3 without stopping the first): stopped in
-/// either order, the endpoint URL ends where it was before both. The second goes back to the
-/// first while it runs, and past it once it has stopped (it once went back to the dead inbox).
+/// Stacked `listen`s (the README's steps 2 and 3 without stopping the first): stopped in any
+/// order, the endpoint URL ends where it was before them. Each goes back to the nearest one below
+/// that still runs, and past those that have stopped (it once went back to a dead inbox).
 #[tokio::test]
 async fn stacked_listens_stopped_in_either_order_leave_the_url_they_found() {
     let home = Home::new();
@@ -355,5 +355,29 @@ async fn stacked_listens_stopped_in_either_order_leave_the_url_they_found() {
     a.wait().await.unwrap();
     assert!(url_now().await.contains(original));
     assert_ne!(a_url, b_url);
+
+    // Three, the middle one stopped first: the top one goes back to the bottom one, still
+    // running, not past it.
+    let (mut a, mut a_out, a_url3) = start().await;
+    let (mut b, mut b_out, _) = start().await;
+    let (mut c, mut c_out, _) = start().await;
+    stop(&b);
+    line_with(&mut b_out, "left as it is").await;
+    b.wait().await.unwrap();
+    stop(&c);
+    line_with(
+        &mut c_out,
+        &format!("Restored the endpoint URL to {a_url3}"),
+    )
+    .await;
+    c.wait().await.unwrap();
+    stop(&a);
+    line_with(
+        &mut a_out,
+        &format!("Restored the endpoint URL to {original}"),
+    )
+    .await;
+    a.wait().await.unwrap();
+    assert!(url_now().await.contains(original));
     drop(s);
 }
