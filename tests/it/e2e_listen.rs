@@ -309,50 +309,23 @@ async fn stacked_listens_stopped_in_either_order_leave_the_url_they_found() {
         let url = ready.split_whitespace().last().unwrap().to_string();
         (child, out, url)
     };
-    let stop = |child: &tokio::process::Child| {
-        let pid = child.id().unwrap().to_string();
-        assert!(std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
     let url_now = || async { home.ok(&["webhook", "show", "--json"]).await };
+    let to = |url: &str| format!("Restored the endpoint URL to {url}");
 
     // The first stopped first: the second then goes past it, to the original.
     let (mut a, mut a_out, a_url) = start().await;
     let (mut b, mut b_out, b_url) = start().await;
     line_with(&mut b_out, "another `listen`'s inbox").await;
-    stop(&a);
-    line_with(&mut a_out, "left as it is").await;
-    a.wait().await.unwrap();
+    stop_saying(&mut a, &mut a_out, "left as it is").await;
     assert!(url_now().await.contains(&b_url));
-    stop(&b);
-    line_with(
-        &mut b_out,
-        &format!("Restored the endpoint URL to {original}"),
-    )
-    .await;
-    b.wait().await.unwrap();
+    stop_saying(&mut b, &mut b_out, &to(original)).await;
     assert!(url_now().await.contains(original), "{}", url_now().await);
 
     // The second stopped first: it goes back to the first, which then restores the original.
     let (mut a, mut a_out, a_url2) = start().await;
     let (mut b, mut b_out, _) = start().await;
-    stop(&b);
-    line_with(
-        &mut b_out,
-        &format!("Restored the endpoint URL to {a_url2}"),
-    )
-    .await;
-    b.wait().await.unwrap();
-    stop(&a);
-    line_with(
-        &mut a_out,
-        &format!("Restored the endpoint URL to {original}"),
-    )
-    .await;
-    a.wait().await.unwrap();
+    stop_saying(&mut b, &mut b_out, &to(&a_url2)).await;
+    stop_saying(&mut a, &mut a_out, &to(original)).await;
     assert!(url_now().await.contains(original));
     assert_ne!(a_url, b_url);
 
@@ -361,23 +334,25 @@ async fn stacked_listens_stopped_in_either_order_leave_the_url_they_found() {
     let (mut a, mut a_out, a_url3) = start().await;
     let (mut b, mut b_out, _) = start().await;
     let (mut c, mut c_out, _) = start().await;
-    stop(&b);
-    line_with(&mut b_out, "left as it is").await;
-    b.wait().await.unwrap();
-    stop(&c);
-    line_with(
-        &mut c_out,
-        &format!("Restored the endpoint URL to {a_url3}"),
-    )
-    .await;
-    c.wait().await.unwrap();
-    stop(&a);
-    line_with(
-        &mut a_out,
-        &format!("Restored the endpoint URL to {original}"),
-    )
-    .await;
-    a.wait().await.unwrap();
+    stop_saying(&mut b, &mut b_out, "left as it is").await;
+    stop_saying(&mut c, &mut c_out, &to(&a_url3)).await;
+    stop_saying(&mut a, &mut a_out, &to(original)).await;
     assert!(url_now().await.contains(original));
     drop(s);
+}
+
+/// Stops a `listen` with SIGTERM and waits for it to say `said` and exit.
+async fn stop_saying(
+    child: &mut tokio::process::Child,
+    out: &mut Lines<BufReader<ChildStdout>>,
+    said: &str,
+) {
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    line_with(out, said).await;
+    child.wait().await.unwrap();
 }
