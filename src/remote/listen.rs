@@ -147,7 +147,9 @@ pub(super) async fn listen(
             previous.as_deref().unwrap_or("none")
         ),
     }
-    let answer = json!({ LISTEN_KEY: { "server": c.base, "listens": stack.listens, "origin": stack.origin } });
+    let answer = json!({
+        LISTEN_KEY: { "server": c.base, "listens": stack.listens, "origin": stack.origin }
+    });
     let inbox = Inbox {
         server: std::sync::Arc::new(c.clone()),
         forward,
