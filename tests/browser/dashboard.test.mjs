@@ -328,10 +328,14 @@ try {
     const sub = await submit();
     await until("first failed attempt", () => rx.got.length >= 1);
     await page.waitForSelector(`#del-table tr:has-text("${sub.job_id}") td.fail`);
-    // A failed attempt with a retry scheduled shows when (RFC 3339, as the API gives it).
-    const log = (await api("GET", `/v1/webhook/deliveries?of=${sub.job_id}`)).data;
-    const pending = log.find((a) => a.next_attempt_at);
-    assert.ok(pending, "a failed attempt with a retry scheduled: " + JSON.stringify(log));
+    // A failed attempt with a retry scheduled shows when (RFC 3339, as the API gives it). Only the
+    // newest attempt of a pending event has one, and under --time-scale 0.001 the first retries
+    // come 60, 300 and 900 ms apart: wait for the fifth attempt, whose retry is 14.4 s away, so
+    // that it is still the newest when the page shows it.
+    const pending = await until("an attempt whose retry is seconds away", async () => {
+      const log = (await api("GET", `/v1/webhook/deliveries?of=${sub.job_id}`)).data;
+      return log.find((a) => a.next_attempt_at && Date.parse(a.next_attempt_at) - Date.now() > 5000);
+    });
     await page.click(`#del-table tr[data-del="${pending.id}"] td >> nth=1`);
     assert.equal(await page.textContent("#del-detail .next-retry time"), pending.next_attempt_at);
     assert.ok(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/.test(pending.next_attempt_at), pending.next_attempt_at);
