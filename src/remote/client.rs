@@ -219,9 +219,7 @@ impl Client {
     /// own requests.
     pub(super) async fn tl_poll_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let req = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.tl_key)
+            .tl_request("GET", path)?
             .header(crate::app::POLL_HEADER, "1");
         let resp = self.send(req).await?;
         decode(self.answer(resp, Key::Jobs).await?, path)
@@ -237,6 +235,14 @@ impl Client {
         decode(self.tl_send(method, path, body).await?, path)
     }
 
+    /// A jobs-API request to `path`, with the jobs key.
+    fn tl_request(&self, method: &str, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
+        Ok(self
+            .http
+            .request(method.parse()?, format!("{}{path}", self.base))
+            .bearer_auth(&self.tl_key))
+    }
+
     /// A jobs-API request; a non-2xx answer becomes an error carrying the envelope's message.
     pub(super) async fn tl_send(
         &self,
@@ -244,10 +250,7 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method.parse()?, format!("{}{path}", self.base))
-            .bearer_auth(&self.tl_key);
+        let mut req = self.tl_request(method, path)?;
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -219,10 +219,6 @@ pub(super) async fn trigger(
         let doc = answer(resp).await?;
         check_params(&doc, endpoint, raw_params)?
     };
-    // Generation webhooks go to the URL given at submit: the jobs endpoint's, if any (so
-    // `listen` sees them too); job events go to the jobs endpoint.
-    let jobs_endpoint = c.tl_get_as::<EndpointBody>("/v1/webhook").await?;
-    let webhook_url = jobs_endpoint.url.clone();
     let outcome = if event.starts_with("job.") {
         let mut form = reqwest::multipart::Form::new().part(
             "audio",
@@ -261,8 +257,8 @@ pub(super) async fn trigger(
             );
         };
         say!(json, "{}", job_line(&job));
-        // Read again: the event's fate was decided when the job ended, and the endpoint may
-        // have been disabled (five failing events) or enabled meanwhile.
+        // Read once the job has ended, when the event's fate was decided: the endpoint may have
+        // been disabled (five failing events) or enabled while it ran.
         let jobs_endpoint = c.tl_get_as::<EndpointBody>("/v1/webhook").await?;
         let webhook_url = jobs_endpoint.url.clone();
         match &webhook_url {
@@ -288,6 +284,9 @@ pub(super) async fn trigger(
         })
     } else {
         let mut body = json!({"tags": "soundcheck trigger, lofi piano", "duration": 2});
+        // Generation webhooks go to the URL given at submit: the jobs endpoint's, if any (so
+        // `listen` sees them too).
+        let webhook_url = c.tl_get_as::<EndpointBody>("/v1/webhook").await?.url;
         if let Some(url) = &webhook_url {
             body["webhook"] = json!(url);
         }
