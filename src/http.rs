@@ -6,7 +6,8 @@
 //! [`MIN_READ`] bytes (a stalled or dripped request body) is asked to close once its request in
 //! flight is answered, and dropped if it stays idle another period. Time the server spends on a
 //! request whose body it has finished reading is the server's, not the client's: it never counts
-//! as idle. On shutdown every connection finishes its request in flight and closes.
+//! as idle. On shutdown every connection finishes its request in flight and closes. A connection
+//! that opens with the HTTP/2 preface gets an HTTP/2 GOAWAY saying `HTTP_1_1_REQUIRED`.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -85,6 +86,12 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let started = Instant::now();
+    match first_bytes(&tcp, timeouts.header_read, &shutdown).await {
+        Opening::Http1 => {}
+        // Nothing within the header-read timeout, closed, or shutdown: what hyper would do.
+        Opening::Nothing => return,
+        Opening::Http2 => return refuse_http2(tcp, peer).await,
+    }
     let counts = Arc::new(Counts::default());
     let io = TokioIo::new(Tracked {
         inner: tcp,
@@ -162,6 +169,86 @@ async fn serve_connection(
         }
     }
 }
+
+/// The connection preface a client with HTTP/2 "prior knowledge" opens with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a connection's first bytes say.
+enum Opening {
+    Http1,
+    Http2,
+    Nothing,
+}
+
+/// Looks at (without reading) a connection's first bytes until they tell an HTTP/2 preface from
+/// anything else: a request line differs from the preface by its first or second byte, so this
+/// is one `peek` but for a client that sends its first bytes apart. hyper's HTTP/1 parser closes
+/// the connection on a preface without a word; [`refuse_http2`] answers it.
+async fn first_bytes(tcp: &TcpStream, within: Duration, shutdown: &CancellationToken) -> Opening {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = tokio::select! {
+            _ = shutdown.cancelled() => return Opening::Nothing,
+            peeked = tokio::time::timeout_at(deadline, tcp.peek(&mut buf)) => match peeked {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return Opening::Nothing,
+            },
+        };
+        if !H2_PREFACE.starts_with(&buf[..n]) {
+            return Opening::Http1;
+        }
+        if n == H2_PREFACE.len() {
+            return Opening::Http2;
+        }
+        // A prefix of the preface so far: wait for the rest (peek would return at once).
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Answers an HTTP/2 preface in HTTP/2, as RFC 9113 has a server that requires HTTP/1.1 do: its
+/// own (empty) SETTINGS frame, then GOAWAY with the error code `HTTP_1_1_REQUIRED` and a sentence
+/// as debug data (curl prints "HTTP_1_1_REQUIRED"; some clients retry over HTTP/1.1). Then it
+/// closes; what the client sent is read first and after, so that closing does not reset the
+/// connection and lose the answer.
+async fn refuse_http2(mut tcp: TcpStream, peer: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tracing::info!(%peer, "refused an HTTP/2 connection preface: this server speaks HTTP/1.1");
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(50), tcp.read(&mut sink)).await;
+    if tcp.write_all(&h2_refusal()).await.is_err() || tcp.shutdown().await.is_err() {
+        return;
+    }
+    // Drain until the client closes (briefly), so the answer is not lost to a reset.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// The two frames [`refuse_http2`] sends: SETTINGS (empty), and GOAWAY (last stream 0, error
+/// `HTTP_1_1_REQUIRED`, the reason as debug data). A frame is a 9-byte header (24-bit length,
+/// type, flags, stream id 0 here) and its payload.
+fn h2_refusal() -> Vec<u8> {
+    const SETTINGS: u8 = 0x4;
+    const GOAWAY: u8 = 0x7;
+    const HTTP_1_1_REQUIRED: u32 = 0xd;
+    let frame = |kind: u8, payload: &[u8]| {
+        let len = (payload.len() as u32).to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, 0, 0, 0, 0, 0];
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut goaway = Vec::new();
+    goaway.extend_from_slice(&0u32.to_be_bytes());
+    goaway.extend_from_slice(&HTTP_1_1_REQUIRED.to_be_bytes());
+    goaway.extend_from_slice(H2_REFUSAL.as_bytes());
+    [frame(SETTINGS, &[]), frame(GOAWAY, &goaway)].concat()
+}
+
+/// Why an HTTP/2 connection is refused (GOAWAY's debug data).
+const H2_REFUSAL: &str =
+    "soundcheck speaks HTTP/1.1 only: send the request as HTTP/1.1 (no h2c prior knowledge)";
 
 /// Fewer bytes than this read in an idle period, with nothing written, count as idle: a request
 /// body dripped a byte every few seconds must not hold a connection forever.

@@ -71,6 +71,16 @@ pub(crate) fn check_params(
                     hi.map_or("∞".into(), |v| v.to_string())
                 );
             }
+            if let Some(step) = field["multipleOf"].as_f64().filter(|m| *m > 0.0) {
+                anyhow::ensure!(
+                    (n / step).fract() == 0.0,
+                    "--param {name} must be a multiple of {step}{} (got {value})",
+                    match (lo, hi) {
+                        (Some(lo), Some(hi)) => format!(" from {lo} to {hi}"),
+                        _ => String::new(),
+                    }
+                );
+            }
             if types.contains(&"integer") {
                 anyhow::ensure!(
                     n.fract() == 0.0,
@@ -425,6 +435,11 @@ mod tests {
         assert!(msg.contains("wav16, wav24, float"), "{msg}");
         let ok = check_params(&doc, "/v1/separate", &["stems=2".into()]).unwrap();
         assert_eq!(ok, vec![("stems".to_string(), json!(2))]);
+        // In range but not a step of the field's multipleOf: refused here, not by the server.
+        let msg = check_params(&doc, "/v1/separate", &["stems=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("multiple of 2 from 2 to 4"), "{msg}");
         let err = check_params(&doc, "/v1/transcribe", &["bogus=1".into()]).unwrap_err();
         let msg = err.to_string();
         assert!(

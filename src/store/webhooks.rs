@@ -286,12 +286,15 @@ pub struct Attempt {
 /// An attempt's `next_attempt_at` is the event's next automatic retry, read back on the event's
 /// newest attempt while the event is still pending (`EventState::Pending`'s word): a retry that has
 /// run, a resend that delivered the event, or an endpoint disabled since, leaves every attempt's
-/// null; released by a re-enable, the newest shows when it is due.
+/// null; released by a re-enable, the newest shows when it is due. While the endpoint has no URL
+/// a job event's retry would be skipped, so none shows; set a URL again and it is back.
 const ATTEMPT_COLUMNS: &str = "a.id, a.event_id, e.type, e.subject_id, a.attempt, a.url,
     a.request_headers, a.request_body, a.response_status, a.response_headers, a.response_body,
     a.error, a.duration_ms, a.succeeded, a.manual,
     CASE WHEN e.state = 'pending' AND a.attempt =
               (SELECT MAX(x.attempt) FROM webhook_attempts x WHERE x.event_id = a.event_id)
+              AND (e.kind <> 'job'
+                   OR (SELECT w.url FROM webhook_endpoint w WHERE w.id = 1) IS NOT NULL)
          THEN e.next_attempt_at END,
     a.created_at";
 

@@ -844,6 +844,52 @@ async fn the_janitor_deletes_what_a_crash_left_behind() {
     s.stop().await;
 }
 
+/// A client that opens with the HTTP/2 preface (prior knowledge, as `curl --http2-prior-knowledge`
+/// does) is told in HTTP/2 that HTTP/1.1 is required (SETTINGS, then GOAWAY with
+/// `HTTP_1_1_REQUIRED` and a reason), not closed without a word; so is one whose preface comes in
+/// two pieces. The server goes on serving.
+#[tokio::test]
+async fn an_http2_preface_is_told_http1_is_required() {
+    let s = TestServer::start(Options::default()).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // An empty SETTINGS frame, which a client sends right after the preface.
+    let settings: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    for split in [preface.len(), 7] {
+        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        sock.write_all(&preface[..split]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sock.write_all(&preface[split..]).await.unwrap();
+        sock.write_all(settings).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut buf))
+            .await
+            .expect("answered and closed")
+            .unwrap();
+        // Frames: 24-bit length, type, flags, stream id; SETTINGS (4) first, then GOAWAY (7).
+        let mut frames = Vec::new();
+        let mut rest = &buf[..];
+        while rest.len() >= 9 {
+            let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+            assert!(rest.len() >= 9 + len, "split {split}: a cut frame in {buf:?}");
+            frames.push((rest[3], rest[9..9 + len].to_vec()));
+            rest = &rest[9 + len..];
+        }
+        assert!(rest.is_empty(), "split {split}: {buf:?}");
+        assert_eq!(frames.len(), 2, "split {split}: {buf:?}");
+        assert_eq!(frames[0], (4, vec![]), "split {split}");
+        let (kind, goaway) = &frames[1];
+        assert_eq!(*kind, 7, "split {split}");
+        assert_eq!(goaway[..4], [0, 0, 0, 0], "last stream id");
+        assert_eq!(goaway[4..8], [0, 0, 0, 0xd], "HTTP_1_1_REQUIRED");
+        let reason = String::from_utf8_lossy(&goaway[8..]);
+        assert!(reason.contains("HTTP/1.1"), "{reason}");
+    }
+    let r = s.tl(reqwest::Method::GET, "/v1/jobs").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    s.stop().await;
+}
+
 /// An upload that declares more than the cap with `Expect: 100-continue` gets the 413 at once,
 /// not a `100 Continue` that invites gigabytes (a job route and a synchronous one).
 #[tokio::test]

@@ -168,6 +168,27 @@ async fn resend_delivers_again_and_rotation_signs_with_the_new_secret() {
     let failed_id = log["data"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(log["data"][0]["succeeded"], false);
 
+    // The retry shows while it would be sent; with the URL cleared it would be skipped, so it
+    // does not; with a URL again it is back, at the same time.
+    let server = &s;
+    let next_retry = |body: Value| async move {
+        let r = server.tl(Method::PUT, "/v1/webhook").json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let log: Value = server
+            .tl(Method::GET, "/v1/webhook/deliveries")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        log["data"][0]["next_attempt_at"].clone()
+    };
+    let due = next_retry(serde_json::json!({})).await;
+    assert!(due.is_string(), "{due}");
+    assert_eq!(next_retry(serde_json::json!({"url": null})).await, Value::Null);
+    assert_eq!(next_retry(serde_json::json!({"url": rx.url})).await, due);
+
     let rotated: Value = s
         .tl(Method::POST, "/v1/webhook/rotate-secret")
         .send()
