@@ -152,6 +152,9 @@ mod tests {
         let col = lines[0].find("ERROR").unwrap();
         assert_eq!(&lines[1][col..], "connection refused", "{table}");
         assert_eq!(&lines[2][col..], "-", "{table}");
-        assert!(lines[1].contains("fail") && lines[2].contains("ok 200"), "{table}");
+        assert!(
+            lines[1].contains("fail") && lines[2].contains("ok 200"),
+            "{table}"
+        );
     }
 }

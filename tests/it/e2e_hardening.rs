@@ -871,7 +871,10 @@ async fn an_http2_preface_is_told_http1_is_required() {
         let mut rest = &buf[..];
         while rest.len() >= 9 {
             let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
-            assert!(rest.len() >= 9 + len, "split {split}: a cut frame in {buf:?}");
+            assert!(
+                rest.len() >= 9 + len,
+                "split {split}: a cut frame in {buf:?}"
+            );
             frames.push((rest[3], rest[9..9 + len].to_vec()));
             rest = &rest[9 + len..];
         }

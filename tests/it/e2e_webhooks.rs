@@ -172,7 +172,12 @@ async fn resend_delivers_again_and_rotation_signs_with_the_new_secret() {
     // does not; with a URL again it is back, at the same time.
     let server = &s;
     let next_retry = |body: Value| async move {
-        let r = server.tl(Method::PUT, "/v1/webhook").json(&body).send().await.unwrap();
+        let r = server
+            .tl(Method::PUT, "/v1/webhook")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let log: Value = server
             .tl(Method::GET, "/v1/webhook/deliveries")
@@ -186,7 +191,10 @@ async fn resend_delivers_again_and_rotation_signs_with_the_new_secret() {
     };
     let due = next_retry(serde_json::json!({})).await;
     assert!(due.is_string(), "{due}");
-    assert_eq!(next_retry(serde_json::json!({"url": null})).await, Value::Null);
+    assert_eq!(
+        next_retry(serde_json::json!({"url": null})).await,
+        Value::Null
+    );
     assert_eq!(next_retry(serde_json::json!({"url": rx.url})).await, due);
 
     let rotated: Value = s
