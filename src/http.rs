@@ -208,7 +208,7 @@ async fn first_bytes(tcp: &TcpStream, within: Duration, shutdown: &CancellationT
 
 /// Answers an HTTP/2 preface in HTTP/2, as RFC 9113 has a server that requires HTTP/1.1 do: its
 /// own (empty) SETTINGS frame, then GOAWAY with the error code `HTTP_1_1_REQUIRED` and a sentence
-/// as debug data (curl prints "HTTP_1_1_REQUIRED"; some clients retry over HTTP/1.1). Then it
+/// as debug data (`curl -v --http2-prior-knowledge` shows `received GOAWAY, error=13`). Then it
 /// closes; what the client sent is read first and after, so that closing does not reset the
 /// connection and lose the answer.
 async fn refuse_http2(mut tcp: TcpStream, peer: SocketAddr) {
