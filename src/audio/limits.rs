@@ -14,8 +14,9 @@ use super::error::{Error, Result};
 pub const MIN_SAMPLE_RATE: u32 = 1_000;
 /// Highest sample rate accepted, Hz (the highest rate DAWs and DXD recordings use).
 pub const MAX_SAMPLE_RATE: u32 = 768_000;
-/// Most channels accepted (symphonia's channel map holds 32; beyond that is not a music file).
-pub const MAX_CHANNELS: usize = 32;
+/// Most channels accepted: symphonia's channel map has 26 speaker positions, and each of its
+/// readers maps a file's channels onto them (more cannot be decoded, in any container).
+pub const MAX_CHANNELS: usize = 26;
 /// Default longest accepted audio, in seconds (1 hour). Decoded audio is held in memory as `f32`
 /// (an hour of 44.1 kHz stereo is 1.3 GB) and the engines work on copies of it, while a few
 /// hundred kilobytes of FLAC can declare nothing and decode to hours: the default fits a laptop,

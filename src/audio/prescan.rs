@@ -49,6 +49,40 @@ struct Walk<'a> {
     seen: usize,
 }
 
+/// The `fmt ` tag of a WAV whose format chunk carries a channel mask (and a sub-format GUID).
+const WAVE_FORMAT_EXTENSIBLE: u16 = 0xFFFE;
+
+/// Positions in symphonia's channel map (its `Channels` bits).
+const SPEAKER_POSITIONS: u32 = 26;
+
+/// A WAVE_FORMAT_EXTENSIBLE channel mask as symphonia's WAV reader will take it: it first makes
+/// the mask's count of ones match the channel count (ones added above the highest, or the highest
+/// dropped), then maps the bits onto its 26 positions. A mask that would end up naming a position
+/// past those is refused here, with the reason: symphonia refuses it as "too many channels in
+/// mask", or, with bit 31 set and ones missing, shifts past 32 bits (a panic in a debug build).
+fn check_wav_channel_mask(mask: u32, channels: u16) -> Result<()> {
+    let (ones, n) = (mask.count_ones(), u32::from(channels));
+    // The highest position the mask names once its ones match the channel count.
+    let top = if n > ones {
+        // Ones added just above the highest one (or from bit 0 when the mask is empty).
+        (32 - mask.leading_zeros()) + (n - ones)
+    } else {
+        // The highest ones dropped: the n-th lowest one is the top.
+        let mut m = mask;
+        for _ in n..ones {
+            m &= !(1 << (31 - m.leading_zeros()));
+        }
+        32 - m.leading_zeros()
+    };
+    if top > SPEAKER_POSITIONS {
+        return Err(Error::Unsupported(format!(
+            "channels: the WAV channel mask {mask:#010x} for {channels} channels names speaker \
+             positions past the {SPEAKER_POSITIONS} the decoder maps"
+        )));
+    }
+    Ok(())
+}
+
 fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Corrupt(what.to_string())
 }
@@ -100,9 +134,17 @@ impl Walk<'_> {
                 // makes symphonia panic; 4 GHz makes the resampler allocate without bound).
                 let mut fmt = [0u8; 8];
                 if self.read_at(body, &mut fmt)? {
-                    let channels = u16::from_le_bytes([fmt[2], fmt[3]]) as usize;
+                    let channels = u16::from_le_bytes([fmt[2], fmt[3]]);
                     let rate = u32::from_le_bytes([fmt[4], fmt[5], fmt[6], fmt[7]]);
-                    super::limits::check_format(rate, channels)?;
+                    super::limits::check_format(rate, channels as usize)?;
+                    let tag = u16::from_le_bytes([fmt[0], fmt[1]]);
+                    let mut mask = [0u8; 4];
+                    if tag == WAVE_FORMAT_EXTENSIBLE
+                        && size >= 40
+                        && self.read_at(body + 20, &mut mask)?
+                    {
+                        check_wav_channel_mask(u32::from_le_bytes(mask), channels)?;
+                    }
                 }
             }
             at = body + size + (size & 1);
@@ -662,6 +704,73 @@ mod tests {
         assert!(e.to_string().contains("sample_rate 0"), "{e}");
         wav[24..28].copy_from_slice(&44_100u32.to_le_bytes());
         assert!(run(&wav, "wav").is_ok());
+    }
+
+    /// A WAVE_FORMAT_EXTENSIBLE file of `channels` 16-bit PCM channels with `mask`, 4 frames.
+    fn extensible_wav(channels: u16, mask: u32) -> Vec<u8> {
+        let block = 2 * channels;
+        let mut fmt = Vec::new();
+        fmt.extend_from_slice(&WAVE_FORMAT_EXTENSIBLE.to_le_bytes());
+        fmt.extend_from_slice(&channels.to_le_bytes());
+        fmt.extend_from_slice(&44_100u32.to_le_bytes());
+        fmt.extend_from_slice(&(44_100 * u32::from(block)).to_le_bytes());
+        fmt.extend_from_slice(&block.to_le_bytes());
+        fmt.extend_from_slice(&16u16.to_le_bytes());
+        fmt.extend_from_slice(&22u16.to_le_bytes()); // cbSize
+        fmt.extend_from_slice(&16u16.to_le_bytes()); // valid bits
+        fmt.extend_from_slice(&mask.to_le_bytes());
+        // KSDATAFORMAT_SUBTYPE_PCM
+        fmt.extend_from_slice(&[
+            1, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xaa, 0, 0x38, 0x9b, 0x71,
+        ]);
+        let data = vec![0u8; 4 * usize::from(block)];
+        let mut wav = b"RIFF".to_vec();
+        wav.extend_from_slice(&((4 + 8 + fmt.len() + 8 + data.len()) as u32).to_le_bytes());
+        wav.extend_from_slice(b"WAVEfmt ");
+        wav.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+        wav.extend_from_slice(&fmt);
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        wav.extend_from_slice(&data);
+        wav
+    }
+
+    /// What the mask check lets through, symphonia decodes (no panic: a debug build's shift
+    /// overflow would show as "decoder failed"); what it refuses names `channels`.
+    #[test]
+    fn extensible_channel_masks_are_checked_as_the_decoder_takes_them() {
+        let cases: &[(u16, u32, bool)] = &[
+            (2, 0b11, true),
+            (2, 0, true),
+            (26, 0, true),
+            (8, 0xFFFF_FFFF, true),
+            (1, 1 << 25, true),
+            (6, 0b1111, true), // two ones added above the highest
+            (1, 1 << 26, false),
+            (2, 0x8000_0000, false), // bit 31 with a one missing: symphonia shifts past 32 bits
+            (2, 1 << 25, false),     // one added above LFE2 lands past the 26 positions
+            (4, 0b1100_0000_0000_0000_0000_0000_0000, false),
+        ];
+        for &(channels, mask, ok) in cases {
+            let wav = extensible_wav(channels, mask);
+            let checked = run(&wav, "wav");
+            assert_eq!(
+                checked.is_ok(),
+                ok,
+                "{channels} ch, mask {mask:#x}: {checked:?}"
+            );
+            if ok {
+                let audio = crate::audio::decode::decode_bytes(wav, Some("wav"))
+                    .unwrap_or_else(|e| panic!("{channels} ch, mask {mask:#x}: {e}"));
+                assert_eq!(audio.channels.len(), usize::from(channels));
+            } else {
+                let e = checked.unwrap_err().to_string();
+                assert!(e.contains("channels") && e.contains("mask"), "{e}");
+            }
+        }
+        // Past 26 channels nothing can be decoded: refused by the count, before the mask.
+        let e = run(&extensible_wav(27, 0), "wav").unwrap_err().to_string();
+        assert!(e.contains("channels 27"), "{e}");
     }
 
     #[test]

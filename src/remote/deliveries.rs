@@ -33,7 +33,8 @@ pub(super) fn parse_since(
     };
     let age =
         chrono::Duration::try_seconds(n.checked_mul(secs).ok_or_else(bad)?).ok_or_else(bad)?;
-    Ok(now - age)
+    // An age past the calendar's start (99999999999d) is refused, not an overflow.
+    now.checked_sub_signed(age).ok_or_else(bad)
 }
 
 /// Resends each event (of `of` kind) whose most recent attempt failed at or after `since`.
@@ -114,6 +115,7 @@ mod tests {
             "5w",
             "-3m",
             "99999999999999999d",
+            "99999999999d",
         ] {
             assert!(at(bad).is_err(), "{bad:?} accepted");
         }
