@@ -256,6 +256,7 @@ enum CreditsAction {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
+    soundcheck::audio::decode::install_panic_hook();
     // Rust ignores SIGPIPE, so printing to a closed pipe (`soundcheck jobs list | head -1`)
     // panics. A client command gets the Unix default back and ends quietly, as `ls | head`
     // does. The long-running ones keep ignoring it: a server must not die with its terminal,

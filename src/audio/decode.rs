@@ -720,11 +720,40 @@ fn append_planar(buf: &AudioBufferRef<'_>, out: &mut [Vec<f32>]) {
 /// Runs symphonia code so that a panic inside it becomes [`Error::Corrupt`] instead of taking the
 /// worker down: malformed input must never crash the server.
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+    let outer = GUARDED.with(|g| g.replace(true));
+    let out = panic::catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(outer));
+    out.unwrap_or_else(|_| {
         Err(Error::Corrupt(
             "decoder failed on malformed input".to_string(),
         ))
     })
+}
+
+thread_local! {
+    /// Set while [`guarded`] runs symphonia on this thread: a panic there is the input's fault,
+    /// answered as corrupt audio, so the panic hook logs one line instead of a backtrace.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs the process's panic hook: a panic inside [`guarded`] (the decoder on a malformed
+/// file) is one warning line in the log, with where it happened; any other panic goes to the
+/// hook that was there before (Rust's: the message, and a backtrace with `RUST_BACKTRACE`).
+pub fn install_panic_hook() {
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        if !GUARDED.with(std::cell::Cell::get) {
+            return previous(info);
+        }
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let at = info.location().map(ToString::to_string).unwrap_or_default();
+        tracing::warn!(%at, "the audio decoder panicked on malformed input: {message}");
+    }));
 }
 
 fn map_err(e: SymError) -> Error {
@@ -840,6 +869,35 @@ mod tests {
     use super::*;
     use crate::audio::encode::{encode, Format};
     use std::time::{Duration, Instant};
+
+    /// A panic inside `guarded` is corrupt audio, and the mark the panic hook reads is cleared
+    /// after it (nested or not), so a later panic elsewhere on the thread is reported in full.
+    #[test]
+    fn a_guarded_panic_is_corrupt_audio_and_the_mark_is_cleared() {
+        let quiet = |f: fn() -> Result<()>| {
+            let previous = panic::take_hook();
+            panic::set_hook(Box::new(|_| {}));
+            let out = f();
+            panic::set_hook(previous);
+            out
+        };
+        let e = quiet(|| guarded(|| panic!("inside symphonia"))).unwrap_err();
+        assert!(matches!(e, Error::Corrupt(_)), "{e}");
+        assert!(!GUARDED.with(std::cell::Cell::get));
+        let nested = quiet(|| {
+            guarded(|| {
+                let inner = guarded(|| -> Result<()> { panic!("inner") });
+                assert!(inner.is_err());
+                assert!(
+                    GUARDED.with(std::cell::Cell::get),
+                    "still inside the outer one"
+                );
+                Ok(())
+            })
+        });
+        assert!(nested.is_ok());
+        assert!(!GUARDED.with(std::cell::Cell::get));
+    }
 
     fn tone(rate: u32, channels: usize, frames: usize) -> Audio {
         Audio {
