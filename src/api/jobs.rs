@@ -221,8 +221,11 @@ async fn jobs_submit(
     let received = crate::media::LocalFile::temporary(path.clone());
     let mut stored: Option<String> = None;
     let outcome = async {
-        probe_audio(&sub.upload).await?;
+        let input = probe_audio(&sub.upload).await?;
         let params = engine.params(&sub.fields).map_err(ApiError::invalid)?;
+        engine
+            .check_input(&params, &input)
+            .map_err(ApiError::invalid)?;
         let mut upload = sub.upload.clone();
         let location = state
             .media
@@ -287,7 +290,7 @@ async fn jobs_submit(
 
 /// Rejects uploads that are not audio soundcheck can read (`422`), before anything is stored.
 /// An upload held in memory is probed right here (headers and one packet of at most 1 MiB).
-async fn probe_audio(upload: &NewUpload) -> ApiResult<()> {
+async fn probe_audio(upload: &NewUpload) -> ApiResult<crate::audio::ProbeInfo> {
     let probed = match &upload.data {
         Some(bytes) => crate::audio::probe_bytes(bytes.clone(), None),
         None => {
@@ -297,7 +300,7 @@ async fn probe_audio(upload: &NewUpload) -> ApiResult<()> {
                 .map_err(ApiError::internal)?
         }
     };
-    probed.map(|_| ()).map_err(audio_error)
+    probed.map_err(audio_error)
 }
 
 /// Writes an upload still held in memory to its path (for callers that need a file).

@@ -211,6 +211,19 @@ fn hound_err(e: hound::Error) -> Error {
     }
 }
 
+/// Highest sample rate the FLAC encoder writes.
+pub const FLAC_MAX_RATE: u32 = 96_000;
+
+/// The rate a FLAC file of `rate` audio is written at: its own up to [`FLAC_MAX_RATE`], above it
+/// 88.2 kHz for a multiple of 44.1 kHz and 96 kHz for anything else.
+pub fn flac_rate(rate: u32) -> u32 {
+    match rate {
+        r if r <= FLAC_MAX_RATE => r,
+        r if r % 44_100 == 0 => 88_200,
+        _ => FLAC_MAX_RATE,
+    }
+}
+
 fn write_flac(audio: &Audio, path: &Path, bits: usize) -> Result<()> {
     use flacenc::component::BitRepr;
     use flacenc::error::Verify;
@@ -218,6 +231,16 @@ fn write_flac(audio: &Audio, path: &Path, bits: usize) -> Result<()> {
     if audio.channels.len() > 8 {
         return Err(Error::Invalid("FLAC holds at most 8 channels".into()));
     }
+    // flacenc writes at most 96 kHz: a higher rate goes to 88.2 kHz (from the 44.1 kHz family)
+    // or 96 kHz, as MP3 takes an odd rate to a standard one.
+    let resampled;
+    let audio = match flac_rate(audio.sample_rate) {
+        rate if rate == audio.sample_rate => audio,
+        rate => {
+            resampled = super::resample::resample(audio, rate, super::resample::Quality::High)?;
+            &resampled
+        }
+    };
     let n_ch = audio.channels.len();
     let mut interleaved = Vec::with_capacity(audio.frames() * n_ch);
     for i in 0..audio.frames() {
@@ -339,6 +362,32 @@ mod tests {
                     .map(|i| (back.channels[0][i] - audio.channels[0][i]).abs())
                     .fold(0.0f32, f32::max);
                 assert!(err <= tol, "{format:?} {rate}: max error {err}");
+            }
+        }
+    }
+
+    /// Above the encoder's 96 kHz, FLAC is written at 88.2 kHz (44.1 kHz family) or 96 kHz, the
+    /// same length in seconds and the same tone; at or below it, at the input's rate.
+    #[test]
+    fn flac_above_96_khz_is_written_at_88_2_or_96() {
+        assert_eq!(flac_rate(96_000), 96_000);
+        assert_eq!(flac_rate(44_100), 44_100);
+        let dir = tempfile::tempdir().unwrap();
+        for (rate, written) in [(192_000, 96_000), (176_400, 88_200), (768_000, 96_000)] {
+            let audio = test_audio(rate, 2, rate as usize / 2);
+            for format in [Format::Flac16, Format::Flac24] {
+                let path = dir.path().join(format!("t{rate}.flac"));
+                encode(&audio, format, &path).unwrap();
+                let back = decode(&path).unwrap();
+                assert_eq!(back.sample_rate, written, "{rate} {format:?}");
+                assert_eq!(back.frames(), written as usize / 2, "{rate} {format:?}");
+                // The 330 Hz tone survives: compare with the same tone made at the new rate.
+                let want = test_audio(written, 2, written as usize / 2);
+                let (lo, hi) = (back.frames() / 10, back.frames() * 9 / 10);
+                let err = (lo..hi)
+                    .map(|i| (back.channels[0][i] - want.channels[0][i]).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(err < 1e-3, "{rate} {format:?}: max error {err}");
             }
         }
     }

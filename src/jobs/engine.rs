@@ -139,6 +139,13 @@ pub trait Engine: Send + Sync {
     /// Validates the multipart text fields of a submission (all but the `audio` file) into the
     /// parameters stored with the job. `Err` is the message of a `400 invalid_request`.
     fn params(&self, fields: &BTreeMap<String, String>) -> Result<Value, String>;
+    /// Checks the upload's headers (`input`, probed at submit) against the parameters `params`
+    /// returned, for what is already known to fail before anything is charged. `Err` is the
+    /// message of a `400 invalid_request`.
+    fn check_input(&self, params: &Value, input: &crate::audio::ProbeInfo) -> Result<(), String> {
+        let _ = (params, input);
+        Ok(())
+    }
     /// Runs the job. Blocking: called on a blocking thread.
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, EngineError>;
 }

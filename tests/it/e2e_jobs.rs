@@ -288,6 +288,61 @@ async fn endpoints_without_an_engine_answer_501() {
     s.stop().await;
 }
 
+/// What the headers already show a master would fail on is refused at submit (`400`), with
+/// nothing charged: FLAC asked of more than 8 channels, and audio shorter than 0.4 s.
+#[tokio::test]
+async fn master_refuses_at_submit_what_its_headers_show_would_fail() {
+    let s = TestServer::start(Options::default()).await;
+    let wav = |channels: u16, frames: usize| {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut cur = std::io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
+        for i in 0..frames * usize::from(channels) {
+            w.write_sample(((i % 100) as i16 - 50) * 200).unwrap();
+        }
+        w.finalize().unwrap();
+        cur.into_inner()
+    };
+    let before = s.balance().await;
+    for (bytes, fields, says) in [
+        (
+            wav(10, 44_100),
+            vec![("format", "flac")],
+            "at most 8 channels",
+        ),
+        (
+            wav(10, 44_100),
+            vec![("format", "flac24")],
+            "at most 8 channels",
+        ),
+        (wav(2, 4_410), vec![], "at least 0.4 s"),
+        (wav(2, 1), vec![("format", "mp3")], "at least 0.4 s"),
+    ] {
+        let r = s
+            .tl(reqwest::Method::POST, "/v1/master")
+            .multipart(form(bytes, &fields))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_error(r, 400, "invalid_request").await;
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(says), "{fields:?}: {msg}");
+    }
+    assert_eq!(s.balance().await, before, "nothing charged");
+    // Ten channels are fine as WAV, and half a second is long enough.
+    let ok = s
+        .submit("/v1/master", form(wav(10, 22_050), &[("format", "wav24")]))
+        .await;
+    let job = s.wait_job(ok["job_id"].as_str().unwrap(), 60).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn master_transcribe_and_two_stem_separate_return_served_files() {
     let s = TestServer::start(Options::default()).await;

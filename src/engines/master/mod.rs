@@ -647,6 +647,9 @@ impl JobParams for MasterParams {
     }
 }
 
+/// The shortest audio mastering can measure: one 400 ms block of the loudness meter.
+const MIN_SECS: f64 = 0.4;
+
 /// The `/v1/master` job engine.
 pub struct MasterEngine;
 
@@ -662,6 +665,28 @@ impl Engine for MasterEngine {
     /// See [`MasterParams`].
     fn params(&self, fields: &BTreeMap<String, String>) -> Result<Value, String> {
         MasterParams::store(fields)
+    }
+
+    /// What the headers already show would fail the run: FLAC asked of more than 8 channels, or
+    /// audio shorter than the loudness meter's 0.4 s block (when the container gives a length).
+    fn check_input(&self, params: &Value, input: &audio::ProbeInfo) -> Result<(), String> {
+        let params = MasterParams::stored(params).map_err(|e| e.to_string())?;
+        if matches!(params.format, MasterFormat::Flac | MasterFormat::Flac24) && input.channels > 8
+        {
+            return Err(format!(
+                "format {} holds at most 8 channels and this audio has {}; ask for wav16, wav24, \
+                 float or mp3 (folded to stereo)",
+                params.format().name(),
+                input.channels
+            ));
+        }
+        if let Some(secs) = input.duration_secs.filter(|&s| s < MIN_SECS) {
+            return Err(format!(
+                "the audio is {secs:.3} s long; mastering needs at least {MIN_SECS} s (one \
+                 loudness block)"
+            ));
+        }
+        Ok(())
     }
 
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, EngineError> {
