@@ -31,6 +31,8 @@ pub(super) struct Inbox {
     /// One JSON object per event on stdout.
     json: bool,
     http: reqwest::Client,
+    /// This inbox's own URL, as it is named in [`VIA_HEADER`].
+    me: String,
     /// Cancelled when stdout is gone (`listen --json | head -1`): `listen` then stops as on
     /// Ctrl-C, restoring the endpoint URL, instead of answering nothing.
     closed: tokio_util::sync::CancellationToken,
@@ -157,6 +159,7 @@ pub(super) async fn listen(
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?,
+        me: url.clone(),
         closed: tokio_util::sync::CancellationToken::new(),
     };
     let closed = inbox.closed.clone();
@@ -205,6 +208,11 @@ pub(super) async fn listen(
     }
     Ok(())
 }
+
+/// The inboxes an event was relayed through, in order (comma-separated URLs): each inbox adds
+/// itself when it relays, and one that finds itself already there stops the circle (two `listen`s
+/// forwarding to each other would otherwise bounce one event for ever).
+const VIA_HEADER: &str = "x-soundcheck-listen-via";
 
 /// Where a `listen` inbox answers what lies below it, under [`LISTEN_KEY`].
 const LISTEN_PATH: &str = "/soundcheck-listen";
@@ -400,12 +408,36 @@ pub(super) async fn inbox_receive(
         }
         return StatusCode::OK.into_response();
     };
+    let via = header(VIA_HEADER).unwrap_or_default();
+    if via.split(", ").any(|hop| hop == inbox.me) {
+        let why = format!(
+            "not forwarded: this event has already passed through this inbox (a forwarding \
+             loop: {via}, {})",
+            inbox.me
+        );
+        if inbox.json {
+            received.forwarded = Some(json!({ "url": target, "error": why }));
+            inbox.say(&json!(received).to_string());
+        } else {
+            inbox.say(&format!("{time}  <-- [508] {why}"));
+        }
+        return (StatusCode::LOOP_DETECTED, why).into_response();
+    }
     let mut req = inbox.http.post(target).body(body.clone());
     for (name, value) in headers.iter() {
-        if !matches!(name.as_str(), "host" | "content-length" | "connection") {
+        if !matches!(
+            name.as_str(),
+            "host" | "content-length" | "connection" | VIA_HEADER
+        ) {
             req = req.header(name, value);
         }
     }
+    let via = if via.is_empty() {
+        inbox.me.clone()
+    } else {
+        format!("{via}, {}", inbox.me)
+    };
+    req = req.header(VIA_HEADER, via);
     let started = Instant::now();
     let (response, forwarded) = match req.send().await {
         Ok(resp) => {

@@ -341,6 +341,50 @@ async fn stacked_listens_stopped_in_either_order_leave_the_url_they_found() {
     drop(s);
 }
 
+/// Two `listen`s that forward to each other: an event goes round once, then the inbox that finds
+/// itself on the event's way answers `508` instead of sending it round again (it once bounced
+/// tens of thousands of times a minute).
+#[tokio::test]
+async fn listens_forwarding_to_each_other_stop_the_loop() {
+    let home = Home::new();
+    let s = Served::start(&home, &home.path("d"), &[]).await;
+    let b_url = "http://127.0.0.1:18783/webhook";
+    let mut a = home
+        .cmd()
+        .args(["listen", "--forward-to", b_url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut a_out = BufReader::new(a.stdout.take().unwrap()).lines();
+    let ready = line_with(&mut a_out, "Ready!").await;
+    let a_url = ready.split_whitespace().last().unwrap().to_string();
+    let mut b = home
+        .cmd()
+        .args(["listen", "--port", "18783", "--forward-to", &a_url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut b_out = BufReader::new(b.stdout.take().unwrap()).lines();
+    line_with(&mut b_out, "Ready!").await;
+
+    home.ok(&["trigger", "job.completed"]).await;
+    // The server → B → A → B: B is on the way already, so it stops there.
+    let stopped = line_with(&mut b_out, "[508]").await;
+    assert!(
+        stopped.contains("forwarding loop") && stopped.contains(&a_url),
+        "{stopped}"
+    );
+    // The 508 goes back down the chain: A's relay to B, then B's first relay to A, get it.
+    line_with(&mut a_out, &format!("<-- [508] POST {b_url}")).await;
+    line_with(&mut b_out, &format!("<-- [508] POST {a_url}")).await;
+    // Nothing more comes round.
+    let more = tokio::time::timeout(Duration::from_secs(2), b_out.next_line()).await;
+    assert!(more.is_err(), "B printed more: {more:?}");
+    stop_saying(&mut b, &mut b_out, "Restored").await;
+    stop_saying(&mut a, &mut a_out, "Restored").await;
+    drop(s);
+}
+
 /// Stops a `listen` with SIGTERM and waits for it to say `said` and exit.
 async fn stop_saying(
     child: &mut tokio::process::Child,
