@@ -302,6 +302,22 @@ impl Config {
                  database is the SQLite file in the data directory"
             );
         }
+        // A key given is stored and replaces the one a client may have saved: one that the API
+        // would never match (empty, or the other API's) would lock the data directory out.
+        for (flag, key, prefix) in [
+            ("--ft-key", &args.ft_key, "ft_test_"),
+            ("--tl-key", &args.tl_key, "tl_test_"),
+        ] {
+            if let Some(k) = key {
+                anyhow::ensure!(
+                    crate::ids::is_api_key(k, prefix),
+                    "{flag} must be {prefix} followed by 24 letters or digits, as the keys \
+                     soundcheck makes are (the one given is {} characters long); leave it out \
+                     to keep the stored key",
+                    k.chars().count()
+                );
+            }
+        }
         anyhow::ensure!(
             args.engines.is_none() || args.database.is_some(),
             "--engines divides a fleet's work among its nodes: it needs --database (alone, a \

@@ -625,6 +625,12 @@ fn serve_refuses_flag_values_out_of_range_without_panicking() {
         ("--generation-timeout", "0"),
         ("--webhook-timeout", "99999999999"),
         ("--latency", "60001"),
+        // Keys the API would never match lock the data directory out once stored.
+        ("--tl-key", ""),
+        ("--tl-key", "abc"),
+        ("--tl-key", "ft_test_aaaaaaaaaaaaaaaaaaaaaaaa"),
+        ("--ft-key", "tl_test_aaaaaaaaaaaaaaaaaaaaaaaa"),
+        ("--ft-key", "ft_test_aaaaaaaaaaaaaaaaaaaaaaa!"),
     ] {
         let out = crate::util::soundcheck()
             .args(["serve", "--addr", "127.0.0.1:0", flag, value])
