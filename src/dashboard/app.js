@@ -66,9 +66,11 @@ const isAudio = (url) => /\.(wav|mp3|flac|ogg)$/i.test(url) || /\/dashboard\/job
 /** Every media URL in a result, as [name, url], in document order. */
 function mediaUrls(result) {
   const urls = [];
+  // `metadata` holds what the upload says of itself (its tags): never a file of ours, whatever
+  // it looks like.
   const walk = (v, name) => {
     if (typeof v === "string" && /^https?:\/\/.*\/media\//.test(v)) urls.push([name, v]);
-    else if (v && typeof v === "object") for (const [k, x] of Object.entries(v)) walk(x, k);
+    else if (v && typeof v === "object") for (const [k, x] of Object.entries(v)) if (k !== "metadata") walk(x, k);
   };
   walk(result, "file");
   return urls;

@@ -241,6 +241,27 @@ try {
     await page.screenshot({ path: path.join(shots, "jobs-completed.png"), fullPage: true });
   });
 
+  await step("a URL in the upload's own tags is not listed as a result file", async () => {
+    // A WAV whose LIST/INFO title is a URL with /media/ in it: the analysis reports it among the
+    // file's tags, and the page must not offer it as an output with a player.
+    const tone = toneWav(), evil = "https://evil.example/media/track.mp3";
+    const title = Buffer.from(evil + "\0"), pad = title.length % 2;
+    const info = Buffer.alloc(4 + 8 + title.length + pad);
+    info.write("INFO", 0); info.write("INAM", 4); info.writeUInt32LE(title.length, 8); title.copy(info, 12);
+    const list = Buffer.alloc(8); list.write("LIST", 0); list.writeUInt32LE(info.length, 4);
+    const wav = Buffer.concat([tone.subarray(0, 36), list, info, tone.subarray(36)]);
+    wav.writeUInt32LE(wav.length - 8, 4);
+    const sub = await submit(null, "/v1/analyze/upload", wav);
+    await until("analysed", async () => (await jobNow(sub.job_id))?.status === "completed");
+    const job = await jobNow(sub.job_id);
+    assert.ok(JSON.stringify(job.result).includes(evil), "the tag is in the result: " + JSON.stringify(job.result.metadata));
+    await page.goto(srv.base + `/#/jobs/${sub.job_id}`);
+    await page.waitForSelector("#job-detail ul.files li");
+    const files = await page.innerHTML("#job-detail ul.files");
+    assert.ok(!files.includes("evil.example"), files);
+    assert.equal(await page.locator("#job-detail ul.files li").count(), 1, "only the upload itself");
+  });
+
   await step("a completed generation's waveform is drawn from its MP3", async () => {
     const gen = await ftApi("POST", "/v1/generations", { tags: "lofi chill piano", duration: 6 });
     assert.ok(gen.id, JSON.stringify(gen));
