@@ -177,6 +177,34 @@ impl From<std::io::Error> for ApiError {
     }
 }
 
+/// Longest client-chosen name (a field's, a key's) a message or header repeats whole.
+pub const SHOWN_NAME_CHARS: usize = 64;
+
+/// A name the client chose, as an error message or header repeats it: cut to
+/// [`SHOWN_NAME_CHARS`] characters (then `...`), anything but printable ASCII as `?`, and an
+/// empty name (or one that was not UTF-8) said as such. A megabyte of field name must not come
+/// back as a megabyte of error.
+pub fn shown_name(name: &str) -> String {
+    if name.is_empty() {
+        return "(no readable name)".to_string();
+    }
+    let mut shown: String = name
+        .chars()
+        .take(SHOWN_NAME_CHARS)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if name.chars().count() > SHOWN_NAME_CHARS {
+        shown.push_str("...");
+    }
+    shown
+}
+
 /// The envelope body for a code and message (also used by the panic handler and fallbacks).
 pub fn envelope(code: Code, message: &str, trace_id: &str) -> serde_json::Value {
     let body = ErrorEnvelope {

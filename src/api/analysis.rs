@@ -259,7 +259,8 @@ async fn source(state: &AppState, req: Request) -> ApiResult<Source> {
         let guard = crate::media::LocalFile::temporary(PathBuf::from(&sub.upload.path));
         if let Some(name) = sub.fields.keys().next() {
             return Err(ApiError::invalid(format!(
-                "Unknown field `{name}`: this endpoint takes only the `audio` file."
+                "Unknown field `{}`: this endpoint takes only the `audio` file.",
+                crate::error::shown_name(name)
             )));
         }
         spill(&mut sub.upload).await?;

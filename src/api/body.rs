@@ -70,7 +70,8 @@ impl<T: JsonRequest> JsonBody<T> {
         if let (true, Some(unknown)) = (closed, ignored.first()) {
             let takes: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
             return Err(ApiError::invalid(format!(
-                "Unknown field `{unknown}`: the JSON body takes only {}.",
+                "Unknown field `{}`: the JSON body takes only {}.",
+                crate::error::shown_name(unknown),
                 takes.join(", ")
             )));
         }

@@ -182,14 +182,13 @@ async fn generations_create(
     Ok(resp)
 }
 
-/// Most names `X-Soundcheck-Ignored-Fields` lists, and the longest name it prints whole: a body
-/// with thousands of unknown keys must not make a header that clients refuse to read (Python's
-/// `http.client` stops at 64 KB a line, curl at 100 KB).
+/// Most names `X-Soundcheck-Ignored-Fields` lists: a body with thousands of unknown keys must
+/// not make a header that clients refuse to read (Python's `http.client` stops at 64 KB a line,
+/// curl at 100 KB).
 const IGNORED_FIELDS_SHOWN: usize = 20;
-const IGNORED_FIELD_CHARS: usize = 64;
 
-/// The ignored fields' names, comma-separated: the first [`IGNORED_FIELDS_SHOWN`], each cut to
-/// [`IGNORED_FIELD_CHARS`] characters with anything but printable ASCII shown as `?`, then
+/// The ignored fields' names, comma-separated: the first [`IGNORED_FIELDS_SHOWN`], each as
+/// [`crate::error::shown_name`] shows it (cut to 64 characters, printable ASCII), then
 /// `... (N more)`. `None` when nothing was ignored.
 fn ignored_fields_header(ignored: &[String]) -> Option<HeaderValue> {
     if ignored.is_empty() {
@@ -198,23 +197,7 @@ fn ignored_fields_header(ignored: &[String]) -> Option<HeaderValue> {
     let mut names: Vec<String> = ignored
         .iter()
         .take(IGNORED_FIELDS_SHOWN)
-        .map(|name| {
-            let mut shown: String = name
-                .chars()
-                .take(IGNORED_FIELD_CHARS)
-                .map(|c| {
-                    if c.is_ascii_graphic() || c == ' ' {
-                        c
-                    } else {
-                        '?'
-                    }
-                })
-                .collect();
-            if name.chars().count() > IGNORED_FIELD_CHARS {
-                shown.push_str("...");
-            }
-            shown
-        })
+        .map(|name| crate::error::shown_name(name))
         .collect();
     if ignored.len() > IGNORED_FIELDS_SHOWN {
         names.push(format!(

@@ -458,7 +458,8 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                 }
             } else if field.file_name().is_some() {
                 return Err(ApiError::invalid(format!(
-                    "Unexpected file field `{name}`; send the file as `audio`."
+                    "Unexpected file field `{}`; send the file as `audio`.",
+                    crate::error::shown_name(&name)
                 )));
             } else {
                 if fields.len() >= MAX_FIELDS {
@@ -470,11 +471,18 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                     value.extend_from_slice(&chunk);
                     if value.len() > MAX_FIELD_BYTES {
-                        return Err(ApiError::invalid(format!("Field `{name}` is too long.")));
+                        return Err(ApiError::invalid(format!(
+                            "Field `{}` is too long.",
+                            crate::error::shown_name(&name)
+                        )));
                     }
                 }
-                let value = String::from_utf8(value)
-                    .map_err(|_| ApiError::invalid(format!("Field `{name}` is not UTF-8 text.")))?;
+                let value = String::from_utf8(value).map_err(|_| {
+                    ApiError::invalid(format!(
+                        "Field `{}` is not UTF-8 text.",
+                        crate::error::shown_name(&name)
+                    ))
+                })?;
                 fields.insert(name, value);
             }
         }

@@ -844,6 +844,45 @@ async fn the_janitor_deletes_what_a_crash_left_behind() {
     s.stop().await;
 }
 
+/// A name the client chose is repeated in an error cut short and printable: a 100 KB field name
+/// once came back whole in the message (a megabyte for a megabyte).
+#[tokio::test]
+async fn a_huge_unknown_field_name_is_not_echoed_whole() {
+    let s = TestServer::start(Options::default()).await;
+    let long = "n".repeat(100_000);
+    for path in ["/v1/analyze", "/v1/analyze/upload"] {
+        let r = s
+            .tl(Method::POST, path)
+            .multipart(form(wav_bytes(0.5), &[(&long, "1")]))
+            .send()
+            .await
+            .unwrap();
+        let len = r.content_length();
+        if path == "/v1/analyze" {
+            let body = assert_error(r, 400, "invalid_request").await;
+            let msg = body["error"]["message"].as_str().unwrap();
+            assert!(msg.starts_with(&format!("Unknown field `{}...`", &long[..64])), "{msg}");
+        } else {
+            // The jobs route ignores a field it does not take: the job is accepted.
+            assert_eq!(r.status(), 202);
+        }
+        assert!(len.unwrap_or(0) < 2_000, "{path}: {len:?} bytes");
+    }
+    let mut body = serde_json::Map::new();
+    body.insert("\u{1}".repeat(5_000), Value::from(1));
+    body.insert("url".into(), Value::from("http://127.0.0.1:9/x.wav"));
+    let r = s
+        .tl(Method::POST, "/v1/analyze")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(r, 400, "invalid_request").await;
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.len() < 300 && msg.contains("`????"), "{msg}");
+    s.stop().await;
+}
+
 /// A client that opens with the HTTP/2 preface (prior knowledge, as `curl --http2-prior-knowledge`
 /// does) is told in HTTP/2 that HTTP/1.1 is required (SETTINGS, then GOAWAY with
 /// `HTTP_1_1_REQUIRED` and a reason), not closed without a word; so is one whose preface comes in
