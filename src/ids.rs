@@ -19,6 +19,13 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{id}")
 }
 
+/// Whether `id` has the form [`new_id`] gives it: `prefix` + `_` + a ULID.
+pub fn is_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|u| u.len() == 26 && ulid::Ulid::from_string(u).is_ok())
+}
+
 /// A short unique trace id, e.g. `sc-3f9a0c1b7d2e` (48 random bits).
 pub fn trace_id() -> String {
     format!(
@@ -77,6 +84,17 @@ mod tests {
 
     #[test]
     fn keys_and_secrets_follow_the_contract() {
+        let job = new_id("job");
+        assert!(is_id(&job, "job") && !is_id(&job, "gen"), "{job}");
+        for bad in [
+            "",
+            "job_",
+            "nope",
+            "job_01ARZ3NDEKTSV4RRFFQ69G5FA",
+            "job_01ARZ3NDEKTSV4RRFFQ69G5FAU",
+        ] {
+            assert!(!is_id(bad, "job"), "{bad}");
+        }
         let ft = api_key("ft_test_");
         assert!(is_api_key(&ft, "ft_test_"), "{ft}");
         assert!(!is_api_key(&ft, "tl_test_"));

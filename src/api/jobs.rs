@@ -576,7 +576,7 @@ async fn jobs_get(
     params(JobsQuery),
     responses(
         (status = 200, description = "Jobs, newest first", body = JobList),
-        (status = 400, description = "invalid_request: bad limit or status", body = ErrorEnvelope),
+        (status = 400, description = "invalid_request: bad limit, status or before", body = ErrorEnvelope),
     ))]
 async fn jobs_list(
     State(state): State<AppState>,
@@ -590,6 +590,12 @@ async fn jobs_list(
     }
     let status = q.status.map(JobStatus::from);
     let before = q.before;
+    if let Some(b) = before.as_deref().filter(|b| !crate::ids::is_id(b, "job")) {
+        return Err(ApiError::invalid(format!(
+            "before must be a job id (a page's next_before), not `{}`.",
+            crate::error::shown_name(b)
+        )));
+    }
     // One more than asked for says whether there is a next page.
     let mut rows = state
         .store

@@ -62,7 +62,9 @@ pub(crate) fn check_params(
         let typed = if types.contains(&"integer") || types.contains(&"number") {
             let n: f64 = value
                 .parse()
-                .map_err(|_| anyhow!("--param {name}: {value:?} is not a number"))?;
+                .ok()
+                .filter(|n: &f64| n.is_finite())
+                .ok_or_else(|| anyhow!("--param {name}: {value:?} is not a number"))?;
             let (lo, hi) = (field["minimum"].as_f64(), field["maximum"].as_f64());
             if lo.is_some_and(|lo| n < lo) || hi.is_some_and(|hi| n > hi) {
                 bail!(
@@ -457,6 +459,12 @@ mod tests {
             .to_string();
         assert!(msg.contains("1 to 600"), "{msg}");
         assert!(check_params(&doc, "/v1/generations", &["bpm=fast".into()]).is_err());
+        for odd in ["NaN", "inf", "-infinity"] {
+            let msg = check_params(&doc, "/v1/master", &[format!("target_lufs={odd}")])
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("is not a number"), "{odd}: {msg}");
+        }
         assert!(check_params(&doc, "/v1/generations", &["bpm=90.5".into()]).is_err());
         let msg = check_params(&doc, "/v1/generations", &["model=nope".into()])
             .unwrap_err()

@@ -861,7 +861,10 @@ async fn a_huge_unknown_field_name_is_not_echoed_whole() {
         if path == "/v1/analyze" {
             let body = assert_error(r, 400, "invalid_request").await;
             let msg = body["error"]["message"].as_str().unwrap();
-            assert!(msg.starts_with(&format!("Unknown field `{}...`", &long[..64])), "{msg}");
+            assert!(
+                msg.starts_with(&format!("Unknown field `{}...`", &long[..64])),
+                "{msg}"
+            );
         } else {
             // The jobs route ignores a field it does not take: the job is accepted.
             assert_eq!(r.status(), 202);

@@ -473,7 +473,14 @@ async fn the_job_list_pages_and_filters() {
     assert_eq!(ids_of(&done).len(), 3);
     let queued: Value = list("?status=queued").await.json().await.unwrap();
     assert!(ids_of(&queued).is_empty(), "{queued}");
-    for bad in ["?limit=0", "?limit=501", "?limit=x", "?status=done"] {
+    for bad in [
+        "?limit=0",
+        "?limit=501",
+        "?limit=x",
+        "?status=done",
+        "?before=nope",
+        "?before=gen_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+    ] {
         assert_error(list(bad).await, 400, "invalid_request").await;
     }
     s.stop().await;
