@@ -686,8 +686,17 @@ fn bind_error(addr: std::net::SocketAddr, e: std::io::Error) -> anyhow::Error {
 }
 
 fn init_logging(format: &str) {
+    // The decoding library logs what it finds wrong in a file at error level ("probe reach EOF
+    // at 5 bytes"); the refusal that follows says it to the client, so by default its lines are
+    // left out (SOUNDCHECK_LOG=symphonia_core=debug,… brings them back).
+    const QUIET_DECODER: &str = "symphonia_core=off,symphonia_metadata=off,\
+        symphonia_format_riff=off,symphonia_format_isomp4=off,symphonia_format_mkv=off,\
+        symphonia_format_ogg=off,symphonia_format_caf=off,symphonia_bundle_flac=off,\
+        symphonia_bundle_mp3=off,symphonia_codec_aac=off,symphonia_codec_adpcm=off,\
+        symphonia_codec_alac=off,symphonia_codec_pcm=off,symphonia_codec_vorbis=off,\
+        symphonia_utils_xiph=off";
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOUNDCHECK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{QUIET_DECODER}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -77,10 +77,20 @@ pub fn decode(path: &Path) -> Result<Audio> {
     decode_file(path, rayon::current_num_threads())
 }
 
+/// Opens an audio file; a failure names the file (`x.wav: No such file or directory`).
+fn open_file(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", path.display()),
+        ))
+    })
+}
+
 /// [`decode`] reporting progress in `0.0..=1.0` (when the container declares its length) so the
 /// CLI and jobs can show it on long files.
 pub fn decode_with_progress(path: &Path, progress: &dyn Fn(f32)) -> Result<Audio> {
-    let mut file = File::open(path)?;
+    let mut file = open_file(path)?;
     prescan_file(&mut file)?;
     decode_source(Box::new(file), extension(path).as_deref(), progress)
 }
@@ -88,7 +98,7 @@ pub fn decode_with_progress(path: &Path, progress: &dyn Fn(f32)) -> Result<Audio
 /// [`decode`] of a file, in runs of packets on several threads where the codec allows it (see
 /// [`in_runs`]); the same audio, to the bit, as one pass.
 fn decode_file(path: &Path, runs: usize) -> Result<Audio> {
-    let mut file = File::open(path)?;
+    let mut file = open_file(path)?;
     prescan_file(&mut file)?;
     let ext = extension(path);
     if runs > 1 {
@@ -141,7 +151,7 @@ fn prescan_bytes(bytes: &[u8]) -> Result<()> {
 /// Reads headers, tags and the first decodable packet: cheap enough to run on every upload, and
 /// enough to refuse non-audio with `422`. It cannot see truncation further in; [`decode`] does.
 pub fn probe(path: &Path) -> Result<ProbeInfo> {
-    let mut file = File::open(path)?;
+    let mut file = open_file(path)?;
     let file_size = file.metadata()?.len();
     let mut magic = [0u8; 12];
     let n = read_up_to(&mut file, &mut magic)?;
@@ -235,6 +245,11 @@ fn probe_source(
     })
 }
 
+/// Why a file no reader recognises is refused (RF64, Wave64, AU, a truncated Ogg header, text …).
+const NOT_A_CONTAINER: &str = "not a recognised audio container: soundcheck reads RIFF WAV (not \
+    RF64 or Wave64), AIFF/AIFC, CAF, FLAC, MP3, Ogg (Vorbis, FLAC), MP4/M4A (AAC, ALAC), \
+    Matroska/WebM and ADTS AAC";
+
 /// A format reader positioned on the audio track, with its decoder and the tags found so far.
 struct Opened {
     format: Box<dyn FormatReader>,
@@ -257,11 +272,10 @@ fn open(source: Box<dyn MediaSource>, ext: Option<&str>) -> Result<Opened> {
     let mut probed = symphonia::default::get_probe()
         .format(&hint, mss, &format_opts, &MetadataOptions::default())
         .map_err(|e| match e {
-            SymError::IoError(e) => {
-                Error::Unsupported(format!("not a recognised audio container ({e})"))
-            }
-            SymError::Unsupported(what) => {
-                Error::Unsupported(format!("not a recognised audio container ({what})"))
+            // No reader recognised the file (symphonia reads to the end looking for one, hence
+            // its "end of stream"): say what it does read.
+            SymError::IoError(_) | SymError::Unsupported(_) => {
+                Error::Unsupported(NOT_A_CONTAINER.to_string())
             }
             SymError::DecodeError(what) if what.contains("channel") => {
                 map_err(SymError::DecodeError(what))

@@ -17,15 +17,23 @@ pub enum Error {
     /// The audio decoded but a parameter does not fit it (e.g. a sample rate of 0 asked for).
     #[error("invalid audio request: {0}")]
     Invalid(String),
-    /// Reading or writing a file failed; our side (disk, permissions), possibly transient.
+    /// Reading or writing a file failed; our side (disk, permissions), possibly transient. (Not
+    /// the error's `source`: the message already holds it, and a report of the chain would
+    /// print it twice.)
     #[error("audio i/o: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// An encoder or resampler failed on valid input; our side.
     #[error("audio encoder: {0}")]
     Encode(String),
     /// The job was cancelled (or the server is stopping) while a long step ran; not a failure.
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
 }
 
 impl Error {

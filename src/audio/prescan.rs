@@ -52,6 +52,25 @@ struct Walk<'a> {
 /// The `fmt ` tag of a WAV whose format chunk carries a channel mask (and a sub-format GUID).
 const WAVE_FORMAT_EXTENSIBLE: u16 = 0xFFFE;
 
+/// A PCM-like WAV's frame size must be its channels' samples side by side: symphonia counts the
+/// frames by it and reads samples by the sample width, so a file whose `fmt ` says 16-bit stereo
+/// in 3-byte frames would be announced with one length and decode to another. (Compressed
+/// formats' block align is their own block size, not checked here.)
+fn check_block_align(tag: u16, channels: u16, bits: u16, block_align: u16) -> Result<()> {
+    // PCM, IEEE float, A-law, µ-law, and the extensible form of those.
+    if !matches!(tag, 1 | 3 | 6 | 7 | WAVE_FORMAT_EXTENSIBLE) {
+        return Ok(());
+    }
+    let expected = u32::from(channels) * u32::from(bits).div_ceil(8);
+    if u32::from(block_align) != expected {
+        return Err(corrupt(format!(
+            "the WAV format says {channels} channel(s) of {bits}-bit samples in frames of \
+             {block_align} bytes; they take {expected}"
+        )));
+    }
+    Ok(())
+}
+
 /// Positions in symphonia's channel map (its `Channels` bits).
 const SPEAKER_POSITIONS: u32 = 26;
 
@@ -138,6 +157,12 @@ impl Walk<'_> {
                     let rate = u32::from_le_bytes([fmt[4], fmt[5], fmt[6], fmt[7]]);
                     super::limits::check_format(rate, channels as usize)?;
                     let tag = u16::from_le_bytes([fmt[0], fmt[1]]);
+                    let mut more = [0u8; 8];
+                    if size >= 16 && self.read_at(body + 8, &mut more)? {
+                        let block_align = u16::from_le_bytes([more[4], more[5]]);
+                        let bits = u16::from_le_bytes([more[6], more[7]]);
+                        check_block_align(tag, channels, bits, block_align)?;
+                    }
                     let mut mask = [0u8; 4];
                     if tag == WAVE_FORMAT_EXTENSIBLE
                         && size >= 40
@@ -704,6 +729,10 @@ mod tests {
         assert!(e.to_string().contains("sample_rate 0"), "{e}");
         wav[24..28].copy_from_slice(&44_100u32.to_le_bytes());
         assert!(run(&wav, "wav").is_ok());
+        // 16-bit stereo in 3-byte frames: refused, naming both sizes.
+        wav[32] = 3;
+        let e = run(&wav, "wav").unwrap_err().to_string();
+        assert!(e.contains("frames of 3 bytes") && e.contains("take 4"), "{e}");
     }
 
     /// A WAVE_FORMAT_EXTENSIBLE file of `channels` 16-bit PCM channels with `mask`, 4 frames.

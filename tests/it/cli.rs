@@ -610,6 +610,36 @@ fn offline_verbs_take_several_files_or_a_directory() {
     }
 }
 
+/// A file the CLI cannot read is named once in its one-line error, and a file that is not audio
+/// gets the list of what is read, without the decoding library's own log lines.
+#[test]
+fn unreadable_files_are_named_once_and_non_audio_says_what_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.wav");
+    let out = crate::util::soundcheck()
+        .arg("analyze")
+        .arg(&missing)
+        .env_remove("SOUNDCHECK_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&*missing.to_string_lossy()), "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    let text = dir.path().join("notes.wav");
+    std::fs::write(&text, "hello").unwrap();
+    let out = crate::util::soundcheck()
+        .arg("analyze")
+        .arg(&text)
+        .env_remove("SOUNDCHECK_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("soundcheck reads RIFF WAV"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
 /// Out-of-range numbers for serve's flags are refused at start, naming the flag: unbounded, they
 /// once overflowed (a panic with a backtrace) or started a server whose every finished job
 /// panicked on its expiry date.
