@@ -732,7 +732,10 @@ mod tests {
         // 16-bit stereo in 3-byte frames: refused, naming both sizes.
         wav[32] = 3;
         let e = run(&wav, "wav").unwrap_err().to_string();
-        assert!(e.contains("frames of 3 bytes") && e.contains("take 4"), "{e}");
+        assert!(
+            e.contains("frames of 3 bytes") && e.contains("take 4"),
+            "{e}"
+        );
     }
 
     /// A WAVE_FORMAT_EXTENSIBLE file of `channels` 16-bit PCM channels with `mask`, 4 frames.
