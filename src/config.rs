@@ -302,6 +302,21 @@ impl Config {
                  database is the SQLite file in the data directory"
             );
         }
+        if let Some(public) = &args.public_url {
+            let url = url::Url::parse(public)
+                .map_err(|e| anyhow::anyhow!("--public-url {public:?} is not a URL: {e}"))?;
+            anyhow::ensure!(
+                matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && url.username().is_empty()
+                    && url.password().is_none(),
+                "--public-url {public:?}: give the http:// or https:// address clients reach \
+                 this server at (a path prefix is fine; no query, fragment or user), e.g. \
+                 https://audio.example.com"
+            );
+        }
         // A key given is stored and replaces the one a client may have saved: one that the API
         // would never match (empty, or the other API's) would lock the data directory out.
         for (flag, key, prefix) in [

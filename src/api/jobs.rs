@@ -483,6 +483,13 @@ pub(super) async fn receive(state: &AppState, mut multipart: Multipart) -> ApiRe
                         crate::error::shown_name(&name)
                     ))
                 })?;
+                if fields.contains_key(&name) {
+                    // Which one was meant? Refused rather than one silently winning.
+                    return Err(ApiError::invalid(format!(
+                        "Field `{}` is given more than once.",
+                        crate::error::shown_name(&name)
+                    )));
+                }
                 fields.insert(name, value);
             }
         }

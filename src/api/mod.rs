@@ -60,7 +60,11 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let key = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        // A header that is there but not visible ASCII is a wrong key, not a missing one.
+        let key = parts
+            .headers
+            .get("x-api-key")
+            .map(|v| v.to_str().unwrap_or_default());
         match key {
             Some(k) if constant_time_eq(k, &state.secrets.ft_key) => Ok(GenerationsKey),
             Some(_) => Err(ApiError::new(
@@ -91,7 +95,7 @@ where
         let header = parts
             .headers
             .get("authorization")
-            .and_then(|v| v.to_str().ok());
+            .map(|v| v.to_str().unwrap_or_default());
         let token = header.and_then(|h| {
             h.strip_prefix("Bearer ")
                 .or_else(|| h.strip_prefix("bearer "))

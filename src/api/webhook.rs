@@ -60,8 +60,10 @@ async fn endpoint_body(state: &AppState) -> ApiResult<EndpointBody> {
     })
 }
 
-/// `PUT /v1/webhook` body; either field may be left out. Other fields are ignored.
+/// `PUT /v1/webhook` body; either field may be left out, and no other is taken (`{"URL": …}`
+/// would otherwise change nothing and answer 200).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EndpointUpdate {
     /// http or https URL (public https only under `serve --strict`), or null to clear it.
     // Left out: `None` (unchanged); null: `Some(None)` (cleared).

@@ -486,13 +486,27 @@ struct Answer {
     body_error: Option<String>,
 }
 
+/// What went wrong with a delivery, as the attempt records it: reqwest's own message and the
+/// causes under it ("invalid peer certificate: …" is two levels down from "error sending
+/// request"), each once.
 fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
-        "timed out waiting for the receiver".to_string()
-    } else if e.is_connect() {
-        format!("could not connect: {e}")
+        return "timed out waiting for the receiver".to_string();
+    }
+    let mut said = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !said.contains(&text) {
+            said.push_str(": ");
+            said.push_str(&text);
+        }
+        cause = c.source();
+    }
+    if e.is_connect() {
+        format!("could not connect: {said}")
     } else {
-        e.to_string()
+        said
     }
 }
 
@@ -611,6 +625,25 @@ fn record_manual(tx: &dyn crate::store::Tx, event: &Event, o: &Outcome) -> store
 mod tests {
     use super::*;
     use crate::store::Store;
+
+    /// The recorded error goes down to the cause (reqwest's own message stops at "error sending
+    /// request", which hid a refused connection or a bad certificate).
+    #[tokio::test]
+    async fn a_failed_delivery_says_why_down_to_the_cause() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/hook"))
+            .send()
+            .await
+            .unwrap_err();
+        let said = describe(e);
+        assert!(said.starts_with("could not connect: "), "{said}");
+        assert!(said.to_lowercase().contains("refused"), "{said}");
+    }
 
     fn outcome(status: u16) -> Outcome {
         Outcome {

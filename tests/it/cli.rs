@@ -661,6 +661,10 @@ fn serve_refuses_flag_values_out_of_range_without_panicking() {
         ("--tl-key", "ft_test_aaaaaaaaaaaaaaaaaaaaaaaa"),
         ("--ft-key", "tl_test_aaaaaaaaaaaaaaaaaaaaaaaa"),
         ("--ft-key", "ft_test_aaaaaaaaaaaaaaaaaaaaaaa!"),
+        // Every result URL starts with it.
+        ("--public-url", "javascript:alert(1)"),
+        ("--public-url", "http://x/a?b#c"),
+        ("--public-url", "127.0.0.1:8080"),
     ] {
         let out = crate::util::soundcheck()
             .args(["serve", "--addr", "127.0.0.1:0", flag, value])

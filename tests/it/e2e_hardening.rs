@@ -844,10 +844,11 @@ async fn the_janitor_deletes_what_a_crash_left_behind() {
     s.stop().await;
 }
 
-/// A name the client chose is repeated in an error cut short and printable: a 100 KB field name
-/// once came back whole in the message (a megabyte for a megabyte).
+/// A name the client chose is repeated in an error cut short and printable (a 100 KB field name
+/// once came back whole in the message); a field given twice, an unknown field of the webhook
+/// settings and an unreadable key header are refused with what is wrong.
 #[tokio::test]
-async fn a_huge_unknown_field_name_is_not_echoed_whole() {
+async fn odd_field_names_and_keys_get_clear_errors() {
     let s = TestServer::start(Options::default()).await;
     let long = "n".repeat(100_000);
     for path in ["/v1/analyze", "/v1/analyze/upload"] {
@@ -871,6 +872,49 @@ async fn a_huge_unknown_field_name_is_not_echoed_whole() {
         }
         assert!(len.unwrap_or(0) < 2_000, "{path}: {len:?} bytes");
     }
+    // A field given twice: which one was meant is not guessed.
+    let r = s
+        .tl(Method::POST, "/v1/separate")
+        .multipart(form(wav_bytes(0.5), &[("stems", "2"), ("stems", "4")]))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(r, 400, "invalid_request").await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`stems` is given more than once"));
+    // PUT /v1/webhook takes only its two fields.
+    let r = s
+        .tl(Method::PUT, "/v1/webhook")
+        .json(&serde_json::json!({"URL": "http://127.0.0.1:9/x"}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(r, 400, "invalid_request").await;
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("`URL`"),
+        "{body}"
+    );
+    // A key header that is not visible ASCII is a wrong key, not a missing one.
+    let r = s
+        .client
+        .get(s.url("/v1/jobs"))
+        .header(
+            "authorization",
+            reqwest::header::HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(r, 401, "unauthorized").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid API key"),
+        "{body}"
+    );
     let mut body = serde_json::Map::new();
     body.insert("\u{1}".repeat(5_000), Value::from(1));
     body.insert("url".into(), Value::from("http://127.0.0.1:9/x.wav"));
