@@ -323,6 +323,17 @@ pub async fn open_media(config: &Config, store: &Store) -> anyhow::Result<crate:
     media.check().await?;
     if store.dialect() == crate::store::db::Dialect::Postgres {
         check_fleet_media(store, &media, config.claim_media).await?;
+    } else if let crate::media::Marker::Fleet(fleet) = media.read_marker().await? {
+        // Its own SQLite file knows none of the fleet's uploads and results: its janitor would
+        // take them for a crash's leftovers and delete them.
+        anyhow::bail!(
+            "{} is the media storage of fleet {fleet} (its marker {} says so): a server on its \
+             own SQLite database would take the fleet's uploads and results for leftovers and \
+             delete them. Give it the fleet's --database, or another --media-dir/--media (if \
+             the fleet is gone for good, delete the marker first)",
+            media.describe(),
+            media.marker_location()
+        );
     }
     Ok(media)
 }

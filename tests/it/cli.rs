@@ -640,6 +640,39 @@ fn unreadable_files_are_named_once_and_non_audio_says_what_is_read() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
 
+/// A server on its own SQLite file refuses a media directory that a fleet marked as its own: its
+/// janitor would have taken the fleet's uploads and results for a crash's leftovers and deleted
+/// them. Nothing in the directory is touched.
+#[test]
+fn serve_without_the_fleets_database_refuses_the_fleets_media() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    let upload = media.join("uploads/ab/upl_01ARZ3NDEKTSV4RRFFQ69G5FAV");
+    std::fs::create_dir_all(upload.parent().unwrap()).unwrap();
+    std::fs::write(&upload, b"the fleet's upload").unwrap();
+    std::fs::write(
+        media.join(".soundcheck-fleet"),
+        "fleet_01ARZ3NDEKTSV4RRFFQ69G5FAV\n",
+    )
+    .unwrap();
+    let out = crate::util::soundcheck()
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--media-dir")
+        .arg(&media)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("media storage of fleet fleet_01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            && err.contains("--database"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&upload).unwrap(), b"the fleet's upload");
+}
+
 /// Out-of-range numbers for serve's flags are refused at start, naming the flag: unbounded, they
 /// once overflowed (a panic with a backtrace) or started a server whose every finished job
 /// panicked on its expiry date.
