@@ -7,6 +7,23 @@ use clap::{Parser, Subcommand};
 use soundcheck::config::{Config, DataArgs, ServeArgs};
 use tokio_util::sync::CancellationToken;
 
+/// A line of a server's own output on stdout. Unlike `println!`, a closed stdout (`serve | head
+/// -1`, a log shipper that died) does not panic: a server must outlive its reader.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// The same on stderr.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "soundcheck",
@@ -543,7 +560,7 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
         let media = soundcheck::app::open_media(&config, &store).await?;
         lock.record(None)?;
-        println!(
+        say!(
             "soundcheck {} worker (pid {}): {} workers on the shared database, models on {}, media in {}",
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
@@ -559,7 +576,7 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
         let signalled = soundcheck::app::shutdown_signal();
         tokio::spawn(async move {
             signalled.await;
-            eprintln!("shutting down: finishing or re-queueing running work…");
+            note!("shutting down: finishing or re-queueing running work…");
             token.cancel();
         });
         soundcheck::app::run_worker(config, store, secrets, media, registry, shutdown).await
@@ -598,41 +615,41 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _registration = soundcheck::instances::register(&base, &config.data_dir)
             .map_err(|e| tracing::warn!("could not record this server for client commands: {e}"))
             .ok();
-        println!(
+        say!(
             "soundcheck {} listening on http://{addr}",
             env!("CARGO_PKG_VERSION")
         );
         if base != format!("http://{addr}") {
             // Behind a proxy or in a fleet: where clients reach it, and what result URLs start with.
-            println!("public URL: {base}");
+            say!("public URL: {base}");
         }
-        println!("dashboard: {base}/");
-        println!("data directory: {}", config.data_dir.display());
+        say!("dashboard: {base}/");
+        say!("data directory: {}", config.data_dir.display());
         if let Some(url) = &config.media_url {
-            println!("media: {url}");
+            say!("media: {url}");
         } else if config.media_dir != config.data_dir {
-            println!("media: {}", config.media_dir.display());
+            say!("media: {}", config.media_dir.display());
         }
-        print!("{}", secrets.env_lines());
+        say!("{}", secrets.env_lines().trim_end());
         for (endpoint, engine) in registry.describe() {
-            println!("engine: {endpoint} -> {engine}");
+            say!("engine: {endpoint} -> {engine}");
         }
         if let Some(g) = registry.default_generator() {
-            println!("default generator: {}", g.name());
+            say!("default generator: {}", g.name());
         }
         if config.workers == 0 {
-            println!("workers: none (an API node: the fleet's workers run its jobs)");
+            say!("workers: none (an API node: the fleet's workers run its jobs)");
         } else {
-            println!(
+            say!(
                 "workers: {}, models run on: {}",
                 config.workers,
                 soundcheck::engines::device_name(&soundcheck::engines::default_device())
             );
         }
         for hint in soundcheck::engines::hints(&registry) {
-            println!("hint: {hint}");
+            say!("hint: {hint}");
         }
-        println!(
+        say!(
             "next: in another terminal, `soundcheck listen` (a webhook inbox that verifies \
              signatures), then `soundcheck trigger job.completed`"
         );
@@ -641,7 +658,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let signalled = soundcheck::app::shutdown_signal();
         tokio::spawn(async move {
             signalled.await;
-            eprintln!("shutting down: finishing or re-queueing running work…");
+            note!("shutting down: finishing or re-queueing running work…");
             token.cancel();
         });
         soundcheck::app::run(config, store, secrets, media, registry, listener, shutdown).await
@@ -699,6 +716,10 @@ fn init_logging(format: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{QUIET_DECODER}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // A log line that cannot be written is dropped: by default tracing-subscriber reports it
+        // with `eprintln!`, which panics once stderr is closed, in whatever task was logging (a
+        // worker mid-job, a delivery before it is recorded).
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {

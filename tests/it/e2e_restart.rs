@@ -232,3 +232,73 @@ async fn keys_and_credits_commands_read_the_data_dir() {
     assert_eq!(ok(&["credits", "show"]).trim(), "1000");
     assert_eq!(ok(&["credits", "add", "25"]).trim(), "1025");
 }
+
+/// A server whose stdout and stderr readers have gone (`serve 2>&1 | head -1`, a log shipper
+/// that died) goes on working: it answers, runs jobs, sends their webhooks and stops on SIGTERM.
+/// Rust's `println!` and tracing-subscriber's own error report panic on a closed pipe: the banner
+/// killed the server, and a worker task that logged mid-job wedged its job.
+#[tokio::test]
+async fn a_server_whose_output_pipes_are_closed_keeps_working_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = TestReceiver::start().await;
+    let mut child = crate::util::soundcheck_async()
+        .args(["serve", "--addr", "127.0.0.1:0", "--workers", "1"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--webhook-url", &rx.url])
+        .env("SOUNDCHECK_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Read the first line (it says where the server listens), then close both pipes.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    drop(lines);
+    drop(child.stderr.take());
+    let base = first
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let keys = crate::util::soundcheck()
+        .args(["keys", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let keys: Value = serde_json::from_slice(&keys.stdout).unwrap();
+    let key = keys["tl_key"].as_str().unwrap().to_string();
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let sub: Value = client
+            .post(format!("{base}/v1/analyze/upload"))
+            .bearer_auth(&key)
+            .multipart(form(wav_bytes(0.5), &[]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(sub["job_id"].is_string(), "{sub}");
+    }
+    let got = rx.wait_for(3, 60).await;
+    assert!(got.iter().all(|r| r.json()["type"] == "job.completed"));
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stopped on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
