@@ -791,11 +791,34 @@ impl Drop for ClearProgress<'_> {
 /// lease (killed, or its machine lost) and queues it again for any worker, or fails it once
 /// [`MAX_RUNS`] runs were cut off. Several nodes may sweep at once: the store's serializable
 /// writes make each piece of work recovered once.
+///
+/// A node sweeps only once it has reached the database for a whole lease without a failure: while
+/// the database was away no worker could renew, so every lease it holds may have run out on the
+/// database's clock although every worker is alive. After an outage the workers renew within a
+/// third of a lease; what is still expired a lease later has really lost its worker. (Sweeping at
+/// once restarted every long job after each outage longer than a lease, and failed it as "the
+/// server stopped during each run" after two.)
 pub async fn sweep_expired_leases(workers: Workers) {
+    let mut reachable_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = workers.shutdown.cancelled() => return,
             _ = tokio::time::sleep(workers.lease / 2) => {}
+        }
+        let now = tokio::time::Instant::now();
+        match workers.store.read(|c| store::db::now_ms(c)).await {
+            Ok(_) => {
+                let since = *reachable_since.get_or_insert(now);
+                if now.duration_since(since) < workers.lease {
+                    continue;
+                }
+            }
+            Err(e) => {
+                if reachable_since.take().is_some() {
+                    tracing::warn!("lease sweep paused: the database cannot be reached ({e})");
+                }
+                continue;
+            }
         }
         let swept = workers
             .store
@@ -812,7 +835,10 @@ pub async fn sweep_expired_leases(workers: Workers) {
                 workers.dispatcher.wake();
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!("lease sweep failed: {e}"),
+            Err(e) => {
+                reachable_since = None;
+                tracing::warn!("lease sweep failed: {e}");
+            }
         }
     }
 }
