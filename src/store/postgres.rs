@@ -290,9 +290,17 @@ impl Postgres {
         self.refuse_if_full()?;
         let pool = self.pool.clone();
         let rt = Handle::current();
-        tokio::task::spawn_blocking(move || write_on(&rt, &pool, serial, &f))
-            .await
-            .map_err(|e| Error::Join(e.to_string()))?
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let flag = abandoned.clone();
+        let work = tokio::task::spawn_blocking(move || write_on(&rt, &pool, serial, &f, &flag));
+        match tokio::time::timeout(ANSWER_WITHIN, work).await {
+            Ok(joined) => joined.map_err(|e| Error::Join(e.to_string()))?,
+            Err(_) => {
+                // The thread stays blocked until the server answers; it then rolls back.
+                abandoned.store(true, Ordering::SeqCst);
+                Err(no_answer())
+            }
+        }
     }
 
     /// [`Postgres::write`] on this thread, which must be allowed to block (not a runtime worker).
@@ -301,7 +309,7 @@ impl Postgres {
         let rt = Handle::try_current().map_err(|_| {
             Error::Config("a PostgreSQL write needs the async runtime to be running".into())
         })?;
-        write_on(&rt, &self.pool, true, &f)
+        write_on(&rt, &self.pool, true, &f, &AtomicBool::new(false))
     }
 
     /// Runs `f` on a read-only snapshot on a blocking thread.
@@ -312,7 +320,7 @@ impl Postgres {
     {
         let pool = self.pool.clone();
         let rt = Handle::current();
-        tokio::task::spawn_blocking(move || {
+        let work = tokio::task::spawn_blocking(move || {
             let mut client = rt.block_on(pool.get()).map_err(pool_error)?;
             let tx = rt.block_on(
                 client
@@ -324,17 +332,36 @@ impl Postgres {
             let out = f(&PgTx { tx: &tx, rt: &rt })?;
             rt.block_on(tx.commit())?;
             Ok(out)
-        })
-        .await
-        .map_err(|e| Error::Join(e.to_string()))?
+        });
+        match tokio::time::timeout(ANSWER_WITHIN, work).await {
+            Ok(joined) => joined.map_err(|e| Error::Join(e.to_string()))?,
+            Err(_) => Err(no_answer()),
+        }
     }
 }
 
+/// Longest a read or a write waits for the database before its caller gets a transient error (a
+/// `503 service_unavailable` for an API client). A stopped server refuses at once, but a frozen
+/// one, or one behind a network partition, leaves a query waiting for as long as it lasts: the
+/// request hung with it. A fleet's transactions take milliseconds, so this is all margin.
+const ANSWER_WITHIN: Duration = Duration::from_secs(20);
+
+fn no_answer() -> Error {
+    Error::Pool(format!(
+        "the database did not answer within {} s",
+        ANSWER_WITHIN.as_secs()
+    ))
+}
+
+/// Runs `f` in a write transaction, again on a conflict. Once `abandoned` is set (the caller
+/// stopped waiting and was told the write failed), it does not commit: the transaction is
+/// dropped, which rolls it back.
 fn write_on<T>(
     rt: &Handle,
     pool: &Pool,
     serial: bool,
     f: &dyn Fn(&dyn Tx) -> Result<T>,
+    abandoned: &AtomicBool,
 ) -> Result<T> {
     let mut retries = 0;
     loop {
@@ -351,6 +378,9 @@ fn write_on<T>(
             }
             // On `Err` (or a panic) the transaction is dropped, which rolls it back.
             let out = f(&PgTx { tx: &tx, rt })?;
+            if abandoned.load(Ordering::SeqCst) {
+                return Err(no_answer());
+            }
             rt.block_on(tx.commit())?;
             Ok(out)
         };
