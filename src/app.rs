@@ -43,6 +43,63 @@ impl Secrets {
     }
 }
 
+/// The node's [`Secrets`], replaceable while it runs.
+#[derive(Clone)]
+pub struct LiveSecrets(Arc<std::sync::RwLock<Arc<Secrets>>>);
+
+impl LiveSecrets {
+    pub fn new(secrets: Secrets) -> LiveSecrets {
+        LiveSecrets(Arc::new(std::sync::RwLock::new(Arc::new(secrets))))
+    }
+
+    /// The keys now.
+    pub fn current(&self) -> Arc<Secrets> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn replace(&self, secrets: Secrets) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(secrets);
+    }
+}
+
+/// How often a fleet node re-reads the keys from the database.
+const KEYS_EVERY: Duration = Duration::from_secs(2);
+
+/// On a fleet's database, keeps this node's API keys equal to the fleet's: a node started with
+/// `--tl-key`/`--ft-key` stores the new key, and every other node takes it within
+/// [`KEYS_EVERY`] (each used to keep the key it read at start, so behind a load balancer about
+/// half of all requests were refused).
+async fn follow_fleet_keys(store: Store, secrets: LiveSecrets, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(KEYS_EVERY) => {}
+        }
+        let read = store
+            .read(|c| {
+                Ok((
+                    store::settings::get(c, "ft_key")?,
+                    store::settings::get(c, "tl_key")?,
+                ))
+            })
+            .await;
+        let Ok((Some(ft_key), Some(tl_key))) = read else {
+            continue;
+        };
+        let now = secrets.current();
+        if now.ft_key != ft_key || now.tl_key != tl_key {
+            tracing::warn!(
+                "the fleet's API keys changed in its database; this node now accepts the new ones"
+            );
+            secrets.replace(Secrets {
+                ft_key,
+                tl_key,
+                webhook_secret: now.webhook_secret.clone(),
+            });
+        }
+    }
+}
+
 /// Everything a handler needs; cheap to clone (all handles).
 #[derive(Clone)]
 pub struct AppState {
@@ -52,7 +109,9 @@ pub struct AppState {
     pub media: crate::media::Media,
     pub registry: Arc<Registry>,
     pub dispatcher: Dispatcher,
-    pub secrets: Arc<Secrets>,
+    /// The API keys and the webhook secret at start; on a fleet's database the keys follow the
+    /// database (see [`follow_fleet_keys`]).
+    pub secrets: LiveSecrets,
     /// Base of every absolute URL we hand out (`poll_url`, media).
     pub public_url: Arc<str>,
     pub progress: ProgressMap,
@@ -563,7 +622,7 @@ async fn run_node(
         media: media.clone(),
         registry: registry.clone(),
         dispatcher: dispatcher.clone(),
-        secrets: Arc::new(secrets),
+        secrets: LiveSecrets::new(secrets),
         public_url: public_url.clone(),
         progress: ProgressMap::default(),
         stops: RunStops::default(),
@@ -574,6 +633,13 @@ async fn run_node(
     };
 
     let mut tasks = tokio::task::JoinSet::new();
+    if fleet {
+        tasks.spawn(follow_fleet_keys(
+            store.clone(),
+            state.secrets.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(dispatcher.clone().run(shutdown.clone()));
     tasks.spawn(crate::jobs::janitor::run(
         store.clone(),

@@ -66,7 +66,7 @@ where
             .get("x-api-key")
             .map(|v| v.to_str().unwrap_or_default());
         match key {
-            Some(k) if constant_time_eq(k, &state.secrets.ft_key) => Ok(GenerationsKey),
+            Some(k) if constant_time_eq(k, &state.secrets.current().ft_key) => Ok(GenerationsKey),
             Some(_) => Err(ApiError::new(
                 Code::Unauthorized,
                 "Invalid API key: send the generations key (ft_test_…) that `soundcheck serve` \
@@ -101,7 +101,9 @@ where
                 .or_else(|| h.strip_prefix("bearer "))
         });
         match (header, token) {
-            (_, Some(t)) if constant_time_eq(t.trim(), &state.secrets.tl_key) => Ok(JobsKey),
+            (_, Some(t)) if constant_time_eq(t.trim(), &state.secrets.current().tl_key) => {
+                Ok(JobsKey)
+            }
             (None, _) => Err(ApiError::new(
                 Code::Unauthorized,
                 "Missing Authorization: Bearer header.",

@@ -134,14 +134,15 @@ async fn dashboard_config(
             v
         })
         .collect();
+    let secrets = state.secrets.current();
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         Json(json!({
             "base_url": &*state.public_url,
             // Copyable commands carry `--data-dir`, so they read this server's keys.
             "data_dir": std::path::absolute(&state.config.data_dir).unwrap_or_else(|_| state.config.data_dir.clone()),
-            "ft_key": state.secrets.ft_key,
-            "tl_key": state.secrets.tl_key,
+            "ft_key": secrets.ft_key,
+            "tl_key": secrets.tl_key,
             "engines": engines,
             "default_generator": state.registry.default_generator().map(|g| g.name().to_string()),
             "models": models,

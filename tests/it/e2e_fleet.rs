@@ -582,3 +582,46 @@ async fn of_two_nodes_starting_at_once_on_different_media_one_is_refused() {
         "the running one's storage, and only it, is marked"
     );
 }
+
+/// A node started with `--tl-key` stores the fleet's new key, and the nodes already running take
+/// it within seconds (each kept the key it read at start: behind a load balancer, half of all
+/// requests were refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_changed_by_one_node_is_taken_by_the_others() {
+    let Some(db) = fleet_database().await else {
+        return;
+    };
+    let media = tempfile::tempdir().unwrap();
+    let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let api = [
+        "--addr",
+        "127.0.0.1:0",
+        "--public-url",
+        "http://127.0.0.1:9",
+        "--workers",
+        "0",
+    ];
+    let a = fleet_node("serve", &db, media.path(), da.path(), &api).await;
+    let old = a.tl_key.clone();
+    let new = "tl_test_NewKeyOfTheFleet00000000";
+    assert_eq!(new.len(), 8 + 24);
+    let mut args = api.to_vec();
+    args.extend(["--tl-key", new]);
+    let b = fleet_node("serve", &db, media.path(), db_dir.path(), &args).await;
+    assert_eq!(b.tl_key, new);
+    let status = |key: &str| {
+        let req = reqwest::Client::new()
+            .get(format!("{}/v1/jobs", a.base))
+            .bearer_auth(key);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while status(new).await != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node A still refuses the fleet's new key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status(&old).await, 401, "the old key is refused everywhere");
+}
