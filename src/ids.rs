@@ -23,7 +23,11 @@ pub fn new_id(prefix: &str) -> String {
 pub fn is_id(id: &str, prefix: &str) -> bool {
     id.strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('_'))
-        .is_some_and(|u| u.len() == 26 && ulid::Ulid::from_string(u).is_ok())
+        .is_some_and(|u| {
+            u.len() == 26
+                && !u.bytes().any(|b| b.is_ascii_lowercase())
+                && ulid::Ulid::from_string(u).is_ok()
+        })
 }
 
 /// A short unique trace id, e.g. `sc-3f9a0c1b7d2e` (48 random bits).

@@ -144,6 +144,7 @@ pub struct JobsQuery {
     limit: Option<usize>,
     /// Only jobs created before this one (a `job_id`; a page's `next_before`).
     #[serde(default)]
+    #[param(pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     before: Option<String>,
     /// Only jobs in this state.
     #[serde(default)]
