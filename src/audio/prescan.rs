@@ -71,8 +71,8 @@ fn check_block_align(tag: u16, channels: u16, bits: u16, block_align: u16) -> Re
     Ok(())
 }
 
-/// Positions in symphonia's channel map (its `Channels` bits).
-const SPEAKER_POSITIONS: u32 = 26;
+/// Positions in symphonia's channel map (its `Channels` bits): the channel limit itself.
+const SPEAKER_POSITIONS: u32 = super::limits::MAX_CHANNELS as u32;
 
 /// A WAVE_FORMAT_EXTENSIBLE channel mask as symphonia's WAV reader will take it: it first makes
 /// the mask's count of ones match the channel count (ones added above the highest, or the highest
@@ -151,24 +151,22 @@ impl Walk<'_> {
             if &id == b"fmt " && size >= 8 {
                 // The format's own fields, before a decoder is made from them (a rate of 0
                 // makes symphonia panic; 4 GHz makes the resampler allocate without bound).
-                let mut fmt = [0u8; 8];
-                if self.read_at(body, &mut fmt)? {
-                    let channels = u16::from_le_bytes([fmt[2], fmt[3]]);
+                // Read once: the tag, channels and rate (8 bytes), block align and sample width
+                // (16), and an extensible format's channel mask (at 20; present from 40).
+                let mut fmt = [0u8; 24];
+                let head = &mut fmt[..size.min(24) as usize];
+                if self.read_at(body, head)? {
+                    let u16_at = |i: usize| u16::from_le_bytes([fmt[i], fmt[i + 1]]);
+                    let channels = u16_at(2);
                     let rate = u32::from_le_bytes([fmt[4], fmt[5], fmt[6], fmt[7]]);
                     super::limits::check_format(rate, channels as usize)?;
-                    let tag = u16::from_le_bytes([fmt[0], fmt[1]]);
-                    let mut more = [0u8; 8];
-                    if size >= 16 && self.read_at(body + 8, &mut more)? {
-                        let block_align = u16::from_le_bytes([more[4], more[5]]);
-                        let bits = u16::from_le_bytes([more[6], more[7]]);
-                        check_block_align(tag, channels, bits, block_align)?;
+                    let tag = u16_at(0);
+                    if size >= 16 {
+                        check_block_align(tag, channels, u16_at(14), u16_at(12))?;
                     }
-                    let mut mask = [0u8; 4];
-                    if tag == WAVE_FORMAT_EXTENSIBLE
-                        && size >= 40
-                        && self.read_at(body + 20, &mut mask)?
-                    {
-                        check_wav_channel_mask(u32::from_le_bytes(mask), channels)?;
+                    if tag == WAVE_FORMAT_EXTENSIBLE && size >= 40 {
+                        let mask = u32::from_le_bytes([fmt[20], fmt[21], fmt[22], fmt[23]]);
+                        check_wav_channel_mask(mask, channels)?;
                     }
                 }
             }
