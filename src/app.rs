@@ -435,11 +435,13 @@ async fn check_fleet_media(
     enum Verdict {
         Ours,
         Mark(String),
-        /// Marked by the fleet elsewhere (named, when recorded); `found` is what is here.
+        /// Marked by the fleet elsewhere (named, when recorded); `found` is what is here, and
+        /// `just_marked` says the fleet's storage was marked less than [`MARKER_WAIT`] ago.
         Elsewhere {
             fleet: String,
             at: Option<String>,
             found: Marker,
+            just_marked: bool,
         },
     }
     let fix = "give every node the same --media-dir (one shared mount, at the same path) or \
@@ -459,27 +461,40 @@ async fn check_fleet_media(
                     Marker::Absent if !marked => {
                         store::settings::set(tx, "fleet_media_marked", "1")?;
                         store::settings::set(tx, "fleet_media", &storage_in)?;
+                        let now = crate::store::db::now_ms(tx)?.to_string();
+                        store::settings::set(tx, MARKED_AT, &now)?;
                         Verdict::Mark(id)
                     }
-                    found => Verdict::Elsewhere {
-                        fleet: id,
-                        at: store::settings::get(tx, "fleet_media")?,
-                        found,
-                    },
+                    found => {
+                        let marked_at = store::settings::get(tx, MARKED_AT)?
+                            .and_then(|at| at.parse::<i64>().ok());
+                        let since =
+                            crate::store::db::now_ms(tx)? - marked_at.unwrap_or(i64::MIN / 2);
+                        Verdict::Elsewhere {
+                            fleet: id,
+                            at: store::settings::get(tx, "fleet_media")?,
+                            found,
+                            just_marked: since < MARKER_WAIT.as_millis() as i64,
+                        }
+                    }
                 })
             })
             .await?;
         match verdict {
             Verdict::Ours => return Ok(()),
             Verdict::Mark(id) => return media.write_marker(&id).await,
-            // A node that marked the fleet a moment ago may still be writing its marker here.
+            // A node that marked the fleet a moment ago may still be writing its marker here
+            // (the same storage); a fleet marked longer ago than that is refused at once.
             Verdict::Elsewhere {
                 found: Marker::Absent,
+                just_marked: true,
                 ..
             } if std::time::Instant::now() < patience => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Verdict::Elsewhere { fleet, at, found } => {
+            Verdict::Elsewhere {
+                fleet, at, found, ..
+            } => {
                 let there = at.map_or_else(String::new, |at| format!(" (the fleet's is {at})"));
                 let why = match found {
                     Marker::Absent => format!(
@@ -500,6 +515,10 @@ async fn check_fleet_media(
 
 /// How long a node waits for the marker of a node that marked the fleet just before it.
 const MARKER_WAIT: Duration = Duration::from_secs(10);
+
+/// The setting holding when (database clock, unix ms) the fleet's media storage was marked: a
+/// node finding no marker waits for one only within [`MARKER_WAIT`] of it.
+const MARKED_AT: &str = "fleet_media_marked_at";
 
 /// Runs the server on `listener` until `shutdown` fires; returns after draining.
 pub async fn run(
@@ -534,12 +553,45 @@ pub async fn run_worker(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    check_worker(&config)?;
+    run_node(config, store, secrets, media, registry, None, shutdown).await
+}
+
+/// What a worker node needs beyond a server's flags: the `--public-url` its result URLs start
+/// with. `soundcheck worker` checks it before it opens anything.
+pub fn check_worker(config: &Config) -> anyhow::Result<()> {
     anyhow::ensure!(
         config.public_url.is_some(),
         "a worker needs --public-url: the address clients reach the fleet's API nodes at, \
          which result URLs start with"
     );
-    run_node(config, store, secrets, media, registry, None, shutdown).await
+    Ok(())
+}
+
+/// The engine and generator names a fleet node's workers claim work of: `--engines`, each of
+/// which must be installed here, or every one installed. `serve` and `worker` call it before
+/// they open the database or print the banner, so a misspelt name stops the node with the
+/// list of what is installed and nothing touched.
+pub fn claimed_engines(config: &Config, registry: &Registry) -> anyhow::Result<Vec<String>> {
+    let mut installed: Vec<String> = registry
+        .describe()
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
+    installed.sort();
+    installed.dedup();
+    if let Some(unknown) = config
+        .engines
+        .iter()
+        .flatten()
+        .find(|name| !installed.contains(name))
+    {
+        anyhow::bail!(
+            "--engines: this node has no engine or generator named {unknown} (installed: {})",
+            installed.join(", ")
+        );
+    }
+    Ok(config.engines.clone().unwrap_or(installed))
 }
 
 /// Every node's work: recovery, dispatcher, janitor, workers, and (API nodes) the HTTP server.
@@ -595,26 +647,11 @@ async fn run_node(
         },
     );
     // A fleet node claims only work it can run: the engines installed here, or `--engines`.
-    let mut installed: Vec<String> = registry
-        .describe()
-        .into_iter()
-        .map(|(_, name)| name)
-        .collect();
-    installed.sort();
-    installed.dedup();
-    if let Some(unknown) = config
-        .engines
-        .iter()
-        .flatten()
-        .find(|name| !installed.contains(name))
-    {
-        anyhow::bail!(
-            "--engines: this node has no engine or generator named {unknown} (installed: {})",
-            installed.join(", ")
-        );
-    }
-    let only: Option<Arc<[String]>> =
-        fleet.then(|| config.engines.clone().unwrap_or(installed).into());
+    let only: Option<Arc<[String]>> = if fleet {
+        Some(claimed_engines(&config, &registry)?.into())
+    } else {
+        None
+    };
     let registry = Arc::new(registry);
     let state = AppState {
         config: Arc::new(config.clone()),

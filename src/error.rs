@@ -158,7 +158,7 @@ impl From<crate::store::Error> for ApiError {
             tracing::error!(trace_id = %current_trace_id(), "database unavailable: {e}");
             ApiError::new(
                 Code::ServiceUnavailable,
-                "The database is unavailable right now; nothing was stored. Try again shortly.",
+                "The database is unavailable right now; no change was made. Try again shortly.",
             )
         } else {
             ApiError::internal(e)

@@ -552,11 +552,13 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
         "a worker node needs --workers of at least 1"
     );
     let config = Config::from_args(&args)?;
+    soundcheck::app::check_worker(&config)?;
     let lock = soundcheck::datadir::DataDirLock::acquire(&config.data_dir)?;
     soundcheck::audio::limits::set_max_duration_secs(config.max_duration_secs);
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(async move {
         let registry = soundcheck::engines::try_registry(&config)?;
+        soundcheck::app::claimed_engines(&config, &registry)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
         let media = soundcheck::app::open_media(&config, &store).await?;
         lock.record(None)?;
@@ -601,6 +603,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| bind_error(config.addr, e))?;
         let registry = soundcheck::engines::try_registry(&config)?;
+        soundcheck::app::claimed_engines(&config, &registry)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
         // Checked before the banner: a node that cannot use its bucket says why and stops.
         let media = soundcheck::app::open_media(&config, &store).await?;

@@ -558,8 +558,9 @@ async fn jobs_get(
         {
             Ok(checked) => Some(checked),
             // The database cannot write now (a full disk): polling goes on with this node's
-            // own limit rather than failing.
-            Err(e) if e.is_transient() => None,
+            // own limit rather than failing. One that cannot be reached at all is a 503 now: a
+            // read would wait as long again for the same answer.
+            Err(e) if e.is_transient() && !e.is_unreachable() => None,
             Err(e) => return Err(e.into()),
         }
     } else {

@@ -34,6 +34,11 @@ const FOLLOW_TICK: Duration = Duration::from_millis(200);
 const PROGRESS_STEP: f32 = 0.01;
 /// Longest gap between keep-alive comments, whatever the idle timeout.
 const KEEP_ALIVE_MAX: Duration = Duration::from_secs(15);
+/// How often a stream tries its read again while the fleet's database is unavailable.
+const OUTAGE_RETRY: Duration = Duration::from_secs(2);
+/// How long a stream stays open through a database outage (keep-alives go on, so the client
+/// waits) before it ends without `done`, as it would at the node's shutdown.
+const OUTAGE_PATIENCE: Duration = Duration::from_secs(300);
 
 /// One event of an `/events` stream as the stream frames it (what the document describes for
 /// `text/event-stream`): its name and its `data` line, which is JSON text. Every event a stream
@@ -246,6 +251,8 @@ struct Follower {
     last_progress: Option<f32>,
     /// `done` was queued (or shutdown began): end after the queue.
     finished: bool,
+    /// When the database first failed to answer, during an outage.
+    unavailable_since: Option<std::time::Instant>,
 }
 
 impl Follower {
@@ -258,6 +265,7 @@ impl Follower {
             last_status: None,
             last_progress: None,
             finished: false,
+            unavailable_since: None,
         };
         f.observe(first);
         f
@@ -303,16 +311,35 @@ impl Follower {
             if self.finished {
                 return None;
             }
+            let wait = if self.unavailable_since.is_some() {
+                OUTAGE_RETRY
+            } else {
+                FOLLOW_TICK
+            };
             tokio::select! {
                 _ = self.state.shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(FOLLOW_TICK) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             let snap = match self.item {
                 Item::Job => job_snapshot(&self.state, &self.id).await,
                 Item::Generation => generation_snapshot(&self.state, &self.id).await,
             };
             match snap {
-                Ok(Some(s)) => self.observe(s),
+                Ok(Some(s)) => {
+                    self.unavailable_since = None;
+                    self.observe(s)
+                }
+                // A fleet's database restarting or out of reach: the item still exists, and
+                // will end; the stream waits for it (keep-alives go on) rather than ending
+                // without `done`, for [`OUTAGE_PATIENCE`].
+                Err(e) if e.code == Code::ServiceUnavailable => {
+                    let since = *self
+                        .unavailable_since
+                        .get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= OUTAGE_PATIENCE {
+                        return None;
+                    }
+                }
                 // Gone (it cannot be deleted today) or unreadable: end the stream; the client
                 // can fall back to polling.
                 Ok(None) | Err(_) => return None,

@@ -362,18 +362,43 @@ pub(super) async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
         return Ok(body);
     }
     match serde_json::from_value::<crate::error::ErrorEnvelope>(body.clone()) {
-        Ok(e) => bail!(
-            "{} {}: {}",
-            status.as_u16(),
-            e.error.code.as_str(),
-            e.error.message
-        ),
+        Ok(e) => Err(Refused {
+            status: status.as_u16(),
+            code: e.error.code.as_str().to_string(),
+            message: e.error.message,
+        }
+        .into()),
         // Not the envelope (a proxy's page, or a code this build does not know): as it came.
         Err(_) => bail!(
             "{} {}: {body}",
             status.as_u16(),
             status.canonical_reason().unwrap_or("error")
         ),
+    }
+}
+
+/// A server's refusal in the contract's envelope, as the commands print it (`503
+/// service_unavailable: …`); a command that can wait out a passing one (`jobs tail` through a
+/// database restart) finds it with `downcast_ref`.
+#[derive(Debug)]
+pub(super) struct Refused {
+    pub(super) status: u16,
+    pub(super) code: String,
+    pub(super) message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl Refused {
+    /// Whether `e` is a `503`: the server is up but cannot answer now (its database restarting).
+    pub(super) fn is_passing(e: &anyhow::Error) -> bool {
+        e.downcast_ref::<Refused>().is_some_and(|r| r.status == 503)
     }
 }
 

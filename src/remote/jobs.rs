@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::client::{decode, Client, Key};
+use super::client::{decode, Client, Key, Refused};
 use super::print::job_line;
 use crate::api::jobs::JobList;
 use crate::api::lifecycle::ProgressEvent;
@@ -27,6 +27,9 @@ pub(super) async fn jobs_list(c: &Client, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How often `jobs tail` asks again while the server answers `503`.
+const OUTAGE_RETRY: Duration = Duration::from_secs(2);
 
 /// Prints a job at each event of its live stream until it ends (a line of text, or with `json`
 /// one object: `{"time", "event", "job"}`); returns the final job.
@@ -81,11 +84,32 @@ pub(super) fn timestamp() -> String {
 
 /// Looks for new jobs every half second (the list is not rate limited) and follows each one
 /// that has not ended through its live event stream, printing every change.
+///
+/// A `503` (a fleet's database restarting) is waited out, with one line when it begins and one
+/// when it ends; any other error ends the command.
 pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
     let mut seen: std::collections::HashSet<String> = Default::default();
     let mut first = true;
+    let mut outage = false;
     loop {
-        let list: JobList = c.tl_poll_as("/v1/jobs").await?;
+        let list: JobList = match c.tl_poll_as("/v1/jobs").await {
+            Ok(list) => {
+                if std::mem::take(&mut outage) {
+                    eprintln!("{}  the server answers again", clock());
+                }
+                list
+            }
+            Err(e) if Refused::is_passing(&e) => {
+                if !std::mem::replace(&mut outage, true) {
+                    eprintln!("{}  {e:#}; waiting for it", clock());
+                }
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                    _ = tokio::time::sleep(OUTAGE_RETRY) => continue,
+                }
+            }
+            Err(e) => return Err(e),
+        };
         // Oldest first, so lines come out in order.
         for j in list.data.into_iter().rev() {
             if !seen.insert(j.job_id.clone()) {
@@ -100,8 +124,16 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
             }
             let c = c.clone();
             tokio::spawn(async move {
-                if let Err(e) = follow_job(&c, &j.job_id, json).await {
-                    eprintln!("{}: {e:#}", j.job_id);
+                loop {
+                    match follow_job(&c, &j.job_id, json).await {
+                        Ok(_) => break,
+                        // Its stream could not start (the database): try again.
+                        Err(e) if Refused::is_passing(&e) => tokio::time::sleep(OUTAGE_RETRY).await,
+                        Err(e) => {
+                            eprintln!("{}: {e:#}", j.job_id);
+                            break;
+                        }
+                    }
                 }
             });
         }

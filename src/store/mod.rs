@@ -84,6 +84,17 @@ impl Error {
         }
     }
 
+    /// True when the database could not be reached or did not answer: no connection, a dropped
+    /// one, a server shutting down, or no answer within the wait. A read would fail the same way
+    /// now, unlike a write refused for a full disk.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Error::Pool(_) => true,
+            Error::Postgres(e) => postgres::is_unreachable(e),
+            _ => false,
+        }
+    }
+
     /// True when the write failed because the disk (or its quota) is full.
     pub fn is_disk_full(&self) -> bool {
         match self {

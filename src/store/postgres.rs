@@ -419,6 +419,18 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// The connection failed or was closed, or the server is shutting down or starting up
+/// (class 08, 57P01–57P03): see [`super::Error::is_unreachable`].
+pub fn is_unreachable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        None => true,
+        Some(c) => c.code().starts_with("08") || matches!(c.code(), "57P01" | "57P02" | "57P03"),
+    }
+}
+
 /// The error with its cause: the server's own message (`role "x" does not exist`) or the I/O
 /// failure (`connection refused`), which tokio-postgres's short text leaves out.
 pub fn describe(e: &tokio_postgres::Error) -> String {

@@ -712,6 +712,39 @@ fn serve_refuses_flag_values_out_of_range_without_panicking() {
     }
 }
 
+/// A worker's own flags are checked before it opens the database or prints its banner: an
+/// `--engines` name it does not have, or no `--public-url`, stops it with the reason at once
+/// (the database here is one nobody listens on: reaching for it would fail otherwise, later).
+#[test]
+fn worker_refuses_its_flags_before_touching_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (
+            &["--public-url", "http://fleet.test", "--engines", "dsp,nope"][..],
+            "no engine or generator named nope (installed: ",
+        ),
+        (&[][..], "a worker needs --public-url"),
+    ] {
+        let out = crate::util::soundcheck()
+            .args(["worker", "--database", "postgres://nobody@127.0.0.1:9/none"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("127.0.0.1:9") && stdout.is_empty(),
+            "{args:?}: no banner, no connection: {stdout} {stderr}"
+        );
+    }
+}
+
 #[test]
 fn device_flag_names_what_it_takes_and_refuses_a_gpu_this_build_lacks() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@
 //! when `SOUNDCHECK_REQUIRE_POSTGRES` is unset.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -226,8 +227,25 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
             String::from_utf8_lossy(&out.stderr).into_owned()
         }
     };
+    // The fleet's storage was marked more than MARKER_WAIT (10 s) ago (set so here, whatever
+    // the test took until now): the refusal is immediate, not after waiting for a marker that a
+    // node starting at the same moment might still be writing.
+    let store = soundcheck::store::Store::connect(&db).await.unwrap();
+    store
+        .write(|tx| {
+            let long_ago = soundcheck::store::db::now_ms(tx)? - 60_000;
+            soundcheck::store::settings::set(tx, "fleet_media_marked_at", &long_ago.to_string())
+        })
+        .await
+        .unwrap();
     let stray = tempfile::tempdir().unwrap();
+    let asked = Instant::now();
     let stderr = refused(stray.path(), None).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "refused at once, not after a wait: {:?}",
+        asked.elapsed()
+    );
     assert!(
         stderr.contains("is not this fleet's media storage")
             && stderr.contains("lacks the marker")
@@ -624,4 +642,129 @@ async fn a_key_changed_by_one_node_is_taken_by_the_others() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(status(&old).await, 401, "the old key is refused everywhere");
+}
+
+/// The fleet's database goes away while a long job runs and a client follows its `/events`
+/// stream, first down (connections dropped, 6 s: two leases), then frozen (bytes held, longer
+/// than the 20 s a request waits for it):
+/// - the stream stays open through both and ends with `done`, `completed`;
+/// - a request during the freeze answers `503 service_unavailable` after about 20 s, not when
+///   the database comes back;
+/// - the job is not taken from its worker (it runs once), though every lease ran out meanwhile:
+///   the node sweeps only after it reached the database for a whole lease, and by then the
+///   worker has renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_waited_out_by_streams_requests_and_leases() {
+    use crate::util::{DbRelay, RelayMode};
+    use futures_util::StreamExt;
+    let Some(db) = fleet_database().await else {
+        return;
+    };
+    let relay = DbRelay::start(&db).await;
+    let (media, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = fleet_node(
+        "serve",
+        &relay.url,
+        media.path(),
+        data.path(),
+        &["--addr", "127.0.0.1:0", "--workers", "1"],
+    )
+    .await;
+    let r = node
+        .req(Method::POST, "/v1/analyze/upload")
+        .header("X-Soundcheck-Fault", "delay=35000")
+        .multipart(form(wav_bytes(0.5), &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    node.wait_status(&id, &["running"], 30).await;
+
+    // The stream's event names, and whether it has ended.
+    let seen = Arc::new(Mutex::new((Vec::<String>::new(), None::<Value>, false)));
+    let stream = node
+        .req(Method::GET, &format!("/v1/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let reader = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut body = stream.bytes_stream();
+            let mut text = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = text.find("\n\n") {
+                    let frame: String = text.drain(..end + 2).collect();
+                    let event = frame.lines().find_map(|l| l.strip_prefix("event:"));
+                    let data = frame.lines().find_map(|l| l.strip_prefix("data:"));
+                    if let (Some(event), Some(data)) = (event, data) {
+                        let mut s = seen.lock().unwrap();
+                        s.0.push(event.trim().to_string());
+                        s.1 = serde_json::from_str(data.trim()).ok();
+                    }
+                }
+            }
+            seen.lock().unwrap().2 = true;
+        })
+    };
+
+    relay.set(RelayMode::Cut);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!seen.lock().unwrap().2, "the stream ended in the outage");
+    relay.set(RelayMode::Open);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    relay.set(RelayMode::Frozen);
+    let asked = Instant::now();
+    let r = node
+        .req(Method::GET, &format!("/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    relay.set(RelayMode::Open);
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "service_unavailable", "{body}");
+    assert!(
+        waited >= Duration::from_secs(15) && waited < Duration::from_secs(35),
+        "answered after {waited:?}"
+    );
+    assert!(!seen.lock().unwrap().2, "the stream ended in the freeze");
+
+    let done = node.wait_status(&id, &["completed", "failed"], 90).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the stream ends after the job")
+        .unwrap();
+    let (events, last, _) = seen.lock().unwrap().clone();
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("status"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("done"),
+        "{events:?}"
+    );
+    assert_eq!(last.unwrap()["status"], "completed");
+    let direct = soundcheck::store::Store::connect(&db).await.unwrap();
+    let key = id.clone();
+    let job = direct
+        .read(move |c| soundcheck::store::jobs::get(c, &key))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        job.runs, 1,
+        "the job was taken from its worker and run again"
+    );
 }

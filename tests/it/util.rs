@@ -566,3 +566,88 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// What a [`DbRelay`] does with the bytes between a node and the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// Passes them on.
+    Open,
+    /// Drops every connection and closes new ones at once: the database is down.
+    Cut,
+    /// Holds them (new connections too) until opened again: the database stopped answering, or
+    /// the network between is partitioned.
+    Frozen,
+}
+
+/// A TCP relay in front of the test database. A test gives nodes its URL and cuts or freezes it,
+/// playing a database outage without stopping the server the other tests share.
+pub struct DbRelay {
+    /// The database's URL with the relay's port.
+    pub url: String,
+    mode: tokio::sync::watch::Sender<RelayMode>,
+}
+
+impl DbRelay {
+    pub async fn start(db_url: &str) -> DbRelay {
+        let mut url = url::Url::parse(db_url).unwrap();
+        let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        url.set_port(Some(listener.local_addr().unwrap().port()))
+            .unwrap();
+        let (mode, watch) = tokio::sync::watch::channel(RelayMode::Open);
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let (watch, target) = (watch.clone(), target.clone());
+                tokio::spawn(async move {
+                    if *watch.borrow() == RelayMode::Cut {
+                        return; // dropped: closed at once
+                    }
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (a_read, a_write) = inbound.into_split();
+                    let (b_read, b_write) = outbound.into_split();
+                    tokio::join!(
+                        relay_pump(a_read, b_write, watch.clone()),
+                        relay_pump(b_read, a_write, watch)
+                    );
+                });
+            }
+        });
+        DbRelay {
+            url: url.to_string(),
+            mode,
+        }
+    }
+
+    pub fn set(&self, mode: RelayMode) {
+        self.mode.send_replace(mode);
+    }
+}
+
+/// One direction of a relayed connection: each chunk read is held while the relay is frozen and
+/// dropped (with the connection) once it is cut.
+async fn relay_pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: tokio::sync::watch::Receiver<RelayMode>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = mode.wait_for(|m| *m == RelayMode::Cut) => return,
+        };
+        match mode.wait_for(|m| *m != RelayMode::Frozen).await {
+            Ok(m) if *m == RelayMode::Open => {}
+            _ => return,
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
