@@ -397,6 +397,162 @@ pub async fn open_media(config: &Config, store: &Store) -> anyhow::Result<crate:
     Ok(media)
 }
 
+/// This node's place in a fleet: its row in the `nodes` table, refreshed while it runs (see
+/// [`join_fleet`]). [`FleetMember::leave`] deletes it.
+pub struct FleetMember {
+    store: Store,
+    id: String,
+    stop: CancellationToken,
+}
+
+/// How often a fleet node refreshes its row (its heartbeat).
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Joins the fleet on `store`'s database as a node of `kind` (`serve` or `worker`); `None` on a
+/// server's own SQLite file. In one write (serialised fleet-wide) it reads which other nodes run
+/// and refuses to start:
+/// - when this node's shared settings (`--lease-secs`, `--time-scale`, `--strict`) differ from a
+///   running node's: leases renewed and swept on different clocks take live work from its
+///   worker, and webhooks would be retried on two schedules and sent under two URL policies;
+/// - with `--claim-media` while another node runs: it keeps the storage being replaced.
+///
+/// Otherwise it writes this node's row and refreshes it every [`HEARTBEAT`].
+pub async fn join_fleet(
+    config: &Config,
+    store: &Store,
+    kind: &'static str,
+) -> anyhow::Result<Option<FleetMember>> {
+    if store.dialect() != crate::store::db::Dialect::Postgres {
+        return Ok(None);
+    }
+    let id = node_id(&config.data_dir);
+    let shared = serde_json::json!({
+        "lease_secs": config.lease.as_secs(),
+        "time_scale": config.time_scale,
+        "strict": config.strict,
+    });
+    let (me, mine, claim) = (id.clone(), shared.clone(), config.claim_media);
+    let refusal = store
+        .write(move |tx| {
+            let others = store::nodes::live_others(tx, &me)?;
+            let refusal =
+                if claim && !others.is_empty() {
+                    Some(format!(
+                    "--claim-media: other nodes of the fleet are running ({}): they would go on \
+                     with the storage being replaced, and work they took could not be run on \
+                     the new one. Stop them first (a killed node counts as running until {} s \
+                     after it was last seen)",
+                    others.iter().map(describe_node).collect::<Vec<_>>().join("; "),
+                    store::nodes::STALE_MS / 1000
+                ))
+                } else {
+                    disagreement(&mine, &others)
+                };
+            if refusal.is_none() {
+                store::nodes::join(tx, &me, kind, env!("CARGO_PKG_VERSION"), &mine)?;
+            }
+            Ok(refusal)
+        })
+        .await?;
+    if let Some(why) = refusal {
+        anyhow::bail!(why);
+    }
+    let stop = CancellationToken::new();
+    let (store_in, me, token) = (store.clone(), id.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+            }
+            let (me, mine) = (me.clone(), shared.clone());
+            let beat = store_in
+                .write_atomic(move |tx| {
+                    if !store::nodes::heartbeat(tx, &me)? {
+                        // Deleted as a day stale (a database outage that long): write it again.
+                        store::nodes::join(tx, &me, kind, env!("CARGO_PKG_VERSION"), &mine)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = beat {
+                tracing::debug!("could not refresh this node's row in the fleet: {e}");
+            }
+        }
+    });
+    Ok(Some(FleetMember {
+        store: store.clone(),
+        id,
+        stop,
+    }))
+}
+
+impl FleetMember {
+    /// Stops the heartbeat and deletes this node's row: the others no longer count it.
+    pub async fn leave(self) {
+        self.stop.cancel();
+        let id = self.id.clone();
+        if let Err(e) = self
+            .store
+            .write(move |tx| store::nodes::leave(tx, &id))
+            .await
+        {
+            tracing::warn!("could not remove this node from the fleet's nodes: {e}");
+        }
+    }
+}
+
+/// A node's id in the fleet: its host and data directory (each node locks its own), so a node
+/// restarted after a crash replaces its own row rather than meeting it as another node.
+fn node_id(data_dir: &std::path::Path) -> String {
+    let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    format!("{host}:{}", dir.display())
+}
+
+/// A running node as a refusal names it.
+fn describe_node(n: &store::nodes::Node) -> String {
+    format!(
+        "{} {} (pid {}, soundcheck {}, seen {} s ago)",
+        n.kind,
+        n.id,
+        n.pid,
+        n.version,
+        n.seen_ms_ago.max(0) / 1000
+    )
+}
+
+/// The first shared setting in which this node differs from a running one, as a refusal.
+fn disagreement(mine: &serde_json::Value, others: &[store::nodes::Node]) -> Option<String> {
+    const FLAGS: [(&str, &str); 3] = [
+        ("lease_secs", "--lease-secs"),
+        ("time_scale", "--time-scale"),
+        ("strict", "--strict"),
+    ];
+    for other in others {
+        for (key, flag) in FLAGS {
+            let (here, there) = (&mine[key], &other.settings[key]);
+            if !there.is_null() && here != there {
+                return Some(format!(
+                    "{flag} {here} differs from the fleet's: {} runs with {there}. Every node \
+                     of a fleet runs with the same --lease-secs, --time-scale and --strict; to \
+                     change them, stop every node, then start each with the new values (a killed \
+                     node counts as running until {} s after it was last seen)",
+                    describe_node(other),
+                    store::nodes::STALE_MS / 1000
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// The setting holding the public URL of the fleet's most recently started API node.
 pub const API_URL_SETTING: &str = "api_url";
 

@@ -560,28 +560,36 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
         let registry = soundcheck::engines::try_registry(&config)?;
         soundcheck::app::claimed_engines(&config, &registry)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
-        let media = soundcheck::app::open_media(&config, &store).await?;
-        lock.record(None)?;
-        say!(
-            "soundcheck {} worker (pid {}): {} workers on the shared database, models on {}, media in {}",
-            env!("CARGO_PKG_VERSION"),
-            std::process::id(),
-            config.workers,
-            soundcheck::engines::device_name(&soundcheck::engines::default_device()),
-            config
-                .media_url
-                .clone()
-                .unwrap_or_else(|| config.media_dir.display().to_string())
-        );
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let signalled = soundcheck::app::shutdown_signal();
-        tokio::spawn(async move {
-            signalled.await;
-            note!("shutting down: finishing or re-queueing running work…");
-            token.cancel();
-        });
-        soundcheck::app::run_worker(config, store, secrets, media, registry, shutdown).await
+        let member = soundcheck::app::join_fleet(&config, &store, "worker").await?;
+        let result = async {
+            let media = soundcheck::app::open_media(&config, &store).await?;
+            lock.record(None)?;
+            say!(
+                "soundcheck {} worker (pid {}): {} workers on the shared database, models on {}, media in {}",
+                env!("CARGO_PKG_VERSION"),
+                std::process::id(),
+                config.workers,
+                soundcheck::engines::device_name(&soundcheck::engines::default_device()),
+                config
+                    .media_url
+                    .clone()
+                    .unwrap_or_else(|| config.media_dir.display().to_string())
+            );
+            let shutdown = CancellationToken::new();
+            let token = shutdown.clone();
+            let signalled = soundcheck::app::shutdown_signal();
+            tokio::spawn(async move {
+                signalled.await;
+                note!("shutting down: finishing or re-queueing running work…");
+                token.cancel();
+            });
+            soundcheck::app::run_worker(config, store, secrets, media, registry, shutdown).await
+        }
+        .await;
+        if let Some(member) = member {
+            member.leave().await;
+        }
+        result
     });
     stop_runtime(runtime);
     result
@@ -605,69 +613,86 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let registry = soundcheck::engines::try_registry(&config)?;
         soundcheck::app::claimed_engines(&config, &registry)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
-        // Checked before the banner: a node that cannot use its bucket says why and stops.
-        let media = soundcheck::app::open_media(&config, &store).await?;
-        let addr = listener.local_addr()?;
-        let base = config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
-        lock.record(Some(&base))?;
-        // Client commands find this server (and the data directory holding its keys) through
-        // this entry; it is removed when `serve` returns.
-        let _registration = soundcheck::instances::register(&base, &config.data_dir)
-            .map_err(|e| tracing::warn!("could not record this server for client commands: {e}"))
-            .ok();
-        say!(
-            "soundcheck {} listening on http://{addr}",
-            env!("CARGO_PKG_VERSION")
-        );
-        if base != format!("http://{addr}") {
-            // Behind a proxy or in a fleet: where clients reach it, and what result URLs start with.
-            say!("public URL: {base}");
+        let member = soundcheck::app::join_fleet(&config, &store, "serve").await?;
+        let result = serve_node(config, store, secrets, registry, listener, lock).await;
+        if let Some(member) = member {
+            member.leave().await;
         }
-        say!("dashboard: {base}/");
-        say!("data directory: {}", config.data_dir.display());
-        if let Some(url) = &config.media_url {
-            say!("media: {url}");
-        } else if config.media_dir != config.data_dir {
-            say!("media: {}", config.media_dir.display());
-        }
-        say!("{}", secrets.env_lines().trim_end());
-        for (endpoint, engine) in registry.describe() {
-            say!("engine: {endpoint} -> {engine}");
-        }
-        if let Some(g) = registry.default_generator() {
-            say!("default generator: {}", g.name());
-        }
-        if config.workers == 0 {
-            say!("workers: none (an API node: the fleet's workers run its jobs)");
-        } else {
-            say!(
-                "workers: {}, models run on: {}",
-                config.workers,
-                soundcheck::engines::device_name(&soundcheck::engines::default_device())
-            );
-        }
-        for hint in soundcheck::engines::hints(&registry) {
-            say!("hint: {hint}");
-        }
-        say!(
-            "next: in another terminal, `soundcheck listen` (a webhook inbox that verifies \
-             signatures), then `soundcheck trigger job.completed`"
-        );
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let signalled = soundcheck::app::shutdown_signal();
-        tokio::spawn(async move {
-            signalled.await;
-            note!("shutting down: finishing or re-queueing running work…");
-            token.cancel();
-        });
-        soundcheck::app::run(config, store, secrets, media, registry, listener, shutdown).await
+        result
     });
     stop_runtime(runtime);
     result
+}
+
+/// `serve` once its store is open (and, in a fleet, it joined): its storage, banner and work.
+async fn serve_node(
+    config: Config,
+    store: soundcheck::store::Store,
+    secrets: soundcheck::app::Secrets,
+    registry: soundcheck::jobs::registry::Registry,
+    listener: tokio::net::TcpListener,
+    lock: soundcheck::datadir::DataDirLock,
+) -> anyhow::Result<()> {
+    // Checked before the banner: a node that cannot use its bucket says why and stops.
+    let media = soundcheck::app::open_media(&config, &store).await?;
+    let addr = listener.local_addr()?;
+    let base = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    lock.record(Some(&base))?;
+    // Client commands find this server (and the data directory holding its keys) through
+    // this entry; it is removed when `serve` returns.
+    let _registration = soundcheck::instances::register(&base, &config.data_dir)
+        .map_err(|e| tracing::warn!("could not record this server for client commands: {e}"))
+        .ok();
+    say!(
+        "soundcheck {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    if base != format!("http://{addr}") {
+        // Behind a proxy or in a fleet: where clients reach it, and what result URLs start with.
+        say!("public URL: {base}");
+    }
+    say!("dashboard: {base}/");
+    say!("data directory: {}", config.data_dir.display());
+    if let Some(url) = &config.media_url {
+        say!("media: {url}");
+    } else if config.media_dir != config.data_dir {
+        say!("media: {}", config.media_dir.display());
+    }
+    say!("{}", secrets.env_lines().trim_end());
+    for (endpoint, engine) in registry.describe() {
+        say!("engine: {endpoint} -> {engine}");
+    }
+    if let Some(g) = registry.default_generator() {
+        say!("default generator: {}", g.name());
+    }
+    if config.workers == 0 {
+        say!("workers: none (an API node: the fleet's workers run its jobs)");
+    } else {
+        say!(
+            "workers: {}, models run on: {}",
+            config.workers,
+            soundcheck::engines::device_name(&soundcheck::engines::default_device())
+        );
+    }
+    for hint in soundcheck::engines::hints(&registry) {
+        say!("hint: {hint}");
+    }
+    say!(
+        "next: in another terminal, `soundcheck listen` (a webhook inbox that verifies \
+         signatures), then `soundcheck trigger job.completed`"
+    );
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let signalled = soundcheck::app::shutdown_signal();
+    tokio::spawn(async move {
+        signalled.await;
+        note!("shutting down: finishing or re-queueing running work…");
+        token.cancel();
+    });
+    soundcheck::app::run(config, store, secrets, media, registry, listener, shutdown).await
 }
 
 /// Ends a server's runtime without waiting on engine threads: by now every run has ended or been

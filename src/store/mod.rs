@@ -19,6 +19,7 @@ pub mod db;
 pub mod generations;
 pub mod jobs;
 pub mod media;
+pub mod nodes;
 pub mod pg_tls;
 pub mod postgres;
 pub mod settings;

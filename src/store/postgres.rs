@@ -41,7 +41,10 @@ use super::db::{numbered_to_dollar, Dialect, Row, ToValue, Tx, Value, Wake, WAKE
 use super::{Error, Result};
 
 /// Migrations, applied in order; `soundcheck_schema.version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/001_init.sql"),
+    include_str!("migrations/postgres/002_nodes.sql"),
+];
 
 /// Connections per process. A transaction holds one for its duration; every statement in it is
 /// a round trip, so this bounds how many transactions one node runs at once.

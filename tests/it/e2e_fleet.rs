@@ -768,3 +768,89 @@ async fn a_database_outage_is_waited_out_by_streams_requests_and_leases() {
         "the job was taken from its worker and run again"
     );
 }
+
+/// Nodes must agree on the settings a fleet shares: one started with another `--lease-secs`
+/// (its leases would be swept on another clock) or `--time-scale` is refused, naming the node it
+/// disagrees with; `--claim-media` is refused while another node runs. A node stopped cleanly
+/// leaves the fleet at once, so with none running the next may start with new values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_agree_on_shared_settings_and_claim_media_waits_for_the_others() {
+    let Some(db) = fleet_database().await else {
+        return;
+    };
+    let media = tempfile::tempdir().unwrap();
+    let (da, dn) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = fleet_node(
+        "serve",
+        &db,
+        media.path(),
+        da.path(),
+        &["--addr", "127.0.0.1:0", "--workers", "0"],
+    )
+    .await;
+    let public = a.base.clone();
+    let start = |extra: &[&str]| {
+        let mut cmd = crate::util::soundcheck();
+        cmd.args(["worker", "--database", &db, "--public-url", &public])
+            .arg("--media-dir")
+            .arg(media.path())
+            .arg("--data-dir")
+            .arg(dn.path())
+            .args(extra)
+            .env("XDG_RUNTIME_DIR", dn.path().join("run"))
+            .env("XDG_STATE_HOME", dn.path().join("state"));
+        cmd
+    };
+    let refused = |extra: &[&str]| {
+        let out = start(extra).output().unwrap();
+        assert!(!out.status.success(), "{extra:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let a_dir = std::fs::canonicalize(da.path()).unwrap();
+    let a_dir = a_dir.to_string_lossy();
+    let err = refused(&["--lease-secs", "30", "--time-scale", "0.05"]);
+    assert!(
+        err.contains("--lease-secs 30 differs from the fleet's: serve ")
+            && err.contains(&*a_dir)
+            && err.contains("runs with 3"),
+        "{err}"
+    );
+    let err = refused(&["--lease-secs", "3", "--time-scale", "1"]);
+    assert!(err.contains("--time-scale 1.0 differs"), "{err}");
+    let err = refused(&["--lease-secs", "3", "--time-scale", "0.05", "--claim-media"]);
+    assert!(
+        err.contains("--claim-media: other nodes of the fleet are running (serve ")
+            && err.contains(&*a_dir),
+        "{err}"
+    );
+    let marker = std::fs::read_to_string(media.path().join(".soundcheck-fleet")).unwrap();
+
+    // A stops (SIGTERM) and leaves: a worker with new values may start now, alone.
+    let pid = a.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::timeout(Duration::from_secs(40), a.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut alone = start(&["--lease-secs", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(alone.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    assert!(banner.contains("worker (pid"), "{banner:?}");
+    alone.kill().unwrap();
+    alone.wait().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(media.path().join(".soundcheck-fleet")).unwrap(),
+        marker,
+        "nothing refused changed the fleet's storage"
+    );
+}
