@@ -91,25 +91,25 @@ fn open_file(path: &Path) -> Result<File> {
 /// CLI and jobs can show it on long files.
 pub fn decode_with_progress(path: &Path, progress: &dyn Fn(f32)) -> Result<Audio> {
     let mut file = open_file(path)?;
-    prescan_file(&mut file)?;
-    decode_source(Box::new(file), extension(path).as_deref(), progress)
+    let found = prescan_file(&mut file)?;
+    decode_source(Box::new(file), found, extension(path).as_deref(), progress)
 }
 
 /// [`decode`] of a file, in runs of packets on several threads where the codec allows it (see
 /// [`in_runs`]); the same audio, to the bit, as one pass.
 fn decode_file(path: &Path, runs: usize) -> Result<Audio> {
     let mut file = open_file(path)?;
-    prescan_file(&mut file)?;
+    let found = prescan_file(&mut file)?;
     let ext = extension(path);
     if runs > 1 {
         if let Ok(Some(audio)) =
-            guarded(|| in_runs(Box::new(file.try_clone()?), ext.as_deref(), runs))
+            guarded(|| in_runs(Box::new(file.try_clone()?), found, ext.as_deref(), runs))
         {
             return Ok(audio);
         }
         file.seek(std::io::SeekFrom::Start(0))?;
     }
-    decode_source(Box::new(file), ext.as_deref(), &|_| {})
+    decode_source(Box::new(file), found, ext.as_deref(), &|_| {})
 }
 
 /// Decodes audio held in memory; `ext` (e.g. `"mp3"`) is only a hint, the bytes decide.
@@ -118,20 +118,20 @@ pub fn decode_bytes(bytes: Vec<u8>, ext: Option<&str>) -> Result<Audio> {
 }
 
 fn decode_bytes_in(bytes: Vec<u8>, ext: Option<&str>, runs: usize) -> Result<Audio> {
-    prescan_bytes(&bytes)?;
+    let found = prescan_bytes(&bytes)?;
     let bytes = bytes::Bytes::from(bytes);
     if runs > 1 {
         if let Ok(Some(audio)) =
-            guarded(|| in_runs(Box::new(Cursor::new(bytes.clone())), ext, runs))
+            guarded(|| in_runs(Box::new(Cursor::new(bytes.clone())), found, ext, runs))
         {
             return Ok(audio);
         }
     }
-    decode_source(Box::new(Cursor::new(bytes)), ext, &|_| {})
+    decode_source(Box::new(Cursor::new(bytes)), found, ext, &|_| {})
 }
 
 /// [`prescan::check`] of an open file, which is left at its start.
-fn prescan_file(file: &mut File) -> Result<()> {
+fn prescan_file(file: &mut File) -> Result<prescan::Found> {
     let len = file.metadata()?.len();
     file.seek(std::io::SeekFrom::Start(0))?;
     let mut magic = [0u8; 12];
@@ -143,7 +143,7 @@ fn prescan_file(file: &mut File) -> Result<()> {
 }
 
 /// [`prescan::check`] of bytes in memory.
-fn prescan_bytes(bytes: &[u8]) -> Result<()> {
+fn prescan_bytes(bytes: &[u8]) -> Result<prescan::Found> {
     let container = sniff_container(&bytes[..bytes.len().min(12)]);
     guarded(|| prescan::check(&mut Cursor::new(bytes), bytes.len() as u64, container))
 }
@@ -156,27 +156,34 @@ pub fn probe(path: &Path) -> Result<ProbeInfo> {
     let mut magic = [0u8; 12];
     let n = read_up_to(&mut file, &mut magic)?;
     let container = sniff_container(&magic[..n]).to_string();
-    prescan_file(&mut file)?;
-    probe_source(Box::new(file), container, file_size, extension(path))
+    let found = prescan_file(&mut file)?;
+    probe_source(Box::new(file), found, container, file_size, extension(path))
 }
 
 /// [`probe`] of a file held in memory (an upload small enough to be kept in the database).
 pub fn probe_bytes(bytes: bytes::Bytes, ext: Option<&str>) -> Result<ProbeInfo> {
-    prescan_bytes(&bytes)?;
+    let found = prescan_bytes(&bytes)?;
     let container = sniff_container(&bytes[..bytes.len().min(12)]).to_string();
     let file_size = bytes.len() as u64;
     let ext = ext.map(str::to_ascii_lowercase);
-    probe_source(Box::new(Cursor::new(bytes)), container, file_size, ext)
+    probe_source(
+        Box::new(Cursor::new(bytes)),
+        found,
+        container,
+        file_size,
+        ext,
+    )
 }
 
 fn probe_source(
     source: Box<dyn MediaSource>,
+    found: prescan::Found,
     container: String,
     file_size: u64,
     ext: Option<String>,
 ) -> Result<ProbeInfo> {
     guarded(move || {
-        let mut opened = open(source, ext.as_deref())?;
+        let mut opened = open(source, found, ext.as_deref())?;
         let mut info = ProbeInfo {
             container,
             codec: codec_name(&opened.track),
@@ -250,6 +257,54 @@ const NOT_A_CONTAINER: &str = "not a recognised audio container: soundcheck read
     RF64 or Wave64), AIFF/AIFC, CAF, FLAC, MP3, Ogg (Vorbis, FLAC), MP4/M4A (AAC, ALAC), \
     Matroska/WebM and ADTS AAC";
 
+/// A source cut at `end` bytes: symphonia's reader sees the file end there.
+struct Bounded {
+    inner: Box<dyn MediaSource>,
+    end: u64,
+    pos: u64,
+}
+
+impl Bounded {
+    fn new(inner: Box<dyn MediaSource>, end: u64) -> Bounded {
+        Bounded { inner, end, pos: 0 }
+    }
+}
+
+impl Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end.saturating_sub(self.pos);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Bounded {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let to = match to {
+            std::io::SeekFrom::End(back) => std::io::SeekFrom::Start(
+                u64::try_from(self.end as i128 + back as i128).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+                })?,
+            ),
+            other => other,
+        };
+        self.pos = self.inner.seek(to)?;
+        Ok(self.pos)
+    }
+}
+
+impl MediaSource for Bounded {
+    fn is_seekable(&self) -> bool {
+        self.inner.is_seekable()
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        Some(self.end)
+    }
+}
+
 /// A format reader positioned on the audio track, with its decoder and the tags found so far.
 struct Opened {
     format: Box<dyn FormatReader>,
@@ -258,7 +313,12 @@ struct Opened {
     tags: BTreeMap<String, String>,
 }
 
-fn open(source: Box<dyn MediaSource>, ext: Option<&str>) -> Result<Opened> {
+/// Opens `source` with symphonia, held to what the prescan `found` (see [`prescan::Found`]).
+fn open(source: Box<dyn MediaSource>, found: prescan::Found, ext: Option<&str>) -> Result<Opened> {
+    let source: Box<dyn MediaSource> = match found.audio_end {
+        Some(end) => Box::new(Bounded::new(source, end)),
+        None => source,
+    };
     let mss = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = ext {
@@ -301,7 +361,10 @@ fn open(source: Box<dyn MediaSource>, ext: Option<&str>) -> Result<Opened> {
         })
         .cloned()
         .ok_or_else(|| Error::Unsupported("no audio track".into()))?;
-    track.codec_params.n_frames = declared_frames(&track.codec_params);
+    track.codec_params.n_frames = match (declared_frames(&track.codec_params), found.frames) {
+        (Some(reader), Some(header)) => Some(reader.min(header)),
+        (reader, _) => reader,
+    };
     check_declared(&track)?;
     let decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
@@ -349,18 +412,20 @@ fn check_declared(track: &Track) -> Result<()> {
 
 fn decode_source(
     source: Box<dyn MediaSource>,
+    found: prescan::Found,
     ext: Option<&str>,
     progress: &dyn Fn(f32),
 ) -> Result<Audio> {
-    guarded(|| decode_inner(source, ext, progress))
+    guarded(|| decode_inner(source, found, ext, progress))
 }
 
 fn decode_inner(
     source: Box<dyn MediaSource>,
+    found: prescan::Found,
     ext: Option<&str>,
     progress: &dyn Fn(f32),
 ) -> Result<Audio> {
-    let mut opened = open(source, ext)?;
+    let mut opened = open(source, found, ext)?;
     let declared = opened.track.codec_params.n_frames;
     let mut rate = 0u32;
     let mut channels: Vec<Vec<f32>> = Vec::new();
@@ -561,11 +626,16 @@ fn mp3_run_start(packets: &[Packet], k: usize) -> Option<usize> {
 /// declared length or too short or too long for it, and anything irregular: a packet that does not
 /// decode, a demuxer error, a change of format, samples out of range, a length past the caps or
 /// short of the declared one.
-fn in_runs(source: Box<dyn MediaSource>, ext: Option<&str>, runs: usize) -> Result<Option<Audio>> {
+fn in_runs(
+    source: Box<dyn MediaSource>,
+    found: prescan::Found,
+    ext: Option<&str>,
+    runs: usize,
+) -> Result<Option<Audio>> {
     use rayon::prelude::*;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-    let mut opened = open(source, ext)?;
+    let mut opened = open(source, found, ext)?;
     let params = opened.track.codec_params.clone();
     let (Some(priming), Some(declared), Some(rate), Some(layout)) = (
         priming(&opened.track),
@@ -1045,9 +1115,14 @@ mod tests {
             let bytes = std::fs::read(&path).unwrap();
             let ext = Some(format.extension());
             // The runs really run (nothing irregular sent the file to one pass)...
-            let runs = in_runs(Box::new(Cursor::new(bytes.clone())), ext, 4)
-                .unwrap()
-                .unwrap_or_else(|| panic!("{format:?}: not decoded in runs"));
+            let runs = in_runs(
+                Box::new(Cursor::new(bytes.clone())),
+                Default::default(),
+                ext,
+                4,
+            )
+            .unwrap()
+            .unwrap_or_else(|| panic!("{format:?}: not decoded in runs"));
             // ... and give what one pass gives, to the bit, through every entry point.
             let one = decode_bytes_in(bytes.clone(), ext, 1).unwrap();
             assert!(one.frames() > 300_000);
@@ -1063,9 +1138,14 @@ mod tests {
         let path = dir.path().join("x.wav");
         encode(&audio, Format::Wav16, &path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        assert!(in_runs(Box::new(Cursor::new(bytes)), Some("wav"), 4)
-            .unwrap()
-            .is_none());
+        assert!(in_runs(
+            Box::new(Cursor::new(bytes)),
+            Default::default(),
+            Some("wav"),
+            4
+        )
+        .unwrap()
+        .is_none());
     }
 
     #[test]
@@ -1079,9 +1159,14 @@ mod tests {
             // Long enough that four runs are four (a run is at least MIN_FRAMES_PER_RUN).
             assert!(one.frames() as u64 >= 4 * MIN_FRAMES_PER_RUN, "{name}");
             for runs in [2, 3, 4] {
-                let many = in_runs(Box::new(Cursor::new(bytes.clone())), Some("mp3"), runs)
-                    .unwrap()
-                    .unwrap_or_else(|| panic!("{name}: not decoded in {runs} runs"));
+                let many = in_runs(
+                    Box::new(Cursor::new(bytes.clone())),
+                    Default::default(),
+                    Some("mp3"),
+                    runs,
+                )
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name}: not decoded in {runs} runs"));
                 assert!(
                     many.channels == one.channels,
                     "{name}: {runs} runs differ from one pass"
@@ -1138,6 +1223,59 @@ mod tests {
         let text = dir.path().join("notes.wav");
         std::fs::write(&text, b"this is not audio, just text pretending").unwrap();
         assert!(matches!(probe(&text), Err(Error::Unsupported(_))));
+    }
+
+    /// An AIFF of 16-bit stereo `frames` (a ramp) at 44.1 kHz, with `after` appended as a chunk
+    /// behind `SSND` when given (as taggers write `ID3 `).
+    fn aiff(frames: u32, after: Option<&[u8]>) -> Vec<u8> {
+        let mut comm = Vec::new();
+        comm.extend_from_slice(&2u16.to_be_bytes());
+        comm.extend_from_slice(&frames.to_be_bytes());
+        comm.extend_from_slice(&16u16.to_be_bytes());
+        // 44100 as an 80-bit extended float.
+        comm.extend_from_slice(&[0x40, 0x0E, 0xAC, 0x44, 0, 0, 0, 0, 0, 0]);
+        let mut ssnd = vec![0u8; 8]; // offset and block size: 0
+        for i in 0..frames {
+            let v = (i as i16).wrapping_mul(7);
+            ssnd.extend_from_slice(&v.to_be_bytes());
+            ssnd.extend_from_slice(&(-v).to_be_bytes());
+        }
+        let mut body = b"AIFF".to_vec();
+        for (id, data) in [(b"COMM", &comm[..]), (b"SSND", &ssnd[..])]
+            .into_iter()
+            .chain(after.map(|a| (b"ID3 ", a)))
+        {
+            body.extend_from_slice(id);
+            body.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            body.extend_from_slice(data);
+            if data.len() % 2 == 1 {
+                body.push(0);
+            }
+        }
+        let mut file = b"FORM".to_vec();
+        file.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        file.extend_from_slice(&body);
+        file
+    }
+
+    /// symphonia takes the `SSND` chunk's 8-byte header for audio: it announced 2 frames too
+    /// many, and read 8 bytes of the next chunk as two frames of noise (`ID3 ` as samples: a
+    /// peak at -4.9 dBFS on a quiet file). Decoded and probed, the file has what `COMM` says.
+    #[test]
+    fn aiff_holds_the_frames_its_header_declares_whatever_follows_the_sound() {
+        let tag = [0x7Fu8; 16];
+        for after in [None, Some(&tag[..])] {
+            let bytes = aiff(1000, after);
+            let audio = decode_bytes(bytes.clone(), Some("aiff")).unwrap();
+            assert_eq!(audio.frames(), 1000, "{after:?}");
+            let last = audio.channels[0][999];
+            assert!(
+                (last - (999.0 * 7.0 / 32768.0)).abs() < 1e-6,
+                "{after:?}: {last}"
+            );
+            let probed = probe_bytes(bytes.into(), Some("aiff")).unwrap();
+            assert_eq!(probed.frames, Some(1000), "{after:?}");
+        }
     }
 
     #[test]

@@ -27,20 +27,33 @@ const MAX_DEPTH: usize = 16;
 pub trait Source: Read + Seek {}
 impl<T: Read + Seek> Source for T {}
 
+/// What the walk found that the decoder must hold its reader to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    /// Where the audio data ends (AIFF: the end of the `SSND` chunk). symphonia counts that
+    /// chunk's 8-byte offset and block-size header as audio, so it reads 8 bytes past the chunk:
+    /// a chunk that follows (`ID3 `, `MARK` …) was decoded as two frames of noise at the end.
+    pub audio_end: Option<u64>,
+    /// The length in frames the header gives (AIFF: `COMM`'s numSampleFrames), where the
+    /// reader's own count is off (by the same 8 bytes).
+    pub frames: Option<u64>,
+}
+
 /// Checks the container that `magic` (the file's first bytes) names; unknown containers pass (the
 /// probe decides what they are).
-pub fn check(src: &mut dyn Source, len: u64, container: &str) -> Result<()> {
+pub fn check(src: &mut dyn Source, len: u64, container: &str) -> Result<Found> {
     let mut walk = Walk { src, len, seen: 0 };
     match container {
         "wav" => walk.riff(),
-        "aiff" => walk.aiff(),
+        "aiff" => return walk.aiff(),
         "caf" => walk.caf(),
         "flac" => walk.flac(),
         "mp4" => walk.mp4_boxes(0, len, 0),
         "mkv" => walk.ebml(0, len, 0),
         "mp3" => walk.id3v2(),
         _ => Ok(()),
-    }
+    }?;
+    Ok(Found::default())
 }
 
 struct Walk<'a> {
@@ -196,15 +209,27 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// AIFF/AIFF-C: every chunk but `SSND` must fit in the file.
-    fn aiff(&mut self) -> Result<()> {
+    /// AIFF/AIFF-C: every chunk but `SSND` must fit in the file. Finds where `SSND` ends and
+    /// the frame count `COMM` declares (see [`Found`]).
+    fn aiff(&mut self) -> Result<Found> {
         let mut at = 12u64;
         let mut head = [0u8; 8];
+        let mut found = Found::default();
         while self.more() && self.read_at(at, &mut head)? {
             let id = [head[0], head[1], head[2], head[3]];
             let size = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as u64;
             if &id == b"SSND" {
-                return Ok(());
+                // Only when the chunk ends inside the file: a truncated one is read to the end.
+                let end = (at + 8).saturating_add(size);
+                found.audio_end = (end < self.len).then_some(end);
+                return Ok(found);
+            }
+            if &id == b"COMM" && size >= 6 {
+                // numChannels (2 bytes), then numSampleFrames (4).
+                let mut frames = [0u8; 4];
+                if self.read_at(at + 10, &mut frames)? {
+                    found.frames = Some(u32::from_be_bytes(frames) as u64);
+                }
             }
             if (at + 8).saturating_add(size) > self.len {
                 return Err(corrupt(format!(
@@ -214,7 +239,7 @@ impl Walk<'_> {
             }
             at += 8 + size + (size & 1);
         }
-        Ok(())
+        Ok(found)
     }
 
     /// CAF: 64-bit chunk sizes; `data` may say -1 (to the end).
@@ -608,7 +633,7 @@ mod tests {
     use std::io::Cursor;
 
     fn run(bytes: &[u8], container: &str) -> Result<()> {
-        check(&mut Cursor::new(bytes), bytes.len() as u64, container)
+        check(&mut Cursor::new(bytes), bytes.len() as u64, container).map(|_| ())
     }
 
     fn flac_with_block(kind: u8, body: &[u8], declared: u32) -> Vec<u8> {

@@ -73,7 +73,8 @@ impl Frontend {
     /// Runs the whole front end.
     pub fn new(audio: &Audio) -> Result<Frontend, audio::Error> {
         let mono = to_analysis_rate(audio)?;
-        let (frames, (chroma, tuning)) = rayon::join(|| short_time(&mono), || chroma(&mono));
+        let band = band_bins(audio.sample_rate);
+        let (frames, (chroma, tuning)) = rayon::join(|| short_time(&mono, band), || chroma(&mono));
         Ok(Frontend {
             mono,
             frames,
@@ -81,6 +82,19 @@ impl Frontend {
             tuning,
         })
     }
+}
+
+/// The STFT bins the spectral descriptors (centroid, roll-off, flatness) read for audio
+/// recorded at `rate`: those up to its Nyquist frequency. Above it, a file resampled up to
+/// [`SR`] holds only the resampler's and the window's leakage, which put an 8 kHz file's
+/// centroid above 4 kHz.
+pub fn band_bins(rate: u32) -> usize {
+    let bins = N_FFT / 2 + 1;
+    let bin_hz = SR as f64 / N_FFT as f64;
+    if rate >= SR {
+        return bins;
+    }
+    ((rate as f64 / 2.0 / bin_hz).floor() as usize + 1).clamp(1, bins)
 }
 
 /// Downmixes to mono and resamples to [`SR`] with the fast FFT resampler.
@@ -148,11 +162,14 @@ const MIN_FRAMES_PER_PIECE: usize = 512;
 /// The short-time pass: one FFT per hop, reduced immediately to per-frame summaries. Frames are
 /// independent, so runs of them are computed in parallel; the onset envelope, which compares
 /// each frame with the one before, is taken afterwards from the mel energies.
-pub fn short_time(mono: &[f32]) -> Frames {
-    short_time_in(mono, rayon::current_num_threads())
+///
+/// The spectral descriptors read the first `band` bins ([`band_bins`]); the energy and the mel
+/// bands read them all.
+pub fn short_time(mono: &[f32], band: usize) -> Frames {
+    short_time_in(mono, band, rayon::current_num_threads())
 }
 
-fn short_time_in(mono: &[f32], pieces: usize) -> Frames {
+fn short_time_in(mono: &[f32], band: usize, pieces: usize) -> Frames {
     let n_frames = if mono.is_empty() {
         0
     } else {
@@ -170,6 +187,7 @@ fn short_time_in(mono: &[f32], pieces: usize) -> Frames {
             describe(
                 mono,
                 n_frames * i / pieces..n_frames * (i + 1) / pieces,
+                band,
                 &win,
                 &filters,
             )
@@ -198,6 +216,7 @@ fn short_time_in(mono: &[f32], pieces: usize) -> Frames {
 fn describe(
     mono: &[f32],
     range: std::ops::Range<usize>,
+    band: usize,
     win: &[f32],
     filters: &[(usize, Vec<f32>)],
 ) -> Frames {
@@ -237,6 +256,7 @@ fn describe(
             break;
         }
         let mut total = 0.0f64;
+        let mut band_total = 0.0f64;
         let mut weighted = 0.0f64;
         let mut mag_sum = 0.0f64;
         let mut log_sum = 0.0f64;
@@ -249,6 +269,10 @@ fn describe(
         for (k, (p, c)) in power.iter_mut().zip(&spec).enumerate() {
             *p = c.norm_sqr();
             total += *p as f64;
+            if k >= band {
+                continue;
+            }
+            band_total += *p as f64;
             let mag = p.sqrt();
             mag_sum += mag as f64;
             weighted += (mag * k as f32 * bin_hz) as f64;
@@ -266,16 +290,17 @@ fn describe(
         } else {
             0.0
         });
-        f.flatness.push(if mean_power > 1e-10 {
-            ((log_sum / bins as f64).exp() / (mean_power + 1e-10)) as f32
+        let band_mean = band_total / band as f64;
+        f.flatness.push(if band_mean > 1e-10 {
+            ((log_sum / band as f64).exp() / (band_mean + 1e-10)) as f32
         } else {
             1.0
         });
         let mut acc = 0.0f64;
         let mut roll = 0.0f32;
-        for (k, &p) in power.iter().enumerate() {
+        for (k, &p) in power[..band].iter().enumerate() {
             acc += p as f64;
-            if acc >= 0.85 * total {
+            if acc >= 0.85 * band_total {
                 roll = k as f32 * bin_hz;
                 break;
             }
@@ -445,14 +470,46 @@ mod tests {
             .collect()
     }
 
+    /// Audio recorded at 8 kHz has nothing above 4 kHz: its centroid and roll-off stay below
+    /// that, from a single sample to a second of a tone at its Nyquist frequency (the
+    /// resampler's and the window's leakage above it once read 4.1–4.9 kHz). At the analysis
+    /// rate and above, every bin counts.
+    #[test]
+    fn spectral_descriptors_stay_below_the_recordings_nyquist() {
+        for frames in [1, 3, 800, 8000] {
+            let audio = Audio {
+                sample_rate: 8000,
+                channels: vec![(0..frames)
+                    .map(|i| if i % 2 == 0 { 0.6 } else { -0.6 })
+                    .collect()],
+            };
+            let fe = Frontend::new(&audio).unwrap();
+            for (name, v) in [
+                ("centroid", &fe.frames.centroid),
+                ("rolloff", &fe.frames.rolloff),
+            ] {
+                let top = v.iter().cloned().fold(0.0f32, f32::max);
+                // A lone sample is a click (flat up to 4 kHz); longer, the tone's 4 kHz.
+                let floor = if frames > 3 { 3000.0 } else { 1000.0 };
+                assert!(
+                    top > floor && top <= 4000.0,
+                    "{frames} frames: {name} {top}"
+                );
+            }
+        }
+        assert_eq!(band_bins(SR), N_FFT / 2 + 1);
+        assert_eq!(band_bins(48_000), N_FFT / 2 + 1);
+        assert_eq!(band_bins(1), 1);
+    }
+
     #[test]
     fn short_time_in_pieces_is_the_one_pass_result() {
         let mono = signal(30.0);
-        let one = short_time_in(&mono, 1);
+        let one = short_time_in(&mono, N_FFT / 2 + 1, 1);
         assert_eq!(one.onset.len(), mono.len() / HOP + 1);
         assert!(one.onset.iter().any(|&o| o > 1.0), "the bursts are onsets");
         for pieces in [2, 3, 5] {
-            let many = short_time_in(&mono, pieces);
+            let many = short_time_in(&mono, N_FFT / 2 + 1, pieces);
             for (name, a, b) in [
                 ("onset", &one.onset, &many.onset),
                 ("low_onset", &one.low_onset, &many.low_onset),
@@ -466,7 +523,10 @@ mod tests {
             }
         }
         // Shorter than a piece, and empty: one piece, no panic.
-        assert_eq!(short_time_in(&mono[..1000], 4).onset.len(), 1000 / HOP + 1);
-        assert!(short_time_in(&[], 4).onset.is_empty());
+        assert_eq!(
+            short_time_in(&mono[..1000], N_FFT / 2 + 1, 4).onset.len(),
+            1000 / HOP + 1
+        );
+        assert!(short_time_in(&[], N_FFT / 2 + 1, 4).onset.is_empty());
     }
 }
