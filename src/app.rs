@@ -219,9 +219,10 @@ pub async fn read_fleet_secrets(url: &str) -> anyhow::Result<Secrets> {
     Ok(read_fleet_client(url).await?.0)
 }
 
-/// What a client command given a fleet's `--database` needs: the keys, and the public URL of
-/// the API node that started last (none before one has).
-pub async fn read_fleet_client(url: &str) -> anyhow::Result<(Secrets, Option<String>)> {
+/// What a client command given a fleet's `--database` needs: the keys, and the public URLs of
+/// the API nodes to try: those running, newest first, then the one that started last (none
+/// before one has).
+pub async fn read_fleet_client(url: &str) -> anyhow::Result<(Secrets, Vec<String>)> {
     let store = Store::connect_existing(url).await?;
     let name = "the --database".to_string();
     store
@@ -232,8 +233,14 @@ pub async fn read_fleet_client(url: &str) -> anyhow::Result<(Secrets, Option<Str
                 "start a node of the fleet (`soundcheck serve --database …`) once",
             )
             .map_err(|e| e.to_string());
-            let api_url = store::settings::get(c, API_URL_SETTING)?;
-            Ok(secrets.map(|s| (s, api_url)))
+            // The running API nodes, newest first, then the last one recorded as started.
+            let mut api_urls = store::nodes::api_urls(c)?;
+            if let Some(last) = store::settings::get(c, API_URL_SETTING)? {
+                if !last.is_empty() && !api_urls.contains(&last) {
+                    api_urls.push(last);
+                }
+            }
+            Ok(secrets.map(|s| (s, api_urls)))
         })
         .await?
         .map_err(|e| anyhow::anyhow!(e))
@@ -408,7 +415,8 @@ pub struct FleetMember {
 /// How often a fleet node refreshes its row (its heartbeat).
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Joins the fleet on `store`'s database as a node of `kind` (`serve` or `worker`); `None` on a
+/// Joins the fleet on `store`'s database as a node of `kind` (`serve` or `worker`; an API node
+/// gives its public `url`, which client commands given `--database` pick from); `None` on a
 /// server's own SQLite file. In one write (serialised fleet-wide) it reads which other nodes run
 /// and refuses to start:
 /// - when this node's shared settings (`--lease-secs`, `--time-scale`, `--strict`) differ from a
@@ -421,6 +429,7 @@ pub async fn join_fleet(
     config: &Config,
     store: &Store,
     kind: &'static str,
+    url: Option<&str>,
 ) -> anyhow::Result<Option<FleetMember>> {
     if store.dialect() != crate::store::db::Dialect::Postgres {
         return Ok(None);
@@ -431,7 +440,8 @@ pub async fn join_fleet(
         "time_scale": config.time_scale,
         "strict": config.strict,
     });
-    let (me, mine, claim) = (id.clone(), shared.clone(), config.claim_media);
+    let url: Option<String> = url.map(|u| u.trim_end_matches('/').to_string());
+    let (me, mine, claim, url_in) = (id.clone(), shared.clone(), config.claim_media, url.clone());
     let refusal = store
         .write(move |tx| {
             let others = store::nodes::live_others(tx, &me)?;
@@ -449,7 +459,8 @@ pub async fn join_fleet(
                     disagreement(&mine, &others)
                 };
             if refusal.is_none() {
-                store::nodes::join(tx, &me, kind, env!("CARGO_PKG_VERSION"), &mine)?;
+                let url = url_in.as_deref();
+                store::nodes::join(tx, &me, kind, url, env!("CARGO_PKG_VERSION"), &mine)?;
             }
             Ok(refusal)
         })
@@ -465,12 +476,13 @@ pub async fn join_fleet(
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(HEARTBEAT) => {}
             }
-            let (me, mine) = (me.clone(), shared.clone());
+            let (me, mine, url) = (me.clone(), shared.clone(), url.clone());
             let beat = store_in
                 .write_atomic(move |tx| {
                     if !store::nodes::heartbeat(tx, &me)? {
                         // Deleted as a day stale (a database outage that long): write it again.
-                        store::nodes::join(tx, &me, kind, env!("CARGO_PKG_VERSION"), &mine)?;
+                        let (url, version) = (url.as_deref(), env!("CARGO_PKG_VERSION"));
+                        store::nodes::join(tx, &me, kind, url, version, &mine)?;
                     }
                     Ok(())
                 })

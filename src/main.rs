@@ -560,7 +560,7 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
         let registry = soundcheck::engines::try_registry(&config)?;
         soundcheck::app::claimed_engines(&config, &registry)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
-        let member = soundcheck::app::join_fleet(&config, &store, "worker").await?;
+        let member = soundcheck::app::join_fleet(&config, &store, "worker", None).await?;
         let result = async {
             let media = soundcheck::app::open_media(&config, &store).await?;
             lock.record(None)?;
@@ -613,7 +613,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let registry = soundcheck::engines::try_registry(&config)?;
         soundcheck::app::claimed_engines(&config, &registry)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
-        let member = soundcheck::app::join_fleet(&config, &store, "serve").await?;
+        // Where clients reach it: client commands given only `--database` choose from these.
+        let addr = listener.local_addr()?;
+        let public = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let member = soundcheck::app::join_fleet(&config, &store, "serve", Some(&public)).await?;
         let result = serve_node(config, store, secrets, registry, listener, lock).await;
         if let Some(member) = member {
             member.leave().await;

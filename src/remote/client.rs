@@ -130,15 +130,21 @@ impl Client {
             "--database must be a postgres:// URL (a fleet's database); for a single server, use \
              --data-dir or --url"
         );
-        let (secrets, api_url) = crate::app::read_fleet_client(database).await?;
-        let base = match (&args.url, api_url) {
-            (Some(url), _) => url.trim_end_matches('/').to_string(),
-            (None, Some(url)) if !url.is_empty() => url,
-            _ => bail!(
-                "no API node of this fleet has started yet (the --database records the public \
-                 URL of each that starts): start one with `soundcheck serve --database …`, or \
-                 pass --url"
-            ),
+        let (secrets, api_urls) = crate::app::read_fleet_client(database).await?;
+        let base = match &args.url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            // The first API node that takes a connection (one may have stopped since it last
+            // said it runs); if none does, the first, whose error names it.
+            None => match api_urls.iter().find(|url| unreachable(url).is_none()) {
+                Some(url) => url.clone(),
+                None => api_urls.first().cloned().ok_or_else(|| {
+                    anyhow!(
+                        "no API node of this fleet has started yet (the --database records \
+                         the public URL of each that starts): start one with `soundcheck \
+                         serve --database …`, or pass --url"
+                    )
+                })?,
+            },
         };
         let source = |name: &str, env: &str, given: bool| {
             if given {

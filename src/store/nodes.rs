@@ -13,6 +13,8 @@ pub struct Node {
     pub id: String,
     /// `serve` or `worker`.
     pub kind: String,
+    /// An API node's public URL.
+    pub url: Option<String>,
     pub pid: i64,
     pub version: String,
     /// The settings every node of a fleet must share, as JSON.
@@ -34,19 +36,32 @@ pub fn live_others(tx: &dyn Tx, me: &str) -> Result<Vec<Node>> {
         params![now - 86_400_000],
     )?;
     tx.query_map(
-        "SELECT id, kind, pid, version, settings, seen_at FROM nodes
+        "SELECT id, kind, url, pid, version, settings, seen_at FROM nodes
          WHERE id <> ?1 AND seen_at >= ?2 ORDER BY started_at",
         params![me, now - STALE_MS],
         |r| {
             Ok(Node {
                 id: r.get(0)?,
                 kind: r.get(1)?,
-                pid: r.get(2)?,
-                version: r.get(3)?,
-                settings: r.json(4)?,
-                seen_ms_ago: now - r.get::<i64>(5)?,
+                url: r.get(2)?,
+                pid: r.get(3)?,
+                version: r.get(4)?,
+                settings: r.json(5)?,
+                seen_ms_ago: now - r.get::<i64>(6)?,
             })
         },
+    )
+}
+
+/// The public URLs of the API nodes that refreshed their row within [`STALE_MS`], the most
+/// recently started first (a read: client commands choose a node to talk to from these).
+pub fn api_urls(tx: &dyn Tx) -> Result<Vec<String>> {
+    let now = now_ms(tx)?;
+    tx.query_map(
+        "SELECT url FROM nodes WHERE url IS NOT NULL AND seen_at >= ?1
+         ORDER BY started_at DESC",
+        params![now - STALE_MS],
+        |r| r.get(0),
     )
 }
 
@@ -55,19 +70,21 @@ pub fn join(
     tx: &dyn Tx,
     id: &str,
     kind: &str,
+    url: Option<&str>,
     version: &str,
     settings: &serde_json::Value,
 ) -> Result<()> {
     let now = now_ms(tx)?;
     tx.execute(
-        "INSERT INTO nodes (id, kind, pid, version, settings, started_at, seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-         ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, pid = excluded.pid,
-             version = excluded.version, settings = excluded.settings,
+        "INSERT INTO nodes (id, kind, url, pid, version, settings, started_at, seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+         ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, url = excluded.url,
+             pid = excluded.pid, version = excluded.version, settings = excluded.settings,
              started_at = excluded.started_at, seen_at = excluded.seen_at",
         params![
             id,
             kind,
+            url.map(str::to_string),
             i64::from(std::process::id()),
             version,
             settings.to_string(),

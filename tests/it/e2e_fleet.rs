@@ -210,6 +210,7 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
     let refused = |data: &Path, media: Option<&Path>| {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"));
         cmd.args(["worker", "--database", &db, "--public-url", &public])
+            .args(["--lease-secs", "3", "--time-scale", "0.05"])
             .arg("--data-dir")
             .arg(data)
             .env("XDG_RUNTIME_DIR", data.join("run"))
@@ -253,27 +254,6 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
             && stderr.contains("--claim-media"),
         "it names the fleet's storage and the way out: {stderr}"
     );
-    // `--claim-media` (the fleet's storage was replaced) makes it the fleet's under a new fleet
-    // id, so a node still on the old storage is refused from then on.
-    let marker = |dir: &Path| std::fs::read_to_string(dir.join(".soundcheck-fleet")).unwrap();
-    let before = marker(media.path());
-    assert!(before.starts_with("fleet_"), "{before}");
-    let mut claimed = Node::spawn(
-        "worker",
-        stray.path(),
-        &["--database", &db, "--public-url", &public, "--claim-media"],
-        &[],
-    )
-    .await;
-    let after = marker(stray.path());
-    assert!(
-        after.starts_with("fleet_") && after != before,
-        "{before} {after}"
-    );
-    let late = tempfile::tempdir().unwrap();
-    let stderr = refused(late.path(), Some(media.path())).await;
-    assert!(stderr.contains("names fleet"), "{stderr}");
-    claimed.child.start_kill().unwrap();
 }
 
 /// The submit rule under contention from two nodes (two independent connection pools to one
@@ -772,7 +752,8 @@ async fn a_database_outage_is_waited_out_by_streams_requests_and_leases() {
 /// Nodes must agree on the settings a fleet shares: one started with another `--lease-secs`
 /// (its leases would be swept on another clock) or `--time-scale` is refused, naming the node it
 /// disagrees with; `--claim-media` is refused while another node runs. A node stopped cleanly
-/// leaves the fleet at once, so with none running the next may start with new values.
+/// leaves the fleet at once: client commands find the API node still running, and with none
+/// running the next may claim new storage and start with new values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_agree_on_shared_settings_and_claim_media_waits_for_the_others() {
     let Some(db) = fleet_database().await else {
@@ -825,6 +806,34 @@ async fn nodes_agree_on_shared_settings_and_claim_media_waits_for_the_others() {
     );
     let marker = std::fs::read_to_string(media.path().join(".soundcheck-fleet")).unwrap();
 
+    // Client commands given only the database go to a running API node: B started last (the
+    // fleet's last recorded API URL), then stopped, so they reach A.
+    let db_b = tempfile::tempdir().unwrap();
+    let mut b = fleet_node(
+        "serve",
+        &db,
+        media.path(),
+        db_b.path(),
+        &["--addr", "127.0.0.1:0", "--workers", "0"],
+    )
+    .await;
+    let pid = b.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    b.child.wait().await.unwrap();
+    let out = crate::util::soundcheck()
+        .args(["jobs", "list", "--json", "--database", &db])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "with B gone: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A stops (SIGTERM) and leaves: a worker with new values may start now, alone.
     let pid = a.child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill")
@@ -836,21 +845,51 @@ async fn nodes_agree_on_shared_settings_and_claim_media_waits_for_the_others() {
         .await
         .unwrap()
         .unwrap();
-    let mut alone = start(&["--lease-secs", "30"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(alone.stdout.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    assert!(banner.contains("worker (pid"), "{banner:?}");
-    alone.kill().unwrap();
-    alone.wait().unwrap();
     assert_eq!(
         std::fs::read_to_string(media.path().join(".soundcheck-fleet")).unwrap(),
         marker,
         "nothing refused changed the fleet's storage"
     );
+    // Alone now, a node may claim new storage (the old was replaced), with new values too; a node
+    // still on the old storage is refused from then on.
+    let replaced = tempfile::tempdir().unwrap();
+    let replaced_dir = replaced.path().to_string_lossy().into_owned();
+    let mut claimed = Node::spawn(
+        "worker",
+        dn.path(),
+        &[
+            "--database",
+            &db,
+            "--public-url",
+            &public,
+            "--media-dir",
+            &replaced_dir,
+            "--lease-secs",
+            "30",
+            "--claim-media",
+        ],
+        &[],
+    )
+    .await;
+    let claimed_marker =
+        std::fs::read_to_string(replaced.path().join(".soundcheck-fleet")).unwrap();
+    assert!(
+        claimed_marker.starts_with("fleet_") && claimed_marker != marker,
+        "{marker} {claimed_marker}"
+    );
+    let late = tempfile::tempdir().unwrap();
+    let out = crate::util::soundcheck()
+        .args(["worker", "--database", &db, "--public-url", &public])
+        .args(["--lease-secs", "30", "--media-dir"])
+        .arg(media.path())
+        .arg("--data-dir")
+        .arg(late.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("names fleet"),
+        "{err}"
+    );
+    claimed.child.start_kill().unwrap();
 }

@@ -7,6 +7,7 @@
 CREATE TABLE nodes (
     id         TEXT PRIMARY KEY,               -- host:data directory (each node locks its own)
     kind       TEXT NOT NULL,                  -- serve | worker
+    url        TEXT,                           -- an API node's public URL (client commands use it)
     pid        BIGINT NOT NULL,
     version    TEXT NOT NULL,                  -- soundcheck's version
     settings   TEXT NOT NULL,                  -- JSON: the settings every node must share
