@@ -797,7 +797,9 @@ impl Drop for ClearProgress<'_> {
 /// database's clock although every worker is alive. After an outage the workers renew within a
 /// third of a lease; what is still expired a lease later has really lost its worker. (Sweeping at
 /// once restarted every long job after each outage longer than a lease, and failed it as "the
-/// server stopped during each run" after two.)
+/// server stopped during each run" after two.) Reachability counts from an answer that came
+/// within a third of a lease: a read held through a freeze once counted from when it was asked,
+/// and the sweep took a job from its live worker the moment the freeze ended.
 pub async fn sweep_expired_leases(workers: Workers) {
     let mut reachable_since: Option<tokio::time::Instant> = None;
     loop {
@@ -805,9 +807,17 @@ pub async fn sweep_expired_leases(workers: Workers) {
             _ = workers.shutdown.cancelled() => return,
             _ = tokio::time::sleep(workers.lease / 2) => {}
         }
-        let now = tokio::time::Instant::now();
+        let asked = tokio::time::Instant::now();
         match workers.store.read(|c| store::db::now_ms(c)).await {
+            // A read that was held (a frozen database, a partition) answers when the stall
+            // ends: reachability counts from then, not from when it was asked, and a slow
+            // answer counts as the stall's end, not as proof of a lease of reachability.
+            Ok(_) if asked.elapsed() >= workers.lease / 3 => {
+                reachable_since = None;
+                continue;
+            }
             Ok(_) => {
+                let now = tokio::time::Instant::now();
                 let since = *reachable_since.get_or_insert(now);
                 if now.duration_since(since) < workers.lease {
                     continue;
