@@ -575,14 +575,7 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
                     .clone()
                     .unwrap_or_else(|| config.media_dir.display().to_string())
             );
-            let shutdown = CancellationToken::new();
-            let token = shutdown.clone();
-            let signalled = soundcheck::app::shutdown_signal();
-            tokio::spawn(async move {
-                signalled.await;
-                note!("shutting down: finishing or re-queueing running work…");
-                token.cancel();
-            });
+            let shutdown = stop_on_signal();
             soundcheck::app::run_worker(config, store, secrets, media, registry, shutdown).await
         }
         .await;
@@ -690,6 +683,12 @@ async fn serve_node(
         "next: in another terminal, `soundcheck listen` (a webhook inbox that verifies \
          signatures), then `soundcheck trigger job.completed`"
     );
+    let shutdown = stop_on_signal();
+    soundcheck::app::run(config, store, secrets, media, registry, listener, shutdown).await
+}
+
+/// A token cancelled at Ctrl-C or SIGTERM, with a note that the node is stopping.
+fn stop_on_signal() -> CancellationToken {
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let signalled = soundcheck::app::shutdown_signal();
@@ -698,7 +697,7 @@ async fn serve_node(
         note!("shutting down: finishing or re-queueing running work…");
         token.cancel();
     });
-    soundcheck::app::run(config, store, secrets, media, registry, listener, shutdown).await
+    shutdown
 }
 
 /// Ends a server's runtime without waiting on engine threads: by now every run has ended or been
