@@ -410,85 +410,118 @@ pub struct FleetMember {
     store: Store,
     id: String,
     stop: CancellationToken,
+    /// Why the node was stopped: a node that joined before it runs with other shared settings.
+    conflict: Arc<Mutex<Option<String>>>,
 }
 
 /// How often a fleet node refreshes its row (its heartbeat).
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
+/// Where an API node is reached: its public URL, and its own listening address.
+pub struct NodeUrls {
+    pub public: String,
+    pub listen: std::net::SocketAddr,
+}
+
 /// Joins the fleet on `store`'s database as a node of `kind` (`serve` or `worker`; an API node
-/// gives its public `url`, which client commands given `--database` pick from); `None` on a
-/// server's own SQLite file. In one write (serialised fleet-wide) it reads which other nodes run
-/// and refuses to start:
+/// gives its `urls`, which client commands given `--database` choose from); `None` on a server's
+/// own SQLite file. In one write (serialised fleet-wide) it reads which other nodes run and
+/// refuses to start:
 /// - when this node's shared settings (`--lease-secs`, `--time-scale`, `--strict`) differ from a
 ///   running node's: leases renewed and swept on different clocks take live work from its
 ///   worker, and webhooks would be retried on two schedules and sent under two URL policies;
 /// - with `--claim-media` while another node runs: it keeps the storage being replaced.
 ///
-/// Otherwise it writes this node's row and refreshes it every [`HEARTBEAT`].
+/// Otherwise it writes this node's row and refreshes it every [`HEARTBEAT`], comparing again:
+/// a node that joined while the others' rows were stale (a database outage, a frozen node) and
+/// differs from a node that joined before it cancels `shutdown`, and [`FleetMember::leave`]
+/// returns why.
 pub async fn join_fleet(
     config: &Config,
     store: &Store,
     kind: &'static str,
-    url: Option<&str>,
+    urls: Option<NodeUrls>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<Option<FleetMember>> {
     if store.dialect() != crate::store::db::Dialect::Postgres {
         return Ok(None);
     }
-    let id = node_id(&config.data_dir);
-    let shared = serde_json::json!({
-        "lease_secs": config.lease.as_secs(),
-        "time_scale": config.time_scale,
-        "strict": config.strict,
+    let listen = urls.as_ref().map(|u| {
+        let mut addr = u.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
     });
-    let url: Option<String> = url.map(|u| u.trim_end_matches('/').to_string());
-    let (me, mine, claim, url_in) = (id.clone(), shared.clone(), config.claim_media, url.clone());
-    let refusal = store
-        .write(move |tx| {
-            let others = store::nodes::live_others(tx, &me)?;
-            let refusal =
+    let me = store::nodes::NodeInfo {
+        id: node_id(&config.data_dir)?,
+        place: node_place(&config.data_dir),
+        kind: kind.to_string(),
+        url: urls.map(|u| u.public.trim_end_matches('/').to_string()),
+        listen,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        settings: serde_json::json!({
+            "lease_secs": config.lease.as_secs(),
+            "time_scale": config.time_scale,
+            "strict": config.strict,
+        }),
+    };
+    let (node, claim) = (me.clone(), config.claim_media);
+    let joined =
+        store
+            .write(move |tx| {
+                let others = store::nodes::live_others(tx, &node.id)?;
                 if claim && !others.is_empty() {
-                    Some(format!(
+                    return Ok(Err(format!(
                     "--claim-media: other nodes of the fleet are running ({}): they would go on \
                      with the storage being replaced, and work they took could not be run on \
-                     the new one. Stop them first (a killed node counts as running until {} s \
-                     after it was last seen)",
+                     the new one. Stop them first",
                     others.iter().map(describe_node).collect::<Vec<_>>().join("; "),
-                    store::nodes::STALE_MS / 1000
-                ))
-                } else {
-                    disagreement(&mine, &others)
-                };
-            if refusal.is_none() {
-                let url = url_in.as_deref();
-                store::nodes::join(tx, &me, kind, url, env!("CARGO_PKG_VERSION"), &mine)?;
-            }
-            Ok(refusal)
-        })
-        .await?;
-    if let Some(why) = refusal {
-        anyhow::bail!(why);
-    }
+                )));
+                }
+                if let Some(why) = disagreement(&node.settings, others.iter()) {
+                    return Ok(Err(why));
+                }
+                store::nodes::join(tx, &node).map(Ok)
+            })
+            .await?;
+    let mut started_at = joined.map_err(|why| anyhow::anyhow!(why))?;
     let stop = CancellationToken::new();
-    let (store_in, me, token) = (store.clone(), id.clone(), stop.clone());
+    let conflict: Arc<Mutex<Option<String>>> = Arc::default();
+    let (store_in, token, found) = (store.clone(), stop.clone(), conflict.clone());
+    let id = me.id.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(HEARTBEAT) => {}
             }
-            let (me, mine, url) = (me.clone(), shared.clone(), url.clone());
+            let node = me.clone();
             let beat = store_in
                 .write_atomic(move |tx| {
-                    if !store::nodes::heartbeat(tx, &me)? {
-                        // Deleted as a day stale (a database outage that long): write it again.
-                        let (url, version) = (url.as_deref(), env!("CARGO_PKG_VERSION"));
-                        store::nodes::join(tx, &me, kind, url, version, &mine)?;
-                    }
-                    Ok(())
+                    // Deleted as a day stale (a database outage that long): write it again.
+                    let joined = if store::nodes::heartbeat(tx, &node.id)? {
+                        started_at
+                    } else {
+                        store::nodes::join(tx, &node)?
+                    };
+                    let others = store::nodes::live_others(tx, &node.id)?;
+                    let earlier = others
+                        .iter()
+                        .filter(|o| (o.started_at, &o.info.id) < (joined, &node.id));
+                    Ok((joined, disagreement(&node.settings, earlier)))
                 })
                 .await;
-            if let Err(e) = beat {
-                tracing::debug!("could not refresh this node's row in the fleet: {e}");
+            match beat {
+                Ok((joined, None)) => started_at = joined,
+                Ok((_, Some(why))) => {
+                    let why = format!("stopping: {why}");
+                    tracing::error!("{why}");
+                    *found.lock().unwrap() = Some(why);
+                    shutdown.cancel();
+                    return;
+                }
+                Err(e) => tracing::debug!("could not refresh this node's row in the fleet: {e}"),
             }
         }
     });
@@ -496,12 +529,14 @@ pub async fn join_fleet(
         store: store.clone(),
         id,
         stop,
+        conflict,
     }))
 }
 
 impl FleetMember {
-    /// Stops the heartbeat and deletes this node's row: the others no longer count it.
-    pub async fn leave(self) {
+    /// Stops the heartbeat and deletes this node's row: the others no longer count it. Returns
+    /// why the node was stopped, if a disagreement found while it ran stopped it.
+    pub async fn leave(self) -> Option<String> {
         self.stop.cancel();
         let id = self.id.clone();
         if let Err(e) = self
@@ -511,12 +546,30 @@ impl FleetMember {
         {
             tracing::warn!("could not remove this node from the fleet's nodes: {e}");
         }
+        self.conflict.lock().unwrap().take()
     }
 }
 
-/// A node's id in the fleet: its host and data directory (each node locks its own), so a node
-/// restarted after a crash replaces its own row rather than meeting it as another node.
-fn node_id(data_dir: &std::path::Path) -> String {
+/// A node's id in the fleet, `node_<ulid>`, kept in its data directory (which it locks): a node
+/// restarted after a crash replaces its own row rather than meeting it as another node, and two
+/// containers whose data directories share a path and a host name are still two nodes.
+fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if crate::ids::is_id(id, "node") {
+            return Ok(id.to_string());
+        }
+    }
+    let id = crate::ids::new_id("node");
+    std::fs::create_dir_all(data_dir)
+        .and_then(|()| std::fs::write(&path, format!("{id}\n")))
+        .map_err(|e| anyhow::anyhow!("writing this node's id to {}: {e}", path.display()))?;
+    Ok(id)
+}
+
+/// Where a node runs, for people: its host name and data directory.
+fn node_place(data_dir: &std::path::Path) -> String {
     let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())
@@ -528,36 +581,58 @@ fn node_id(data_dir: &std::path::Path) -> String {
     format!("{host}:{}", dir.display())
 }
 
-/// A running node as a refusal names it.
+/// A running node as a refusal names it, with how much longer it counts as running if it was
+/// killed (its row is refreshed every [`HEARTBEAT`]).
 fn describe_node(n: &store::nodes::Node) -> String {
-    format!(
-        "{} {} (pid {}, soundcheck {}, seen {} s ago)",
-        n.kind,
-        n.id,
+    let seen = n.seen_ms_ago.max(0);
+    let mut text = format!(
+        "{} {} (pid {}, soundcheck {}, seen {} s ago",
+        n.info.kind,
+        n.info.place,
         n.pid,
-        n.version,
-        n.seen_ms_ago.max(0) / 1000
-    )
+        n.info.version,
+        seen / 1000
+    );
+    if seen > 2 * HEARTBEAT.as_millis() as i64 {
+        let left = (store::nodes::STALE_MS - seen) / 1000 + 1;
+        text.push_str(&format!(
+            "; if it was killed, it counts as running {left} s more"
+        ));
+    }
+    text.push(')');
+    text
 }
 
-/// The first shared setting in which this node differs from a running one, as a refusal.
-fn disagreement(mine: &serde_json::Value, others: &[store::nodes::Node]) -> Option<String> {
+/// The first shared setting in which this node differs from one of `others`, as a refusal.
+fn disagreement<'a>(
+    mine: &serde_json::Value,
+    others: impl IntoIterator<Item = &'a store::nodes::Node>,
+) -> Option<String> {
     const FLAGS: [(&str, &str); 3] = [
         ("lease_secs", "--lease-secs"),
         ("time_scale", "--time-scale"),
         ("strict", "--strict"),
     ];
+    let show = |v: &serde_json::Value| match v {
+        serde_json::Value::Bool(true) => "on".to_string(),
+        serde_json::Value::Bool(false) => "off".to_string(),
+        serde_json::Value::Number(n) => {
+            n.as_f64().map_or_else(|| n.to_string(), |f| format!("{f}"))
+        }
+        other => other.to_string(),
+    };
     for other in others {
         for (key, flag) in FLAGS {
-            let (here, there) = (&mine[key], &other.settings[key]);
+            let (here, there) = (&mine[key], &other.info.settings[key]);
             if !there.is_null() && here != there {
                 return Some(format!(
-                    "{flag} {here} differs from the fleet's: {} runs with {there}. Every node \
-                     of a fleet runs with the same --lease-secs, --time-scale and --strict; to \
-                     change them, stop every node, then start each with the new values (a killed \
-                     node counts as running until {} s after it was last seen)",
+                    "this node's {flag} is {}, but {} runs with {}. Every node of a fleet runs \
+                     with the same --lease-secs, --time-scale and --strict (given or default: \
+                     30, 1 and off); to change them, stop every node, then start each with the \
+                     new values",
+                    show(here),
                     describe_node(other),
-                    store::nodes::STALE_MS / 1000
+                    show(there),
                 ));
             }
         }
@@ -960,5 +1035,26 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node's id lives in its data directory: the same directory gives the same id after a
+    /// restart, and two directories two ids, whatever their paths (two containers may both
+    /// mount theirs at `/data` on hosts of one name).
+    #[test]
+    fn a_node_id_is_kept_in_its_data_directory() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = node_id(a.path()).unwrap();
+        assert!(crate::ids::is_id(&first, "node"), "{first}");
+        assert_eq!(node_id(a.path()).unwrap(), first);
+        assert_ne!(node_id(b.path()).unwrap(), first);
+        // A damaged file is replaced by a fresh id.
+        std::fs::write(a.path().join("node-id"), "junk").unwrap();
+        let fresh = node_id(a.path()).unwrap();
+        assert!(crate::ids::is_id(&fresh, "node") && fresh != first);
     }
 }

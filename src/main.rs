@@ -560,7 +560,9 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
         let registry = soundcheck::engines::try_registry(&config)?;
         soundcheck::app::claimed_engines(&config, &registry)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
-        let member = soundcheck::app::join_fleet(&config, &store, "worker", None).await?;
+        let shutdown = stop_on_signal();
+        let member =
+            soundcheck::app::join_fleet(&config, &store, "worker", None, shutdown.clone()).await?;
         let result = async {
             let media = soundcheck::app::open_media(&config, &store).await?;
             lock.record(None)?;
@@ -575,14 +577,10 @@ fn worker(args: ServeArgs) -> anyhow::Result<()> {
                     .clone()
                     .unwrap_or_else(|| config.media_dir.display().to_string())
             );
-            let shutdown = stop_on_signal();
             soundcheck::app::run_worker(config, store, secrets, media, registry, shutdown).await
         }
         .await;
-        if let Some(member) = member {
-            member.leave().await;
-        }
-        result
+        left_fleet(member, result).await
     });
     stop_runtime(runtime);
     result
@@ -607,17 +605,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         soundcheck::app::claimed_engines(&config, &registry)?;
         let (store, secrets) = soundcheck::app::open_store(&config).await?;
         // Where clients reach it: client commands given only `--database` choose from these.
-        let addr = listener.local_addr()?;
+        let listen = listener.local_addr()?;
         let public = config
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
-        let member = soundcheck::app::join_fleet(&config, &store, "serve", Some(&public)).await?;
-        let result = serve_node(config, store, secrets, registry, listener, lock).await;
-        if let Some(member) = member {
-            member.leave().await;
-        }
-        result
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let urls = soundcheck::app::NodeUrls { public, listen };
+        let shutdown = stop_on_signal();
+        let member =
+            soundcheck::app::join_fleet(&config, &store, "serve", Some(urls), shutdown.clone())
+                .await?;
+        let result = serve_node(config, store, secrets, registry, listener, lock, shutdown).await;
+        left_fleet(member, result).await
     });
     stop_runtime(runtime);
     result
@@ -631,6 +630,7 @@ async fn serve_node(
     registry: soundcheck::jobs::registry::Registry,
     listener: tokio::net::TcpListener,
     lock: soundcheck::datadir::DataDirLock,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // Checked before the banner: a node that cannot use its bucket says why and stops.
     let media = soundcheck::app::open_media(&config, &store).await?;
@@ -683,8 +683,23 @@ async fn serve_node(
         "next: in another terminal, `soundcheck listen` (a webhook inbox that verifies \
          signatures), then `soundcheck trigger job.completed`"
     );
-    let shutdown = stop_on_signal();
     soundcheck::app::run(config, store, secrets, media, registry, listener, shutdown).await
+}
+
+/// A fleet node's end: it leaves the fleet (its row deleted); stopped for a disagreement with a
+/// node that joined before it, it fails with the reason.
+async fn left_fleet(
+    member: Option<soundcheck::app::FleetMember>,
+    result: anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let conflict = match member {
+        Some(member) => member.leave().await,
+        None => None,
+    };
+    match (result, conflict) {
+        (Ok(()), Some(why)) => Err(anyhow::anyhow!(why)),
+        (result, _) => result,
+    }
 }
 
 /// A token cancelled at Ctrl-C or SIGTERM, with a note that the node is stopping.

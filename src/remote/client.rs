@@ -131,12 +131,13 @@ impl Client {
              --data-dir or --url"
         );
         let (secrets, api_urls) = crate::app::read_fleet_client(database).await?;
+        let http = http_client()?;
         let base = match &args.url {
             Some(url) => url.trim_end_matches('/').to_string(),
-            // The first API node that takes a connection (one may have stopped since it last
+            // The first API node that answers (one may have stopped or frozen since it last
             // said it runs); if none does, the first, whose error names it.
-            None => match api_urls.iter().find(|url| unreachable(url).is_none()) {
-                Some(url) => url.clone(),
+            None => match first_answering(&http, &api_urls).await {
+                Some(url) => url,
                 None => api_urls.first().cloned().ok_or_else(|| {
                     anyhow!(
                         "no API node of this fleet has started yet (the --database records \
@@ -159,7 +160,7 @@ impl Client {
             ft_source: source("--ft-key", "SOUNDCHECK_FT_KEY", args.ft_key.is_some()),
             tl_key: args.api_key.clone().unwrap_or(secrets.tl_key),
             ft_key: args.ft_key.clone().unwrap_or(secrets.ft_key),
-            http: http_client()?,
+            http,
         })
     }
 
@@ -314,6 +315,18 @@ impl Client {
         }
         bail!("the event stream of {path} ended before the item did (is the server stopping?)")
     }
+}
+
+/// The first of `urls` whose server answers an HTTP request (any status) within 3 s: a node
+/// that is frozen still accepts connections, so a TCP connect is not enough.
+async fn first_answering(http: &reqwest::Client, urls: &[String]) -> Option<String> {
+    for url in urls {
+        let probe = tokio::time::timeout(Duration::from_secs(3), http.head(url.as_str()).send());
+        if matches!(probe.await, Ok(Ok(_))) {
+            return Some(url.clone());
+        }
+    }
+    None
 }
 
 /// Why nothing accepts connections at `url`'s host and port (`None`: something does, or the

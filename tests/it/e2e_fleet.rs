@@ -791,13 +791,13 @@ async fn nodes_agree_on_shared_settings_and_claim_media_waits_for_the_others() {
     let a_dir = a_dir.to_string_lossy();
     let err = refused(&["--lease-secs", "30", "--time-scale", "0.05"]);
     assert!(
-        err.contains("--lease-secs 30 differs from the fleet's: serve ")
+        err.contains("this node's --lease-secs is 30, but serve ")
             && err.contains(&*a_dir)
-            && err.contains("runs with 3"),
+            && err.contains("runs with 3."),
         "{err}"
     );
     let err = refused(&["--lease-secs", "3", "--time-scale", "1"]);
-    assert!(err.contains("--time-scale 1.0 differs"), "{err}");
+    assert!(err.contains("this node's --time-scale is 1, but"), "{err}");
     let err = refused(&["--lease-secs", "3", "--time-scale", "0.05", "--claim-media"]);
     assert!(
         err.contains("--claim-media: other nodes of the fleet are running (serve ")
@@ -806,42 +806,84 @@ async fn nodes_agree_on_shared_settings_and_claim_media_waits_for_the_others() {
     );
     let marker = std::fs::read_to_string(media.path().join(".soundcheck-fleet")).unwrap();
 
-    // Client commands given only the database go to a running API node: B started last (the
-    // fleet's last recorded API URL), then stopped, so they reach A.
+    // A node that joined while the others' rows were stale (a database outage longer than
+    // 30 s, played here by ageing A's row) with other settings is accepted, then stops with the
+    // reason at its next heartbeat once A's row is fresh again; A, which joined first, runs on.
+    let store = soundcheck::store::Store::connect(&db).await.unwrap();
+    store
+        .write(|tx| {
+            tx.execute(
+                "UPDATE nodes SET seen_at = seen_at - 60000",
+                soundcheck::store::db::params![],
+            )
+        })
+        .await
+        .unwrap();
+    let late = start(&["--lease-secs", "30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(40),
+        tokio::task::spawn_blocking(move || late.wait_with_output()),
+    )
+    .await
+    .expect("the late node stops once it sees A")
+    .unwrap()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("stopping: this node's --lease-secs is 30, but serve ")
+            && err.contains(&*a_dir),
+        "{err}"
+    );
+    assert!(a.child.try_wait().unwrap().is_none(), "A runs on");
+
+    // Client commands given only the database go to an API node that answers. B gives A's
+    // address as its public URL (one public address for the fleet, as in docs/fleet.md) and
+    // starts last; A stops: they reach B at its own address.
     let db_b = tempfile::tempdir().unwrap();
     let mut b = fleet_node(
         "serve",
         &db,
         media.path(),
         db_b.path(),
-        &["--addr", "127.0.0.1:0", "--workers", "0"],
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--workers",
+            "0",
+            "--public-url",
+            &public,
+        ],
     )
     .await;
-    let pid = b.child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
+    let term = |child: &tokio::process::Child| {
+        let pid = child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    term(&a.child);
+    tokio::time::timeout(Duration::from_secs(40), a.child.wait())
+        .await
         .unwrap()
-        .success());
-    b.child.wait().await.unwrap();
+        .unwrap();
     let out = crate::util::soundcheck()
         .args(["jobs", "list", "--json", "--database", &db])
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "with B gone: {}",
+        "with A gone: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-
-    // A stops (SIGTERM) and leaves: a worker with new values may start now, alone.
-    let pid = a.child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    tokio::time::timeout(Duration::from_secs(40), a.child.wait())
+    term(&b.child);
+    tokio::time::timeout(Duration::from_secs(40), b.child.wait())
         .await
         .unwrap()
         .unwrap();
