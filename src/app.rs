@@ -446,13 +446,12 @@ pub async fn join_fleet(
     if store.dialect() != crate::store::db::Dialect::Postgres {
         return Ok(None);
     }
-    let listen = urls.as_ref().map(|u| {
-        let mut addr = u.listen;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        format!("http://{addr}")
-    });
+    // Bound to every interface (0.0.0.0), a node does not know which address others reach it
+    // at: only its public URL is recorded.
+    let listen = urls
+        .as_ref()
+        .filter(|u| !u.listen.ip().is_unspecified())
+        .map(|u| format!("http://{}", u.listen));
     let me = store::nodes::NodeInfo {
         id: node_id(&config.data_dir)?,
         place: node_place(&config.data_dir),
@@ -482,6 +481,20 @@ pub async fn join_fleet(
                 if let Some(why) = disagreement(&node.settings, others.iter()) {
                     return Ok(Err(why));
                 }
+                // The same id live elsewhere: not this node restarted (that is the same place),
+                // but a copy of its data directory, which would share one row and skip the
+                // checks.
+                if let Some((place, pid)) = store::nodes::live_holder(tx, &node.id)? {
+                    if place != node.place {
+                        return Ok(Err(format!(
+                            "node {} (pid {pid}, at {place}) runs with this node's id: this \
+                             data directory was copied from that node's. Delete {} here, and \
+                             this node takes an id of its own",
+                            node.id,
+                            data_dir_node_id_path(&node.place)
+                        )));
+                    }
+                }
                 store::nodes::join(tx, &node).map(Ok)
             })
             .await?;
@@ -491,16 +504,24 @@ pub async fn join_fleet(
     let (store_in, token, found) = (store.clone(), stop.clone(), conflict.clone());
     let id = me.id.clone();
     tokio::spawn(async move {
+        let mut last_try = Instant::now();
         loop {
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(HEARTBEAT) => {}
             }
+            // Asleep far past the beat: this process was frozen (SIGSTOP, a paused machine)
+            // while the fleet went on without it, so it joins again as a node starting now,
+            // and one that wakes with other settings stops rather than the fleet that formed
+            // meanwhile. (A database outage is not that: the beats were tried and failed, and
+            // the node keeps its place.)
+            let frozen = last_try.elapsed() > Duration::from_millis(store::nodes::STALE_MS as u64);
+            last_try = Instant::now();
             let node = me.clone();
             let beat = store_in
                 .write_atomic(move |tx| {
-                    // Deleted as a day stale (a database outage that long): write it again.
-                    let joined = if store::nodes::heartbeat(tx, &node.id)? {
+                    // Deleted as a day stale (a database outage that long): written again.
+                    let joined = if !frozen && store::nodes::heartbeat(tx, &node.id)? {
                         started_at
                     } else {
                         store::nodes::join(tx, &node)?
@@ -566,6 +587,15 @@ fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
         .and_then(|()| std::fs::write(&path, format!("{id}\n")))
         .map_err(|e| anyhow::anyhow!("writing this node's id to {}: {e}", path.display()))?;
     Ok(id)
+}
+
+/// The `node-id` file a node's refusal names, from its place (`host:data directory`).
+fn data_dir_node_id_path(place: &str) -> String {
+    let dir = place.split_once(':').map_or(place, |(_, dir)| dir);
+    std::path::Path::new(dir)
+        .join("node-id")
+        .display()
+        .to_string()
 }
 
 /// Where a node runs, for people: its host name and data directory.

@@ -317,13 +317,22 @@ impl Client {
     }
 }
 
-/// The first of `urls` whose server answers an HTTP request (any status) within 3 s: a node
-/// that is frozen still accepts connections, so a TCP connect is not enough.
+/// The first of `urls` where soundcheck answers within 3 s: a node that is frozen still accepts
+/// connections, so a TCP connect is not enough, and a proxy's `502` for a stopped node, or
+/// another program on a dead node's port, is not soundcheck (its answers carry `X-Trace-Id:
+/// sc-…`; no key is sent before one is found).
 async fn first_answering(http: &reqwest::Client, urls: &[String]) -> Option<String> {
     for url in urls {
         let probe = tokio::time::timeout(Duration::from_secs(3), http.head(url.as_str()).send());
-        if matches!(probe.await, Ok(Ok(_))) {
-            return Some(url.clone());
+        if let Ok(Ok(resp)) = probe.await {
+            let ours = resp
+                .headers()
+                .get("x-trace-id")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("sc-"));
+            if ours && !resp.status().is_server_error() {
+                return Some(url.clone());
+            }
         }
     }
     None

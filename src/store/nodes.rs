@@ -125,6 +125,17 @@ pub fn heartbeat(tx: &dyn Tx, id: &str) -> Result<bool> {
     )? == 1)
 }
 
+/// Where and as which process the live row with this id runs, if one does (a node starting
+/// finds its own id taken when its data directory was copied from a running node's).
+pub fn live_holder(tx: &dyn Tx, id: &str) -> Result<Option<(String, i64)>> {
+    let now = now_ms(tx)?;
+    tx.query_opt(
+        "SELECT place, pid FROM nodes WHERE id = ?1 AND seen_at >= ?2",
+        params![id, now - STALE_MS],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
 /// Deletes this node's row (it stops).
 pub fn leave(tx: &dyn Tx, id: &str) -> Result<()> {
     tx.execute("DELETE FROM nodes WHERE id = ?1", params![id])?;

@@ -114,6 +114,14 @@ impl Postgres {
     /// Connects to a fleet's existing database without changing its schema (client commands):
     /// a database without soundcheck's tables, or with another schema version, is refused.
     pub async fn connect_existing(url: &str) -> Result<Postgres> {
+        // A frozen server accepts the connection and never answers: give up as a read does.
+        match tokio::time::timeout(ANSWER_WITHIN, Postgres::open_existing(url)).await {
+            Ok(opened) => opened,
+            Err(_) => Err(no_answer()),
+        }
+    }
+
+    async fn open_existing(url: &str) -> Result<Postgres> {
         let pg = Postgres::pool(url)?;
         let client = pg.pool.get().await.map_err(pool_error)?;
         let version: i64 = match client

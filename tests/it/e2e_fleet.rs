@@ -805,6 +805,22 @@ async fn nodes_agree_on_shared_settings_and_claim_media_waits_for_the_others() {
         "{err}"
     );
     let marker = std::fs::read_to_string(media.path().join(".soundcheck-fleet")).unwrap();
+    // A copy of A's data directory carries A's node id: refused, or the two would share one row.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(da.path().join("node-id"), copy.path().join("node-id")).unwrap();
+    let out = crate::util::soundcheck()
+        .args(["worker", "--database", &db, "--public-url", &public])
+        .args(["--lease-secs", "3", "--time-scale", "0.05", "--media-dir"])
+        .arg(media.path())
+        .arg("--data-dir")
+        .arg(copy.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("runs with this node's id") && err.contains(&*a_dir),
+        "{err}"
+    );
 
     // A node that joined while the others' rows were stale (a database outage longer than
     // 30 s, played here by ageing A's row) with other settings is accepted, then stops with the
@@ -843,7 +859,7 @@ async fn nodes_agree_on_shared_settings_and_claim_media_waits_for_the_others() {
 
     // Client commands given only the database go to an API node that answers. B gives A's
     // address as its public URL (one public address for the fleet, as in docs/fleet.md) and
-    // starts last; A stops: they reach B at its own address.
+    // starts last; A stops and a proxy's 502 answers there: they reach B at its own address.
     let db_b = tempfile::tempdir().unwrap();
     let mut b = fleet_node(
         "serve",
@@ -873,6 +889,18 @@ async fn nodes_agree_on_shared_settings_and_claim_media_waits_for_the_others() {
         .await
         .unwrap()
         .unwrap();
+    // What a proxy answers for a backend that is gone, on the fleet's public address.
+    let proxy = tokio::net::TcpListener::bind(public.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut conn, _)) = proxy.accept().await {
+            let _ = conn
+                .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
     let out = crate::util::soundcheck()
         .args(["jobs", "list", "--json", "--database", &db])
         .output()
@@ -934,4 +962,78 @@ async fn nodes_agree_on_shared_settings_and_claim_media_waits_for_the_others() {
         "{err}"
     );
     claimed.child.start_kill().unwrap();
+}
+
+/// A node frozen (SIGSTOP) for longer than its row stays fresh (30 s) wakes with other settings
+/// than the fleet that formed without it: it stops, as a node starting now would be refused,
+/// and the fleet runs on (it once counted as having joined first and stopped every other node).
+/// A database outage, by contrast, leaves every node its place (the nodes test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_wakes_from_a_freeze_with_other_settings_stops_alone() {
+    let Some(db) = fleet_database().await else {
+        return;
+    };
+    let media = tempfile::tempdir().unwrap();
+    let (dx, dy) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let media_dir = media.path().to_string_lossy().into_owned();
+    let x = crate::util::soundcheck_async()
+        .args([
+            "worker",
+            "--database",
+            &db,
+            "--public-url",
+            "http://127.0.0.1:9",
+        ])
+        .args([
+            "--lease-secs",
+            "60",
+            "--media-dir",
+            &media_dir,
+            "--data-dir",
+        ])
+        .arg(dx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let node_id = dx.path().join("node-id");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !node_id.exists() {
+        assert!(Instant::now() < deadline, "X never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let signal = |sig: &str, pid: u32| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let pid = x.id().unwrap();
+    // Frozen past the 30 s a row stays fresh: the fleet forms again without it.
+    signal("-STOP", pid);
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    let mut y = fleet_node(
+        "serve",
+        &db,
+        media.path(),
+        dy.path(),
+        &["--addr", "127.0.0.1:0", "--workers", "0"],
+    )
+    .await;
+    signal("-CONT", pid);
+    let out = tokio::time::timeout(Duration::from_secs(40), x.wait_with_output())
+        .await
+        .expect("the woken node stops")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("stopping: this node's --lease-secs is 60, but serve "),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(y.child.try_wait().unwrap().is_none(), "the fleet runs on");
 }
