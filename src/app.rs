@@ -466,6 +466,7 @@ pub async fn join_fleet(
         }),
     };
     let (node, claim) = (me.clone(), config.claim_media);
+    let id_file = config.data_dir.join(NODE_ID_FILE);
     let joined =
         store
             .write(move |tx| {
@@ -491,7 +492,7 @@ pub async fn join_fleet(
                              data directory was copied from that node's. Delete {} here, and \
                              this node takes an id of its own",
                             node.id,
-                            data_dir_node_id_path(&node.place)
+                            id_file.display()
                         )));
                     }
                 }
@@ -571,11 +572,14 @@ impl FleetMember {
     }
 }
 
+/// The file in a node's data directory holding its id.
+const NODE_ID_FILE: &str = "node-id";
+
 /// A node's id in the fleet, `node_<ulid>`, kept in its data directory (which it locks): a node
 /// restarted after a crash replaces its own row rather than meeting it as another node, and two
 /// containers whose data directories share a path and a host name are still two nodes.
 fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
-    let path = data_dir.join("node-id");
+    let path = data_dir.join(NODE_ID_FILE);
     if let Ok(id) = std::fs::read_to_string(&path) {
         let id = id.trim();
         if crate::ids::is_id(id, "node") {
@@ -587,15 +591,6 @@ fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
         .and_then(|()| std::fs::write(&path, format!("{id}\n")))
         .map_err(|e| anyhow::anyhow!("writing this node's id to {}: {e}", path.display()))?;
     Ok(id)
-}
-
-/// The `node-id` file a node's refusal names, from its place (`host:data directory`).
-fn data_dir_node_id_path(place: &str) -> String {
-    let dir = place.split_once(':').map_or(place, |(_, dir)| dir);
-    std::path::Path::new(dir)
-        .join("node-id")
-        .display()
-        .to_string()
 }
 
 /// Where a node runs, for people: its host name and data directory.
@@ -1083,7 +1078,7 @@ mod tests {
         assert_eq!(node_id(a.path()).unwrap(), first);
         assert_ne!(node_id(b.path()).unwrap(), first);
         // A damaged file is replaced by a fresh id.
-        std::fs::write(a.path().join("node-id"), "junk").unwrap();
+        std::fs::write(a.path().join(NODE_ID_FILE), "junk").unwrap();
         let fresh = node_id(a.path()).unwrap();
         assert!(crate::ids::is_id(&fresh, "node") && fresh != first);
     }
