@@ -5,13 +5,13 @@
 //! sends no next request. A connection that in one idle period writes nothing and reads fewer than
 //! [`MIN_READ`] bytes (a stalled or dripped request body) is asked to close once its request in
 //! flight is answered, and dropped if it stays idle another period. Time the server spends on a
-//! request whose body it has finished reading is the server's, not the client's: it never counts
-//! as idle. On shutdown every connection finishes its request in flight and closes. A connection
+//! request is the server's, not the client's, and never counts as idle, except while a handler
+//! waits for body bytes the client has not sent. On shutdown every connection finishes its request in flight and closes. A connection
 //! that opens with the HTTP/2 preface gets an HTTP/2 GOAWAY saying `HTTP_1_1_REQUIRED`.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -102,13 +102,14 @@ async fn serve_connection(
     let in_service = counts.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        let turn = ServerTurn {
-            counts: in_service.clone(),
-            marked: Arc::new(AtomicBool::new(false)),
-        };
-        let response = app
-            .clone()
-            .oneshot(req.map(|b| axum::body::Body::new(TurnBody::new(b, turn.clone()))));
+        let turn = ServerTurn::new(in_service.clone());
+        let body_turn = turn.clone();
+        let response = app.clone().oneshot(req.map(|inner| {
+            axum::body::Body::new(TurnBody {
+                inner,
+                turn: body_turn,
+            })
+        }));
         async move {
             let r = response.await;
             turn.end();
@@ -144,8 +145,8 @@ async fn serve_connection(
                 }
                 let (read, written) = (counts.read.load(Ordering::Relaxed), counts.written.load(Ordering::Relaxed));
                 if counts.serving.load(Ordering::Relaxed) > 0 {
-                    // The client has sent its request and waits on us (a slow analysis, a queue
-                    // for a slot, `--latency`): not idle.
+                    // A request is the server's to answer or read (a slow analysis, a queue for
+                    // a slot, `--latency` before the body is read): not idle.
                     (window_start, window_read, window_written) = (now, read, written);
                     continue;
                 }
@@ -254,8 +255,8 @@ const H2_REFUSAL: &str =
 /// body dripped a byte every few seconds must not hold a connection forever.
 const MIN_READ: u64 = 1024;
 
-/// Bytes moved on a connection, for the idle timeout, and how many of its requests the server
-/// is working on with their bodies read.
+/// Bytes moved on a connection, for the idle timeout, and how many of its requests are the
+/// server's turn: received and not yet answered, and not waiting for more of their body.
 #[derive(Default)]
 struct Counts {
     read: AtomicU64,
@@ -263,43 +264,66 @@ struct Counts {
     serving: AtomicU64,
 }
 
-/// One request's turn: it becomes the server's once the handler has read the body to its end or
-/// let it go, and ends with the response. Counted in [`Counts::serving`] in between.
+/// Where one request stands, for [`Counts::serving`].
+const SERVER: u8 = 0;
+const WAITING_ON_CLIENT: u8 = 1;
+const ANSWERED: u8 = 2;
+
+/// One request's turns. It is the server's from the moment its headers are read (a handler that
+/// has not read the body yet, because it sleeps for `--latency` or waits for a slot, is not a
+/// client being idle) to its response, except while the handler waits for body bytes that have
+/// not come: that time is the client's.
 #[derive(Clone)]
 struct ServerTurn {
     counts: Arc<Counts>,
-    /// Set when the turn began, or when the response was made (whichever came first).
-    marked: Arc<AtomicBool>,
+    state: Arc<AtomicU8>,
 }
 
 impl ServerTurn {
-    fn begin(&self) {
-        if !self.marked.swap(true, Ordering::AcqRel) {
-            self.counts.serving.fetch_add(1, Ordering::Relaxed);
+    fn new(counts: Arc<Counts>) -> ServerTurn {
+        counts.serving.fetch_add(1, Ordering::Relaxed);
+        ServerTurn {
+            counts,
+            state: Arc::new(AtomicU8::new(SERVER)),
         }
     }
 
-    /// The response is made: the turn (if it began) ends, and a body let go later begins none.
+    fn go(&self, from: u8, to: u8) {
+        if self
+            .state
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            if to == SERVER {
+                self.counts.serving.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.counts.serving.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The handler asked for body bytes that have not arrived.
+    fn wait_on_client(&self) {
+        self.go(SERVER, WAITING_ON_CLIENT);
+    }
+
+    /// Body bytes came, or the handler let the body go.
+    fn back_to_server(&self) {
+        self.go(WAITING_ON_CLIENT, SERVER);
+    }
+
+    /// The response is made.
     fn end(&self) {
-        if self.marked.swap(true, Ordering::AcqRel) {
+        if self.state.swap(ANSWERED, Ordering::AcqRel) == SERVER {
             self.counts.serving.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
-/// A request body that begins the server's turn at its end, or when it is dropped unread.
+/// A request body that tells its [`ServerTurn`] when the handler waits on the client for it.
 struct TurnBody {
     inner: Incoming,
     turn: ServerTurn,
-}
-
-impl TurnBody {
-    fn new(inner: Incoming, turn: ServerTurn) -> TurnBody {
-        if hyper::body::Body::is_end_stream(&inner) {
-            turn.begin();
-        }
-        TurnBody { inner, turn }
-    }
 }
 
 impl hyper::body::Body for TurnBody {
@@ -311,8 +335,9 @@ impl hyper::body::Body for TurnBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(poll, Poll::Ready(None)) || hyper::body::Body::is_end_stream(&self.inner) {
-            self.turn.begin();
+        match poll {
+            Poll::Pending => self.turn.wait_on_client(),
+            Poll::Ready(_) => self.turn.back_to_server(),
         }
         poll
     }
@@ -328,7 +353,7 @@ impl hyper::body::Body for TurnBody {
 
 impl Drop for TurnBody {
     fn drop(&mut self) {
-        self.turn.begin();
+        self.turn.back_to_server();
     }
 }
 

@@ -458,6 +458,32 @@ async fn a_slow_answer_is_not_an_idle_client() {
         .await
         .unwrap();
     assert_eq!(job.status(), 202);
+
+    // Headers first, the body a moment later (as a client that writes them apart does): while
+    // the server sleeps out `--latency` it has not read the body, and the unread body is not the
+    // client's idleness (this connection was once dropped before its answer).
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut apart = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = br#"{"amount": 5}"#;
+    let head = format!(
+        "POST /v1/credits HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        s.secrets.tl_key,
+        body.len()
+    );
+    apart.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    apart.write_all(body).await.unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), apart.read(&mut answer))
+        .await
+        .expect("no answer within 20 s")
+        .unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
     s.stop().await;
 }
 
