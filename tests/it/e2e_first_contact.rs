@@ -140,17 +140,7 @@ impl Served {
     }
     /// SIGTERM, then wait for the exit.
     pub async fn terminate(mut self) {
-        let pid = self.child.id().unwrap().to_string();
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.success(), "{status:?}");
+        crate::util::terminate(&mut self.child, 40).await;
     }
 }
 
@@ -615,16 +605,7 @@ async fn streaming_commands_print_one_json_object_per_line() {
     assert!(lines.iter().all(|l| l["job"]["job_id"] == one), "{out}");
 
     // Stopped, listen restores the endpoint URL (none) and says so on stderr only.
-    let pid = listen.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), listen.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    crate::util::terminate(&mut listen, 30).await;
     // The job followed by id sent its event here too; whatever is left is events only.
     while let Some(line) = events.next_line().await.unwrap() {
         assert!(

@@ -876,15 +876,7 @@ async fn nodes_agree_on_shared_settings_and_claim_media_waits_for_the_others() {
         ],
     )
     .await;
-    let term = |child: &tokio::process::Child| {
-        let pid = child.id().unwrap().to_string();
-        assert!(std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
-    term(&a.child);
+    crate::util::sigterm(&a.child);
     tokio::time::timeout(Duration::from_secs(40), a.child.wait())
         .await
         .unwrap()
@@ -910,7 +902,7 @@ async fn nodes_agree_on_shared_settings_and_claim_media_waits_for_the_others() {
         "with A gone: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    term(&b.child);
+    crate::util::sigterm(&b.child);
     tokio::time::timeout(Duration::from_secs(40), b.child.wait())
         .await
         .unwrap()

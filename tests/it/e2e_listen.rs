@@ -182,12 +182,7 @@ async fn listen_relays_by_kind_keeps_bodies_restores_the_url_and_failed_events_a
     );
 
     // SIGTERM: the endpoint URL goes back to what it was.
-    let pid = listen.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    crate::util::sigterm(&listen);
     line_with(
         &mut out,
         &format!("Restored the endpoint URL to {original}"),
@@ -391,12 +386,7 @@ async fn stop_saying(
     out: &mut Lines<BufReader<ChildStdout>>,
     said: &str,
 ) {
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    crate::util::sigterm(child);
     line_with(out, said).await;
     child.wait().await.unwrap();
 }

@@ -164,17 +164,8 @@ async fn sigterm_gives_running_work_back_and_the_next_start_finishes_it() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid = p.child.id().unwrap();
     let mut child = p.child;
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "graceful exit: {status:?}");
+    crate::util::terminate(&mut child, 20).await;
     assert!(rx.received().is_empty());
 
     let p2 = spawn(dir.path(), &rx.url).await;
@@ -290,15 +281,5 @@ async fn a_server_whose_output_pipes_are_closed_keeps_working_and_stops_on_sigte
     }
     let got = rx.wait_for(3, 60).await;
     assert!(got.iter().all(|r| r.json()["type"] == "job.completed"));
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("stopped on SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    crate::util::terminate(&mut child, 30).await;
 }

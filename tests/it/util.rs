@@ -429,6 +429,26 @@ pub fn test_home() -> std::path::PathBuf {
 
 /// The `soundcheck` binary with [`test_home`] as its home and no key, URL or data directory
 /// inherited from the developer's environment.
+/// Sends SIGTERM to a child process (what Ctrl-C's sibling, a service manager's stop, sends).
+pub fn sigterm(child: &Child) {
+    let pid = child.id().expect("the child is running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM {pid}: {sent}");
+}
+
+/// Sends SIGTERM and waits up to `secs` for the child to exit; asserts it exited with 0.
+pub async fn terminate(child: &mut Child, secs: u64) {
+    sigterm(child);
+    let status = tokio::time::timeout(Duration::from_secs(secs), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("still running {secs} s after SIGTERM"))
+        .unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+}
+
 pub fn soundcheck() -> std::process::Command {
     let home = test_home();
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_soundcheck"));
