@@ -702,15 +702,18 @@ async fn left_fleet(
     }
 }
 
-/// A token cancelled at Ctrl-C or SIGTERM, with a note that the node is stopping.
+/// A token cancelled at Ctrl-C or SIGTERM. Whoever cancels it (a signal, or a fleet node that
+/// stops itself for a disagreement), a note says the node is stopping.
 fn stop_on_signal() -> CancellationToken {
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let signalled = soundcheck::app::shutdown_signal();
     tokio::spawn(async move {
-        signalled.await;
+        tokio::select! {
+            _ = signalled => token.cancel(),
+            _ = token.cancelled() => {}
+        }
         note!("shutting down: finishing or re-queueing running work…");
-        token.cancel();
     });
     shutdown
 }

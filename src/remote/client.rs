@@ -20,6 +20,9 @@ pub(super) struct Client {
     tl_source: String,
     ft_source: String,
     pub(super) http: reqwest::Client,
+    /// The fleet's database, when the server was chosen from it (`--database`, no `--url`): a
+    /// long-running command looks there for another API node when this one stops answering.
+    fleet: Option<String>,
 }
 
 impl Client {
@@ -119,6 +122,7 @@ impl Client {
             tl_source,
             ft_source,
             http: http_client()?,
+            fleet: None,
         })
     }
 
@@ -161,6 +165,26 @@ impl Client {
             tl_key: args.api_key.clone().unwrap_or(secrets.tl_key),
             ft_key: args.ft_key.clone().unwrap_or(secrets.ft_key),
             http,
+            fleet: args.url.is_none().then(|| database.to_string()),
+        })
+    }
+
+    /// Whether this client may move to another API node ([`Client::another_node`]).
+    pub(super) fn in_fleet(&self) -> bool {
+        self.fleet.is_some()
+    }
+
+    /// For a client that chose its server from the fleet's database: the API node that answers
+    /// now, read from there again (the one in use may have stopped). `None` for a client of one
+    /// server, or when no API node answers.
+    pub(super) async fn another_node(&self) -> Option<Client> {
+        let (_, urls) = crate::app::read_fleet_client(self.fleet.as_deref()?)
+            .await
+            .ok()?;
+        let base = first_answering(&self.http, &urls).await?;
+        Some(Client {
+            base,
+            ..self.clone()
         })
     }
 
@@ -203,11 +227,12 @@ impl Client {
         req: reqwest::RequestBuilder,
     ) -> anyhow::Result<reqwest::Response> {
         req.send().await.map_err(|e| {
-            anyhow!(
+            Lost(format!(
                 "could not reach soundcheck at {}: {e}. Is `soundcheck serve` running there? \
                  (--url names another server)",
                 self.base
-            )
+            ))
+            .into()
         })
     }
 
@@ -289,7 +314,13 @@ impl Client {
         let mut body = resp.bytes_stream();
         let (mut buf, mut event, mut data) = (String::new(), String::new(), String::new());
         while let Some(chunk) = body.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk?));
+            let chunk = chunk.map_err(|e| {
+                Lost(format!(
+                    "the event stream of {path} from {} broke: {e}",
+                    self.base
+                ))
+            })?;
+            buf.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = buf.find('\n') {
                 let line: String = buf.drain(..=end).collect();
                 let line = line.trim_end_matches(['\n', '\r']);
@@ -313,7 +344,12 @@ impl Client {
                 } // ':' lines are keep-alive comments
             }
         }
-        bail!("the event stream of {path} ended before the item did (is the server stopping?)")
+        Err(Lost(format!(
+            "the event stream of {path} from {} ended before the item did (is the server \
+             stopping?)",
+            self.base
+        ))
+        .into())
     }
 }
 
@@ -363,6 +399,25 @@ pub(super) fn decode<T: DeserializeOwned>(v: Value, path: &str) -> anyhow::Resul
     serde_json::from_value(v).map_err(|e| {
         anyhow!("the answer of {path} is not what this soundcheck expects ({e}); is the server another version?")
     })
+}
+
+/// The server in use stopped answering: it could not be reached, or an event stream broke or
+/// ended early. A client of a fleet ([`Client::in_fleet`]) may go on through another API node.
+#[derive(Debug)]
+pub(super) struct Lost(String);
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Lost {}
+
+impl Lost {
+    pub(super) fn is(e: &anyhow::Error) -> bool {
+        e.downcast_ref::<Lost>().is_some()
+    }
 }
 
 /// Which of the two keys a request carried (for the `401` message).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::client::{decode, Client, Key, Refused};
+use super::client::{decode, Client, Key, Lost, Refused};
 use super::print::job_line;
 use crate::api::jobs::JobList;
 use crate::api::lifecycle::ProgressEvent;
@@ -86,8 +86,10 @@ pub(super) fn timestamp() -> String {
 /// that has not ended through its live event stream, printing every change.
 ///
 /// A `503` (a fleet's database restarting) is waited out, with one line when it begins and one
-/// when it ends; any other error ends the command.
+/// when it ends. Given only the fleet's database, it goes on through another API node when its
+/// node stops answering (and waits for one while none does). Any other error ends the command.
 pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
+    let mut c = c.clone();
     let mut seen: std::collections::HashSet<String> = Default::default();
     let mut first = true;
     let mut outage = false;
@@ -108,6 +110,31 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
                     _ = tokio::time::sleep(OUTAGE_RETRY) => continue,
                 }
             }
+            Err(e) if Lost::is(&e) && c.in_fleet() => {
+                match c.another_node().await {
+                    Some(next) => {
+                        if next.base != c.base {
+                            eprintln!(
+                                "{}  {} stopped answering; following the fleet through {}",
+                                clock(),
+                                c.base,
+                                next.base
+                            );
+                        }
+                        outage = false;
+                        c = next;
+                        continue;
+                    }
+                    None if !std::mem::replace(&mut outage, true) => {
+                        eprintln!("{}  {e:#}; waiting for an API node of the fleet", clock());
+                    }
+                    None => {}
+                }
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                    _ = tokio::time::sleep(OUTAGE_RETRY) => continue,
+                }
+            }
             Err(e) => return Err(e),
         };
         // Oldest first, so lines come out in order.
@@ -122,13 +149,19 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
                 }
                 continue;
             }
-            let c = c.clone();
+            let mut c = c.clone();
             tokio::spawn(async move {
                 loop {
                     match follow_job(&c, &j.job_id, json).await {
                         Ok(_) => break,
                         // Its stream could not start (the database): try again.
                         Err(e) if Refused::is_passing(&e) => tokio::time::sleep(OUTAGE_RETRY).await,
+                        // Its node stopped: the stream again from another (it opens with the
+                        // job as it is now).
+                        Err(e) if Lost::is(&e) && c.in_fleet() => match c.another_node().await {
+                            Some(next) => c = next,
+                            None => tokio::time::sleep(OUTAGE_RETRY).await,
+                        },
                         Err(e) => {
                             eprintln!("{}: {e:#}", j.job_id);
                             break;

@@ -254,6 +254,76 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
             && stderr.contains("--claim-media"),
         "it names the fleet's storage and the way out: {stderr}"
     );
+
+    // `jobs tail` given only the database follows the fleet through the address B records first
+    // (its public URL, which is A); killed A, it goes on through B's own address: a job running
+    // when A died, and one submitted on B afterwards, are followed to their end.
+    let mut a = a;
+    let mut tail = crate::util::soundcheck_async()
+        .args(["jobs", "tail", "--json", "--database", &db])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (out, err) = (
+        Arc::new(Mutex::new(String::new())),
+        Arc::new(Mutex::new(String::new())),
+    );
+    for (pipe, text) in [
+        (
+            Box::new(tail.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            out.clone(),
+        ),
+        (Box::new(tail.stderr.take().unwrap()), err.clone()),
+    ] {
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut text = text.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let submit = |node: &Node, delay_ms: u32| {
+        node.req(Method::POST, "/v1/analyze/upload")
+            .header("X-Soundcheck-Fault", format!("delay={delay_ms}"))
+            .multipart(form(wav_bytes(0.5), &[]))
+            .send()
+    };
+    let running: Value = submit(&a, 3000).await.unwrap().json().await.unwrap();
+    let running = running["job_id"].as_str().unwrap().to_string();
+    a.wait_status(&running, &["running"], 60).await;
+    a.child.start_kill().unwrap();
+    a.child.wait().await.unwrap();
+    let after: Value = submit(&b, 1).await.unwrap().json().await.unwrap();
+    let after = after["job_id"].as_str().unwrap().to_string();
+    let ended = |id: &str| {
+        out.lock().unwrap().lines().any(|l| {
+            let l: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+            l["event"] == "done" && l["job"]["job_id"] == id && l["job"]["status"] == "completed"
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(ended(&running) && ended(&after)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (out, err) = (out.lock().unwrap().clone(), err.lock().unwrap().clone());
+    assert!(
+        ended(&running) && ended(&after),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{public} stopped answering; following the fleet through {}",
+            b.base
+        )),
+        "{err}"
+    );
+    assert!(tail.try_wait().unwrap().is_none(), "tail runs on: {err}");
 }
 
 /// The submit rule under contention from two nodes (two independent connection pools to one
@@ -1026,6 +1096,8 @@ async fn a_node_that_wakes_from_a_freeze_with_other_settings_stops_alone() {
         err.contains("stopping: this node's --lease-secs is 60, but serve "),
         "{err}"
     );
+    // It says it is shutting down, as a node stopped by a signal does.
+    assert!(err.contains("shutting down: "), "{err}");
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(y.child.try_wait().unwrap().is_none(), "the fleet runs on");
 }
