@@ -286,7 +286,20 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = self.send(req).await?;
+        let mut resp = self.send(req.try_clone().expect("a JSON body")).await?;
+        // A job allows one poll per second, and an app polling it may have just taken it: a
+        // read waits out the `Retry-After` (1 s) once, as a polite client does.
+        if method == "GET" && resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let wait = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .filter(|&secs| secs <= 5);
+            if let Some(secs) = wait {
+                tokio::time::sleep(Duration::from_secs(secs) + Duration::from_millis(50)).await;
+                resp = self.send(req).await?;
+            }
+        }
         self.answer(resp, Key::Jobs).await
     }
 }

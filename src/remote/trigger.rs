@@ -1,7 +1,7 @@
 //! `trigger`: a real job or generation forced down one path so its webhook is sent, with
 //! `--param` fields checked against the server's OpenAPI document before anything runs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use serde_json::{json, Value};
@@ -11,6 +11,21 @@ use super::print::job_line;
 use crate::api::webhook::EndpointBody;
 use crate::jobs::engine::JobKind;
 use crate::views::{GenerationBody, JobBody, SubmitBody};
+
+/// The item whose event stream is `events`, once it has ended (at most 300 s). The stream, not
+/// polls: a job allows one poll per second, and that one is the app's (its webhook handler
+/// fetching the job `trigger` ran, say), never taken by `trigger` waiting.
+async fn ended<T: serde::de::DeserializeOwned>(
+    c: &Client,
+    events: &str,
+    key: Key,
+    id: &str,
+) -> anyhow::Result<T> {
+    let done = tokio::time::timeout(Duration::from_secs(300), c.follow(events, key, |_, _| {}))
+        .await
+        .map_err(|_| anyhow!("{id} did not finish in 300 s"))??;
+    decode(done, events)
+}
 
 /// Checks `name=value` pairs against the request body `path`'s POST takes in the server's
 /// OpenAPI document: the name must be one of its fields (the audio file aside), and a value must
@@ -254,20 +269,8 @@ pub(super) async fn trigger(
         let sub: SubmitBody = decode(c.answer(c.send(req).await?, Key::Jobs).await?, endpoint)?;
         let id = sub.job_id;
         say!(json, "submitted {id} to {endpoint}");
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let job = loop {
-            tokio::time::sleep(Duration::from_millis(1100)).await;
-            let j: JobBody = c
-                .tl_poll_as(&format!("/v1/jobs/{}", super::client::segment(&id)?))
-                .await?;
-            if j.status == "completed" || j.status == "failed" {
-                break j;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "job {id} did not finish in 300 s"
-            );
-        };
+        let events = format!("/v1/jobs/{}/events", super::client::segment(&id)?);
+        let job: JobBody = ended(c, &events, Key::Jobs, &id).await?;
         say!(json, "{}", job_line(&job));
         // Read once the job has ended, when the event's fate was decided: the endpoint may have
         // been disabled (five failing events) or enabled while it ran.
@@ -318,25 +321,8 @@ pub(super) async fn trigger(
             decode(c.answer(c.send(req).await?, Key::Generations).await?, path)?;
         let id = g.id;
         say!(json, "submitted generation {id}");
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let path = format!("/v1/generations/{}", super::client::segment(&id)?);
-        let done = loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let req = c
-                .http
-                .get(format!("{}{path}", c.base))
-                .header("X-API-Key", &c.ft_key)
-                .header(crate::app::POLL_HEADER, "1");
-            let g: GenerationBody =
-                decode(c.answer(c.send(req).await?, Key::Generations).await?, &path)?;
-            if g.status == "completed" || g.status == "failed" {
-                break g;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "generation {id} did not finish in 300 s"
-            );
-        };
+        let events = format!("/v1/generations/{}/events", super::client::segment(&id)?);
+        let done: GenerationBody = ended(c, &events, Key::Generations, &id).await?;
         let detail = match (&done.error_message, &done.audio_url) {
             (Some(m), _) => format!(": {m}"),
             (None, url) => format!(" {}", url.as_deref().unwrap_or("")),

@@ -109,15 +109,29 @@ async fn listen_trigger_forward_rotate_and_resend_work_end_to_end() {
         "{ep}"
     );
 
-    // job.completed: a real job, its signed event printed, verified and relayed verbatim.
-    let said = sc(&with(&["trigger", "job.completed"])
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>())
-    .await;
+    // job.completed: a real job, its signed event printed, verified and relayed verbatim. The
+    // app fetches the job a moment after the event arrives, while `trigger` may still be
+    // waiting: the one poll per second a job allows is the app's (`trigger` follows the job's
+    // event stream; its polls, 1.1 s apart, once took it, and `trigger` got a 429).
+    let args = with(&["trigger", "job.completed"]);
+    let trigger =
+        tokio::spawn(async move { sc(&args.iter().map(String::as_str).collect::<Vec<_>>()).await });
+    let event = app.wait_for(1, 30).await[0].json();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let fetched = s
+        .tl(
+            Method::GET,
+            &format!("/v1/jobs/{}", event["data"]["job_id"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), 200, "the app's fetch of the job");
+    let said = trigger.await.unwrap();
     assert!(said.contains("completed"), "{said}");
     let job_id = said.split_whitespace().nth(1).unwrap().to_string();
     assert!(job_id.starts_with("job_"), "{said}");
+    assert_eq!(event["data"]["job_id"], job_id.as_str());
     let line = line_with(&mut out, &["job.completed", &job_id]).await;
     assert!(line.contains("signature verified"), "{line}");
     let line = line_with(&mut out, &["<--"]).await;
@@ -223,6 +237,12 @@ async fn listen_trigger_forward_rotate_and_resend_work_end_to_end() {
         jobs.contains(&job_id) && jobs.contains("completed"),
         "{jobs}"
     );
+    // Polled by the app a moment ago, the job is shown all the same: `jobs show` waits out the
+    // `429`'s Retry-After once.
+    let poll = || s.tl(Method::GET, &format!("/v1/jobs/{job_id}")).send();
+    while poll().await.unwrap().status() == 429 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
     let shown: Value = serde_json::from_str(
         &sc(&with(&["jobs", "show", &job_id])
             .iter()
