@@ -305,6 +305,46 @@ impl Client {
 }
 
 impl Client {
+    /// [`Client::follow`] through what a long wait meets: a `503` (a fleet's database
+    /// restarting) is waited out, and a client of a fleet moves to the API node that answers
+    /// when its own stops (saying so on stderr when `announce`). A stream opens with the item
+    /// as it is, so an end reached meanwhile is not missed.
+    pub(super) async fn follow_on(
+        &self,
+        path: &str,
+        key: Key,
+        announce: bool,
+        mut on: impl FnMut(&str, &Value),
+    ) -> anyhow::Result<Value> {
+        let mut c = self.clone();
+        let mut waiting = false;
+        loop {
+            let e = match c.follow(path, key, &mut on).await {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
+            if Lost::is(&e) && c.in_fleet() {
+                if let Some(next) = c.another_node().await {
+                    if announce && next.base != c.base {
+                        eprintln!(
+                            "{} stopped answering; following the fleet through {}",
+                            c.base, next.base
+                        );
+                    }
+                    c = next;
+                    waiting = false;
+                    continue;
+                }
+            } else if !Refused::is_passing(&e) {
+                return Err(e);
+            }
+            if announce && !std::mem::replace(&mut waiting, true) {
+                eprintln!("{e:#}; waiting");
+            }
+            tokio::time::sleep(WAIT_RETRY).await;
+        }
+    }
+
     /// Reads an item's `/events` stream (server-sent events), calling `on(event, data)` for
     /// each event, until `done`; returns the final object.
     pub(super) async fn follow(
@@ -365,6 +405,10 @@ impl Client {
         .into())
     }
 }
+
+/// How often a waiting command asks again while its server answers `503`, or no API node of
+/// its fleet answers.
+pub(super) const WAIT_RETRY: Duration = Duration::from_secs(2);
 
 /// The first of `urls` where soundcheck answers within 3 s: a node that is frozen still accepts
 /// connections, so a TCP connect is not enough, and a proxy's `502` for a stopped node, or

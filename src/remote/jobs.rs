@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::client::{decode, Client, Key, Lost, Refused};
+use super::client::{decode, Client, Key, Lost, Refused, WAIT_RETRY};
 use super::print::job_line;
 use crate::api::jobs::JobList;
 use crate::api::lifecycle::ProgressEvent;
@@ -28,16 +28,21 @@ pub(super) async fn jobs_list(c: &Client, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How often `jobs tail` asks again while the server answers `503`.
-const OUTAGE_RETRY: Duration = Duration::from_secs(2);
-
 /// Prints a job at each event of its live stream until it ends (a line of text, or with `json`
 /// one object: `{"time", "event", "job"}`); returns the final job.
-pub(super) async fn follow_job(c: &Client, id: &str, json: bool) -> anyhow::Result<JobBody> {
+///
+/// It waits out `503`s and, given only a fleet's database, moves to another API node when its
+/// own stops answering ([`Client::follow_on`]; `announce`: saying so).
+pub(super) async fn follow_job(
+    c: &Client,
+    id: &str,
+    json: bool,
+    announce: bool,
+) -> anyhow::Result<JobBody> {
     let path = format!("/v1/jobs/{}/events", super::client::segment(id)?);
     let mut last: Option<JobBody> = None;
     let done = c
-        .follow(&path, Key::Jobs, |event, data| {
+        .follow_on(&path, Key::Jobs, announce, |event, data| {
             match (event, last.as_mut()) {
                 // A progress event carries only the fraction.
                 ("progress", Some(job)) => {
@@ -107,7 +112,7 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
                 }
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => return Ok(()),
-                    _ = tokio::time::sleep(OUTAGE_RETRY) => continue,
+                    _ = tokio::time::sleep(WAIT_RETRY) => continue,
                 }
             }
             Err(e) if Lost::is(&e) && c.in_fleet() => {
@@ -132,7 +137,7 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
                 }
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => return Ok(()),
-                    _ = tokio::time::sleep(OUTAGE_RETRY) => continue,
+                    _ = tokio::time::sleep(WAIT_RETRY) => continue,
                 }
             }
             Err(e) => return Err(e),
@@ -149,24 +154,12 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
                 }
                 continue;
             }
-            let mut c = c.clone();
+            let c = c.clone();
+            // The job list's loop says when the server or node changes; the streams quietly
+            // follow.
             tokio::spawn(async move {
-                loop {
-                    match follow_job(&c, &j.job_id, json).await {
-                        Ok(_) => break,
-                        // Its stream could not start (the database): try again.
-                        Err(e) if Refused::is_passing(&e) => tokio::time::sleep(OUTAGE_RETRY).await,
-                        // Its node stopped: the stream again from another (it opens with the
-                        // job as it is now).
-                        Err(e) if Lost::is(&e) && c.in_fleet() => match c.another_node().await {
-                            Some(next) => c = next,
-                            None => tokio::time::sleep(OUTAGE_RETRY).await,
-                        },
-                        Err(e) => {
-                            eprintln!("{}: {e:#}", j.job_id);
-                            break;
-                        }
-                    }
+                if let Err(e) = follow_job(&c, &j.job_id, json, false).await {
+                    eprintln!("{}: {e:#}", j.job_id);
                 }
             });
         }

@@ -303,7 +303,7 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     remote,
                 } => {
                     let c = Client::new(&remote).await?;
-                    follow_job(&c, &id, json).await.map(|_| ())
+                    follow_job(&c, &id, json, true).await.map(|_| ())
                 }
                 JobsAction::Tail {
                     id: None,
@@ -320,7 +320,8 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 JobsAction::Wait { id, json, remote } => {
                     let c = Client::new(&remote).await?;
                     let path = format!("/v1/jobs/{}/events", segment(&id)?);
-                    let job: JobBody = decode(c.follow(&path, Key::Jobs, |_, _| {}).await?, &path)?;
+                    let done = c.follow_on(&path, Key::Jobs, true, |_, _| {}).await?;
+                    let job: JobBody = decode(done, &path)?;
                     print_job(&job, json)?;
                     if job.status == "failed" {
                         bail!("job {id} failed: {}", job_error(&job));

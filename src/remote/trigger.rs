@@ -21,7 +21,8 @@ async fn ended<T: serde::de::DeserializeOwned>(
     key: Key,
     id: &str,
 ) -> anyhow::Result<T> {
-    let done = tokio::time::timeout(Duration::from_secs(300), c.follow(events, key, |_, _| {}))
+    let followed = c.follow_on(events, key, true, |_, _| {});
+    let done = tokio::time::timeout(Duration::from_secs(300), followed)
         .await
         .map_err(|_| anyhow!("{id} did not finish in 300 s"))??;
     decode(done, events)

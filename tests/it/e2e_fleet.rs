@@ -297,8 +297,32 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
     let running: Value = submit(&a, 3000).await.unwrap().json().await.unwrap();
     let running = running["job_id"].as_str().unwrap().to_string();
     a.wait_status(&running, &["running"], 60).await;
+    // `jobs wait` on the running job goes on through B too.
+    let wait = crate::util::soundcheck_async()
+        .args(["jobs", "wait", &running, "--json", "--database", &db])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     a.child.start_kill().unwrap();
     a.child.wait().await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(60), wait.wait_with_output())
+        .await
+        .expect("jobs wait ends")
+        .unwrap();
+    let said = String::from_utf8_lossy(&waited.stderr);
+    assert!(waited.status.success(), "{said}");
+    let job: Value = serde_json::from_slice(&waited.stdout).unwrap();
+    assert_eq!(job["status"], "completed", "{job}");
+    assert!(
+        said.contains(&format!(
+            "{public} stopped answering; following the fleet through {}",
+            b.base
+        )),
+        "{said}"
+    );
     let after: Value = submit(&b, 1).await.unwrap().json().await.unwrap();
     let after = after["job_id"].as_str().unwrap().to_string();
     let ended = |id: &str| {
