@@ -6,8 +6,9 @@
 //! [`MIN_READ`] bytes (a stalled or dripped request body) is asked to close once its request in
 //! flight is answered, and dropped if it stays idle another period. Time the server spends on a
 //! request is the server's, not the client's, and never counts as idle, except while a handler
-//! waits for body bytes the client has not sent. On shutdown every connection finishes its request in flight and closes. A connection
-//! that opens with the HTTP/2 preface gets an HTTP/2 GOAWAY saying `HTTP_1_1_REQUIRED`.
+//! waits for body bytes the client has not sent. On shutdown every connection finishes its
+//! request in flight and closes. A connection that opens with the HTTP/2 preface gets an HTTP/2
+//! GOAWAY saying `HTTP_1_1_REQUIRED`.
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -286,10 +286,11 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let mut resp = self.send(req.try_clone().expect("a JSON body")).await?;
         // A job allows one poll per second, and an app polling it may have just taken it: a
         // read waits out the `Retry-After` (1 s) once, as a polite client does.
-        if method == "GET" && resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        let again = req.try_clone().filter(|_| method == "GET");
+        let mut resp = self.send(req).await?;
+        if let (Some(req), reqwest::StatusCode::TOO_MANY_REQUESTS) = (again, resp.status()) {
             let wait = resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
@@ -325,7 +326,10 @@ impl Client {
             };
             if Lost::is(&e) && c.in_fleet() {
                 if let Some(next) = c.another_node().await {
-                    if announce && next.base != c.base {
+                    if next.base == c.base {
+                        // It answers again (or ended the stream itself): not at once.
+                        tokio::time::sleep(WAIT_RETRY).await;
+                    } else if announce {
                         eprintln!(
                             "{} stopped answering; following the fleet through {}",
                             c.base, next.base
