@@ -746,7 +746,7 @@ async fn a_database_outage_is_waited_out_by_streams_requests_and_leases() {
     .await;
     let r = node
         .req(Method::POST, "/v1/analyze/upload")
-        .header("X-Soundcheck-Fault", "delay=35000")
+        .header("X-Soundcheck-Fault", "delay=45000")
         .multipart(form(wav_bytes(0.5), &[]))
         .send()
         .await
@@ -788,9 +788,16 @@ async fn a_database_outage_is_waited_out_by_streams_requests_and_leases() {
         })
     };
 
+    // A stream may end only with `done`. The job outlasts the outage by some 15 s, so the stream
+    // is open through it; on a slow machine the job may end as the freeze ends, and its stream
+    // with it, which is the same promise kept (the CI run of f345fdf did so).
+    let ended_without_done = || {
+        let s = seen.lock().unwrap();
+        s.2 && s.0.last().map(String::as_str) != Some("done")
+    };
     relay.set(RelayMode::Cut);
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(!seen.lock().unwrap().2, "the stream ended in the outage");
+    assert!(!ended_without_done(), "the stream ended in the outage");
     relay.set(RelayMode::Open);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -810,7 +817,7 @@ async fn a_database_outage_is_waited_out_by_streams_requests_and_leases() {
         waited >= Duration::from_secs(15) && waited < Duration::from_secs(35),
         "answered after {waited:?}"
     );
-    assert!(!seen.lock().unwrap().2, "the stream ended in the freeze");
+    assert!(!ended_without_done(), "the stream ended in the freeze");
 
     let done = node.wait_status(&id, &["completed", "failed"], 90).await;
     assert_eq!(done["status"], "completed", "{done}");
