@@ -324,8 +324,8 @@ impl Client {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };
-            if Lost::is(&e) && c.in_fleet() {
-                if let Some(next) = c.another_node().await {
+            match c.recover(e).await? {
+                Next::Through(next) => {
                     if next.base == c.base {
                         // It answers again (or ended the stream itself): not at once.
                         tokio::time::sleep(WAIT_RETRY).await;
@@ -337,16 +337,31 @@ impl Client {
                     }
                     c = next;
                     waiting = false;
-                    continue;
                 }
-            } else if !Refused::is_passing(&e) {
-                return Err(e);
+                Next::Wait(e) => {
+                    if announce && !std::mem::replace(&mut waiting, true) {
+                        eprintln!("{e:#}; waiting");
+                    }
+                    tokio::time::sleep(WAIT_RETRY).await;
+                }
             }
-            if announce && !std::mem::replace(&mut waiting, true) {
-                eprintln!("{e:#}; waiting");
-            }
-            tokio::time::sleep(WAIT_RETRY).await;
         }
+    }
+
+    /// What a waiting command does after `e`: go on through the API node that answers now,
+    /// when this client of a fleet lost its own; wait [`WAIT_RETRY`] and try again after a
+    /// `503`, or while no node answers; any other error ends it.
+    pub(super) async fn recover(&self, e: anyhow::Error) -> anyhow::Result<Next> {
+        if Lost::is(&e) && self.in_fleet() {
+            return Ok(match self.another_node().await {
+                Some(next) => Next::Through(next),
+                None => Next::Wait(e),
+            });
+        }
+        if Refused::is_passing(&e) {
+            return Ok(Next::Wait(e));
+        }
+        Err(e)
     }
 
     /// Reads an item's `/events` stream (server-sent events), calling `on(event, data)` for
@@ -408,6 +423,14 @@ impl Client {
         ))
         .into())
     }
+}
+
+/// See [`Client::recover`].
+pub(super) enum Next {
+    /// Go on through this client (another API node, or the same one answering again).
+    Through(Client),
+    /// Wait and try again; the error says what is waited for.
+    Wait(anyhow::Error),
 }
 
 /// How often a waiting command asks again while its server answers `503`, or no API node of

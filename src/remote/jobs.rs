@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::client::{decode, Client, Key, Lost, Refused, WAIT_RETRY};
+use super::client::{decode, Client, Key, Lost, Next, WAIT_RETRY};
 use super::print::job_line;
 use crate::api::jobs::JobList;
 use crate::api::lifecycle::ProgressEvent;
@@ -106,41 +106,35 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
                 }
                 list
             }
-            Err(e) if Refused::is_passing(&e) => {
-                if !std::mem::replace(&mut outage, true) {
-                    eprintln!("{}  {e:#}; waiting for it", clock());
-                }
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
-                    _ = tokio::time::sleep(WAIT_RETRY) => continue,
-                }
-            }
-            Err(e) if Lost::is(&e) && c.in_fleet() => {
-                match c.another_node().await {
-                    Some(next) => {
-                        if next.base != c.base {
-                            eprintln!(
-                                "{}  {} stopped answering; following the fleet through {}",
-                                clock(),
-                                c.base,
-                                next.base
-                            );
-                        }
-                        outage = false;
-                        c = next;
-                        continue;
+            Err(e) => match c.recover(e).await? {
+                Next::Through(next) => {
+                    if next.base != c.base {
+                        eprintln!(
+                            "{}  {} stopped answering; following the fleet through {}",
+                            clock(),
+                            c.base,
+                            next.base
+                        );
                     }
-                    None if !std::mem::replace(&mut outage, true) => {
-                        eprintln!("{}  {e:#}; waiting for an API node of the fleet", clock());
+                    outage = false;
+                    c = next;
+                    continue;
+                }
+                Next::Wait(e) => {
+                    if !std::mem::replace(&mut outage, true) {
+                        let what = if Lost::is(&e) {
+                            "an API node of the fleet"
+                        } else {
+                            "it"
+                        };
+                        eprintln!("{}  {e:#}; waiting for {what}", clock());
                     }
-                    None => {}
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => return Ok(()),
+                        _ = tokio::time::sleep(WAIT_RETRY) => continue,
+                    }
                 }
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
-                    _ = tokio::time::sleep(WAIT_RETRY) => continue,
-                }
-            }
-            Err(e) => return Err(e),
+            },
         };
         // Oldest first, so lines come out in order.
         for j in list.data.into_iter().rev() {

@@ -1097,13 +1097,7 @@ async fn a_node_that_wakes_from_a_freeze_with_other_settings_stops_alone() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let signal = |sig: &str, pid: u32| {
-        assert!(std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success());
-    };
+    let signal = crate::util::signal;
     let pid = x.id().unwrap();
     // Frozen past the 30 s a row stays fresh: the fleet forms again without it.
     signal("-STOP", pid);

@@ -429,14 +429,18 @@ pub fn test_home() -> std::path::PathBuf {
 
 /// The `soundcheck` binary with [`test_home`] as its home and no key, URL or data directory
 /// inherited from the developer's environment.
-/// Sends SIGTERM to a child process (what Ctrl-C's sibling, a service manager's stop, sends).
-pub fn sigterm(child: &Child) {
-    let pid = child.id().expect("the child is running").to_string();
+/// Sends a signal (`"-TERM"`, `"-STOP"`, `"-CONT"`) to process `pid`.
+pub fn signal(sig: &str, pid: u32) {
     let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([sig, &pid.to_string()])
         .status()
         .unwrap();
-    assert!(sent.success(), "kill -TERM {pid}: {sent}");
+    assert!(sent.success(), "kill {sig} {pid}: {sent}");
+}
+
+/// Sends SIGTERM to a child process (what Ctrl-C's sibling, a service manager's stop, sends).
+pub fn sigterm(child: &Child) {
+    signal("-TERM", child.id().expect("the child is running"));
 }
 
 /// Sends SIGTERM and waits up to `secs` for the child to exit; asserts it exited with 0.
