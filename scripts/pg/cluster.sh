@@ -4,7 +4,7 @@
 # directory, and prints its URL. Nothing is installed or configured system-wide.
 #
 #   url=$(bash scripts/pg/cluster.sh start /tmp/pg)   # prints postgres://postgres@127.0.0.1:PORT/postgres
-#   bash scripts/pg/cluster.sh stop /tmp/pg
+#   bash scripts/pg/cluster.sh stop /tmp/pg            # stops it and removes /tmp/pg
 #
 # The tests use it through SOUNDCHECK_TEST_DATABASE (each test creates its own database in it).
 #
@@ -45,6 +45,9 @@ case "$action" in
     ;;
   stop)
     as_postgres "'$bin/pg_ctl' -D '$dir/data' -m fast -w stop >/dev/null"
+    # The suite makes one database per server it starts (~8 MB each, ~1 GB a run): a stopped
+    # cluster is never reused, so its directory goes with it.
+    rm -rf "$dir"
     ;;
   *) echo "usage: cluster.sh start|stop DIR" >&2; exit 2 ;;
 esac
