@@ -33,7 +33,7 @@ const FOLLOW_TICK: Duration = Duration::from_millis(200);
 /// Smallest progress step worth an event (1 %).
 const PROGRESS_STEP: f32 = 0.01;
 /// Longest gap between keep-alive comments, whatever the idle timeout.
-const KEEP_ALIVE_MAX: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE_MAX: Duration = Duration::from_secs(15);
 /// How often a stream tries its read again while the fleet's database is unavailable.
 const OUTAGE_RETRY: Duration = Duration::from_secs(2);
 /// How long a stream stays open through a database outage (keep-alives go on, so the client

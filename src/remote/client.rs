@@ -23,6 +23,11 @@ pub(super) struct Client {
     /// The fleet's database, when the server was chosen from it (`--database`, no `--url`): a
     /// long-running command looks there for another API node when this one stops answering.
     fleet: Option<String>,
+    /// Whether the jobs / generations key came from the fleet's database (not a flag): such a
+    /// key is read there again when the fleet is ([`Client::another_node`]), since a node
+    /// started with `--tl-key` changes it for every node.
+    tl_from_fleet: bool,
+    ft_from_fleet: bool,
 }
 
 impl Client {
@@ -123,6 +128,8 @@ impl Client {
             ft_source,
             http: http_client()?,
             fleet: None,
+            tl_from_fleet: false,
+            ft_from_fleet: false,
         })
     }
 
@@ -140,7 +147,13 @@ impl Client {
             Some(url) => url.trim_end_matches('/').to_string(),
             // The first API node that answers (one may have stopped or frozen since it last
             // said it runs); if none does, the first, whose error names it.
-            None => match first_answering(&http, &api_urls).await {
+            None => match first_answering(
+                &http,
+                &api_urls,
+                args.api_key.as_deref().unwrap_or(&secrets.tl_key),
+            )
+            .await
+            {
                 Some(url) => url,
                 None => api_urls.first().cloned().ok_or_else(|| {
                     anyhow!(
@@ -166,6 +179,8 @@ impl Client {
             ft_key: args.ft_key.clone().unwrap_or(secrets.ft_key),
             http,
             fleet: args.url.is_none().then(|| database.to_string()),
+            tl_from_fleet: args.api_key.is_none(),
+            ft_from_fleet: args.ft_key.is_none(),
         })
     }
 
@@ -174,18 +189,25 @@ impl Client {
         self.fleet.is_some()
     }
 
-    /// For a client that chose its server from the fleet's database: the API node that answers
-    /// now, read from there again (the one in use may have stopped). `None` for a client of one
-    /// server, or when no API node answers.
-    pub(super) async fn another_node(&self) -> Option<Client> {
-        let (_, urls) = crate::app::read_fleet_client(self.fleet.as_deref()?)
+    /// For a client that chose its server from the fleet's database: the fleet read from there
+    /// again, the API node that answers now (the one in use may have stopped) with the keys
+    /// stored now (for those that came from there). `Ok(None)` for a client of one server, or
+    /// when no API node answers; an error when the database cannot be read.
+    pub(super) async fn another_node(&self) -> anyhow::Result<Option<Client>> {
+        let Some(database) = self.fleet.as_deref() else {
+            return Ok(None);
+        };
+        let (secrets, urls) = crate::app::read_fleet_client(database).await?;
+        let mut next = self.clone();
+        if self.tl_from_fleet {
+            next.tl_key = secrets.tl_key;
+        }
+        if self.ft_from_fleet {
+            next.ft_key = secrets.ft_key;
+        }
+        Ok(first_answering(&self.http, &urls, &next.tl_key)
             .await
-            .ok()?;
-        let base = first_answering(&self.http, &urls).await?;
-        Some(Client {
-            base,
-            ..self.clone()
-        })
+            .map(|base| Client { base, ..next }))
     }
 
     /// The JSON of a 2xx answer, or an error naming the envelope's code and message; a `401`
@@ -210,14 +232,39 @@ impl Client {
                 "SOUNDCHECK_FT_KEY",
             ),
         };
+        let from_fleet = match key {
+            Key::Jobs => self.tl_from_fleet,
+            Key::Generations => self.ft_from_fleet,
+        };
         result.map_err(|e| {
-            anyhow!(
-                "{e}\nThe {name} sent came from {source}, and the server at {} does not accept it.\n\
-                 Fix: pass the data directory that server was started with (`--data-dir DIR`; its \
-                 start-up banner prints it), or its key with {flag} (or {env}; the banner and \
-                 `soundcheck keys --data-dir DIR` print it).",
-                self.base
-            )
+            let hint = if from_fleet {
+                // A fleet node's data directory holds no keys: the database is where they are.
+                format!(
+                    "The {name} sent came from {source}, and the server at {} does not accept \
+                     it: it is not a node of that fleet, or the fleet's keys changed since.\n\
+                     Fix: check that --database names the fleet that server belongs to and run \
+                     the command again (it reads the keys from there), or pass the key with \
+                     {flag} (or {env}).",
+                    self.base
+                )
+            } else {
+                format!(
+                    "The {name} sent came from {source}, and the server at {} does not accept \
+                     it.\nFix: pass the data directory that server was started with \
+                     (`--data-dir DIR`; its start-up banner prints it), or its key with {flag} \
+                     (or {env}; the banner and `soundcheck keys --data-dir DIR` print it).",
+                    self.base
+                )
+            };
+            // Still a `Refused` (a waiting command may take the fleet's new keys on it).
+            match e.downcast::<Refused>() {
+                Ok(r) => Refused {
+                    message: format!("{}\n{hint}", r.message),
+                    ..r
+                }
+                .into(),
+                Err(e) => anyhow!("{e}\n{hint}"),
+            }
         })
     }
 
@@ -309,19 +356,28 @@ impl Client {
     /// [`Client::follow`] through what a long wait meets: a `503` (a fleet's database
     /// restarting) is waited out, and a client of a fleet moves to the API node that answers
     /// when its own stops (saying so on stderr when `announce`). A stream opens with the item
-    /// as it is, so an end reached meanwhile is not missed.
+    /// as it is, so an end reached meanwhile is not missed (and `on` may see the state it saw
+    /// last once more). Returns the final object and the client it came through (another
+    /// node's, after a move).
     pub(super) async fn follow_on(
         &self,
         path: &str,
         key: Key,
         announce: bool,
         mut on: impl FnMut(&str, &Value),
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<(Value, Client)> {
         let mut c = self.clone();
         let mut waiting = false;
         loop {
-            let e = match c.follow(path, key, &mut on).await {
-                Ok(done) => return Ok(done),
+            let base = c.base.clone();
+            let followed = c.follow(path, key, |event, data| {
+                if announce && std::mem::take(&mut waiting) {
+                    eprintln!("{base} answers again");
+                }
+                on(event, data);
+            });
+            let e = match followed.await {
+                Ok(done) => return Ok((done, c)),
                 Err(e) => e,
             };
             match c.recover(e).await? {
@@ -329,18 +385,20 @@ impl Client {
                     if next.base == c.base {
                         // It answers again (or ended the stream itself): not at once.
                         tokio::time::sleep(WAIT_RETRY).await;
-                    } else if announce {
-                        eprintln!(
-                            "{} stopped answering; following the fleet through {}",
-                            c.base, next.base
-                        );
+                    } else {
+                        if announce {
+                            eprintln!(
+                                "{} stopped answering; following the fleet through {}",
+                                c.base, next.base
+                            );
+                        }
+                        waiting = false;
                     }
                     c = next;
-                    waiting = false;
                 }
-                Next::Wait(e) => {
+                Next::Wait(why) => {
                     if announce && !std::mem::replace(&mut waiting, true) {
-                        eprintln!("{e:#}; waiting");
+                        eprintln!("{why}");
                     }
                     tokio::time::sleep(WAIT_RETRY).await;
                 }
@@ -348,28 +406,78 @@ impl Client {
         }
     }
 
+    /// A jobs-API `GET` through what [`Client::follow_on`] goes through (up to 60 s of it),
+    /// with the client it was answered by.
+    pub(super) async fn tl_get_on<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(T, Client)> {
+        let mut c = self.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let e = match c.tl_get_as(path).await {
+                Ok(v) => return Ok((v, c)),
+                Err(e) => e,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(e);
+            }
+            match c.recover(e).await? {
+                Next::Through(next) => c = next,
+                Next::Wait(_) => tokio::time::sleep(WAIT_RETRY).await,
+            }
+        }
+    }
+
     /// What a waiting command does after `e`: go on through the API node that answers now,
-    /// when this client of a fleet lost its own; wait [`WAIT_RETRY`] and try again after a
-    /// `503`, or while no node answers; any other error ends it.
+    /// when this client of a fleet lost its own, or with the fleet's keys read again after a
+    /// `401` (a node started with `--tl-key` changed them); wait [`WAIT_RETRY`] and try again
+    /// after a `503`, or while no node answers; any other error ends it.
     pub(super) async fn recover(&self, e: anyhow::Error) -> anyhow::Result<Next> {
         if Lost::is(&e) && self.in_fleet() {
             return Ok(match self.another_node().await {
-                Some(next) => Next::Through(next),
-                None => Next::Wait(e),
+                Ok(Some(next)) => Next::Through(next),
+                Ok(None) => Next::Wait(format!(
+                    "{e:#}; no API node of the fleet answers: waiting for one"
+                )),
+                Err(db) => Next::Wait(format!(
+                    "{e:#}; the fleet's database cannot be read either ({db:#}): waiting for it"
+                )),
             });
         }
-        if Refused::is_passing(&e) {
-            return Ok(Next::Wait(e));
+        if Refused::is(&e, 401) && (self.tl_from_fleet || self.ft_from_fleet) {
+            if let Ok(Some(next)) = self.another_node().await {
+                if (next.tl_key.as_str(), next.ft_key.as_str())
+                    != (self.tl_key.as_str(), self.ft_key.as_str())
+                {
+                    return Ok(Next::Through(next));
+                }
+            }
+            return Err(e);
+        }
+        if Refused::is(&e, 503) {
+            return Ok(Next::Wait(format!("{e:#}; waiting for it")));
         }
         Err(e)
     }
 
     /// Reads an item's `/events` stream (server-sent events), calling `on(event, data)` for
-    /// each event, until `done`; returns the final object.
+    /// each event, until `done`; returns the final object. A stream silent for
+    /// [`STREAM_SILENCE`] is lost: its server froze, or the network between went away.
     pub(super) async fn follow(
         &self,
         path: &str,
         key: Key,
+        on: impl FnMut(&str, &Value),
+    ) -> anyhow::Result<Value> {
+        self.follow_within(path, key, STREAM_SILENCE, on).await
+    }
+
+    async fn follow_within(
+        &self,
+        path: &str,
+        key: Key,
+        silence: Duration,
         mut on: impl FnMut(&str, &Value),
     ) -> anyhow::Result<Value> {
         use futures_util::StreamExt;
@@ -385,7 +493,21 @@ impl Client {
         }
         let mut body = resp.bytes_stream();
         let (mut buf, mut event, mut data) = (String::new(), String::new(), String::new());
-        while let Some(chunk) = body.next().await {
+        loop {
+            let chunk = match tokio::time::timeout(silence, body.next()).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(Lost(format!(
+                        "the event stream of {path} from {} sent nothing for {} s (keep-alives \
+                         come at least every {} s)",
+                        self.base,
+                        silence.as_secs(),
+                        crate::api::lifecycle::KEEP_ALIVE_MAX.as_secs()
+                    ))
+                    .into())
+                }
+            };
             let chunk = chunk.map_err(|e| {
                 Lost(format!(
                     "the event stream of {path} from {} broke: {e}",
@@ -427,32 +549,50 @@ impl Client {
 
 /// See [`Client::recover`].
 pub(super) enum Next {
-    /// Go on through this client (another API node, or the same one answering again).
+    /// Go on through this client (another API node, the same one answering again, or the
+    /// fleet's new keys).
     Through(Client),
-    /// Wait and try again; the error says what is waited for.
-    Wait(anyhow::Error),
+    /// Wait and try again; the line to print says what went wrong and what is waited for.
+    Wait(String),
 }
 
 /// How often a waiting command asks again while its server answers `503`, or no API node of
 /// its fleet answers.
 pub(super) const WAIT_RETRY: Duration = Duration::from_secs(2);
 
-/// The first of `urls` where soundcheck answers within 3 s: a node that is frozen still accepts
-/// connections, so a TCP connect is not enough, and a proxy's `502` for a stopped node, or
-/// another program on a dead node's port, is not soundcheck (its answers carry `X-Trace-Id:
-/// sc-…`; no key is sent before one is found).
-async fn first_answering(http: &reqwest::Client, urls: &[String]) -> Option<String> {
+/// How long an event stream may stay silent before it counts as lost: two of the server's
+/// longest keep-alive gaps and some slack (a frozen node is noticed in about half a minute, not
+/// at the 60 s read timeout).
+const STREAM_SILENCE: Duration = Duration::from_secs(35);
+
+/// The first of `urls` where soundcheck answers within 3 s and takes `tl_key`: a node that is
+/// frozen still accepts connections, so a TCP connect is not enough, and a proxy's `502` for a
+/// stopped node, or another program on a dead node's port, is not soundcheck (its answers carry
+/// `X-Trace-Id: sc-…`; no key is sent before one is found). A soundcheck that refuses the key
+/// (`401`) is not a node of this fleet: a developer's own server on a dead node's port.
+async fn first_answering(http: &reqwest::Client, urls: &[String], tl_key: &str) -> Option<String> {
+    let within =
+        |req: reqwest::RequestBuilder| tokio::time::timeout(Duration::from_secs(3), req.send());
     for url in urls {
-        let probe = tokio::time::timeout(Duration::from_secs(3), http.head(url.as_str()).send());
-        if let Ok(Ok(resp)) = probe.await {
-            let ours = resp
-                .headers()
-                .get("x-trace-id")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("sc-"));
-            if ours && !resp.status().is_server_error() {
-                return Some(url.clone());
-            }
+        let Ok(Ok(resp)) = within(http.head(url.as_str())).await else {
+            continue;
+        };
+        let ours = resp
+            .headers()
+            .get("x-trace-id")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("sc-"));
+        if !ours || resp.status().is_server_error() {
+            continue;
+        }
+        let keyed = http
+            .get(format!("{url}/v1/jobs?limit=1"))
+            .bearer_auth(tl_key)
+            .header(crate::app::POLL_HEADER, "1");
+        match within(keyed).await {
+            Ok(Ok(resp)) if resp.status() == reqwest::StatusCode::UNAUTHORIZED => continue,
+            Ok(Ok(_)) => return Some(url.clone()),
+            _ => continue,
         }
     }
     None
@@ -563,9 +703,11 @@ impl std::fmt::Display for Refused {
 impl std::error::Error for Refused {}
 
 impl Refused {
-    /// Whether `e` is a `503`: the server is up but cannot answer now (its database restarting).
-    pub(super) fn is_passing(e: &anyhow::Error) -> bool {
-        e.downcast_ref::<Refused>().is_some_and(|r| r.status == 503)
+    /// Whether `e` is a refusal with `status`: `503`, the server is up but cannot answer now
+    /// (its database restarting); `401`, the key.
+    pub(super) fn is(e: &anyhow::Error, status: u16) -> bool {
+        e.downcast_ref::<Refused>()
+            .is_some_and(|r| r.status == status)
     }
 }
 
@@ -585,4 +727,113 @@ pub(super) fn segment(id: &str) -> anyhow::Result<String> {
 pub(super) fn query(value: &str) -> String {
     use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
     utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn client(base: String) -> Client {
+        Client {
+            base,
+            tl_key: "tl".into(),
+            ft_key: "ft".into(),
+            tl_source: "a test".into(),
+            ft_source: "a test".into(),
+            http: http_client().unwrap(),
+            fleet: None,
+            tl_from_fleet: false,
+            ft_from_fleet: false,
+        }
+    }
+
+    /// A frozen server keeps the connection open and sends nothing: the stream is counted as
+    /// lost after its silence limit, not after the HTTP client's 60 s read timeout (a fleet
+    /// client then moves to another node half a minute sooner).
+    #[tokio::test]
+    async fn a_stream_that_goes_silent_is_lost_at_its_silence_limit() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = sock.read(&mut request).await;
+            let event = "event: status\ndata: {\"status\":\"running\"}\n\n:\n\n";
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                        transfer-encoding: chunked\r\n\r\n";
+            let chunk = format!("{head}{:x}\r\n{event}\r\n", event.len());
+            sock.write_all(chunk.as_bytes()).await.unwrap();
+            // Frozen: the connection stays, nothing more comes.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let c = client(format!("http://{addr}"));
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let e = c
+            .follow_within(
+                "/v1/jobs/job_x/events",
+                Key::Jobs,
+                Duration::from_secs(1),
+                |event, data| seen.push((event.to_string(), data.clone())),
+            )
+            .await
+            .unwrap_err();
+        assert!(Lost::is(&e), "{e:#}");
+        assert!(e.to_string().contains("sent nothing for 1 s"), "{e:#}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(seen.len(), 1, "the event before the silence: {seen:?}");
+        assert_eq!(seen[0].1["status"], "running");
+    }
+
+    /// A soundcheck server at `/`, whose job list takes only `key`.
+    async fn soundcheck_taking(key: &'static str) -> String {
+        let list = move |headers: HeaderMap| async move {
+            let sent = headers.get("authorization").and_then(|v| v.to_str().ok());
+            let status = if sent == Some(&format!("Bearer {key}")) {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            (status, [("x-trace-id", "sc-test")], "{}")
+        };
+        let app = axum::Router::new()
+            .route(
+                "/",
+                get(|| async { ([("x-trace-id", "sc-test")], "soundcheck") }),
+            )
+            .route("/v1/jobs", get(list));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    /// Of the fleet's recorded URLs, a soundcheck that refuses the fleet's key (a developer's own
+    /// server on a dead node's port) is passed over for the node that takes it.
+    #[tokio::test]
+    async fn the_node_chosen_is_one_that_takes_the_fleets_key() {
+        let stranger = soundcheck_taking("tl_someone_else").await;
+        let node = soundcheck_taking("tl_fleet").await;
+        let http = http_client().unwrap();
+        let urls = [stranger.clone(), node.clone()];
+        assert_eq!(
+            first_answering(&http, &urls, "tl_fleet").await,
+            Some(node.clone())
+        );
+        assert_eq!(
+            first_answering(&http, &urls, "tl_someone_else").await,
+            Some(stranger.clone())
+        );
+        assert_eq!(first_answering(&http, &[stranger], "tl_fleet").await, None);
+    }
 }

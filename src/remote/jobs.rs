@@ -1,11 +1,12 @@
 //! `jobs list` and `jobs tail`: the job list, and each job's live event stream printed change by
 //! change with its time (with `--json`, one JSON object per line).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::client::{decode, Client, Key, Lost, Next, WAIT_RETRY};
+use super::client::{decode, query, Client, Key, Next, WAIT_RETRY};
 use super::print::job_line;
 use crate::api::jobs::JobList;
 use crate::api::lifecycle::ProgressEvent;
@@ -41,7 +42,10 @@ pub(super) async fn follow_job(
 ) -> anyhow::Result<JobBody> {
     let path = format!("/v1/jobs/{}/events", super::client::segment(id)?);
     let mut last: Option<JobBody> = None;
-    let done = c
+    // What was printed last: a stream reopened after a move starts with the job as it is, which
+    // is not printed again when nothing changed.
+    let mut printed: Option<Value> = None;
+    let (done, _) = c
         .follow_on(&path, Key::Jobs, announce, |event, data| {
             match (event, last.as_mut()) {
                 // A progress event carries only the fraction.
@@ -60,7 +64,12 @@ pub(super) async fn follow_job(
                 },
             }
             if let Some(job) = &last {
+                let shown = serde_json::to_value(job).unwrap_or_default();
+                if printed.as_ref() == Some(&shown) && event != "done" {
+                    return;
+                }
                 print_change(event, job, json);
+                printed = Some(shown);
             }
         })
         .await?;
@@ -95,16 +104,17 @@ pub(super) fn timestamp() -> String {
 /// node stops answering (and waits for one while none does). Any other error ends the command.
 pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
     let mut c = c.clone();
-    let mut seen: std::collections::HashSet<String> = Default::default();
+    let mut seen: HashSet<String> = Default::default();
+    let mut mark: Option<String> = None;
     let mut first = true;
     let mut outage = false;
     loop {
-        let list: JobList = match c.tl_poll_as("/v1/jobs").await {
-            Ok(list) => {
+        let jobs = match new_jobs(&c, &seen, mark.as_deref(), first).await {
+            Ok(jobs) => {
                 if std::mem::take(&mut outage) {
-                    eprintln!("{}  the server answers again", clock());
+                    eprintln!("{}  {} answers again", clock(), c.base);
                 }
-                list
+                jobs
             }
             Err(e) => match c.recover(e).await? {
                 Next::Through(next) => {
@@ -115,19 +125,14 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
                             c.base,
                             next.base
                         );
+                        outage = false;
                     }
-                    outage = false;
                     c = next;
                     continue;
                 }
-                Next::Wait(e) => {
+                Next::Wait(why) => {
                     if !std::mem::replace(&mut outage, true) {
-                        let what = if Lost::is(&e) {
-                            "an API node of the fleet"
-                        } else {
-                            "it"
-                        };
-                        eprintln!("{}  {e:#}; waiting for {what}", clock());
+                        eprintln!("{}  {why}", clock());
                     }
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -136,13 +141,14 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
                 }
             },
         };
-        // Oldest first, so lines come out in order.
-        for j in list.data.into_iter().rev() {
-            if !seen.insert(j.job_id.clone()) {
-                continue;
+        for j in jobs {
+            seen.insert(j.job_id.clone());
+            if mark.as_deref().is_none_or(|m| j.job_id.as_str() > m) {
+                mark = Some(j.job_id.clone());
             }
             if j.status == "completed" || j.status == "failed" {
-                // Began and ended between two looks: its final line only.
+                // Began and ended between two looks: its final line only (none at the first
+                // look: those ended before the command started).
                 if !first {
                     print_change("done", &j, json);
                 }
@@ -163,6 +169,48 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
+}
+
+/// The jobs of the list `seen` lacks, oldest first. At the `first` look: the newest page, and
+/// every job still queued or running (up to 500 of each). Then: the newest page and older ones
+/// back to `mark`, the newest job an earlier look saw, so that however many jobs came meanwhile
+/// (its node frozen, a move to another) none is skipped.
+async fn new_jobs(
+    c: &Client,
+    seen: &HashSet<String>,
+    mark: Option<&str>,
+    first: bool,
+) -> anyhow::Result<Vec<JobBody>> {
+    let mut found: Vec<JobBody> = Vec::new();
+    let mut path = "/v1/jobs".to_string();
+    loop {
+        let page: JobList = c.tl_poll_as(&path).await?;
+        // Ids sort by creation time: a page reaching `mark` holds everything after it.
+        let reached = match (mark, page.data.last()) {
+            (Some(m), Some(oldest)) => oldest.job_id.as_str() <= m,
+            // None seen before: at the first look the newest page is enough (older jobs that
+            // have ended are not printed); after it, every job is new.
+            (None, Some(_)) => first,
+            (_, None) => true,
+        };
+        found.extend(page.data);
+        match page.next_before {
+            Some(before) if !reached => path = format!("/v1/jobs?before={}", query(&before)),
+            _ => break,
+        }
+    }
+    if first {
+        for status in ["queued", "running"] {
+            let page: JobList = c
+                .tl_poll_as(&format!("/v1/jobs?status={status}&limit=500"))
+                .await?;
+            found.extend(page.data);
+        }
+    }
+    found.retain(|j| !seen.contains(&j.job_id));
+    found.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+    found.dedup_by(|a, b| a.job_id == b.job_id);
+    Ok(found)
 }
 
 /// The final job of a stream as `jobs wait` and `jobs cancel` print it.

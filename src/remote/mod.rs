@@ -320,7 +320,7 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 JobsAction::Wait { id, json, remote } => {
                     let c = Client::new(&remote).await?;
                     let path = format!("/v1/jobs/{}/events", segment(&id)?);
-                    let done = c.follow_on(&path, Key::Jobs, true, |_, _| {}).await?;
+                    let (done, _) = c.follow_on(&path, Key::Jobs, true, |_, _| {}).await?;
                     let job: JobBody = decode(done, &path)?;
                     print_job(&job, json)?;
                     if job.status == "failed" {

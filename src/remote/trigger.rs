@@ -12,20 +12,21 @@ use crate::api::webhook::EndpointBody;
 use crate::jobs::engine::JobKind;
 use crate::views::{GenerationBody, JobBody, SubmitBody};
 
-/// The item whose event stream is `events`, once it has ended (at most 300 s). The stream, not
-/// polls: a job allows one poll per second, and that one is the app's (its webhook handler
-/// fetching the job `trigger` ran, say), never taken by `trigger` waiting.
+/// The item whose event stream is `events`, once it has ended (at most 300 s), and the client
+/// that saw the end (another API node's, when the first stopped answering meanwhile). The
+/// stream, not polls: a job allows one poll per second, and that one is the app's (its webhook
+/// handler fetching the job `trigger` ran, say), never taken by `trigger` waiting.
 async fn ended<T: serde::de::DeserializeOwned>(
     c: &Client,
     events: &str,
     key: Key,
     id: &str,
-) -> anyhow::Result<T> {
+) -> anyhow::Result<(T, Client)> {
     let followed = c.follow_on(events, key, true, |_, _| {});
-    let done = tokio::time::timeout(Duration::from_secs(300), followed)
+    let (done, c) = tokio::time::timeout(Duration::from_secs(300), followed)
         .await
         .map_err(|_| anyhow!("{id} did not finish in 300 s"))??;
-    decode(done, events)
+    Ok((decode(done, events)?, c))
 }
 
 /// Checks `name=value` pairs against the request body `path`'s POST takes in the server's
@@ -271,11 +272,12 @@ pub(super) async fn trigger(
         let id = sub.job_id;
         say!(json, "submitted {id} to {endpoint}");
         let events = format!("/v1/jobs/{}/events", super::client::segment(&id)?);
-        let job: JobBody = ended(c, &events, Key::Jobs, &id).await?;
+        let (job, c): (JobBody, _) = ended(c, &events, Key::Jobs, &id).await?;
         say!(json, "{}", job_line(&job));
         // Read once the job has ended, when the event's fate was decided: the endpoint may have
-        // been disabled (five failing events) or enabled while it ran.
-        let jobs_endpoint = c.tl_get_as::<EndpointBody>("/v1/webhook").await?;
+        // been disabled (five failing events) or enabled while it ran. Through the node that
+        // saw the end, or the one that answers now.
+        let (jobs_endpoint, _) = c.tl_get_on::<EndpointBody>("/v1/webhook").await?;
         let webhook_url = jobs_endpoint.url.clone();
         match &webhook_url {
             // A disabled endpoint holds job events until it is enabled again.
@@ -323,7 +325,7 @@ pub(super) async fn trigger(
         let id = g.id;
         say!(json, "submitted generation {id}");
         let events = format!("/v1/generations/{}/events", super::client::segment(&id)?);
-        let done: GenerationBody = ended(c, &events, Key::Generations, &id).await?;
+        let (done, _): (GenerationBody, _) = ended(c, &events, Key::Generations, &id).await?;
         let detail = match (&done.error_message, &done.audio_url) {
             (Some(m), _) => format!(": {m}"),
             (None, url) => format!(" {}", url.as_deref().unwrap_or("")),

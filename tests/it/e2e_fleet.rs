@@ -294,9 +294,34 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
             .multipart(form(wav_bytes(0.5), &[]))
             .send()
     };
-    let running: Value = submit(&a, 3000).await.unwrap().json().await.unwrap();
+    let running: Value = submit(&a, 5000).await.unwrap().json().await.unwrap();
     let running = running["job_id"].as_str().unwrap().to_string();
     a.wait_status(&running, &["running"], 60).await;
+    // `trigger` runs a job that queues behind it (one worker, busy), and A dies before the job
+    // ends: it follows the job through B and reads the webhook endpoint there, not at dead A.
+    let trigger = crate::util::soundcheck_async()
+        .args(["trigger", "job.completed", "--json", "--database", &db])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let queued: Value = b
+            .req(Method::GET, "/v1/jobs?status=queued")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !queued["data"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "trigger submitted no job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // `jobs wait` on the running job goes on through B too.
     let wait = crate::util::soundcheck_async()
         .args(["jobs", "wait", &running, "--json", "--database", &db])
@@ -323,6 +348,22 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
         )),
         "{said}"
     );
+    let triggered = tokio::time::timeout(Duration::from_secs(60), trigger.wait_with_output())
+        .await
+        .expect("trigger ends")
+        .unwrap();
+    let said = String::from_utf8_lossy(&triggered.stderr);
+    assert!(triggered.status.success(), "{said}");
+    let outcome: Value = serde_json::from_slice(&triggered.stdout).unwrap();
+    assert_eq!(outcome["event"], "job.completed", "{outcome}");
+    assert_eq!(outcome["webhook_url"], rx.url.as_str(), "{outcome}");
+    assert!(
+        said.contains(&format!(
+            "{public} stopped answering; following the fleet through {}",
+            b.base
+        )),
+        "{said}"
+    );
     let after: Value = submit(&b, 1).await.unwrap().json().await.unwrap();
     let after = after["job_id"].as_str().unwrap().to_string();
     let ended = |id: &str| {
@@ -340,6 +381,17 @@ async fn two_api_nodes_and_two_workers_share_one_database() {
         ended(&running) && ended(&after),
         "stdout:\n{out}\nstderr:\n{err}"
     );
+    // The stream reopened at B starts with the job as it is: not printed again when unchanged.
+    let running_lines = out
+        .lines()
+        .filter(|l| {
+            let l: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+            l["event"] == "status"
+                && l["job"]["job_id"] == running.as_str()
+                && l["job"]["status"] == "running"
+        })
+        .count();
+    assert_eq!(running_lines, 1, "stdout:\n{out}\nstderr:\n{err}");
     assert!(
         err.contains(&format!(
             "{public} stopped answering; following the fleet through {}",
@@ -677,9 +729,11 @@ async fn of_two_nodes_starting_at_once_on_different_media_one_is_refused() {
 
 /// A node started with `--tl-key` stores the fleet's new key, and the nodes already running take
 /// it within seconds (each kept the key it read at start: behind a load balancer, half of all
-/// requests were refused).
+/// requests were refused). Client commands given the fleet's database take it too: `jobs tail`
+/// when its node refuses the old key, `jobs wait` when it moves to another node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_changed_by_one_node_is_taken_by_the_others() {
+    use tokio::io::AsyncBufReadExt;
     let Some(db) = fleet_database().await else {
         return;
     };
@@ -693,8 +747,37 @@ async fn a_key_changed_by_one_node_is_taken_by_the_others() {
         "--workers",
         "0",
     ];
-    let a = fleet_node("serve", &db, media.path(), da.path(), &api).await;
+    let mut a = fleet_node("serve", &db, media.path(), da.path(), &api).await;
     let old = a.tl_key.clone();
+    // No worker: a job stays queued until cancelled.
+    let submit = |key: &str| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/analyze/upload", a.base))
+            .bearer_auth(key)
+            .multipart(form(wav_bytes(0.2), &[]))
+            .send()
+    };
+    let queued: Value = submit(&old).await.unwrap().json().await.unwrap();
+    let queued = queued["job_id"].as_str().unwrap().to_string();
+    let client = |args: &[&str]| {
+        crate::util::soundcheck_async()
+            .args(args)
+            .args(["--json", "--database", &db])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut tail = client(&["jobs", "tail"]);
+    let wait = client(&["jobs", "wait", &queued]);
+    let mut tail_out = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), tail_out.next_line())
+        .await
+        .expect("tail prints the queued job")
+        .unwrap()
+        .unwrap();
+    assert!(line.contains(&queued), "{line}");
     let new = "tl_test_NewKeyOfTheFleet00000000";
     assert_eq!(new.len(), 8 + 24);
     let mut args = api.to_vec();
@@ -716,6 +799,46 @@ async fn a_key_changed_by_one_node_is_taken_by_the_others() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(status(&old).await, 401, "the old key is refused everywhere");
+
+    // `jobs tail`'s next look at A was refused; it read the new key and goes on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        tail.try_wait().unwrap().is_none(),
+        "tail ended on the new key"
+    );
+    let next: Value = submit(new).await.unwrap().json().await.unwrap();
+    let next = next["job_id"].as_str().unwrap().to_string();
+    let line = tokio::time::timeout(Duration::from_secs(30), tail_out.next_line())
+        .await
+        .expect("tail prints the job submitted with the new key")
+        .unwrap()
+        .unwrap();
+    assert!(line.contains(&next), "{line}");
+    // `jobs wait` followed A's stream; A dies, and it goes on through B with the new key: the
+    // job's end (cancelled through B) is what it prints.
+    a.child.start_kill().unwrap();
+    a.child.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = reqwest::Client::new()
+        .delete(format!("{}/v1/jobs/{queued}", b.base))
+        .bearer_auth(new)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let waited = tokio::time::timeout(Duration::from_secs(60), wait.wait_with_output())
+        .await
+        .expect("jobs wait ends")
+        .unwrap();
+    let said = String::from_utf8_lossy(&waited.stderr);
+    let job: Value =
+        serde_json::from_slice(&waited.stdout).unwrap_or_else(|e| panic!("{e}: {said}"));
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "cancelled", "{job}");
+    assert!(
+        said.contains("stopped answering; following the fleet through") && !said.contains("401"),
+        "{said}"
+    );
 }
 
 /// The fleet's database goes away while a long job runs and a client follows its `/events`
