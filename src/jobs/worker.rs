@@ -448,8 +448,14 @@ impl Workers {
                 .await;
         }
         if job.upload_inline {
-            if let Err(e) = self.materialize_upload(job).await {
-                return self.finish_job(job, Err(EngineError::Internal(e))).await;
+            match self.materialize_upload(job).await {
+                Ok(()) => {}
+                // Shutting down while the store could not be reached: the run is left to the
+                // lease (another node) or the next start's recovery, not failed.
+                Err(Materialize::Store(e)) => return Err(e),
+                Err(Materialize::Media(e)) => {
+                    return self.finish_job(job, Err(EngineError::Internal(e))).await
+                }
             }
         }
         // With object storage, a scratch copy that goes when this returns.
@@ -504,25 +510,64 @@ impl Workers {
     }
 
     /// Writes an upload kept in the database to its location, then forgets the bytes. Run again
-    /// after a crash between the two steps, it rewrites the same file.
-    async fn materialize_upload(&self, job: &Job) -> Result<(), String> {
+    /// after a crash between the two steps, it rewrites the same file. The database steps are
+    /// retried while the store cannot be reached or written (a fleet's database restarting, a
+    /// full disk): a job is not failed for an outage it could wait out.
+    async fn materialize_upload(&self, job: &Job) -> Result<(), Materialize> {
         let id = job.id.clone();
         let bytes = self
-            .store
-            .read(move |c| store::jobs::inline_upload(c, &id))
-            .await
-            .map_err(|e| e.to_string())?;
+            .store_retrying(&job.id, move |store| {
+                let id = id.clone();
+                async move {
+                    store
+                        .read(move |c| store::jobs::inline_upload(c, &id))
+                        .await
+                }
+            })
+            .await?;
         if let Some(bytes) = bytes {
             self.media
                 .write(&job.upload_path, bytes::Bytes::from(bytes))
                 .await
-                .map_err(|e| format!("could not store the upload: {e}"))?;
+                .map_err(|e| Materialize::Media(format!("could not store the upload: {e}")))?;
         }
         let id = job.id.clone();
-        self.store
-            .write(move |tx| store::jobs::upload_written(tx, &id))
-            .await
-            .map_err(|e| e.to_string())
+        self.store_retrying(&job.id, move |store| {
+            let id = id.clone();
+            async move {
+                store
+                    .write(move |tx| store::jobs::upload_written(tx, &id))
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Runs `op` until it succeeds or fails for good, waiting with backoff (as
+    /// [`Workers::commit_end`] does) while its error is transient; gives up at shutdown.
+    async fn store_retrying<T, F, Fut>(&self, id: &str, op: F) -> Result<T, Materialize>
+    where
+        F: Fn(Store) -> Fut,
+        Fut: std::future::Future<Output = store::Result<T>>,
+    {
+        let mut delay = FINISH_RETRY_FIRST;
+        loop {
+            let error = match op(self.store.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) if !e.is_transient() => return Err(Materialize::Media(e.to_string())),
+                Err(e) => e,
+            };
+            tracing::warn!(
+                id,
+                retry_in_ms = delay.as_millis() as u64,
+                "could not read or write the job's upload in the store: {error}"
+            );
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(Materialize::Store(error)),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(FINISH_RETRY_MAX);
+        }
     }
 
     /// Replaces every `{"$file": name}` in a result with an absolute, expiring media URL and adds
@@ -858,6 +903,13 @@ pub async fn sweep_expired_leases(workers: Workers) {
 pub const MAX_RUNS: i64 = 2;
 
 /// First and longest wait between attempts to record a run's end while the store cannot write.
+/// Why [`Workers::materialize_upload`] did not finish: the store could not be reached until
+/// shutdown (the run is left, not failed), or anything else (the run fails with it).
+enum Materialize {
+    Store(store::Error),
+    Media(String),
+}
+
 const FINISH_RETRY_FIRST: Duration = Duration::from_millis(100);
 const FINISH_RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -1141,6 +1193,11 @@ mod tests {
     }
 
     fn queued_job(store: &Store, id: &str) {
+        insert_job(store, id, "/nonexistent", None)
+    }
+
+    /// A queued job whose upload is at `path`, or still in the database when `data` is given.
+    fn insert_job(store: &Store, id: &str, path: &str, data: Option<&[u8]>) {
         store
             .write_blocking(|tx| {
                 store::credits::ensure_initial_grant(tx)?;
@@ -1150,11 +1207,11 @@ mod tests {
                     tx,
                     &NewUpload {
                         id: format!("upl_{id}"),
-                        path: "/nonexistent".into(),
+                        path: path.into(),
                         filename: None,
-                        size: 1,
+                        size: data.map_or(1, |d| d.len() as i64),
                         sha256: String::new(),
-                        data: None,
+                        data: data.map(bytes::Bytes::copy_from_slice),
                     },
                     &NewJob {
                         id: id.into(),
@@ -1182,12 +1239,8 @@ mod tests {
             .unwrap()
     }
 
-    /// An engine that does not look at the shutdown token is not waited on past the grace: its
-    /// run is given back (not counted as a crash), and the worker returns at once.
-    #[tokio::test]
-    async fn an_engine_that_ignores_shutdown_is_given_back_after_the_grace() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+    /// Workers on `store`, with media in `dir` and no engines.
+    fn test_workers(store: Store, dir: &Path) -> Workers {
         let dispatcher = Dispatcher::new(
             store.clone(),
             crate::webhooks::dispatch::DispatchConfig {
@@ -1196,7 +1249,7 @@ mod tests {
                 strict: false,
             },
         );
-        let workers = Workers {
+        Workers {
             store,
             registry: Arc::default(),
             dispatcher,
@@ -1204,7 +1257,7 @@ mod tests {
             stops: RunStops::default(),
             wake: Arc::default(),
             device: Arc::default(),
-            media: crate::media::Media::new(None, dir.path(), dir.path()).unwrap(),
+            media: crate::media::Media::new(None, dir, dir).unwrap(),
             public_url: "http://127.0.0.1:9".into(),
             result_ttl: Duration::from_secs(3600),
             generation_timeout: Duration::from_secs(3600),
@@ -1214,7 +1267,45 @@ mod tests {
             shutdown: CancellationToken::new(),
             shutdown_grace: Duration::from_millis(200),
             local_paths: LocalPaths::default(),
-        };
+        }
+    }
+
+    /// A run that brings its upload out of the database while the store cannot write (a
+    /// fleet's database restarting; here a simulated full disk) waits for it instead of failing
+    /// the job: a CI run saw a job end `internal_error: postgres: connection closed` this way.
+    #[tokio::test]
+    async fn an_upload_kept_in_the_store_waits_out_a_store_that_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let path = dir.path().join("upload.wav");
+        let bytes = b"RIFF and some bytes".to_vec();
+        insert_job(&store, "job_a", path.to_str().unwrap(), Some(&bytes));
+        let job = store
+            .write_blocking(|tx| Ok(store::jobs::get(tx, "job_a")?.unwrap()))
+            .unwrap();
+        assert!(job.upload_inline);
+        let workers = test_workers(store.clone(), dir.path());
+        store.simulate_disk_full(true);
+        let task = tokio::spawn(async move { workers.materialize_upload(&job).await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!task.is_finished(), "it waits for the store");
+        store.simulate_disk_full(false);
+        let done = tokio::time::timeout(Duration::from_secs(10), task).await;
+        assert!(done.expect("it goes on once the store writes").unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        let kept = store
+            .write_blocking(|tx| store::jobs::inline_upload(tx, "job_a"))
+            .unwrap();
+        assert_eq!(kept, None, "the bytes are forgotten once written");
+    }
+
+    /// An engine that does not look at the shutdown token is not waited on past the grace: its
+    /// run is given back (not counted as a crash), and the worker returns at once.
+    #[tokio::test]
+    async fn an_engine_that_ignores_shutdown_is_given_back_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let workers = test_workers(store, dir.path());
         let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let busy_in = busy.clone();
         let started = std::time::Instant::now();
