@@ -223,7 +223,12 @@ pub async fn read_fleet_secrets(url: &str) -> anyhow::Result<Secrets> {
 /// the API nodes to try: those running, newest first, then the one that started last (none
 /// before one has).
 pub async fn read_fleet_client(url: &str) -> anyhow::Result<(Secrets, Vec<String>)> {
-    let store = Store::connect_existing(url).await?;
+    read_fleet(&Store::connect_existing(url).await?).await
+}
+
+/// [`read_fleet_client`] on a store already open (a client that reads its fleet again and again
+/// keeps one).
+pub async fn read_fleet(store: &Store) -> anyhow::Result<(Secrets, Vec<String>)> {
     let name = "the --database".to_string();
     store
         .read(move |c| {

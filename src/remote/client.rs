@@ -2,6 +2,7 @@
 //! answers turned into errors that say what to fix (a `401` names its key's source, an
 //! unreachable server is named as such), and the reader of the `/events` streams.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
@@ -22,7 +23,9 @@ pub(super) struct Client {
     pub(super) http: reqwest::Client,
     /// The fleet's database, when the server was chosen from it (`--database`, no `--url`): a
     /// long-running command looks there for another API node when this one stops answering.
-    fleet: Option<String>,
+    fleet: Option<Arc<Fleet>>,
+    /// Whether the client was made from a fleet's `--database` (with or without `--url`).
+    from_database: bool,
     /// Whether the jobs / generations key came from the fleet's database (not a flag): such a
     /// key is read there again when the fleet is ([`Client::another_node`]), since a node
     /// started with `--tl-key` changes it for every node.
@@ -128,6 +131,7 @@ impl Client {
             ft_source,
             http: http_client()?,
             fleet: None,
+            from_database: false,
             tl_from_fleet: false,
             ft_from_fleet: false,
         })
@@ -146,7 +150,8 @@ impl Client {
         let base = match &args.url {
             Some(url) => url.trim_end_matches('/').to_string(),
             // The first API node that answers (one may have stopped or frozen since it last
-            // said it runs); if none does, the first, whose error names it.
+            // said it runs); if none does, the first that refused the key, or else the first,
+            // whose error names it.
             None => match first_answering(
                 &http,
                 &api_urls,
@@ -154,14 +159,18 @@ impl Client {
             )
             .await
             {
-                Some(url) => url,
-                None => api_urls.first().cloned().ok_or_else(|| {
-                    anyhow!(
-                        "no API node of this fleet has started yet (the --database records \
+                Ok(url) => url,
+                Err(refusing) => refusing
+                    .into_iter()
+                    .chain(api_urls.iter().cloned())
+                    .next()
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "no API node of this fleet has started yet (the --database records \
                          the public URL of each that starts): start one with `soundcheck \
                          serve --database …`, or pass --url"
-                    )
-                })?,
+                        )
+                    })?,
             },
         };
         let source = |name: &str, env: &str, given: bool| {
@@ -178,7 +187,14 @@ impl Client {
             tl_key: args.api_key.clone().unwrap_or(secrets.tl_key),
             ft_key: args.ft_key.clone().unwrap_or(secrets.ft_key),
             http,
-            fleet: args.url.is_none().then(|| database.to_string()),
+            fleet: args.url.is_none().then(|| {
+                Arc::new(Fleet {
+                    url: database.to_string(),
+                    store: Default::default(),
+                    last: Default::default(),
+                })
+            }),
+            from_database: true,
             tl_from_fleet: args.api_key.is_none(),
             ft_from_fleet: args.ft_key.is_none(),
         })
@@ -190,14 +206,33 @@ impl Client {
     }
 
     /// For a client that chose its server from the fleet's database: the fleet read from there
-    /// again, the API node that answers now (the one in use may have stopped) with the keys
-    /// stored now (for those that came from there). `Ok(None)` for a client of one server, or
-    /// when no API node answers; an error when the database cannot be read.
-    pub(super) async fn another_node(&self) -> anyhow::Result<Option<Client>> {
-        let Some(database) = self.fleet.as_deref() else {
+    /// again, with the keys stored now (for those that came from there) and the API node that
+    /// answers now (the one in use may have stopped). Clones share the last reading when it
+    /// was made after `since`: the streams `jobs tail` follows all ask at once when their node
+    /// stops, and one read answers them. An error when the database cannot be read; `None` for
+    /// a client of one server.
+    pub(super) async fn another_node(
+        &self,
+        since: tokio::time::Instant,
+    ) -> anyhow::Result<Option<Found>> {
+        let Some(fleet) = &self.fleet else {
             return Ok(None);
         };
-        let (secrets, urls) = crate::app::read_fleet_client(database).await?;
+        let mut last = fleet.last.lock().await;
+        if let Some((_, found)) = last.as_ref().filter(|(at, _)| *at >= since) {
+            return found.clone().map(Some).map_err(|e| anyhow!(e));
+        }
+        let found = self.read_fleet(fleet).await.map_err(|e| format!("{e:#}"));
+        *last = Some((tokio::time::Instant::now(), found.clone()));
+        found.map(Some).map_err(|e| anyhow!(e))
+    }
+
+    async fn read_fleet(&self, fleet: &Fleet) -> anyhow::Result<Found> {
+        let store = fleet
+            .store
+            .get_or_try_init(|| crate::store::Store::connect_existing(&fleet.url))
+            .await?;
+        let (secrets, urls) = crate::app::read_fleet(store).await?;
         let mut next = self.clone();
         if self.tl_from_fleet {
             next.tl_key = secrets.tl_key;
@@ -205,9 +240,13 @@ impl Client {
         if self.ft_from_fleet {
             next.ft_key = secrets.ft_key;
         }
-        Ok(first_answering(&self.http, &urls, &next.tl_key)
-            .await
-            .map(|base| Client { base, ..next }))
+        Ok(
+            match first_answering(&self.http, &urls, &next.tl_key).await {
+                Ok(base) => Found::Node(Client { base, ..next }),
+                Err(refusing) if refusing.is_empty() => Found::NoneAnswers(next),
+                Err(refusing) => Found::KeyRefused(refusing),
+            },
+        )
     }
 
     /// The JSON of a 2xx answer, or an error naming the envelope's code and message; a `401`
@@ -247,6 +286,13 @@ impl Client {
                      {flag} (or {env}).",
                     self.base
                 )
+            } else if self.from_database {
+                format!(
+                    "The {name} sent came from {source}, and the server at {} does not accept \
+                     it.\nFix: leave {flag} (and {env}) out to use the key stored in the \
+                     fleet's database, or pass the one `soundcheck keys --database …` prints.",
+                    self.base
+                )
             } else {
                 format!(
                     "The {name} sent came from {source}, and the server at {} does not accept \
@@ -274,9 +320,29 @@ impl Client {
         req: reqwest::RequestBuilder,
     ) -> anyhow::Result<reqwest::Response> {
         req.send().await.map_err(|e| {
+            // reqwest's text leaves out the cause (`connection refused`, `Too many open files`).
+            let causes = || std::iter::successors(std::error::Error::source(&e), |e| e.source());
+            let cause = causes()
+                .last()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            // Out of file descriptors (EMFILE, ENFILE): this process, not the server; passes
+            // as streams close.
+            let exhausted = causes().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .and_then(std::io::Error::raw_os_error)
+                    .is_some_and(|n| n == 23 || n == 24)
+            });
+            if exhausted {
+                return Exhausted(format!(
+                    "could not open a connection to {}: {e}{cause}",
+                    self.base
+                ))
+                .into();
+            }
             Lost(format!(
-                "could not reach soundcheck at {}: {e}. Is `soundcheck serve` running there? \
-                 (--url names another server)",
+                "could not reach soundcheck at {}: {e}{cause}. Is `soundcheck serve` running \
+                 there? (--url names another server)",
                 self.base
             ))
             .into()
@@ -432,31 +498,53 @@ impl Client {
     /// What a waiting command does after `e`: go on through the API node that answers now,
     /// when this client of a fleet lost its own, or with the fleet's keys read again after a
     /// `401` (a node started with `--tl-key` changed them); wait [`WAIT_RETRY`] and try again
-    /// after a `503`, or while no node answers; any other error ends it.
+    /// after a `503`, or while no node answers; any other error ends it (so does a fleet whose
+    /// answering nodes all refuse the key, which waiting would not change).
     pub(super) async fn recover(&self, e: anyhow::Error) -> anyhow::Result<Next> {
         if Lost::is(&e) && self.in_fleet() {
-            return Ok(match self.another_node().await {
-                Ok(Some(next)) => Next::Through(next),
-                Ok(None) => Next::Wait(format!(
+            // A reading of the last second will do: the node stopped before this was asked.
+            let now = tokio::time::Instant::now();
+            let since = now.checked_sub(FLEET_READ_EVERY).unwrap_or(now);
+            return match self.another_node(since).await {
+                Ok(Some(Found::Node(next))) => Ok(Next::Through(next)),
+                Ok(Some(Found::KeyRefused(urls))) => Err(anyhow!(
+                    "{e:#}; the API nodes that answer ({}) refuse the jobs API key, which came \
+                     from {}: leave --api-key (and SOUNDCHECK_TL_KEY) out to use the key stored \
+                     in the fleet's database, or pass the one `soundcheck keys --database …` \
+                     prints",
+                    urls.join(", "),
+                    self.tl_source
+                )),
+                Ok(_) => Ok(Next::Wait(format!(
                     "{e:#}; no API node of the fleet answers: waiting for one"
-                )),
-                Err(db) => Next::Wait(format!(
+                ))),
+                Err(db) => Ok(Next::Wait(format!(
                     "{e:#}; the fleet's database cannot be read either ({db:#}): waiting for it"
-                )),
-            });
+                ))),
+            };
         }
         if Refused::is(&e, 401) && (self.tl_from_fleet || self.ft_from_fleet) {
-            if let Ok(Some(next)) = self.another_node().await {
-                if (next.tl_key.as_str(), next.ft_key.as_str())
-                    != (self.tl_key.as_str(), self.ft_key.as_str())
+            // The same node, with the keys the fleet has now (when they changed): a reading
+            // made after this refusal.
+            if let Ok(Some(found)) = self.another_node(tokio::time::Instant::now()).await {
+                let keys = found.client();
+                if let Some(keys) =
+                    keys.filter(|k| (&k.tl_key, &k.ft_key) != (&self.tl_key, &self.ft_key))
                 {
-                    return Ok(Next::Through(next));
+                    return Ok(Next::Through(Client {
+                        tl_key: keys.tl_key.clone(),
+                        ft_key: keys.ft_key.clone(),
+                        ..self.clone()
+                    }));
                 }
             }
             return Err(e);
         }
         if Refused::is(&e, 503) {
             return Ok(Next::Wait(format!("{e:#}; waiting for it")));
+        }
+        if e.downcast_ref::<Exhausted>().is_some() {
+            return Ok(Next::Wait(format!("{e:#}; waiting for one to close")));
         }
         Err(e)
     }
@@ -547,6 +635,39 @@ impl Client {
     }
 }
 
+/// A fleet's database as a client reads it again ([`Client::another_node`]): one connection,
+/// and the last reading, shared by every clone of the client.
+pub(super) struct Fleet {
+    url: String,
+    store: tokio::sync::OnceCell<crate::store::Store>,
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<Found, String>)>>,
+}
+
+/// How old a shared reading of the fleet may be for a client that lost its node.
+const FLEET_READ_EVERY: Duration = Duration::from_secs(1);
+
+/// What a fleet read again says ([`Client::another_node`]); each client carries the fleet's
+/// keys as they are now.
+#[derive(Clone)]
+pub(super) enum Found {
+    /// An API node that answers and takes the key.
+    Node(Client),
+    /// No API node answers.
+    NoneAnswers(Client),
+    /// Those that answer all refuse the jobs key (their URLs).
+    KeyRefused(Vec<String>),
+}
+
+impl Found {
+    /// The client with the fleet's keys now (none when the key was refused).
+    fn client(&self) -> Option<&Client> {
+        match self {
+            Found::Node(c) | Found::NoneAnswers(c) => Some(c),
+            Found::KeyRefused(_) => None,
+        }
+    }
+}
+
 /// See [`Client::recover`].
 pub(super) enum Next {
     /// Go on through this client (another API node, the same one answering again, or the
@@ -569,8 +690,14 @@ const STREAM_SILENCE: Duration = Duration::from_secs(35);
 /// frozen still accepts connections, so a TCP connect is not enough, and a proxy's `502` for a
 /// stopped node, or another program on a dead node's port, is not soundcheck (its answers carry
 /// `X-Trace-Id: sc-…`; no key is sent before one is found). A soundcheck that refuses the key
-/// (`401`) is not a node of this fleet: a developer's own server on a dead node's port.
-async fn first_answering(http: &reqwest::Client, urls: &[String], tl_key: &str) -> Option<String> {
+/// (`401`) is not a node of this fleet (a developer's own server on a dead node's port), or the
+/// key is wrong: `Err` lists those, empty when nothing answered.
+async fn first_answering(
+    http: &reqwest::Client,
+    urls: &[String],
+    tl_key: &str,
+) -> Result<String, Vec<String>> {
+    let mut refusing = Vec::new();
     let within =
         |req: reqwest::RequestBuilder| tokio::time::timeout(Duration::from_secs(3), req.send());
     for url in urls {
@@ -590,12 +717,14 @@ async fn first_answering(http: &reqwest::Client, urls: &[String], tl_key: &str) 
             .bearer_auth(tl_key)
             .header(crate::app::POLL_HEADER, "1");
         match within(keyed).await {
-            Ok(Ok(resp)) if resp.status() == reqwest::StatusCode::UNAUTHORIZED => continue,
-            Ok(Ok(_)) => return Some(url.clone()),
+            Ok(Ok(resp)) if resp.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                refusing.push(url.clone())
+            }
+            Ok(Ok(_)) => return Ok(url.clone()),
             _ => continue,
         }
     }
-    None
+    Err(refusing)
 }
 
 /// Why nothing accepts connections at `url`'s host and port (`None`: something does, or the
@@ -643,6 +772,19 @@ impl Lost {
         e.downcast_ref::<Lost>().is_some()
     }
 }
+
+/// This process ran out of file descriptors opening a connection (many streams at once, a low
+/// `ulimit -n`): waited out by the commands that wait ([`Client::recover`]).
+#[derive(Debug)]
+pub(super) struct Exhausted(String);
+
+impl std::fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Exhausted {}
 
 /// Which of the two keys a request carried (for the `401` message).
 #[derive(Debug, Clone, Copy)]
@@ -748,6 +890,7 @@ mod tests {
             ft_source: "a test".into(),
             http: http_client().unwrap(),
             fleet: None,
+            from_database: false,
             tl_from_fleet: false,
             ft_from_fleet: false,
         }
@@ -795,6 +938,12 @@ mod tests {
         assert_eq!(seen[0].1["status"], "running");
     }
 
+    /// An address nothing listens on.
+    fn free_addr() -> std::net::SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
     /// A soundcheck server at `/`, whose job list takes only `key`.
     async fn soundcheck_taking(key: &'static str) -> String {
         let list = move |headers: HeaderMap| async move {
@@ -828,12 +977,22 @@ mod tests {
         let urls = [stranger.clone(), node.clone()];
         assert_eq!(
             first_answering(&http, &urls, "tl_fleet").await,
-            Some(node.clone())
+            Ok(node.clone())
         );
         assert_eq!(
             first_answering(&http, &urls, "tl_someone_else").await,
-            Some(stranger.clone())
+            Ok(stranger.clone())
         );
-        assert_eq!(first_answering(&http, &[stranger], "tl_fleet").await, None);
+        // Every server that answers refuses the key: they are named (a command ends on that
+        // rather than waiting for a node); none answering is an empty list.
+        assert_eq!(
+            first_answering(&http, &[stranger.clone()], "tl_fleet").await,
+            Err(vec![stranger])
+        );
+        let nothing = format!("http://{}", free_addr());
+        assert_eq!(
+            first_answering(&http, &[nothing], "tl_fleet").await,
+            Err(vec![])
+        );
     }
 }

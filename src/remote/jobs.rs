@@ -2,6 +2,7 @@
 //! change with its time (with `--json`, one JSON object per line).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -108,6 +109,10 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
     let mut mark: Option<String> = None;
     let mut first = true;
     let mut outage = false;
+    // Each followed job holds a connection (and a file descriptor) for its stream: at most
+    // this many at once; the others wait their turn (a stream opens with the job as it is,
+    // so one that ended meanwhile prints its end then).
+    let streams = Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS));
     loop {
         let jobs = match new_jobs(&c, &seen, mark.as_deref(), first).await {
             Ok(jobs) => {
@@ -154,10 +159,13 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
                 }
                 continue;
             }
-            let c = c.clone();
+            let (c, streams) = (c.clone(), streams.clone());
             // The job list's loop says when the server or node changes; the streams quietly
             // follow.
             tokio::spawn(async move {
+                let Ok(_turn) = streams.acquire_owned().await else {
+                    return;
+                };
                 if let Err(e) = follow_job(&c, &j.job_id, json, false).await {
                     eprintln!("{}: {e:#}", j.job_id);
                 }
@@ -171,8 +179,11 @@ pub(super) async fn jobs_tail(c: &Client, json: bool) -> anyhow::Result<()> {
     }
 }
 
+/// How many job streams `jobs tail` keeps open at once.
+const MAX_STREAMS: usize = 128;
+
 /// The jobs of the list `seen` lacks, oldest first. At the `first` look: the newest page, and
-/// every job still queued or running (up to 500 of each). Then: the newest page and older ones
+/// every job still queued or running. Then: the newest page and older ones
 /// back to `mark`, the newest job an earlier look saw, so that however many jobs came meanwhile
 /// (its node frozen, a move to another) none is skipped.
 async fn new_jobs(
@@ -201,10 +212,20 @@ async fn new_jobs(
     }
     if first {
         for status in ["queued", "running"] {
-            let page: JobList = c
-                .tl_poll_as(&format!("/v1/jobs?status={status}&limit=500"))
-                .await?;
-            found.extend(page.data);
+            let mut path = format!("/v1/jobs?status={status}&limit=500");
+            loop {
+                let page: JobList = c.tl_poll_as(&path).await?;
+                found.extend(page.data);
+                match page.next_before {
+                    Some(before) => {
+                        path = format!(
+                            "/v1/jobs?status={status}&limit=500&before={}",
+                            query(&before)
+                        )
+                    }
+                    None => break,
+                }
+            }
         }
     }
     found.retain(|j| !seen.contains(&j.job_id));

@@ -419,6 +419,75 @@ async fn jobs_tail_prints_a_job_as_it_runs() {
     s.stop().await;
 }
 
+/// More jobs than a status page (500) are queued when `jobs tail` starts, and more than it has
+/// file descriptors (256 here) end at once: every end is printed once. (It opened a stream per
+/// job with no bound, and failed with "could not reach soundcheck" when it ran out; it followed
+/// only the newest 500 queued jobs.)
+#[tokio::test]
+async fn jobs_tail_follows_every_queued_job_within_its_file_descriptors() {
+    let s = TestServer::start_with(Options::default(), |c| c.workers = 0).await;
+    let key = s.secrets.tl_key.clone();
+    let r = s
+        .tl(Method::POST, "/v1/credits")
+        .json(&serde_json::json!({"amount": 50000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let mut ids = Vec::new();
+    for _ in 0..520 {
+        let r = s
+            .tl(Method::POST, "/v1/analyze/upload")
+            .multipart(form(wav_bytes(0.05), &[]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let job: Value = r.json().await.unwrap();
+        ids.push(job["job_id"].as_str().unwrap().to_string());
+    }
+    let mut tail = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_soundcheck"))
+        .args(["jobs", "tail", "--url", &s.base, "--api-key", &key])
+        .args(["--ft-key", "x"])
+        .env("SOUNDCHECK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(tail.stdout.take().unwrap()).lines();
+    // The oldest queued job is followed too: its `queued` line comes.
+    line_with(&mut out, &[&ids[0], "queued"]).await;
+    for id in &ids {
+        let r = s
+            .tl(Method::DELETE, &format!("/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let mut ended = std::collections::HashSet::new();
+    while ended.len() < ids.len() {
+        let line = tokio::time::timeout(Duration::from_secs(60), out.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {} ends printed", ended.len(), ids.len()))
+            .unwrap()
+            .unwrap_or_else(|| panic!("tail ended after {} of {} ends", ended.len(), ids.len()));
+        if !line.contains("failed") {
+            continue;
+        }
+        let id = ids
+            .iter()
+            .find(|id| line.contains(id.as_str()))
+            .expect(&line);
+        assert!(ended.insert(id.clone()), "printed twice: {line}");
+    }
+    assert!(tail.try_wait().unwrap().is_none(), "tail runs on");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn the_dashboard_is_embedded_and_gives_its_keys_to_loopback_clients() {
     let s = TestServer::start(Options::default()).await;
