@@ -42,6 +42,23 @@ fn spawn(args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
     (child, lines)
 }
 
+/// Submits `n` analyses of `secs` of audio; returns their job ids in order.
+async fn submit_analyses(s: &TestServer, n: usize, secs: f32) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let r = s
+            .tl(Method::POST, "/v1/analyze/upload")
+            .multipart(form(wav_bytes(secs), &[]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let job: Value = r.json().await.unwrap();
+        ids.push(job["job_id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
 /// Reads lines until one contains every needle; returns that line.
 async fn line_with(lines: &mut Lines<BufReader<ChildStdout>>, needles: &[&str]) -> String {
     let mut seen = Vec::new();
@@ -368,18 +385,7 @@ async fn jobs_tail_prints_a_job_as_it_runs() {
     // when it looks again, none skipped.
     let pid = tail.id().unwrap();
     crate::util::signal("-STOP", pid);
-    let mut ids = Vec::new();
-    for _ in 0..60 {
-        let r = s
-            .tl(Method::POST, "/v1/analyze/upload")
-            .multipart(form(wav_bytes(0.1), &[]))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let job: Value = r.json().await.unwrap();
-        ids.push(job["job_id"].as_str().unwrap().to_string());
-    }
+    let ids = submit_analyses(&s, 60, 0.1).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let list: Value = s
@@ -434,18 +440,7 @@ async fn jobs_tail_follows_every_queued_job_within_its_file_descriptors() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let mut ids = Vec::new();
-    for _ in 0..520 {
-        let r = s
-            .tl(Method::POST, "/v1/analyze/upload")
-            .multipart(form(wav_bytes(0.05), &[]))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let job: Value = r.json().await.unwrap();
-        ids.push(job["job_id"].as_str().unwrap().to_string());
-    }
+    let ids = submit_analyses(&s, 520, 0.05).await;
     let mut tail = tokio::process::Command::new("sh")
         .arg("-c")
         .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
