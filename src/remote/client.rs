@@ -276,30 +276,28 @@ impl Client {
             Key::Generations => self.ft_from_fleet,
         };
         result.map_err(|e| {
+            let refused = format!(
+                "The {name} sent came from {source}, and the server at {} does not accept it",
+                self.base
+            );
             let hint = if from_fleet {
                 // A fleet node's data directory holds no keys: the database is where they are.
                 format!(
-                    "The {name} sent came from {source}, and the server at {} does not accept \
-                     it: it is not a node of that fleet, or the fleet's keys changed since.\n\
-                     Fix: check that --database names the fleet that server belongs to and run \
-                     the command again (it reads the keys from there), or pass the key with \
-                     {flag} (or {env}).",
-                    self.base
+                    "{refused}: it is not a node of that fleet, or the fleet's keys changed \
+                     since.\nFix: check that --database names the fleet that server belongs to \
+                     and run the command again (it reads the keys from there), or pass the key \
+                     with {flag} (or {env})."
                 )
             } else if self.from_database {
                 format!(
-                    "The {name} sent came from {source}, and the server at {} does not accept \
-                     it.\nFix: leave {flag} (and {env}) out to use the key stored in the \
-                     fleet's database, or pass the one `soundcheck keys --database …` prints.",
-                    self.base
+                    "{refused}.\nFix: leave {flag} (and {env}) out to use the key stored in the \
+                     fleet's database, or pass the one `soundcheck keys --database …` prints."
                 )
             } else {
                 format!(
-                    "The {name} sent came from {source}, and the server at {} does not accept \
-                     it.\nFix: pass the data directory that server was started with \
+                    "{refused}.\nFix: pass the data directory that server was started with \
                      (`--data-dir DIR`; its start-up banner prints it), or its key with {flag} \
-                     (or {env}; the banner and `soundcheck keys --data-dir DIR` print it).",
-                    self.base
+                     (or {env}; the banner and `soundcheck keys --data-dir DIR` print it)."
                 )
             };
             // Still a `Refused` (a waiting command may take the fleet's new keys on it).
@@ -472,17 +470,13 @@ impl Client {
         }
     }
 
-    /// A jobs-API `GET` through what [`Client::follow_on`] goes through (up to 60 s of it),
-    /// with the client it was answered by.
-    pub(super) async fn tl_get_on<T: DeserializeOwned>(
-        &self,
-        path: &str,
-    ) -> anyhow::Result<(T, Client)> {
+    /// A jobs-API `GET` through what [`Client::follow_on`] goes through (up to 60 s of it).
+    pub(super) async fn tl_get_on<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let mut c = self.clone();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let e = match c.tl_get_as(path).await {
-                Ok(v) => return Ok((v, c)),
+                Ok(v) => return Ok(v),
                 Err(e) => e,
             };
             if tokio::time::Instant::now() >= deadline {
@@ -986,7 +980,7 @@ mod tests {
         // Every server that answers refuses the key: they are named (a command ends on that
         // rather than waiting for a node); none answering is an empty list.
         assert_eq!(
-            first_answering(&http, &[stranger.clone()], "tl_fleet").await,
+            first_answering(&http, std::slice::from_ref(&stranger), "tl_fleet").await,
             Err(vec![stranger])
         );
         let nothing = format!("http://{}", free_addr());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::client::{decode, query, Client, Key, Next, WAIT_RETRY};
+use super::client::{decode, Client, Key, Next, WAIT_RETRY};
 use super::print::job_line;
 use crate::api::jobs::JobList;
 use crate::api::lifecycle::ProgressEvent;
@@ -192,46 +192,51 @@ async fn new_jobs(
     mark: Option<&str>,
     first: bool,
 ) -> anyhow::Result<Vec<JobBody>> {
-    let mut found: Vec<JobBody> = Vec::new();
-    let mut path = "/v1/jobs".to_string();
-    loop {
-        let page: JobList = c.tl_poll_as(&path).await?;
-        // Ids sort by creation time: a page reaching `mark` holds everything after it.
-        let reached = match (mark, page.data.last()) {
-            (Some(m), Some(oldest)) => oldest.job_id.as_str() <= m,
-            // None seen before: at the first look the newest page is enough (older jobs that
-            // have ended are not printed); after it, every job is new.
-            (None, Some(_)) => first,
-            (_, None) => true,
-        };
-        found.extend(page.data);
-        match page.next_before {
-            Some(before) if !reached => path = format!("/v1/jobs?before={}", query(&before)),
-            _ => break,
-        }
-    }
+    // Ids sort by creation time: a page reaching `mark` holds everything after it. None seen
+    // before: at the first look the newest page is enough (older jobs that have ended are not
+    // printed); after it, every job is new.
+    let mut found = pages(c, "", |page| match (mark, page.data.last()) {
+        (Some(m), Some(oldest)) => oldest.job_id.as_str() <= m,
+        (None, Some(_)) => first,
+        (_, None) => true,
+    })
+    .await?;
     if first {
         for status in ["queued", "running"] {
-            let mut path = format!("/v1/jobs?status={status}&limit=500");
-            loop {
-                let page: JobList = c.tl_poll_as(&path).await?;
-                found.extend(page.data);
-                match page.next_before {
-                    Some(before) => {
-                        path = format!(
-                            "/v1/jobs?status={status}&limit=500&before={}",
-                            query(&before)
-                        )
-                    }
-                    None => break,
-                }
-            }
+            let query = format!("status={status}&limit=500");
+            found.extend(pages(c, &query, |_| false).await?);
         }
     }
     found.retain(|j| !seen.contains(&j.job_id));
     found.sort_by(|a, b| a.job_id.cmp(&b.job_id));
     found.dedup_by(|a, b| a.job_id == b.job_id);
     Ok(found)
+}
+
+/// The job list with `query` (`name=value&…`, or empty), page after page (`before`), newest
+/// first, until `enough` says a page was the last one needed or there are no more.
+async fn pages(
+    c: &Client,
+    query: &str,
+    mut enough: impl FnMut(&JobList) -> bool,
+) -> anyhow::Result<Vec<JobBody>> {
+    let mut found = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let path = match (query, &before) {
+            ("", None) => "/v1/jobs".to_string(),
+            (q, None) => format!("/v1/jobs?{q}"),
+            ("", Some(b)) => format!("/v1/jobs?before={}", super::client::query(b)),
+            (q, Some(b)) => format!("/v1/jobs?{q}&before={}", super::client::query(b)),
+        };
+        let page: JobList = c.tl_poll_as(&path).await?;
+        let stop = enough(&page);
+        found.extend(page.data);
+        match page.next_before {
+            Some(b) if !stop => before = Some(b),
+            _ => return Ok(found),
+        }
+    }
 }
 
 /// The final job of a stream as `jobs wait` and `jobs cancel` print it.

@@ -277,7 +277,7 @@ pub(super) async fn trigger(
         // Read once the job has ended, when the event's fate was decided: the endpoint may have
         // been disabled (five failing events) or enabled while it ran. Through the node that
         // saw the end, or the one that answers now.
-        let (jobs_endpoint, _) = c.tl_get_on::<EndpointBody>("/v1/webhook").await?;
+        let jobs_endpoint = c.tl_get_on::<EndpointBody>("/v1/webhook").await?;
         let webhook_url = jobs_endpoint.url.clone();
         match &webhook_url {
             // A disabled endpoint holds job events until it is enabled again.
