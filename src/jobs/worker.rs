@@ -452,8 +452,8 @@ impl Workers {
                 Ok(()) => {}
                 // Shutting down while the store could not be reached: the run is left to the
                 // lease (another node) or the next start's recovery, not failed.
-                Err(Materialize::Store(e)) => return Err(e),
-                Err(Materialize::Media(e)) => {
+                Err(Materialize::Stopped(e)) => return Err(e),
+                Err(Materialize::Failed(e)) => {
                     return self.finish_job(job, Err(EngineError::Internal(e))).await
                 }
             }
@@ -529,7 +529,7 @@ impl Workers {
             self.media
                 .write(&job.upload_path, bytes::Bytes::from(bytes))
                 .await
-                .map_err(|e| Materialize::Media(format!("could not store the upload: {e}")))?;
+                .map_err(|e| Materialize::Failed(format!("could not store the upload: {e}")))?;
         }
         let id = job.id.clone();
         self.store_retrying(&job.id, move |store| {
@@ -554,7 +554,7 @@ impl Workers {
         loop {
             let error = match op(self.store.clone()).await {
                 Ok(v) => return Ok(v),
-                Err(e) if !e.is_transient() => return Err(Materialize::Media(e.to_string())),
+                Err(e) if !e.is_transient() => return Err(Materialize::Failed(e.to_string())),
                 Err(e) => e,
             };
             tracing::warn!(
@@ -562,12 +562,21 @@ impl Workers {
                 retry_in_ms = delay.as_millis() as u64,
                 "could not read or write the job's upload in the store: {error}"
             );
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(Materialize::Store(error)),
-                _ = tokio::time::sleep(delay) => {}
+            if !self.back_off(&mut delay).await {
+                return Err(Materialize::Stopped(error));
             }
-            delay = (delay * 2).min(FINISH_RETRY_MAX);
         }
+    }
+
+    /// Waits `delay` before a store operation is tried again and doubles it (up to
+    /// [`FINISH_RETRY_MAX`]); false when shutdown came first.
+    async fn back_off(&self, delay: &mut Duration) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(*delay) => {}
+        }
+        *delay = (*delay * 2).min(FINISH_RETRY_MAX);
+        true
     }
 
     /// Replaces every `{"$file": name}` in a result with an absolute, expiring media URL and adds
@@ -713,11 +722,9 @@ impl Workers {
                 retry_in_ms = delay.as_millis() as u64,
                 "could not record the end of the run: {error}"
             );
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(error),
-                _ = tokio::time::sleep(delay) => {}
+            if !self.back_off(&mut delay).await {
+                return Err(error);
             }
-            delay = (delay * 2).min(FINISH_RETRY_MAX);
         }
     }
 
@@ -902,14 +909,14 @@ pub async fn sweep_expired_leases(workers: Workers) {
 /// again: an input that kills the process must not keep the server down.
 pub const MAX_RUNS: i64 = 2;
 
-/// First and longest wait between attempts to record a run's end while the store cannot write.
 /// Why [`Workers::materialize_upload`] did not finish: the store could not be reached until
 /// shutdown (the run is left, not failed), or anything else (the run fails with it).
 enum Materialize {
-    Store(store::Error),
-    Media(String),
+    Stopped(store::Error),
+    Failed(String),
 }
 
+/// First and longest wait between attempts to record a run's end while the store cannot write.
 const FINISH_RETRY_FIRST: Duration = Duration::from_millis(100);
 const FINISH_RETRY_MAX: Duration = Duration::from_secs(5);
 
